@@ -1,0 +1,167 @@
+"""Daemon settings: TOML file < ``LNFLOW_*`` environment < command-line flags.
+
+The file format is documented key by key in ``config/lnflow.example.toml``.
+pydantic-settings does the layering and the type checks; this module only
+declares the keys and turns validation errors into one-line messages.
+Environment variables use ``__`` between section and key, e.g.
+``LNFLOW_LND__RPCSERVER=10.0.0.2:10009`` or ``LNFLOW_STORE__DB=/srv/lnflow.db``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from lnflow.errors import ConfigError
+from lnflow.paths import default_db_path
+
+__all__ = ["Settings", "load_settings"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LndSettings(_Section):
+    lnddir: str = "~/.lnd"
+    network: str = "mainnet"
+    rpcserver: str = "localhost:10009"
+    tlscertpath: str = ""  # "" = <lnddir>/tls.cert
+    macaroonpath: str = ""  # "" = <lnddir>/data/chain/bitcoin/<network>/readonly.macaroon
+    timeout_s: float = Field(default=15.0, gt=0)
+
+
+class StoreSettings(_Section):
+    db: str = ""  # "" = default_db_path()
+
+    @property
+    def path(self) -> Path:
+        return Path(self.db).expanduser() if self.db else default_db_path()
+
+
+class RecorderSettings(_Section):
+    flush_interval_s: float = Field(default=1.0, gt=0, le=10)
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    heartbeat_s: int = Field(default=5, ge=1, le=3600)
+    reconnect_max_s: float = Field(default=30.0, ge=1)
+    shutdown_drain_s: float = Field(default=0.5, ge=0, le=10)
+
+
+class ManageSettings(_Section):
+    url: str = ""  # lnd-manageJ base URL, e.g. http://127.0.0.1:8081; "" = off
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LNFLOW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    lnd: LndSettings = LndSettings()
+    store: StoreSettings = StoreSettings()
+    recorder: RecorderSettings = RecorderSettings()
+    manage: ManageSettings = ManageSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init) win over the environment, which wins over the file (also init,
+        # merged below flags in load_settings).
+        return (init_settings, env_settings)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.expanduser().open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found: fix --config or create it") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+
+
+def _one_line(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        what = f"unknown key '{key}'"
+    else:
+        what = f"bad value for '{key}': {err['msg']}"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{what}{more} in {source}: see config/lnflow.example.toml for the keys"
+
+
+def _env_problem() -> str | None:
+    """Unknown LNFLOW_* variables are errors, not silently ignored typos."""
+    sections = {name for name in Settings.model_fields}
+    for name in os.environ:
+        if not name.startswith("LNFLOW_"):
+            continue
+        parts = name[len("LNFLOW_") :].lower().split("__")
+        if len(parts) != 2 or parts[0] not in sections:
+            return f"unknown environment variable {name}: use LNFLOW_<SECTION>__<KEY>"
+        section_model = Settings.model_fields[parts[0]].annotation
+        assert isinstance(section_model, type) and issubclass(section_model, BaseModel)
+        if parts[1] not in section_model.model_fields:
+            return f"unknown environment variable {name}: no key '{parts[1]}' in [{parts[0]}]"
+    return None
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> Settings:
+    """Build the settings; ``overrides`` are the flags given (section → key → value)."""
+    file_values = _read_file(config_file) if config_file else {}
+    problem = _env_problem()
+    if problem:
+        raise ConfigError(problem)
+    flags = {
+        s: {k: v for k, v in kv.items() if v is not None} for s, kv in (overrides or {}).items()
+    }
+    flags = {s: kv for s, kv in flags.items() if kv}
+    # Validate the file alone first, so its errors name the file.
+    if file_values:
+        try:
+            Settings.model_validate(file_values)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc, str(config_file))) from exc
+    try:
+        # env beats file: pydantic-settings gives init kwargs precedence, so merge the
+        # file under the environment by letting env fill what the file lacks.
+        from_env = Settings()
+        env_set = from_env.model_dump(exclude_unset=True)
+        merged = _deep_merge(_deep_merge(file_values, env_set), flags)
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, "the environment or flags")) from exc

@@ -1,0 +1,329 @@
+"""Domain records: plain frozen dataclasses and enums, no I/O.
+
+Every other layer speaks in these types. Units are in the names (``_msat``,
+``_sat``, ``_ns``, ``_s``); money is always an integer. SCIDs are unsigned
+64-bit integers here; only the store maps them to signed 64-bit.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "FAILURE_CLASS_NAMES",
+    "ChannelEdge",
+    "ChannelInfo",
+    "EventKind",
+    "EventType",
+    "FailureDetail",
+    "FeeReportEntry",
+    "ForwardRecord",
+    "ForwardingPage",
+    "HtlcEvent",
+    "LndVersion",
+    "NodeInfo",
+    "RoutingPolicy",
+    "StreamSubscribed",
+    "WireFailure",
+    "format_scid",
+    "from_signed64",
+    "parse_scid",
+    "to_signed64",
+]
+
+_U64 = 1 << 64
+_I63 = 1 << 63
+
+
+# --------------------------------------------------------------------------- SCIDs
+
+
+def to_signed64(value: int) -> int:
+    """Map an unsigned 64-bit integer onto SQLite's signed INTEGER range."""
+    if not 0 <= value < _U64:
+        raise ValueError(f"not a uint64: {value}")
+    return value - _U64 if value >= _I63 else value
+
+
+def from_signed64(value: int) -> int:
+    """Inverse of :func:`to_signed64`."""
+    return value + _U64 if value < 0 else value
+
+
+def format_scid(scid: int) -> str:
+    """``BxTxO`` form of a short channel id (block x tx index x output)."""
+    return f"{scid >> 40}x{(scid >> 16) & 0xFFFFFF}x{scid & 0xFFFF}"
+
+
+_SCID_PARTS = re.compile(r"^(\d+)[x:](\d+)[x:](\d+)$")
+
+
+def parse_scid(text: str) -> int:
+    """Parse a channel id given as decimal, ``BxTxO`` or ``B:T:O``.
+
+    Raises ValueError with a message fit for a one-line CLI error.
+    """
+    text = text.strip()
+    if text.isdigit():
+        value = int(text)
+        if value >= _U64:
+            raise ValueError(f"channel id {text} does not fit in 64 bits")
+        return value
+    match = _SCID_PARTS.match(text)
+    if not match:
+        raise ValueError(f"'{text}' is not a channel id: use a decimal SCID or BLOCKxTXxOUTPUT")
+    block, tx, out = (int(g) for g in match.groups())
+    if block >= 1 << 24 or tx >= 1 << 24 or out >= 1 << 16:
+        raise ValueError(f"'{text}' is out of range for a short channel id")
+    return (block << 40) | (tx << 16) | out
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class EventKind(enum.IntEnum):
+    """Which variant of lnd's ``HtlcEvent`` oneof an event carried."""
+
+    UNKNOWN = 0  # a variant newer than this code (kept, never dropped)
+    FORWARD = 1
+    FORWARD_FAIL = 2
+    SETTLE = 3
+    LINK_FAIL = 4
+    FINAL = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class EventType(enum.IntEnum):
+    """lnd's ``HtlcEvent.EventType``; stored as a plain int (unknown numbers kept)."""
+
+    UNKNOWN = 0
+    SEND = 1
+    RECEIVE = 2
+    FORWARD = 3
+
+
+class FailureDetail(enum.IntEnum):
+    """lnd's ``routerrpc.FailureDetail``."""
+
+    UNKNOWN = 0
+    NO_DETAIL = 1
+    ONION_DECODE = 2
+    LINK_NOT_ELIGIBLE = 3
+    ON_CHAIN_TIMEOUT = 4
+    HTLC_EXCEEDS_MAX = 5
+    INSUFFICIENT_BALANCE = 6
+    INCOMPLETE_FORWARD = 7
+    HTLC_ADD_FAILED = 8
+    FORWARDS_DISABLED = 9
+    INVOICE_CANCELED = 10
+    INVOICE_UNDERPAID = 11
+    INVOICE_EXPIRY_TOO_SOON = 12
+    INVOICE_NOT_OPEN = 13
+    MPP_INVOICE_TIMEOUT = 14
+    ADDRESS_MISMATCH = 15
+    SET_TOTAL_MISMATCH = 16
+    SET_TOTAL_TOO_LOW = 17
+    SET_OVERPAID = 18
+    UNKNOWN_INVOICE = 19
+    INVALID_KEYSEND = 20
+    MPP_IN_PROGRESS = 21
+    CIRCULAR_ROUTE = 22
+    INVOICE_ALREADY_SETTLED = 23
+    HTLC_INVOICE_TYPE_MISMATCH = 24
+    AMP_ERROR = 25
+    AMP_RECONSTRUCTION = 26
+    EXTERNAL_VALIDATION_FAILED = 27
+
+
+class WireFailure(enum.IntEnum):
+    """lnd's ``lnrpc.Failure.FailureCode`` (lnd's own numbers, not BOLT #4 codes)."""
+
+    RESERVED = 0
+    INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS = 1
+    INCORRECT_PAYMENT_AMOUNT = 2
+    FINAL_INCORRECT_CLTV_EXPIRY = 3
+    FINAL_INCORRECT_HTLC_AMOUNT = 4
+    FINAL_EXPIRY_TOO_SOON = 5
+    INVALID_REALM = 6
+    EXPIRY_TOO_SOON = 7
+    INVALID_ONION_VERSION = 8
+    INVALID_ONION_HMAC = 9
+    INVALID_ONION_KEY = 10
+    AMOUNT_BELOW_MINIMUM = 11
+    FEE_INSUFFICIENT = 12
+    INCORRECT_CLTV_EXPIRY = 13
+    CHANNEL_DISABLED = 14
+    TEMPORARY_CHANNEL_FAILURE = 15
+    REQUIRED_NODE_FEATURE_MISSING = 16
+    REQUIRED_CHANNEL_FEATURE_MISSING = 17
+    UNKNOWN_NEXT_PEER = 18
+    TEMPORARY_NODE_FAILURE = 19
+    PERMANENT_NODE_FAILURE = 20
+    PERMANENT_CHANNEL_FAILURE = 21
+    EXPIRY_TOO_FAR = 22
+    MPP_TIMEOUT = 23
+    INVALID_ONION_PAYLOAD = 24
+    INVALID_ONION_BLINDING = 25
+    INTERNAL_FAILURE = 997
+    UNKNOWN_FAILURE = 998
+    UNREADABLE_FAILURE = 999
+
+
+FAILURE_CLASS_NAMES = ("liquidity", "max_htlc", "fee", "availability", "policy", "other")
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class HtlcEvent:
+    """One lnd ``HtlcEvent`` (SubscribedEvent excepted, see :class:`StreamSubscribed`).
+
+    Channel and HTLC ids are unsigned; enum fields are plain ints so numbers
+    newer than this code survive. Fields a variant does not carry are None.
+    """
+
+    timestamp_ns: int
+    kind: EventKind
+    event_type: int
+    incoming_channel_id: int
+    incoming_htlc_id: int
+    outgoing_channel_id: int
+    outgoing_htlc_id: int
+    incoming_amt_msat: int | None = None
+    outgoing_amt_msat: int | None = None
+    incoming_timelock: int | None = None
+    outgoing_timelock: int | None = None
+    wire_failure: int | None = None
+    failure_detail: int | None = None
+    failure_string: str | None = None
+    settled: bool | None = None
+    offchain: bool | None = None
+
+    @property
+    def key(self) -> tuple[int, int, int, int, int]:
+        """Identity across stream replays: (kind, in chan, in htlc, out chan, out htlc)."""
+        return (
+            int(self.kind),
+            self.incoming_channel_id,
+            self.incoming_htlc_id,
+            self.outgoing_channel_id,
+            self.outgoing_htlc_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSubscribed:
+    """lnd >= 0.16 sends this first on every subscription: events flow from here on."""
+
+    timestamp_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class LndVersion:
+    major: int
+    minor: int
+    patch: int
+    version: str  # e.g. "0.18.3-beta"
+
+    @property
+    def triple(self) -> tuple[int, int, int]:
+        return (self.major, self.minor, self.patch)
+
+    @property
+    def has_htlc_events(self) -> bool:
+        """SubscribeHtlcEvents exists since lnd 0.10."""
+        return self.triple >= (0, 10, 0)
+
+    @property
+    def has_subscribed_event(self) -> bool:
+        """SubscribedEvent and FinalHtlcEvent exist since lnd 0.16."""
+        return self.triple >= (0, 16, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    pubkey: str
+    alias: str
+    version: str  # GetInfo.version, e.g. "0.18.3-beta commit=v0.18.3-beta"
+    network: str  # mainnet, testnet, signet, regtest, simnet
+    block_height: int
+    synced_to_chain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    chan_id: int
+    remote_pubkey: str
+    channel_point: str
+    capacity_sat: int
+    local_balance_sat: int
+    remote_balance_sat: int
+    local_reserve_sat: int
+    remote_reserve_sat: int
+    active: bool
+    private: bool
+    peer_alias: str
+    uptime_s: int
+    lifetime_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    fee_base_msat: int
+    fee_rate_ppm: int
+    time_lock_delta: int
+    min_htlc_msat: int
+    max_htlc_msat: int
+    disabled: bool
+    last_update_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEdge:
+    chan_id: int
+    chan_point: str
+    node1_pubkey: str
+    node2_pubkey: str
+    capacity_sat: int
+    node1_policy: RoutingPolicy | None
+    node2_policy: RoutingPolicy | None
+
+    def policies_for(self, our_pubkey: str) -> tuple[RoutingPolicy | None, RoutingPolicy | None]:
+        """(ours, the peer's) as lnd decides it: node1 is ours if node1_pubkey is us."""
+        if self.node1_pubkey == our_pubkey:
+            return self.node1_policy, self.node2_policy
+        return self.node2_policy, self.node1_policy
+
+
+@dataclass(frozen=True, slots=True)
+class FeeReportEntry:
+    chan_id: int
+    channel_point: str
+    base_fee_msat: int
+    fee_rate_ppm: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardRecord:
+    """One settled forward from ``ForwardingHistory`` (the earned-fee ledger)."""
+
+    timestamp_ns: int
+    chan_id_in: int
+    chan_id_out: int
+    amt_in_msat: int
+    amt_out_msat: int
+    fee_msat: int
+    incoming_htlc_id: int | None = None
+    outgoing_htlc_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardingPage:
+    events: tuple[ForwardRecord, ...]
+    last_offset_index: int

@@ -1,0 +1,86 @@
+"""The lnflow exception tree.
+
+Every error an operator can cause or fix is an :class:`LnflowError` whose
+``str()`` is one line naming the cause and the fix; the CLIs print it and exit
+non-zero. Anything else is a bug and keeps its traceback.
+
+    LnflowError
+    ├── ConfigError              bad config file, key, value or flag
+    ├── StoreError               the SQLite store cannot be used
+    │   └── StoreTooNewError     schema newer than this code
+    ├── UnknownChannelError      a channel id the store has never seen
+    └── LndError                 talking to LND
+        ├── CertificateMissingError
+        ├── MacaroonMissingError
+        ├── MacaroonRejectedError
+        ├── TlsMismatchError
+        ├── NodeUnreachableError (the only one the daemon retries)
+        └── LndRpcError          any other RPC failure
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CertificateMissingError",
+    "ConfigError",
+    "LndError",
+    "LndRpcError",
+    "LnflowError",
+    "MacaroonMissingError",
+    "MacaroonRejectedError",
+    "NodeUnreachableError",
+    "StoreError",
+    "StoreTooNewError",
+    "TlsMismatchError",
+    "UnknownChannelError",
+]
+
+
+class LnflowError(Exception):
+    """Base of every error an operator can act on."""
+
+    exit_code = 1
+
+
+class ConfigError(LnflowError):
+    exit_code = 2
+
+
+class StoreError(LnflowError):
+    exit_code = 3
+
+
+class StoreTooNewError(StoreError):
+    pass
+
+
+class UnknownChannelError(LnflowError):
+    exit_code = 2
+
+
+class LndError(LnflowError):
+    exit_code = 4
+
+
+class CertificateMissingError(LndError):
+    pass
+
+
+class MacaroonMissingError(LndError):
+    pass
+
+
+class MacaroonRejectedError(LndError):
+    pass
+
+
+class TlsMismatchError(LndError):
+    pass
+
+
+class NodeUnreachableError(LndError):
+    exit_code = 5
+
+
+class LndRpcError(LndError):
+    pass

@@ -1,0 +1,1 @@
+"""Generated protobuf modules for the LND subset (see protos/)."""

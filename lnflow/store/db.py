@@ -1,0 +1,154 @@
+"""Opening the store: engine, SQLite pragmas, Alembic migrations.
+
+SQLite is the embedded default. SQLite-specific parts (pragmas, the
+conflict-ignoring insert) sit behind :func:`insert_ignoring_duplicates` and
+:func:`_on_connect` so the rest of the store stays portable SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from lnflow.errors import StoreError, StoreTooNewError
+from lnflow.store.schema import SCHEMA_REVISIONS
+
+__all__ = [
+    "insert_ignoring_duplicates",
+    "migrations_dir",
+    "open_engine",
+    "open_readonly_engine",
+]
+
+
+def migrations_dir() -> Path:
+    """The Alembic script folder: inside the wheel, or the repository's top level."""
+    packaged = Path(str(resources.files("lnflow"))) / "_migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+
+def open_engine(path: Path, *, migrate: bool = True) -> Engine:
+    """Open (creating if needed, mode 0600) the store at ``path`` for writing.
+
+    Applies every pending migration when ``migrate``; refuses a store whose
+    schema is newer than this code.
+    """
+    path = path.expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the store at {path} ({exc.strerror}): pass --db with a writable path"
+        ) from exc
+    engine = create_engine(f"sqlite:///{path}")
+    event.listen(engine, "connect", _on_connect)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        engine.dispose()
+        reason = getattr(exc, "orig", None) or exc
+        raise StoreError(f"cannot open the store at {path} ({reason}): check --db") from exc
+    if migrate:
+        upgrade(engine, path)
+    return engine
+
+
+def open_readonly_engine(path: Path) -> Engine:
+    """Open an existing store read-only (lnflowctl); never creates or migrates."""
+    path = path.expanduser()
+    if not path.is_file():
+        raise StoreError(f"no store at {path}: start lnflowd first or pass --db PATH")
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    engine = create_engine("sqlite://", creator=connect)
+    check_schema(engine, path)
+    return engine
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def _current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        has_table = conn.scalar(
+            text("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='alembic_version'")
+        )
+        if not has_table:
+            return None
+        rev = conn.scalar(text("SELECT version_num FROM alembic_version"))
+        return str(rev) if rev is not None else None
+
+
+def check_schema(engine: Engine, path: Path) -> str | None:
+    """Return the store's revision; raise if it is newer than this code or unreadable."""
+    try:
+        current = _current_revision(engine)
+    except Exception as exc:
+        reason = getattr(exc, "orig", None) or exc
+        raise StoreError(f"{path} is not an lnflow store ({reason}): check --db") from exc
+    if current is not None and current not in SCHEMA_REVISIONS:
+        raise StoreTooNewError(
+            f"the store {path} has schema revision {current}, newer than this lnflow: "
+            "upgrade lnflow (or point --db at another store)"
+        )
+    return current
+
+
+def upgrade(engine: Engine, path: Path, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` in one transaction."""
+    from alembic import command
+
+    check_schema(engine, path)
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Revert migrations down to ``revision`` (tests, operators rolling back)."""
+    from alembic import command
+
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:
+    """An INSERT that skips rows violating a unique key, in this engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()

@@ -1,0 +1,99 @@
+"""Read-side queries. They return plain dataclasses, never rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+
+from lnflow.domain import EventKind
+from lnflow.store.schema import daemon_state, htlc_events, nodes, stream_sessions
+
+__all__ = ["DaemonStatus", "StatusReport", "StreamStatus", "status_report"]
+
+# The daemon counts as alive while its heartbeat is younger than this many intervals.
+_HEARTBEAT_GRACE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatus:
+    running: bool
+    pid: int | None
+    started_ns: int | None
+    heartbeat_ns: int | None
+    stopped_ns: int | None
+    lnd_state: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LndStatus:
+    alias: str | None
+    version: str | None
+    network: str | None
+    pubkey: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    connected: bool
+    state: str | None
+    connected_since_ns: int | None
+    sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    daemon: DaemonStatus
+    lnd: LndStatus
+    stream: StreamStatus
+    htlc_events: dict[str, int]  # by EventKind label, every kind present
+
+
+def status_report(conn: Connection, now_ns: int) -> StatusReport:
+    state = conn.execute(
+        select(daemon_state, nodes.c.pubkey)
+        .select_from(daemon_state.outerjoin(nodes, daemon_state.c.node_id == nodes.c.id))
+        .order_by(daemon_state.c.heartbeat_ns.desc())
+        .limit(1)
+    ).first()
+    running = False
+    if state is not None and state.stopped_ns is None:
+        grace_ns = (_HEARTBEAT_GRACE * state.heartbeat_interval_s + 2) * 1_000_000_000
+        running = now_ns - state.heartbeat_ns <= grace_ns
+    daemon = DaemonStatus(
+        running=running,
+        pid=state.pid if state else None,
+        started_ns=state.started_ns if state else None,
+        heartbeat_ns=state.heartbeat_ns if state else None,
+        stopped_ns=state.stopped_ns if state else None,
+        lnd_state=state.lnd_state if state else None,
+        last_error=state.last_error if state else None,
+    )
+    lnd = LndStatus(
+        alias=state.lnd_alias if state else None,
+        version=state.lnd_version if state else None,
+        network=state.lnd_network if state else None,
+        pubkey=state.pubkey if state else None,
+    )
+    sessions = conn.scalar(select(func.count()).select_from(stream_sessions)) or 0
+    open_since = conn.scalar(
+        select(func.max(stream_sessions.c.started_ns)).where(stream_sessions.c.ended_ns.is_(None))
+    )
+    connected = running and state is not None and state.stream_state == "connected"
+    stream = StreamStatus(
+        connected=connected,
+        state=state.stream_state if state else None,
+        connected_since_ns=open_since if connected else None,
+        sessions=int(sessions),
+    )
+    counts = {kind.label: 0 for kind in EventKind if kind is not EventKind.UNKNOWN}
+    for kind, n in conn.execute(
+        select(htlc_events.c.kind, func.count()).group_by(htlc_events.c.kind)
+    ):
+        try:
+            label = EventKind(kind).label
+        except ValueError:
+            label = EventKind.UNKNOWN.label
+        counts[label] = counts.get(label, 0) + int(n)
+    return StatusReport(daemon=daemon, lnd=lnd, stream=stream, htlc_events=counts)
