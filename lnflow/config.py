@@ -52,6 +52,15 @@ class RecorderSettings(_Section):
     shutdown_drain_s: float = Field(default=0.5, ge=0, le=10)
 
 
+class LedgerSettings(_Section):
+    sync_interval_s: int = Field(default=60, ge=5)
+    page_size: int = Field(default=10_000, ge=100, le=50_000)
+
+
+class ChannelSettings(_Section):
+    sample_interval_s: int = Field(default=300, ge=10)
+
+
 class ManageSettings(_Section):
     url: str = ""  # lnd-manageJ base URL, e.g. http://127.0.0.1:8081; "" = off
 
@@ -72,6 +81,8 @@ class Settings(BaseSettings):
     lnd: LndSettings = LndSettings()
     store: StoreSettings = StoreSettings()
     recorder: RecorderSettings = RecorderSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    channels: ChannelSettings = ChannelSettings()
     manage: ManageSettings = ManageSettings()
     log: LogSettings = LogSettings()
 

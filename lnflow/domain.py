@@ -15,6 +15,7 @@ __all__ = [
     "FAILURE_CLASS_NAMES",
     "ChannelEdge",
     "ChannelInfo",
+    "ChannelSample",
     "EventKind",
     "EventType",
     "FailureDetail",
@@ -299,6 +300,16 @@ class ChannelEdge:
         if self.node1_pubkey == our_pubkey:
             return self.node1_policy, self.node2_policy
         return self.node2_policy, self.node1_policy
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSample:
+    """A channel's state at one moment: ListChannels plus both directions' policies."""
+
+    info: ChannelInfo
+    ours: RoutingPolicy | None
+    peer: RoutingPolicy | None
+    peer_alias: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ def test_store_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
 
 
 def test_store_newer_than_the_code_is_refused(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "migrations_dir",
     "open_engine",
     "open_readonly_engine",
+    "upsert_adding",
 ]
 
 
@@ -39,6 +41,9 @@ def migrations_dir() -> Path:
 def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     if isinstance(dbapi_conn, sqlite3.Connection):
         cur = dbapi_conn.cursor()
+        # Only takes effect on a new, empty file: lets retention reclaim space in small
+        # steps (PRAGMA incremental_vacuum) instead of a long full VACUUM.
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
@@ -145,6 +150,19 @@ def downgrade(engine: Engine, revision: str) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
+
+
+def upsert_adding(engine: Engine, table: Table, counters: Sequence[str]) -> Insert:
+    """An INSERT that, on a primary-key clash, adds ``counters`` to the existing row.
+
+    Used for rollups: each batch contributes increments, never totals.
+    """
+    stmt = postgresql.insert(table) if engine.dialect.name == "postgresql" else sqlite.insert(table)
+    key = [c.name for c in table.primary_key.columns]
+    return stmt.on_conflict_do_update(
+        index_elements=key,
+        set_={name: table.c[name] + stmt.excluded[name] for name in counters},
+    )
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:

@@ -28,7 +28,14 @@ from sqlalchemy import (
 
 __all__ = [
     "SCHEMA_REVISIONS",
+    "channel_samples",
+    "channels",
     "daemon_state",
+    "failure_clusters",
+    "failure_rollups_hourly",
+    "forward_attempts",
+    "forward_rollups_hourly",
+    "forwards",
     "htlc_events",
     "metadata",
     "nodes",
@@ -37,7 +44,7 @@ __all__ = [
 
 # Every Alembic revision this code knows, oldest first (a test keeps it equal to
 # migrations/versions). lnflowctl checks a store against it without importing Alembic.
-SCHEMA_REVISIONS = ("0001",)
+SCHEMA_REVISIONS = ("0001", "0002")
 
 metadata = MetaData(
     naming_convention={
@@ -123,4 +130,145 @@ daemon_state = Table(
     Column("lnd_state", String(32), nullable=False, default="starting"),
     Column("stream_state", String(32), nullable=False, default="idle"),
     Column("last_error", Text),
+)
+
+
+# --------------------------------------------------------------------------- 0002
+
+# One row per incoming forward (DESIGN §3): outcome from lnflow.attempts.Outcome,
+# failure_class from lnflow.analysis.classify.FailureClass.
+forward_attempts = Table(
+    "forward_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("incoming_channel_id", BigInteger, nullable=False),
+    Column("incoming_htlc_id", BigInteger, nullable=False),
+    Column("outgoing_channel_id", BigInteger, nullable=False),
+    Column("outgoing_htlc_id", BigInteger, nullable=False),
+    Column("first_seen_ns", BigInteger, nullable=False),
+    Column("resolved_ns", BigInteger),
+    Column("incoming_amt_msat", BigInteger),
+    Column("outgoing_amt_msat", BigInteger),
+    Column("outcome", SmallInteger, nullable=False),
+    Column("failure_class", SmallInteger),
+    Column("wire_failure", Integer),
+    Column("failure_detail", Integer),
+    Column("missed_fee_msat", BigInteger, nullable=False),
+    Column("final_settled", Boolean),
+    Column("cluster_id", Integer),
+    UniqueConstraint(
+        "node_id", "incoming_channel_id", "incoming_htlc_id", name="uq_forward_attempts_key"
+    ),
+    Index("ix_forward_attempts_out_seen", "outgoing_channel_id", "first_seen_ns"),
+    Index("ix_forward_attempts_seen", "first_seen_ns"),
+)
+
+# Demand clusters (DESIGN §4); ids are assigned by lnflow.clusters.ClusterAssigner.
+failure_clusters = Table(
+    "failure_clusters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("outgoing_channel_id", BigInteger, nullable=False),
+    Column("first_ns", BigInteger, nullable=False),
+    Column("last_ns", BigInteger, nullable=False),
+    Column("members", Integer, nullable=False),
+    Column("missed_fee_msat", BigInteger, nullable=False),
+    Index("ix_failure_clusters_out_first", "outgoing_channel_id", "first_ns"),
+)
+
+# The forwards ledger: ForwardingHistory, the source of truth for earned fees.
+forwards = Table(
+    "forwards",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("timestamp_ns", BigInteger, nullable=False),
+    Column("chan_id_in", BigInteger, nullable=False),
+    Column("chan_id_out", BigInteger, nullable=False),
+    Column("amt_in_msat", BigInteger, nullable=False),
+    Column("amt_out_msat", BigInteger, nullable=False),
+    Column("fee_msat", BigInteger, nullable=False),
+    Column("incoming_htlc_id", BigInteger),
+    Column("outgoing_htlc_id", BigInteger),
+    UniqueConstraint("node_id", "timestamp_ns", name="uq_forwards_key"),
+    Index("ix_forwards_out_time", "chan_id_out", "timestamp_ns"),
+    Index("ix_forwards_in_time", "chan_id_in", "timestamp_ns"),
+)
+
+# Every channel ever seen; closed ones keep their last alias.
+channels = Table(
+    "channels",
+    metadata,
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True),
+    Column("chan_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("remote_pubkey", String(66), nullable=False),
+    Column("channel_point", Text, nullable=False),
+    Column("capacity_sat", BigInteger, nullable=False),
+    Column("peer_alias", Text, nullable=False),
+    Column("private", Boolean, nullable=False),
+    Column("first_seen_ns", BigInteger, nullable=False),
+    Column("last_seen_ns", BigInteger, nullable=False),
+    Column("closed_ns", BigInteger),
+)
+
+channel_samples = Table(
+    "channel_samples",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("chan_id", BigInteger, nullable=False),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("capacity_sat", BigInteger, nullable=False),
+    Column("local_balance_sat", BigInteger, nullable=False),
+    Column("remote_balance_sat", BigInteger, nullable=False),
+    Column("local_reserve_sat", BigInteger, nullable=False),
+    Column("remote_reserve_sat", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("uptime_s", BigInteger, nullable=False),
+    Column("lifetime_s", BigInteger, nullable=False),
+    # our policy (None when the graph has no edge yet)
+    Column("fee_base_msat", BigInteger),
+    Column("fee_rate_ppm", BigInteger),
+    Column("time_lock_delta", Integer),
+    Column("min_htlc_msat", BigInteger),
+    Column("max_htlc_msat", BigInteger),
+    Column("disabled", Boolean),
+    # the peer's policy
+    Column("peer_fee_base_msat", BigInteger),
+    Column("peer_fee_rate_ppm", BigInteger),
+    Column("peer_time_lock_delta", Integer),
+    Column("peer_min_htlc_msat", BigInteger),
+    Column("peer_max_htlc_msat", BigInteger),
+    Column("peer_disabled", Boolean),
+    Index("ix_channel_samples_chan_ts", "node_id", "chan_id", "ts_ns"),
+    Index("ix_channel_samples_ts", "ts_ns"),
+)
+
+# Hourly rollups (DESIGN §6), maintained while recording; hour = unix seconds // 3600.
+failure_rollups_hourly = Table(
+    "failure_rollups_hourly",
+    metadata,
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True),
+    Column("hour", Integer, primary_key=True, autoincrement=False),
+    Column("outgoing_channel_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("incoming_channel_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("failure_class", SmallInteger, primary_key=True, autoincrement=False),
+    Column("failures", Integer, nullable=False),
+    Column("clusters", Integer, nullable=False),
+    Column("missed_raw_msat", BigInteger, nullable=False),
+    Column("missed_dedup_msat", BigInteger, nullable=False),
+)
+
+forward_rollups_hourly = Table(
+    "forward_rollups_hourly",
+    metadata,
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True),
+    Column("hour", Integer, primary_key=True, autoincrement=False),
+    Column("chan_id_in", BigInteger, primary_key=True, autoincrement=False),
+    Column("chan_id_out", BigInteger, primary_key=True, autoincrement=False),
+    Column("forwards", Integer, nullable=False),
+    Column("amt_out_msat", BigInteger, nullable=False),
+    Column("fee_msat", BigInteger, nullable=False),
 )

@@ -12,11 +12,29 @@ from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, update
 
-from lnflow.domain import HtlcEvent, NodeInfo, to_signed64
-from lnflow.store.db import insert_ignoring_duplicates
-from lnflow.store.schema import daemon_state, htlc_events, nodes, stream_sessions
+from lnflow.domain import (
+    ChannelSample,
+    ForwardRecord,
+    HtlcEvent,
+    NodeInfo,
+    from_signed64,
+    to_signed64,
+)
+from lnflow.store.db import insert_ignoring_duplicates, upsert_adding
+from lnflow.store.schema import (
+    channel_samples,
+    channels,
+    daemon_state,
+    forward_rollups_hourly,
+    forwards,
+    htlc_events,
+    nodes,
+    stream_sessions,
+)
 
-__all__ = ["StoreWriter", "event_row"]
+__all__ = ["NS_PER_HOUR", "StoreWriter", "event_row"]
+
+NS_PER_HOUR = 3600 * 1_000_000_000
 
 
 def event_row(node_id: int, session_id: int, ev: HtlcEvent) -> dict[str, Any]:
@@ -51,6 +69,9 @@ class StoreWriter:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._insert_event = insert_ignoring_duplicates(engine, htlc_events)
+        self._add_forward_rollup = upsert_adding(
+            engine, forward_rollups_hourly, ("forwards", "amt_out_msat", "fee_msat")
+        )
 
     # -- node and daemon state ---------------------------------------------------------
 
@@ -163,3 +184,170 @@ class StoreWriter:
         with self._engine.begin() as conn:
             result = conn.execute(self._insert_event, rows)
             return int(result.rowcount or 0)
+
+    # -- forwards ledger -------------------------------------------------------------
+
+    def last_forward_ns(self, node_id: int) -> int:
+        """Newest ledger timestamp stored (0 when empty): where the next sync starts."""
+        with self._engine.connect() as conn:
+            value = conn.scalar(
+                select(func.max(forwards.c.timestamp_ns)).where(forwards.c.node_id == node_id)
+            )
+            return int(value or 0)
+
+    def insert_forwards(self, node_id: int, records: Sequence[ForwardRecord]) -> int:
+        """Store ledger records not seen before and add them to the hourly rollups.
+
+        ``timestamp_ns`` is unique per node in lnd's log, so it is the dedupe key.
+        """
+        if not records:
+            return 0
+        with self._engine.begin() as conn:
+            lo = min(r.timestamp_ns for r in records)
+            hi = max(r.timestamp_ns for r in records)
+            known = set(
+                conn.scalars(
+                    select(forwards.c.timestamp_ns)
+                    .where(forwards.c.node_id == node_id)
+                    .where(forwards.c.timestamp_ns.between(lo, hi))
+                )
+            )
+            fresh: dict[int, ForwardRecord] = {}
+            for r in records:
+                if r.timestamp_ns not in known:
+                    fresh.setdefault(r.timestamp_ns, r)
+            if not fresh:
+                return 0
+            conn.execute(
+                insert(forwards),
+                [
+                    {
+                        "node_id": node_id,
+                        "timestamp_ns": r.timestamp_ns,
+                        "chan_id_in": to_signed64(r.chan_id_in),
+                        "chan_id_out": to_signed64(r.chan_id_out),
+                        "amt_in_msat": r.amt_in_msat,
+                        "amt_out_msat": r.amt_out_msat,
+                        "fee_msat": r.fee_msat,
+                        "incoming_htlc_id": r.incoming_htlc_id,
+                        "outgoing_htlc_id": r.outgoing_htlc_id,
+                    }
+                    for r in fresh.values()
+                ],
+            )
+            rollup: dict[tuple[int, int, int], list[int]] = {}
+            for r in fresh.values():
+                key = (r.timestamp_ns // NS_PER_HOUR, r.chan_id_in, r.chan_id_out)
+                acc = rollup.setdefault(key, [0, 0, 0])
+                acc[0] += 1
+                acc[1] += r.amt_out_msat
+                acc[2] += r.fee_msat
+            conn.execute(
+                self._add_forward_rollup,
+                [
+                    {
+                        "node_id": node_id,
+                        "hour": hour,
+                        "chan_id_in": to_signed64(cin),
+                        "chan_id_out": to_signed64(cout),
+                        "forwards": n,
+                        "amt_out_msat": amt,
+                        "fee_msat": fee,
+                    }
+                    for (hour, cin, cout), (n, amt, fee) in rollup.items()
+                ],
+            )
+            return len(fresh)
+
+    # -- channels --------------------------------------------------------------------
+
+    def record_channel_samples(
+        self, node_id: int, now_ns: int, samples: Sequence[ChannelSample]
+    ) -> int:
+        """One sample row per open channel; channels gone from the list are marked closed."""
+        with self._engine.begin() as conn:
+            existing = {
+                from_signed64(row.chan_id): row
+                for row in conn.execute(
+                    select(channels.c.chan_id, channels.c.peer_alias, channels.c.closed_ns).where(
+                        channels.c.node_id == node_id
+                    )
+                )
+            }
+            open_ids = set()
+            for s in samples:
+                info = s.info
+                open_ids.add(info.chan_id)
+                values = {
+                    "remote_pubkey": info.remote_pubkey,
+                    "channel_point": info.channel_point,
+                    "capacity_sat": info.capacity_sat,
+                    "private": info.private,
+                    "last_seen_ns": now_ns,
+                    "closed_ns": None,
+                }
+                old = existing.get(info.chan_id)
+                if old is None:
+                    conn.execute(
+                        insert(channels).values(
+                            node_id=node_id,
+                            chan_id=to_signed64(info.chan_id),
+                            first_seen_ns=now_ns,
+                            peer_alias=s.peer_alias,
+                            **values,
+                        )
+                    )
+                else:
+                    # an alias lookup that failed this time keeps the last known alias
+                    conn.execute(
+                        update(channels)
+                        .where(channels.c.node_id == node_id)
+                        .where(channels.c.chan_id == to_signed64(info.chan_id))
+                        .values(peer_alias=s.peer_alias or old.peer_alias, **values)
+                    )
+            gone = [
+                to_signed64(cid)
+                for cid, row in existing.items()
+                if cid not in open_ids and row.closed_ns is None
+            ]
+            if gone:
+                conn.execute(
+                    update(channels)
+                    .where(channels.c.node_id == node_id)
+                    .where(channels.c.chan_id.in_(gone))
+                    .values(closed_ns=now_ns)
+                )
+            if samples:
+                conn.execute(
+                    insert(channel_samples), [_sample_row(node_id, now_ns, s) for s in samples]
+                )
+            return len(samples)
+
+
+def _sample_row(node_id: int, now_ns: int, s: ChannelSample) -> dict[str, Any]:
+    info, ours, peer = s.info, s.ours, s.peer
+    return {
+        "node_id": node_id,
+        "chan_id": to_signed64(info.chan_id),
+        "ts_ns": now_ns,
+        "capacity_sat": info.capacity_sat,
+        "local_balance_sat": info.local_balance_sat,
+        "remote_balance_sat": info.remote_balance_sat,
+        "local_reserve_sat": info.local_reserve_sat,
+        "remote_reserve_sat": info.remote_reserve_sat,
+        "active": info.active,
+        "uptime_s": info.uptime_s,
+        "lifetime_s": info.lifetime_s,
+        "fee_base_msat": ours.fee_base_msat if ours else None,
+        "fee_rate_ppm": ours.fee_rate_ppm if ours else None,
+        "time_lock_delta": ours.time_lock_delta if ours else None,
+        "min_htlc_msat": ours.min_htlc_msat if ours else None,
+        "max_htlc_msat": ours.max_htlc_msat if ours else None,
+        "disabled": ours.disabled if ours else None,
+        "peer_fee_base_msat": peer.fee_base_msat if peer else None,
+        "peer_fee_rate_ppm": peer.fee_rate_ppm if peer else None,
+        "peer_time_lock_delta": peer.time_lock_delta if peer else None,
+        "peer_min_htlc_msat": peer.min_htlc_msat if peer else None,
+        "peer_max_htlc_msat": peer.max_htlc_msat if peer else None,
+        "peer_disabled": peer.disabled if peer else None,
+    }

@@ -1,0 +1,237 @@
+"""Composition root: builds the store, the LND client, the recorder and the
+scheduler, and runs them under one supervisor until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from lnflow.config import Settings
+from lnflow.domain import LndVersion, NodeInfo
+from lnflow.errors import LndError, LnflowError, NodeUnreachableError
+from lnflow.lnd import LndClient, LndCredentials
+from lnflow.store.db import open_engine
+from lnflow.store.writer import StoreWriter
+
+from .jobs import ChannelSampler, ChannelSource, LedgerSource, LedgerSync
+from .notify import notify, watchdog_enabled
+from .recorder import Backoff, HtlcSource, Recorder, sleep_or_stop
+from .storethread import StoreThread
+
+__all__ = ["Daemon", "LndLike", "credentials_from"]
+
+
+def _guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    """Job wrapper: LND being away is logged once per outage, never a traceback."""
+    failing = False
+
+    async def run() -> None:
+        nonlocal failing
+        try:
+            await job()
+        except LndError as exc:
+            if not failing:
+                log.warning("job_failed", job=name, error=str(exc))
+            failing = True
+        else:
+            if failing:
+                log.info("job_recovered", job=name)
+            failing = False
+
+    return run
+
+
+log = structlog.get_logger("lnflowd")
+
+
+class LndLike(HtlcSource, LedgerSource, ChannelSource, Protocol):
+    async def check(self) -> tuple[NodeInfo, LndVersion]: ...
+    async def close(self) -> None: ...
+
+
+def credentials_from(settings: Settings) -> LndCredentials:
+    lnd = settings.lnd
+    return LndCredentials.resolve(
+        lnddir=lnd.lnddir,
+        network=lnd.network,
+        rpcserver=lnd.rpcserver,
+        tlscertpath=lnd.tlscertpath or None,
+        macaroonpath=lnd.macaroonpath or None,
+    )
+
+
+def _real_client(settings: Settings) -> LndLike:
+    return LndClient(credentials_from(settings), timeout_s=settings.lnd.timeout_s)
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    client_factory: Callable[[Settings], LndLike] = _real_client
+    clock_ns: Callable[[], int] = time.time_ns
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> int:
+        """Run until stopped; returns the exit status. LnflowErrors propagate (fatal)."""
+        settings = self.settings
+        db_path = settings.store.path
+        engine = await asyncio.to_thread(open_engine, db_path)
+        store = StoreThread(StoreWriter(engine))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        scheduler = AsyncIOScheduler()
+        client: LndLike | None = None
+        try:
+            await store.call(store.target.close_dangling_sessions, self.clock_ns())
+            await store.call(
+                store.target.daemon_started, self.clock_ns(), settings.recorder.heartbeat_s
+            )
+            log.info("daemon_started", db=str(db_path), rpcserver=settings.lnd.rpcserver)
+            scheduler.add_job(
+                self._heartbeat,
+                "interval",
+                seconds=settings.recorder.heartbeat_s,
+                args=[store],
+                id="heartbeat",
+                coalesce=True,
+                max_instances=1,
+            )
+            scheduler.start()
+            client = self.client_factory(settings)
+            connected = await self._connect(client, store)
+            if connected is None:
+                return 0
+            info, version = connected
+            node_id = await store.call(store.target.upsert_node, info, self.clock_ns())
+            await store.call(
+                store.target.daemon_state,
+                self.clock_ns(),
+                node_id=node_id,
+                lnd_alias=info.alias,
+                lnd_version=info.version,
+                lnd_network=info.network,
+                lnd_state="connected",
+                last_error=None,
+            )
+            log.info(
+                "lnd_connected", alias=info.alias, version=version.version, network=info.network
+            )
+            self._schedule_sync_jobs(scheduler, client, store, node_id, info.pubkey)
+            if not version.has_htlc_events:
+                log.warning(
+                    "live_failure_capture_off",
+                    reason=f"lnd {version.version} has no HTLC event stream (needs 0.10+)",
+                )
+                await store.call(
+                    store.target.daemon_state, self.clock_ns(), stream_state="unsupported"
+                )
+                await self.stop.wait()
+                return 0
+            recorder = Recorder(
+                client,
+                store,
+                node_id=node_id,
+                lnd_version=version.version,
+                batch_size=settings.recorder.batch_size,
+                flush_interval_s=settings.recorder.flush_interval_s,
+                reconnect_max_s=settings.recorder.reconnect_max_s,
+                shutdown_drain_s=settings.recorder.shutdown_drain_s,
+                clock_ns=self.clock_ns,
+            )
+            await recorder.run(self.stop)
+            log.info("daemon_stopping", events_stored=recorder.stored)
+            return 0
+        except LnflowError as exc:
+            await store.call(
+                store.target.daemon_state, self.clock_ns(), lnd_state="error", last_error=str(exc)
+            )
+            raise
+        finally:
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            if client is not None:
+                await client.close()
+            await store.call(store.target.daemon_stopped, self.clock_ns())
+            store.close()
+            engine.dispose()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            log.info("daemon_stopped")
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        if not self.stop.is_set():
+            log.info("signal_received", signal=sig.name)
+            notify("STOPPING=1")
+        self.stop.set()
+
+    async def _connect(
+        self, client: LndLike, store: StoreThread[StoreWriter]
+    ) -> tuple[NodeInfo, LndVersion] | None:
+        """GetInfo + GetVersion, retrying only while LND is unreachable (may be starting)."""
+        backoff = Backoff(self.settings.recorder.reconnect_max_s)
+        reported = False
+        first = True
+        while not self.stop.is_set():
+            try:
+                result = await client.check()
+                if first:
+                    notify("READY=1", "STATUS=connected to lnd")
+                return result
+            except NodeUnreachableError as exc:
+                if first:
+                    notify("READY=1", "STATUS=waiting for lnd (unreachable)")
+                    first = False
+                if not reported:
+                    log.warning("lnd_unreachable", error=str(exc))
+                    await store.call(
+                        store.target.daemon_state,
+                        self.clock_ns(),
+                        lnd_state="unreachable",
+                        last_error=str(exc),
+                    )
+                    reported = True
+                await sleep_or_stop(self.stop, backoff.next())
+        return None
+
+    def _schedule_sync_jobs(
+        self,
+        scheduler: AsyncIOScheduler,
+        client: LndLike,
+        store: StoreThread[StoreWriter],
+        node_id: int,
+        our_pubkey: str,
+    ) -> None:
+        """Ledger sync and channel sampling: first run now, then on their intervals."""
+        s = self.settings
+        ledger = LedgerSync(
+            client, store, node_id, page_size=s.ledger.page_size, clock_ns=self.clock_ns
+        )
+        sampler = ChannelSampler(client, store, node_id, our_pubkey, clock_ns=self.clock_ns)
+        for job_id, job, every_s in (
+            ("ledger_sync", ledger.run, s.ledger.sync_interval_s),
+            ("channel_sampler", sampler.run, s.channels.sample_interval_s),
+        ):
+            scheduler.add_job(
+                _guarded(job_id, job),
+                "interval",
+                seconds=every_s,
+                id=job_id,
+                next_run_time=datetime.now(UTC),
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=every_s,
+            )
+
+    async def _heartbeat(self, store: StoreThread[StoreWriter]) -> None:
+        await store.call(store.target.daemon_state, self.clock_ns())
+        if watchdog_enabled():
+            notify("WATCHDOG=1")

@@ -1,0 +1,99 @@
+"""``lnflowd``: the recording daemon's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from lnflow import __version__
+from lnflow.config import Settings, load_settings
+from lnflow.errors import LnflowError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lnflowd",
+        description="Record every HTLC event of an LND node into the lnflow store.",
+    )
+    p.add_argument("--config", type=Path, help="TOML config file (see config/lnflow.example.toml)")
+    p.add_argument("--lnddir", help="lnd's directory (default ~/.lnd)")
+    p.add_argument(
+        "--network", help="mainnet, testnet, signet, regtest or simnet (default mainnet)"
+    )
+    p.add_argument("--rpcserver", help="lnd gRPC host:port (default localhost:10009)")
+    p.add_argument("--tlscertpath", help="lnd's tls.cert (default <lnddir>/tls.cert)")
+    p.add_argument(
+        "--macaroonpath",
+        help="macaroon file (default <lnddir>/data/chain/bitcoin/<network>/readonly.macaroon)",
+    )
+    p.add_argument("--db", help="SQLite store (default $STATE_DIRECTORY or ~/.lnflow/lnflow.db)")
+    p.add_argument("--manage-url", help="lnd-manageJ base URL for enrichment (optional)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="connect once, print the node's alias, version and network, and exit",
+    )
+    p.add_argument("--version", action="version", version=f"lnflowd {__version__}")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    return {
+        "lnd": {
+            "lnddir": args.lnddir,
+            "network": args.network,
+            "rpcserver": args.rpcserver,
+            "tlscertpath": args.tlscertpath,
+            "macaroonpath": args.macaroonpath,
+        },
+        "store": {"db": args.db},
+        "manage": {"url": args.manage_url},
+        "log": {"level": args.log_level, "format": args.log_format},
+    }
+
+
+async def _check(settings: Settings) -> int:
+    from lnflow.lnd import LndClient
+
+    from .daemon import credentials_from
+
+    async with LndClient(credentials_from(settings), timeout_s=settings.lnd.timeout_s) as client:
+        info, version = await client.check()
+    print(f"alias:   {info.alias}")
+    print(f"version: {version.version}")
+    print(f"network: {info.network}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, _overrides(args))
+        if args.check:
+            return asyncio.run(_check(settings))
+        from .logs import configure_logging
+
+        configure_logging(settings.log.level, settings.log.format)
+        return asyncio.run(_run(settings))
+    except LnflowError as exc:
+        print(f"lnflowd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(settings: Settings) -> int:
+    from .daemon import Daemon
+
+    return await Daemon(settings).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

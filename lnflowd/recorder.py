@@ -1,0 +1,203 @@
+"""The HTLC recorder: subscribe, batch, store; reconnect with backoff.
+
+Decoding lives in ``lnflow.lnd``, writing in ``lnflow.store``; this module only
+moves batches between them and keeps the stream-session bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from lnflow.domain import HtlcEvent, StreamSubscribed
+from lnflow.errors import LndError, NodeUnreachableError
+from lnflow.store.writer import StoreWriter
+
+from .storethread import StoreThread
+
+__all__ = ["Backoff", "HtlcSource", "Recorder", "sleep_or_stop"]
+
+log = structlog.get_logger("lnflowd.recorder")
+
+
+class HtlcStreamLike(Protocol):
+    def __aiter__(self) -> HtlcStreamLike: ...
+    async def __anext__(self) -> HtlcEvent | StreamSubscribed: ...
+    async def wait_connected(self, timeout_s: float) -> None: ...
+    def cancel(self) -> None: ...
+
+
+class HtlcSource(Protocol):
+    """What the recorder needs from an LND client."""
+
+    def subscribe_htlc_events(self) -> HtlcStreamLike: ...
+
+
+class Backoff:
+    """Exponential backoff: 0.5 s doubling up to ``cap_s``; reset after a good run."""
+
+    def __init__(self, cap_s: float, first_s: float = 0.5) -> None:
+        self._cap = cap_s
+        self._first = first_s
+        self._next = first_s
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._cap, self._next * 2)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
+class Recorder:
+    """Runs the subscription until ``stop`` is set; every event ends up in the store."""
+
+    def __init__(
+        self,
+        source: HtlcSource,
+        store: StoreThread[StoreWriter],
+        *,
+        node_id: int,
+        lnd_version: str,
+        batch_size: int,
+        flush_interval_s: float,
+        reconnect_max_s: float,
+        shutdown_drain_s: float,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._source = source
+        self._store = store
+        self._node_id = node_id
+        self._lnd_version = lnd_version
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._drain_s = shutdown_drain_s
+        self._backoff = Backoff(reconnect_max_s)
+        self._now = clock_ns
+        self._buffer: list[HtlcEvent] = []
+        self._session_id: int | None = None
+        self._flush_lock = asyncio.Lock()
+        self._stream: HtlcStreamLike | None = None
+        self.stored = 0
+        self.state = "idle"
+
+    # -- public ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        flusher = asyncio.create_task(self._flush_periodically(stop), name="flusher")
+        try:
+            while not stop.is_set():
+                await self._one_session(stop)
+                if stop.is_set():
+                    break
+                delay = self._backoff.next()
+                log.info("stream_reconnect_scheduled", in_s=delay)
+                await sleep_or_stop(stop, delay)
+        finally:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the buffered events of the current session in one transaction."""
+        async with self._flush_lock:
+            if not self._buffer or self._session_id is None:
+                return
+            batch, self._buffer = self._buffer, []
+            new = await self._store.call(
+                self._store.target.insert_events, self._node_id, self._session_id, batch
+            )
+            self.stored += new
+            if new < len(batch):
+                log.debug("replayed_events_ignored", count=len(batch) - new)
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _set_state(self, state: str, **values: object) -> None:
+        if state != self.state:
+            self.state = state
+            await self._store.call(
+                self._store.target.daemon_state, self._now(), stream_state=state, **values
+            )
+
+    async def _one_session(self, stop: asyncio.Event) -> None:
+        stream = self._source.subscribe_htlc_events()
+        try:
+            await stream.wait_connected(timeout_s=2.0)
+        except NodeUnreachableError as exc:
+            stream.cancel()
+            if self.state != "unreachable":
+                log.warning("stream_unreachable", error=str(exc))
+            await self._set_state("unreachable", last_error=str(exc))
+            return
+        started = self._now()
+        self._session_id = await self._store.call(
+            self._store.target.open_session, self._node_id, started, self._lnd_version
+        )
+        self._stream = stream
+        await self._set_state("connected", last_error=None)
+        log.info("stream_connected", session=self._session_id)
+        reason = "closed by lnd"
+        drainer = asyncio.create_task(self._cancel_after_stop(stop, stream), name="drainer")
+        try:
+            async for item in stream:
+                if isinstance(item, StreamSubscribed):
+                    await self._store.call(
+                        self._store.target.mark_subscribed,
+                        self._session_id,
+                        item.timestamp_ns or self._now(),
+                    )
+                    continue
+                self._buffer.append(item)
+                if len(self._buffer) >= self._batch_size:
+                    await self.flush()
+            if stop.is_set():
+                reason = "shutdown"
+        except NodeUnreachableError as exc:
+            reason = f"lnd unreachable: {exc}"
+        except LndError as exc:
+            reason = "shutdown" if stop.is_set() else str(exc)
+            if not stop.is_set() and not _is_transient(exc):
+                raise
+        finally:
+            drainer.cancel()
+            await asyncio.gather(drainer, return_exceptions=True)
+            await self.flush()
+            ended = self._now()
+            await self._store.call(
+                self._store.target.close_session, self._session_id, ended, reason
+            )
+            if ended - started > 10_000_000_000:
+                self._backoff.reset()
+            self._stream = None
+        log.info("stream_ended", session=self._session_id, reason=reason)
+        await self._set_state("stopped" if stop.is_set() else "reconnecting")
+
+    async def _cancel_after_stop(self, stop: asyncio.Event, stream: HtlcStreamLike) -> None:
+        """On shutdown keep reading for a moment, so events already sent are kept."""
+        await stop.wait()
+        await asyncio.sleep(self._drain_s)
+        stream.cancel()
+
+    async def _flush_periodically(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self._flush_interval_s)
+            await self.flush()
+
+
+def _is_transient(exc: LndError) -> bool:
+    """A stream error worth reconnecting for (lnd restarting, unmapped failure, ...)."""
+    from lnflow.errors import MacaroonMissingError, MacaroonRejectedError, TlsMismatchError
+
+    return not isinstance(exc, MacaroonRejectedError | MacaroonMissingError | TlsMismatchError)
+
+
+async def sleep_or_stop(stop: asyncio.Event, delay_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=delay_s)

@@ -1,0 +1,36 @@
+"""One thread owns every store write, so SQLite sees a single writer and the
+event loop never blocks on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, ParamSpec, TypeVar
+
+__all__ = ["StoreThread"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class StoreThread(Generic[T]):
+    def __init__(self, target: T) -> None:
+        #: the object whose methods run on the thread: ``call(st.target.method, ...)``
+        self.target = target
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+
+    async def call(self, method: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``method(*args, **kwargs)`` (a method of ``target``) on the store thread.
+
+        The write completes even if the awaiting task is cancelled meanwhile.
+        """
+        loop = asyncio.get_running_loop()
+        bound = functools.partial(method, *args, **kwargs)
+        return await asyncio.shield(loop.run_in_executor(self._pool, bound))
+
+    def close(self) -> None:
+        """Wait for queued writes, then stop the thread."""
+        self._pool.shutdown(wait=True)
