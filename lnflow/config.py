@@ -14,13 +14,13 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from lnflow.errors import ConfigError
 from lnflow.paths import default_db_path
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["RetentionSettings", "Settings", "load_settings"]
 
 
 class _Section(BaseModel):
@@ -50,6 +50,10 @@ class RecorderSettings(_Section):
     heartbeat_s: int = Field(default=5, ge=1, le=3600)
     reconnect_max_s: float = Field(default=30.0, ge=1)
     shutdown_drain_s: float = Field(default=0.5, ge=0, le=10)
+    attempt_timeout_s: float = Field(default=600.0, gt=0)
+    attempt_linger_s: float = Field(default=10.0, ge=0)
+    dedup_window_s: float = Field(default=60.0, ge=0)
+    cluster_max_span_s: float = Field(default=600.0, ge=0)
 
 
 class LedgerSettings(_Section):
@@ -59,6 +63,29 @@ class LedgerSettings(_Section):
 
 class ChannelSettings(_Section):
     sample_interval_s: int = Field(default=300, ge=10)
+
+
+class RetentionSettings(_Section):
+    """TTLs in days (0 = keep forever) and the pruning pace; see lnflow.store.retention."""
+
+    events_days: int = Field(default=14, ge=0, le=36_500)  # htlc_events
+    attempts_days: int = Field(default=30, ge=0, le=36_500)  # forward_attempts, failure_clusters
+    samples_days: int = Field(default=90, ge=0, le=36_500)  # channel_samples
+    sessions_days: int = Field(default=400, ge=0, le=36_500)  # stream_sessions (ended ones)
+    rollups_days: int = Field(default=400, ge=0, le=36_500)  # hourly rollups
+    runs_days: int = Field(default=90, ge=0, le=36_500)  # analysis runs and their opportunities
+    max_db_mb: int = Field(default=0, ge=0, le=16_000_000)  # 0 = no size budget
+    prune_interval_s: int = Field(default=300, ge=10, le=86_400)
+    batch_rows: int = Field(default=5000, ge=100, le=100_000)
+    max_batches: int = Field(default=200, ge=1, le=100_000)
+
+    @field_validator("max_db_mb")
+    @classmethod
+    def _budget_off_or_sane(cls, value: int) -> int:
+        # a budget this small would drop every raw row (likely a GB/MB mix-up)
+        if 0 < value < 16:
+            raise ValueError("use 0 (no budget) or at least 16 (MiB)")
+        return value
 
 
 class ManageSettings(_Section):
@@ -83,6 +110,7 @@ class Settings(BaseSettings):
     recorder: RecorderSettings = RecorderSettings()
     ledger: LedgerSettings = LedgerSettings()
     channels: ChannelSettings = ChannelSettings()
+    retention: RetentionSettings = RetentionSettings()
     manage: ManageSettings = ManageSettings()
     log: LogSettings = LogSettings()
 

@@ -19,6 +19,8 @@ from lnflow.domain import LndVersion, NodeInfo
 from lnflow.errors import LndError, LnflowError, NodeUnreachableError
 from lnflow.lnd import LndClient, LndCredentials
 from lnflow.store.db import open_engine
+from lnflow.store.ingest import Ingestor
+from lnflow.store.retention import Pruner, PruneReport
 from lnflow.store.writer import StoreWriter
 
 from .jobs import ChannelSampler, ChannelSource, LedgerSource, LedgerSync
@@ -105,6 +107,9 @@ class Daemon:
                 coalesce=True,
                 max_instances=1,
             )
+            self._schedule_prune_job(
+                scheduler, store, Pruner.from_settings(engine, settings.retention)
+            )
             scheduler.start()
             client = self.client_factory(settings)
             connected = await self._connect(client, store)
@@ -136,9 +141,23 @@ class Daemon:
                 )
                 await self.stop.wait()
                 return 0
+            rec = settings.recorder
+            ingestor = await asyncio.to_thread(
+                Ingestor,
+                engine,
+                node_id,
+                attempt_timeout_ns=int(rec.attempt_timeout_s * 1e9),
+                attempt_linger_ns=int(rec.attempt_linger_s * 1e9),
+                dedup_window_ns=int(rec.dedup_window_s * 1e9),
+                cluster_max_span_ns=int(rec.cluster_max_span_s * 1e9) or None,
+            )
+            expired = await store.call(ingestor.expire_stale_attempts, self.clock_ns())
+            if expired:
+                log.info("stale_attempts_unresolved", count=expired)
             recorder = Recorder(
                 client,
                 store,
+                ingestor,
                 node_id=node_id,
                 lnd_version=version.version,
                 batch_size=settings.recorder.batch_size,
@@ -229,6 +248,59 @@ class Daemon:
                 coalesce=True,
                 max_instances=1,
                 misfire_grace_time=every_s,
+            )
+
+    def _schedule_prune_job(
+        self, scheduler: AsyncIOScheduler, store: StoreThread[StoreWriter], pruner: Pruner
+    ) -> None:
+        """Retention: first run now, then every prune_interval_s, whether LND is up or not."""
+        every_s = self.settings.retention.prune_interval_s
+        scheduler.add_job(
+            self._prune,
+            "interval",
+            seconds=every_s,
+            args=[store, pruner],
+            id="prune",
+            next_run_time=datetime.now(UTC),
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=every_s,
+        )
+
+    async def _prune(self, store: StoreThread[StoreWriter], pruner: Pruner) -> None:
+        """One store call per batch, so event writes queue in between and never stall."""
+        r = self.settings.retention
+        now_ns = self.clock_ns()
+        report = PruneReport()
+        for _ in range(r.max_batches):
+            if self.stop.is_set():
+                break
+            step = await store.call(pruner.prune_step, now_ns, r.batch_rows)
+            report.add(step)
+            if step.cause == "size":
+                log.warning(
+                    "retention_size_budget_drop",
+                    table=step.table,
+                    rows=step.deleted,
+                    through_ns=step.dropped_through_ns,
+                    max_db_mb=r.max_db_mb,
+                )
+            if not step.more:
+                break
+        if report.deleted or report.pages_freed:
+            log.info(
+                "prune_done",
+                expired=report.expired,
+                dropped_for_size=report.dropped_for_size,
+                pages_freed=report.pages_freed,
+                batches=report.steps,
+                complete=report.complete,
+            )
+        if report.over_budget:
+            log.warning(
+                "retention_over_budget",
+                max_db_mb=r.max_db_mb,
+                reason="no raw rows left to drop; rollups and the ledger are kept",
             )
 
     async def _heartbeat(self, store: StoreThread[StoreWriter]) -> None:

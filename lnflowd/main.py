@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,10 @@ from lnflow.config import Settings, load_settings
 from lnflow.errors import LnflowError
 
 __all__ = ["main"]
+
+# gRPC's C core writes its own INFO lines (e.g. every failed TLS handshake) to stderr;
+# lnflowd reports those failures itself, once, in one line. Set before grpc is imported.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def _parser() -> argparse.ArgumentParser:

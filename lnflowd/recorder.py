@@ -16,6 +16,7 @@ import structlog
 
 from lnflow.domain import HtlcEvent, StreamSubscribed
 from lnflow.errors import LndError, NodeUnreachableError
+from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
 
 from .storethread import StoreThread
@@ -62,6 +63,7 @@ class Recorder:
         self,
         source: HtlcSource,
         store: StoreThread[StoreWriter],
+        ingestor: Ingestor,
         *,
         node_id: int,
         lnd_version: str,
@@ -73,6 +75,7 @@ class Recorder:
     ) -> None:
         self._source = source
         self._store = store
+        self._ingestor = ingestor
         self._node_id = node_id
         self._lnd_version = lnd_version
         self._batch_size = batch_size
@@ -105,17 +108,18 @@ class Recorder:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write the buffered events of the current session in one transaction."""
+        """Write the buffered events of the current session in one transaction.
+
+        Called with nothing buffered it still lets pending attempts time out.
+        """
         async with self._flush_lock:
-            if not self._buffer or self._session_id is None:
-                return
             batch, self._buffer = self._buffer, []
-            new = await self._store.call(
-                self._store.target.insert_events, self._node_id, self._session_id, batch
+            result = await self._store.call(
+                self._ingestor.ingest, self._session_id, batch, self._now()
             )
-            self.stored += new
-            if new < len(batch):
-                log.debug("replayed_events_ignored", count=len(batch) - new)
+            self.stored += result.new_events
+            if result.new_events < len(batch):
+                log.debug("replayed_events_ignored", count=len(batch) - result.new_events)
 
     # -- internals ---------------------------------------------------------------------
 

@@ -7,8 +7,11 @@ from pathlib import Path
 
 from lnflow.domain import EventKind, EventType, HtlcEvent, NodeInfo, from_signed64
 from lnflow.store.db import open_engine, open_readonly_engine
+from lnflow.store.ingest import Ingestor
 from lnflow.store.queries import status_report
 from lnflow.store.writer import StoreWriter
+
+S = 1_000_000_000
 
 NODE = NodeInfo("02" + "ab" * 32, "alice", "0.18.3-beta commit=v0.18.3-beta", "regtest", 100, True)
 ALIAS_SCID = (16_000_123 << 40) | (7 << 16) | 1  # >= 2**63
@@ -30,20 +33,40 @@ def _forward(i: int, out_chan: int = ALIAS_SCID) -> HtlcEvent:
     )
 
 
-def _writer(tmp_path: Path) -> tuple[StoreWriter, int, int, Path]:
-    path = tmp_path / "s.db"
-    writer = StoreWriter(open_engine(path))
-    node_id = writer.upsert_node(NODE, 1)
-    session = writer.open_session(node_id, 1, "0.18.3-beta")
-    return writer, node_id, session, path
+class _Store:
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "s.db"
+        self.engine = open_engine(self.path)
+        self.writer = StoreWriter(self.engine)
+        self.node_id = self.writer.upsert_node(NODE, 1)
+        self.ingestor = self.new_ingestor()
+
+    def new_ingestor(self) -> Ingestor:
+        return Ingestor(
+            self.engine,
+            self.node_id,
+            attempt_timeout_ns=600 * S,
+            attempt_linger_ns=10 * S,
+            dedup_window_ns=60 * S,
+            cluster_max_span_ns=None,
+        )
+
+    def insert_events(self, session: int, events: list[HtlcEvent]) -> int:
+        return self.ingestor.ingest(session, events, 1_700_000_000 * S).new_events
+
+
+def _writer(tmp_path: Path) -> tuple[_Store, int, int, Path]:
+    store = _Store(tmp_path)
+    session = store.writer.open_session(store.node_id, 1, "0.18.3-beta")
+    return store, store.node_id, session, store.path
 
 
 def test_replayed_events_are_stored_once(tmp_path: Path) -> None:
     writer, node_id, session, path = _writer(tmp_path)
-    assert writer.insert_events(node_id, session, [_forward(i) for i in range(10)]) == 10
-    session2 = writer.open_session(node_id, 2, "0.18.3-beta")
+    assert writer.insert_events(session, [_forward(i) for i in range(10)]) == 10
+    session2 = writer.writer.open_session(node_id, 2, "0.18.3-beta")
     # a replay of the last five plus five new ones
-    assert writer.insert_events(node_id, session2, [_forward(i) for i in range(5, 15)]) == 5
+    assert writer.insert_events(session2, [_forward(i) for i in range(5, 15)]) == 5
     with sqlite3.connect(path) as conn:
         (count,) = conn.execute("SELECT count(*) FROM htlc_events").fetchone()
         assert count == 15
@@ -52,8 +75,8 @@ def test_replayed_events_are_stored_once(tmp_path: Path) -> None:
 
 
 def test_uint64_channel_ids_round_trip(tmp_path: Path) -> None:
-    writer, node_id, session, path = _writer(tmp_path)
-    writer.insert_events(node_id, session, [_forward(0)])
+    writer, _node_id, session, path = _writer(tmp_path)
+    writer.insert_events(session, [_forward(0)])
     with sqlite3.connect(path) as conn:
         (stored,) = conn.execute("SELECT outgoing_channel_id FROM htlc_events").fetchone()
     assert stored < 0
@@ -63,9 +86,9 @@ def test_uint64_channel_ids_round_trip(tmp_path: Path) -> None:
 def test_status_counts_and_liveness(tmp_path: Path) -> None:
     writer, node_id, session, path = _writer(tmp_path)
     now = time.time_ns()
-    writer.daemon_started(now, heartbeat_interval_s=5)
-    writer.daemon_state(now, node_id=node_id, lnd_alias="alice", stream_state="connected")
-    writer.insert_events(node_id, session, [_forward(i) for i in range(3)])
+    writer.writer.daemon_started(now, heartbeat_interval_s=5)
+    writer.writer.daemon_state(now, node_id=node_id, lnd_alias="alice", stream_state="connected")
+    writer.insert_events(session, [_forward(i) for i in range(3)])
     engine = open_readonly_engine(path)
     with engine.connect() as conn:
         rep = status_report(conn, now + 1_000_000_000)
@@ -79,14 +102,14 @@ def test_status_counts_and_liveness(tmp_path: Path) -> None:
         }
         stale = status_report(conn, now + 60 * 1_000_000_000)
         assert not stale.daemon.running and not stale.stream.connected
-    writer.daemon_stopped(now + 2)
+    writer.writer.daemon_stopped(now + 2)
     with engine.connect() as conn:
         assert not status_report(conn, now + 3).daemon.running
     engine.dispose()
 
 
 def test_reader_sees_committed_batches_while_the_writer_writes(tmp_path: Path) -> None:
-    writer, node_id, session, path = _writer(tmp_path)
+    writer, _node_id, session, path = _writer(tmp_path)
     reader = open_readonly_engine(path)
     done = threading.Event()
     seen: list[int] = []
@@ -99,7 +122,7 @@ def test_reader_sees_committed_batches_while_the_writer_writes(tmp_path: Path) -
     t = threading.Thread(target=read)
     t.start()
     for batch in range(20):
-        writer.insert_events(node_id, session, [_forward(batch * 100 + i) for i in range(100)])
+        writer.insert_events(session, [_forward(batch * 100 + i) for i in range(100)])
     done.set()
     t.join()
     reader.dispose()

@@ -75,8 +75,15 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
             "state": rep.stream.state,
             "connected_since": iso(rep.stream.connected_since_ns),
             "sessions": rep.stream.sessions,
+            "gaps": [{"from": iso(g.from_ns), "to": iso(g.to_ns)} for g in rep.stream.gaps],
         },
-        "counts": {"htlc_events": rep.htlc_events},
+        "counts": {
+            "htlc_events": rep.htlc_events,
+            "attempts": rep.attempts,
+            "forwards": rep.forwards,
+            "channels": rep.channels,
+            "open_channels": rep.open_channels,
+        },
     }
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
@@ -105,12 +112,25 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
     stream += f", {rep.stream.sessions} session{'s' if rep.stream.sessions != 1 else ''}"
     total = sum(rep.htlc_events.values())
     events = f"{total:,}  (" + ", ".join(f"{k} {v:,}" for k, v in rep.htlc_events.items()) + ")"
+    attempts = (
+        f"{sum(rep.attempts.values()):,}  ("
+        + ", ".join(f"{k} {v:,}" for k, v in rep.attempts.items())
+        + ")"
+    )
+    gaps = len(rep.stream.gaps)
+    if gaps:
+        last = rep.stream.gaps[-1]
+        stream += f"; {gaps} gap{'s' if gaps != 1 else ''}, last from {iso(last.from_ns)}"
+        stream += f" to {iso(last.to_ns)}" if last.to_ns else " (ongoing)"
     rows = [
         ("store", str(db_path)),
         ("daemon", daemon),
         ("lnd", lnd),
         ("stream", stream),
         ("htlc events", events),
+        ("attempts", attempts),
+        ("forwards", f"{rep.forwards:,} in the ledger"),
+        ("channels", f"{rep.open_channels:,} open, {rep.channels - rep.open_channels:,} closed"),
     ]
     for label, value in rows:
         print(f"{label:<12} {value}")

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select
 
+from lnflow.attempts import Outcome
 from lnflow.domain import EventKind
-from lnflow.store.schema import daemon_state, htlc_events, nodes, stream_sessions
+from lnflow.store.schema import (
+    channels,
+    daemon_state,
+    forward_attempts,
+    forwards,
+    htlc_events,
+    nodes,
+    stream_sessions,
+)
 
-__all__ = ["DaemonStatus", "StatusReport", "StreamStatus", "status_report"]
+__all__ = ["DaemonStatus", "Gap", "StatusReport", "StreamStatus", "status_report", "stream_gaps"]
 
 # The daemon counts as alive while its heartbeat is younger than this many intervals.
 _HEARTBEAT_GRACE = 3
@@ -35,11 +45,20 @@ class LndStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Gap:
+    """A span in which no HTLC stream was connected: failures then went unseen."""
+
+    from_ns: int
+    to_ns: int | None  # None: still disconnected
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStatus:
     connected: bool
     state: str | None
     connected_since_ns: int | None
     sessions: int
+    gaps: tuple[Gap, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +67,30 @@ class StatusReport:
     lnd: LndStatus
     stream: StreamStatus
     htlc_events: dict[str, int]  # by EventKind label, every kind present
+    attempts: dict[str, int]  # by Outcome label, every outcome present
+    forwards: int
+    channels: int
+    open_channels: int
+
+
+def stream_gaps(conn: Connection, since_ns: int, until_ns: int) -> list[Gap]:
+    """Gaps between consecutive stream sessions overlapping [since_ns, until_ns].
+
+    A gap starts when a session ends and lasts until the next one starts; after
+    the last session it is open (``to_ns`` None) unless that session is live.
+    """
+    rows = conn.execute(
+        select(stream_sessions.c.started_ns, stream_sessions.c.ended_ns).order_by(
+            stream_sessions.c.started_ns
+        )
+    ).all()
+    gaps: list[Gap] = []
+    for (_, ended), (next_start, _) in itertools.pairwise(rows):
+        if ended is not None and next_start > ended:
+            gaps.append(Gap(ended, next_start))
+    if rows and rows[-1].ended_ns is not None:
+        gaps.append(Gap(rows[-1].ended_ns, None))
+    return [g for g in gaps if g.from_ns <= until_ns and (g.to_ns is None or g.to_ns >= since_ns)]
 
 
 def status_report(conn: Connection, now_ns: int) -> StatusReport:
@@ -86,6 +129,7 @@ def status_report(conn: Connection, now_ns: int) -> StatusReport:
         state=state.stream_state if state else None,
         connected_since_ns=open_since if connected else None,
         sessions=int(sessions),
+        gaps=tuple(stream_gaps(conn, 0, now_ns)),
     )
     counts = {kind.label: 0 for kind in EventKind if kind is not EventKind.UNKNOWN}
     for kind, n in conn.execute(
@@ -96,4 +140,22 @@ def status_report(conn: Connection, now_ns: int) -> StatusReport:
         except ValueError:
             label = EventKind.UNKNOWN.label
         counts[label] = counts.get(label, 0) + int(n)
-    return StatusReport(daemon=daemon, lnd=lnd, stream=stream, htlc_events=counts)
+    attempts = {outcome.label: 0 for outcome in Outcome}
+    for outcome, n in conn.execute(
+        select(forward_attempts.c.outcome, func.count()).group_by(forward_attempts.c.outcome)
+    ):
+        attempts[Outcome(outcome).label] += int(n)
+    n_forwards = conn.scalar(select(func.count()).select_from(forwards)) or 0
+    n_channels, n_open = conn.execute(
+        select(func.count(), func.count().filter(channels.c.closed_ns.is_(None)))
+    ).one()
+    return StatusReport(
+        daemon=daemon,
+        lnd=lnd,
+        stream=stream,
+        htlc_events=counts,
+        attempts=attempts,
+        forwards=int(n_forwards),
+        channels=int(n_channels),
+        open_channels=int(n_open or 0),
+    )

@@ -83,7 +83,9 @@ htlc_events = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
-    Column("session_id", Integer, ForeignKey("stream_sessions.id"), nullable=False),
+    # which stream session delivered it (no foreign key: sessions outlive their events,
+    # and a key would make deleting a session scan this table)
+    Column("session_id", Integer, nullable=False),
     Column("timestamp_ns", BigInteger, nullable=False),
     Column("kind", SmallInteger, nullable=False),  # lnflow.domain.EventKind
     Column("event_type", Integer, nullable=False),  # lnd HtlcEvent.EventType number
@@ -176,6 +178,7 @@ failure_clusters = Table(
     Column("members", Integer, nullable=False),
     Column("missed_fee_msat", BigInteger, nullable=False),
     Index("ix_failure_clusters_out_first", "outgoing_channel_id", "first_ns"),
+    Index("ix_failure_clusters_last", "last_ns"),
 )
 
 # The forwards ledger: ForwardingHistory, the source of truth for earned fees.

@@ -20,14 +20,13 @@ from lnflow.domain import (
     from_signed64,
     to_signed64,
 )
-from lnflow.store.db import insert_ignoring_duplicates, upsert_adding
+from lnflow.store.db import upsert_adding
 from lnflow.store.schema import (
     channel_samples,
     channels,
     daemon_state,
     forward_rollups_hourly,
     forwards,
-    htlc_events,
     nodes,
     stream_sessions,
 )
@@ -68,7 +67,6 @@ class StoreWriter:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._insert_event = insert_ignoring_duplicates(engine, htlc_events)
         self._add_forward_rollup = upsert_adding(
             engine, forward_rollups_hourly, ("forwards", "amt_out_msat", "fee_msat")
         )
@@ -172,17 +170,6 @@ class StoreWriter:
                 .where(stream_sessions.c.ended_ns.is_(None))
                 .values(ended_ns=last_beat or now_ns, end_reason="daemon stopped unexpectedly")
             )
-            return int(result.rowcount or 0)
-
-    # -- events ----------------------------------------------------------------------
-
-    def insert_events(self, node_id: int, session_id: int, events: Sequence[HtlcEvent]) -> int:
-        """Store a batch in one transaction; returns how many were new (not replays)."""
-        if not events:
-            return 0
-        rows = [event_row(node_id, session_id, ev) for ev in events]
-        with self._engine.begin() as conn:
-            result = conn.execute(self._insert_event, rows)
             return int(result.rowcount or 0)
 
     # -- forwards ledger -------------------------------------------------------------

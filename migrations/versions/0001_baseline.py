@@ -63,11 +63,6 @@ def upgrade() -> None:
         sa.Column("offchain", sa.Boolean),
         sa.PrimaryKeyConstraint("id", name="pk_htlc_events"),
         sa.ForeignKeyConstraint(["node_id"], ["nodes.id"], name="fk_htlc_events_node_id_nodes"),
-        sa.ForeignKeyConstraint(
-            ["session_id"],
-            ["stream_sessions.id"],
-            name="fk_htlc_events_session_id_stream_sessions",
-        ),
         sa.UniqueConstraint(
             "node_id",
             "kind",

@@ -1,0 +1,440 @@
+"""Forward attempts: lnd's HTLC events paired into one record per incoming forward.
+
+A sans-I/O state machine in the manner of h11: :class:`AttemptTracker` is fed
+:class:`~lnflow.domain.HtlcEvent` records and time (``now_ns``) and returns
+:class:`Attempt` snapshots; it never reads a clock or does I/O.
+
+An attempt is keyed by its incoming circuit ``(incoming_channel_id,
+incoming_htlc_id)``. Which events belong to one:
+
+* ``event_type`` FORWARD events of kind FORWARD, SETTLE, FORWARD_FAIL and
+  LINK_FAIL; SEND and RECEIVE events never do.
+* FINAL events (``event_type`` UNKNOWN, incoming circuit only) join the attempt
+  with their incoming key, and create one only if none is tracked. A FINAL for
+  an incoming key recently seen on a RECEIVE event (an invoice, e.g. the last
+  hop of our own rebalance) is ignored instead of becoming a bogus attempt.
+
+Outcome rules, whatever order the events arrive in (the table is
+``_TRANSITIONS`` below; phases are the outcomes plus EXPIRED):
+
+* SETTLE, or FINAL settled=True → SETTLED
+* LINK_FAIL (failed at our node) → FAILED_LOCAL, with its failure class
+* FORWARD_FAIL (a later hop failed) → FAILED_DOWNSTREAM
+* FORWARD and FINAL settled=False only record facts.
+* The first definitive outcome is kept; a contradicting later event (settle
+  after a link fail, which lnd does not produce) changes nothing.
+* Pending longer than ``timeout_ns`` (since the earliest event timestamp) the
+  attempt expires: FAILED_DOWNSTREAM when a FORWARD and a FINAL settled=False
+  were seen (the HTLC left us, then failed back), else UNRESOLVED. Expiry is an
+  inference, not a verdict: a definitive event arriving later still decides it.
+
+Merging is idempotent, so a replayed event is a no-op and ``feed`` returns
+None: timestamps merge by minimum (``first_seen_ns``; ``resolved_ns`` is the
+earliest event that proves the outcome, or ``now_ns`` for an expiry), amounts
+and the failure by "first known". Amounts of 0 count as unknown: that is
+proto3's default, and lnd leaves the outgoing amount 0 on incoming-side link
+failures (onion errors and the like), whose missed fee is therefore 0.
+
+Memory: an attempt is dropped ``linger_ns`` after it resolved (kept meanwhile so
+late FINAL events and replays merge into it), a pending one becomes resolved
+after ``timeout_ns``, and RECEIVE keys are kept ``timeout_ns + linger_ns``. So
+what is held is bounded by the events of the last ``timeout_ns + linger_ns``
+(plus the time between ``expire`` calls): about 0.4 KB per attempt in CPython.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from dataclasses import dataclass
+
+from lnflow.analysis.classify import FailureClass, classify, missed_fee_msat
+from lnflow.domain import EventKind, EventType, HtlcEvent
+
+__all__ = ["Attempt", "AttemptTracker", "Outcome"]
+
+
+class Outcome(enum.IntEnum):
+    PENDING = 0
+    SETTLED = 1
+    FAILED_LOCAL = 2
+    FAILED_DOWNSTREAM = 3
+    UNRESOLVED = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One incoming forward as far as it is known.
+
+    ``outgoing_channel_id`` is the channel the HTLC went out on (FORWARD,
+    SETTLE, FORWARD_FAIL), else the one a LINK_FAIL names (the requested next
+    hop, possibly not our channel); 0 if none is known. ``missed_fee_msat`` is
+    0 unless the outcome is FAILED_LOCAL; ``final_settled`` is lnd's FINAL
+    verdict on the incoming HTLC (None if not seen, e.g. lnd < 0.16).
+    """
+
+    incoming_channel_id: int
+    incoming_htlc_id: int
+    outgoing_channel_id: int
+    outgoing_htlc_id: int
+    first_seen_ns: int
+    resolved_ns: int | None
+    incoming_amt_msat: int | None
+    outgoing_amt_msat: int | None
+    outcome: Outcome
+    failure_class: FailureClass | None
+    wire_failure: int | None
+    failure_detail: int | None
+    missed_fee_msat: int
+    final_settled: bool | None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(incoming_channel_id, incoming_htlc_id)."""
+        return (self.incoming_channel_id, self.incoming_htlc_id)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+class _Signal(enum.IntEnum):
+    """What an event says about an attempt (FINAL split by its verdict)."""
+
+    FORWARD = 1
+    SETTLE = 2
+    FORWARD_FAIL = 3
+    LINK_FAIL = 4
+    FINAL_SETTLED = 5
+    FINAL_FAILED = 6
+
+
+class _Phase(enum.IntEnum):
+    PENDING = 0
+    SETTLED = 1
+    FAILED_LOCAL = 2
+    FAILED_DOWNSTREAM = 3
+    EXPIRED = 4  # timed out; outcome inferred from the facts, see _Track.outcome()
+
+
+_P = _Phase
+_S = _Signal
+
+# (phase, signal) → next phase. Anything not definitive keeps the phase; a
+# decided phase keeps its first outcome whatever comes next.
+_TRANSITIONS: dict[tuple[_Phase, _Signal], _Phase] = {
+    (_P.PENDING, _S.FORWARD): _P.PENDING,
+    (_P.PENDING, _S.FINAL_FAILED): _P.PENDING,
+    (_P.PENDING, _S.SETTLE): _P.SETTLED,
+    (_P.PENDING, _S.FINAL_SETTLED): _P.SETTLED,
+    (_P.PENDING, _S.LINK_FAIL): _P.FAILED_LOCAL,
+    (_P.PENDING, _S.FORWARD_FAIL): _P.FAILED_DOWNSTREAM,
+    (_P.EXPIRED, _S.FORWARD): _P.EXPIRED,
+    (_P.EXPIRED, _S.FINAL_FAILED): _P.EXPIRED,
+    (_P.EXPIRED, _S.SETTLE): _P.SETTLED,
+    (_P.EXPIRED, _S.FINAL_SETTLED): _P.SETTLED,
+    (_P.EXPIRED, _S.LINK_FAIL): _P.FAILED_LOCAL,
+    (_P.EXPIRED, _S.FORWARD_FAIL): _P.FAILED_DOWNSTREAM,
+    **{
+        (decided, signal): decided
+        for decided in (_P.SETTLED, _P.FAILED_LOCAL, _P.FAILED_DOWNSTREAM)
+        for signal in _Signal
+    },
+}
+
+# The outcome each definitive signal proves; a second proof of the current
+# outcome (FINAL settled=True after SETTLE) may move resolved_ns earlier.
+_PROVES: dict[_Signal, _Phase] = {
+    _S.SETTLE: _P.SETTLED,
+    _S.FINAL_SETTLED: _P.SETTLED,
+    _S.LINK_FAIL: _P.FAILED_LOCAL,
+    _S.FORWARD_FAIL: _P.FAILED_DOWNSTREAM,
+}
+
+_SIGNAL_OF_KIND: dict[int, _Signal] = {
+    EventKind.FORWARD: _S.FORWARD,
+    EventKind.SETTLE: _S.SETTLE,
+    EventKind.FORWARD_FAIL: _S.FORWARD_FAIL,
+    EventKind.LINK_FAIL: _S.LINK_FAIL,
+}
+
+# Events that name the circuit the HTLC really used (a LINK_FAIL names the
+# requested next hop, which non-strict forwarding may have replaced).
+_CARRIES_CIRCUIT = frozenset({_S.FORWARD, _S.SETTLE, _S.FORWARD_FAIL})
+
+_FINAL = int(EventKind.FINAL)
+_TYPE_FORWARD = int(EventType.FORWARD)
+_TYPE_RECEIVE = int(EventType.RECEIVE)
+_FINAL_TYPES = frozenset({int(EventType.UNKNOWN), _TYPE_FORWARD})
+
+_PHASE_OUTCOME = {
+    _P.PENDING: Outcome.PENDING,
+    _P.SETTLED: Outcome.SETTLED,
+    _P.FAILED_LOCAL: Outcome.FAILED_LOCAL,
+    _P.FAILED_DOWNSTREAM: Outcome.FAILED_DOWNSTREAM,
+}
+
+
+class _Track:
+    """Mutable per-attempt state; :class:`Attempt` is its public snapshot."""
+
+    __slots__ = (
+        "circuit_actual",
+        "failure_class",
+        "failure_detail",
+        "final_settled",
+        "first_seen_ns",
+        "forwarded",
+        "incoming_amt_msat",
+        "key",
+        "outgoing_amt_msat",
+        "outgoing_channel_id",
+        "outgoing_htlc_id",
+        "phase",
+        "resolved_ns",
+        "wire_failure",
+    )
+
+    def __init__(self, key: tuple[int, int], ts_ns: int) -> None:
+        self.key = key
+        self.first_seen_ns = ts_ns
+        self.phase = _P.PENDING
+        self.resolved_ns: int | None = None
+        self.outgoing_channel_id = 0
+        self.outgoing_htlc_id = 0
+        self.circuit_actual = False
+        self.incoming_amt_msat: int | None = None
+        self.outgoing_amt_msat: int | None = None
+        self.failure_class: FailureClass | None = None
+        self.wire_failure: int | None = None
+        self.failure_detail: int | None = None
+        self.final_settled: bool | None = None
+        self.forwarded = False
+
+    def outcome(self) -> Outcome:
+        if self.phase is _P.EXPIRED:
+            if self.forwarded and self.final_settled is False:
+                return Outcome.FAILED_DOWNSTREAM
+            return Outcome.UNRESOLVED
+        return _PHASE_OUTCOME[self.phase]
+
+    def snapshot(self) -> Attempt:
+        failed_local = self.phase is _P.FAILED_LOCAL
+        return Attempt(
+            incoming_channel_id=self.key[0],
+            incoming_htlc_id=self.key[1],
+            outgoing_channel_id=self.outgoing_channel_id,
+            outgoing_htlc_id=self.outgoing_htlc_id,
+            first_seen_ns=self.first_seen_ns,
+            resolved_ns=self.resolved_ns,
+            incoming_amt_msat=self.incoming_amt_msat,
+            outgoing_amt_msat=self.outgoing_amt_msat,
+            outcome=self.outcome(),
+            failure_class=self.failure_class,
+            wire_failure=self.wire_failure,
+            failure_detail=self.failure_detail,
+            missed_fee_msat=(
+                missed_fee_msat(self.incoming_amt_msat, self.outgoing_amt_msat)
+                if failed_local
+                else 0
+            ),
+            final_settled=self.final_settled,
+        )
+
+
+# --------------------------------------------------------------------------- tracker
+
+
+class AttemptTracker:
+    """Pairs HTLC events into forward attempts.
+
+    ``timeout_ns``: how long an attempt may stay pending (from its earliest
+    event) before :meth:`expire` gives up on it. ``linger_ns``: how long a
+    resolved attempt is remembered so late events merge into it.
+    """
+
+    def __init__(self, timeout_ns: int, linger_ns: int) -> None:
+        if timeout_ns <= 0:
+            raise ValueError(f"timeout_ns must be positive, got {timeout_ns}")
+        if linger_ns < 0:
+            raise ValueError(f"linger_ns must not be negative, got {linger_ns}")
+        self._timeout_ns = timeout_ns
+        self._linger_ns = linger_ns
+        self._tracks: dict[tuple[int, int], _Track] = {}
+        self._pending = 0
+        # Min-heaps of (deadline_ns, key). Entries are hints, checked against the
+        # track when popped, so stale ones (a track resolved, re-dated or gone)
+        # cost nothing but their slot until their deadline.
+        self._timeouts: list[tuple[int, tuple[int, int]]] = []
+        self._lingers: list[tuple[int, tuple[int, int]]] = []
+        # Incoming keys of RECEIVE events → forget-after deadline.
+        self._receive_keys: dict[tuple[int, int], int] = {}
+        self._receive_heap: list[tuple[int, tuple[int, int]]] = []
+
+    @property
+    def pending(self) -> int:
+        """Attempts still waiting for an outcome."""
+        return self._pending
+
+    @property
+    def tracked(self) -> int:
+        """Attempts held in memory (pending and lingering)."""
+        return len(self._tracks)
+
+    def feed(self, ev: HtlcEvent) -> Attempt | None:
+        """Apply one event; the attempt's new state if it changed, else None."""
+        key = (ev.incoming_channel_id, ev.incoming_htlc_id)
+        if ev.kind == _FINAL:
+            if ev.settled is None or ev.event_type not in _FINAL_TYPES:
+                return None
+            signal = _S.FINAL_SETTLED if ev.settled else _S.FINAL_FAILED
+            track = self._tracks.get(key)
+            if track is None and key in self._receive_keys:
+                return None
+        elif ev.event_type == _TYPE_FORWARD:
+            found = _SIGNAL_OF_KIND.get(ev.kind)
+            if found is None:
+                return None
+            signal = found
+            track = self._tracks.get(key)
+        else:
+            if ev.event_type == _TYPE_RECEIVE:
+                self._remember_receive(key, ev.timestamp_ns)
+            return None
+
+        ts = ev.timestamp_ns
+        if track is None:
+            track = _Track(key, ts)
+            self._tracks[key] = track
+            self._pending += 1
+            new_deadline = True
+            self._merge(track, ev, signal)
+            changed = True
+        else:
+            new_deadline = ts < track.first_seen_ns  # re-dated earlier: new timeout
+            changed = self._merge(track, ev, signal)
+
+        phase = track.phase
+        nxt = _TRANSITIONS[(phase, signal)]
+        if nxt is not phase:
+            if phase is _P.PENDING:
+                self._pending -= 1
+            track.phase = nxt
+            track.resolved_ns = ts
+            if nxt is _P.FAILED_LOCAL:
+                track.wire_failure = ev.wire_failure
+                track.failure_detail = ev.failure_detail
+                track.failure_class = classify(ev.wire_failure, ev.failure_detail)
+            heapq.heappush(self._lingers, (ts + self._linger_ns, key))
+            changed = True
+        elif (
+            _PROVES.get(signal) is phase
+            and track.resolved_ns is not None
+            and ts < track.resolved_ns
+        ):
+            track.resolved_ns = ts
+            changed = True
+
+        if new_deadline and track.phase is _P.PENDING:
+            heapq.heappush(self._timeouts, (ts + self._timeout_ns, key))
+        return track.snapshot() if changed else None
+
+    def expire(self, now_ns: int) -> list[Attempt]:
+        """Give up on attempts pending longer than the timeout; forget old ones.
+
+        Returns the attempts that expired now (UNRESOLVED, or FAILED_DOWNSTREAM
+        when a FORWARD and a FINAL settled=False were seen). Resolved attempts
+        older than ``linger_ns`` and stale RECEIVE keys are dropped.
+        """
+        expired: list[Attempt] = []
+        tracks = self._tracks
+        timeout = self._timeout_ns
+        heap = self._timeouts
+        while heap and heap[0][0] < now_ns:
+            _, key = heapq.heappop(heap)
+            track = tracks.get(key)
+            if (
+                track is None
+                or track.phase is not _P.PENDING
+                or track.first_seen_ns + timeout >= now_ns
+            ):
+                continue  # stale hint
+            track.phase = _P.EXPIRED
+            track.resolved_ns = now_ns
+            self._pending -= 1
+            heapq.heappush(self._lingers, (now_ns + self._linger_ns, key))
+            expired.append(track.snapshot())
+
+        linger = self._linger_ns
+        heap = self._lingers
+        while heap and heap[0][0] < now_ns:
+            _, key = heapq.heappop(heap)
+            track = tracks.get(key)
+            if track is None or track.resolved_ns is None:
+                continue  # stale hint
+            deadline = track.resolved_ns + linger
+            if deadline < now_ns:
+                del tracks[key]
+            else:  # resolved again later (an expiry overruled by a late event)
+                heapq.heappush(heap, (deadline, key))
+
+        receive_keys = self._receive_keys
+        heap = self._receive_heap
+        while heap and heap[0][0] < now_ns:
+            _, key = heapq.heappop(heap)
+            known = receive_keys.get(key)
+            if known is not None and known < now_ns:
+                del receive_keys[key]
+        return expired
+
+    # ------------------------------------------------------------------ internals
+
+    def _merge(self, track: _Track, ev: HtlcEvent, signal: _Signal) -> bool:
+        """Fold the event's facts (not its outcome) into the track."""
+        changed = False
+        if ev.timestamp_ns < track.first_seen_ns:
+            track.first_seen_ns = ev.timestamp_ns
+            changed = True
+        if signal in _CARRIES_CIRCUIT:
+            if signal is _S.FORWARD and not track.forwarded:
+                track.forwarded = True
+                if track.phase is _P.EXPIRED:  # may turn UNRESOLVED into FAILED_DOWNSTREAM
+                    changed = True
+            if not track.circuit_actual and ev.outgoing_channel_id:
+                track.circuit_actual = True
+                if (track.outgoing_channel_id, track.outgoing_htlc_id) != (
+                    ev.outgoing_channel_id,
+                    ev.outgoing_htlc_id,
+                ):
+                    track.outgoing_channel_id = ev.outgoing_channel_id
+                    track.outgoing_htlc_id = ev.outgoing_htlc_id
+                    changed = True
+        elif signal is _S.LINK_FAIL:
+            if (
+                not track.circuit_actual
+                and not track.outgoing_channel_id
+                and ev.outgoing_channel_id
+            ):
+                track.outgoing_channel_id = ev.outgoing_channel_id
+                track.outgoing_htlc_id = ev.outgoing_htlc_id
+                changed = True
+        elif track.final_settled is None:  # FINAL: the first verdict stands
+            track.final_settled = signal is _S.FINAL_SETTLED
+            changed = True
+        if track.incoming_amt_msat is None and ev.incoming_amt_msat:
+            track.incoming_amt_msat = ev.incoming_amt_msat
+            changed = True
+        if track.outgoing_amt_msat is None and ev.outgoing_amt_msat:
+            track.outgoing_amt_msat = ev.outgoing_amt_msat
+            changed = True
+        return changed
+
+    def _remember_receive(self, key: tuple[int, int], ts_ns: int) -> None:
+        deadline = ts_ns + self._timeout_ns + self._linger_ns
+        known = self._receive_keys.get(key)
+        if known is None or deadline > known:
+            self._receive_keys[key] = deadline
+            heapq.heappush(self._receive_heap, (deadline, key))

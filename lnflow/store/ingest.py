@@ -1,0 +1,298 @@
+"""Recording a batch of HTLC events: raw rows, attempts, clusters and rollups at once.
+
+Runs on the store thread. One transaction per batch, so the raw events and
+everything derived from them are committed together or not at all. Only
+events the store did not have yet reach the sans-I/O cores
+(:class:`~lnflow.attempts.AttemptTracker`, :class:`~lnflow.clusters.ClusterAssigner`),
+so replays after a reconnect can never count a failure twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from lnflow.attempts import Attempt, AttemptTracker, Outcome
+from lnflow.clusters import ClusterAssigner, ClusterUpdate
+from lnflow.domain import EventKind, HtlcEvent, to_signed64
+from lnflow.store.db import insert_ignoring_duplicates, upsert_adding
+from lnflow.store.schema import (
+    failure_clusters,
+    failure_rollups_hourly,
+    forward_attempts,
+    htlc_events,
+)
+from lnflow.store.writer import NS_PER_HOUR, event_row
+
+__all__ = ["IngestResult", "Ingestor"]
+
+_DECIDED = (int(Outcome.SETTLED), int(Outcome.FAILED_LOCAL), int(Outcome.FAILED_DOWNSTREAM))
+assert tuple(range(_DECIDED[0], _DECIDED[-1] + 1)) == _DECIDED
+_LINK_FAIL = EventKind.LINK_FAIL
+_FAILED_LOCAL = Outcome.FAILED_LOCAL
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    new_events: int
+    attempts_changed: int
+    local_failures: int
+
+
+def _insert(engine: Engine, table: Any) -> Any:
+    return postgresql.insert(table) if engine.dialect.name == "postgresql" else sqlite.insert(table)
+
+
+class Ingestor:
+    """Owns the pairing and clustering state of one node's recording."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        node_id: int,
+        *,
+        attempt_timeout_ns: int,
+        attempt_linger_ns: int,
+        dedup_window_ns: int,
+        cluster_max_span_ns: int | None,
+    ) -> None:
+        self._engine = engine
+        self._node_id = node_id
+        self.tracker = AttemptTracker(attempt_timeout_ns, attempt_linger_ns)
+        with engine.connect() as conn:
+            last_cluster = conn.scalar(select(func.max(failure_clusters.c.id))) or 0
+        self.clusters = ClusterAssigner(
+            dedup_window_ns, first_id=last_cluster + 1, max_span_ns=cluster_max_span_ns
+        )
+        self._insert_events = insert_ignoring_duplicates(engine, htlc_events).returning(
+            htlc_events.c.kind,
+            htlc_events.c.incoming_channel_id,
+            htlc_events.c.incoming_htlc_id,
+            htlc_events.c.outgoing_channel_id,
+            htlc_events.c.outgoing_htlc_id,
+        )
+        self._upsert_attempt = self._attempt_upsert(engine)
+        self._upsert_cluster = self._cluster_upsert(engine)
+        self._add_failure_rollup = upsert_adding(
+            engine,
+            failure_rollups_hourly,
+            ("failures", "clusters", "missed_raw_msat", "missed_dedup_msat"),
+        )
+
+    # -- statements --------------------------------------------------------------------
+
+    @staticmethod
+    def _attempt_upsert(engine: Engine) -> Any:
+        """Merge a newer snapshot into a stored attempt; the first decided outcome wins."""
+        t = forward_attempts
+        stmt = _insert(engine, t)
+        ex = stmt.excluded
+        # SETTLED, FAILED_LOCAL, FAILED_DOWNSTREAM (a range: IN cannot be used with executemany)
+        decided = t.c.outcome.between(_DECIDED[0], _DECIDED[-1])
+
+        def keep_if_decided(col: str) -> Any:
+            return case((decided, t.c[col]), else_=ex[col])
+
+        return stmt.on_conflict_do_update(
+            index_elements=["node_id", "incoming_channel_id", "incoming_htlc_id"],
+            set_={
+                "outcome": keep_if_decided("outcome"),
+                "resolved_ns": keep_if_decided("resolved_ns"),
+                "missed_fee_msat": keep_if_decided("missed_fee_msat"),
+                "first_seen_ns": case(
+                    (ex.first_seen_ns < t.c.first_seen_ns, ex.first_seen_ns),
+                    else_=t.c.first_seen_ns,
+                ),
+                "outgoing_channel_id": case(
+                    (t.c.outgoing_channel_id == 0, ex.outgoing_channel_id),
+                    else_=t.c.outgoing_channel_id,
+                ),
+                "outgoing_htlc_id": case(
+                    (t.c.outgoing_channel_id == 0, ex.outgoing_htlc_id),
+                    else_=t.c.outgoing_htlc_id,
+                ),
+                **{
+                    col: func.coalesce(t.c[col], ex[col])
+                    for col in (
+                        "incoming_amt_msat",
+                        "outgoing_amt_msat",
+                        "failure_class",
+                        "wire_failure",
+                        "failure_detail",
+                        "final_settled",
+                        "cluster_id",
+                    )
+                },
+            },
+        )
+
+    @staticmethod
+    def _cluster_upsert(engine: Engine) -> Any:
+        t = failure_clusters
+        stmt = _insert(engine, t)
+        ex = stmt.excluded
+        return stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "last_ns": case((ex.last_ns > t.c.last_ns, ex.last_ns), else_=t.c.last_ns),
+                "members": ex.members,
+                "missed_fee_msat": ex.missed_fee_msat,
+            },
+        )
+
+    # -- recording ---------------------------------------------------------------------
+
+    def expire_stale_attempts(self, now_ns: int) -> int:
+        """At start: attempts left pending by a previous run can no longer be paired."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(forward_attempts)
+                .where(forward_attempts.c.node_id == self._node_id)
+                .where(forward_attempts.c.outcome == int(Outcome.PENDING))
+                .values(outcome=int(Outcome.UNRESOLVED), resolved_ns=now_ns)
+            )
+            return int(result.rowcount or 0)
+
+    def ingest(
+        self, session_id: int | None, events: Sequence[HtlcEvent], now_ns: int
+    ) -> IngestResult:
+        """Store a batch and everything derived from it, in one transaction.
+
+        An empty batch (``session_id`` may then be None) only expires attempts.
+        """
+        node_id = self._node_id
+        with self._engine.begin() as conn:
+            new_events = self._store_events(conn, session_id, events)
+            changed: dict[tuple[int, int], Attempt] = {}
+            cluster_of: dict[tuple[int, int], int] = {}
+            clusters: dict[int, dict[str, Any]] = {}
+            rollup: dict[tuple[int, int, int, int], list[int]] = {}
+            feed = self.tracker.feed
+            for ev in new_events:
+                att = feed(ev)
+                if att is None:
+                    continue
+                changed[att.key] = att
+                if ev.kind is _LINK_FAIL and att.outcome is _FAILED_LOCAL:
+                    update_ = self.clusters.assign(
+                        att.outgoing_channel_id,
+                        att.incoming_channel_id,
+                        att.outgoing_amt_msat or 0,
+                        att.missed_fee_msat,
+                        ev.timestamp_ns,
+                    )
+                    cluster_of[att.key] = update_.cluster_id
+                    self._note_cluster(clusters, update_, att, ev.timestamp_ns)
+                    cls = int(att.failure_class or 0)
+                    key = (
+                        ev.timestamp_ns // NS_PER_HOUR,
+                        att.outgoing_channel_id,
+                        att.incoming_channel_id,
+                        cls,
+                    )
+                    acc = rollup.setdefault(key, [0, 0, 0, 0])
+                    acc[0] += 1
+                    acc[1] += 1 if update_.is_new else 0
+                    acc[2] += att.missed_fee_msat
+                    acc[3] += update_.missed_delta_msat
+            for att in self.tracker.expire(now_ns):
+                changed[att.key] = att
+            self.clusters.expire(now_ns)
+            if changed:
+                conn.execute(
+                    self._upsert_attempt,
+                    [_attempt_row(node_id, a, cluster_of.get(k)) for k, a in changed.items()],
+                )
+            if clusters:
+                conn.execute(self._upsert_cluster, list(clusters.values()))
+            if rollup:
+                conn.execute(
+                    self._add_failure_rollup,
+                    [
+                        {
+                            "node_id": node_id,
+                            "hour": hour,
+                            "outgoing_channel_id": to_signed64(out),
+                            "incoming_channel_id": to_signed64(inc),
+                            "failure_class": cls,
+                            "failures": n,
+                            "clusters": c,
+                            "missed_raw_msat": raw,
+                            "missed_dedup_msat": dedup,
+                        }
+                        for (hour, out, inc, cls), (n, c, raw, dedup) in rollup.items()
+                    ],
+                )
+            return IngestResult(
+                new_events=len(new_events),
+                attempts_changed=len(changed),
+                local_failures=len(cluster_of),
+            )
+
+    def _store_events(
+        self, conn: Connection, session_id: int | None, events: Sequence[HtlcEvent]
+    ) -> list[HtlcEvent]:
+        if not events or session_id is None:
+            return []
+        rows = [event_row(self._node_id, session_id, ev) for ev in events]
+        inserted = set(map(tuple, conn.execute(self._insert_events, rows)))
+        if len(inserted) == len(events):
+            return list(events)
+        fresh = []
+        for ev, row in zip(events, rows, strict=True):
+            key = (
+                row["kind"],
+                row["incoming_channel_id"],
+                row["incoming_htlc_id"],
+                row["outgoing_channel_id"],
+                row["outgoing_htlc_id"],
+            )
+            if key in inserted:
+                inserted.discard(key)  # a duplicate inside the batch counts once
+                fresh.append(ev)
+        return fresh
+
+    def _note_cluster(
+        self, clusters: dict[int, dict[str, Any]], u: ClusterUpdate, att: Attempt, ts_ns: int
+    ) -> None:
+        row = clusters.get(u.cluster_id)
+        if row is None:
+            clusters[u.cluster_id] = {
+                "id": u.cluster_id,
+                "node_id": self._node_id,
+                "outgoing_channel_id": to_signed64(att.outgoing_channel_id),
+                "first_ns": ts_ns,
+                "last_ns": ts_ns,
+                "members": u.members,
+                "missed_fee_msat": u.missed_fee_msat,
+            }
+        else:
+            row["first_ns"] = min(row["first_ns"], ts_ns)
+            row["last_ns"] = max(row["last_ns"], ts_ns)
+            row["members"] = u.members
+            row["missed_fee_msat"] = u.missed_fee_msat
+
+
+def _attempt_row(node_id: int, a: Attempt, cluster_id: int | None) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "incoming_channel_id": to_signed64(a.incoming_channel_id),
+        "incoming_htlc_id": to_signed64(a.incoming_htlc_id),
+        "outgoing_channel_id": to_signed64(a.outgoing_channel_id),
+        "outgoing_htlc_id": to_signed64(a.outgoing_htlc_id),
+        "first_seen_ns": a.first_seen_ns,
+        "resolved_ns": a.resolved_ns,
+        "incoming_amt_msat": a.incoming_amt_msat,
+        "outgoing_amt_msat": a.outgoing_amt_msat,
+        "outcome": int(a.outcome),
+        "failure_class": int(a.failure_class) if a.failure_class is not None else None,
+        "wire_failure": a.wire_failure,
+        "failure_detail": a.failure_detail,
+        "missed_fee_msat": a.missed_fee_msat,
+        "final_settled": a.final_settled,
+        "cluster_id": cluster_id,
+    }

@@ -1,0 +1,314 @@
+"""Retention: keeps the store bounded (DESIGN §6).
+
+Every retained table has a TTL in days (0 = keep forever). :meth:`Pruner.prune_step`
+deletes at most ``batch_rows`` expired rows of one table, oldest first, in one short
+transaction, then hands back a bounded number of free pages to the file system
+(``PRAGMA incremental_vacuum``), so the single writer thread is never held long: the
+daemon runs one step per store call and event batches are written in between.
+
+Boundary rule: a row expires when its time is strictly older than the cutoff
+``now_ns − days × 86 400 s``; a row exactly at the cutoff is kept, one nanosecond older
+is deleted. Hour columns compare whole hours: an hour expires once it ends at or before
+the cutoff (``hour < cutoff_ns // NS_PER_HOUR``), so the hour holding the cutoff is kept.
+
+Optional size budget (``max_db_mb``, SQLite only): while the pages in use
+(``page_count − freelist_count``) × ``page_size`` exceed it, the oldest raw rows are
+dropped before their TTL, in :data:`SIZE_BUDGET_ORDER`; rollups and the forwards ledger
+never are.
+
+Time is always passed in; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    Table,
+    delete,
+    func,
+    select,
+    tuple_,
+)
+
+from lnflow.store.schema import (
+    channel_samples,
+    failure_clusters,
+    failure_rollups_hourly,
+    forward_attempts,
+    forward_rollups_hourly,
+    htlc_events,
+    nodes,
+    stream_sessions,
+)
+
+if TYPE_CHECKING:
+    from lnflow.config import RetentionSettings
+
+__all__ = [
+    "RETAINED",
+    "SIZE_BUDGET_ORDER",
+    "PruneReport",
+    "PruneStepResult",
+    "Pruner",
+    "Retained",
+]
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+NS_PER_HOUR = 3_600 * 1_000_000_000
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Retained:
+    """One table under a TTL: rows whose ``column`` is older than the cutoff expire."""
+
+    table: Table
+    column: str
+    #: nanoseconds per unit of ``column``: 1 for ``*_ns``, NS_PER_HOUR for ``hour``
+    unit_ns: int
+    #: the RetentionSettings key holding the TTL in days
+    setting: str
+    #: the primary key starts (node_id, column): scope by node so that index is used
+    node_led: bool = False
+
+
+# Pruned in this order (referencing tables before the tables they point to). Adding a
+# table is one line here (plus its key in RetentionSettings).
+RETAINED: tuple[Retained, ...] = (
+    Retained(htlc_events, "timestamp_ns", 1, "events_days"),
+    Retained(forward_attempts, "first_seen_ns", 1, "attempts_days"),
+    Retained(failure_clusters, "last_ns", 1, "attempts_days"),
+    Retained(channel_samples, "ts_ns", 1, "samples_days"),
+    # ended_ns is NULL while a session is open, and NULL is never older than the cutoff.
+    Retained(stream_sessions, "ended_ns", 1, "sessions_days"),
+    Retained(failure_rollups_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
+    Retained(forward_rollups_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
+    # the forwards ledger is kept forever: it is the source of truth for earned fees
+)
+
+# Raw rows the size budget may drop early, first to last, oldest rows first.
+SIZE_BUDGET_ORDER: tuple[Retained, ...] = tuple(
+    spec
+    for name in ("htlc_events", "channel_samples", "forward_attempts", "failure_clusters")
+    for spec in RETAINED
+    if spec.table.name == name
+)
+
+
+Cause = Literal["ttl", "size"]
+
+
+@dataclass(frozen=True)
+class PruneStepResult:
+    """What one step did. ``table`` is None when it deleted nothing."""
+
+    table: str | None = None
+    deleted: int = 0
+    cause: Cause | None = None
+    #: newest time (ns) among the rows dropped for the size budget
+    dropped_through_ns: int | None = None
+    #: free pages handed back to the file system
+    pages_freed: int = 0
+    #: still over the size budget with no raw rows left to drop
+    over_budget: bool = False
+
+    @property
+    def more(self) -> bool:
+        """Whether another step may find work."""
+        return self.deleted > 0 or self.pages_freed > 0
+
+
+@dataclass
+class PruneReport:
+    """Steps added up: rows deleted per table, by cause."""
+
+    expired: dict[str, int] = field(default_factory=dict)
+    dropped_for_size: dict[str, int] = field(default_factory=dict)
+    #: per table, newest time (ns) dropped for the size budget
+    dropped_through_ns: dict[str, int] = field(default_factory=dict)
+    pages_freed: int = 0
+    steps: int = 0
+    #: the last step found nothing left to do (False: max_batches reached first)
+    complete: bool = False
+    over_budget: bool = False
+
+    @property
+    def deleted(self) -> int:
+        return sum(self.expired.values()) + sum(self.dropped_for_size.values())
+
+    def add(self, step: PruneStepResult) -> None:
+        self.steps += 1
+        self.pages_freed += step.pages_freed
+        self.over_budget = step.over_budget
+        self.complete = not step.more
+        if step.table is None:
+            return
+        counts = self.expired if step.cause == "ttl" else self.dropped_for_size
+        counts[step.table] = counts.get(step.table, 0) + step.deleted
+        if step.dropped_through_ns is not None:
+            self.dropped_through_ns[step.table] = max(
+                step.dropped_through_ns, self.dropped_through_ns.get(step.table, 0)
+            )
+
+
+class Pruner:
+    """Deletes expired rows in bounded steps. Synchronous: run it on the store thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        ttl_days: Mapping[str, int],
+        *,
+        max_db_mb: int = 0,
+        vacuum_pages: int = 2048,
+        tables: Sequence[Retained] = RETAINED,
+        size_budget_order: Sequence[Retained] = SIZE_BUDGET_ORDER,
+    ) -> None:
+        missing = sorted({spec.setting for spec in tables} - set(ttl_days))
+        if missing:
+            raise ValueError(f"no TTL given for {', '.join(missing)}")
+        if any(days < 0 for days in ttl_days.values()) or max_db_mb < 0 or vacuum_pages < 0:
+            raise ValueError("TTLs, max_db_mb and vacuum_pages must be >= 0")
+        self._engine = engine
+        self._ttl_days = dict(ttl_days)
+        self._tables = tuple(tables)
+        self._size_budget_order = tuple(size_budget_order)
+        self._budget_bytes = max_db_mb * MIB
+        self._vacuum_pages = vacuum_pages
+        self._sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: RetentionSettings) -> Pruner:
+        values = settings.model_dump()
+        ttl = {k: int(v) for k, v in values.items() if k.endswith("_days")}
+        return cls(engine, ttl, max_db_mb=settings.max_db_mb)
+
+    def cutoff(self, spec: Retained, now_ns: int) -> int | None:
+        """Rows whose ``spec.column`` is below this expire (None: kept forever)."""
+        days = self._ttl_days[spec.setting]
+        if days == 0:
+            return None
+        return (now_ns - days * NS_PER_DAY) // spec.unit_ns
+
+    def prune_step(self, now_ns: int, batch_rows: int) -> PruneStepResult:
+        """Delete at most ``batch_rows`` rows of one table, then reclaim some free pages.
+
+        Expired rows go first, table by table in :data:`RETAINED` order; when none are
+        left and the store is over its size budget, the oldest raw rows.
+        """
+        if batch_rows < 1:
+            raise ValueError("batch_rows must be >= 1")
+        step = self._expire(now_ns, batch_rows) or self._shrink(batch_rows)
+        freed = self._reclaim()
+        return PruneStepResult(
+            table=step.table,
+            deleted=step.deleted,
+            cause=step.cause,
+            dropped_through_ns=step.dropped_through_ns,
+            pages_freed=freed,
+            over_budget=step.over_budget,
+        )
+
+    def prune(self, now_ns: int, batch_rows: int, max_batches: int) -> PruneReport:
+        """Steps until nothing is left to do or ``max_batches`` steps were taken."""
+        report = PruneReport()
+        for _ in range(max_batches):
+            step = self.prune_step(now_ns, batch_rows)
+            report.add(step)
+            if not step.more:
+                break
+        return report
+
+    def used_bytes(self) -> int | None:
+        """Bytes of the pages in use (the WAL not counted); None off SQLite."""
+        if not self._sqlite:
+            return None
+        with self._engine.connect() as conn:
+            return _used_bytes(conn)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _expire(self, now_ns: int, batch_rows: int) -> PruneStepResult | None:
+        for spec in self._tables:
+            cutoff = self.cutoff(spec, now_ns)
+            if cutoff is None:
+                continue
+            with self._engine.begin() as conn:
+                deleted = _delete_oldest(conn, spec, batch_rows, cutoff)
+            if deleted:
+                return PruneStepResult(table=spec.table.name, deleted=deleted, cause="ttl")
+        return None
+
+    def _shrink(self, batch_rows: int) -> PruneStepResult:
+        if not self._budget_bytes or not self._sqlite:
+            return PruneStepResult()
+        with self._engine.begin() as conn:
+            if _used_bytes(conn) <= self._budget_bytes:
+                return PruneStepResult()
+            for spec in self._size_budget_order:
+                newest = conn.scalar(select(func.max(_oldest(spec, batch_rows).subquery().c.t)))
+                if newest is None:
+                    continue
+                deleted = _delete_oldest(conn, spec, batch_rows, None)
+                return PruneStepResult(
+                    table=spec.table.name,
+                    deleted=deleted,
+                    cause="size",
+                    dropped_through_ns=int(newest) * spec.unit_ns,
+                )
+        return PruneStepResult(over_budget=True)
+
+    def _reclaim(self) -> int:
+        """Hand back up to ``vacuum_pages`` free pages (SQLite, auto_vacuum=INCREMENTAL)."""
+        if not self._sqlite or not self._vacuum_pages:
+            return 0
+        with self._engine.connect() as conn:
+            before = int(conn.exec_driver_sql("PRAGMA freelist_count").scalar_one())
+            if not before:
+                return 0
+            # Python's sqlite3 steps a row-less PRAGMA once, which frees a single page;
+            # executescript runs it to completion. No transaction is open here.
+            conn.connection.driver_connection.executescript(  # type: ignore[union-attr]
+                f"PRAGMA incremental_vacuum({int(self._vacuum_pages)})"
+            )
+            after = int(conn.exec_driver_sql("PRAGMA freelist_count").scalar_one())
+            return before - after
+
+
+def _oldest(spec: Retained, limit: int, cutoff: int | None = None) -> Select[tuple[object, ...]]:
+    """Primary keys (and time, as ``t``) of up to ``limit`` oldest matching rows."""
+    table = spec.table
+    col = table.c[spec.column]
+    key = list(table.primary_key.columns)
+    query = select(*key, col.label("t"))
+    order: list[ColumnElement[object]] = [col]
+    if spec.node_led:
+        query = query.where(table.c.node_id.in_(select(nodes.c.id)))
+        order = [table.c.node_id, col]
+    if cutoff is not None:
+        query = query.where(col < cutoff)
+    return query.order_by(*order).limit(limit)
+
+
+def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | None) -> int:
+    table = spec.table
+    key = list(table.primary_key.columns)
+    oldest = _oldest(spec, limit, cutoff).subquery()
+    picked = select(*(oldest.c[c.name] for c in key))
+    target = key[0] if len(key) == 1 else tuple_(*key)
+    result = conn.execute(delete(table).where(target.in_(picked)))
+    return int(result.rowcount or 0)
+
+
+def _used_bytes(conn: Connection) -> int:
+    pages = int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
+    free = int(conn.exec_driver_sql("PRAGMA freelist_count").scalar_one())
+    size = int(conn.exec_driver_sql("PRAGMA page_size").scalar_one())
+    return (pages - free) * size

@@ -1,0 +1,177 @@
+"""Recording batches: attempts, clusters and rollups derived in the same transaction."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from lnflow.attempts import Outcome
+from lnflow.domain import EventKind, EventType, FailureDetail, HtlcEvent, NodeInfo, WireFailure
+from lnflow.store.db import open_engine
+from lnflow.store.ingest import Ingestor
+from lnflow.store.writer import StoreWriter
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+NODE = NodeInfo("03" + "cd" * 32, "bob", "0.18.3-beta", "regtest", 1, True)
+IN, OUT = 111 << 40, 222 << 40
+
+
+def ev(
+    kind: EventKind,
+    htlc: int,
+    t: int,
+    *,
+    out: int = OUT,
+    out_htlc: int = 0,
+    amt_in: int | None = None,
+    amt_out: int | None = None,
+    **kw: object,
+) -> HtlcEvent:
+    return HtlcEvent(
+        timestamp_ns=T0 + t * S,
+        kind=kind,
+        event_type=int(EventType.UNKNOWN if kind is EventKind.FINAL else EventType.FORWARD),
+        incoming_channel_id=IN,
+        incoming_htlc_id=htlc,
+        outgoing_channel_id=0 if kind is EventKind.FINAL else out,
+        outgoing_htlc_id=0 if kind is EventKind.FINAL else out_htlc,
+        incoming_amt_msat=amt_in,
+        outgoing_amt_msat=amt_out,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def forward(h: int, t: int) -> HtlcEvent:
+    return ev(EventKind.FORWARD, h, t, out_htlc=h, amt_in=1_001_000, amt_out=1_000_000)
+
+
+def settle(h: int, t: int) -> HtlcEvent:
+    return ev(EventKind.SETTLE, h, t, out_htlc=h)
+
+
+def fwd_fail(h: int, t: int) -> HtlcEvent:
+    return ev(EventKind.FORWARD_FAIL, h, t, out_htlc=h)
+
+
+def final(h: int, t: int, settled: bool) -> HtlcEvent:
+    return ev(EventKind.FINAL, h, t, settled=settled, offchain=True)
+
+
+def link_fail(h: int, t: int, fee_msat: int = 2_000, amt: int = 500_000) -> HtlcEvent:
+    return ev(
+        EventKind.LINK_FAIL,
+        h,
+        t,
+        amt_in=amt + fee_msat,
+        amt_out=amt,
+        wire_failure=int(WireFailure.TEMPORARY_CHANNEL_FAILURE),
+        failure_detail=int(FailureDetail.INSUFFICIENT_BALANCE),
+        failure_string="insufficient bandwidth to route htlc",
+    )
+
+
+class Store:
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "s.db"
+        self.engine = open_engine(self.path)
+        writer = StoreWriter(self.engine)
+        self.node_id = writer.upsert_node(NODE, 1)
+        self.session = writer.open_session(self.node_id, T0, "0.18.3-beta")
+        self.ingestor = self.restart()
+
+    def restart(self) -> Ingestor:
+        self.ingestor = Ingestor(
+            self.engine,
+            self.node_id,
+            attempt_timeout_ns=60 * S,
+            attempt_linger_ns=5 * S,
+            dedup_window_ns=60 * S,
+            cluster_max_span_ns=None,
+        )
+        return self.ingestor
+
+    def feed(self, events: list[HtlcEvent], now_s: int = 0) -> None:
+        self.ingestor.ingest(self.session, events, T0 + now_s * S)
+
+    def q(self, sql: str) -> list[tuple[object, ...]]:
+        with sqlite3.connect(self.path) as conn:
+            return conn.execute(sql).fetchall()
+
+    def outcomes(self) -> dict[int, int]:
+        return dict(self.q("SELECT incoming_htlc_id, outcome FROM forward_attempts"))  # type: ignore[arg-type]
+
+
+SEQUENCES = {
+    "settle in order": ([forward(1, 0), settle(1, 1), final(1, 2, True)], Outcome.SETTLED),
+    "final first": ([final(1, 2, True), settle(1, 1), forward(1, 0)], Outcome.SETTLED),
+    "settle before forward": ([settle(1, 1), forward(1, 0)], Outcome.SETTLED),
+    "downstream": ([forward(1, 0), fwd_fail(1, 1), final(1, 2, False)], Outcome.FAILED_DOWNSTREAM),
+    "downstream reversed": (
+        [final(1, 2, False), fwd_fail(1, 1), forward(1, 0)],
+        Outcome.FAILED_DOWNSTREAM,
+    ),
+    "local without forward": ([link_fail(1, 0), final(1, 1, False)], Outcome.FAILED_LOCAL),
+    "local, final first": ([final(1, 1, False), link_fail(1, 0)], Outcome.FAILED_LOCAL),
+    "forward only": ([forward(1, 0)], Outcome.PENDING),
+}
+
+
+@pytest.mark.parametrize(("events", "outcome"), SEQUENCES.values(), ids=SEQUENCES.keys())
+@pytest.mark.parametrize("batching", ["one batch", "one event per batch"])
+def test_sequences_resolve_whatever_the_order(
+    tmp_path: Path, events: list[HtlcEvent], outcome: Outcome, batching: str
+) -> None:
+    store = Store(tmp_path)
+    batches = [events] if batching == "one batch" else [[e] for e in events]
+    for batch in batches:
+        store.feed(batch)
+    for batch in batches:  # a replay of everything changes nothing
+        store.feed(batch)
+    assert store.outcomes() == {1: int(outcome)}
+    assert store.q("SELECT count(*) FROM htlc_events") == [(len(events),)]
+
+
+def test_unresolved_after_the_timeout(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.feed([forward(1, 0), forward(2, 0), settle(2, 1)])
+    store.feed([], now_s=61)
+    assert store.outcomes() == {1: int(Outcome.UNRESOLVED), 2: int(Outcome.SETTLED)}
+
+
+def test_rollups_match_the_attempts_and_replays_after_a_restart_count_nothing(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path)
+    # a retry burst (same incoming channel, within the window): one cluster, missed = max
+    burst = [link_fail(h, h, fee_msat=1_000 * h) for h in range(1, 5)]
+    later = [link_fail(10, 600, fee_msat=7_000)]  # outside the window: its own cluster
+    store.feed(burst + later)
+    expected = (5, 2, 1_000 + 2_000 + 3_000 + 4_000 + 7_000, 4_000 + 7_000)
+    sums = (
+        "SELECT sum(failures), sum(clusters), sum(missed_raw_msat), sum(missed_dedup_msat) "
+        "FROM failure_rollups_hourly"
+    )
+    assert store.q(sums) == [expected]
+    assert store.q("SELECT count(*), sum(missed_fee_msat) FROM failure_clusters") == [(2, 11_000)]
+    assert store.q(
+        "SELECT count(*), sum(missed_fee_msat) FROM forward_attempts WHERE outcome = 2"
+    ) == [(5, expected[2])]
+
+    store.restart()  # new process: empty memory, replayed stream
+    store.feed(burst + later)
+    assert store.q(sums) == [expected]
+    store.feed([link_fail(11, 601, fee_msat=9_000)])  # joins the second cluster after restart?
+    assert store.q("SELECT max(id) FROM failure_clusters") == [(3,)]  # new ids continue
+
+
+def test_pending_at_restart_becomes_unresolved_then_a_late_failure_decides(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path)
+    store.feed([forward(1, 0)])
+    store.restart()
+    assert store.ingestor.expire_stale_attempts(T0 + 5 * S) == 1
+    assert store.outcomes() == {1: int(Outcome.UNRESOLVED)}
+    store.feed([fwd_fail(1, 3)])
+    assert store.outcomes() == {1: int(Outcome.FAILED_DOWNSTREAM)}

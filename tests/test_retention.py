@@ -1,0 +1,521 @@
+"""Retention on real SQLite files: TTLs, batches, the size budget, page reclaim.
+
+Boundary rule under test: a row whose time equals the cutoff (now − TTL) is kept, one
+nanosecond older is deleted; an hourly rollup is deleted once its whole hour ends at or
+before the cutoff.
+"""
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from sqlalchemy import Engine, Table, func, insert, select
+
+from lnflow.config import RetentionSettings, Settings, load_settings
+from lnflow.domain import ForwardRecord, NodeInfo
+from lnflow.errors import ConfigError
+from lnflow.store.db import open_engine
+from lnflow.store.retention import (
+    NS_PER_DAY,
+    NS_PER_HOUR,
+    RETAINED,
+    SIZE_BUDGET_ORDER,
+    Pruner,
+    PruneStepResult,
+    Retained,
+)
+from lnflow.store.schema import (
+    channel_samples,
+    failure_clusters,
+    failure_rollups_hourly,
+    forward_attempts,
+    forward_rollups_hourly,
+    forwards,
+    htlc_events,
+    stream_sessions,
+)
+from lnflow.store.writer import StoreWriter
+from lnflowd.daemon import Daemon
+from lnflowd.storethread import StoreThread
+
+NODE = NodeInfo("02" + "cd" * 32, "carol", "0.18.3-beta", "regtest", 100, True)
+# Not on an hour boundary, so the cutoff falls inside an hour.
+NOW = 1_800_000_000 * 1_000_000_000 + 1_234_567_891
+DEFAULT_TTL = {
+    name: int(value)
+    for name, value in RetentionSettings().model_dump().items()
+    if name.endswith("_days")
+}
+KEEP_ALL = dict.fromkeys(DEFAULT_TTL, 0)
+
+
+@dataclass
+class Store:
+    engine: Engine
+    writer: StoreWriter
+    node_id: int
+    session_id: int
+    path: Path
+
+    def add(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(table), rows)
+
+    def count(self, table: Table) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(table)) or 0)
+
+    def times(self, spec: Retained) -> list[int]:
+        with self.engine.connect() as conn:
+            col = spec.table.c[spec.column]
+            return sorted(conn.scalars(select(col).where(col.is_not(None))))
+
+    def pragma(self, name: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.exec_driver_sql(f"PRAGMA {name}").scalar_one())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    path = tmp_path / "s.db"
+    engine = open_engine(path)
+    writer = StoreWriter(engine)
+    node_id = writer.upsert_node(NODE, 1)
+    session_id = writer.open_session(node_id, 1, "0.18.3-beta")  # open: never pruned
+    yield Store(engine, writer, node_id, session_id, path)
+    engine.dispose()
+
+
+# -- rows ------------------------------------------------------------------------------
+
+
+def _event(s: Store, i: int, ts_ns: int, note: str | None = None) -> dict[str, Any]:
+    return {
+        "node_id": s.node_id,
+        "session_id": s.session_id,
+        "timestamp_ns": ts_ns,
+        "kind": 4,  # link fail
+        "event_type": 3,
+        "incoming_channel_id": 11,
+        "incoming_htlc_id": i,
+        "outgoing_channel_id": 22,
+        "outgoing_htlc_id": i,
+        "incoming_amt_msat": 1_001_000,
+        "outgoing_amt_msat": 1_000_000,
+        "failure_string": note,
+    }
+
+
+def _attempt(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
+    return {
+        "node_id": s.node_id,
+        "incoming_channel_id": 11,
+        "incoming_htlc_id": i,
+        "outgoing_channel_id": 22,
+        "outgoing_htlc_id": i,
+        "first_seen_ns": ts_ns,
+        "outcome": 2,
+        "failure_class": 1,
+        "missed_fee_msat": 1_000,
+    }
+
+
+def _cluster(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
+    return {
+        "id": i + 1,
+        "node_id": s.node_id,
+        "outgoing_channel_id": 22,
+        "first_ns": ts_ns - 5,
+        "last_ns": ts_ns,
+        "members": 2,
+        "missed_fee_msat": 1_000,
+    }
+
+
+def _sample(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
+    return {
+        "node_id": s.node_id,
+        "chan_id": 22 + i % 3,
+        "ts_ns": ts_ns,
+        "capacity_sat": 1_000_000,
+        "local_balance_sat": 400_000,
+        "remote_balance_sat": 590_000,
+        "local_reserve_sat": 10_000,
+        "remote_reserve_sat": 10_000,
+        "active": True,
+        "uptime_s": 100,
+        "lifetime_s": 100,
+    }
+
+
+def _session(s: Store, i: int, ended_ns: int) -> dict[str, Any]:
+    return {"node_id": s.node_id, "started_ns": ended_ns - 10, "ended_ns": ended_ns}
+
+
+def _failure_rollup(s: Store, i: int, hour: int) -> dict[str, Any]:
+    return {
+        "node_id": s.node_id,
+        "hour": hour,
+        "outgoing_channel_id": 22,
+        "incoming_channel_id": 11 + i,
+        "failure_class": 1,
+        "failures": 3,
+        "clusters": 1,
+        "missed_raw_msat": 3_000,
+        "missed_dedup_msat": 1_000,
+    }
+
+
+def _forward_rollup(s: Store, i: int, hour: int) -> dict[str, Any]:
+    return {
+        "node_id": s.node_id,
+        "hour": hour,
+        "chan_id_in": 11 + i,
+        "chan_id_out": 22,
+        "forwards": 2,
+        "amt_out_msat": 2_000_000,
+        "fee_msat": 2_000,
+    }
+
+
+def _ledger(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
+    return {
+        "node_id": s.node_id,
+        "timestamp_ns": ts_ns,
+        "chan_id_in": 11,
+        "chan_id_out": 22,
+        "amt_in_msat": 1_001_000,
+        "amt_out_msat": 1_000_000,
+        "fee_msat": 1_000,
+    }
+
+
+ROWS: dict[str, Callable[[Store, int, int], dict[str, Any]]] = {
+    "htlc_events": _event,
+    "forward_attempts": _attempt,
+    "failure_clusters": _cluster,
+    "channel_samples": _sample,
+    "stream_sessions": _session,
+    "failure_rollups_hourly": _failure_rollup,
+    "forward_rollups_hourly": _forward_rollup,
+}
+
+
+def _step_tables(steps: list[PruneStepResult]) -> list[str]:
+    return [s.table for s in steps if s.table is not None]
+
+
+# -- TTLs ------------------------------------------------------------------------------
+
+
+def test_every_retained_table_has_a_setting_and_a_row_factory() -> None:
+    for spec in RETAINED:
+        assert spec.setting in RetentionSettings.model_fields
+        assert spec.table.name in ROWS
+    assert forwards.name not in {spec.table.name for spec in RETAINED}
+
+
+@pytest.mark.parametrize("spec", RETAINED, ids=[spec.table.name for spec in RETAINED])
+def test_row_at_the_cutoff_is_kept_and_one_unit_older_is_deleted(
+    store: Store, spec: Retained
+) -> None:
+    pruner = Pruner(store.engine, DEFAULT_TTL)
+    cutoff_ns = NOW - DEFAULT_TTL[spec.setting] * NS_PER_DAY
+    at = cutoff_ns // spec.unit_ns  # for hours: the hour holding the cutoff
+    assert pruner.cutoff(spec, NOW) == at
+    fresh = NOW // spec.unit_ns
+    times = [at - 1000, at - 1, at, at + 1, fresh]
+    store.add(spec.table, [ROWS[spec.table.name](store, i, t) for i, t in enumerate(times)])
+
+    report = pruner.prune(NOW, batch_rows=100, max_batches=50)
+
+    assert report.expired == {spec.table.name: 2}
+    assert report.complete and not report.dropped_for_size
+    assert store.times(spec) == [at, at + 1, fresh]
+
+
+def test_hour_rule_keeps_an_hour_that_starts_before_the_cutoff(store: Store) -> None:
+    spec = next(s for s in RETAINED if s.table is failure_rollups_hourly)
+    cutoff_ns = NOW - DEFAULT_TTL["rollups_days"] * NS_PER_DAY
+    holding = cutoff_ns // NS_PER_HOUR
+    assert holding * NS_PER_HOUR < cutoff_ns < (holding + 1) * NS_PER_HOUR
+    store.add(failure_rollups_hourly, [_failure_rollup(store, 0, holding)])
+    Pruner(store.engine, DEFAULT_TTL).prune(NOW, batch_rows=10, max_batches=5)
+    assert store.times(spec) == [holding]
+
+
+def test_zero_days_keeps_forever_and_the_ledger_is_never_pruned(store: Store) -> None:
+    ancient = NOW - 5000 * NS_PER_DAY
+    store.add(htlc_events, [_event(store, 0, ancient)])
+    store.add(forwards, [_ledger(store, i, ancient + i) for i in range(3)])
+    kept = Pruner(store.engine, {**DEFAULT_TTL, "events_days": 0})
+    assert kept.prune(NOW, 100, 10).deleted == 0
+    assert store.count(htlc_events) == 1
+
+    Pruner(store.engine, dict.fromkeys(DEFAULT_TTL, 1)).prune(NOW, 100, 10)
+    assert store.count(htlc_events) == 0
+    assert store.count(forwards) == 3
+
+
+def test_expired_sessions_go_open_ones_stay(store: Store) -> None:
+    old = NOW - 500 * NS_PER_DAY
+    w = store.writer
+    closed = w.open_session(store.node_id, old, "0.17.0-beta")
+    w.close_session(closed, old + 1, "lnd restarted")
+    recent = w.open_session(store.node_id, NOW - NS_PER_DAY, "0.17.0-beta")
+    w.close_session(recent, NOW - NS_PER_DAY + 1, "lnd restarted")
+    still_open = w.open_session(store.node_id, old + 4, "0.17.0-beta")
+    store.add(stream_sessions, [_session(store, i, old + i) for i in range(10)])
+    Pruner(store.engine, DEFAULT_TTL).prune(NOW, 100, 10)
+    with store.engine.connect() as conn:
+        left = set(conn.scalars(select(stream_sessions.c.id)))
+    assert closed not in left
+    assert {recent, still_open} <= left
+    assert len(left) == len({store.session_id, recent, still_open})
+
+
+def test_rollup_totals_over_30_days_survive_pruning_the_raw_rows(store: Store) -> None:
+    start_ns = NOW - 29 * NS_PER_DAY
+    step_ns = NS_PER_HOUR // 2
+    count = 29 * 24 * 2
+    times = [start_ns + i * step_ns for i in range(count)]
+    # raw rows and the hourly rollups that summarise them
+    store.add(htlc_events, [_event(store, i, t) for i, t in enumerate(times)])
+    store.add(forward_attempts, [_attempt(store, i, t) for i, t in enumerate(times)])
+    hours = sorted({t // NS_PER_HOUR for t in times})
+    store.add(failure_rollups_hourly, [_failure_rollup(store, 0, h) for h in hours])
+    store.writer.insert_forwards(
+        store.node_id,
+        [
+            ForwardRecord(t + 1, 11, 22, 1_001_000 + i, 1_000_000, 1_000 + i)
+            for i, t in enumerate(times)
+        ],
+    )
+
+    def totals() -> tuple[int, ...]:
+        since = (NOW - 30 * NS_PER_DAY) // NS_PER_HOUR
+        f, r = failure_rollups_hourly, forward_rollups_hourly
+        with store.engine.connect() as conn:
+            fail = conn.execute(
+                select(func.sum(f.c.failures), func.sum(f.c.missed_raw_msat)).where(
+                    f.c.hour >= since
+                )
+            ).one()
+            fwd = conn.execute(
+                select(func.sum(r.c.forwards), func.sum(r.c.fee_msat)).where(r.c.hour >= since)
+            ).one()
+        return (*fail, *fwd)
+
+    before = totals()
+    report = Pruner(store.engine, {**DEFAULT_TTL, "attempts_days": 10}).prune(NOW, 500, 100)
+    assert report.expired["htlc_events"] > 0 and report.expired["forward_attempts"] > 0
+    assert "failure_rollups_hourly" not in report.expired
+    assert totals() == before
+    assert before == (
+        len(hours) * 3,
+        len(hours) * 3_000,
+        count,
+        sum(1_000 + i for i in range(count)),
+    )
+
+
+# -- batches ---------------------------------------------------------------------------
+
+
+def test_a_step_deletes_at_most_batch_rows_from_one_table(store: Store) -> None:
+    old = NOW - 100 * NS_PER_DAY
+    store.add(htlc_events, [_event(store, i, old + i) for i in range(23)])
+    store.add(channel_samples, [_sample(store, i, old + i) for i in range(4)])
+    pruner = Pruner(store.engine, DEFAULT_TTL)
+
+    steps = [pruner.prune_step(NOW, 5) for _ in range(8)]
+
+    assert [(s.table, s.deleted) for s in steps] == [
+        ("htlc_events", 5),
+        ("htlc_events", 5),
+        ("htlc_events", 5),
+        ("htlc_events", 5),
+        ("htlc_events", 3),
+        ("channel_samples", 4),
+        (None, 0),
+        (None, 0),
+    ]
+    assert not steps[-1].more
+
+
+def test_batches_delete_oldest_first_and_max_batches_bounds_a_run(store: Store) -> None:
+    old = NOW - 100 * NS_PER_DAY
+    # inserted newest first, so row order and time order disagree
+    store.add(htlc_events, [_event(store, i, old - i) for i in range(30)])
+    pruner = Pruner(store.engine, DEFAULT_TTL)
+    report = pruner.prune(NOW, batch_rows=4, max_batches=3)
+    assert report.expired == {"htlc_events": 12} and report.steps == 3
+    assert not report.complete
+    assert store.times(RETAINED[0]) == [old - i for i in range(17, -1, -1)]
+    rest = pruner.prune(NOW, batch_rows=4, max_batches=100)
+    assert rest.expired == {"htlc_events": 18} and rest.complete
+
+
+# -- size budget -----------------------------------------------------------------------
+
+PAD = "x" * 800  # makes rows big enough to fill pages quickly
+
+
+def _fill(store: Store, table: Table, n: int, first_ns: int) -> None:
+    make = ROWS[table.name]
+    rows = [make(store, i, first_ns + i * 1_000_000_000) for i in range(n)]
+    if table is htlc_events:
+        rows = [r | {"failure_string": PAD} for r in rows]
+    if table is channel_samples:
+        rows = [r | {"chan_id": i} for i, r in enumerate(rows)]
+    store.add(table, rows)
+
+
+def _used_mib(store: Store) -> float:
+    pruner = Pruner(store.engine, KEEP_ALL)
+    used = pruner.used_bytes()
+    assert used is not None
+    return used / 1024 / 1024
+
+
+def test_size_budget_drops_the_oldest_events_first_and_stops_under_budget(
+    store: Store,
+) -> None:
+    recent = NOW - 3 * NS_PER_DAY  # far inside every TTL
+    _fill(store, htlc_events, 6000, recent)  # ~5.5 MiB
+    _fill(store, channel_samples, 500, recent)
+    hour = NOW // NS_PER_HOUR - 10
+    store.add(failure_rollups_hourly, [_failure_rollup(store, i, hour) for i in range(50)])
+    store.add(forwards, [_ledger(store, i, recent + i) for i in range(50)])
+    assert _used_mib(store) > 5
+    budget_mib = 3
+    pruner = Pruner(store.engine, DEFAULT_TTL, max_db_mb=budget_mib)
+
+    steps: list[PruneStepResult] = []
+    used_before: list[float] = []
+    while True:
+        used_before.append(_used_mib(store))
+        step = pruner.prune_step(NOW, 200)
+        if not step.deleted:
+            break
+        steps.append(step)
+
+    assert steps and {s.cause for s in steps} == {"size"}
+    assert set(_step_tables(steps)) == {"htlc_events"}
+    # every batch started over budget; the store ended under it
+    assert all(u > budget_mib for u in used_before[:-1])
+    assert used_before[-1] <= budget_mib
+    left = store.times(RETAINED[0])
+    dropped_through = max(s.dropped_through_ns or 0 for s in steps)
+    assert left and min(left) > dropped_through  # the newest events survive
+    assert store.count(channel_samples) == 500
+    assert store.count(failure_rollups_hourly) == 50 and store.count(forwards) == 50
+
+
+def test_size_budget_goes_on_to_samples_then_attempts_never_rollups_or_ledger(
+    store: Store,
+) -> None:
+    recent = NOW - 3 * NS_PER_DAY
+    _fill(store, htlc_events, 1500, recent)
+    _fill(store, channel_samples, 300, recent)
+    _fill(store, forward_attempts, 300, recent)
+    _fill(store, failure_clusters, 300, recent)
+    store.add(forwards, [_ledger(store, i, recent + i) for i in range(20_000)])
+    hour = NOW // NS_PER_HOUR - 10
+    store.add(forward_rollups_hourly, [_forward_rollup(store, i, hour) for i in range(100)])
+    assert _used_mib(store) > 1
+    pruner = Pruner(store.engine, DEFAULT_TTL, max_db_mb=1)  # less than the ledger alone
+
+    steps = []
+    while (step := pruner.prune_step(NOW, 250)).deleted:
+        steps.append(step)
+
+    tables = _step_tables(steps)
+    first_seen = sorted(set(tables), key=tables.index)
+    assert first_seen == [spec.table.name for spec in SIZE_BUDGET_ORDER]
+    assert sorted(tables, key=first_seen.index) == tables  # one table drained at a time
+    assert {s.cause for s in steps} == {"size"}
+    assert step.over_budget
+    for table in (htlc_events, channel_samples, forward_attempts, failure_clusters):
+        assert store.count(table) == 0
+    assert store.count(forwards) == 20_000 and store.count(forward_rollups_hourly) == 100
+
+
+# -- reclaiming pages ------------------------------------------------------------------
+
+
+def test_freed_pages_are_handed_back_in_bounded_steps(store: Store) -> None:
+    _fill(store, htlc_events, 3000, NOW - 100 * NS_PER_DAY)
+    pages_full = store.pragma("page_count")
+
+    no_vacuum = Pruner(store.engine, DEFAULT_TTL, vacuum_pages=0)
+    assert no_vacuum.prune(NOW, 1000, 10).expired == {"htlc_events": 3000}
+    free = store.pragma("freelist_count")
+    assert free > 500
+
+    pruner = Pruner(store.engine, DEFAULT_TTL, vacuum_pages=100)
+    step = pruner.prune_step(NOW, 1000)
+    assert step.deleted == 0 and step.pages_freed == 100 and step.more
+    assert store.pragma("freelist_count") == free - 100
+
+    report = pruner.prune(NOW, 1000, 1000)
+    assert report.complete and report.pages_freed == free - 100
+    assert store.pragma("freelist_count") == 0
+    assert store.pragma("page_count") <= pages_full - free
+
+
+# -- config and daemon -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("events_days = -1", "retention.events_days"),
+        ("batch_rows = 0", "retention.batch_rows"),
+        ("max_db_mb = 5", "retention.max_db_mb"),
+        ("samples_days = 'long'", "retention.samples_days"),
+    ],
+    ids=["negative-ttl", "batch-range", "tiny-budget", "type"],
+)
+def test_bad_retention_value_is_one_line_naming_the_key(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    path = tmp_path / "lnflow.toml"
+    path.write_text(f"[retention]\n{text}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    assert f"bad value for '{key}'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_pruner_from_settings_uses_every_ttl(store: Store) -> None:
+    settings = load_settings(overrides={"retention": {"events_days": 2, "max_db_mb": 64}})
+    pruner = Pruner.from_settings(store.engine, settings.retention)
+    events = RETAINED[0]
+    assert pruner.cutoff(events, NOW) == NOW - 2 * NS_PER_DAY
+
+
+def test_daemon_prune_job_runs_in_batches_and_logs_a_summary(store: Store) -> None:
+    store.add(htlc_events, [_event(store, i, NOW - 20 * NS_PER_DAY + i) for i in range(250)])
+    settings = Settings(retention=RetentionSettings(batch_rows=100, max_batches=50))
+    daemon = Daemon(settings, clock_ns=lambda: NOW)
+    thread = StoreThread(store.writer)
+    pruner = Pruner(store.engine, DEFAULT_TTL)
+
+    async def run() -> None:
+        await asyncio.wait_for(daemon._prune(thread, pruner), timeout=30)
+
+    try:
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(run())
+    finally:
+        thread.close()
+    assert store.count(htlc_events) == 0
+    (done,) = [e for e in logs if e["event"] == "prune_done"]
+    assert done["expired"] == {"htlc_events": 250}
+    assert done["batches"] >= 4 and done["complete"]  # 100 + 100 + 50, then nothing
