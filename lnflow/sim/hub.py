@@ -1,0 +1,186 @@
+"""Fan-out of HTLC events to the SubscribeHtlcEvents streams.
+
+Each event is turned into wire bytes once (lazily) and shared by every
+subscriber; events reach the subscribers' queues in batches, one queue put per
+batch. Events produced while nobody subscribes are lost, as with lnd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from lnflow.domain import LndVersion
+from lnflow.lnd._proto import router_pb2
+from lnflow.sim.events import SimEvent, event_to_json
+
+__all__ = ["Drop", "EventLog", "Hub", "Outgoing", "Subscriber", "htlc_event_message"]
+
+REPLAY_DEPTH = 100_000  # events kept for the script's replay op (~20 MB at most)
+
+
+def htlc_event_message(ev: SimEvent) -> Any:
+    """The routerrpc.HtlcEvent for an event; enum numbers are copied as they are."""
+    msg: Any = router_pb2.HtlcEvent(
+        incoming_channel_id=ev.incoming_channel_id,
+        outgoing_channel_id=ev.outgoing_channel_id,
+        incoming_htlc_id=ev.incoming_htlc_id,
+        outgoing_htlc_id=ev.outgoing_htlc_id,
+        timestamp_ns=ev.timestamp_ns,
+    )
+    msg.event_type = ev.event_type
+    kind = ev.kind
+    if kind == "forward":
+        _fill_info(msg.forward_event.info, ev)
+    elif kind == "link_fail":
+        link_fail = msg.link_fail_event
+        _fill_info(link_fail.info, ev)
+        link_fail.wire_failure = ev.wire_failure
+        link_fail.failure_detail = ev.failure_detail
+        link_fail.failure_string = ev.failure_string
+    elif kind == "settle":
+        msg.settle_event.SetInParent()
+        msg.settle_event.preimage = ev.preimage
+    elif kind == "forward_fail":
+        msg.forward_fail_event.SetInParent()
+    elif kind == "final":
+        msg.final_htlc_event.SetInParent()
+        msg.final_htlc_event.settled = ev.settled
+        msg.final_htlc_event.offchain = ev.offchain
+    else:
+        msg.subscribed_event.SetInParent()
+    return msg
+
+
+def _fill_info(info: Any, ev: SimEvent) -> None:
+    info.SetInParent()
+    info.incoming_timelock = ev.incoming_timelock
+    info.outgoing_timelock = ev.outgoing_timelock
+    info.incoming_amt_msat = ev.incoming_amt_msat
+    info.outgoing_amt_msat = ev.outgoing_amt_msat
+
+
+class Outgoing:
+    """One event on its way out: wire bytes and log JSON, each built at most once."""
+
+    __slots__ = ("_json", "_payload", "event")
+
+    def __init__(self, event: SimEvent) -> None:
+        self.event = event
+        self._payload: bytes | None = None
+        self._json: str | None = None
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is None:
+            self._payload = htlc_event_message(self.event).SerializeToString()
+        return self._payload
+
+    @property
+    def json(self) -> str:
+        if self._json is None:
+            self._json = json.dumps(event_to_json(self.event), separators=(",", ":"))
+        return self._json
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Ends a subscription with this gRPC status (code name, e.g. UNAVAILABLE)."""
+
+    code: str
+    details: str
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    number: int
+    queue: asyncio.Queue[list[Outgoing] | Drop]
+
+
+class EventLog:
+    """``--event-log``: one JSON line per event written to a subscriber."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: TextIO = path.open("a", buffering=1 << 16, encoding="utf-8")
+
+    def written(self, sub: int, item: Outgoing) -> None:
+        sent_ns = time.time_ns()
+        self._file.write(f'{{"sub":{sub},"sent_ns":{sent_ns},"event":{item.json}}}\n')
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Hub:
+    """The current subscribers, the recent events (for replay) and version gating."""
+
+    def __init__(self, version: LndVersion) -> None:
+        self._subs: list[Subscriber] = []
+        self._numbers = 0
+        self._recent: deque[Outgoing] = deque(maxlen=REPLAY_DEPTH)
+        self._has_final = version.triple >= (0, 16, 0)
+        self._has_preimage = version.triple >= (0, 14, 0)
+        self.published = 0
+
+    @property
+    def count(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self) -> Subscriber:
+        self._numbers += 1
+        sub = Subscriber(self._numbers, asyncio.Queue())
+        self._subs.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    def publish(self, events: Sequence[SimEvent], now_ns: int) -> None:
+        """Send events (timestamp 0 is stamped now_ns) to every current subscriber."""
+        batch = []
+        for ev in events:
+            if ev.kind in ("final", "subscribed") and not self._has_final:
+                continue  # these variants do not exist before lnd 0.16
+            if ev.timestamp_ns == 0:
+                ev = replace(ev, timestamp_ns=now_ns)
+            if ev.preimage and not self._has_preimage:
+                ev = replace(ev, preimage=b"")
+            batch.append(Outgoing(ev))
+        if not batch:
+            return
+        self._recent.extend(batch)
+        self.published += len(batch)
+        for sub in self._subs:
+            sub.queue.put_nowait(batch)
+
+    def replay(self, count: int) -> None:
+        """Send the last ``count`` published events again, as lnd may after a restart."""
+        if count <= 0:
+            return
+        batch = list(self._recent)[-count:]
+        for sub in self._subs:
+            sub.queue.put_nowait(batch)
+
+    def drop(self, code: str, details: str) -> None:
+        """End every current subscription with the given status."""
+        for sub in self._subs:
+            sub.queue.put_nowait(Drop(code, details))
+        self._subs.clear()
+
+    async def wait_for(self, count: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while len(self._subs) < count:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True

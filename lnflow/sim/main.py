@@ -1,0 +1,212 @@
+"""``lnflow-sim``: a simulated LND node (gRPC, TLS, macaroons) for tests, demos and benchmarks.
+
+    lnflow-sim --lnddir DIR [--port 10009] [--network regtest] [--channels 8] [--seed 1]
+               [--rate 20] [--script FILE.jsonl] [--lnd-version 0.18.3] [--alias NAME]
+               [--history N] [--event-log FILE]
+
+Writes ``DIR/tls.cert``, ``DIR/tls.key`` and the macaroons in lnd's layout (reused
+when present), then ``DIR/sim.json`` once it listens. SIGTERM/SIGINT stop it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from lnflow.domain import LndVersion
+from lnflow.sim.credentials import ensure_macaroons, ensure_tls, write_json_atomic
+from lnflow.sim.hub import EventLog, Hub
+from lnflow.sim.model import preload_history
+from lnflow.sim.runner import Driver
+from lnflow.sim.script import ChannelOp, Op, parse_script, split_setup
+from lnflow.sim.server import MacaroonInterceptor, SimServicer, rpc_handlers
+from lnflow.sim.state import NodeState, model_channels, parse_version
+
+__all__ = ["SimConfig", "main", "serve"]
+
+log = logging.getLogger("lnflow.sim")
+
+_MAX_MSG = 200 * 1024 * 1024  # lnd's MaxGrpcMsgSize
+_SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),  # a second sim on the same port must fail, not share it
+    ("grpc.max_send_message_length", _MAX_MSG),
+    ("grpc.max_receive_message_length", _MAX_MSG),
+    ("grpc.keepalive_time_ms", 60_000),  # lnd pings idle clients after a minute
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),  # lnd: client pings >= 5 s
+]
+
+
+DEFAULT_VERSION = parse_version("0.18.3")
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    lnddir: Path
+    port: int = 10009
+    network: str = "regtest"
+    channels: int = 8
+    seed: int = 1
+    rate: float = 20.0
+    ops: tuple[Op, ...] | None = None  # a script replaces the traffic model
+    version: LndVersion = DEFAULT_VERSION
+    alias: str = "lnflow-sim"
+    history: int = 0
+    event_log: Path | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lnflow-sim",
+        description="Simulated LND node: lnd's gRPC API over TLS with macaroons, "
+        "driven by a seeded traffic model or a JSONL script (docs/sim-script.md).",
+    )
+    p.add_argument("--lnddir", required=True, type=Path, help="lnd-style directory to use")
+    p.add_argument("--port", type=int, default=10009, help="gRPC port (0: pick a free one)")
+    p.add_argument("--network", default="regtest", help="network name (default: regtest)")
+    p.add_argument("--channels", type=int, default=8, help="channels of the model node")
+    p.add_argument("--seed", type=int, default=1, help="seed of everything simulated")
+    p.add_argument("--rate", type=float, default=20.0, help="HTLC events per second")
+    p.add_argument("--script", type=Path, help="JSONL script to run instead of the model")
+    p.add_argument("--lnd-version", default="0.18.3", help="lnd version to behave like")
+    p.add_argument("--alias", default="lnflow-sim", help="node alias")
+    p.add_argument("--history", type=int, default=0, help="settled forwards to preload")
+    p.add_argument("--event-log", type=Path, help="append every event sent (JSON lines)")
+    return p
+
+
+def _config(args: argparse.Namespace) -> SimConfig:
+    if not 0 <= args.port < 65536:
+        raise ValueError(f"--port {args.port} is not a port number")
+    if args.channels < 0 or args.history < 0 or args.rate < 0:
+        raise ValueError("--channels, --history and --rate must not be negative")
+    if args.event_log is not None and not args.event_log.parent.is_dir():
+        raise ValueError(f"--event-log: no directory {args.event_log.parent}")
+    ops = None
+    if args.script is not None:
+        ops = tuple(parse_script(args.script.read_text(encoding="utf-8")))
+    return SimConfig(
+        lnddir=args.lnddir,
+        port=args.port,
+        network=args.network,
+        channels=args.channels,
+        seed=args.seed,
+        rate=args.rate,
+        ops=ops,
+        version=parse_version(args.lnd_version),
+        alias=args.alias,
+        history=args.history,
+        event_log=args.event_log,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = _config(args)
+    except (ValueError, OSError) as exc:
+        print(f"lnflow-sim: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s lnflow-sim %(message)s"
+    )
+    return asyncio.run(serve(cfg))
+
+
+def build_node(cfg: SimConfig, now_ns: int) -> NodeState:
+    """The node's identity and, unless the script defines channels, the model channels."""
+    node = NodeState(cfg.seed, cfg.version, cfg.alias, cfg.network, start_ns=now_ns)
+    if not any(isinstance(op, ChannelOp) for op in cfg.ops or ()):
+        node.channels = {c.chan_id: c for c in model_channels(cfg.channels, cfg.seed)}
+    return node
+
+
+async def serve(cfg: SimConfig) -> int:
+    """Run the node until SIGTERM/SIGINT; returns the exit status."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    now = time.time_ns()
+    node = build_node(cfg, now)
+    hub = Hub(cfg.version)
+    driver = Driver(node, hub, cfg.seed)
+    setup, rest = split_setup(list(cfg.ops or ()))
+    for op in setup:  # channels and ledger exist before the first client connects
+        await driver.run(op)
+    preload_history(node, cfg.history, now, cfg.seed)
+
+    sim_json = cfg.lnddir / "sim.json"
+    sim_json.unlink(missing_ok=True)
+    event_log = EventLog(cfg.event_log) if cfg.event_log else None
+    server, port = _listen(cfg, SimServicer(node, hub, event_log))
+    if server is None:
+        print(f"lnflow-sim: cannot listen on 127.0.0.1:{cfg.port} (in use?)", file=sys.stderr)
+        return 1
+    await server.start()
+    rpcserver = f"127.0.0.1:{port}"
+    info = {"port": port, "pid": os.getpid(), "rpcserver": rpcserver, "network": cfg.network}
+    write_json_atomic(sim_json, info)
+    print(f"lnflow-sim listening on {rpcserver}", flush=True)
+
+    work = asyncio.create_task(
+        driver.script(rest) if cfg.ops is not None else driver.traffic(cfg.rate)
+    )
+    work.add_done_callback(_report_failure)
+    flusher = asyncio.create_task(_flush_every(event_log)) if event_log else None
+    await stop.wait()
+
+    log.info("stopping")
+    for task in (work, flusher):
+        if task:
+            task.cancel()
+    hub.drop("UNAVAILABLE", "server shutting down")
+    await server.stop(1.0)
+    if event_log:
+        event_log.close()
+    sim_json.unlink(missing_ok=True)
+    return 0
+
+
+def _listen(cfg: SimConfig, servicer: SimServicer) -> tuple[Any, int]:
+    """A TLS server with lnd's credentials (created or reused) bound to the port, or None."""
+    cfg.lnddir.mkdir(parents=True, exist_ok=True)
+    cert, key = ensure_tls(cfg.lnddir)
+    macaroons = ensure_macaroons(cfg.lnddir, cfg.network)
+    server = grpc.aio.server(interceptors=[MacaroonInterceptor(macaroons)], options=_SERVER_OPTIONS)
+    server.add_generic_rpc_handlers(tuple(rpc_handlers(servicer)))
+    try:
+        port = server.add_secure_port(
+            f"127.0.0.1:{cfg.port}", grpc.ssl_server_credentials([(key, cert)])
+        )
+    except RuntimeError:
+        port = 0
+    return (server, port) if port else (None, 0)
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("event driver failed", exc_info=task.exception())
+
+
+async def _flush_every(event_log: EventLog) -> None:
+    while True:
+        await asyncio.sleep(0.2)
+        event_log.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Run the real ``lnflowd`` in a subprocess against a :class:`simnode.SimNode`.
+
+    with SimNode(...) as sim, Daemon(sim, tmp_path / "lnflow.db") as d:
+        d.wait_for(lambda db: count(db, "htlc_events") == 5)
+        assert d.stop() == 0                       # SIGTERM, exit status
+
+``Daemon(sim, db, *, args=(), env=None)``: ``.start()``, ``.stop(sig=SIGTERM)``,
+``.kill()`` (SIGKILL), ``.wait_for(predicate(sqlite3.Connection) -> bool, timeout)``,
+``.log()`` (stderr, JSON lines), ``.events(name)`` (parsed log records named ``name``).
+``run_lnflowd(*args)`` runs it to completion: (exit status, stdout, stderr).
+``query(db, sql)`` reads the store with the plain sqlite3 module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from simnode import SimNode
+
+__all__ = ["Daemon", "query", "run_lnflowd"]
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LNFLOW_")}
+    env.pop("NOTIFY_SOCKET", None)
+    env.update(extra or {})
+    return env
+
+
+def sim_flags(sim: SimNode, macaroon: str = "readonly") -> list[str]:
+    return [
+        "--lnddir",
+        str(sim.lnddir),
+        "--network",
+        sim.network,
+        "--rpcserver",
+        sim.rpcserver,
+        "--macaroonpath",
+        str(sim.macaroon_path(macaroon)),
+    ]
+
+
+def run_lnflowd(*args: str, timeout: float = 30) -> tuple[int, str, str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "lnflowd.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        check=False,
+    )
+    return out.returncode, out.stdout, out.stderr
+
+
+def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+class Daemon:
+    def __init__(
+        self,
+        sim: SimNode,
+        db: Path,
+        *,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.sim = sim
+        self.db = db
+        self.args = list(args)
+        self.env = env
+        self.stderr_path = db.with_suffix(".log")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Daemon:
+        cmd = [
+            sys.executable,
+            "-m",
+            "lnflowd.main",
+            *sim_flags(self.sim),
+            "--db",
+            str(self.db),
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            *self.args,
+        ]
+        with self.stderr_path.open("ab") as err:
+            self._proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=err, env=_env(self.env)
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        proc, self._proc = self._proc, None
+        assert proc is not None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+    def wait_for(
+        self, predicate: Callable[[sqlite3.Connection], bool], timeout: float = 20
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise AssertionError(f"lnflowd exited with {self._proc.returncode}:\n{self.log()}")
+            if self.db.exists():
+                conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+                try:
+                    if predicate(conn):
+                        return
+                except sqlite3.OperationalError:
+                    pass  # schema not there yet
+                finally:
+                    conn.close()
+            time.sleep(0.05)
+        raise AssertionError(f"condition not met in {timeout}s; lnflowd log:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        found = []
+        for line in self.log().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == name:
+                found.append(record)
+        return found
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self.stop()
