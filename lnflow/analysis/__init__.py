@@ -1,5 +1,27 @@
 """Pure analysis over domain records: no I/O, no clocks (time is passed in)."""
 
 from .classify import FailureClass, classify, missed_fee_msat
+from .opportunities import (
+    Recommendation,
+    analyze,
+    confidence,
+    dominant_class,
+    percentile,
+    rebalance_plan,
+    recommend,
+    urgency_score,
+)
 
-__all__ = ["FailureClass", "classify", "missed_fee_msat"]
+__all__ = [
+    "FailureClass",
+    "Recommendation",
+    "analyze",
+    "classify",
+    "confidence",
+    "dominant_class",
+    "missed_fee_msat",
+    "percentile",
+    "rebalance_plan",
+    "recommend",
+    "urgency_score",
+]

@@ -1,0 +1,231 @@
+"""The analysis contract: what the store hands in, what the analysis hands out.
+
+Inputs are plain query results for one window ``[since_ns, until_ns)`` of
+``hours`` hours; outputs are the ranked opportunities and the rebalance plan
+(DESIGN §5). Everything is integer msat/sat; ratios are floats only where
+DESIGN defines a ratio (failure rate, local ratio).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .classify import FailureClass
+
+__all__ = [
+    "Action",
+    "AnalysisInput",
+    "AnalysisReport",
+    "AnalysisSettings",
+    "ChannelFailures",
+    "ChannelState",
+    "ClassStats",
+    "Confidence",
+    "FailureDetails",
+    "FeePoint",
+    "Gap",
+    "InboundBaseline",
+    "Opportunity",
+    "RebalanceMove",
+]
+
+
+class Action(enum.StrEnum):
+    REBALANCE_OUTBOUND = "rebalance_outbound"
+    REBALANCE_INBOUND = "rebalance_inbound"
+    LOWER_FEES = "lower_fees"
+    INCREASE_CAPACITY = "increase_capacity"
+    RAISE_MAX_HTLC = "raise_max_htlc"
+    INVESTIGATE = "investigate"
+
+
+class Confidence(enum.StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSettings:
+    """Thresholds of DESIGN §5 (config section [analysis])."""
+
+    min_failure_count: int = 3
+    min_missed_sats: int = 100
+    gossip_grace_h: int = 6
+    min_fee_ppm: int = 1
+    baseline_days: int = 14
+    max_cost_share: float = 0.8
+    inbound_ratio: float = 0.9  # rebalance_inbound: local ratio stayed at or above this
+    source_ratio: float = 0.8  # rebalance plan: sources have at least this local ratio
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class FeePoint:
+    """Our outbound fee policy as sampled at ``ts_ns``."""
+
+    ts_ns: int
+    fee_base_msat: int
+    fee_rate_ppm: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelState:
+    """One of our channels (open, or closed within the window), from the samples."""
+
+    chan_id: int
+    peer_pubkey: str
+    peer_alias: str
+    capacity_sat: int
+    local_balance_sat: int  # latest sample
+    remote_balance_sat: int
+    local_reserve_sat: int
+    remote_reserve_sat: int
+    active: bool
+    closed: bool
+    fee_base_msat: int | None  # our policy, latest sample (None: no edge known)
+    fee_rate_ppm: int | None
+    max_htlc_msat: int | None
+    # lowest local ratio among the window's samples (None: no sample in the window)
+    min_local_ratio: float | None
+    # our fee policy samples from (since − gossip_grace_h) to until, oldest first
+    fee_history: tuple[FeePoint, ...] = ()
+    # fraction of the window the peer was online (uptime/lifetime delta), None if unknown
+    uptime_ratio: float | None = None
+
+    @property
+    def usable_capacity_sat(self) -> int:
+        return self.capacity_sat - self.local_reserve_sat - self.remote_reserve_sat
+
+    @property
+    def local_ratio(self) -> float | None:
+        total = self.local_balance_sat + self.remote_balance_sat
+        return self.local_balance_sat / total if total else None
+
+
+@dataclass(frozen=True, slots=True)
+class ClassStats:
+    failures: int
+    missed_msat: int  # raw (not deduplicated)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelFailures:
+    """Local failures whose outgoing channel is this one, in the window (from rollups)."""
+
+    chan_id: int
+    failures: int
+    clusters: int
+    missed_raw_msat: int
+    missed_dedup_msat: int
+    incoming_channels: int  # distinct incoming channels among the failures
+    first_failure_ns: int
+    last_failure_ns: int
+    by_class: Mapping[FailureClass, ClassStats]
+
+
+class FailureDetails(Protocol):
+    """Raw per-failure facts, fetched only for the channels that need percentiles."""
+
+    def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
+        """Outgoing amounts of the channel's local failures of this class."""
+        ...
+
+    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
+        """(missed fee msat, outgoing amount msat) of its FEE_INSUFFICIENT failures."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class InboundBaseline:
+    """Fees of forwards that came IN via a channel (for ``rebalance_inbound``)."""
+
+    chan_id: int
+    baseline_fees_msat: int  # during the baseline_days before the window
+    window_fees_msat: int  # during the window
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    from_ns: int
+    to_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisInput:
+    since_ns: int
+    until_ns: int
+    hours: int
+    channels: Mapping[int, ChannelState]
+    failures: Mapping[int, ChannelFailures]  # only channels with local failures
+    successes: Mapping[int, int]  # settled forwards OUT of the channel (ledger), in the window
+    inbound: Mapping[int, InboundBaseline]
+    details: FailureDetails
+    gaps: tuple[Gap, ...] = ()
+    # node totals, including failures on channels that are not ours (foreign SCIDs)
+    node_failures: int = 0
+    node_missed_msat: int = 0
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Opportunity:
+    rank: int
+    channel_id: int
+    peer_pubkey: str
+    peer_alias: str
+    failures: int
+    clusters: int
+    successes: int
+    failure_rate: float
+    missed_msat: int  # deduplicated
+    missed_raw_msat: int
+    potential_monthly_msat: int
+    urgency_score: int
+    confidence: Confidence
+    recommended_action: Action
+    reason: str
+    estimated: bool
+    by_class: Mapping[FailureClass, ClassStats]
+    capacity_sat: int
+    local_balance_sat: int
+    outbound_fee_ppm: int | None
+    suggested_fee_ppm: int | None = None
+    suggested_amount_sat: int | None = None
+    suggested_max_htlc_msat: int | None = None
+
+    @property
+    def missed_sats(self) -> float:
+        return self.missed_msat / 1000
+
+    @property
+    def potential_monthly_sats(self) -> float:
+        return self.potential_monthly_msat / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceMove:
+    target_channel_id: int
+    source_channel_ids: tuple[int, ...]
+    amount_sat: int
+    max_cost_ppm: int  # the most the rebalance may cost to pay back
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisReport:
+    since_ns: int
+    until_ns: int
+    hours: int
+    generated_ns: int
+    opportunities: tuple[Opportunity, ...]
+    rebalance_plan: tuple[RebalanceMove, ...]
+    gaps: tuple[Gap, ...] = ()
+    node_failures: int = 0
+    node_missed_msat: int = 0
