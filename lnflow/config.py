@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lnflow.analysis.model import AnalysisSettings
 from lnflow.errors import ConfigError
 from lnflow.paths import default_db_path
 
-__all__ = ["RetentionSettings", "Settings", "load_settings"]
+__all__ = [
+    "AnalysisConfig",
+    "RetentionSettings",
+    "Settings",
+    "analysis_settings",
+    "load_settings",
+]
 
 
 class _Section(BaseModel):
@@ -88,6 +96,24 @@ class RetentionSettings(_Section):
         return value
 
 
+_ANALYSIS = AnalysisSettings()  # the thresholds' defaults live with the analysis
+
+
+class AnalysisConfig(_Section):
+    """The analysis job's timing plus every :class:`AnalysisSettings` threshold."""
+
+    interval_s: int = Field(default=600, ge=10, le=86_400)
+    window_hours: int = Field(default=24, ge=1, le=24 * 366)
+    min_failure_count: int = Field(default=_ANALYSIS.min_failure_count, ge=1, le=1_000_000)
+    min_missed_sats: int = Field(default=_ANALYSIS.min_missed_sats, ge=0, le=21_000_000 * 10**8)
+    gossip_grace_h: int = Field(default=_ANALYSIS.gossip_grace_h, ge=0, le=24 * 14)
+    min_fee_ppm: int = Field(default=_ANALYSIS.min_fee_ppm, ge=0, le=1_000_000)
+    baseline_days: int = Field(default=_ANALYSIS.baseline_days, ge=1, le=366)
+    max_cost_share: float = Field(default=_ANALYSIS.max_cost_share, gt=0, le=1)
+    inbound_ratio: float = Field(default=_ANALYSIS.inbound_ratio, gt=0, le=1)
+    source_ratio: float = Field(default=_ANALYSIS.source_ratio, gt=0, le=1)
+
+
 class ManageSettings(_Section):
     url: str = ""  # lnd-manageJ base URL, e.g. http://127.0.0.1:8081; "" = off
 
@@ -111,6 +137,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     channels: ChannelSettings = ChannelSettings()
     retention: RetentionSettings = RetentionSettings()
+    analysis: AnalysisConfig = AnalysisConfig()
     manage: ManageSettings = ManageSettings()
     log: LogSettings = LogSettings()
 
@@ -126,6 +153,12 @@ class Settings(BaseSettings):
         # Flags (init) win over the environment, which wins over the file (also init,
         # merged below flags in load_settings).
         return (init_settings, env_settings)
+
+
+def analysis_settings(settings: Settings) -> AnalysisSettings:
+    """The analysis thresholds of ``[analysis]`` (its timing keys left out)."""
+    section = settings.analysis
+    return AnalysisSettings(**{f.name: getattr(section, f.name) for f in fields(AnalysisSettings)})
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

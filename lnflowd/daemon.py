@@ -13,14 +13,18 @@ from typing import Protocol
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import Engine
 
-from lnflow.config import Settings
+from lnflow.analysis.model import AnalysisReport, AnalysisSettings
+from lnflow.config import Settings, analysis_settings
 from lnflow.domain import LndVersion, NodeInfo
 from lnflow.errors import LndError, LnflowError, NodeUnreachableError
 from lnflow.lnd import LndClient, LndCredentials
+from lnflow.store.analysis_queries import load_analysis_input
 from lnflow.store.db import open_engine
 from lnflow.store.ingest import Ingestor
 from lnflow.store.retention import Pruner, PruneReport
+from lnflow.store.snapshots import SnapshotWriter
 from lnflow.store.writer import StoreWriter
 
 from .jobs import ChannelSampler, ChannelSource, LedgerSource, LedgerSync
@@ -68,6 +72,19 @@ def credentials_from(settings: Settings) -> LndCredentials:
         tlscertpath=lnd.tlscertpath or None,
         macaroonpath=lnd.macaroonpath or None,
     )
+
+
+def _analyze_store(
+    engine: Engine, node_id: int, *, until_ns: int, hours: int, settings: AnalysisSettings
+) -> AnalysisReport:
+    """Read the window and analyse it on one read connection (kept open for the lazy
+    failure details). Blocking: runs in a worker thread, never on the store thread."""
+    # imported on first use: nothing at daemon start depends on the analysis core
+    from lnflow.analysis.opportunities import analyze
+
+    with engine.connect() as conn:
+        inp = load_analysis_input(conn, node_id, until_ns=until_ns, hours=hours, settings=settings)
+        return analyze(inp, settings, until_ns)
 
 
 def _real_client(settings: Settings) -> LndLike:
@@ -131,6 +148,7 @@ class Daemon:
                 "lnd_connected", alias=info.alias, version=version.version, network=info.network
             )
             self._schedule_sync_jobs(scheduler, client, store, node_id, info.pubkey)
+            self._schedule_analysis_job(scheduler, engine, store, node_id)
             if not version.has_htlc_events:
                 log.warning(
                     "live_failure_capture_off",
@@ -302,6 +320,72 @@ class Daemon:
                 max_db_mb=r.max_db_mb,
                 reason="no raw rows left to drop; rollups and the ledger are kept",
             )
+
+    def _schedule_analysis_job(
+        self,
+        scheduler: AsyncIOScheduler,
+        engine: Engine,
+        store: StoreThread[StoreWriter],
+        node_id: int,
+    ) -> None:
+        """Analysis snapshots every interval_s; the first one interval after lnd connected,
+        so that a fresh store has its first channel samples and ledger pages by then."""
+        every_s = self.settings.analysis.interval_s
+        scheduler.add_job(
+            self._analyze,
+            "interval",
+            seconds=every_s,
+            args=[engine, store, SnapshotWriter(engine), node_id],
+            id="analysis",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=every_s,
+        )
+
+    async def _analyze(
+        self,
+        engine: Engine,
+        store: StoreThread[StoreWriter],
+        snapshots: SnapshotWriter,
+        node_id: int,
+    ) -> int | None:
+        """One run: read and analyse in a worker thread on its own connection (the store
+        thread stays free for event batches), then save the snapshot on the store thread.
+
+        Returns the run id; None when stopping or when the run failed (logged with its
+        traceback, the next run is tried on time).
+        """
+        now_ns = self.clock_ns()
+        hours = self.settings.analysis.window_hours
+        started = time.perf_counter()
+        try:
+            report = await asyncio.to_thread(
+                _analyze_store,
+                engine,
+                node_id,
+                until_ns=now_ns,
+                hours=hours,
+                settings=analysis_settings(self.settings),
+            )
+            duration_ms = round((time.perf_counter() - started) * 1000)
+            if self.stop.is_set():
+                return None
+            run_id = await store.call(snapshots.write_run, node_id, report, duration_ms)
+        except Exception:
+            log.exception("analysis_failed", hours=hours)
+            return None
+        log.info(
+            "analysis_done",
+            run_id=run_id,
+            hours=hours,
+            opportunities=len(report.opportunities),
+            rebalance_moves=len(report.rebalance_plan),
+            node_failures=report.node_failures,
+            node_missed_msat=report.node_missed_msat,
+            gaps=len(report.gaps),
+            duration_ms=duration_ms,
+        )
+        return run_id
 
     async def _heartbeat(self, store: StoreThread[StoreWriter]) -> None:
         await store.call(store.target.daemon_state, self.clock_ns())

@@ -195,6 +195,61 @@ def _ledger(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
     }
 
 
+def _run(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
+    return {
+        "node_id": s.node_id,
+        "generated_ns": ts_ns,
+        "since_ns": ts_ns - 24 * NS_PER_HOUR,
+        "until_ns": ts_ns,
+        "hours": 24,
+        "duration_ms": 5,
+        "opportunities": 1,
+        "node_failures": 3,
+        "node_missed_msat": 1_000,
+    }
+
+
+def _run_gap(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
+    return {"run_id": i + 1, "position": 0, "generated_ns": ts_ns, "from_ns": ts_ns - 10}
+
+
+def _opportunity(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
+    return {
+        "run_id": i + 1,
+        "rank": 1,
+        "generated_ns": ts_ns,
+        "channel_id": 22,
+        "peer_pubkey": "02" + "ab" * 32,
+        "peer_alias": "",
+        "failures": 3,
+        "clusters": 1,
+        "successes": 0,
+        "failure_rate": 1.0,
+        "missed_msat": 1_000,
+        "missed_raw_msat": 3_000,
+        "potential_monthly_msat": 30_000,
+        "urgency_score": 40,
+        "confidence": "low",
+        "recommended_action": "rebalance_outbound",
+        "reason": "",
+        "estimated": False,
+        "capacity_sat": 1_000_000,
+        "local_balance_sat": 0,
+    }
+
+
+def _rebalance_move(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
+    return {
+        "run_id": i + 1,
+        "position": 0,
+        "generated_ns": ts_ns,
+        "target_channel_id": 22,
+        "source_channel_ids": "11",
+        "amount_sat": 500_000,
+        "max_cost_ppm": 400,
+    }
+
+
 ROWS: dict[str, Callable[[Store, int, int], dict[str, Any]]] = {
     "htlc_events": _event,
     "forward_attempts": _attempt,
@@ -203,6 +258,10 @@ ROWS: dict[str, Callable[[Store, int, int], dict[str, Any]]] = {
     "stream_sessions": _session,
     "failure_rollups_hourly": _failure_rollup,
     "forward_rollups_hourly": _forward_rollup,
+    "run_gaps": _run_gap,
+    "opportunities": _opportunity,
+    "rebalance_moves": _rebalance_move,
+    "analysis_runs": _run,
 }
 
 

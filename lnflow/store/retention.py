@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 
 from lnflow.store.schema import (
+    analysis_runs,
     channel_samples,
     failure_clusters,
     failure_rollups_hourly,
@@ -45,6 +46,9 @@ from lnflow.store.schema import (
     forward_rollups_hourly,
     htlc_events,
     nodes,
+    opportunities,
+    rebalance_moves,
+    run_gaps,
     stream_sessions,
 )
 
@@ -90,6 +94,12 @@ RETAINED: tuple[Retained, ...] = (
     Retained(stream_sessions, "ended_ns", 1, "sessions_days"),
     Retained(failure_rollups_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
     Retained(forward_rollups_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
+    # A run's children carry its generated_ns, so they expire with it and go first: the
+    # run row is deleted only once no child of an expired run is left.
+    Retained(run_gaps, "generated_ns", 1, "runs_days"),
+    Retained(opportunities, "generated_ns", 1, "runs_days"),
+    Retained(rebalance_moves, "generated_ns", 1, "runs_days"),
+    Retained(analysis_runs, "generated_ns", 1, "runs_days"),
     # the forwards ledger is kept forever: it is the source of truth for earned fees
 )
 

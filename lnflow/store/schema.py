@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -26,8 +27,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from lnflow.domain import FAILURE_CLASS_NAMES
+
 __all__ = [
     "SCHEMA_REVISIONS",
+    "analysis_runs",
     "channel_samples",
     "channels",
     "daemon_state",
@@ -39,12 +43,15 @@ __all__ = [
     "htlc_events",
     "metadata",
     "nodes",
+    "opportunities",
+    "rebalance_moves",
+    "run_gaps",
     "stream_sessions",
 ]
 
 # Every Alembic revision this code knows, oldest first (a test keeps it equal to
 # migrations/versions). lnflowctl checks a store against it without importing Alembic.
-SCHEMA_REVISIONS = ("0001", "0002")
+SCHEMA_REVISIONS = ("0001", "0002", "0003")
 
 metadata = MetaData(
     naming_convention={
@@ -274,4 +281,90 @@ forward_rollups_hourly = Table(
     Column("forwards", Integer, nullable=False),
     Column("amt_out_msat", BigInteger, nullable=False),
     Column("fee_msat", BigInteger, nullable=False),
+)
+
+
+# --------------------------------------------------------------------------- 0003
+
+# Analysis snapshots (DESIGN §6): one row per run, its stream gaps, its ranked
+# opportunities and its rebalance plan. The child tables carry a copy of their run's
+# generated_ns so retention expires them by their own time, in bounded batches, before
+# the runs. They have no foreign key to analysis_runs (as htlc_events has none to
+# stream_sessions): deleting a run then needs no lookup in every child table.
+analysis_runs = Table(
+    "analysis_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("generated_ns", BigInteger, nullable=False),
+    Column("since_ns", BigInteger, nullable=False),
+    Column("until_ns", BigInteger, nullable=False),
+    Column("hours", Integer, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("opportunities", Integer, nullable=False),  # how many rows the run has
+    Column("node_failures", Integer, nullable=False),
+    Column("node_missed_msat", BigInteger, nullable=False),
+    Index("ix_analysis_runs_generated_ns", "generated_ns"),
+)
+
+run_gaps = Table(
+    "run_gaps",
+    metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=False),
+    Column("position", SmallInteger, primary_key=True, autoincrement=False),
+    Column("generated_ns", BigInteger, nullable=False),
+    Column("from_ns", BigInteger, nullable=False),
+    Column("to_ns", BigInteger),  # None: the stream was still down
+    Index("ix_run_gaps_generated_ns", "generated_ns"),
+)
+
+opportunities = Table(
+    "opportunities",
+    metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=False),
+    Column("rank", Integer, primary_key=True, autoincrement=False),
+    Column("generated_ns", BigInteger, nullable=False),
+    Column("channel_id", BigInteger, nullable=False),
+    Column("peer_pubkey", String(66), nullable=False),
+    Column("peer_alias", Text, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("clusters", Integer, nullable=False),
+    Column("successes", Integer, nullable=False),
+    Column("failure_rate", Float, nullable=False),
+    Column("missed_msat", BigInteger, nullable=False),  # deduplicated
+    Column("missed_raw_msat", BigInteger, nullable=False),
+    Column("potential_monthly_msat", BigInteger, nullable=False),
+    Column("urgency_score", SmallInteger, nullable=False),
+    Column("confidence", String(16), nullable=False),  # lnflow.analysis.model.Confidence
+    Column("recommended_action", String(32), nullable=False),  # ... .Action
+    Column("reason", Text, nullable=False),
+    Column("estimated", Boolean, nullable=False),
+    Column("capacity_sat", BigInteger, nullable=False),
+    Column("local_balance_sat", BigInteger, nullable=False),
+    Column("outbound_fee_ppm", BigInteger),
+    Column("suggested_fee_ppm", BigInteger),
+    Column("suggested_amount_sat", BigInteger),
+    Column("suggested_max_htlc_msat", BigInteger),
+    # by_class: <class>_failures and <class>_missed_msat (raw) per failure class label,
+    # both NULL when the class is absent from the opportunity's by_class
+    *(
+        Column(f"{label}_{what}", type_)
+        for label in FAILURE_CLASS_NAMES
+        for what, type_ in (("failures", Integer), ("missed_msat", BigInteger))
+    ),
+    Index("ix_opportunities_channel_run", "channel_id", "run_id"),
+    Index("ix_opportunities_generated_ns", "generated_ns"),
+)
+
+rebalance_moves = Table(
+    "rebalance_moves",
+    metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=False),
+    Column("position", SmallInteger, primary_key=True, autoincrement=False),
+    Column("generated_ns", BigInteger, nullable=False),
+    Column("target_channel_id", BigInteger, nullable=False),
+    Column("source_channel_ids", Text, nullable=False),  # "a,b": unsigned decimal SCIDs
+    Column("amount_sat", BigInteger, nullable=False),
+    Column("max_cost_ppm", BigInteger, nullable=False),
+    Index("ix_rebalance_moves_generated_ns", "generated_ns"),
 )

@@ -1,0 +1,341 @@
+"""Raw rows for ``lnflowctl export``: a header and a stream of plain tuples.
+
+Conventions of every export:
+
+- channel ids are unsigned 64-bit integers, each followed by its ``BxTxO`` form
+  (``*_scid`` columns); HTLC ids are unsigned too;
+- every time is given twice: integer nanoseconds (``*_ns``) and an ISO-8601 UTC string
+  with nanoseconds (``2026-01-02T03:04:05.123456789Z``);
+- enums are lowercase labels (``link_fail``, ``fee_insufficient``); a number this code
+  does not know is given as its decimal string;
+- missing values are None; money is integer msat (or sat where the name says so).
+
+Rows are streamed in time order (the ledger: per node, then in time order) with
+``yield_per``, never fetched all at once: iterate them while ``conn`` is open.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, select
+
+from lnflow.analysis.classify import FailureClass
+from lnflow.attempts import Outcome
+from lnflow.domain import (
+    EventKind,
+    EventType,
+    FailureDetail,
+    WireFailure,
+    format_scid,
+    from_signed64,
+)
+from lnflow.store.schema import (
+    analysis_runs,
+    forward_attempts,
+    forwards,
+    htlc_events,
+    nodes,
+    opportunities,
+)
+
+__all__ = ["EXPORTABLE", "export_rows", "iso_utc"]
+
+EXPORTABLE = ("events", "attempts", "forwards", "opportunities")
+
+_YIELD_PER = 1000
+
+
+def iso_utc(ts_ns: int | None) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`` (UTC, nanoseconds); None stays None."""
+    if ts_ns is None:
+        return None
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
+
+
+def _label(kind: type[enum.IntEnum], value: int | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return kind(value).name.lower()
+    except ValueError:
+        return str(value)
+
+
+def _chan(value: int) -> tuple[int, str]:
+    unsigned = from_signed64(value)
+    return unsigned, format_scid(unsigned)
+
+
+def _uint(value: int | None) -> int | None:
+    return None if value is None else from_signed64(value)
+
+
+# Each export: its header, its query (in time order) and the row converter.
+_Row = Any
+_Export = tuple[tuple[str, ...], Callable[[int], Select[Any]], Callable[[_Row], tuple[object, ...]]]
+
+
+def _events_query(since_ns: int) -> Select[Any]:
+    t = htlc_events
+    return select(t).where(t.c.timestamp_ns >= since_ns).order_by(t.c.timestamp_ns, t.c.id)
+
+
+def _event(r: _Row) -> tuple[object, ...]:
+    return (
+        r.id,
+        r.timestamp_ns,
+        iso_utc(r.timestamp_ns),
+        _label(EventKind, r.kind),
+        _label(EventType, r.event_type),
+        *_chan(r.incoming_channel_id),
+        from_signed64(r.incoming_htlc_id),
+        *_chan(r.outgoing_channel_id),
+        from_signed64(r.outgoing_htlc_id),
+        r.incoming_amt_msat,
+        r.outgoing_amt_msat,
+        r.incoming_timelock,
+        r.outgoing_timelock,
+        _label(WireFailure, r.wire_failure),
+        _label(FailureDetail, r.failure_detail),
+        r.failure_string,
+        r.settled,
+        r.offchain,
+        r.session_id,
+    )
+
+
+_EVENTS: _Export = (
+    (
+        "id",
+        "timestamp_ns",
+        "timestamp",
+        "kind",
+        "event_type",
+        "incoming_channel_id",
+        "incoming_scid",
+        "incoming_htlc_id",
+        "outgoing_channel_id",
+        "outgoing_scid",
+        "outgoing_htlc_id",
+        "incoming_amt_msat",
+        "outgoing_amt_msat",
+        "incoming_timelock",
+        "outgoing_timelock",
+        "wire_failure",
+        "failure_detail",
+        "failure_string",
+        "settled",
+        "offchain",
+        "session_id",
+    ),
+    _events_query,
+    _event,
+)
+
+
+def _attempts_query(since_ns: int) -> Select[Any]:
+    t = forward_attempts
+    return select(t).where(t.c.first_seen_ns >= since_ns).order_by(t.c.first_seen_ns, t.c.id)
+
+
+def _attempt(r: _Row) -> tuple[object, ...]:
+    return (
+        r.id,
+        r.first_seen_ns,
+        iso_utc(r.first_seen_ns),
+        r.resolved_ns,
+        iso_utc(r.resolved_ns),
+        *_chan(r.incoming_channel_id),
+        from_signed64(r.incoming_htlc_id),
+        *_chan(r.outgoing_channel_id),
+        from_signed64(r.outgoing_htlc_id),
+        r.incoming_amt_msat,
+        r.outgoing_amt_msat,
+        _label(Outcome, r.outcome),
+        _label(FailureClass, r.failure_class),
+        _label(WireFailure, r.wire_failure),
+        _label(FailureDetail, r.failure_detail),
+        r.missed_fee_msat,
+        r.final_settled,
+        r.cluster_id,
+    )
+
+
+_ATTEMPTS: _Export = (
+    (
+        "id",
+        "first_seen_ns",
+        "first_seen",
+        "resolved_ns",
+        "resolved",
+        "incoming_channel_id",
+        "incoming_scid",
+        "incoming_htlc_id",
+        "outgoing_channel_id",
+        "outgoing_scid",
+        "outgoing_htlc_id",
+        "incoming_amt_msat",
+        "outgoing_amt_msat",
+        "outcome",
+        "failure_class",
+        "wire_failure",
+        "failure_detail",
+        "missed_fee_msat",
+        "final_settled",
+        "cluster_id",
+    ),
+    _attempts_query,
+    _attempt,
+)
+
+
+def _forwards_query(since_ns: int) -> Select[Any]:
+    t = forwards
+    # node first: the ledger's key (node_id, timestamp_ns) then serves range and order
+    return (
+        select(t)
+        .where(t.c.node_id.in_(select(nodes.c.id)))
+        .where(t.c.timestamp_ns >= since_ns)
+        .order_by(t.c.node_id, t.c.timestamp_ns)
+    )
+
+
+def _forward(r: _Row) -> tuple[object, ...]:
+    return (
+        r.id,
+        r.timestamp_ns,
+        iso_utc(r.timestamp_ns),
+        *_chan(r.chan_id_in),
+        *_chan(r.chan_id_out),
+        r.amt_in_msat,
+        r.amt_out_msat,
+        r.fee_msat,
+        _uint(r.incoming_htlc_id),
+        _uint(r.outgoing_htlc_id),
+    )
+
+
+_FORWARDS: _Export = (
+    (
+        "id",
+        "timestamp_ns",
+        "timestamp",
+        "chan_id_in",
+        "scid_in",
+        "chan_id_out",
+        "scid_out",
+        "amt_in_msat",
+        "amt_out_msat",
+        "fee_msat",
+        "incoming_htlc_id",
+        "outgoing_htlc_id",
+    ),
+    _forwards_query,
+    _forward,
+)
+
+_CLASS_COLUMNS = tuple(
+    f"{cls.label}_{what}" for cls in FailureClass for what in ("failures", "missed_msat")
+)
+_OPPORTUNITY_VALUES = (
+    "peer_pubkey",
+    "peer_alias",
+    "failures",
+    "clusters",
+    "successes",
+    "failure_rate",
+    "missed_msat",
+    "missed_raw_msat",
+    "potential_monthly_msat",
+    "urgency_score",
+    "confidence",
+    "recommended_action",
+    "reason",
+    "estimated",
+    "capacity_sat",
+    "local_balance_sat",
+    "outbound_fee_ppm",
+    "suggested_fee_ppm",
+    "suggested_amount_sat",
+    "suggested_max_htlc_msat",
+    *_CLASS_COLUMNS,
+)
+
+
+def _opportunities_query(since_ns: int) -> Select[Any]:
+    o, r = opportunities, analysis_runs
+    return (
+        select(o, r.c.since_ns, r.c.until_ns, r.c.hours)
+        .join_from(o, r, o.c.run_id == r.c.id)
+        .where(o.c.generated_ns >= since_ns)
+        .order_by(o.c.generated_ns, o.c.run_id, o.c.rank)
+    )
+
+
+def _opportunity(r: _Row) -> tuple[object, ...]:
+    return (
+        r.run_id,
+        r.generated_ns,
+        iso_utc(r.generated_ns),
+        r.since_ns,
+        r.until_ns,
+        r.hours,
+        r.rank,
+        *_chan(r.channel_id),
+        *(getattr(r, name) for name in _OPPORTUNITY_VALUES),
+    )
+
+
+_OPPORTUNITIES: _Export = (
+    (
+        "run_id",
+        "generated_ns",
+        "generated",
+        "since_ns",
+        "until_ns",
+        "hours",
+        "rank",
+        "channel_id",
+        "scid",
+        *_OPPORTUNITY_VALUES,
+    ),
+    _opportunities_query,
+    _opportunity,
+)
+
+_EXPORTS: dict[str, _Export] = {
+    "events": _EVENTS,
+    "attempts": _ATTEMPTS,
+    "forwards": _FORWARDS,
+    "opportunities": _OPPORTUNITIES,
+}
+assert tuple(_EXPORTS) == EXPORTABLE
+
+
+def export_rows(
+    conn: Connection, what: str, since_ns: int
+) -> tuple[list[str], Iterator[tuple[object, ...]]]:
+    """The header and a row stream of ``what`` (one of :data:`EXPORTABLE`) since ``since_ns``.
+
+    The query runs now (so a broken store fails here); rows are converted as they are
+    iterated, which must happen while ``conn`` is open.
+    """
+    try:
+        header, query, convert = _EXPORTS[what]
+    except KeyError:
+        raise ValueError(f"cannot export '{what}': choose one of {', '.join(EXPORTABLE)}") from None
+    result = conn.execute(query(since_ns).execution_options(yield_per=_YIELD_PER))
+    return list(header), _stream(result, convert)
+
+
+def _stream(
+    rows: Iterable[_Row], convert: Callable[[_Row], tuple[object, ...]]
+) -> Iterator[tuple[object, ...]]:
+    for row in rows:
+        yield convert(row)

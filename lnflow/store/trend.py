@@ -1,0 +1,178 @@
+"""One channel's daily history (``lnflowctl trend``), read from rollups and snapshots.
+
+Days are UTC calendar days. The series ends with the day holding ``until_ns − 1`` and
+has one entry per day, oldest first; a day without data has zeros (and None for the
+urgency and the local ratio). Per day:
+
+- ``forwards``, ``fees_msat``: settled forwards OUT of the channel (the fee our outgoing
+  policy earned), from ``forward_rollups_hourly``;
+- failures: local failures with the channel as outgoing channel, from
+  ``failure_rollups_hourly``; ``missed_msat`` deduplicated, ``missed_raw_msat`` raw;
+- ``urgency``: the channel's score in that day's last snapshot that lists it;
+- ``local_ratio``: local / (local + remote) of the day's last sample.
+
+Days before the retention of a source (rollups, samples, runs) show zeros or None.
+Rows of every node in the store count (one node per store today).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, exists, func, select
+
+from lnflow.analysis.classify import FailureClass
+from lnflow.domain import to_signed64
+from lnflow.store.analysis_queries import failure_class_of
+from lnflow.store.schema import (
+    channel_samples,
+    channels,
+    failure_rollups_hourly,
+    forward_attempts,
+    forward_rollups_hourly,
+    forwards,
+    nodes,
+    opportunities,
+)
+from lnflow.store.writer import NS_PER_HOUR
+
+__all__ = ["NS_PER_DAY", "TrendDay", "channel_known", "channel_trend"]
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+_HOURS_PER_DAY = 24
+
+
+@dataclass(frozen=True, slots=True)
+class TrendDay:
+    day: str  # YYYY-MM-DD, UTC
+    forwards: int
+    fees_msat: int
+    failures_by_class: Mapping[str, int]  # every FailureClass label, zeros included
+    failures: int
+    missed_msat: int  # deduplicated
+    missed_raw_msat: int
+    urgency: int | None  # from the day's last snapshot listing the channel
+    local_ratio: float | None  # the day's last sample
+
+
+def channel_known(conn: Connection, chan_id: int) -> bool:
+    """Whether the store has anything on the channel: a channel row, failures or forwards."""
+    cid = to_signed64(chan_id)
+    any_node = select(nodes.c.id)
+    fa, fw, fr = forward_attempts, forwards, failure_rollups_hourly
+    probes = (
+        select(channels.c.chan_id).where(channels.c.chan_id == cid),
+        select(fa.c.id).where(fa.c.outgoing_channel_id == cid),
+        select(fa.c.id).where(fa.c.node_id.in_(any_node)).where(fa.c.incoming_channel_id == cid),
+        select(fw.c.id).where(fw.c.chan_id_out == cid),
+        select(fw.c.id).where(fw.c.chan_id_in == cid),
+        # failures older than the attempts' retention survive in the rollups only (no
+        # index on the channel there: a scan, reached only when every probe above missed)
+        select(fr.c.hour).where(fr.c.outgoing_channel_id == cid),
+    )
+    return any(conn.scalar(select(exists(probe))) for probe in probes)
+
+
+def _day_label(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
+
+
+@dataclass
+class _Day:
+    forwards: int = 0
+    fees_msat: int = 0
+    failures: int = 0
+    missed_msat: int = 0
+    missed_raw_msat: int = 0
+    urgency: int | None = None
+    local_ratio: float | None = None
+    by_class: dict[FailureClass, int] = field(
+        default_factory=lambda: dict.fromkeys(FailureClass, 0)
+    )
+
+
+def channel_trend(conn: Connection, chan_id: int, *, until_ns: int, days: int) -> list[TrendDay]:
+    """The channel's last ``days`` UTC days up to ``until_ns`` (exclusive), oldest first."""
+    if days < 1:
+        raise ValueError("days must be >= 1")
+    cid = to_signed64(chan_id)
+    last_day = (until_ns - 1) // NS_PER_DAY
+    first_day = last_day - days + 1
+    series = {day: _Day() for day in range(first_day, last_day + 1)}
+    first_hour = first_day * _HOURS_PER_DAY
+    last_hour = (until_ns - 1) // NS_PER_HOUR
+    since_ns = first_day * NS_PER_DAY
+    any_node = select(nodes.c.id)
+
+    fr = forward_rollups_hourly
+    for hour, n, fee in conn.execute(
+        select(fr.c.hour, func.sum(fr.c.forwards), func.sum(fr.c.fee_msat))
+        .where(fr.c.node_id.in_(any_node))
+        .where(fr.c.hour.between(first_hour, last_hour))
+        .where(fr.c.chan_id_out == cid)
+        .group_by(fr.c.hour)
+    ):
+        d = series[hour // _HOURS_PER_DAY]
+        d.forwards += int(n)
+        d.fees_msat += int(fee)
+
+    r = failure_rollups_hourly
+    for hour, cls, n, raw, dedup in conn.execute(
+        select(
+            r.c.hour,
+            r.c.failure_class,
+            func.sum(r.c.failures),
+            func.sum(r.c.missed_raw_msat),
+            func.sum(r.c.missed_dedup_msat),
+        )
+        .where(r.c.node_id.in_(any_node))
+        .where(r.c.hour.between(first_hour, last_hour))
+        .where(r.c.outgoing_channel_id == cid)
+        .group_by(r.c.hour, r.c.failure_class)
+    ):
+        d = series[hour // _HOURS_PER_DAY]
+        d.by_class[failure_class_of(cls)] += int(n)
+        d.failures += int(n)
+        d.missed_raw_msat += int(raw)
+        d.missed_msat += int(dedup)
+
+    o = opportunities
+    for ts, score in conn.execute(
+        select(o.c.generated_ns, o.c.urgency_score)
+        .where(o.c.channel_id == cid)
+        .where(o.c.generated_ns.between(since_ns, until_ns - 1))
+        .order_by(o.c.generated_ns, o.c.run_id)
+    ):
+        series[ts // NS_PER_DAY].urgency = int(score)  # the day's last one wins
+
+    s = channel_samples
+    for day, d in series.items():
+        last = conn.execute(
+            select(s.c.local_balance_sat, s.c.remote_balance_sat)
+            .where(s.c.node_id.in_(any_node))
+            .where(s.c.chan_id == cid)
+            .where(s.c.ts_ns.between(day * NS_PER_DAY, min((day + 1) * NS_PER_DAY, until_ns) - 1))
+            .order_by(s.c.ts_ns.desc(), s.c.id.desc())
+            .limit(1)
+        ).first()
+        if last is not None and last.local_balance_sat + last.remote_balance_sat > 0:
+            d.local_ratio = last.local_balance_sat / (
+                last.local_balance_sat + last.remote_balance_sat
+            )
+
+    return [
+        TrendDay(
+            day=_day_label(day),
+            forwards=d.forwards,
+            fees_msat=d.fees_msat,
+            failures_by_class={cls.label: n for cls, n in d.by_class.items()},
+            failures=d.failures,
+            missed_msat=d.missed_msat,
+            missed_raw_msat=d.missed_raw_msat,
+            urgency=d.urgency,
+            local_ratio=d.local_ratio,
+        )
+        for day, d in series.items()
+    ]
