@@ -409,15 +409,29 @@ def test_a_step_deletes_at_most_batch_rows_from_one_table(store: Store) -> None:
 
 def test_batches_delete_oldest_first_and_max_batches_bounds_a_run(store: Store) -> None:
     old = NOW - 100 * NS_PER_DAY
-    # inserted newest first, so row order and time order disagree
-    store.add(htlc_events, [_event(store, i, old - i) for i in range(30)])
+    samples = next(spec for spec in RETAINED if spec.table is channel_samples)
+    # inserted newest first, so row order and time order disagree: a time index decides
+    rows = [_sample(store, i, old - i) | {"chan_id": i} for i in range(30)]
+    store.add(channel_samples, rows)
     pruner = Pruner(store.engine, DEFAULT_TTL)
     report = pruner.prune(NOW, batch_rows=4, max_batches=3)
-    assert report.expired == {"htlc_events": 12} and report.steps == 3
+    assert report.expired == {"channel_samples": 12} and report.steps == 3
     assert not report.complete
-    assert store.times(RETAINED[0]) == [old - i for i in range(17, -1, -1)]
+    assert store.times(samples) == [old - i for i in range(17, -1, -1)]
     rest = pruner.prune(NOW, batch_rows=4, max_batches=100)
-    assert rest.expired == {"htlc_events": 18} and rest.complete
+    assert rest.expired == {"channel_samples": 18} and rest.complete
+
+
+def test_unindexed_tables_expire_in_insertion_order_with_bounded_scans(store: Store) -> None:
+    # htlc_events has no time index: each step looks at the batch_rows lowest ids only
+    old = NOW - 100 * NS_PER_DAY
+    times = [old + i for i in range(10)] + [NOW] + [old + 100 + i for i in range(5)]
+    store.add(htlc_events, [_event(store, i, t) for i, t in enumerate(times)])
+    pruner = Pruner(store.engine, DEFAULT_TTL)
+    report = pruner.prune(NOW, batch_rows=4, max_batches=100)
+    # every expired row goes, the fresh one between them stays
+    assert report.expired == {"htlc_events": 15} and report.complete
+    assert store.times(RETAINED[0]) == [NOW]
 
 
 # -- size budget -----------------------------------------------------------------------

@@ -81,13 +81,17 @@ class Retained:
     setting: str
     #: the primary key starts (node_id, column): scope by node so that index is used
     node_led: bool = False
+    #: no index on ``column``: rows are inserted in time order, so look only at the
+    #: ``limit`` lowest ids (a bounded scan) and delete those among them that expired
+    id_ordered: bool = False
 
 
 # Pruned in this order (referencing tables before the tables they point to). Adding a
 # table is one line here (plus its key in RetentionSettings).
 RETAINED: tuple[Retained, ...] = (
-    Retained(htlc_events, "timestamp_ns", 1, "events_days"),
-    Retained(forward_attempts, "first_seen_ns", 1, "attempts_days"),
+    # the two largest tables carry no time index (it would cost ~20 bytes per row)
+    Retained(htlc_events, "timestamp_ns", 1, "events_days", id_ordered=True),
+    Retained(forward_attempts, "first_seen_ns", 1, "attempts_days", id_ordered=True),
     Retained(failure_clusters, "last_ns", 1, "attempts_days"),
     Retained(channel_samples, "ts_ns", 1, "samples_days"),
     # ended_ns is NULL while a session is open, and NULL is never older than the cutoff.
@@ -297,6 +301,12 @@ def _oldest(spec: Retained, limit: int, cutoff: int | None = None) -> Select[tup
     table = spec.table
     col = table.c[spec.column]
     key = list(table.primary_key.columns)
+    if spec.id_ordered:
+        window = select(*key, col.label("t")).order_by(*key).limit(limit).subquery()
+        picked = select(window)
+        if cutoff is not None:
+            picked = picked.where(window.c.t < cutoff)
+        return picked.order_by(window.c.t)
     query = select(*key, col.label("t"))
     order: list[ColumnElement[object]] = [col]
     if spec.node_led:

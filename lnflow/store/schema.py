@@ -119,7 +119,6 @@ htlc_events = Table(
         "outgoing_htlc_id",
         name="uq_htlc_events_key",
     ),
-    Index("ix_htlc_events_timestamp_ns", "timestamp_ns"),
 )
 
 # One row per daemon instance that ever ran against this store (id 1 today).
@@ -170,7 +169,6 @@ forward_attempts = Table(
         "node_id", "incoming_channel_id", "incoming_htlc_id", name="uq_forward_attempts_key"
     ),
     Index("ix_forward_attempts_out_seen", "outgoing_channel_id", "first_seen_ns"),
-    Index("ix_forward_attempts_seen", "first_seen_ns"),
 )
 
 # Demand clusters (DESIGN §4); ids are assigned by lnflow.clusters.ClusterAssigner.

@@ -73,7 +73,6 @@ def upgrade() -> None:
             name="uq_htlc_events_key",
         ),
     )
-    op.create_index("ix_htlc_events_timestamp_ns", "htlc_events", ["timestamp_ns"])
     op.create_table(
         "daemon_state",
         sa.Column("id", sa.Integer, nullable=False),
@@ -96,7 +95,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("daemon_state")
-    op.drop_index("ix_htlc_events_timestamp_ns", table_name="htlc_events")
     op.drop_table("htlc_events")
     op.drop_index("ix_stream_sessions_node_started", table_name="stream_sessions")
     op.drop_table("stream_sessions")

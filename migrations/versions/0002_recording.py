@@ -143,7 +143,6 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_forward_attempts_out_seen", ["outgoing_channel_id", "first_seen_ns"], unique=False
         )
-        batch_op.create_index("ix_forward_attempts_seen", ["first_seen_ns"], unique=False)
 
     op.create_table(
         "forward_rollups_hourly",
@@ -190,7 +189,6 @@ def downgrade() -> None:
     op.drop_table("forwards")
     op.drop_table("forward_rollups_hourly")
     with op.batch_alter_table("forward_attempts", schema=None) as batch_op:
-        batch_op.drop_index("ix_forward_attempts_seen")
         batch_op.drop_index("ix_forward_attempts_out_seen")
 
     op.drop_table("forward_attempts")
