@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make demo: the daemon against the simulated node, then what lnflowctl shows.
+# make demo: the daemon against the simulated node, then lnflowctl status and the
+# opportunities table of a fresh analysis.
 # Usage: tools/demo.sh BIN_DIR DEMO_DIR SECONDS
 set -euo pipefail
 BIN=$1 DEMO=$2 SECONDS_TO_RUN=$3
@@ -33,7 +34,14 @@ done
 echo
 "$BIN/lnflowctl" --db "$DEMO/lnflow.db" status
 echo
+# lnflowd's own snapshot comes every 10 min, too late for a short demo: analyze now,
+# while the stream is still up, and show the saved report once everything has stopped.
+"$BIN/lnflowctl" --db "$DEMO/lnflow.db" analyze --hours 1 --output "$DEMO/opportunities.json" >/dev/null
+echo "saved a fresh analysis of the last hour: lnflowctl analyze --hours 1 --output $DEMO/opportunities.json"
 echo "stopping lnflowd and the simulated node ..."
 kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID"; DAEMON_PID=
 kill -TERM "$SIM_PID"; wait "$SIM_PID" || true; SIM_PID=
 echo "done; the store stays in $DEMO/lnflow.db"
+echo
+echo "\$ lnflowctl report $DEMO/opportunities.json"
+"$BIN/lnflowctl" report "$DEMO/opportunities.json"

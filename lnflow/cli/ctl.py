@@ -8,35 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lnflow import __version__
 from lnflow.errors import LnflowError
 
-__all__ = ["main"]
+from .render import ago as _ago
+from .render import iso
 
-
-def iso(ts_ns: int | None) -> str | None:
-    """ISO-8601 UTC with a Z, second precision; None stays None."""
-    if ts_ns is None:
-        return None
-    dt = datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).replace(microsecond=0)
-    return dt.isoformat().replace("+00:00", "Z")
-
-
-def _ago(ts_ns: int | None, now_ns: int) -> str:
-    if ts_ns is None:
-        return "never"
-    secs = max(0, (now_ns - ts_ns) // 1_000_000_000)
-    if secs < 120:
-        return f"{secs} s ago"
-    if secs < 7200:
-        return f"{secs // 60} min ago"
-    return f"{secs // 3600} h ago"
+__all__ = ["iso", "main"]
 
 
 # --------------------------------------------------------------------------- status
@@ -151,12 +136,51 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
         "$STATE_DIRECTORY/lnflow.db or ~/.lnflow/lnflow.db)",
     )
     common.add_argument(
-        "--config", type=Path, default=default, help="read [store].db from this TOML file"
+        "--config",
+        type=Path,
+        default=default,
+        help="read [store].db and the [analysis] thresholds from this TOML file",
     )
     common.add_argument(
         "--json", action="store_true", default=default or False, help="machine-readable output"
     )
     return common
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _thresholds(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--min-failures",
+        type=_non_negative_int,
+        metavar="N",
+        help="report a channel from N local failures on (default 3, or [analysis] of --config)",
+    )
+    p.add_argument(
+        "--min-missed-sats",
+        type=_non_negative_int,
+        metavar="N",
+        help="report a channel from N missed sats on (default 100, or [analysis] of --config)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -168,16 +192,108 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"lnflowctl {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub_common = _common(suppress=True)
-    sub.add_parser(
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[sub_common], help=help, description=description)
+
+    command(
         "status",
-        parents=[sub_common],
-        help="is the daemon alive, which node, stream state, stored rows",
-        description="Daemon liveness, LND identity, stream sessions and stored event counts.",
+        "is the daemon alive, which node, stream state, stored rows",
+        "Daemon liveness, LND identity, stream sessions and stored event counts.",
+    )
+    command(
+        "opportunities",
+        "the latest opportunity snapshot lnflowd wrote",
+        "The channels losing the most routing revenue, ranked, from the latest analysis "
+        "snapshot lnflowd writes (every 10 min by default); with --json one object "
+        "(docs/json.md), or null before the first snapshot.",
+    )
+    analyze = command(
+        "analyze",
+        "a fresh analysis of the last N hours from the store",
+        "Analyze the last --hours of recorded failures and forwards now, without waiting "
+        "for lnflowd's next snapshot. Same output as `opportunities`.",
+    )
+    analyze.add_argument(
+        "--hours", type=_positive_int, default=24, metavar="N", help="window (default 24)"
+    )
+    analyze.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="also save the JSON document to FILE (render it later with `report FILE`)",
+    )
+    _thresholds(analyze)
+    monitor = command(
+        "monitor",
+        "live per-interval stats, then the analysis of the monitored period",
+        "Every --interval seconds print the events, failures by class and missed fees "
+        "lnflowd recorded; after --duration hours (or Ctrl-C) print the analysis of the "
+        "monitored period. Reads the store only; lnflowd does the recording.",
+    )
+    monitor.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=24.0,
+        metavar="HOURS",
+        help="how long to monitor (default 24)",
+    )
+    monitor.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between stat lines (default 60)",
+    )
+    _thresholds(monitor)
+    report = command(
+        "report",
+        "render a JSON file saved by `analyze --output`",
+        "Validate and render a report saved by `lnflowctl analyze --output FILE`.",
+    )
+    report.add_argument("file", type=Path, metavar="FILE", help="the saved JSON report")
+    trend = command(
+        "trend",
+        "daily series of one channel",
+        "Per UTC day: forwards, fees earned, local failures by class, missed fees, "
+        "the urgency of that day's last snapshot and the local balance ratio.",
+    )
+    trend.add_argument("channel", metavar="CHANNEL", help="decimal SCID or BLOCKxTXxOUTPUT")
+    trend.add_argument(
+        "--days", type=_positive_int, default=30, metavar="N", help="days back (default 30)"
+    )
+    export = command(
+        "export",
+        "stream stored rows as CSV or JSON lines",
+        "Write events, attempts, forwards or opportunities to stdout, oldest first.",
+    )
+    export.add_argument(
+        "--what",
+        required=True,
+        choices=("events", "attempts", "forwards", "opportunities"),
+        help="which rows",
+    )
+    export.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="ISO-8601 time or a duration back from now (24h, 7d); default: everything",
+    )
+    export.add_argument(
+        "--format",
+        choices=("csv", "jsonl"),
+        default="csv",
+        help="csv (default) or jsonl; --json means jsonl",
     )
     return p
 
 
-_COMMANDS = {"status": _status}
+def _command(name: str) -> Callable[[argparse.Namespace, Path], int]:
+    if name == "status":
+        return _status
+    from . import commands
+
+    fn: Callable[[argparse.Namespace, Path], int] = getattr(commands, f"cmd_{name}")
+    return fn
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,11 +302,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         db_path = resolve_db_path(args.db, args.config)
-        return _COMMANDS[args.command](args, db_path)
+        return _command(args.command)(args, db_path)
     except LnflowError as exc:
         print(f"lnflowctl: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
     except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, and keep Python's exit-time
+        # flush of stdout from failing again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
 
 

@@ -1,0 +1,212 @@
+"""Human output of lnflowctl: aligned text tables and the number formats they use.
+
+Everything here turns plain report records into lines of text; nothing reads
+the store or the clock (``now_ns`` is passed in where an age is shown).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from lnflow.analysis.classify import FailureClass
+from lnflow.analysis.model import Action, AnalysisReport, Gap, Opportunity, RebalanceMove
+from lnflow.domain import format_scid
+
+__all__ = [
+    "ACTION_TITLES",
+    "ago",
+    "duration",
+    "iso",
+    "msat_as_sats",
+    "opportunities_lines",
+    "peer_label",
+    "table",
+]
+
+ACTION_TITLES: dict[Action, str] = {
+    Action.REBALANCE_OUTBOUND: "Rebalance Outbound",
+    Action.REBALANCE_INBOUND: "Rebalance Inbound",
+    Action.LOWER_FEES: "Lower Fees",
+    Action.INCREASE_CAPACITY: "Increase Capacity",
+    Action.RAISE_MAX_HTLC: "Raise Max HTLC",
+    Action.INVESTIGATE: "Investigate",
+}
+
+# Short class names for compact cells ("liq 3, fee 2").
+CLASS_ABBREV: dict[FailureClass, str] = {
+    FailureClass.LIQUIDITY: "liq",
+    FailureClass.MAX_HTLC: "max",
+    FailureClass.FEE: "fee",
+    FailureClass.AVAILABILITY: "avail",
+    FailureClass.POLICY: "pol",
+    FailureClass.OTHER: "oth",
+}
+
+_PEER_WIDTH = 20
+
+
+def iso(ts_ns: int | None) -> str | None:
+    """ISO-8601 UTC with a Z, second precision; None stays None."""
+    if ts_ns is None:
+        return None
+    dt = datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC)
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def duration(ns: int) -> str:
+    """A span as ``45 s``, ``12 min``, ``3.5 h`` or ``2.0 d``."""
+    secs = max(0, ns) // 1_000_000_000
+    if secs < 120:
+        return f"{secs} s"
+    if secs < 7200:
+        return f"{secs // 60} min"
+    if secs < 172_800:
+        return f"{secs / 3600:.1f} h"
+    return f"{secs / 86_400:.1f} d"
+
+
+def ago(ts_ns: int | None, now_ns: int) -> str:
+    if ts_ns is None:
+        return "never"
+    return f"{duration(now_ns - ts_ns)} ago"
+
+
+def msat_as_sats(msat: int, decimals: int = 2) -> str:
+    """``1,234.56`` sats from msat (display only: the store keeps exact msat)."""
+    return f"{msat / 1000:,.{decimals}f}"
+
+
+def peer_label(alias: str, pubkey: str, width: int = _PEER_WIDTH) -> str:
+    """The peer's alias, else the start of its pubkey; cut to ``width`` with an ellipsis."""
+    label = alias.strip() or (pubkey[:16] + "…" if pubkey else "?")
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool] = ()
+) -> list[str]:
+    """Column-aligned lines: header, a rule, then the rows. ``right[i]``: right-align i."""
+    body = [list(r) for r in rows]
+    widths = [len(h) for h in headers]
+    for row in body:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    align = [i < len(right) and right[i] for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, align, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(headers), "─" * (sum(widths) + 2 * (len(widths) - 1))]
+    out.extend(line(row) for row in body)
+    return out
+
+
+# --------------------------------------------------------------------------- opportunities
+
+OPPORTUNITY_COLUMNS = (
+    "Rank",
+    "Channel",
+    "Peer",
+    "Failures",
+    "Missed Revenue",
+    "Potential/Month",
+    "Urgency",
+    "Recommendation",
+)
+_OPPORTUNITY_RIGHT = (False, False, False, True, True, True, True, False)
+
+
+def _opportunity_row(o: Opportunity) -> list[str]:
+    mark = "~" if o.estimated else ""
+    return [
+        str(o.rank),
+        format_scid(o.channel_id),
+        peer_label(o.peer_alias, o.peer_pubkey),
+        f"{o.failures:,}",
+        f"{mark}{msat_as_sats(o.missed_msat)} sats",
+        f"{mark}{msat_as_sats(o.potential_monthly_msat, 0)} sats",
+        str(o.urgency_score),
+        ACTION_TITLES.get(o.recommended_action, str(o.recommended_action)),
+    ]
+
+
+def _gap_warning(gaps: Sequence[Gap], report: AnalysisReport) -> str:
+    """One line: how long the HTLC stream was down inside the window."""
+
+    # whole seconds, as the header shows them: a saved report renders the same line
+    def sec(ns: int) -> int:
+        return ns // 1_000_000_000
+
+    since, until = sec(report.since_ns), sec(report.until_ns)
+    down = 0
+    for g in gaps:
+        start = max(sec(g.from_ns), since)
+        end = min(sec(g.to_ns) if g.to_ns is not None else until, until)
+        down += max(0, end - start) * 1_000_000_000
+    n = len(gaps)
+    spans = f"{n} span{'s' if n != 1 else ''}"
+    ongoing = " (still down)" if any(g.to_ns is None for g in gaps) else ""
+    return (
+        f"WARNING: the HTLC stream was down for {duration(down)} in {spans} of this window"
+        f"{ongoing}: failures then went unseen, so missed revenue is a lower bound"
+    )
+
+
+def _plan_lines(plan: Sequence[RebalanceMove]) -> list[str]:
+    lines = ["", "REBALANCE PLAN", ""]
+    for m in plan:
+        sources = ", ".join(format_scid(c) for c in m.source_channel_ids) or "(no source found)"
+        lines.append(
+            f"  move {m.amount_sat:,} sats into {format_scid(m.target_channel_id)} from "
+            f"{sources}; pay at most {m.max_cost_ppm:,} ppm"
+        )
+    return lines
+
+
+def opportunities_lines(report: AnalysisReport, *, now_ns: int | None = None) -> list[str]:
+    """The seed's opportunities table with a header, reasons, gap warning and plan.
+
+    ``now_ns`` adds the snapshot's age to the header (``lnflowctl opportunities``).
+    """
+    generated = iso(report.generated_ns)
+    if now_ns is not None:
+        generated = f"{generated} ({ago(report.generated_ns, now_ns)})"
+    lines = [
+        "MISSED ROUTING OPPORTUNITIES",
+        "",
+        f"window: {report.hours} h, {iso(report.since_ns)} to {iso(report.until_ns)}; "
+        f"generated {generated}",
+        f"node: {report.node_failures:,} local failures, "
+        f"{msat_as_sats(report.node_missed_msat)} sats missed on all channels",
+    ]
+    if report.gaps:
+        lines.append(_gap_warning(report.gaps, report))
+    lines.append("")
+    opps = report.opportunities
+    if not opps:
+        lines.append("No channel lost enough in this window to be reported.")
+        return lines
+    rows = [_opportunity_row(o) for o in opps]
+    rendered = table(OPPORTUNITY_COLUMNS, rows, _OPPORTUNITY_RIGHT)
+    lines.extend(rendered[:2])
+    indent = " " * (max(len(OPPORTUNITY_COLUMNS[0]), *(len(r[0]) for r in rows)) + 2)
+    width = max(len(rendered[1]), 80)  # reasons wrap at the table's width
+    for o, text in zip(opps, rendered[2:], strict=True):
+        lines.append(text)
+        lines += textwrap.wrap(
+            o.reason,
+            width,
+            initial_indent=f"{indent}↳ ",
+            subsequent_indent=f"{indent}  ",
+            break_on_hyphens=False,
+        )
+    if any(o.estimated for o in opps):
+        lines += ["", "~ estimated from the channel's earlier inbound fee pace"]
+    if report.rebalance_plan:
+        lines += _plan_lines(report.rebalance_plan)
+    return lines
