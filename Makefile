@@ -8,7 +8,7 @@ DEMO_SECONDS ?= 30
 .PHONY: help install protos lint typecheck test check demo bench clean
 
 help:
-	@echo "make demo    - simulated node + daemon for $(DEMO_SECONDS) s, then lnflowctl status"
+	@echo "make demo    - simulated node + daemon for $(DEMO_SECONDS) s, then the opportunities table"
 	@echo "make test    - ruff (lint + format), mypy, pytest"
 	@echo "make protos  - regenerate lnflow/lnd/_proto from protos/"
 

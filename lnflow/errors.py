@@ -9,6 +9,8 @@ non-zero. Anything else is a bug and keeps its traceback.
     ├── StoreError               the SQLite store cannot be used
     │   └── StoreTooNewError     schema newer than this code
     ├── UnknownChannelError      a channel id the store has never seen
+    ├── ReportFileError          a saved report that is not an lnflow analysis
+    ├── ManageError              lnd-manageJ unreachable or answering nonsense
     └── LndError                 talking to LND
         ├── CertificateMissingError
         ├── MacaroonMissingError
@@ -28,7 +30,9 @@ __all__ = [
     "LnflowError",
     "MacaroonMissingError",
     "MacaroonRejectedError",
+    "ManageError",
     "NodeUnreachableError",
+    "ReportFileError",
     "StoreError",
     "StoreTooNewError",
     "TlsMismatchError",
@@ -56,6 +60,14 @@ class StoreTooNewError(StoreError):
 
 class UnknownChannelError(LnflowError):
     exit_code = 2
+
+
+class ReportFileError(LnflowError):
+    exit_code = 2
+
+
+class ManageError(LnflowError):
+    exit_code = 4
 
 
 class LndError(LnflowError):

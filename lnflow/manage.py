@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from lnflow.domain import format_scid, parse_scid
-from lnflow.errors import LnflowError
+from lnflow.errors import ManageError
 
 __all__ = [
     "DEFAULT_MANAGE_URL",
@@ -38,12 +38,6 @@ __all__ = [
 
 DEFAULT_MANAGE_URL = "http://127.0.0.1:8081"
 _FORBIDDEN_PREFIX = "/api/payments"
-
-
-class ManageError(LnflowError):
-    """lnd-manageJ could not be reached or answered something unexpected."""
-
-    exit_code = 4
 
 
 # --------------------------------------------------------------------------- records

@@ -23,7 +23,9 @@ PORT=$("$BIN/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['po
 
 "$BIN/lnflowd" --lnddir "$DEMO/lnd" --network regtest --rpcserver "127.0.0.1:$PORT" --check
 echo "starting lnflowd (logs in $DEMO/lnflowd.log), recording for $SECONDS_TO_RUN s ..."
-"$BIN/lnflowd" --lnddir "$DEMO/lnd" --network regtest --rpcserver "127.0.0.1:$PORT" \
+# a short run: sync the forwards ledger every 10 s instead of every minute
+LNFLOW_LEDGER__SYNC_INTERVAL_S=10 \
+  "$BIN/lnflowd" --lnddir "$DEMO/lnd" --network regtest --rpcserver "127.0.0.1:$PORT" \
   --db "$DEMO/lnflow.db" --log-format json >"$DEMO/lnflowd.log" 2>&1 &
 DAEMON_PID=$!
 for ((i = 0; i < SECONDS_TO_RUN; i += 10)); do

@@ -241,7 +241,7 @@ def _class_mix(by_class: Mapping[FailureClass, ClassStats], missed_raw_msat: int
             continue
         share = f"{_percent(stats.missed_msat, missed_raw_msat)}% " if missed_raw_msat else ""
         parts.append(
-            f"{FailureClass(cls).label} {share}({stats.failures} failures, "
+            f"{FailureClass(cls).label} {share}({_plural(stats.failures, 'failure')}, "
             f"{_fmt_sats(stats.missed_msat)})"
         )
     return ", ".join(parts) if parts else "no classified failures"
@@ -617,3 +617,7 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
         node_failures=inp.node_failures,
         node_missed_msat=inp.node_missed_msat,
     )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"

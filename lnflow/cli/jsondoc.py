@@ -25,7 +25,7 @@ from lnflow.analysis.model import (
     RebalanceMove,
 )
 from lnflow.domain import format_scid
-from lnflow.errors import LnflowError
+from lnflow.errors import ReportFileError
 
 from .render import iso
 
@@ -37,12 +37,6 @@ JsonObject = dict[str, Any]
 _E = TypeVar("_E", Action, Confidence)
 _U64 = 1 << 64
 _SUGGESTIONS = ("suggested_fee_ppm", "suggested_amount_sat", "suggested_max_htlc_msat")
-
-
-class ReportFileError(LnflowError):
-    """A saved report that is not a valid lnflow analysis document."""
-
-    exit_code = 2
 
 
 # --------------------------------------------------------------------------- writing
