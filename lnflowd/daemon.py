@@ -20,6 +20,17 @@ from lnflow.config import Settings, analysis_settings
 from lnflow.domain import LndVersion, NodeInfo
 from lnflow.errors import LndError, LnflowError, NodeUnreachableError
 from lnflow.lnd import LndClient, LndCredentials
+from lnflow.recording import (
+    Backoff,
+    ChannelSampler,
+    ChannelSource,
+    HtlcSource,
+    LedgerSource,
+    LedgerSync,
+    Recorder,
+    StoreThread,
+    sleep_or_stop,
+)
 from lnflow.store.analysis_queries import load_analysis_input
 from lnflow.store.db import open_engine
 from lnflow.store.ingest import Ingestor
@@ -27,10 +38,7 @@ from lnflow.store.retention import Pruner, PruneReport
 from lnflow.store.snapshots import SnapshotWriter
 from lnflow.store.writer import StoreWriter
 
-from .jobs import ChannelSampler, ChannelSource, LedgerSource, LedgerSync
 from .notify import notify, watchdog_enabled
-from .recorder import Backoff, HtlcSource, Recorder, sleep_or_stop
-from .storethread import StoreThread
 
 __all__ = ["Daemon", "LndLike", "credentials_from"]
 

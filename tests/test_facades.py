@@ -418,7 +418,7 @@ def test_monitor_reconnects_after_lnd_restarts(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "m.db") as conn:
         reasons = [r for (r,) in conn.execute("SELECT end_reason FROM stream_sessions ORDER BY id")]
         (events,) = conn.execute("SELECT count(*) FROM htlc_events").fetchone()
-    assert reasons == ["lnd restarting", "stopped"]
+    assert reasons == ["lnd unreachable: lnd restarting", "shutdown"]
     assert events == 3
 
 

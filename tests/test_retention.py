@@ -18,6 +18,7 @@ from sqlalchemy import Engine, Table, func, insert, select
 from lnflow.config import RetentionSettings, Settings, load_settings
 from lnflow.domain import ForwardRecord, NodeInfo
 from lnflow.errors import ConfigError
+from lnflow.recording import StoreThread
 from lnflow.store.db import open_engine
 from lnflow.store.retention import (
     NS_PER_DAY,
@@ -40,7 +41,6 @@ from lnflow.store.schema import (
 )
 from lnflow.store.writer import StoreWriter
 from lnflowd.daemon import Daemon
-from lnflowd.storethread import StoreThread
 
 NODE = NodeInfo("02" + "cd" * 32, "carol", "0.18.3-beta", "regtest", 100, True)
 # Not on an hour boundary, so the cutoff falls inside an hour.

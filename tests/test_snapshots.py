@@ -25,13 +25,13 @@ from lnflow.analysis.model import (
 )
 from lnflow.config import AnalysisConfig, Settings
 from lnflow.domain import NodeInfo
+from lnflow.recording import StoreThread
 from lnflow.store.db import open_engine
 from lnflow.store.retention import NS_PER_DAY, RETAINED, Pruner
 from lnflow.store.schema import analysis_runs, opportunities, rebalance_moves, run_gaps
 from lnflow.store.snapshots import SnapshotWriter, latest_report, report_of, urgency_history
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
 from lnflowd.daemon import Daemon
-from lnflowd.storethread import StoreThread
 
 NODE = NodeInfo("02" + "aa" * 32, "alice", "0.18.3-beta", "regtest", 1, True)
 T0 = 1_790_000_000 * 1_000_000_000
@@ -275,7 +275,7 @@ def test_daemon_analysis_job_saves_a_snapshot_and_logs_it(store: Store) -> None:
         saved = latest_report(conn, store.node_id)
     assert saved is not None
     assert (saved.generated_ns, saved.until_ns, saved.hours) == (now, now, 6)
-    assert saved.since_ns == (now // NS_PER_HOUR - 5) * NS_PER_HOUR
+    assert saved.since_ns == now - 6 * NS_PER_HOUR  # exactly window_hours before now
     (done,) = [e for e in logs if e["event"] == "analysis_done"]
     assert done["run_id"] == run_id and done["hours"] == 6
     assert done["opportunities"] == len(saved.opportunities)

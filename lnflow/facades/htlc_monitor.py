@@ -21,92 +21,64 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
-from lnflow.domain import (
-    ChannelEdge,
-    ChannelInfo,
-    ChannelSample,
-    ForwardingPage,
-    HtlcEvent,
-    LndVersion,
-    NodeInfo,
-    StreamSubscribed,
-)
-from lnflow.errors import (
-    LndError,
-    MacaroonMissingError,
-    MacaroonRejectedError,
-    TlsMismatchError,
+from lnflow.domain import LndVersion, NodeInfo
+from lnflow.errors import LndError
+from lnflow.recording import (
+    ChannelSampler,
+    ChannelSource,
+    HtlcSource,
+    HtlcStreamLike,
+    LedgerSource,
+    LedgerSync,
+    Recorder,
+    StoreThread,
 )
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
 
 __all__ = ["HTLCMonitor", "HtlcStreamLike", "MonitorSource"]
 
-log = logging.getLogger("lnflow.facades")
-
-T = TypeVar("T")
-
 NS = 1_000_000_000
 # The daemon's defaults ([recorder], [ledger], [channels] of config/lnflow.example.toml).
 _BATCH_SIZE = 5000
 _FLUSH_INTERVAL_S = 1.0
-_LEDGER_INTERVAL_S = 60.0
-_SAMPLE_INTERVAL_S = 300.0
+_LEDGER_INTERVAL_S = 60
+_SAMPLE_INTERVAL_S = 300
 _RECONNECT_MAX_S = 30.0
 _ATTEMPT_TIMEOUT_S = 600
 _ATTEMPT_LINGER_S = 10
 _DEDUP_WINDOW_S = 60
 _CLUSTER_MAX_SPAN_S = 600
-_PAGE_SIZE = 10_000
-# Stream errors no reconnect can fix (lnflowd treats them as fatal, too).
-_FATAL = (MacaroonRejectedError, MacaroonMissingError, TlsMismatchError)
+_CONNECT_TIMEOUT_S = 15.0
 
 
-class HtlcStreamLike(Protocol):
-    def __aiter__(self) -> HtlcStreamLike: ...
-    async def __anext__(self) -> HtlcEvent | StreamSubscribed: ...
-    async def wait_connected(self, timeout_s: float) -> None: ...
-    def cancel(self) -> None: ...
-
-
-class MonitorSource(Protocol):
+class MonitorSource(HtlcSource, LedgerSource, ChannelSource, Protocol):
     """What the monitor needs from an lnd client (:class:`AsyncLNDgRPCClient` has it)."""
 
     async def check(self) -> tuple[NodeInfo, LndVersion]: ...
-    def subscribe_htlc_events(self) -> HtlcStreamLike: ...
-    async def list_channels(self) -> list[ChannelInfo]: ...
-    async def get_chan_info(self, chan_id: int) -> ChannelEdge | None: ...
-    async def get_node_alias(self, pubkey: str) -> str | None: ...
-    async def forwarding_history(
-        self,
-        *,
-        start_time_s: int,
-        end_time_s: int = 0,
-        index_offset: int = 0,
-        num_max_events: int = 10_000,
-    ) -> ForwardingPage: ...
 
 
 class HTLCMonitor:
     """Records HTLC events, forwards and channel samples into an lnflow store.
 
-    ``history_hours`` is the window :meth:`analysis_report` covers by default;
-    ``min_failure_count`` and ``min_missed_sats`` are the reporting thresholds
-    of the analysis (DESIGN §5). ``db_path`` None: a temporary store, removed
-    by :meth:`close`.
+    The same recorder, ledger sync and channel sampler as lnflowd
+    (:mod:`lnflow.recording`), run in-process. ``history_hours`` is the window
+    :meth:`analysis_report` covers by default; ``min_failure_count`` and
+    ``min_missed_sats`` are the reporting thresholds of the analysis (DESIGN §5).
+    ``db_path`` None: a temporary store, removed by :meth:`close`.
     """
 
     def __init__(
@@ -121,6 +93,7 @@ class HTLCMonitor:
     ) -> None:
         if history_hours < 1:
             raise ValueError("history_hours must be at least 1")
+        _log_through_stdlib_logging()
         self.client = grpc_client
         self.history_hours = history_hours
         self.min_failure_count = min_failure_count
@@ -131,22 +104,17 @@ class HTLCMonitor:
             db_path = self._tmpdir / "lnflow.db"
         self.db_path = Path(db_path).expanduser()
         self._now = clock_ns
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lnflow-monitor")
         self._engine: Engine | None = None
-        self._writer: StoreWriter | None = None
+        self._store: StoreThread[StoreWriter] | None = None
         self._ingestor: Ingestor | None = None
+        self._ledger: LedgerSync | None = None
+        self._sampler: ChannelSampler | None = None
+        self._recorder: Recorder | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self.node_id: int | None = None
         self.node: NodeInfo | None = None
-        self._version = ""
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stream: HtlcStreamLike | None = None
-        self._session_id: int | None = None
-        self._buffer: list[HtlcEvent] = []
-        self._flush_lock = asyncio.Lock()
-        self._aliases: dict[str, str] = {}
-        #: events written to the store so far (replays after a reconnect not counted)
-        self.events_recorded = 0
         #: the error that ended recording early (raised again by stop_monitoring)
         self.failure: LndError | None = None
         self.started_ns: int | None = None
@@ -156,7 +124,12 @@ class HTLCMonitor:
 
     @property
     def running(self) -> bool:
-        return bool(self._tasks)
+        return self._task is not None
+
+    @property
+    def events_recorded(self) -> int:
+        """Events written to the store so far (replays after a reconnect not counted)."""
+        return self._recorder.stored if self._recorder else 0
 
     async def start_monitoring(self) -> None:
         """Connect, open the store, take a first ledger sync and channel sample, subscribe.
@@ -165,7 +138,7 @@ class HTLCMonitor:
         until :meth:`stop_monitoring`, reconnecting with backoff when lnd restarts.
         LND errors (unreachable, macaroon rejected, ...) are raised here.
         """
-        if self._tasks:
+        if self._task is not None:
             return
         info, version = await self.client.check()
         if not version.has_htlc_events:
@@ -173,40 +146,57 @@ class HTLCMonitor:
                 f"lnd {version.version} has no HTLC event stream (needs 0.10+): "
                 "upgrade lnd, or analyze the forwards ledger with lnflowd"
             )
-        from lnflow.store.db import open_engine
-
-        if self._engine is None:
-            self._engine = await self._call(open_engine, self.db_path)
-            self._writer = StoreWriter(self._engine)
-        writer = self._store_writer
-        self.node, self._version = info, version.version
-        self.node_id = await self._call(writer.upsert_node, info, self._now())
+        store = await self._open_store()
+        self.node = info
+        self.node_id = node_id = await store.call(store.target.upsert_node, info, self._now())
         if self._ingestor is None:
-            self._ingestor = await self._call(
+            self._ingestor = await asyncio.to_thread(
                 Ingestor,
-                self._engine,
-                self.node_id,
+                self._require_engine(),
+                node_id,
                 attempt_timeout_ns=_ATTEMPT_TIMEOUT_S * NS,
                 attempt_linger_ns=_ATTEMPT_LINGER_S * NS,
                 dedup_window_ns=_DEDUP_WINDOW_S * NS,
                 cluster_max_span_ns=_CLUSTER_MAX_SPAN_S * NS,
             )
-            await self._call(self._ingestor.expire_stale_attempts, self._now())
+            await store.call(self._ingestor.expire_stale_attempts, self._now())
+        self._ledger = LedgerSync(self.client, store, node_id, clock_ns=self._now)
+        self._sampler = ChannelSampler(self.client, store, node_id, info.pubkey, clock_ns=self._now)
         await self.sample_channels()
         await self.sync_ledger()
         self._stop = asyncio.Event()
         self.failure = None
-        stream = self.client.subscribe_htlc_events()
-        try:
-            await stream.wait_connected(timeout_s=2.0)
-        except BaseException:
-            stream.cancel()
-            raise
+        recorder = self._recorder = Recorder(
+            self.client,
+            store,
+            self._ingestor,
+            node_id=node_id,
+            lnd_version=version.version,
+            batch_size=_BATCH_SIZE,
+            flush_interval_s=_FLUSH_INTERVAL_S,
+            reconnect_max_s=_RECONNECT_MAX_S,
+            shutdown_drain_s=0.0,
+            clock_ns=self._now,
+        )
+        self._task = asyncio.create_task(recorder.run(self._stop), name="lnflow-monitor")
+        connected = asyncio.create_task(recorder.connected.wait())
+        done, _ = await asyncio.wait(
+            {self._task, connected}, timeout=_CONNECT_TIMEOUT_S, return_when="FIRST_COMPLETED"
+        )
+        connected.cancel()
+        if self._task in done:  # the recorder gave up: a fatal LND error
+            task, self._task = self._task, None
+            task.result()
         self.started_ns, self.stopped_ns = self._now(), None
-        self._tasks = [
-            asyncio.create_task(self._record(stream), name="lnflow-monitor-record"),
-            asyncio.create_task(self._housekeeping(), name="lnflow-monitor-housekeeping"),
-        ]
+        self._scheduler = AsyncIOScheduler()
+        for job, every_s in (
+            (self.sync_ledger, _LEDGER_INTERVAL_S),
+            (self.sample_channels, _SAMPLE_INTERVAL_S),
+        ):
+            self._scheduler.add_job(
+                _quietly(job), "interval", seconds=every_s, coalesce=True, max_instances=1
+            )
+        self._scheduler.start()
 
     async def stop_monitoring(self) -> None:
         """Stop the stream, write what was received, take a last ledger sync and sample.
@@ -215,23 +205,21 @@ class HTLCMonitor:
         recording had ended early (e.g. the macaroon was rejected), that error is
         raised here, after everything received was written.
         """
-        if not self._tasks:
+        task, self._task = self._task, None
+        if task is None:
             return
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
         self._stop.set()
-        if self._stream is not None:
-            self._stream.cancel()
-        tasks, self._tasks = self._tasks, []
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        await self._flush()
+        try:
+            await task
+        except LndError as exc:
+            self.failure = exc
         self.stopped_ns = self._now()
-        failure = self.failure or next((r for r in results if isinstance(r, BaseException)), None)
-        if failure is not None:
-            raise failure
+        if self.failure is not None:
+            raise self.failure
         for step in (self.sync_ledger, self.sample_channels):
-            try:
-                await step()
-            except LndError as exc:
-                log.warning("final %s failed: %s", step.__name__, exc)
+            await _quietly(step)()
 
     async def analysis_report(
         self, hours: int | None = None, settings: AnalysisSettings | None = None
@@ -240,10 +228,11 @@ class HTLCMonitor:
         from lnflow.analysis.opportunities import analyze
         from lnflow.store.analysis_queries import load_analysis_input, window_for
 
-        if self._engine is None or self.node_id is None:
+        if self.node_id is None:
             raise RuntimeError("nothing recorded yet: await start_monitoring() first")
-        await self._flush()
-        engine, node_id = self._engine, self.node_id
+        if self._recorder is not None:
+            await self._recorder.flush()
+        engine, node_id = self._require_engine(), self.node_id
         window = hours or self.history_hours
         settings = settings or AnalysisSettings(
             min_failure_count=self.min_failure_count, min_missed_sats=self.min_missed_sats
@@ -258,15 +247,17 @@ class HTLCMonitor:
                 )
                 return analyze(inp, settings, now)
 
-        return await self._call(run)
+        return await asyncio.to_thread(run)
 
     async def close(self) -> None:
         """Stop if running, close the store; a temporary store is deleted."""
         await self.stop_monitoring()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
         if self._engine is not None:
-            await self._call(self._engine.dispose)
+            self._engine.dispose()
             self._engine = None
-        self._pool.shutdown(wait=True)
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
@@ -276,147 +267,51 @@ class HTLCMonitor:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- ledger and channels -------------------------------------------------------------
-
     async def sync_ledger(self) -> int:
         """Store forwards lnd settled since the newest one stored (paginated, no cap)."""
-        writer, node_id = self._store_writer, self._node_id
-        last_ns = await self._call(writer.last_forward_ns, node_id)
-        start_s, end_s = last_ns // NS, self._now() // NS
-        offset = new = 0
-        while True:
-            page = await self.client.forwarding_history(
-                start_time_s=start_s,
-                end_time_s=end_s,
-                index_offset=offset,
-                num_max_events=_PAGE_SIZE,
-            )
-            if not page.events:
-                return new
-            new += await self._call(writer.insert_forwards, node_id, page.events)
-            offset = page.last_offset_index
+        if self._ledger is None:
+            raise RuntimeError("the store is not open: await start_monitoring() first")
+        return await self._ledger.run()
 
     async def sample_channels(self) -> int:
         """One sample per open channel, with both policies and the peer's alias."""
-        our_pubkey = self.node.pubkey if self.node else ""
-        channels = await self.client.list_channels()
-        samples = []
-        for info in channels:
-            edge = await self.client.get_chan_info(info.chan_id)
-            alias = info.peer_alias or self._aliases.get(info.remote_pubkey, "")
-            if not alias:
-                alias = await self.client.get_node_alias(info.remote_pubkey) or ""
-                if alias:
-                    self._aliases[info.remote_pubkey] = alias
-            ours, peer = edge.policies_for(our_pubkey) if edge else (None, None)
-            samples.append(ChannelSample(info=info, ours=ours, peer=peer, peer_alias=alias))
-        return await self._call(
-            self._store_writer.record_channel_samples, self._node_id, self._now(), samples
-        )
+        if self._sampler is None:
+            raise RuntimeError("the store is not open: await start_monitoring() first")
+        return await self._sampler.run()
 
     # -- internals -----------------------------------------------------------------------
 
-    @property
-    def _store_writer(self) -> StoreWriter:
-        if self._writer is None:
+    async def _open_store(self) -> StoreThread[StoreWriter]:
+        if self._store is None:
+            from lnflow.store.db import open_engine
+
+            self._engine = await asyncio.to_thread(open_engine, self.db_path)
+            self._store = StoreThread(StoreWriter(self._engine))
+        return self._store
+
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
             raise RuntimeError("the store is not open: await start_monitoring() first")
-        return self._writer
+        return self._engine
 
-    @property
-    def _node_id(self) -> int:
-        if self.node_id is None:
-            raise RuntimeError("no node yet: await start_monitoring() first")
-        return self.node_id
 
-    async def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """Run ``fn`` on the store thread: SQLite sees one writer, the loop never blocks."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+def _log_through_stdlib_logging() -> None:
+    """In a host program, the recorder's log lines go to :mod:`logging` ("lnflow.recording"),
+    not to stdout, unless the program configured structlog itself."""
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[structlog.processors.KeyValueRenderer(key_order=["event"])],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+            cache_logger_on_first_use=True,
+        )
 
-    async def _flush(self) -> None:
-        ingestor = self._ingestor
-        if ingestor is None:
-            return
-        async with self._flush_lock:
-            batch, self._buffer = self._buffer, []
-            result = await self._call(ingestor.ingest, self._session_id, batch, self._now())
-            self.events_recorded += result.new_events
 
-    async def _record(self, first: HtlcStreamLike) -> None:
-        """Sessions until stopped: read, buffer, flush; reconnect with backoff."""
-        writer = self._store_writer
-        stream: HtlcStreamLike | None = first
-        delay = 0.5
-        while not self._stop.is_set():
-            if stream is None:
-                stream = self.client.subscribe_htlc_events()
-                try:
-                    await stream.wait_connected(timeout_s=2.0)
-                except LndError as exc:
-                    stream.cancel()
-                    stream = None
-                    if isinstance(exc, _FATAL):
-                        self.failure = exc
-                        self._stop.set()
-                        return
-                    log.warning("HTLC stream not connected (%s); retrying in %.1f s", exc, delay)
-                    await self._sleep(delay)
-                    delay = min(_RECONNECT_MAX_S, delay * 2)
-                    continue
-            started = self._now()
-            self._stream = stream
-            self._session_id = await self._call(
-                writer.open_session, self._node_id, started, self._version
-            )
-            reason = "closed by lnd"
-            try:
-                async for item in stream:
-                    if isinstance(item, StreamSubscribed):
-                        await self._call(
-                            writer.mark_subscribed, self._session_id, item.timestamp_ns or started
-                        )
-                        continue
-                    self._buffer.append(item)
-                    if len(self._buffer) >= _BATCH_SIZE:
-                        await self._flush()
-                if self._stop.is_set():
-                    reason = "stopped"
-            except LndError as exc:
-                reason = "stopped" if self._stop.is_set() else str(exc)
-                if not self._stop.is_set():
-                    log.warning("HTLC stream ended: %s", exc)
-                    if isinstance(exc, _FATAL):
-                        self.failure = exc  # retrying cannot help: stop_monitoring raises it
-                        self._stop.set()
-            finally:
-                await self._flush()
-                await self._call(writer.close_session, self._session_id, self._now(), reason)
-                self._session_id = None
-                self._stream = None
-                stream = None
-            if self._now() - started > 10 * NS:
-                delay = 0.5
-            if not self._stop.is_set():
-                await self._sleep(delay)
-                delay = min(_RECONNECT_MAX_S, delay * 2)
+def _quietly(job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    """A periodic step that survives lnd being away (it is retried on its interval)."""
 
-    async def _housekeeping(self) -> None:
-        """Flush every second; sync the ledger and sample channels on the daemon's intervals."""
-        last_ledger = last_sample = time.monotonic()
-        while not self._stop.is_set():
-            await self._sleep(_FLUSH_INTERVAL_S)
-            await self._flush()
-            now = time.monotonic()
-            try:
-                if now - last_ledger >= _LEDGER_INTERVAL_S:
-                    last_ledger = now
-                    await self.sync_ledger()
-                if now - last_sample >= _SAMPLE_INTERVAL_S:
-                    last_sample = now
-                    await self.sample_channels()
-            except LndError as exc:
-                log.warning("periodic sync failed: %s", exc)
+    async def run() -> None:
+        with contextlib.suppress(LndError):
+            await job()
 
-    async def _sleep(self, delay_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=delay_s)
+    return run

@@ -16,14 +16,13 @@ import structlog
 
 from lnflow.domain import HtlcEvent, StreamSubscribed
 from lnflow.errors import LndError, NodeUnreachableError
+from lnflow.recording.storethread import StoreThread
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
 
-from .storethread import StoreThread
-
 __all__ = ["Backoff", "HtlcSource", "Recorder", "sleep_or_stop"]
 
-log = structlog.get_logger("lnflowd.recorder")
+log = structlog.get_logger("lnflow.recording")
 
 
 class HtlcStreamLike(Protocol):
@@ -89,6 +88,8 @@ class Recorder:
         self._stream: HtlcStreamLike | None = None
         self.stored = 0
         self.state = "idle"
+        #: set while a stream session is open
+        self.connected = asyncio.Event()
 
     # -- public ------------------------------------------------------------------------
 
@@ -145,6 +146,7 @@ class Recorder:
             self._store.target.open_session, self._node_id, started, self._lnd_version
         )
         self._stream = stream
+        self.connected.set()
         await self._set_state("connected", last_error=None)
         log.info("stream_connected", session=self._session_id)
         reason = "closed by lnd"
@@ -180,6 +182,7 @@ class Recorder:
             if ended - started > 10_000_000_000:
                 self._backoff.reset()
             self._stream = None
+            self.connected.clear()
         log.info("stream_ended", session=self._session_id, reason=reason)
         await self._set_state("stopped" if stop.is_set() else "reconnecting")
 

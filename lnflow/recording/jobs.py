@@ -10,13 +10,12 @@ from typing import Protocol
 import structlog
 
 from lnflow.domain import ChannelEdge, ChannelInfo, ChannelSample, ForwardingPage
+from lnflow.recording.storethread import StoreThread
 from lnflow.store.writer import StoreWriter
-
-from .storethread import StoreThread
 
 __all__ = ["ChannelSampler", "LedgerSync"]
 
-log = structlog.get_logger("lnflowd.jobs")
+log = structlog.get_logger("lnflow.recording")
 
 
 class LedgerSource(Protocol):
