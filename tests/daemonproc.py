@@ -7,7 +7,8 @@
 ``Daemon(sim, db, *, args=(), env=None)``: ``.start()``, ``.stop(sig=SIGTERM)``,
 ``.kill()`` (SIGKILL), ``.wait_for(predicate(sqlite3.Connection) -> bool, timeout)``,
 ``.log()`` (stderr, JSON lines), ``.events(name)`` (parsed log records named ``name``).
-``run_lnflowd(*args)`` runs it to completion: (exit status, stdout, stderr).
+``run_lnflowd(*args)`` runs it to completion: (exit status, stdout, stderr);
+``run_lnflowctl(*args)`` likewise for ``lnflowctl``.
 ``query(db, sql)`` reads the store with the plain sqlite3 module.
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 
 from simnode import SimNode
 
-__all__ = ["Daemon", "query", "run_lnflowd"]
+__all__ = ["Daemon", "query", "run_lnflowctl", "run_lnflowd"]
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -52,6 +53,18 @@ def sim_flags(sim: SimNode, macaroon: str = "readonly") -> list[str]:
 def run_lnflowd(*args: str, timeout: float = 30) -> tuple[int, str, str]:
     out = subprocess.run(
         [sys.executable, "-m", "lnflowd.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        check=False,
+    )
+    return out.returncode, out.stdout, out.stderr
+
+
+def run_lnflowctl(*args: str, timeout: float = 30) -> tuple[int, str, str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "lnflow.cli.ctl", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
