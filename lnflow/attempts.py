@@ -340,7 +340,23 @@ class AttemptTracker:
 
         if new_deadline and track.phase is _P.PENDING:
             heapq.heappush(self._timeouts, (ts + self._timeout_ns, key))
+            if len(self._timeouts) > 2 * self._pending + 1024:
+                self._compact_timeouts()
         return track.snapshot() if changed else None
+
+    def _compact_timeouts(self) -> None:
+        """Drop the hints of attempts that resolved long before their deadline.
+
+        Most forwards resolve within milliseconds, so without this the heap would
+        hold one entry per attempt of the last ``timeout_ns`` however few are pending.
+        """
+        timeout = self._timeout_ns
+        self._timeouts = [
+            (track.first_seen_ns + timeout, key)
+            for key, track in self._tracks.items()
+            if track.phase is _P.PENDING
+        ]
+        heapq.heapify(self._timeouts)
 
     def expire(self, now_ns: int) -> list[Attempt]:
         """Give up on attempts pending longer than the timeout; forget old ones.
@@ -438,3 +454,6 @@ class AttemptTracker:
         if known is None or deadline > known:
             self._receive_keys[key] = deadline
             heapq.heappush(self._receive_heap, (deadline, key))
+            if len(self._receive_heap) > 2 * len(self._receive_keys) + 1024:
+                self._receive_heap = [(d, k) for k, d in self._receive_keys.items()]
+                heapq.heapify(self._receive_heap)

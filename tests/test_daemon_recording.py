@@ -371,11 +371,6 @@ def test_kill_9_mid_stream_leaves_a_sound_store_and_recording_resumes(tmp_path: 
     assert failed_local[0] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="close_dangling_sessions (lnflow/store/writer.py) ends a crashed session at the"
-    " daemon's last heartbeat, which can be seconds before the last events it stored",
-)
 def test_a_crashed_session_ends_no_earlier_than_the_events_it_stored(tmp_path: Path) -> None:
     """Otherwise the gap reported after a crash covers time whose failures were seen."""
     db = tmp_path / "s.db"
@@ -644,12 +639,6 @@ def test_attempts_from_out_of_order_and_replayed_events(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- memory
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AttemptTracker.feed pushes a (deadline, key) entry on _timeouts for every new"
-    " attempt and only expire() pops it, attempt_timeout_s (600 s) later, even when the"
-    " attempt resolved at once: memory grows with attempts/s x 600 s (found by bench/ingest)",
-)
 def test_attempt_tracker_memory_follows_the_attempts_it_holds() -> None:
     """What the recorder keeps per attempt must go when the attempt is forgotten
     (linger after its outcome), not when its timeout would have struck."""

@@ -27,6 +27,7 @@ from lnflow.store.schema import (
     daemon_state,
     forward_rollups_hourly,
     forwards,
+    htlc_events,
     nodes,
     stream_sessions,
 )
@@ -160,15 +161,27 @@ class StoreWriter:
             )
 
     def close_dangling_sessions(self, now_ns: int) -> int:
-        """Sessions left open by a crash end at the last heartbeat (or now)."""
+        """Sessions left open by a crash end when their last sign of life was seen.
+
+        That is the later of the daemon's last heartbeat and the newest event stored
+        (events are stored in recording order, so the newest is the highest id), so
+        the gap reported after a crash never covers time whose events were kept.
+        """
         with self._engine.begin() as conn:
             last_beat = conn.scalar(
                 select(daemon_state.c.heartbeat_ns).where(daemon_state.c.id == self.DAEMON_ROW)
             )
+            newest_event = conn.scalar(
+                select(htlc_events.c.timestamp_ns).order_by(htlc_events.c.id.desc()).limit(1)
+            )
+            seen = [t for t in (last_beat, newest_event) if t is not None]
             result = conn.execute(
                 update(stream_sessions)
                 .where(stream_sessions.c.ended_ns.is_(None))
-                .values(ended_ns=last_beat or now_ns, end_reason="daemon stopped unexpectedly")
+                .values(
+                    ended_ns=max(seen) if seen else now_ns,
+                    end_reason="daemon stopped unexpectedly",
+                )
             )
             return int(result.rowcount or 0)
 
