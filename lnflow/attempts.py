@@ -340,7 +340,7 @@ class AttemptTracker:
 
         if new_deadline and track.phase is _P.PENDING:
             heapq.heappush(self._timeouts, (ts + self._timeout_ns, key))
-            if len(self._timeouts) > 2 * self._pending + 1024:
+            if len(self._timeouts) > 2 * len(self._tracks) + 1024:  # amortised O(1)
                 self._compact_timeouts()
         return track.snapshot() if changed else None
 

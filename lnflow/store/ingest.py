@@ -19,14 +19,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from lnflow.attempts import Attempt, AttemptTracker, Outcome
 from lnflow.clusters import ClusterAssigner, ClusterUpdate
 from lnflow.domain import EventKind, HtlcEvent, to_signed64
-from lnflow.store.db import insert_ignoring_duplicates, upsert_adding
+from lnflow.store.db import BulkStatement, insert_ignoring_duplicates, upsert_adding
 from lnflow.store.schema import (
     failure_clusters,
     failure_rollups_hourly,
     forward_attempts,
     htlc_events,
 )
-from lnflow.store.writer import NS_PER_HOUR, event_row
+from lnflow.store.writer import NS_PER_HOUR
 
 __all__ = ["IngestResult", "Ingestor"]
 
@@ -68,14 +68,10 @@ class Ingestor:
         self.clusters = ClusterAssigner(
             dedup_window_ns, first_id=last_cluster + 1, max_span_ns=cluster_max_span_ns
         )
-        self._insert_events = insert_ignoring_duplicates(engine, htlc_events).returning(
-            htlc_events.c.kind,
-            htlc_events.c.incoming_channel_id,
-            htlc_events.c.incoming_htlc_id,
-            htlc_events.c.outgoing_channel_id,
-            htlc_events.c.outgoing_htlc_id,
+        self._insert_events = BulkStatement(
+            engine, insert_ignoring_duplicates(engine, htlc_events), _EVENT_COLUMNS
         )
-        self._upsert_attempt = self._attempt_upsert(engine)
+        self._upsert_attempt = BulkStatement(engine, self._attempt_upsert(engine), _ATTEMPT_COLUMNS)
         self._upsert_cluster = self._cluster_upsert(engine)
         self._add_failure_rollup = upsert_adding(
             engine,
@@ -203,8 +199,8 @@ class Ingestor:
                 changed[att.key] = att
             self.clusters.expire(now_ns)
             if changed:
-                conn.execute(
-                    self._upsert_attempt,
+                self._upsert_attempt.execute(
+                    conn,
                     [_attempt_row(node_id, a, cluster_of.get(k)) for k, a in changed.items()],
                 )
             if clusters:
@@ -236,21 +232,51 @@ class Ingestor:
     def _store_events(
         self, conn: Connection, session_id: int | None, events: Sequence[HtlcEvent]
     ) -> list[HtlcEvent]:
+        """Insert the batch, skipping replays; returns the events that were new."""
         if not events or session_id is None:
             return []
-        rows = [event_row(self._node_id, session_id, ev) for ev in events]
-        inserted = set(map(tuple, conn.execute(self._insert_events, rows)))
-        if len(inserted) == len(events):
+        node = self._node_id
+        rows = [
+            (
+                node,
+                session_id,
+                ev.timestamp_ns,
+                int(ev.kind),
+                ev.event_type,
+                _s64(ev.incoming_channel_id),
+                _s64(ev.incoming_htlc_id),
+                _s64(ev.outgoing_channel_id),
+                _s64(ev.outgoing_htlc_id),
+                ev.incoming_amt_msat,
+                ev.outgoing_amt_msat,
+                ev.incoming_timelock,
+                ev.outgoing_timelock,
+                ev.wire_failure,
+                ev.failure_detail,
+                ev.failure_string,
+                ev.settled,
+                ev.offchain,
+            )
+            for ev in events
+        ]
+        newest_before = conn.scalar(select(func.max(htlc_events.c.id))) or 0
+        if self._insert_events.execute(conn, rows) == len(rows):
             return list(events)
+        # Some were replays: the new ones are the rows this batch added (ids above the
+        # previous maximum; ids only grow).
+        key_cols = (
+            htlc_events.c.kind,
+            htlc_events.c.incoming_channel_id,
+            htlc_events.c.incoming_htlc_id,
+            htlc_events.c.outgoing_channel_id,
+            htlc_events.c.outgoing_htlc_id,
+        )
+        inserted = set(
+            map(tuple, conn.execute(select(*key_cols).where(htlc_events.c.id > newest_before)))
+        )
         fresh = []
         for ev, row in zip(events, rows, strict=True):
-            key = (
-                row["kind"],
-                row["incoming_channel_id"],
-                row["incoming_htlc_id"],
-                row["outgoing_channel_id"],
-                row["outgoing_htlc_id"],
-            )
+            key = (row[3], *row[5:9])  # kind and the four circuit ids
             if key in inserted:
                 inserted.discard(key)  # a duplicate inside the batch counts once
                 fresh.append(ev)
@@ -277,22 +303,71 @@ class Ingestor:
             row["missed_fee_msat"] = u.missed_fee_msat
 
 
-def _attempt_row(node_id: int, a: Attempt, cluster_id: int | None) -> dict[str, Any]:
-    return {
-        "node_id": node_id,
-        "incoming_channel_id": to_signed64(a.incoming_channel_id),
-        "incoming_htlc_id": to_signed64(a.incoming_htlc_id),
-        "outgoing_channel_id": to_signed64(a.outgoing_channel_id),
-        "outgoing_htlc_id": to_signed64(a.outgoing_htlc_id),
-        "first_seen_ns": a.first_seen_ns,
-        "resolved_ns": a.resolved_ns,
-        "incoming_amt_msat": a.incoming_amt_msat,
-        "outgoing_amt_msat": a.outgoing_amt_msat,
-        "outcome": int(a.outcome),
-        "failure_class": int(a.failure_class) if a.failure_class is not None else None,
-        "wire_failure": a.wire_failure,
-        "failure_detail": a.failure_detail,
-        "missed_fee_msat": a.missed_fee_msat,
-        "final_settled": a.final_settled,
-        "cluster_id": cluster_id,
-    }
+_EVENT_COLUMNS = (
+    "node_id",
+    "session_id",
+    "timestamp_ns",
+    "kind",
+    "event_type",
+    "incoming_channel_id",
+    "incoming_htlc_id",
+    "outgoing_channel_id",
+    "outgoing_htlc_id",
+    "incoming_amt_msat",
+    "outgoing_amt_msat",
+    "incoming_timelock",
+    "outgoing_timelock",
+    "wire_failure",
+    "failure_detail",
+    "failure_string",
+    "settled",
+    "offchain",
+)
+
+_ATTEMPT_COLUMNS = (
+    "node_id",
+    "incoming_channel_id",
+    "incoming_htlc_id",
+    "outgoing_channel_id",
+    "outgoing_htlc_id",
+    "first_seen_ns",
+    "resolved_ns",
+    "incoming_amt_msat",
+    "outgoing_amt_msat",
+    "outcome",
+    "failure_class",
+    "wire_failure",
+    "failure_detail",
+    "missed_fee_msat",
+    "final_settled",
+    "cluster_id",
+)
+
+_U64 = 1 << 64
+_I63 = 1 << 63
+
+
+def _s64(value: int) -> int:
+    """:func:`lnflow.domain.to_signed64` without its range check (ids come from uint64s)."""
+    return value - _U64 if value >= _I63 else value
+
+
+def _attempt_row(node_id: int, a: Attempt, cluster_id: int | None) -> tuple[Any, ...]:
+    return (
+        node_id,
+        _s64(a.incoming_channel_id),
+        _s64(a.incoming_htlc_id),
+        _s64(a.outgoing_channel_id),
+        _s64(a.outgoing_htlc_id),
+        a.first_seen_ns,
+        a.resolved_ns,
+        a.incoming_amt_msat,
+        a.outgoing_amt_msat,
+        int(a.outcome),
+        int(a.failure_class) if a.failure_class is not None else None,
+        a.wire_failure,
+        a.failure_detail,
+        a.missed_fee_msat,
+        a.final_settled,
+        cluster_id,
+    )

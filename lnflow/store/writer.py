@@ -15,7 +15,6 @@ from sqlalchemy import Engine, func, insert, select, update
 from lnflow.domain import (
     ChannelSample,
     ForwardRecord,
-    HtlcEvent,
     NodeInfo,
     from_signed64,
     to_signed64,
@@ -32,33 +31,9 @@ from lnflow.store.schema import (
     stream_sessions,
 )
 
-__all__ = ["NS_PER_HOUR", "StoreWriter", "event_row"]
+__all__ = ["NS_PER_HOUR", "StoreWriter"]
 
 NS_PER_HOUR = 3600 * 1_000_000_000
-
-
-def event_row(node_id: int, session_id: int, ev: HtlcEvent) -> dict[str, Any]:
-    """The ``htlc_events`` row for one domain event."""
-    return {
-        "node_id": node_id,
-        "session_id": session_id,
-        "timestamp_ns": ev.timestamp_ns,
-        "kind": int(ev.kind),
-        "event_type": ev.event_type,
-        "incoming_channel_id": to_signed64(ev.incoming_channel_id),
-        "incoming_htlc_id": to_signed64(ev.incoming_htlc_id),
-        "outgoing_channel_id": to_signed64(ev.outgoing_channel_id),
-        "outgoing_htlc_id": to_signed64(ev.outgoing_htlc_id),
-        "incoming_amt_msat": ev.incoming_amt_msat,
-        "outgoing_amt_msat": ev.outgoing_amt_msat,
-        "incoming_timelock": ev.incoming_timelock,
-        "outgoing_timelock": ev.outgoing_timelock,
-        "wire_failure": ev.wire_failure,
-        "failure_detail": ev.failure_detail,
-        "failure_string": ev.failure_string,
-        "settled": ev.settled,
-        "offchain": ev.offchain,
-    }
 
 
 class StoreWriter:
