@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import random
+import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, insert
+from sqlalchemy import Engine, event, insert, select
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
@@ -22,6 +26,7 @@ from lnflow.analysis.model import (
     Gap,
     InboundBaseline,
 )
+from lnflow.attempts import Outcome
 from lnflow.config import Settings, analysis_settings, load_settings
 from lnflow.domain import (
     ChannelInfo,
@@ -34,6 +39,7 @@ from lnflow.domain import (
     NodeInfo,
     RoutingPolicy,
     WireFailure,
+    from_signed64,
     to_signed64,
 )
 from lnflow.errors import ConfigError
@@ -45,7 +51,7 @@ from lnflow.store.analysis_queries import (
 )
 from lnflow.store.db import open_engine
 from lnflow.store.ingest import Ingestor
-from lnflow.store.schema import channels
+from lnflow.store.schema import channels, failure_clusters, forward_attempts, forwards
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
 
 S = 1_000_000_000
@@ -53,10 +59,12 @@ MIN = 60 * S
 H = NS_PER_HOUR
 NODE = NodeInfo("02" + "aa" * 32, "alice", "0.18.3-beta", "regtest", 1, True)
 
-# The window: 24 clock hours ending 40 minutes into UNTIL_HOUR.
+# The window: exactly 24 hours ending 40 minutes into UNTIL_HOUR, so both ends fall
+# mid-hour (SINCE is 40 minutes into its hour too) and every hour SINCE + k h (k >= 1)
+# falls in a whole clock hour of the window.
 UNTIL_HOUR = 490_000
 UNTIL = UNTIL_HOUR * H + 40 * MIN
-SINCE = (UNTIL_HOUR - 23) * H
+SINCE = UNTIL - 24 * H
 
 # Our channels
 A = (800_000 << 40) | (1 << 16) | 1  # open all along, sampled before and in the window
@@ -149,6 +157,17 @@ def store(tmp_path: Path) -> Iterator[Store]:
     engine.dispose()
 
 
+def make_ingestor(s: Store) -> Ingestor:
+    return Ingestor(
+        s.engine,
+        s.node_id,
+        attempt_timeout_ns=600 * S,
+        attempt_linger_ns=10 * S,
+        dedup_window_ns=60 * S,
+        cluster_max_span_ns=600 * S,
+    )
+
+
 def fill(s: Store) -> None:
     """The hand-made history the expected input below is written from."""
     w, node = s.writer, s.node_id
@@ -214,14 +233,7 @@ def fill(s: Store) -> None:
     s2 = w.open_session(node, SINCE + 3 * H, "0.18.3-beta")
 
     # local failures, recorded like the daemon does
-    ingestor = Ingestor(
-        s.engine,
-        node,
-        attempt_timeout_ns=600 * S,
-        attempt_linger_ns=10 * S,
-        dedup_window_ns=60 * S,
-        cluster_max_span_ns=600 * S,
-    )
+    ingestor = make_ingestor(s)
     events = [
         link_fail(1, SINCE - 1 * H, A, IN1, 7_000_000, 9_000, **LIQ),  # before the window
         link_fail(2, SINCE + 1 * H, A, IN1, 1_000_000, 2_000, **LIQ),  # cluster 1 ...
@@ -330,8 +342,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 missed_raw_msat=2_000 + 3_000 + 1_000 + 0 + 100,
                 missed_dedup_msat=3_000 + 1_000 + 0 + 100,
                 incoming_channels=4,
-                first_failure_ns=(SINCE // H + 1) * H,
-                last_failure_ns=(UNTIL_HOUR + 1) * H - 1,
+                first_failure_ns=SINCE + 1 * H - 40 * MIN,  # the start of a whole hour
+                last_failure_ns=UNTIL - 30 * MIN,  # exact: in the partial last hour
                 by_class={
                     FailureClass.LIQUIDITY: ClassStats(3, 6_000),
                     FailureClass.FEE: ClassStats(1, 100),
@@ -345,8 +357,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 missed_raw_msat=4_000,
                 missed_dedup_msat=4_000,
                 incoming_channels=1,
-                first_failure_ns=SINCE + 3 * H,
-                last_failure_ns=SINCE + 4 * H - 1,
+                first_failure_ns=SINCE + 3 * H - 40 * MIN,
+                last_failure_ns=SINCE + 4 * H - 40 * MIN - 1,
                 by_class={FailureClass.MAX_HTLC: ClassStats(1, 4_000)},
             ),
             X: ChannelFailures(
@@ -356,8 +368,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 missed_raw_msat=500,
                 missed_dedup_msat=500,
                 incoming_channels=1,
-                first_failure_ns=SINCE + 2 * H,
-                last_failure_ns=SINCE + 3 * H - 1,
+                first_failure_ns=SINCE + 2 * H - 40 * MIN,
+                last_failure_ns=SINCE + 3 * H - 40 * MIN - 1,
                 by_class={FailureClass.AVAILABILITY: ClassStats(1, 500)},
             ),
         },
@@ -381,16 +393,17 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
     ("until_ns", "hours", "since_ns"),
     [
         (10 * H, 1, 9 * H),  # on an hour boundary: the hour that just ended
-        (10 * H + 1, 1, 10 * H),  # one ns into hour 10: hour 10 only
-        (10 * H + 20 * MIN, 2, 9 * H),  # 10:20, two hours: 09:00 onwards
-        (10 * H + 20 * MIN, 24, -13 * H),
+        (10 * H + 1, 1, 9 * H + 1),  # one ns into hour 10: one hour back, to the ns
+        (10 * H + 7 * MIN, 1, 9 * H + 7 * MIN),  # 10:07, one hour: 09:07 onwards
+        (10 * H + 20 * MIN, 2, 8 * H + 20 * MIN),
+        (10 * H + 20 * MIN, 24, -14 * H + 20 * MIN),
+        (10 * H + 20 * MIN, 720, -710 * H + 20 * MIN),
     ],
-    ids=["boundary", "just-after", "mid-hour", "day"],
+    ids=["boundary", "just-after", "one-hour", "two-hours", "day", "month"],
 )
-def test_window_is_whole_clock_hours_including_the_current_one(
-    until_ns: int, hours: int, since_ns: int
-) -> None:
+def test_window_is_exactly_the_hours_before_until(until_ns: int, hours: int, since_ns: int) -> None:
     assert window_for(until_ns, hours) == (since_ns, until_ns)
+    assert until_ns - since_ns == hours * H
 
 
 def test_window_needs_an_hour() -> None:
@@ -438,7 +451,7 @@ def test_empty_store_gives_an_empty_input(store: Store) -> None:
         inp = load_analysis_input(
             conn, store.node_id, until_ns=UNTIL, hours=3, settings=AnalysisSettings()
         )
-    assert (inp.since_ns, inp.until_ns, inp.hours) == ((UNTIL_HOUR - 2) * H, UNTIL, 3)
+    assert (inp.since_ns, inp.until_ns, inp.hours) == (UNTIL - 3 * H, UNTIL, 3)
     assert not (inp.channels or inp.failures or inp.successes or inp.inbound or inp.gaps)
     assert (inp.node_failures, inp.node_missed_msat) == (0, 0)
 
@@ -471,7 +484,9 @@ def test_details_are_queried_only_when_asked_and_once(store: Store) -> None:
             inp = load_analysis_input(
                 conn, store.node_id, until_ns=UNTIL, hours=24, settings=AnalysisSettings()
             )
-            assert not [s for s in statements if "forward_attempts" in s]
+            # loading read the raw failures of the partial first and last hour; from here
+            # on only the details read them
+            del statements[:]
             details = inp.details
             assert details.amounts_msat(A, FailureClass.LIQUIDITY) == (
                 1_000_000,
@@ -492,6 +507,390 @@ def test_details_are_queried_only_when_asked_and_once(store: Store) -> None:
         event.remove(store.engine, "before_cursor_execute", record)
     # one query per distinct question, on the (outgoing channel, time) index
     assert len([s for s in statements if "forward_attempts" in s]) == 5
+
+
+# -- exact windows: partial hours from raw rows, whole hours from rollups --------------
+
+# A window of 3 hours whose ends fall 17 min 5 s into their clock hours.
+EX_UNTIL = 500_000 * H + 17 * MIN + 5 * S
+EX_SINCE = EX_UNTIL - 3 * H
+EX_IN = [(950_000 + k) << 40 for k in range(9)]  # one incoming channel per failure
+
+
+def ex_failure_times() -> list[int]:
+    """Local failure k on A at these times, missing 1 000 × 2^k msat."""
+    return [
+        EX_SINCE - 10 * MIN,  # 0: same clock hour as since, before it
+        EX_SINCE - 2 * S,  # 1
+        EX_SINCE,  # 2: the window starts here (inclusive)
+        EX_SINCE + 2 * S,  # 3
+        EX_SINCE + 1 * H,  # 4: a whole hour
+        EX_UNTIL - 2 * S,  # 5
+        EX_UNTIL,  # 6: the window ends here (exclusive)
+        EX_UNTIL + 2 * S,  # 7
+        EX_UNTIL + 10 * MIN,  # 8: same clock hour as until, after it
+    ]
+
+
+def fill_boundaries(s: Store) -> None:
+    """Failures and forwards a few seconds either side of EX_SINCE and EX_UNTIL."""
+    w, node = s.writer, s.node_id
+    session = w.open_session(node, EX_SINCE - 30 * H, "0.18.3-beta")
+    events = [
+        # distinct incoming channels and amounts: every failure is its own cluster
+        link_fail(k, ts, A, EX_IN[k], 1_000_000 + k, 1_000 << k, **LIQ)
+        for k, ts in enumerate(ex_failure_times())
+    ]
+    make_ingestor(s).ingest(session, events, EX_UNTIL + 1 * H)
+    # forwards in via IN1 and out via B at the failure times, fee 2^k msat
+    ledger = [ForwardRecord(ts, IN1, B, 1, 1, 1 << k) for k, ts in enumerate(ex_failure_times())]
+    # forwards in via IN2 around the start of a one-day baseline
+    ledger += [
+        ForwardRecord(EX_SINCE - 24 * H - 2 * S, IN2, B, 1, 1, 1_000),  # before the baseline
+        ForwardRecord(EX_SINCE - 24 * H, IN2, B, 1, 1, 2_000),  # its first ns
+        ForwardRecord(EX_SINCE - 24 * H + 2 * S, IN2, B, 1, 1, 4_000),
+        ForwardRecord(EX_SINCE - 10 * H, IN2, B, 1, 1, 8_000),  # a whole hour
+        ForwardRecord(EX_SINCE - 1 * S, IN2, B, 1, 1, 16_000),  # its last second
+    ]
+    w.insert_forwards(node, ledger)
+
+
+def load(s: Store, until_ns: int, hours: int, **settings: Any) -> AnalysisInput:
+    with s.engine.connect() as conn:
+        return load_analysis_input(
+            conn, s.node_id, until_ns=until_ns, hours=hours, settings=AnalysisSettings(**settings)
+        )
+
+
+def test_mid_hour_window_counts_exactly_what_falls_inside(store: Store) -> None:
+    fill_boundaries(store)
+    inp = load(store, EX_UNTIL, 3, baseline_days=1)
+    inside = range(2, 6)  # failures 2 to 5
+    missed = sum(1_000 << k for k in inside)
+    assert inp.failures == {
+        A: ChannelFailures(
+            chan_id=A,
+            failures=4,
+            clusters=4,
+            missed_raw_msat=missed,
+            missed_dedup_msat=missed,
+            incoming_channels=4,
+            first_failure_ns=EX_SINCE,  # exact: in the partial first hour
+            last_failure_ns=EX_UNTIL - 2 * S,  # exact: in the partial last hour
+            by_class={FailureClass.LIQUIDITY: ClassStats(4, missed)},
+        )
+    }
+    assert (inp.node_failures, inp.node_missed_msat) == (4, missed)
+    assert inp.successes == {B: 4}
+    assert inp.inbound == {
+        IN1: InboundBaseline(IN1, 1 + 2, sum(1 << k for k in inside)),  # 0, 1: baseline
+        IN2: InboundBaseline(IN2, 2_000 + 4_000 + 8_000 + 16_000, 0),
+    }
+    # the raw details describe the same failures as the counts
+    with store.engine.connect() as conn:
+        details = StoreFailureDetails(conn, store.node_id, inp.since_ns, inp.until_ns)
+        assert details.amounts_msat(A, FailureClass.LIQUIDITY) == tuple(
+            1_000_000 + k for k in inside
+        )
+
+
+def test_window_on_hour_boundaries_is_the_rollups_alone(store: Store) -> None:
+    fill_boundaries(store)
+    until = EX_UNTIL // H * H  # 500 000 h: since is 499 997 h
+    with recorded(store.engine) as statements:
+        inp = load(store, until, 3, baseline_days=1)
+    raw = [s for s, _ in statements if RAW_TABLES.search(s)]
+    assert raw == []  # no partial hour: nothing read from raw rows
+    inside = range(5)  # failures 0 to 4: 499 997:07:05 to 499 998:17:05
+    missed = sum(1_000 << k for k in inside)
+    assert inp.failures == {
+        A: ChannelFailures(
+            chan_id=A,
+            failures=5,
+            clusters=5,
+            missed_raw_msat=missed,
+            missed_dedup_msat=missed,
+            incoming_channels=5,
+            first_failure_ns=499_997 * H,  # hour precision
+            last_failure_ns=499_999 * H - 1,
+            by_class={FailureClass.LIQUIDITY: ClassStats(5, missed)},
+        )
+    }
+    assert inp.successes == {B: 5 + 1}  # and IN2's forward a second before EX_SINCE
+    assert inp.inbound == {
+        # baseline 499 973 h to 499 997 h: IN2's forward at EX_SINCE − 24 h − 2 s is in it
+        IN2: InboundBaseline(IN2, 1_000 + 2_000 + 4_000 + 8_000, 16_000),
+        IN1: InboundBaseline(IN1, 0, sum(1 << k for k in inside)),
+    }
+
+
+# Demand clusters around the boundaries of a 2-hour window from CL_SINCE (30 min into
+# hour CL_H0) to CL_UNTIL: partial [CL_SINCE, CL_H0 + 1 h), whole hour CL_H0 + 1,
+# partial [CL_H0 + 2 h, CL_UNTIL). Members share their incoming channel, so each group
+# below is one cluster.
+CL_H0 = 600_000
+CL_SINCE = CL_H0 * H + 30 * MIN
+CL_UNTIL = CL_SINCE + 2 * H
+
+
+def test_dedup_counts_only_a_clusters_growth_inside_the_window(store: Store) -> None:
+    w, node = store.writer, store.node_id
+    first_whole, tail = (CL_H0 + 1) * H, (CL_H0 + 2) * H
+    members = [
+        # c1 on A straddles the window start: it grows from 3 000 to 5 000 inside
+        (A, IN1, CL_SINCE - 20 * S, 3_000),
+        (A, IN1, CL_SINCE + 10 * S, 2_000),
+        (A, IN1, CL_SINCE + 20 * S, 5_000),
+        (A, IN1, CL_SINCE + 30 * S, 4_000),
+        # c2 on B straddles the window start but does not grow inside
+        (B, IN2, CL_SINCE - 5 * S, 9_000),
+        (B, IN2, CL_SINCE + 5 * S, 1_000),
+        # c3 on A: opens in the partial first hour, grows in the whole hour (rollups)
+        (A, IN3, first_whole - 10 * S, 1_000),
+        (A, IN3, first_whole + 10 * S, 6_000),
+        # c4 on A: opens in the whole hour, grows in the partial last hour
+        (A, IN4, tail - 10 * S, 1_000),
+        (A, IN4, tail + 10 * S, 4_000),
+        (A, IN4, tail + 20 * S, 2_000),
+        # c5 on B straddles the window end: only its member inside counts
+        (B, IN1, CL_UNTIL - 10 * S, 500),
+        (B, IN1, CL_UNTIL + 10 * S, 8_000),
+    ]
+    session = w.open_session(node, CL_SINCE - 1 * H, "0.18.3-beta")
+    events = [
+        link_fail(htlc, ts, out, inc, 1_000_000 + htlc, fee, **LIQ)
+        for htlc, (out, inc, ts, fee) in enumerate(members)
+    ]
+    make_ingestor(store).ingest(session, events, CL_UNTIL + 1 * H)
+    with recorded(store.engine) as statements:
+        inp = load(store, CL_UNTIL, 2)
+    assert {
+        c: (f.failures, f.clusters, f.missed_raw_msat, f.missed_dedup_msat)
+        for c, f in inp.failures.items()
+    } == {
+        # (failures, clusters, raw, dedup) of c1 + c3 + c4, and of c2 + c5
+        A: (3 + 2 + 3, 0 + 1 + 1, 11_000 + 7_000 + 7_000, 2_000 + 6_000 + 4_000),
+        B: (1 + 1, 0 + 1, 1_000 + 500, 0 + 500),
+    }
+    assert inp.failures[A].first_failure_ns == CL_SINCE + 10 * S
+    assert inp.failures[B].last_failure_ns == CL_UNTIL - 10 * S
+    assert inp.node_missed_msat == 12_500
+    # the clusters opened before a partial hour (c1, c2, c4) were looked up on the index
+    assert full_scans(store.engine, statements) == []
+
+
+def test_long_windows_read_whole_hours_from_rollups(store: Store) -> None:
+    fill(store)
+    runs = {}
+    for hours in (24, 720):
+        with recorded(store.engine) as statements:
+            inp = load(store, UNTIL, hours)
+        runs[hours] = (statements, inp)
+        assert full_scans(store.engine, statements) == []
+        # raw rows only for the partial first and last hour, each a bounded index range
+        raw = [plan for plan in plans(store.engine, statements) if "forward" in plan]
+        assert raw
+        assert all(
+            re.search(r"USING (COVERING )?INDEX \w+ \(.*(timestamp_ns|first_seen_ns)>\? AND", p)
+            or "rollups_hourly" in p
+            for p in raw
+        ), raw
+    # the cost does not grow with the window: the same failure and forward statements
+    # (other bounds), raw rows for the partial first and last hour only
+    counted = [
+        [s for s, _ in statements if RAW_TABLES.search(s) or "rollups_hourly" in s]
+        for statements, _ in runs.values()
+    ]
+    assert counted[0] == counted[1]
+    assert len([s for s in counted[0] if "FROM forward_attempts" in s]) == 2
+    # and the month sees all the day saw
+    assert runs[720][1].failures[A].failures == runs[24][1].failures[A].failures + 1
+
+
+RAW_TABLES = re.compile(r"\b(FROM|JOIN) (forward_attempts|forwards|failure_clusters)\b")
+
+
+@contextlib.contextmanager
+def recorded(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """The statements (with their parameters) run on ``engine`` inside the block."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def plans(engine: Engine, statements: list[tuple[str, Any]]) -> list[str]:
+    """Every line of SQLite's query plan for each statement."""
+    with engine.connect() as conn:
+        return [
+            row[3]
+            for statement, parameters in statements
+            if statement.lstrip().upper().startswith("SELECT")
+            for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+        ]
+
+
+def full_scans(engine: Engine, statements: list[tuple[str, Any]]) -> list[str]:
+    """Plan lines that read a whole attempts, ledger, cluster or rollup table."""
+    tables = r"(forward_attempts|forwards|failure_clusters|\w+_rollups_hourly)"
+    return [p for p in plans(engine, statements) if re.match(rf"SCAN {tables}\b", p)]
+
+
+# -- exact windows against a brute-force count from the raw rows -----------------------
+
+
+def test_random_windows_match_a_brute_force_count(store: Store) -> None:
+    """Random failures and forwards over some 60 hours; many windows, aligned or not."""
+    rng = random.Random(7)
+    w, node = store.writer, store.node_id
+    t0 = 700_000 * H
+    outs, ins = (A, B, E, X), (IN1, IN2, IN3, IN4)
+    amounts = (100_000, 200_000, 300_000, 400_000)
+    kinds = (
+        LIQ,
+        {"wire": WireFailure.FEE_INSUFFICIENT},
+        {"detail": FailureDetail.HTLC_EXCEEDS_MAX},
+    )
+    events, ts = [], t0
+    out, inc, amount = A, IN1, amounts[0]
+    for htlc in range(800):
+        if rng.random() < 0.6:  # a retry of the last demand: mostly joins its cluster
+            ts += rng.randrange(1, 40) * S
+            if rng.random() < 0.5:
+                inc = rng.choice(ins)  # same amount, another route
+        else:
+            ts += rng.choice((20 * S, 2 * MIN, 10 * MIN, 40 * MIN))
+            out, inc, amount = rng.choice(outs), rng.choice(ins), rng.choice(amounts)
+        fee = rng.randrange(5_000)
+        events.append(link_fail(htlc, ts, out, inc, amount, fee, **rng.choice(kinds)))
+    session = w.open_session(node, t0, "0.18.3-beta")
+    ingestor = make_ingestor(store)
+    for i in range(0, len(events), 37):  # batches, in time order, as the daemon records
+        batch = events[i : i + 37]
+        ingestor.ingest(session, batch, batch[-1].timestamp_ns)
+    end = ts
+    ledger_times = sorted(rng.sample(range(t0 - 30 * H, end, 97 * S), 400))
+    w.insert_forwards(
+        node,
+        [
+            ForwardRecord(t, rng.choice(ins), rng.choice(outs), 1, 1, rng.randrange(1, 1_000))
+            for t in ledger_times
+        ],
+    )
+    truth = RawTruth.read(store)
+    windows = [(end + H, 50), (t0 // H * H + 20 * H, 10)]  # everything; hour-aligned
+    windows += [(rng.randrange(t0 + 2 * H, end + H), rng.randint(1, 30)) for _ in range(30)]
+    # ends, then starts, cutting through demand clusters
+    windows += [(rng.choice(events).timestamp_ns + 1, rng.randint(1, 30)) for _ in range(15)]
+    windows += [
+        (rng.choice(events).timestamp_ns + hours * H, hours)
+        for hours in (rng.randint(1, 30) for _ in range(15))
+    ]
+    for until, hours in windows:
+        inp = load(store, until, hours, baseline_days=1)
+        assert inp.failures == truth.failures(until - hours * H, until), (until, hours)
+        assert inp.successes == truth.successes(until - hours * H, until)
+        assert inp.inbound == truth.inbound(until - hours * H, until, 24 * H)
+        assert inp.node_failures == sum(f.failures for f in inp.failures.values())
+
+
+@dataclasses.dataclass
+class RawTruth:
+    """Window figures counted one raw row at a time, straight from their definitions."""
+
+    failures_rows: list[tuple[int, int, int, int, int, int]]  # out, in, class, ts, fee, cluster
+    cluster_first: dict[int, int]
+    ledger: list[tuple[int, int, int, int]]  # ts, in, out, fee
+
+    @classmethod
+    def read(cls, s: Store) -> RawTruth:
+        with s.engine.connect() as conn:
+            failures_rows = [
+                (from_signed64(o), from_signed64(i), c, ts, fee, cl)
+                for o, i, c, ts, fee, cl in conn.execute(
+                    select(
+                        forward_attempts.c.outgoing_channel_id,
+                        forward_attempts.c.incoming_channel_id,
+                        forward_attempts.c.failure_class,
+                        forward_attempts.c.resolved_ns,
+                        forward_attempts.c.missed_fee_msat,
+                        forward_attempts.c.cluster_id,
+                    ).where(forward_attempts.c.outcome == int(Outcome.FAILED_LOCAL))
+                )
+            ]
+            cluster_first = dict(
+                conn.execute(select(failure_clusters.c.id, failure_clusters.c.first_ns)).all()
+            )
+            ledger = [
+                (ts, from_signed64(i), from_signed64(o), fee)
+                for ts, i, o, fee in conn.execute(
+                    select(
+                        forwards.c.timestamp_ns,
+                        forwards.c.chan_id_in,
+                        forwards.c.chan_id_out,
+                        forwards.c.fee_msat,
+                    )
+                )
+            ]
+        return cls(failures_rows, cluster_first, ledger)
+
+    def failures(self, since: int, until: int) -> dict[int, ChannelFailures]:
+        def whole_hour(ts: int) -> bool:
+            return since <= ts // H * H and (ts // H + 1) * H <= until
+
+        result = {}
+        for out in sorted({row[0] for row in self.failures_rows}):
+            mine = [r for r in self.failures_rows if r[0] == out]
+            inside = [r for r in mine if since <= r[3] < until]
+            if not inside:
+                continue
+            by_class: dict[FailureClass, ClassStats] = {}
+            for _, _, c, _, fee, _ in inside:
+                old = by_class.get(FailureClass(c), ClassStats(0, 0))
+                by_class[FailureClass(c)] = ClassStats(old.failures + 1, old.missed_msat + fee)
+
+            clusters = {r[5] for r in inside}
+            result[out] = ChannelFailures(
+                chan_id=out,
+                failures=len(inside),
+                clusters=sum(since <= self.cluster_first[c] < until for c in clusters),
+                missed_raw_msat=sum(r[4] for r in inside),
+                # a cluster's growth in the window: its largest fee by until − by since
+                missed_dedup_msat=sum(
+                    self.top(mine, c, until) - self.top(mine, c, since) for c in clusters
+                ),
+                incoming_channels=len({r[1] for r in inside}),
+                first_failure_ns=min(r[3] // H * H if whole_hour(r[3]) else r[3] for r in inside),
+                last_failure_ns=max(
+                    (r[3] // H + 1) * H - 1 if whole_hour(r[3]) else r[3] for r in inside
+                ),
+                by_class=dict(sorted(by_class.items())),
+            )
+        return result
+
+    @staticmethod
+    def top(rows: list[tuple[int, int, int, int, int, int]], cluster: int, before: int) -> int:
+        """The largest missed fee of the cluster's failures before ``before`` (0: none)."""
+        return max((r[4] for r in rows if r[5] == cluster and r[3] < before), default=0)
+
+    def successes(self, since: int, until: int) -> dict[int, int]:
+        return dict(Counter(o for ts, _, o, _ in self.ledger if since <= ts < until))
+
+    def inbound(self, since: int, until: int, baseline_ns: int) -> dict[int, InboundBaseline]:
+        base: Counter[int] = Counter()
+        window: Counter[int] = Counter()
+        for ts, i, _, fee in self.ledger:
+            if since - baseline_ns <= ts < since:
+                base[i] += fee
+            elif since <= ts < until:
+                window[i] += fee
+        return {c: InboundBaseline(c, base[c], window[c]) for c in base.keys() | window.keys()}
 
 
 # -- settings --------------------------------------------------------------------------
