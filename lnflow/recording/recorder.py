@@ -85,6 +85,7 @@ class Recorder:
         self._buffer: list[HtlcEvent] = []
         self._session_id: int | None = None
         self._flush_lock = asyncio.Lock()
+        self._background: asyncio.Task[None] | None = None
         self._stream: HtlcStreamLike | None = None
         self.stored = 0
         self.state = "idle"
@@ -106,6 +107,7 @@ class Recorder:
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
+            await self._finish_background()
             await self.flush()
 
     async def flush(self) -> None:
@@ -162,7 +164,7 @@ class Recorder:
                     continue
                 self._buffer.append(item)
                 if len(self._buffer) >= self._batch_size:
-                    await self.flush()
+                    await self._flush_behind()
             if stop.is_set():
                 reason = "shutdown"
         except NodeUnreachableError as exc:
@@ -174,6 +176,7 @@ class Recorder:
         finally:
             drainer.cancel()
             await asyncio.gather(drainer, return_exceptions=True)
+            await self._finish_background()
             await self.flush()
             ended = self._now()
             await self._store.call(
@@ -191,6 +194,28 @@ class Recorder:
         await stop.wait()
         await asyncio.sleep(self._drain_s)
         stream.cancel()
+
+    async def _finish_background(self) -> None:
+        running, self._background = self._background, None
+        if running is not None:
+            await running
+
+    async def _flush_behind(self) -> None:
+        """Hand a full batch to the store thread and keep reading while it is written.
+
+        Reading waits only when a write is still running and four batches are waiting
+        (backpressure: memory stays bounded when the store is slower than lnd).
+        """
+        running = self._background
+        if running is not None and running.done():
+            self._background = None
+            running.result()  # a failed write is a bug: let it surface
+            running = None
+        if running is None:
+            self._background = asyncio.create_task(self.flush(), name="flush")
+        elif len(self._buffer) >= 4 * self._batch_size:
+            await running
+            self._background = None
 
     async def _flush_periodically(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
