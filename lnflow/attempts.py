@@ -37,7 +37,7 @@ failures (onion errors and the like), whose missed fee is therefore 0.
 
 Memory: an attempt is dropped ``linger_ns`` after it resolved (kept meanwhile so
 late FINAL events and replays merge into it), a pending one becomes resolved
-after ``timeout_ns``, and RECEIVE keys are kept ``timeout_ns + linger_ns``. So
+after ``timeout_ns``, and RECEIVE keys are kept ``linger_ns`` + 60 s. So
 what is held is bounded by the events of the last ``timeout_ns + linger_ns``
 (plus the time between ``expire`` calls): about 0.4 KB per attempt in CPython.
 """
@@ -165,6 +165,7 @@ _SIGNAL_OF_KIND: dict[int, _Signal] = {
 # requested next hop, which non-strict forwarding may have replaced).
 _CARRIES_CIRCUIT = frozenset({_S.FORWARD, _S.SETTLE, _S.FORWARD_FAIL})
 
+_RECEIVE_GRACE_NS = 60 * 1_000_000_000
 _FINAL = int(EventKind.FINAL)
 _TYPE_FORWARD = int(EventType.FORWARD)
 _TYPE_RECEIVE = int(EventType.RECEIVE)
@@ -449,7 +450,10 @@ class AttemptTracker:
         return changed
 
     def _remember_receive(self, key: tuple[int, int], ts_ns: int) -> None:
-        deadline = ts_ns + self._timeout_ns + self._linger_ns
+        # lnd sends a received HTLC's FINAL right after its settle or fail event, so
+        # the key is needed only briefly (not for the whole attempt timeout: at a busy
+        # node that would hold every invoice HTLC of the last ten minutes).
+        deadline = ts_ns + self._linger_ns + _RECEIVE_GRACE_NS
         known = self._receive_keys.get(key)
         if known is None or deadline > known:
             self._receive_keys[key] = deadline

@@ -59,7 +59,7 @@ class RecorderSettings(_Section):
     reconnect_max_s: float = Field(default=30.0, ge=1)
     shutdown_drain_s: float = Field(default=0.5, ge=0, le=10)
     attempt_timeout_s: float = Field(default=600.0, gt=0)
-    attempt_linger_s: float = Field(default=10.0, ge=0)
+    attempt_linger_s: float = Field(default=2.0, ge=0)
     dedup_window_s: float = Field(default=60.0, ge=0)
     cluster_max_span_s: float = Field(default=600.0, ge=0)
 

@@ -133,10 +133,16 @@ def check_schema(engine: Engine, path: Path) -> str | None:
 
 
 def upgrade(engine: Engine, path: Path, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` in one transaction."""
+    """Apply migrations up to ``revision`` in one transaction.
+
+    A store already at the newest revision does not load Alembic at all (it would
+    stay in the daemon's memory for nothing).
+    """
+    current = check_schema(engine, path)
+    if revision == "head" and current == SCHEMA_REVISIONS[-1]:
+        return
     from alembic import command
 
-    check_schema(engine, path)
     cfg = _alembic_config(engine)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

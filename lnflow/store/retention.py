@@ -89,10 +89,10 @@ class Retained:
 # Pruned in this order (referencing tables before the tables they point to). Adding a
 # table is one line here (plus its key in RetentionSettings).
 RETAINED: tuple[Retained, ...] = (
-    # the two largest tables carry no time index (it would cost ~20 bytes per row)
+    # tables written in time order carry no time index (it would cost bytes per event)
     Retained(htlc_events, "timestamp_ns", 1, "events_days", id_ordered=True),
     Retained(forward_attempts, "first_seen_ns", 1, "attempts_days", id_ordered=True),
-    Retained(failure_clusters, "last_ns", 1, "attempts_days"),
+    Retained(failure_clusters, "last_ns", 1, "attempts_days", id_ordered=True),
     Retained(channel_samples, "ts_ns", 1, "samples_days"),
     # ended_ns is NULL while a session is open, and NULL is never older than the cutoff.
     Retained(stream_sessions, "ended_ns", 1, "sessions_days"),

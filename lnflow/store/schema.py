@@ -183,7 +183,6 @@ failure_clusters = Table(
     Column("members", Integer, nullable=False),
     Column("missed_fee_msat", BigInteger, nullable=False),
     Index("ix_failure_clusters_out_first", "outgoing_channel_id", "first_ns"),
-    Index("ix_failure_clusters_last", "last_ns"),
 )
 
 # The forwards ledger: ForwardingHistory, the source of truth for earned fees.

@@ -84,7 +84,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_failure_clusters")),
     )
     with op.batch_alter_table("failure_clusters", schema=None) as batch_op:
-        batch_op.create_index("ix_failure_clusters_last", ["last_ns"], unique=False)
         batch_op.create_index(
             "ix_failure_clusters_out_first", ["outgoing_channel_id", "first_ns"], unique=False
         )
@@ -195,7 +194,6 @@ def downgrade() -> None:
     op.drop_table("failure_rollups_hourly")
     with op.batch_alter_table("failure_clusters", schema=None) as batch_op:
         batch_op.drop_index("ix_failure_clusters_out_first")
-        batch_op.drop_index("ix_failure_clusters_last")
 
     op.drop_table("failure_clusters")
     op.drop_table("channels")
