@@ -257,9 +257,7 @@ class Daemon:
     ) -> None:
         """Ledger sync and channel sampling: first run now, then on their intervals."""
         s = self.settings
-        ledger = LedgerSync(
-            client, store, node_id, page_size=s.ledger.page_size, clock_ns=self.clock_ns
-        )
+        ledger = LedgerSync(client, store, node_id, page_size=s.ledger.page_size)
         sampler = ChannelSampler(client, store, node_id, our_pubkey, clock_ns=self.clock_ns)
         for job_id, job, every_s in (
             ("ledger_sync", ledger.run, s.ledger.sync_interval_s),

@@ -160,7 +160,7 @@ class HTLCMonitor:
                 cluster_max_span_ns=_CLUSTER_MAX_SPAN_S * NS,
             )
             await store.call(self._ingestor.expire_stale_attempts, self._now())
-        self._ledger = LedgerSync(self.client, store, node_id, clock_ns=self._now)
+        self._ledger = LedgerSync(self.client, store, node_id)
         self._sampler = ChannelSampler(self.client, store, node_id, info.pubkey, clock_ns=self._now)
         await self.sample_channels()
         await self.sync_ledger()

@@ -39,7 +39,7 @@ class LedgerSync:
     """Incremental ForwardingHistory sync (lnd-api §2 recipe).
 
     Start from the second of the newest stored forward (0 on first run: full
-    backfill), keep the window fixed, page with ``index_offset`` until an empty
+    backfill), end at lnd's "now", page with ``index_offset`` until an empty
     page, no cap; dedupe on ``timestamp_ns`` in the store.
     """
 
@@ -50,13 +50,11 @@ class LedgerSync:
         node_id: int,
         *,
         page_size: int = 10_000,
-        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._source = source
         self._store = store
         self._node_id = node_id
         self._page_size = page_size
-        self._now = clock_ns
         self._lock = asyncio.Lock()
 
     async def run(self) -> int:
@@ -65,13 +63,15 @@ class LedgerSync:
             writer = self._store.target
             last_ns = await self._store.call(writer.last_forward_ns, self._node_id)
             start_s = last_ns // 1_000_000_000
-            end_s = self._now() // 1_000_000_000
             offset = 0
             new = pages = 0
             while True:
                 page = await self._source.forwarding_history(
                     start_time_s=start_s,
-                    end_time_s=end_s,
+                    # 0 = lnd's "now" to the nanosecond: a fixed end second would leave
+                    # out forwards later inside that second until the next pass. Pages
+                    # stay stable as lnd appends newer forwards at the end.
+                    end_time_s=0,
                     index_offset=offset,
                     num_max_events=self._page_size,
                 )
