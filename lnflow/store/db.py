@@ -12,17 +12,21 @@ import sqlite3
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from lnflow.errors import StoreError, StoreTooNewError
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from lnflow.store.schema import SCHEMA_REVISIONS
 
 __all__ = [
     "BulkStatement",
+    "dialect_insert",
     "insert_ignoring_duplicates",
     "migrations_dir",
     "open_engine",
@@ -159,12 +163,27 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(cfg, revision)
 
 
+def dialect_insert(engine: Engine, table: Table) -> SqliteInsert | PgInsert:
+    """The dialect's own INSERT (it has ON CONFLICT); the one place that picks a dialect.
+
+    Imported here, not at module level: the PostgreSQL dialect pulls in asyncpg and
+    asyncio, which lnflowctl's start-up does not need.
+    """
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
+
+
 def upsert_adding(engine: Engine, table: Table, counters: Sequence[str]) -> Insert:
     """An INSERT that, on a primary-key clash, adds ``counters`` to the existing row.
 
     Used for rollups: each batch contributes increments, never totals.
     """
-    stmt = postgresql.insert(table) if engine.dialect.name == "postgresql" else sqlite.insert(table)
+    stmt = dialect_insert(engine, table)
     key = [c.name for c in table.primary_key.columns]
     return stmt.on_conflict_do_update(
         index_elements=key,
@@ -209,6 +228,4 @@ class BulkStatement:
 
 def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:
     """An INSERT that skips rows violating a unique key, in this engine's dialect."""
-    if engine.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
+    return dialect_insert(engine, table).on_conflict_do_nothing()

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, case, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from lnflow.attempts import Attempt, AttemptTracker, Outcome
 from lnflow.clusters import ClusterAssigner, ClusterUpdate
 from lnflow.domain import EventKind, HtlcEvent, to_signed64
-from lnflow.store.db import BulkStatement, insert_ignoring_duplicates, upsert_adding
+from lnflow.store.db import (
+    BulkStatement,
+    dialect_insert,
+    insert_ignoring_duplicates,
+    upsert_adding,
+)
 from lnflow.store.schema import (
     failure_clusters,
     failure_rollups_hourly,
@@ -41,10 +45,6 @@ class IngestResult:
     new_events: int
     attempts_changed: int
     local_failures: int
-
-
-def _insert(engine: Engine, table: Any) -> Any:
-    return postgresql.insert(table) if engine.dialect.name == "postgresql" else sqlite.insert(table)
 
 
 class Ingestor:
@@ -85,7 +85,7 @@ class Ingestor:
     def _attempt_upsert(engine: Engine) -> Any:
         """Merge a newer snapshot into a stored attempt; the first decided outcome wins."""
         t = forward_attempts
-        stmt = _insert(engine, t)
+        stmt = dialect_insert(engine, t)
         ex = stmt.excluded
         # SETTLED, FAILED_LOCAL, FAILED_DOWNSTREAM (a range: IN cannot be used with executemany)
         decided = t.c.outcome.between(_DECIDED[0], _DECIDED[-1])
@@ -129,7 +129,7 @@ class Ingestor:
     @staticmethod
     def _cluster_upsert(engine: Engine) -> Any:
         t = failure_clusters
-        stmt = _insert(engine, t)
+        stmt = dialect_insert(engine, t)
         ex = stmt.excluded
         return stmt.on_conflict_do_update(
             index_elements=["id"],
