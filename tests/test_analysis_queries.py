@@ -298,13 +298,9 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 fee_base_msat=0,
                 fee_rate_ppm=200,
                 max_htlc_msat=5_000_000,
-                min_local_ratio=0.3,
-                fee_history=(
-                    FeePoint(SINCE - 2 * H, 1_000, 100),  # inside gossip_grace_h before since
-                    FeePoint(SINCE + 1 * H, 1_000, 200),
-                    FeePoint(SINCE + 5 * H, 1_000, 200),
-                    FeePoint(UNTIL - 10 * MIN, 0, 200),
-                ),
+                # its lowest is 0.3, but its latest ratio (0.6) is below inbound_ratio
+                # (0.9): it cannot be a rebalance_inbound and the lowest is not read
+                min_local_ratio=None,
                 uptime_ratio=0.5,  # (10 000 − 1 000) / (19 000 − 1 000)
             ),
             B: state(
@@ -316,8 +312,7 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 fee_base_msat=0,
                 fee_rate_ppm=50,
                 max_htlc_msat=990_000_000,
-                min_local_ratio=0.9,
-                fee_history=(FeePoint(SINCE + 1 * H, 0, 50),),
+                min_local_ratio=0.9,  # latest 0.9: read
                 uptime_ratio=None,  # one sample: no span to measure
             ),
             E: state(
@@ -329,8 +324,7 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 fee_base_msat=None,
                 fee_rate_ppm=None,
                 max_htlc_msat=None,
-                min_local_ratio=0.0,
-                fee_history=(),
+                min_local_ratio=None,  # latest 0.002
                 uptime_ratio=None,  # lifetime did not move
             ),
         },
@@ -461,7 +455,15 @@ def test_settings_shape_fee_history_and_baseline(store: Store) -> None:
     settings = AnalysisSettings(gossip_grace_h=0, baseline_days=1)
     with store.engine.connect() as conn:
         inp = load_analysis_input(conn, store.node_id, until_ns=UNTIL, hours=24, settings=settings)
-    assert inp.channels[A].fee_history[0] == FeePoint(SINCE + 1 * H, 1_000, 200)
+    assert isinstance(inp.details, StoreFailureDetails)
+    with store.engine.connect() as conn:
+        details = dataclasses.replace(inp.details, conn=conn)
+        # no grace: from since, where the policy in force is the one sampled 2 h before
+        assert details.fee_history(A) == (
+            FeePoint(SINCE - 2 * H, 1_000, 100),
+            FeePoint(SINCE + 1 * H, 1_000, 200),  # the rise, when it was first seen
+            FeePoint(UNTIL - 10 * MIN, 0, 200),
+        )
     assert inp.inbound == {
         IN1: InboundBaseline(IN1, 500, 30),  # a day before since: still in
         B: InboundBaseline(B, 0, 30),
@@ -488,25 +490,78 @@ def test_details_are_queried_only_when_asked_and_once(store: Store) -> None:
             # on only the details read them
             del statements[:]
             details = inp.details
-            assert details.amounts_msat(A, FailureClass.LIQUIDITY) == (
-                1_000_000,
-                1_500_000,
-                2_000_000,
-            )  # the failure before the window is left out
-            assert details.amounts_msat(A, FailureClass.LIQUIDITY) == (
-                1_000_000,
-                1_500_000,
-                2_000_000,
-            )
+            # the failure before the window is left out (values in no particular order)
+            liquidity = (1_000_000, 1_500_000, 2_000_000)
+            assert sorted(details.amounts_msat(A, FailureClass.LIQUIDITY)) == list(liquidity)
+            assert sorted(details.amounts_msat(A, FailureClass.LIQUIDITY)) == list(liquidity)
             assert details.amounts_msat(A, FailureClass.OTHER) == ()  # amount unknown
             assert details.amounts_msat(E, FailureClass.MAX_HTLC) == (3_000_000,)
             assert details.amounts_msat(B, FailureClass.LIQUIDITY) == ()
             assert details.fee_offers(A) == ((100, 400_000),)
             assert details.fee_offers(A) == ((100, 400_000),)
+            # our policy from since − gossip_grace_h (6 h): the one in force then (sampled
+            # 10 h before since), then only its changes
+            history = (
+                FeePoint(SINCE - 10 * H, 1_000, 100),
+                FeePoint(SINCE + 1 * H, 1_000, 200),
+                FeePoint(UNTIL - 10 * MIN, 0, 200),
+            )
+            assert details.fee_history(A) == history
+            assert details.fee_history(A) == history
+            assert details.fee_history(B) == (FeePoint(SINCE + 1 * H, 0, 50),)
+            assert details.fee_history(E) == ()  # no policy known
     finally:
         event.remove(store.engine, "before_cursor_execute", record)
-    # one query per distinct question, on the (outgoing channel, time) index
+    # one query per distinct question
     assert len([s for s in statements if "forward_attempts" in s]) == 5
+    assert len([s for s in statements if "channel_samples" in s]) == 3
+
+
+def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
+    fill(store)
+    with recorded(store.engine) as statements, store.engine.connect() as conn:
+        inp = load_analysis_input(
+            conn, store.node_id, until_ns=UNTIL, hours=24, settings=AnalysisSettings()
+        )
+        loaded = len(statements)
+        inp.details.amounts_msat(A, FailureClass.LIQUIDITY)
+        inp.details.fee_offers(A)
+        inp.details.fee_history(A)
+    samples = [st for st in statements[:loaded] if "channel_samples" in st[0]]
+    # all channels at once: their latest sample and their first in the window (one
+    # statement), then the lowest local ratio of the one channel whose latest sample
+    # (B's 0.9) reaches inbound_ratio
+    assert len(samples) == 2
+    assert to_signed64(B) in samples[1][1]  # the expanded IN list: B alone
+    assert not {to_signed64(A), to_signed64(E)} & set(samples[1][1])
+    sample_plans = plans(store.engine, samples)
+    assert not [p for p in sample_plans if p.startswith("SCAN channel_samples")], sample_plans
+    assert (
+        sample_plans.count(
+            "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_ts "
+            "(node_id=? AND chan_id=? AND ts_ns<?)"
+        )
+        == 1
+    ), sample_plans
+    # the failure details: one range of the partial covering index, no table rows
+    details = [st for st in statements[loaded:] if "forward_attempts" in st[0]]
+    assert (
+        plans(store.engine, details)
+        == [
+            "SEARCH forward_attempts USING COVERING INDEX ix_forward_attempts_local "
+            "(outgoing_channel_id=? AND failure_class=? AND resolved_ns>? AND resolved_ns<?)"
+        ]
+        * 2
+    )
+    # the fee history: the channel's samples from the grace period's start
+    history = [st for st in statements[loaded:] if "channel_samples" in st[0]]
+    history_plans = plans(store.engine, history)
+    assert len(history) == 1
+    assert not [p for p in history_plans if p.startswith("SCAN channel_samples")]
+    assert any(
+        "ix_channel_samples_chan_ts (node_id=? AND chan_id=? AND ts_ns>?" in p
+        for p in history_plans
+    )
 
 
 # -- exact windows: partial hours from raw rows, whole hours from rollups --------------

@@ -57,9 +57,11 @@ class Details:
         self,
         amounts: Mapping[tuple[int, FailureClass], Sequence[int]] | None = None,
         offers: Mapping[int, Sequence[tuple[int, int]]] | None = None,
+        history: Mapping[int, Sequence[FeePoint]] | None = None,
     ) -> None:
         self.amounts = dict(amounts or {})
         self.offers = dict(offers or {})
+        self.history = dict(history or {})
         self.calls = 0
 
     def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
@@ -69,6 +71,10 @@ class Details:
     def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
         self.calls += 1
         return self.offers.get(chan_id, ())
+
+    def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
+        self.calls += 1
+        return self.history.get(chan_id, ())
 
 
 def channel(
@@ -82,7 +88,6 @@ def channel(
     fee_ppm: int | None = 500,
     max_htlc: int | None = 980_000_000,
     min_local_ratio: float | None = None,
-    fee_history: tuple[FeePoint, ...] = (),
     uptime: float | None = None,
     active: bool = True,
     closed: bool = False,
@@ -102,7 +107,6 @@ def channel(
         fee_rate_ppm=fee_ppm,
         max_htlc_msat=max_htlc,
         min_local_ratio=min_local_ratio,
-        fee_history=fee_history,
         uptime_ratio=uptime,
     )
 
@@ -287,44 +291,57 @@ RECOMMEND_CASES: list[tuple[str, dict[str, Any], dict[C, tuple[int, int]], Detai
     ),
     (
         "fee-rise-inside-grace-investigate",
-        {"fee_history": fee_points((FIRST - 7 * HOUR, 100), (FIRST - 5 * HOUR, 500))},
+        {},
         FEE,
-        Details(offers={A: [offer(300)]}),
+        Details(
+            offers={A: [offer(300)]},
+            history={A: fee_points((FIRST - 7 * HOUR, 100), (FIRST - 5 * HOUR, 500))},
+        ),
         (Action.INVESTIGATE, None, None, None),
     ),
     (
         "fee-rise-at-grace-edge-investigate",
-        {"fee_history": fee_points((FIRST - 7 * HOUR, 100), (FIRST - 6 * HOUR, 500))},
+        {},
         FEE,
-        Details(offers={A: [offer(300)]}),
+        Details(
+            offers={A: [offer(300)]},
+            history={A: fee_points((FIRST - 7 * HOUR, 100), (FIRST - 6 * HOUR, 500))},
+        ),
         (Action.INVESTIGATE, None, None, None),
     ),
     (
         "fee-rise-during-failures-investigate",
-        {"fee_history": fee_points((FIRST - 7 * HOUR, 100), (LAST, 500))},
+        {},
         FEE,
-        Details(offers={A: [offer(300)]}),
+        Details(
+            offers={A: [offer(300)]}, history={A: fee_points((FIRST - 7 * HOUR, 100), (LAST, 500))}
+        ),
         (Action.INVESTIGATE, None, None, None),
     ),
     (
         "fee-rise-before-grace-lower-fees",
-        {"fee_history": fee_points((FIRST - 7 * HOUR, 100), (FIRST - 6 * HOUR - 1, 500))},
+        {},
         FEE,
-        Details(offers={A: [offer(300)]}),
+        Details(
+            offers={A: [offer(300)]},
+            history={A: fee_points((FIRST - 7 * HOUR, 100), (FIRST - 6 * HOUR - 1, 500))},
+        ),
         (Action.LOWER_FEES, 350, None, None),
     ),
     (
         "fee-rise-after-failures-lower-fees",
-        {"fee_history": fee_points((FIRST, 100), (LAST + 1, 500))},
+        {},
         FEE,
-        Details(offers={A: [offer(300)]}),
+        Details(offers={A: [offer(300)]}, history={A: fee_points((FIRST, 100), (LAST + 1, 500))}),
         (Action.LOWER_FEES, 350, None, None),
     ),
     (
         "fee-decrease-lower-fees",
-        {"fee_history": fee_points((FIRST - HOUR, 800), (FIRST, 500))},
+        {},
         FEE,
-        Details(offers={A: [offer(450)]}),
+        Details(
+            offers={A: [offer(450)]}, history={A: fee_points((FIRST - HOUR, 800), (FIRST, 500))}
+        ),
         (Action.LOWER_FEES, 450, None, None),
     ),
     (
@@ -416,9 +433,9 @@ def test_lower_fees_min_fee_ppm_beats_low_median_and_floor() -> None:
             ],
         ),
         (
-            {"fee_history": fee_points((FIRST - 7 * HOUR, 100), (FIRST - 5 * HOUR, 500))},
+            {},
             FEE,
-            Details(),
+            Details(history={A: fee_points((FIRST - 7 * HOUR, 100), (FIRST - 5 * HOUR, 500))}),
             ["recent fee increase still propagating", "100 → 500 ppm"],
         ),
         (

@@ -91,10 +91,10 @@ class ChannelState:
     fee_base_msat: int | None  # our policy, latest sample (None: no edge known)
     fee_rate_ppm: int | None
     max_htlc_msat: int | None
-    # lowest local ratio among the window's samples (None: no sample in the window)
+    # lowest local ratio among the window's samples. None: no sample in the window, or not
+    # read because the latest sample's ratio is below AnalysisSettings.inbound_ratio (so
+    # the lowest is too). None never qualifies for rebalance_inbound.
     min_local_ratio: float | None
-    # our fee policy samples from (since − gossip_grace_h) to until, oldest first
-    fee_history: tuple[FeePoint, ...] = ()
     # fraction of the window the peer was online (uptime/lifetime delta), None if unknown
     uptime_ratio: float | None = None
 
@@ -130,7 +130,10 @@ class ChannelFailures:
 
 
 class FailureDetails(Protocol):
-    """Raw per-failure facts, fetched only for the channels that need percentiles."""
+    """Raw facts, fetched only for the channels whose recommendation needs them.
+
+    Values come in no particular order: the analysis sorts what it needs sorted.
+    """
 
     def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
         """Outgoing amounts of the channel's local failures of this class."""
@@ -138,6 +141,15 @@ class FailureDetails(Protocol):
 
     def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
         """(missed fee msat, outgoing amount msat) of its FEE_INSUFFICIENT failures."""
+        ...
+
+    def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
+        """Our fee policy on the channel from (since − gossip_grace_h) to until.
+
+        The policy in force at the start (its last sample at or before it, else the first
+        after it), then every sample whose policy differs from the one before, each at
+        the time it was first seen: every rise of our ppm shows with its time.
+        """
         ...
 
 

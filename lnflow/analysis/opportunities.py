@@ -332,7 +332,9 @@ def _recommend_fee(
 ) -> Recommendation:
     grace_ns = settings.gossip_grace_h * _NS_PER_HOUR
     rise = _fee_rise(
-        channel.fee_history, failures.first_failure_ns - grace_ns, failures.last_failure_ns
+        details.fee_history(channel.chan_id),
+        failures.first_failure_ns - grace_ns,
+        failures.last_failure_ns,
     )
     if rise is not None:
         before, after = rise
@@ -370,8 +372,8 @@ def recommend(
 ) -> Recommendation:
     """The action for a channel with local failures, from its dominant class (DESIGN §5).
 
-    ``details`` is asked for failed amounts (liquidity, max_htlc) or fee offers
-    (fee) only when that class dominates.
+    ``details`` is asked for failed amounts (liquidity, max_htlc) or our fee history
+    and the fee offers (fee) only when that class dominates.
     """
     cls = dominant_class(failures.by_class)
     if cls is None:

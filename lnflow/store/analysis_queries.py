@@ -36,7 +36,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, Connection, and_, func, select
+from sqlalchemy import (
+    Alias,
+    ColumnElement,
+    Connection,
+    Float,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
@@ -162,41 +174,106 @@ def failure_class_of(number: int) -> FailureClass:
         return FailureClass.OTHER
 
 
+# A channel's local failures of one class resolved in [since, until) with a known amount,
+# read from the partial covering index ix_forward_attempts_local alone (no ORDER BY: the
+# analysis sorts the values itself). The outcome is written as a literal so SQLite can
+# prove the index's WHERE clause; node_id is the index's last column, checked unindexed.
+_DETAIL = (
+    select(forward_attempts.c.missed_fee_msat, forward_attempts.c.outgoing_amt_msat)
+    .where(forward_attempts.c.outgoing_channel_id == bindparam("out"))
+    .where(forward_attempts.c.failure_class == bindparam("cls"))
+    .where(forward_attempts.c.resolved_ns >= bindparam("since"))
+    .where(forward_attempts.c.resolved_ns < bindparam("until"))
+    .where(forward_attempts.c.outcome == literal_column(str(_FAILED_LOCAL)))
+    .where(forward_attempts.c.outgoing_amt_msat.is_not(None))
+    .where(_unindexed(forward_attempts.c.node_id) == bindparam("node"))
+)
+
+
+def _sample_of(
+    s: Table | Alias, node: ColumnElement[int], chan: ColumnElement[int]
+) -> ColumnElement[bool]:
+    return and_(s.c.node_id == node, s.c.chan_id == chan)
+
+
+def _has_policy(s: Table | Alias) -> ColumnElement[bool]:
+    return and_(s.c.fee_base_msat.is_not(None), s.c.fee_rate_ppm.is_not(None))
+
+
+# Our fee policy from the time :meth:`StoreFailureDetails.fee_history` starts at: the last
+# sample with a policy at or before it (the policy then in force; else the first after
+# it), then only the samples whose policy differs from the sample before (lag() over the
+# channel's samples from that point, on ix_channel_samples_chan_ts).
+_fee_start = (
+    select(channel_samples.c.ts_ns)
+    .where(_sample_of(channel_samples, bindparam("node"), bindparam("chan")))
+    .where(channel_samples.c.ts_ns <= bindparam("start"))
+    .where(_has_policy(channel_samples))
+    .order_by(channel_samples.c.ts_ns.desc(), channel_samples.c.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_in_order = (channel_samples.c.ts_ns, channel_samples.c.id)
+_fee_points = (
+    select(
+        channel_samples.c.id,
+        channel_samples.c.ts_ns,
+        channel_samples.c.fee_base_msat,
+        channel_samples.c.fee_rate_ppm,
+        func.lag(channel_samples.c.fee_base_msat).over(order_by=_in_order).label("prev_base"),
+        func.lag(channel_samples.c.fee_rate_ppm).over(order_by=_in_order).label("prev_ppm"),
+    )
+    .where(_sample_of(channel_samples, bindparam("node"), bindparam("chan")))
+    .where(channel_samples.c.ts_ns >= func.coalesce(_fee_start, bindparam("start")))
+    .where(channel_samples.c.ts_ns <= bindparam("until"))
+    .where(_has_policy(channel_samples))
+    .subquery("points")
+)
+_FEE_HISTORY = (
+    select(_fee_points.c.ts_ns, _fee_points.c.fee_base_msat, _fee_points.c.fee_rate_ppm)
+    .where(
+        _fee_points.c.prev_ppm.is_(None)  # the first point
+        | (_fee_points.c.prev_ppm != _fee_points.c.fee_rate_ppm)
+        | (_fee_points.c.prev_base != _fee_points.c.fee_base_msat)
+    )
+    .order_by(_fee_points.c.ts_ns, _fee_points.c.id)
+)
+
+
 @dataclass(eq=False)
 class StoreFailureDetails:
-    """:class:`~lnflow.analysis.model.FailureDetails` read lazily from ``forward_attempts``.
+    """:class:`~lnflow.analysis.model.FailureDetails` read lazily from the store.
 
-    The failures are those the counts describe: ``since_ns <= resolved_ns < until_ns``.
-    Each method runs one query (on index ``ix_forward_attempts_out_seen``, see
-    ``_RESOLVE_SLACK_NS``) the first time it is asked for a channel, and remembers the
-    answer. It uses ``conn``, so the caller keeps that connection open until the analysis
-    has finished with the input.
+    The failures are those the counts describe: ``since_ns <= resolved_ns < until_ns``,
+    read from the partial covering index ``ix_forward_attempts_local``; the fee history
+    runs from ``fee_history_from_ns`` (``since_ns`` when None; :func:`load_analysis_input`
+    passes ``since − gossip_grace_h``) to ``until_ns``. Each method runs one query the
+    first time it is asked for a channel, and remembers the answer. It uses ``conn``, so
+    the caller keeps that connection open until the analysis has finished with the input.
     """
 
     conn: Connection
     node_id: int
     since_ns: int
     until_ns: int
+    fee_history_from_ns: int | None = None
     _amounts: dict[tuple[int, FailureClass], tuple[int, ...]] = field(
         default_factory=dict, repr=False
     )
     _offers: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict, repr=False)
+    _fees: dict[int, tuple[FeePoint, ...]] = field(default_factory=dict, repr=False)
 
     def _local_failures(self, chan_id: int, cls: FailureClass) -> list[tuple[int, int]]:
         """(missed fee, outgoing amount) of the channel's local failures of this class."""
-        t = forward_attempts
         rows = self.conn.execute(
-            select(t.c.missed_fee_msat, t.c.outgoing_amt_msat)
-            .where(t.c.outgoing_channel_id == to_signed64(chan_id))
-            .where(t.c.first_seen_ns >= self.since_ns - _RESOLVE_SLACK_NS)
-            .where(t.c.first_seen_ns < self.until_ns)
-            .where(t.c.resolved_ns >= self.since_ns)
-            .where(t.c.resolved_ns < self.until_ns)
-            .where(_unindexed(t.c.node_id) == self.node_id)
-            .where(t.c.outcome == _FAILED_LOCAL)
-            .where(t.c.failure_class == int(cls))
-            .where(t.c.outgoing_amt_msat.is_not(None))
-            .order_by(t.c.resolved_ns, t.c.id)
+            _DETAIL,
+            {
+                "out": to_signed64(chan_id),
+                "cls": int(cls),
+                "since": self.since_ns,
+                "until": self.until_ns,
+                "node": self.node_id,
+            },
         )
         return [(int(fee), int(amount)) for fee, amount in rows]
 
@@ -211,6 +288,21 @@ class StoreFailureDetails:
             self._offers[chan_id] = tuple(self._local_failures(chan_id, FailureClass.FEE))
         return self._offers[chan_id]
 
+    def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
+        if chan_id not in self._fees:
+            start = self.since_ns if self.fee_history_from_ns is None else self.fee_history_from_ns
+            rows = self.conn.execute(
+                _FEE_HISTORY,
+                {
+                    "node": self.node_id,
+                    "chan": to_signed64(chan_id),
+                    "start": start,
+                    "until": self.until_ns,
+                },
+            )
+            self._fees[chan_id] = tuple(FeePoint(int(t), int(b), int(p)) for t, b, p in rows)
+        return self._fees[chan_id]
+
 
 def load_analysis_input(
     conn: Connection, node_id: int, *, until_ns: int, hours: int, settings: AnalysisSettings
@@ -224,15 +316,16 @@ def load_analysis_input(
     baseline = _span(since_ns - settings.baseline_days * 24 * NS_PER_HOUR, since_ns)
     window_ledger = _ledger(conn, node_id, window.parts)
     failures, node_failures, node_missed = _failures(conn, node_id, window)
+    history_from_ns = since_ns - settings.gossip_grace_h * NS_PER_HOUR
     return AnalysisInput(
         since_ns=since_ns,
         until_ns=until_ns,
         hours=hours,
-        channels=_channels(conn, node_id, since_ns, until_ns, settings.gossip_grace_h),
+        channels=_channels(conn, node_id, since_ns, until_ns, settings.inbound_ratio),
         failures=failures,
         successes=_successes(conn, node_id, window, window_ledger),
         inbound=_inbound(conn, node_id, window, window_ledger, baseline),
-        details=StoreFailureDetails(conn, node_id, since_ns, until_ns),
+        details=StoreFailureDetails(conn, node_id, since_ns, until_ns, history_from_ns),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,
         node_missed_msat=node_missed,
@@ -241,110 +334,130 @@ def load_analysis_input(
 
 # --------------------------------------------------------------------------- channels
 
+# Every channel open now or closed at/after since, with its latest sample at or before
+# until and its first sample in [since, until] (for the uptime ratio): one statement for
+# all channels, each sample found by a correlated lookup on ix_channel_samples_chan_ts
+# (whose entries end with the row id, so "ts_ns DESC, id DESC LIMIT 1" is one seek).
+_latest = channel_samples.alias("latest")
+_first = channel_samples.alias("first")
+_latest_id = (
+    select(channel_samples.c.id)
+    .where(_sample_of(channel_samples, channels.c.node_id, channels.c.chan_id))
+    .where(channel_samples.c.ts_ns <= bindparam("until"))
+    .order_by(channel_samples.c.ts_ns.desc(), channel_samples.c.id.desc())
+    .limit(1)
+    .correlate(channels)
+    .scalar_subquery()
+)
+_first_id = (
+    select(channel_samples.c.id)
+    .where(_sample_of(channel_samples, channels.c.node_id, channels.c.chan_id))
+    .where(channel_samples.c.ts_ns >= bindparam("since"))
+    .where(channel_samples.c.ts_ns <= bindparam("until"))
+    .order_by(channel_samples.c.ts_ns, channel_samples.c.id)
+    .limit(1)
+    .correlate(channels)
+    .scalar_subquery()
+)
+_CHANNELS = (
+    select(
+        channels.c.chan_id,
+        channels.c.remote_pubkey,
+        channels.c.peer_alias,
+        channels.c.closed_ns,
+        _latest.c.capacity_sat,
+        _latest.c.local_balance_sat,
+        _latest.c.remote_balance_sat,
+        _latest.c.local_reserve_sat,
+        _latest.c.remote_reserve_sat,
+        _latest.c.active,
+        _latest.c.fee_base_msat,
+        _latest.c.fee_rate_ppm,
+        _latest.c.max_htlc_msat,
+        _latest.c.uptime_s,
+        _latest.c.lifetime_s,
+        _first.c.id.label("first_id"),
+        _first.c.uptime_s.label("first_uptime_s"),
+        _first.c.lifetime_s.label("first_lifetime_s"),
+    )
+    .select_from(
+        channels.join(_latest, _latest.c.id == _latest_id).outerjoin(
+            _first, _first.c.id == _first_id
+        )
+    )
+    .where(channels.c.node_id == bindparam("node"))
+    .where(channels.c.closed_ns.is_(None) | (channels.c.closed_ns >= bindparam("since")))
+    .order_by(channels.c.chan_id)
+)
+
+# The lowest local ratio among the window's samples of the given channels (REAL division:
+# the same IEEE quotient as Python's int / int for balances below 2^53).
+_ratio = cast(channel_samples.c.local_balance_sat, Float) / (
+    channel_samples.c.local_balance_sat + channel_samples.c.remote_balance_sat
+)
+_MIN_LOCAL_RATIO = (
+    select(channel_samples.c.chan_id, func.min(_ratio))
+    .where(channel_samples.c.node_id == bindparam("node"))
+    .where(channel_samples.c.chan_id.in_(bindparam("chans", expanding=True)))
+    .where(channel_samples.c.ts_ns >= bindparam("since"))
+    .where(channel_samples.c.ts_ns <= bindparam("until"))
+    .where(channel_samples.c.local_balance_sat + channel_samples.c.remote_balance_sat > 0)
+    .group_by(channel_samples.c.chan_id)
+)
+
 
 def _channels(
-    conn: Connection, node_id: int, since_ns: int, until_ns: int, grace_h: int
+    conn: Connection, node_id: int, since_ns: int, until_ns: int, inbound_ratio: float
 ) -> dict[int, ChannelState]:
-    """Channels open now or closed at/after ``since_ns`` that have a sample by ``until_ns``."""
-    c = channels
-    rows = conn.execute(
-        select(c.c.chan_id, c.c.remote_pubkey, c.c.peer_alias, c.c.closed_ns)
-        .where(c.c.node_id == node_id)
-        .where((c.c.closed_ns.is_(None)) | (c.c.closed_ns >= since_ns))
-        .order_by(c.c.chan_id)
-    ).all()
+    """Channels open now or closed at/after ``since_ns`` that have a sample by ``until_ns``.
+
+    ``min_local_ratio`` is read only for channels whose latest sample is in the window
+    with a local ratio of at least ``inbound_ratio``: the lowest ratio of any other
+    channel is below it (or it has no sample in the window), and it stays None.
+    """
+    params = {"node": node_id, "since": since_ns, "until": until_ns}
+    rows = conn.execute(_CHANNELS, params).all()
+    full = [
+        row.chan_id
+        for row in rows
+        if row.first_id is not None
+        and row.local_balance_sat + row.remote_balance_sat > 0
+        and row.local_balance_sat / (row.local_balance_sat + row.remote_balance_sat)
+        >= inbound_ratio
+    ]
+    lowest: dict[int, float] = {}
+    if full:
+        lowest = {
+            chan: float(ratio)
+            for chan, ratio in conn.execute(_MIN_LOCAL_RATIO, params | {"chans": full})
+        }
     result: dict[int, ChannelState] = {}
     for row in rows:
-        state = _channel_state(
-            conn,
-            node_id,
-            row.chan_id,
+        uptime_ratio = None
+        if row.first_id is not None:  # the latest sample is in the window too
+            lifetime = row.lifetime_s - row.first_lifetime_s
+            if lifetime > 0:
+                uptime = (row.uptime_s - row.first_uptime_s) / lifetime
+                uptime_ratio = min(1.0, max(0.0, uptime))
+        chan_id = from_signed64(row.chan_id)
+        result[chan_id] = ChannelState(
+            chan_id=chan_id,
             peer_pubkey=row.remote_pubkey,
             peer_alias=row.peer_alias,
+            capacity_sat=row.capacity_sat,
+            local_balance_sat=row.local_balance_sat,
+            remote_balance_sat=row.remote_balance_sat,
+            local_reserve_sat=row.local_reserve_sat,
+            remote_reserve_sat=row.remote_reserve_sat,
+            active=bool(row.active),
             closed=row.closed_ns is not None and row.closed_ns <= until_ns,
-            since_ns=since_ns,
-            until_ns=until_ns,
-            history_from_ns=since_ns - grace_h * NS_PER_HOUR,
+            fee_base_msat=row.fee_base_msat,
+            fee_rate_ppm=row.fee_rate_ppm,
+            max_htlc_msat=row.max_htlc_msat,
+            min_local_ratio=lowest.get(row.chan_id),
+            uptime_ratio=uptime_ratio,
         )
-        if state is not None:
-            result[state.chan_id] = state
     return result
-
-
-def _channel_state(
-    conn: Connection,
-    node_id: int,
-    signed_id: int,
-    *,
-    peer_pubkey: str,
-    peer_alias: str,
-    closed: bool,
-    since_ns: int,
-    until_ns: int,
-    history_from_ns: int,
-) -> ChannelState | None:
-    s = channel_samples
-    of_channel = and_(s.c.node_id == node_id, s.c.chan_id == signed_id)
-    latest = conn.execute(
-        select(s)
-        .where(of_channel)
-        .where(s.c.ts_ns <= until_ns)
-        .order_by(s.c.ts_ns.desc(), s.c.id.desc())
-        .limit(1)
-    ).first()
-    if latest is None:
-        return None
-    series = conn.execute(
-        select(
-            s.c.ts_ns,
-            s.c.local_balance_sat,
-            s.c.remote_balance_sat,
-            s.c.uptime_s,
-            s.c.lifetime_s,
-            s.c.fee_base_msat,
-            s.c.fee_rate_ppm,
-        )
-        .where(of_channel)
-        .where(s.c.ts_ns >= history_from_ns)  # <= since_ns: grace_h >= 0
-        .where(s.c.ts_ns <= until_ns)
-        .order_by(s.c.ts_ns, s.c.id)
-    ).all()
-    fee_history = tuple(
-        FeePoint(r.ts_ns, r.fee_base_msat, r.fee_rate_ppm)
-        for r in series
-        if r.fee_base_msat is not None and r.fee_rate_ppm is not None
-    )
-    in_window = [r for r in series if r.ts_ns >= since_ns]
-    ratios = [
-        r.local_balance_sat / (r.local_balance_sat + r.remote_balance_sat)
-        for r in in_window
-        if r.local_balance_sat + r.remote_balance_sat > 0
-    ]
-    uptime_ratio = None
-    if in_window:
-        first, last = in_window[0], in_window[-1]
-        lifetime = last.lifetime_s - first.lifetime_s
-        if lifetime > 0:
-            uptime = (last.uptime_s - first.uptime_s) / lifetime
-            uptime_ratio = min(1.0, max(0.0, uptime))
-    return ChannelState(
-        chan_id=from_signed64(signed_id),
-        peer_pubkey=peer_pubkey,
-        peer_alias=peer_alias,
-        capacity_sat=latest.capacity_sat,
-        local_balance_sat=latest.local_balance_sat,
-        remote_balance_sat=latest.remote_balance_sat,
-        local_reserve_sat=latest.local_reserve_sat,
-        remote_reserve_sat=latest.remote_reserve_sat,
-        active=bool(latest.active),
-        closed=closed,
-        fee_base_msat=latest.fee_base_msat,
-        fee_rate_ppm=latest.fee_rate_ppm,
-        max_htlc_msat=latest.max_htlc_msat,
-        min_local_ratio=min(ratios) if ratios else None,
-        fee_history=fee_history,
-        uptime_ratio=uptime_ratio,
-    )
 
 
 # --------------------------------------------------------------------------- failures
@@ -412,28 +525,40 @@ class _FailureSums:
         )
 
 
+_r = failure_rollups_hourly
+# the whole hours [first, last] of a span (bind node, first, last)
+_failure_hours = and_(
+    _r.c.node_id == bindparam("node"), _r.c.hour.between(bindparam("first"), bindparam("last"))
+)
+_ROLLUP_FAILURES = (
+    select(
+        _r.c.outgoing_channel_id,
+        _r.c.failure_class,
+        func.sum(_r.c.failures),
+        func.sum(_r.c.clusters),
+        func.sum(_r.c.missed_raw_msat),
+        func.sum(_r.c.missed_dedup_msat),
+        func.min(_r.c.hour),
+        func.max(_r.c.hour),
+    )
+    .where(_failure_hours)
+    .group_by(_r.c.outgoing_channel_id, _r.c.failure_class)
+)
+_ROLLUP_PAIRS = (
+    select(_r.c.outgoing_channel_id, _r.c.incoming_channel_id).where(_failure_hours).distinct()
+)
+
+
+def _hours(node_id: int, span: _Span) -> dict[str, int]:
+    """The parameters of a statement over the span's whole hours."""
+    return {"node": node_id, "first": span.first_hour, "last": span.end_hour - 1}
+
+
 def _add_rollup_failures(
     conn: Connection, node_id: int, window: _Span, acc: dict[int, _FailureSums]
 ) -> None:
     """The window's whole hours, from ``failure_rollups_hourly``."""
-    r = failure_rollups_hourly
-    in_hours = and_(
-        r.c.node_id == node_id, r.c.hour.between(window.first_hour, window.end_hour - 1)
-    )
-    per_class = conn.execute(
-        select(
-            r.c.outgoing_channel_id,
-            r.c.failure_class,
-            func.sum(r.c.failures),
-            func.sum(r.c.clusters),
-            func.sum(r.c.missed_raw_msat),
-            func.sum(r.c.missed_dedup_msat),
-            func.min(r.c.hour),
-            func.max(r.c.hour),
-        )
-        .where(in_hours)
-        .group_by(r.c.outgoing_channel_id, r.c.failure_class)
-    )
+    per_class = conn.execute(_ROLLUP_FAILURES, _hours(node_id, window))
     for out, cls, n, clusters, raw, dedup, first_hour, last_hour in per_class:
         sums = _FailureSums.of(
             acc, out, first_hour * NS_PER_HOUR, (last_hour + 1) * NS_PER_HOUR - 1
@@ -441,11 +566,59 @@ def _add_rollup_failures(
         sums.add_failures(failure_class_of(cls), int(n), int(raw))
         sums.clusters += int(clusters)
         sums.dedup_msat += int(dedup)
-    pairs = conn.execute(
-        select(r.c.outgoing_channel_id, r.c.incoming_channel_id).where(in_hours).distinct()
-    )
+    pairs = conn.execute(_ROLLUP_PAIRS, _hours(node_id, window))
     for out, inc in pairs:
         acc[out].incoming.add(inc)
+
+
+_a, _c = forward_attempts, failure_clusters
+# see _RESOLVE_SLACK_NS: one index range per outgoing channel failing in this hour
+_failing_out = (
+    select(_r.c.outgoing_channel_id)
+    .where(_r.c.node_id == bindparam("node"))
+    .where(_r.c.hour == bindparam("hour"))
+)
+_RAW_FAILURES = (
+    select(
+        _a.c.outgoing_channel_id,
+        _a.c.incoming_channel_id,
+        func.coalesce(_a.c.failure_class, 0),
+        _a.c.cluster_id,
+        _c.c.first_ns,
+        func.count(),
+        func.sum(_a.c.missed_fee_msat),
+        func.max(_a.c.missed_fee_msat),
+        func.min(_a.c.resolved_ns),
+        func.max(_a.c.resolved_ns),
+    )
+    .select_from(_a.outerjoin(_c, _c.c.id == _a.c.cluster_id))
+    .where(_a.c.outgoing_channel_id.in_(_failing_out))
+    .where(_a.c.first_seen_ns >= bindparam("seen_from"))
+    .where(_a.c.first_seen_ns < bindparam("hi"))
+    .where(_a.c.resolved_ns >= bindparam("lo"))
+    .where(_a.c.resolved_ns < bindparam("hi"))
+    .where(_unindexed(_a.c.node_id) == bindparam("node"))
+    .where(_a.c.outcome == _FAILED_LOCAL)
+    .group_by(
+        _a.c.outgoing_channel_id,
+        _a.c.incoming_channel_id,
+        func.coalesce(_a.c.failure_class, 0),
+        _a.c.cluster_id,
+        _c.c.first_ns,
+    )
+)
+# the largest missed fee among a cluster's members resolved before lo
+_CLUSTER_MAX_BEFORE = (
+    select(func.max(_a.c.missed_fee_msat))
+    .where(_a.c.outgoing_channel_id == bindparam("out"))
+    # members resolved at or after the cluster's first failure: see _RESOLVE_SLACK_NS
+    .where(_a.c.first_seen_ns >= bindparam("seen_from"))
+    .where(_a.c.first_seen_ns < bindparam("lo"))
+    .where(_a.c.resolved_ns < bindparam("lo"))
+    .where(_a.c.cluster_id == bindparam("cluster"))
+    .where(_unindexed(_a.c.node_id) == bindparam("node"))
+    .where(_a.c.outcome == _FAILED_LOCAL)
+)
 
 
 def _add_raw_failures(
@@ -457,42 +630,14 @@ def _add_raw_failures(
     a cluster when its first member falls in the range; the deduplicated missed fee as
     the growth of each cluster's largest fee within the range.
     """
-    a, c, r = forward_attempts, failure_clusters, failure_rollups_hourly
-    # see _RESOLVE_SLACK_NS: one index range per outgoing channel failing in this hour
-    failing_out = (
-        select(r.c.outgoing_channel_id)
-        .where(r.c.node_id == node_id)
-        .where(r.c.hour == lo // NS_PER_HOUR)
-    )
-    rows = conn.execute(
-        select(
-            a.c.outgoing_channel_id,
-            a.c.incoming_channel_id,
-            func.coalesce(a.c.failure_class, 0),
-            a.c.cluster_id,
-            c.c.first_ns,
-            func.count(),
-            func.sum(a.c.missed_fee_msat),
-            func.max(a.c.missed_fee_msat),
-            func.min(a.c.resolved_ns),
-            func.max(a.c.resolved_ns),
-        )
-        .select_from(a.outerjoin(c, c.c.id == a.c.cluster_id))
-        .where(a.c.outgoing_channel_id.in_(failing_out))
-        .where(a.c.first_seen_ns >= lo - _RESOLVE_SLACK_NS)
-        .where(a.c.first_seen_ns < hi)
-        .where(a.c.resolved_ns >= lo)
-        .where(a.c.resolved_ns < hi)
-        .where(_unindexed(a.c.node_id) == node_id)
-        .where(a.c.outcome == _FAILED_LOCAL)
-        .group_by(
-            a.c.outgoing_channel_id,
-            a.c.incoming_channel_id,
-            func.coalesce(a.c.failure_class, 0),
-            a.c.cluster_id,
-            c.c.first_ns,
-        )
-    ).all()
+    params = {
+        "node": node_id,
+        "hour": lo // NS_PER_HOUR,
+        "seen_from": lo - _RESOLVE_SLACK_NS,
+        "lo": lo,
+        "hi": hi,
+    }
+    rows = conn.execute(_RAW_FAILURES, params).all()
     # (outgoing channel, cluster id) → (cluster's first_ns, largest fee in the range)
     grown: dict[tuple[int, int], tuple[int, int]] = {}
     for out, inc, cls, cluster_id, cluster_first_ns, n, raw, top, first_ns, last_ns in rows:
@@ -522,17 +667,15 @@ def _cluster_max_before(
     conn: Connection, node_id: int, out: int, cluster_id: int, cluster_first_ns: int, lo: int
 ) -> int:
     """The largest missed fee among the cluster's members resolved before ``lo``."""
-    a = forward_attempts
     top = conn.scalar(
-        select(func.max(a.c.missed_fee_msat))
-        .where(a.c.outgoing_channel_id == out)
-        # members resolved at or after the cluster's first failure: see _RESOLVE_SLACK_NS
-        .where(a.c.first_seen_ns >= cluster_first_ns - _RESOLVE_SLACK_NS)
-        .where(a.c.first_seen_ns < lo)
-        .where(a.c.resolved_ns < lo)
-        .where(a.c.cluster_id == cluster_id)
-        .where(_unindexed(a.c.node_id) == node_id)
-        .where(a.c.outcome == _FAILED_LOCAL)
+        _CLUSTER_MAX_BEFORE,
+        {
+            "node": node_id,
+            "out": out,
+            "cluster": cluster_id,
+            "seen_from": cluster_first_ns - _RESOLVE_SLACK_NS,
+            "lo": lo,
+        },
     )
     return int(top or 0)
 
@@ -550,18 +693,36 @@ class _LedgerSums:
     fee_msat: int
 
 
+_LEDGER = (
+    select(
+        forwards.c.chan_id_in, forwards.c.chan_id_out, func.count(), func.sum(forwards.c.fee_msat)
+    )
+    .where(forwards.c.node_id == bindparam("node"))
+    .where(forwards.c.timestamp_ns >= bindparam("lo"))
+    .where(forwards.c.timestamp_ns < bindparam("hi"))
+    .group_by(forwards.c.chan_id_in, forwards.c.chan_id_out)
+)
+_fr = forward_rollups_hourly
+_forward_hours = and_(
+    _fr.c.node_id == bindparam("node"), _fr.c.hour.between(bindparam("first"), bindparam("last"))
+)
+_ROLLUP_OUT = (
+    select(_fr.c.chan_id_out, func.sum(_fr.c.forwards))
+    .where(_forward_hours)
+    .group_by(_fr.c.chan_id_out)
+)
+_ROLLUP_IN_FEES = (
+    select(_fr.c.chan_id_in, func.sum(_fr.c.fee_msat))
+    .where(_forward_hours)
+    .group_by(_fr.c.chan_id_in)
+)
+
+
 def _ledger(conn: Connection, node_id: int, parts: Sequence[tuple[int, int]]) -> list[_LedgerSums]:
     """The ledger's forwards in each partial range, read on ``(node_id, timestamp_ns)``."""
-    f = forwards
     result: list[_LedgerSums] = []
     for lo, hi in parts:
-        rows = conn.execute(
-            select(f.c.chan_id_in, f.c.chan_id_out, func.count(), func.sum(f.c.fee_msat))
-            .where(f.c.node_id == node_id)
-            .where(f.c.timestamp_ns >= lo)
-            .where(f.c.timestamp_ns < hi)
-            .group_by(f.c.chan_id_in, f.c.chan_id_out)
-        )
+        rows = conn.execute(_LEDGER, {"node": node_id, "lo": lo, "hi": hi})
         result.extend(_LedgerSums(cin, cout, int(n), int(fee)) for cin, cout, n, fee in rows)
     return result
 
@@ -572,13 +733,7 @@ def _successes(
     """Settled forwards out of each channel in the window."""
     counts: dict[int, int] = {}
     if window.has_hours:
-        r = forward_rollups_hourly
-        rows = conn.execute(
-            select(r.c.chan_id_out, func.sum(r.c.forwards))
-            .where(r.c.node_id == node_id)
-            .where(r.c.hour.between(window.first_hour, window.end_hour - 1))
-            .group_by(r.c.chan_id_out)
-        )
+        rows = conn.execute(_ROLLUP_OUT, _hours(node_id, window))
         for chan, n in rows:
             counts[chan] = counts.get(chan, 0) + int(n)
     for sums in window_ledger:
@@ -610,13 +765,7 @@ def _inbound_fees(
     """Fees of forwards in via each channel (signed id) that had any forward in ``span``."""
     fees: dict[int, int] = {}
     if span.has_hours:
-        r = forward_rollups_hourly
-        rows = conn.execute(
-            select(r.c.chan_id_in, func.sum(r.c.fee_msat))
-            .where(r.c.node_id == node_id)
-            .where(r.c.hour.between(span.first_hour, span.end_hour - 1))
-            .group_by(r.c.chan_id_in)
-        )
+        rows = conn.execute(_ROLLUP_IN_FEES, _hours(node_id, span))
         for chan, fee in rows:
             fees[chan] = fees.get(chan, 0) + int(fee)
     for sums in ledger:

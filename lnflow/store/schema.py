@@ -170,6 +170,27 @@ forward_attempts = Table(
     ),
     Index("ix_forward_attempts_out_seen", "outgoing_channel_id", "first_seen_ns"),
 )
+# The analysis' failure details (lnflow.store.analysis_queries.StoreFailureDetails): a
+# channel's local failures of one class resolved in a time range, read from the index
+# alone. Partial: local failures only (outcome 2 = lnflow.attempts.Outcome.FAILED_LOCAL).
+# node_id and outcome come last, only so the query needs no table row: node_id to check
+# a fleet's node (ids 0 and 1 cost the record header byte alone), outcome because SQLite
+# before 3.45 counts a column the query names as needed even when the index's WHERE
+# fixes it (2 bytes). Nothing may come between failure_class and resolved_ns: with the
+# amount before the time the planner prefers such an index and reads the channel's
+# whole class history.
+Index(
+    "ix_forward_attempts_local",
+    forward_attempts.c.outgoing_channel_id,
+    forward_attempts.c.failure_class,
+    forward_attempts.c.resolved_ns,
+    forward_attempts.c.outgoing_amt_msat,
+    forward_attempts.c.missed_fee_msat,
+    forward_attempts.c.node_id,
+    forward_attempts.c.outcome,
+    sqlite_where=forward_attempts.c.outcome == 2,
+    postgresql_where=forward_attempts.c.outcome == 2,
+)
 
 # Demand clusters (DESIGN §4); ids are assigned by lnflow.clusters.ClusterAssigner.
 failure_clusters = Table(

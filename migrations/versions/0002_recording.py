@@ -142,6 +142,21 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_forward_attempts_out_seen", ["outgoing_channel_id", "first_seen_ns"], unique=False
         )
+        batch_op.create_index(
+            "ix_forward_attempts_local",
+            [
+                "outgoing_channel_id",
+                "failure_class",
+                "resolved_ns",
+                "outgoing_amt_msat",
+                "missed_fee_msat",
+                "node_id",
+                "outcome",
+            ],
+            unique=False,
+            sqlite_where=sa.text("outcome = 2"),  # lnflow.attempts.Outcome.FAILED_LOCAL
+            postgresql_where=sa.text("outcome = 2"),
+        )
 
     op.create_table(
         "forward_rollups_hourly",
@@ -188,6 +203,7 @@ def downgrade() -> None:
     op.drop_table("forwards")
     op.drop_table("forward_rollups_hourly")
     with op.batch_alter_table("forward_attempts", schema=None) as batch_op:
+        batch_op.drop_index("ix_forward_attempts_local")
         batch_op.drop_index("ix_forward_attempts_out_seen")
 
     op.drop_table("forward_attempts")
