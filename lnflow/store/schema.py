@@ -203,7 +203,6 @@ failure_clusters = Table(
     Column("last_ns", BigInteger, nullable=False),
     Column("members", Integer, nullable=False),
     Column("missed_fee_msat", BigInteger, nullable=False),
-    Index("ix_failure_clusters_out_first", "outgoing_channel_id", "first_ns"),
 )
 
 # The forwards ledger: ForwardingHistory, the source of truth for earned fees.

@@ -83,11 +83,6 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_failure_clusters")),
     )
-    with op.batch_alter_table("failure_clusters", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_failure_clusters_out_first", ["outgoing_channel_id", "first_ns"], unique=False
-        )
-
     op.create_table(
         "failure_rollups_hourly",
         sa.Column("node_id", sa.SmallInteger(), nullable=False),
@@ -208,9 +203,6 @@ def downgrade() -> None:
 
     op.drop_table("forward_attempts")
     op.drop_table("failure_rollups_hourly")
-    with op.batch_alter_table("failure_clusters", schema=None) as batch_op:
-        batch_op.drop_index("ix_failure_clusters_out_first")
-
     op.drop_table("failure_clusters")
     op.drop_table("channels")
     with op.batch_alter_table("channel_samples", schema=None) as batch_op:
