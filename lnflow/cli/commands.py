@@ -241,16 +241,35 @@ class LiveStats:
     stream_state: str | None
 
 
-def last_event_id(conn: Connection) -> int:
+@dataclasses.dataclass(frozen=True, slots=True)
+class MonitorStart:
+    """The newest row ids when monitoring began: later rows are the monitored period's.
+
+    Row ids only grow, so "after this id" is an index range, where "since this time"
+    would scan tables that have no time index (they are written in time order).
+    """
+
+    event_id: int
+    attempt_id: int
+    cluster_id: int
+
+
+def monitor_start(conn: Connection) -> MonitorStart:
     from sqlalchemy import func, select
 
-    from lnflow.store.schema import htlc_events
+    from lnflow.store.schema import failure_clusters, forward_attempts, htlc_events
 
-    return int(conn.scalar(select(func.max(htlc_events.c.id))) or 0)
+    return MonitorStart(
+        event_id=int(conn.scalar(select(func.max(htlc_events.c.id))) or 0),
+        attempt_id=int(conn.scalar(select(func.max(forward_attempts.c.id))) or 0),
+        cluster_id=int(conn.scalar(select(func.max(failure_clusters.c.id))) or 0),
+    )
 
 
-def live_stats(conn: Connection, start_ns: int, after_event_id: int, now_ns: int) -> LiveStats:
-    """Events stored after ``after_event_id``, and the fees missed since ``start_ns``.
+def live_stats(
+    conn: Connection, start: MonitorStart, after_event_id: int, now_ns: int
+) -> LiveStats:
+    """Events stored after ``after_event_id``, and the fees missed since ``start``.
 
     Counting by row id, not by event time, counts every event once even though the
     daemon writes in batches: an event stored late still shows in the next line.
@@ -260,11 +279,11 @@ def live_stats(conn: Connection, start_ns: int, after_event_id: int, now_ns: int
     from lnflow.analysis.classify import FailureClass, classify
     from lnflow.attempts import Outcome
     from lnflow.domain import EventKind, EventType
-    from lnflow.store.queries import status_report
+    from lnflow.store.queries import liveness
     from lnflow.store.schema import failure_clusters, forward_attempts, htlc_events
 
     t = htlc_events
-    newest = last_event_id(conn)
+    newest = int(conn.scalar(select(func.max(t.c.id))) or 0)
     fresh = (t.c.id > after_event_id, t.c.id <= newest)
     events = conn.scalar(select(func.count()).select_from(t).where(*fresh))
     counts = dict.fromkeys((cls.label for cls in FailureClass), 0)
@@ -278,14 +297,14 @@ def live_stats(conn: Connection, start_ns: int, after_event_id: int, now_ns: int
     fa = forward_attempts
     raw = conn.scalar(
         select(func.coalesce(func.sum(fa.c.missed_fee_msat), 0))
+        .where(fa.c.id > start.attempt_id)
         .where(fa.c.outcome == int(Outcome.FAILED_LOCAL))
-        .where(fa.c.first_seen_ns >= start_ns)
     )
     fc = failure_clusters
     dedup = conn.scalar(
-        select(func.coalesce(func.sum(fc.c.missed_fee_msat), 0)).where(fc.c.first_ns >= start_ns)
+        select(func.coalesce(func.sum(fc.c.missed_fee_msat), 0)).where(fc.c.id > start.cluster_id)
     )
-    status = status_report(conn, now_ns)
+    status = liveness(conn, now_ns)
     return LiveStats(
         last_event_id=newest,
         events=int(events or 0),
@@ -346,7 +365,8 @@ def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
                 flush=True,
             )
         with engine.connect() as conn:
-            cursor = last_event_id(conn)
+            began = monitor_start(conn)
+        cursor = began.event_id
         try:
             while True:
                 now = time.time_ns()
@@ -355,7 +375,7 @@ def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
                 time.sleep(min(interval, (end - now) / NS))
                 now = time.time_ns()
                 with engine.connect() as conn:
-                    stats = live_stats(conn, start, cursor, now)
+                    stats = live_stats(conn, began, cursor, now)
                 cursor = stats.last_event_id
                 if args.json:
                     print(json.dumps(_live_doc(stats, now)), flush=True)

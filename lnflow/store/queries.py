@@ -19,7 +19,16 @@ from lnflow.store.schema import (
     stream_sessions,
 )
 
-__all__ = ["DaemonStatus", "Gap", "StatusReport", "StreamStatus", "status_report", "stream_gaps"]
+__all__ = [
+    "DaemonStatus",
+    "Gap",
+    "Liveness",
+    "StatusReport",
+    "StreamStatus",
+    "liveness",
+    "status_report",
+    "stream_gaps",
+]
 
 # The daemon counts as alive while its heartbeat is younger than this many intervals.
 _HEARTBEAT_GRACE = 3
@@ -93,7 +102,15 @@ def stream_gaps(conn: Connection, since_ns: int, until_ns: int) -> list[Gap]:
     return [g for g in gaps if g.from_ns <= until_ns and (g.to_ns is None or g.to_ns >= since_ns)]
 
 
-def status_report(conn: Connection, now_ns: int) -> StatusReport:
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    daemon: DaemonStatus
+    lnd: LndStatus
+    stream: StreamStatus
+
+
+def liveness(conn: Connection, now_ns: int) -> Liveness:
+    """Daemon, node and stream state: small tables only, cheap enough to poll."""
     state = conn.execute(
         select(daemon_state, nodes.c.pubkey)
         .select_from(daemon_state.outerjoin(nodes, daemon_state.c.node_id == nodes.c.id))
@@ -131,6 +148,12 @@ def status_report(conn: Connection, now_ns: int) -> StatusReport:
         sessions=int(sessions),
         gaps=tuple(stream_gaps(conn, 0, now_ns)),
     )
+    return Liveness(daemon=daemon, lnd=lnd, stream=stream)
+
+
+def status_report(conn: Connection, now_ns: int) -> StatusReport:
+    """:func:`liveness` plus row counts (which scan the event table: not for polling)."""
+    live = liveness(conn, now_ns)
     counts = {kind.label: 0 for kind in EventKind if kind is not EventKind.UNKNOWN}
     for kind, n in conn.execute(
         select(htlc_events.c.kind, func.count()).group_by(htlc_events.c.kind)
@@ -150,9 +173,9 @@ def status_report(conn: Connection, now_ns: int) -> StatusReport:
         select(func.count(), func.count().filter(channels.c.closed_ns.is_(None)))
     ).one()
     return StatusReport(
-        daemon=daemon,
-        lnd=lnd,
-        stream=stream,
+        daemon=live.daemon,
+        lnd=live.lnd,
+        stream=live.stream,
         htlc_events=counts,
         attempts=attempts,
         forwards=int(n_forwards),
