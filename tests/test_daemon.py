@@ -325,3 +325,12 @@ def test_bad_config_key_is_one_line(tmp_path: Path) -> None:
     status, _, err = run_lnflowd("--config", str(cfg), "--check")
     line = _one_line_error(status, err)
     assert status == 2 and "unknown key 'lnd.rpcservr'" in line
+
+
+def test_unusable_store_path_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    status, _, err = run_lnflowd("--db", str(blocker / "lnflow.db"), "--lnddir", str(tmp_path))
+    line = _one_line_error(status, err)
+    assert status == 3 and "cannot create the store" in line and "--db" in line
+    assert blocker.read_text() == ""
