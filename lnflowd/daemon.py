@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.config import Settings, analysis_settings
 from lnflow.domain import LndVersion, NodeInfo
-from lnflow.errors import LndError, LnflowError, NodeUnreachableError
+from lnflow.errors import LnflowError, NodeUnreachableError
 from lnflow.lnd import LndClient, LndCredentials
 from lnflow.recording import (
     Backoff,
@@ -29,6 +29,7 @@ from lnflow.recording import (
     LedgerSync,
     Recorder,
     StoreThread,
+    guarded,
     sleep_or_stop,
 )
 from lnflow.store.analysis_queries import load_analysis_input
@@ -41,26 +42,6 @@ from lnflow.store.writer import StoreWriter
 from .notify import notify, watchdog_enabled
 
 __all__ = ["Daemon", "LndLike", "credentials_from"]
-
-
-def _guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-    """Job wrapper: LND being away is logged once per outage, never a traceback."""
-    failing = False
-
-    async def run() -> None:
-        nonlocal failing
-        try:
-            await job()
-        except LndError as exc:
-            if not failing:
-                log.warning("job_failed", job=name, error=str(exc))
-            failing = True
-        else:
-            if failing:
-                log.info("job_recovered", job=name)
-            failing = False
-
-    return run
 
 
 log = structlog.get_logger("lnflowd")
@@ -264,7 +245,7 @@ class Daemon:
             ("channel_sampler", sampler.run, s.channels.sample_interval_s),
         ):
             scheduler.add_job(
-                _guarded(job_id, job),
+                guarded(job_id, job),
                 "interval",
                 seconds=every_s,
                 id=job_id,

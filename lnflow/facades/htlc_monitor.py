@@ -20,12 +20,11 @@ For a long-running recorder use ``lnflowd``; give the monitor its own store
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -45,6 +44,7 @@ from lnflow.recording import (
     LedgerSync,
     Recorder,
     StoreThread,
+    guarded,
 )
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
@@ -189,12 +189,12 @@ class HTLCMonitor:
             task.result()
         self.started_ns, self.stopped_ns = self._now(), None
         self._scheduler = AsyncIOScheduler()
-        for job, every_s in (
-            (self.sync_ledger, _LEDGER_INTERVAL_S),
-            (self.sample_channels, _SAMPLE_INTERVAL_S),
+        for name, job, every_s in (
+            ("ledger_sync", self.sync_ledger, _LEDGER_INTERVAL_S),
+            ("channel_sampler", self.sample_channels, _SAMPLE_INTERVAL_S),
         ):
             self._scheduler.add_job(
-                _quietly(job), "interval", seconds=every_s, coalesce=True, max_instances=1
+                guarded(name, job), "interval", seconds=every_s, coalesce=True, max_instances=1
             )
         self._scheduler.start()
 
@@ -218,8 +218,11 @@ class HTLCMonitor:
         self.stopped_ns = self._now()
         if self.failure is not None:
             raise self.failure
-        for step in (self.sync_ledger, self.sample_channels):
-            await _quietly(step)()
+        for name, step in (
+            ("ledger_sync", self.sync_ledger),
+            ("channel_sampler", self.sample_channels),
+        ):
+            await guarded(name, step)()
 
     async def analysis_report(
         self, hours: int | None = None, settings: AnalysisSettings | None = None
@@ -305,13 +308,3 @@ def _log_through_stdlib_logging() -> None:
             wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
             cache_logger_on_first_use=True,
         )
-
-
-def _quietly(job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-    """A periodic step that survives lnd being away (it is retried on its interval)."""
-
-    async def run() -> None:
-        with contextlib.suppress(LndError):
-            await job()
-
-    return run

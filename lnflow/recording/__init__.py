@@ -1,7 +1,7 @@
 """Recording an LND node into the store: the HTLC stream, the forwards ledger and channel
 samples. Used by the daemon (``lnflowd``) and by the in-process ``HTLCMonitor``."""
 
-from .jobs import ChannelSampler, ChannelSource, LedgerSource, LedgerSync
+from .jobs import ChannelSampler, ChannelSource, LedgerSource, LedgerSync, guarded
 from .recorder import Backoff, HtlcSource, HtlcStreamLike, Recorder, sleep_or_stop
 from .storethread import StoreThread
 
@@ -15,5 +15,6 @@ __all__ = [
     "LedgerSync",
     "Recorder",
     "StoreThread",
+    "guarded",
     "sleep_or_stop",
 ]

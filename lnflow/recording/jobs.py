@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import structlog
 
 from lnflow.domain import ChannelEdge, ChannelInfo, ChannelSample, ForwardingPage
+from lnflow.errors import LndError
 from lnflow.recording.storethread import StoreThread
 from lnflow.store.writer import StoreWriter
 
-__all__ = ["ChannelSampler", "LedgerSync"]
+__all__ = ["ChannelSampler", "LedgerSync", "guarded"]
 
 log = structlog.get_logger("lnflow.recording")
 
@@ -126,3 +127,24 @@ class ChannelSampler:
         )
         log.debug("channels_sampled", channels=n)
         return n
+
+
+def guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    """A periodic job that survives LND being away: logged once per outage, no traceback,
+    tried again on its next run."""
+    failing = False
+
+    async def run() -> None:
+        nonlocal failing
+        try:
+            await job()
+        except LndError as exc:
+            if not failing:
+                log.warning("job_failed", job=name, error=str(exc))
+            failing = True
+        else:
+            if failing:
+                log.info("job_recovered", job=name)
+            failing = False
+
+    return run
