@@ -537,6 +537,23 @@ def test_opportunities_before_the_first_snapshot(
     assert code == 0 and json.loads(out) is None and "no analysis yet" in err
 
 
+def test_opportunities_of_a_store_before_the_snapshot_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store an older lnflowd left at revision 0002 is one line, exit 3, untouched."""
+    from lnflow.store.db import upgrade
+
+    path = tmp_path / "old.db"
+    engine = open_engine(path, migrate=False)
+    upgrade(engine, path, "0002")
+    engine.dispose()
+    before = path.read_bytes()
+    code, out, err = run(capsys, "--db", str(path), "opportunities")
+    assert code == 3 and out == "" and err.count("\n") == 1
+    assert "no such table: analysis_runs" in err and "start lnflowd to upgrade it" in err
+    assert path.read_bytes() == before
+
+
 def test_opportunities_shows_the_latest_snapshot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -766,6 +783,29 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     listing = capsys.readouterr().out
     for name in COMMANDS:
         assert name in listing
+
+
+def test_opportunities_reads_without_sqlalchemy(tmp_path: Path) -> None:
+    """The quick look at the node stays quick: SQLAlchemy alone costs ~150 ms to import."""
+    store = build_store(tmp_path / "s.db")
+    store.write_snapshot(_report())
+    script = textwrap.dedent(
+        f"""
+        import contextlib, io, json, sys
+        from lnflow.cli.ctl import main
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["--db", {str(store.path)!r}, "opportunities", "--json"])
+        assert code == 0, code
+        assert "sqlalchemy" not in sys.modules
+        print(len(json.loads(out.getvalue())["opportunities"]))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(len(_report().opportunities))
 
 
 def test_no_command_imports_grpc(store: Store, tmp_path: Path) -> None:

@@ -167,11 +167,15 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def cmd_opportunities(args: argparse.Namespace, db_path: Path) -> int:
-    """The latest snapshot lnflowd wrote."""
-    from lnflow.store.snapshots import latest_report
+    """The latest snapshot lnflowd wrote (plain sqlite3: no SQLAlchemy to import)."""
+    from lnflow.store.readonly import open_readonly
+    from lnflow.store.snapshot_read import latest_report
 
-    with reading(db_path) as conn:
-        report = latest_report(conn)
+    db = open_readonly(db_path)
+    try:
+        report = latest_report(db)
+    finally:
+        db.close()
     now = time.time_ns()
     if report is None:
         if args.json:

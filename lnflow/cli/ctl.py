@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lnflow import __version__
-from lnflow.errors import LnflowError
+from lnflow.errors import LnflowError, StoreError
 
 from .render import ago as _ago
 from .render import iso
@@ -306,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     except LnflowError as exc:
         print(f"lnflowctl: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except sqlite3.Error as exc:
+        # the plain-sqlite3 readers (opportunities): e.g. a store lnflowd has not
+        # upgraded yet, or one locked for longer than the busy timeout
+        err = StoreError(f"cannot read the store {db_path} ({exc}): start lnflowd to upgrade it")
+        print(f"lnflowctl: error: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

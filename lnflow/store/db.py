@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.sql.dml import Insert
 
-from lnflow.errors import StoreError, StoreTooNewError
+from lnflow.errors import StoreError
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
     from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
-from lnflow.store.schema import SCHEMA_REVISIONS
+from lnflow.store.readonly import SCHEMA_REVISIONS, check_revision, connect_readonly
 
 __all__ = [
     "BulkStatement",
@@ -31,6 +31,7 @@ __all__ = [
     "migrations_dir",
     "open_engine",
     "open_readonly_engine",
+    "sqlite_connection",
     "upsert_adding",
 ]
 
@@ -88,15 +89,8 @@ def open_engine(path: Path, *, migrate: bool = True) -> Engine:
 def open_readonly_engine(path: Path) -> Engine:
     """Open an existing store read-only (lnflowctl); never creates or migrates."""
     path = path.expanduser()
-    if not path.is_file():
-        raise StoreError(f"no store at {path}: start lnflowd first or pass --db PATH")
-
-    def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout=5000")
-        return conn
-
-    engine = create_engine("sqlite://", creator=connect)
+    connect_readonly(path)  # raises the one-line error when there is no store
+    engine = create_engine("sqlite://", creator=lambda: connect_readonly(path))
     check_schema(engine, path)
     return engine
 
@@ -110,30 +104,23 @@ def _alembic_config(engine: Engine) -> Any:
     return cfg
 
 
-def _current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        has_table = conn.scalar(
-            text("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='alembic_version'")
-        )
-        if not has_table:
-            return None
-        rev = conn.scalar(text("SELECT version_num FROM alembic_version"))
-        return str(rev) if rev is not None else None
-
-
 def check_schema(engine: Engine, path: Path) -> str | None:
     """Return the store's revision; raise if it is newer than this code or unreadable."""
     try:
-        current = _current_revision(engine)
+        conn = engine.connect()
     except Exception as exc:
         reason = getattr(exc, "orig", None) or exc
         raise StoreError(f"{path} is not an lnflow store ({reason}): check --db") from exc
-    if current is not None and current not in SCHEMA_REVISIONS:
-        raise StoreTooNewError(
-            f"the store {path} has schema revision {current}, newer than this lnflow: "
-            "upgrade lnflow (or point --db at another store)"
-        )
-    return current
+    with conn:
+        return check_revision(sqlite_connection(conn), path)
+
+
+def sqlite_connection(conn: Connection) -> sqlite3.Connection:
+    """The :mod:`sqlite3` connection under a SQLAlchemy one (same transaction)."""
+    raw = conn.connection.driver_connection
+    if not isinstance(raw, sqlite3.Connection):
+        raise StoreError(f"expected a SQLite store, got {type(raw).__name__}")
+    return raw
 
 
 def upgrade(engine: Engine, path: Path, revision: str = "head") -> None:

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 
 from lnflow.domain import FAILURE_CLASS_NAMES
+from lnflow.store.readonly import SCHEMA_REVISIONS
 
 __all__ = [
     "SCHEMA_REVISIONS",
@@ -49,9 +50,6 @@ __all__ = [
     "stream_sessions",
 ]
 
-# Every Alembic revision this code knows, oldest first (a test keeps it equal to
-# migrations/versions). lnflowctl checks a store against it without importing Alembic.
-SCHEMA_REVISIONS = ("0001", "0002", "0003")
 
 metadata = MetaData(
     naming_convention={

@@ -1,0 +1,143 @@
+"""Reading analysis snapshots back with plain :mod:`sqlite3` (no SQLAlchemy import).
+
+``lnflowctl opportunities`` runs on every operator's glance at the node, so it reads
+the latest run through the standard library alone. :mod:`lnflow.store.snapshots`
+(the writer) exposes the same readers for SQLAlchemy connections by handing them the
+driver connection, so there is one reading code path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from lnflow.analysis.classify import FailureClass
+from lnflow.analysis.model import (
+    Action,
+    AnalysisReport,
+    ClassStats,
+    Confidence,
+    Gap,
+    Opportunity,
+    RebalanceMove,
+)
+from lnflow.domain import from_signed64, to_signed64
+
+__all__ = ["latest_report", "latest_run_id", "report_of", "urgency_history"]
+
+_CLASS_COLUMNS = tuple(
+    (cls, f"{cls.label}_failures", f"{cls.label}_missed_msat") for cls in FailureClass
+)
+
+
+def _rows(db: sqlite3.Connection, sql: str, *params: Any) -> list[sqlite3.Row]:
+    cur = db.cursor()
+    cur.row_factory = sqlite3.Row
+    try:
+        return cur.execute(sql, params).fetchall()
+    finally:
+        cur.close()
+
+
+def latest_run_id(db: sqlite3.Connection, node_id: int | None = None) -> int | None:
+    """The newest run (by generated_ns, then id), of ``node_id`` if given."""
+    where = "" if node_id is None else " WHERE node_id = ?"
+    params = () if node_id is None else (node_id,)
+    row = db.execute(
+        f"SELECT id FROM analysis_runs{where} ORDER BY generated_ns DESC, id DESC LIMIT 1", params
+    ).fetchone()
+    return int(row[0]) if row is not None else None
+
+
+def latest_report(db: sqlite3.Connection, node_id: int | None = None) -> AnalysisReport | None:
+    """The newest run's report, rebuilt whole; None when no run was saved yet."""
+    run_id = latest_run_id(db, node_id)
+    return report_of(db, run_id) if run_id is not None else None
+
+
+def report_of(db: sqlite3.Connection, run_id: int) -> AnalysisReport | None:
+    """The report saved as run ``run_id`` (None if there is no such run)."""
+    runs = _rows(db, "SELECT * FROM analysis_runs WHERE id = ?", run_id)
+    if not runs:
+        return None
+    run = runs[0]
+    gaps = tuple(
+        Gap(from_ns, to_ns)
+        for from_ns, to_ns in db.execute(
+            "SELECT from_ns, to_ns FROM run_gaps WHERE run_id = ? ORDER BY position", (run_id,)
+        )
+    )
+    opps = tuple(
+        _opportunity(row)
+        for row in _rows(db, "SELECT * FROM opportunities WHERE run_id = ? ORDER BY rank", run_id)
+    )
+    plan = tuple(
+        RebalanceMove(
+            target_channel_id=from_signed64(target),
+            source_channel_ids=tuple(int(s) for s in sources.split(",") if s),
+            amount_sat=amount_sat,
+            max_cost_ppm=max_cost_ppm,
+        )
+        for target, sources, amount_sat, max_cost_ppm in db.execute(
+            "SELECT target_channel_id, source_channel_ids, amount_sat, max_cost_ppm"
+            " FROM rebalance_moves WHERE run_id = ? ORDER BY position",
+            (run_id,),
+        )
+    )
+    return AnalysisReport(
+        since_ns=run["since_ns"],
+        until_ns=run["until_ns"],
+        hours=run["hours"],
+        generated_ns=run["generated_ns"],
+        opportunities=opps,
+        rebalance_plan=plan,
+        gaps=gaps,
+        node_failures=run["node_failures"],
+        node_missed_msat=run["node_missed_msat"],
+    )
+
+
+def _opportunity(row: sqlite3.Row) -> Opportunity:
+    by_class: dict[FailureClass, ClassStats] = {}
+    for cls, failures_col, missed_col in _CLASS_COLUMNS:
+        failures, missed = row[failures_col], row[missed_col]
+        if failures is not None or missed is not None:
+            by_class[cls] = ClassStats(failures or 0, missed or 0)
+    return Opportunity(
+        rank=row["rank"],
+        channel_id=from_signed64(row["channel_id"]),
+        peer_pubkey=row["peer_pubkey"],
+        peer_alias=row["peer_alias"],
+        failures=row["failures"],
+        clusters=row["clusters"],
+        successes=row["successes"],
+        failure_rate=float(row["failure_rate"]),
+        missed_msat=row["missed_msat"],
+        missed_raw_msat=row["missed_raw_msat"],
+        potential_monthly_msat=row["potential_monthly_msat"],
+        urgency_score=row["urgency_score"],
+        confidence=Confidence(row["confidence"]),
+        recommended_action=Action(row["recommended_action"]),
+        reason=row["reason"],
+        estimated=bool(row["estimated"]),
+        by_class=by_class,
+        capacity_sat=row["capacity_sat"],
+        local_balance_sat=row["local_balance_sat"],
+        outbound_fee_ppm=row["outbound_fee_ppm"],
+        suggested_fee_ppm=row["suggested_fee_ppm"],
+        suggested_amount_sat=row["suggested_amount_sat"],
+        suggested_max_htlc_msat=row["suggested_max_htlc_msat"],
+    )
+
+
+def urgency_history(db: sqlite3.Connection, chan_id: int, since_ns: int) -> list[tuple[int, int]]:
+    """``(generated_ns, urgency_score)`` of the runs since ``since_ns`` listing the channel.
+
+    Oldest first. A run in which the channel was not an opportunity has no entry.
+    """
+    rows = db.execute(
+        "SELECT generated_ns, urgency_score FROM opportunities"
+        " WHERE channel_id = ? AND generated_ns >= ? ORDER BY generated_ns, run_id",
+        (to_signed64(chan_id), since_ns),
+    )
+    return [(int(ts), int(score)) for ts, score in rows]
