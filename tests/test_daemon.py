@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import Daemon, query, run_lnflowd, sim_flags
+from daemonproc import EVENTS_SCID, Daemon, query, run_lnflowd, sim_flags
 from simnode import SimNode
 
 from lnflow.domain import EventKind, from_signed64
@@ -164,7 +164,7 @@ def expected_row(e: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def stored_rows(db: Path) -> list[tuple[Any, ...]]:
-    rows = query(db, f"SELECT {COLUMNS} FROM htlc_events ORDER BY timestamp_ns")
+    rows = query(db, f"SELECT {COLUMNS} FROM {EVENTS_SCID} ORDER BY timestamp_ns")
     return [
         (
             r[0],
@@ -241,7 +241,7 @@ def test_sigterm_while_events_flow_keeps_everything_sent_before_it(tmp_path: Pat
         for r in query(
             tmp_path / "s.db",
             "SELECT kind, incoming_channel_id, incoming_htlc_id, outgoing_channel_id,"
-            " outgoing_htlc_id FROM htlc_events",
+            f" outgoing_htlc_id FROM {EVENTS_SCID}",
         )
     }
     assert len(before) > 500

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import Daemon, query, run_lnflowctl
+from daemonproc import EVENTS_SCID, Daemon, query, run_lnflowctl
 from simnode import SimNode, make_channel
 
 from lnflow.analysis.classify import FailureClass
@@ -129,7 +129,7 @@ def status_json(db: Path) -> dict[str, Any]:
 def duplicate_keys(db: Path) -> list[tuple[Any, ...]]:
     return query(
         db,
-        f"SELECT {EVENT_KEY}, count(*) FROM htlc_events GROUP BY {EVENT_KEY} HAVING count(*) > 1",
+        f"SELECT {EVENT_KEY}, count(*) FROM {EVENTS_SCID} GROUP BY {EVENT_KEY} HAVING count(*) > 1",
     )
 
 
@@ -185,7 +185,7 @@ def test_node_restart_mid_stream_reconnects_records_the_gap_and_stores_replays_o
         query(
             db,
             "SELECT kind, incoming_channel_id, incoming_htlc_id, outgoing_channel_id,"
-            " outgoing_htlc_id FROM htlc_events",
+            f" outgoing_htlc_id FROM {EVENTS_SCID}",
         )
     )
     assert stored == sent  # these channel ids are below 2**63: stored as they are

@@ -175,3 +175,43 @@ def test_pending_at_restart_becomes_unresolved_then_a_late_failure_decides(
     assert store.outcomes() == {1: int(Outcome.UNRESOLVED)}
     store.feed([fwd_fail(1, 3)])
     assert store.outcomes() == {1: int(Outcome.FAILED_DOWNSTREAM)}
+
+
+def scids(store: Store) -> list[tuple[object, ...]]:
+    """Each stored event's (htlc id, incoming SCID, outgoing SCID), SCIDs unsigned."""
+    rows = store.q(
+        "SELECT e.incoming_htlc_id, coalesce(ri.chan_id, 0), coalesce(ro.chan_id, 0)"
+        " FROM htlc_events e LEFT JOIN channel_refs ri ON ri.id = e.incoming_chan_ref"
+        " LEFT JOIN channel_refs ro ON ro.id = e.outgoing_chan_ref ORDER BY e.id"
+    )
+    return [(h, c_in % (1 << 64), c_out % (1 << 64)) for h, c_in, c_out in rows]  # type: ignore[operator]
+
+
+def test_events_name_channels_by_ref_and_read_back_as_scids(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    big = (1 << 64) - (1 << 40)  # above 2**63: stored signed in channel_refs
+    store.feed([forward(1, 0), final(1, 1, True)])
+    store.feed([ev(EventKind.FORWARD, 2, 2, out=big, out_htlc=2), forward(3, 3)])
+    assert scids(store) == [(1, IN, OUT), (1, IN, 0), (2, IN, big), (3, IN, OUT)]
+    # one ref per channel, whichever side named it; lnd's 0 has none
+    refs = store.q("SELECT chan_id FROM channel_refs ORDER BY id")
+    assert sorted(c % (1 << 64) for (c,) in refs) == sorted([IN, OUT, big])  # type: ignore[operator]
+    assert max(r for (r,) in store.q("SELECT outgoing_chan_ref FROM htlc_events")) <= 3  # type: ignore[type-var]
+    store.restart()  # refs are read back, not numbered again
+    store.feed([forward(4, 4), forward(3, 3)])  # 3 is a replay
+    assert scids(store)[-1] == (4, IN, OUT)
+    assert len(store.q("SELECT id FROM channel_refs")) == 3
+
+
+def test_refs_of_a_failed_batch_are_not_reused(tmp_path: Path) -> None:
+    """A batch that fails rolls its new refs back: the next batch must not trust them."""
+    store = Store(tmp_path)
+    a, b = 333 << 40, 444 << 40
+    store.feed([forward(1, 0)])
+    bad = ev(EventKind.FORWARD, 2, 1, out=a, amt_in=1 << 70)  # too big for SQLite: fails
+    with pytest.raises(OverflowError):
+        store.feed([bad])
+    # b now takes the id a had in the failed transaction; a gets a new one
+    store.feed([ev(EventKind.FORWARD, 3, 2, out=b, out_htlc=3)])
+    store.feed([ev(EventKind.FORWARD, 4, 3, out=a, out_htlc=4)])
+    assert scids(store) == [(1, IN, OUT), (3, IN, b), (4, IN, a)]

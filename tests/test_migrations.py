@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from daemonproc import EVENTS_SCID
 
 from lnflow.errors import StoreTooNewError
 from lnflow.store import db
@@ -80,3 +81,102 @@ def test_store_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert out.stderr.count("\n") == 1 and "upgrade lnflow" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_0004_moves_event_channels_to_refs_and_back(tmp_path: Path) -> None:
+    """Upgrading an 0003 store keeps every event column, ids and order; downgrading too."""
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0003")
+    big = (1 << 64) - (5 << 40)  # a SCID above 2**63, stored signed
+    signed_big = big - (1 << 64)
+    columns = (
+        "id, node_id, session_id, timestamp_ns, kind, event_type, incoming_channel_id,"
+        " incoming_htlc_id, outgoing_channel_id, outgoing_htlc_id, incoming_amt_msat,"
+        " outgoing_amt_msat, incoming_timelock, outgoing_timelock, wire_failure,"
+        " failure_detail, failure_string, settled, offchain"
+    )
+    rows = [
+        (
+            7,
+            1,
+            1,
+            100,
+            1,
+            3,
+            111 << 40,
+            5,
+            signed_big,
+            6,
+            1001,
+            1000,
+            80,
+            40,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ),
+        (
+            9,
+            1,
+            1,
+            101,
+            4,
+            3,
+            111 << 40,
+            6,
+            222 << 40,
+            0,
+            2001,
+            2000,
+            None,
+            None,
+            15,
+            5,
+            "x",
+            None,
+            None,
+        ),
+        (12, 1, 2, 102, 5, 1, 0, 0, signed_big, 9, None, None, None, None, None, None, None, 1, 1),
+        (13, 2, 3, 103, 1, 3, 111 << 40, 5, 222 << 40, 6, 1, 1, 1, 1, None, None, None, None, None),
+    ]
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO nodes VALUES (1, 'a', '', '', 0), (2, 'b', '', '', 0)")
+        conn.executemany(
+            f"INSERT INTO htlc_events ({columns}) VALUES ({', '.join('?' * 19)})", rows
+        )
+    db.upgrade(engine, path)
+    with sqlite3.connect(path) as conn:
+        # refs per node; 0 (no channel) has none
+        refs = conn.execute("SELECT node_id, chan_id FROM channel_refs ORDER BY id").fetchall()
+        assert refs == [
+            (1, signed_big),
+            (1, 111 << 40),
+            (1, 222 << 40),
+            (2, 111 << 40),
+            (2, 222 << 40),
+        ]
+        assert max(
+            conn.execute(
+                "SELECT max(incoming_chan_ref), max(outgoing_chan_ref) FROM htlc_events"
+            ).fetchone()
+        ) <= len(refs)
+        back = conn.execute(f"SELECT {columns} FROM {EVENTS_SCID} ORDER BY id").fetchall()
+        assert back == rows
+        # the key still refuses a replay
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO htlc_events (node_id, session_id, timestamp_ns, kind, event_type,"
+                " incoming_chan_ref, incoming_htlc_id, outgoing_chan_ref, outgoing_htlc_id)"
+                " SELECT node_id, 9, 999, kind, event_type, incoming_chan_ref,"
+                " incoming_htlc_id, outgoing_chan_ref, outgoing_htlc_id FROM htlc_events"
+                " WHERE id = 9"
+            )
+    db.downgrade(engine, "0003")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(f"SELECT {columns} FROM htlc_events ORDER BY id").fetchall() == rows
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "channel_refs" not in tables and "htlc_events_new" not in tables
+    engine.dispose()

@@ -101,9 +101,9 @@ def _event(s: Store, i: int, ts_ns: int, note: str | None = None) -> dict[str, A
         "timestamp_ns": ts_ns,
         "kind": 4,  # link fail
         "event_type": 3,
-        "incoming_channel_id": 11,
+        "incoming_chan_ref": 1,
         "incoming_htlc_id": i,
-        "outgoing_channel_id": 22,
+        "outgoing_chan_ref": 2,
         "outgoing_htlc_id": i,
         "incoming_amt_msat": 1_001_000,
         "outgoing_amt_msat": 1_000_000,

@@ -5,6 +5,8 @@ import threading
 import time
 from pathlib import Path
 
+from daemonproc import EVENTS_SCID
+
 from lnflow.domain import EventKind, EventType, HtlcEvent, NodeInfo, from_signed64
 from lnflow.store.db import open_engine, open_readonly_engine
 from lnflow.store.ingest import Ingestor
@@ -78,7 +80,7 @@ def test_uint64_channel_ids_round_trip(tmp_path: Path) -> None:
     writer, _node_id, session, path = _writer(tmp_path)
     writer.insert_events(session, [_forward(0)])
     with sqlite3.connect(path) as conn:
-        (stored,) = conn.execute("SELECT outgoing_channel_id FROM htlc_events").fetchone()
+        (stored,) = conn.execute(f"SELECT outgoing_channel_id FROM {EVENTS_SCID}").fetchone()
     assert stored < 0
     assert from_signed64(stored) == ALIAS_SCID
 

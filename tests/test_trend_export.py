@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
@@ -33,7 +33,7 @@ from lnflow.domain import (
 from lnflow.store.db import open_engine
 from lnflow.store.export import EXPORTABLE, export_rows, iso_utc
 from lnflow.store.ingest import Ingestor
-from lnflow.store.schema import failure_rollups_hourly, htlc_events
+from lnflow.store.schema import channel_refs, failure_rollups_hourly, htlc_events
 from lnflow.store.snapshots import SnapshotWriter
 from lnflow.store.trend import NS_PER_DAY, TrendDay, channel_known, channel_trend
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
@@ -280,6 +280,9 @@ def test_export_events(store: Store) -> None:
     store.fail(7, D0 - 1, A, BIG, 100)  # before since
     store.fail(8, D0 + 5, A, BIG, 200)
     with store.engine.begin() as conn:  # enum numbers newer than this code are kept
+        big_ref = conn.scalar(
+            select(channel_refs.c.id).where(channel_refs.c.chan_id == to_signed64(BIG))
+        )
         conn.execute(
             insert(htlc_events).values(
                 node_id=store.node_id,
@@ -287,9 +290,9 @@ def test_export_events(store: Store) -> None:
                 timestamp_ns=D0 + 6,
                 kind=9,
                 event_type=7,
-                incoming_channel_id=to_signed64(BIG),
+                incoming_chan_ref=big_ref,
                 incoming_htlc_id=to_signed64((1 << 64) - 1),
-                outgoing_channel_id=0,
+                outgoing_chan_ref=0,
                 outgoing_htlc_id=0,
                 wire_failure=4242,
                 failure_detail=77,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Select, func, select
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
@@ -35,6 +35,7 @@ from lnflow.domain import (
 )
 from lnflow.store.schema import (
     analysis_runs,
+    channel_refs,
     forward_attempts,
     forwards,
     htlc_events,
@@ -83,8 +84,22 @@ _Export = tuple[tuple[str, ...], Callable[[int], Select[Any]], Callable[[_Row], 
 
 def _events_query(since_ns: int) -> Select[Any]:
     t = htlc_events
+    into, out = channel_refs.alias("into"), channel_refs.alias("out")
     # no time index on the largest table: rows come in recording order (id), one scan
-    return select(t).where(t.c.timestamp_ns >= since_ns).order_by(t.c.id)
+    return (
+        select(
+            t,
+            func.coalesce(into.c.chan_id, 0).label("incoming_channel_id"),
+            func.coalesce(out.c.chan_id, 0).label("outgoing_channel_id"),
+        )
+        .select_from(
+            t.outerjoin(into, into.c.id == t.c.incoming_chan_ref).outerjoin(
+                out, out.c.id == t.c.outgoing_chan_ref
+            )
+        )
+        .where(t.c.timestamp_ns >= since_ns)
+        .order_by(t.c.id)
+    )
 
 
 def _event(r: _Row) -> tuple[object, ...]:

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, select, update
+from sqlalchemy import Connection, Engine, case, func, insert, select, update
 
 from lnflow.attempts import Attempt, AttemptTracker, Outcome
 from lnflow.clusters import ClusterAssigner, ClusterUpdate
-from lnflow.domain import EventKind, HtlcEvent, to_signed64
+from lnflow.domain import EventKind, HtlcEvent, from_signed64, to_signed64
 from lnflow.store.db import (
     BulkStatement,
     dialect_insert,
@@ -25,6 +25,7 @@ from lnflow.store.db import (
     upsert_adding,
 )
 from lnflow.store.schema import (
+    channel_refs,
     failure_clusters,
     failure_rollups_hourly,
     forward_attempts,
@@ -71,6 +72,8 @@ class Ingestor:
         self._insert_events = BulkStatement(
             engine, insert_ignoring_duplicates(engine, htlc_events), _EVENT_COLUMNS
         )
+        # SCID -> channel_refs.id of this node; None: (re)load before the next batch
+        self._refs: dict[int, int] | None = None
         self._upsert_attempt = BulkStatement(engine, self._attempt_upsert(engine), _ATTEMPT_COLUMNS)
         self._upsert_cluster = self._cluster_upsert(engine)
         self._add_failure_rollup = upsert_adding(
@@ -160,6 +163,15 @@ class Ingestor:
 
         An empty batch (``session_id`` may then be None) only expires attempts.
         """
+        try:
+            return self._ingest(session_id, events, now_ns)
+        except BaseException:
+            self._refs = None  # refs added by the failed transaction were rolled back
+            raise
+
+    def _ingest(
+        self, session_id: int | None, events: Sequence[HtlcEvent], now_ns: int
+    ) -> IngestResult:
         node_id = self._node_id
         with self._engine.begin() as conn:
             new_events = self._store_events(conn, session_id, events)
@@ -236,6 +248,7 @@ class Ingestor:
         if not events or session_id is None:
             return []
         node = self._node_id
+        ref = self._chan_refs(conn, events)
         rows = [
             (
                 node,
@@ -243,9 +256,9 @@ class Ingestor:
                 ev.timestamp_ns,
                 int(ev.kind),
                 ev.event_type,
-                _s64(ev.incoming_channel_id),
+                ref[ev.incoming_channel_id],
                 _s64(ev.incoming_htlc_id),
-                _s64(ev.outgoing_channel_id),
+                ref[ev.outgoing_channel_id],
                 _s64(ev.outgoing_htlc_id),
                 ev.incoming_amt_msat,
                 ev.outgoing_amt_msat,
@@ -266,9 +279,9 @@ class Ingestor:
         # previous maximum; ids only grow).
         key_cols = (
             htlc_events.c.kind,
-            htlc_events.c.incoming_channel_id,
+            htlc_events.c.incoming_chan_ref,
             htlc_events.c.incoming_htlc_id,
-            htlc_events.c.outgoing_channel_id,
+            htlc_events.c.outgoing_chan_ref,
             htlc_events.c.outgoing_htlc_id,
         )
         inserted = set(
@@ -281,6 +294,31 @@ class Ingestor:
                 inserted.discard(key)  # a duplicate inside the batch counts once
                 fresh.append(ev)
         return fresh
+
+    def _chan_refs(self, conn: Connection, events: Sequence[HtlcEvent]) -> dict[int, int]:
+        """SCID -> channel_refs.id for every channel of ``events`` (new ones are added)."""
+        refs = self._refs
+        if refs is None:
+            t = channel_refs
+            refs = {0: 0}  # lnd's "no channel on this side" stays 0
+            refs.update(
+                (from_signed64(chan), ref)
+                for ref, chan in conn.execute(
+                    select(t.c.id, t.c.chan_id).where(t.c.node_id == self._node_id)
+                )
+            )
+            self._refs = refs
+        missing = {ev.incoming_channel_id for ev in events if ev.incoming_channel_id not in refs}
+        missing.update(
+            ev.outgoing_channel_id for ev in events if ev.outgoing_channel_id not in refs
+        )
+        for chan in sorted(missing):
+            key = conn.execute(
+                insert(channel_refs).values(node_id=self._node_id, chan_id=_s64(chan))
+            ).inserted_primary_key
+            assert key is not None
+            refs[chan] = int(key[0])
+        return refs
 
     def _note_cluster(
         self, clusters: dict[int, dict[str, Any]], u: ClusterUpdate, att: Attempt, ts_ns: int
@@ -309,9 +347,9 @@ _EVENT_COLUMNS = (
     "timestamp_ns",
     "kind",
     "event_type",
-    "incoming_channel_id",
+    "incoming_chan_ref",
     "incoming_htlc_id",
-    "outgoing_channel_id",
+    "outgoing_chan_ref",
     "outgoing_htlc_id",
     "incoming_amt_msat",
     "outgoing_amt_msat",

@@ -33,6 +33,7 @@ from lnflow.store.readonly import SCHEMA_REVISIONS
 __all__ = [
     "SCHEMA_REVISIONS",
     "analysis_runs",
+    "channel_refs",
     "channel_samples",
     "channels",
     "daemon_state",
@@ -94,9 +95,11 @@ htlc_events = Table(
     Column("timestamp_ns", BigInteger, nullable=False),
     Column("kind", SmallInteger, nullable=False),  # lnflow.domain.EventKind
     Column("event_type", Integer, nullable=False),  # lnd HtlcEvent.EventType number
-    Column("incoming_channel_id", BigInteger, nullable=False),
+    # channel_refs.id of the SCID, 0 for lnd's 0 (no channel on that side): 1-2 bytes
+    # instead of 8, in the row and in the key index (see channel_refs)
+    Column("incoming_chan_ref", Integer, nullable=False),
     Column("incoming_htlc_id", BigInteger, nullable=False),
-    Column("outgoing_channel_id", BigInteger, nullable=False),
+    Column("outgoing_chan_ref", Integer, nullable=False),
     Column("outgoing_htlc_id", BigInteger, nullable=False),
     Column("incoming_amt_msat", BigInteger),
     Column("outgoing_amt_msat", BigInteger),
@@ -111,9 +114,9 @@ htlc_events = Table(
     UniqueConstraint(
         "node_id",
         "kind",
-        "incoming_channel_id",
+        "incoming_chan_ref",
         "incoming_htlc_id",
-        "outgoing_channel_id",
+        "outgoing_chan_ref",
         "outgoing_htlc_id",
         name="uq_htlc_events_key",
     ),
@@ -382,4 +385,19 @@ rebalance_moves = Table(
     Column("amount_sat", BigInteger, nullable=False),
     Column("max_cost_ppm", BigInteger, nullable=False),
     Index("ix_rebalance_moves_generated_ns", "generated_ns"),
+)
+
+
+# --------------------------------------------------------------------------- 0004
+
+# A small number for every SCID the event stream ever named, per node. htlc_events, the
+# largest table, stores these instead of 8-byte SCIDs (a SCID is block << 40: always 8
+# bytes in SQLite); ids are never reused or deleted (one row per channel ever seen).
+channel_refs = Table(
+    "channel_refs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("chan_id", BigInteger, nullable=False),
+    UniqueConstraint("node_id", "chan_id", name="uq_channel_refs_key"),
 )
