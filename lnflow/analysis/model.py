@@ -16,6 +16,7 @@ from typing import Protocol
 from .classify import FailureClass
 
 __all__ = [
+    "INCOMING_CAP",
     "Action",
     "AnalysisInput",
     "AnalysisReport",
@@ -31,6 +32,11 @@ __all__ = [
     "Opportunity",
     "RebalanceMove",
 ]
+
+
+# ChannelFailures.incoming_channels counts distinct incoming channels up to this many:
+# confidence only tells 1, 2 and "3 or more" apart, so the store keeps no more than that.
+INCOMING_CAP = 3
 
 
 class Action(enum.StrEnum):
@@ -123,7 +129,8 @@ class ChannelFailures:
     clusters: int
     missed_raw_msat: int
     missed_dedup_msat: int
-    incoming_channels: int  # distinct incoming channels among the failures
+    # distinct incoming channels among the failures, up to INCOMING_CAP (more count as it)
+    incoming_channels: int
     first_failure_ns: int
     last_failure_ns: int
     by_class: Mapping[FailureClass, ClassStats]

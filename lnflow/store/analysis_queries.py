@@ -6,8 +6,11 @@ long and the monthly extrapolation (× 720 / hours) scales what was really seen.
 
 Where the figures come from:
 
-- whole clock hours inside the window are read from the hourly rollups, so a long window
-  (720 h) costs a few rollup queries;
+- whole UTC days inside the window are read from the daily per-channel rollups
+  (``failure_channel_daily``, ``forward_channel_daily``), the whole clock hours around
+  them from the hourly ones (``*_channel_hourly``), so any window reads at most 46 hours
+  of hourly rows plus one row per channel and day, summed in SQL (one row per channel
+  comes back);
 - the partial hour at each end (none when a boundary falls on a full hour) is read from
   raw rows, on the same timestamp basis the rollups are filled on: a local failure
   counts at its LINK_FAIL time (``forward_attempts.resolved_ns``), a demand cluster at
@@ -19,7 +22,11 @@ Where the figures come from:
 Precision and boundaries:
 
 - ``first_failure_ns``/``last_failure_ns`` are exact for failures in a partial hour; for
-  a whole hour they are its first and its last nanosecond (rollups have no finer time);
+  a whole hour they are its first and its last nanosecond (rollups have no finer time;
+  a day's rollup row keeps its first and last hour with a failure);
+- ``incoming_channels`` is exact up to :data:`~lnflow.analysis.model.INCOMING_CAP` (3):
+  the rollups keep the smallest and the largest incoming channel of each period and
+  whether it had 3 or more (see :mod:`lnflow.store.schema`);
 - channel samples count when ``ts_ns <= until_ns`` (a sample taken at ``until_ns`` is
   the state at the end of the window); raw failures (:class:`StoreFailureDetails`) when
   ``since_ns <= resolved_ns < until_ns``, like the failure counts;
@@ -35,25 +42,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import (
     Alias,
     ColumnElement,
     Connection,
     Float,
+    Select,
     Table,
     and_,
     bindparam,
+    case,
     cast,
     func,
     literal_column,
     select,
+    union_all,
 )
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
+    INCOMING_CAP,
     AnalysisInput,
     AnalysisSettings,
     ChannelFailures,
@@ -66,14 +78,17 @@ from lnflow.analysis.model import (
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.queries import stream_gaps
+from lnflow.store.rollups import CLASS_COLUMNS, HOURS_PER_DAY
 from lnflow.store.schema import (
     channel_samples,
     channels,
     daemon_state,
+    failure_channel_daily,
+    failure_channel_hourly,
     failure_clusters,
-    failure_rollups_hourly,
     forward_attempts,
-    forward_rollups_hourly,
+    forward_channel_daily,
+    forward_channel_hourly,
     forwards,
     nodes,
 )
@@ -126,30 +141,45 @@ def window_for(until_ns: int, hours: int) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class _Span:
-    """``[lo, hi)`` as whole clock hours (read from rollups) plus the partial rest."""
+    """``[lo, hi)`` as whole UTC days, whole clock hours outside them, and partial hours.
 
-    first_hour: int  # whole hours first_hour .. end_hour − 1 (none when equal)
-    end_hour: int
+    Days are read from the daily rollups, hours from the hourly ones, the partial rest
+    from raw rows. Ranges are inclusive (``first..last``); an empty one has first > last.
+    """
+
+    days: tuple[int, int]
+    hours: tuple[tuple[int, int], tuple[int, int]]  # before and after the days
     parts: tuple[tuple[int, int], ...]  # partial ranges [lo, hi), each inside one clock hour
 
     @property
-    def has_hours(self) -> bool:
-        return self.first_hour < self.end_hour
+    def has_rollups(self) -> bool:
+        return any(first <= last for first, last in (self.days, *self.hours))
+
+
+_NONE = (1, 0)
 
 
 def _span(lo: int, hi: int) -> _Span:
     if lo >= hi:
-        return _Span(0, 0, ())
+        return _Span(_NONE, (_NONE, _NONE), ())
     first = -(-lo // NS_PER_HOUR)  # the first hour starting at or after lo
     end = hi // NS_PER_HOUR  # the hour hi falls in (not whole unless hi is its start)
     if first > end:  # lo and hi inside one clock hour
-        return _Span(first, first, ((lo, hi),))
+        return _Span(_NONE, (_NONE, _NONE), ((lo, hi),))
     parts = []
     if lo < first * NS_PER_HOUR:
         parts.append((lo, first * NS_PER_HOUR))
     if end * NS_PER_HOUR < hi:
         parts.append((end * NS_PER_HOUR, hi))
-    return _Span(first, end, tuple(parts))
+    first_day = -(-first // HOURS_PER_DAY)
+    end_day = end // HOURS_PER_DAY
+    if first_day >= end_day:  # no whole day: the whole hours first .. end - 1
+        return _Span(_NONE, ((first, end - 1), _NONE), tuple(parts))
+    return _Span(
+        (first_day, end_day - 1),
+        ((first, first_day * HOURS_PER_DAY - 1), (end_day * HOURS_PER_DAY, end - 1)),
+        tuple(parts),
+    )
 
 
 def node_id_of(conn: Connection) -> int | None:
@@ -315,6 +345,7 @@ def load_analysis_input(
     window = _span(since_ns, until_ns)
     baseline = _span(since_ns - settings.baseline_days * 24 * NS_PER_HOUR, since_ns)
     window_ledger = _ledger(conn, node_id, window.parts)
+    window_totals = _forward_totals(conn, node_id, window)
     failures, node_failures, node_missed = _failures(conn, node_id, window)
     history_from_ns = since_ns - settings.gossip_grace_h * NS_PER_HOUR
     return AnalysisInput(
@@ -323,8 +354,8 @@ def load_analysis_input(
         hours=hours,
         channels=_channels(conn, node_id, since_ns, until_ns, settings.inbound_ratio),
         failures=failures,
-        successes=_successes(conn, node_id, window, window_ledger),
-        inbound=_inbound(conn, node_id, window, window_ledger, baseline),
+        successes=_successes(window_totals, window_ledger),
+        inbound=_inbound(conn, node_id, window_totals, window_ledger, baseline),
         details=StoreFailureDetails(conn, node_id, since_ns, until_ns, history_from_ns),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,
@@ -468,7 +499,7 @@ def _failures(
 ) -> tuple[dict[int, ChannelFailures], int, int]:
     """Per outgoing channel (foreign ones included), plus node failures and dedup missed."""
     acc: dict[int, _FailureSums] = {}  # by signed outgoing channel id
-    if window.has_hours:
+    if window.has_rollups:
         _add_rollup_failures(conn, node_id, window, acc)
     for lo, hi in window.parts:
         _add_raw_failures(conn, node_id, lo, hi, acc)
@@ -490,7 +521,9 @@ class _FailureSums:
     raw_msat: int = 0
     dedup_msat: int = 0
     by_class: dict[FailureClass, ClassStats] = field(default_factory=dict)
+    # the incoming channels known one by one, and whether there were INCOMING_CAP or more
     incoming: set[int] = field(default_factory=set)
+    incoming_many: bool = False
 
     @classmethod
     def of(
@@ -512,71 +545,123 @@ class _FailureSums:
         self.by_class[cls] = ClassStats(old.failures + n, old.missed_msat + raw)
 
     def channel_failures(self, chan_id: int) -> ChannelFailures:
+        incoming = INCOMING_CAP if self.incoming_many else min(len(self.incoming), INCOMING_CAP)
         return ChannelFailures(
             chan_id=chan_id,
             failures=self.failures,
             clusters=self.clusters,
             missed_raw_msat=self.raw_msat,
             missed_dedup_msat=self.dedup_msat,
-            incoming_channels=len(self.incoming),
+            incoming_channels=incoming,
             first_failure_ns=self.first_ns,
             last_failure_ns=self.last_ns,
             by_class=dict(sorted(self.by_class.items())),
         )
 
 
-_r = failure_rollups_hourly
-# the whole hours [first, last] of a span (bind node, first, last)
-_failure_hours = and_(
-    _r.c.node_id == bindparam("node"), _r.c.hour.between(bindparam("first"), bindparam("last"))
-)
-_ROLLUP_FAILURES = (
-    select(
-        _r.c.outgoing_channel_id,
-        _r.c.failure_class,
-        func.sum(_r.c.failures),
-        func.sum(_r.c.clusters),
-        func.sum(_r.c.missed_raw_msat),
-        func.sum(_r.c.missed_dedup_msat),
-        func.min(_r.c.hour),
-        func.max(_r.c.hour),
+def _failure_source(
+    table: Table, period: str, first: str, last: str, *hours: ColumnElement[int]
+) -> Select[Any]:
+    """A per-channel failure rollup's rows in one range of periods, in one shape."""
+    t = table.c
+    if not hours:
+        hours = (t.hour, t.hour)
+    return (
+        select(
+            t.outgoing_channel_id.label("out"),
+            t.clusters,
+            t.missed_dedup_msat,
+            *(t[col] for pair in CLASS_COLUMNS for col in pair),
+            t.incoming_lo,
+            t.incoming_hi,
+            t.incoming_many,
+            hours[0].label("first_hour"),
+            hours[1].label("last_hour"),
+        )
+        .where(t.node_id == bindparam("node"))
+        .where(t[period].between(bindparam(first), bindparam(last)))
     )
-    .where(_failure_hours)
-    .group_by(_r.c.outgoing_channel_id, _r.c.failure_class)
-)
-_ROLLUP_PAIRS = (
-    select(_r.c.outgoing_channel_id, _r.c.incoming_channel_id).where(_failure_hours).distinct()
-)
 
 
-def _hours(node_id: int, span: _Span) -> dict[str, int]:
-    """The parameters of a statement over the span's whole hours."""
-    return {"node": node_id, "first": span.first_hour, "last": span.end_hour - 1}
+_fd, _fh = failure_channel_daily, failure_channel_hourly
+_failure_rows = union_all(
+    _failure_source(_fd, "day", "d0", "d1", _fd.c.first_hour, _fd.c.last_hour),
+    _failure_source(_fh, "hour", "a0", "a1"),
+    _failure_source(_fh, "hour", "b0", "b1"),
+).subquery("rows")
+_w = _failure_rows.c
+# Per outgoing channel over the span's days and whole hours: the sums, the first and last
+# hour, and what tells how many incoming channels there were, up to 3 (see
+# _incoming_many).
+_ROLLUP_FAILURES = select(
+    _w.out,
+    func.sum(_w.clusters),
+    func.sum(_w.missed_dedup_msat),
+    *(func.sum(_w[col]) for pair in CLASS_COLUMNS for col in pair),
+    func.min(_w.first_hour),
+    func.max(_w.last_hour),
+    func.min(_w.incoming_lo),
+    func.max(_w.incoming_hi),
+    func.max(case((_w.incoming_many, 1), else_=0)),
+    func.count(_w.incoming_lo.distinct()),
+    func.count(_w.incoming_hi.distinct()),
+    func.max(_w.incoming_lo),
+    func.min(_w.incoming_hi),
+).group_by(_w.out)
+
+
+def _incoming_many(
+    lo: int, hi: int, many: int, n_lo: int, n_hi: int, max_lo: int, min_hi: int
+) -> bool:
+    """Whether some periods together had at least 3 distinct incoming channels.
+
+    Each period without ``incoming_many`` had exactly the ids {lo_i, hi_i}. Their union
+    has a third id besides the smallest ``lo`` and the largest ``hi`` iff 3 or more
+    distinct lo_i or hi_i exist, or the largest lo_i or the smallest hi_i lies strictly
+    between them (otherwise every lo_i and hi_i is one of the two).
+    """
+    return bool(many) or n_lo >= 3 or n_hi >= 3 or lo < max_lo < hi or lo < min_hi < hi
+
+
+_CLASSES = tuple(FailureClass)
+
+
+def _range_params(node_id: int, span: _Span) -> dict[str, int]:
+    """The parameters of a statement over the span's days and whole hours."""
+    (d0, d1), ((a0, a1), (b0, b1)) = span.days, span.hours
+    return {"node": node_id, "d0": d0, "d1": d1, "a0": a0, "a1": a1, "b0": b0, "b1": b1}
 
 
 def _add_rollup_failures(
     conn: Connection, node_id: int, window: _Span, acc: dict[int, _FailureSums]
 ) -> None:
-    """The window's whole hours, from ``failure_rollups_hourly``."""
-    per_class = conn.execute(_ROLLUP_FAILURES, _hours(node_id, window))
-    for out, cls, n, clusters, raw, dedup, first_hour, last_hour in per_class:
+    """The window's whole days and hours, from the per-channel failure rollups."""
+    rows = conn.execute(_ROLLUP_FAILURES, _range_params(node_id, window))
+    n_classes = len(_CLASSES)
+    for row in rows:
+        out, clusters, dedup = row[0], row[1], row[2]
+        first_hour, last_hour, lo, hi, *incoming = row[3 + 2 * n_classes :]
         sums = _FailureSums.of(
             acc, out, first_hour * NS_PER_HOUR, (last_hour + 1) * NS_PER_HOUR - 1
         )
-        sums.add_failures(failure_class_of(cls), int(n), int(raw))
+        for i, cls in enumerate(_CLASSES):
+            n, raw = int(row[3 + 2 * i]), int(row[4 + 2 * i])
+            if n or raw:
+                sums.add_failures(cls, n, raw)
         sums.clusters += int(clusters)
         sums.dedup_msat += int(dedup)
-    pairs = conn.execute(_ROLLUP_PAIRS, _hours(node_id, window))
-    for out, inc in pairs:
-        acc[out].incoming.add(inc)
+        if _incoming_many(lo, hi, *incoming):
+            sums.incoming_many = True
+        else:
+            sums.incoming.update((lo, hi))
 
 
 _a, _c = forward_attempts, failure_clusters
 # see _RESOLVE_SLACK_NS: one index range per outgoing channel failing in this hour
 _failing_out = (
-    select(_r.c.outgoing_channel_id)
-    .where(_r.c.node_id == bindparam("node"))
-    .where(_r.c.hour == bindparam("hour"))
+    select(_fh.c.outgoing_channel_id)
+    .where(_fh.c.node_id == bindparam("node"))
+    .where(_fh.c.hour == bindparam("hour"))
 )
 _RAW_FAILURES = (
     select(
@@ -702,20 +787,43 @@ _LEDGER = (
     .where(forwards.c.timestamp_ns < bindparam("hi"))
     .group_by(forwards.c.chan_id_in, forwards.c.chan_id_out)
 )
-_fr = forward_rollups_hourly
-_forward_hours = and_(
-    _fr.c.node_id == bindparam("node"), _fr.c.hour.between(bindparam("first"), bindparam("last"))
-)
-_ROLLUP_OUT = (
-    select(_fr.c.chan_id_out, func.sum(_fr.c.forwards))
-    .where(_forward_hours)
-    .group_by(_fr.c.chan_id_out)
-)
-_ROLLUP_IN_FEES = (
-    select(_fr.c.chan_id_in, func.sum(_fr.c.fee_msat))
-    .where(_forward_hours)
-    .group_by(_fr.c.chan_id_in)
-)
+_wd, _wh = forward_channel_daily, forward_channel_hourly
+
+
+def _forward_source(table: Table, period: str, first: str, last: str) -> Select[Any]:
+    t = table.c
+    return (
+        select(t.chan_id, t.forwards_out, t.forwards_in, t.fee_in_msat)
+        .where(t.node_id == bindparam("node"))
+        .where(t[period].between(bindparam(first), bindparam(last)))
+    )
+
+
+_forward_rows = union_all(
+    _forward_source(_wd, "day", "d0", "d1"),
+    _forward_source(_wh, "hour", "a0", "a1"),
+    _forward_source(_wh, "hour", "b0", "b1"),
+).subquery("rows")
+# per channel over the span's days and whole hours: forwards out of it, fees in via it
+_ROLLUP_FORWARDS = select(
+    _forward_rows.c.chan_id,
+    func.sum(_forward_rows.c.forwards_out),
+    func.sum(_forward_rows.c.forwards_in),
+    func.sum(_forward_rows.c.fee_in_msat),
+).group_by(_forward_rows.c.chan_id)
+
+
+def _forward_totals(
+    conn: Connection, node_id: int, span: _Span
+) -> dict[int, tuple[int, int | None]]:
+    """(forwards out, fees in) per channel (signed id) over the span's days and hours.
+
+    The fees are None for a channel no forward came in via.
+    """
+    if not span.has_rollups:
+        return {}
+    rows = conn.execute(_ROLLUP_FORWARDS, _range_params(node_id, span))
+    return {chan: (int(n_out), int(fee) if n_in else None) for chan, n_out, n_in, fee in rows}
 
 
 def _ledger(conn: Connection, node_id: int, parts: Sequence[tuple[int, int]]) -> list[_LedgerSums]:
@@ -728,14 +836,10 @@ def _ledger(conn: Connection, node_id: int, parts: Sequence[tuple[int, int]]) ->
 
 
 def _successes(
-    conn: Connection, node_id: int, window: _Span, window_ledger: Sequence[_LedgerSums]
+    window_totals: dict[int, tuple[int, int | None]], window_ledger: Sequence[_LedgerSums]
 ) -> dict[int, int]:
     """Settled forwards out of each channel in the window."""
-    counts: dict[int, int] = {}
-    if window.has_hours:
-        rows = conn.execute(_ROLLUP_OUT, _hours(node_id, window))
-        for chan, n in rows:
-            counts[chan] = counts.get(chan, 0) + int(n)
+    counts = {chan: n for chan, (n, _) in window_totals.items() if n}
     for sums in window_ledger:
         counts[sums.chan_out] = counts.get(sums.chan_out, 0) + sums.forwards
     return {from_signed64(chan): n for chan, n in sorted(counts.items())}
@@ -744,13 +848,15 @@ def _successes(
 def _inbound(
     conn: Connection,
     node_id: int,
-    window: _Span,
+    window_totals: dict[int, tuple[int, int | None]],
     window_ledger: Sequence[_LedgerSums],
     baseline: _Span,
 ) -> dict[int, InboundBaseline]:
     """Fees of forwards in via each channel: in the baseline before the window, and in it."""
-    base = _inbound_fees(conn, node_id, baseline, _ledger(conn, node_id, baseline.parts))
-    in_window = _inbound_fees(conn, node_id, window, window_ledger)
+    base = _inbound_fees(
+        _forward_totals(conn, node_id, baseline), _ledger(conn, node_id, baseline.parts)
+    )
+    in_window = _inbound_fees(window_totals, window_ledger)
     return {
         from_signed64(chan): InboundBaseline(
             from_signed64(chan), base.get(chan, 0), in_window.get(chan, 0)
@@ -760,14 +866,10 @@ def _inbound(
 
 
 def _inbound_fees(
-    conn: Connection, node_id: int, span: _Span, ledger: Sequence[_LedgerSums]
+    totals: dict[int, tuple[int, int | None]], ledger: Sequence[_LedgerSums]
 ) -> dict[int, int]:
-    """Fees of forwards in via each channel (signed id) that had any forward in ``span``."""
-    fees: dict[int, int] = {}
-    if span.has_hours:
-        rows = conn.execute(_ROLLUP_IN_FEES, _hours(node_id, span))
-        for chan, fee in rows:
-            fees[chan] = fees.get(chan, 0) + int(fee)
+    """Fees of forwards in via each channel (signed id) that had any forward in via it."""
+    fees = {chan: fee for chan, (_, fee) in totals.items() if fee is not None}
     for sums in ledger:
         fees[sums.chan_in] = fees.get(sums.chan_in, 0) + sums.fee_msat
     return fees
