@@ -27,6 +27,7 @@ from lnflow.analysis.model import (
     Gap,
     InboundBaseline,
 )
+from lnflow.analysis.opportunities import percentile
 from lnflow.attempts import Outcome
 from lnflow.config import Settings, analysis_settings, load_settings
 from lnflow.domain import (
@@ -45,6 +46,7 @@ from lnflow.domain import (
 )
 from lnflow.errors import ConfigError
 from lnflow.store.analysis_queries import (
+    RANK_IN_SQL_FROM_HOURS,
     StoreFailureDetails,
     load_analysis_input,
     node_id_of,
@@ -747,7 +749,10 @@ def test_long_windows_read_whole_hours_from_rollups(store: Store) -> None:
         raw = [plan for plan in plans(store.engine, statements) if "forward" in plan]
         assert raw
         assert all(
-            re.search(r"USING (COVERING )?INDEX \w+ \(.*(timestamp_ns|first_seen_ns)>\? AND", p)
+            re.search(
+                r"USING (COVERING )?INDEX \w+ \(.*(timestamp_ns|first_seen_ns|resolved_ns)>\? AND",
+                p,
+            )
             or ROLLUPS.search(p)
             for p in raw
         ), raw
@@ -858,12 +863,27 @@ def test_random_windows_match_a_brute_force_count(
         (rng.choice(events).timestamp_ns + hours * H, hours)
         for hours in (rng.randint(1, max_hours) for _ in range(15))
     ]
+    ranked_in_sql = 0
     for until, hours in windows:
         inp = load(store, until, hours, baseline_days=1)
         assert inp.failures == truth.failures(until - hours * H, until), (until, hours)
         assert inp.successes == truth.successes(until - hours * H, until)
         assert inp.inbound == truth.inbound(until - hours * H, until, 24 * H)
         assert inp.node_failures == sum(f.failures for f in inp.failures.values())
+        # percentiles of the failed amounts: read and sorted (short windows) or ranked in
+        # SQL (from RANK_IN_SQL_FROM_HOURS), the same nearest ranks either way
+        with store.engine.connect() as conn:
+            details = StoreFailureDetails(conn, node, until - hours * H, until)
+            for out in outs:
+                for cls in (FailureClass.LIQUIDITY, FailureClass.FEE, FailureClass.MAX_HTLC):
+                    amounts = truth.amounts(out, cls, until - hours * H, until)
+                    expected = tuple(percentile(amounts, p) for p in PERCENTS) if amounts else ()
+                    assert details.amount_percentiles(out, cls, PERCENTS) == expected
+        ranked_in_sql += hours >= RANK_IN_SQL_FROM_HOURS
+    assert ranked_in_sql >= (3 if max_hours > RANK_IN_SQL_FROM_HOURS else 0)
+
+
+PERCENTS = (1, 10, 50, 90, 99, 100)
 
 
 @dataclasses.dataclass
@@ -871,6 +891,7 @@ class RawTruth:
     """Window figures counted one raw row at a time, straight from their definitions."""
 
     failures_rows: list[tuple[int, int, int, int, int, int]]  # out, in, class, ts, fee, cluster
+    amount_rows: list[tuple[int, int, int, int | None]]  # out, class, ts, outgoing amount
     cluster_first: dict[int, int]
     ledger: list[tuple[int, int, int, int]]  # ts, in, out, fee
 
@@ -890,6 +911,17 @@ class RawTruth:
                     ).where(forward_attempts.c.outcome == int(Outcome.FAILED_LOCAL))
                 )
             ]
+            amount_rows = [
+                (from_signed64(o), c, ts, amount)
+                for o, c, ts, amount in conn.execute(
+                    select(
+                        forward_attempts.c.outgoing_channel_id,
+                        forward_attempts.c.failure_class,
+                        forward_attempts.c.resolved_ns,
+                        forward_attempts.c.outgoing_amt_msat,
+                    ).where(forward_attempts.c.outcome == int(Outcome.FAILED_LOCAL))
+                )
+            ]
             cluster_first = dict(
                 conn.execute(select(failure_clusters.c.id, failure_clusters.c.first_ns)).all()
             )
@@ -904,7 +936,14 @@ class RawTruth:
                     )
                 )
             ]
-        return cls(failures_rows, cluster_first, ledger)
+        return cls(failures_rows, amount_rows, cluster_first, ledger)
+
+    def amounts(self, out: int, cls: FailureClass, since: int, until: int) -> list[int]:
+        return [
+            a
+            for o, c, ts, a in self.amount_rows
+            if o == out and c == cls and since <= ts < until and a is not None
+        ]
 
     def failures(self, since: int, until: int) -> dict[int, ChannelFailures]:
         def whole_hour(ts: int) -> bool:

@@ -95,6 +95,7 @@ from lnflow.store.schema import (
 from lnflow.store.writer import NS_PER_HOUR
 
 __all__ = [
+    "RANK_IN_SQL_FROM_HOURS",
     "StoreFailureDetails",
     "failure_class_of",
     "load_analysis_input",
@@ -105,16 +106,16 @@ __all__ = [
 _FAILED_LOCAL = int(Outcome.FAILED_LOCAL)
 
 # Local failures of a partial hour are selected by resolved_ns (their LINK_FAIL time, the
-# time the rollups count them at), which has no index. Each such query therefore walks
-# ix_forward_attempts_out_seen: per outgoing channel (those with a rollup row in that
-# hour: every failure of the hour has one), first_seen_ns from the range start minus this
-# slack up to the range end. The upper end is exact (first_seen_ns <= resolved_ns:
-# timestamps merge by minimum). The lower one holds because lnd reports a local failure
-# as it refuses the HTLC: the LINK_FAIL is the attempt's first event or comes moments
-# after it, well within the attempt timeout (default 600 s). One hour of slack is ample
-# for that and still bounds each read to a little over an hour of the channel's
-# attempts, however large the table grows. (A failure resolved more than an hour after
-# its first event would count in the rollups' whole hours, but not in a partial hour.)
+# time the rollups count them at) on ix_forward_attempts_local: one exact index range per
+# outgoing channel failing in that hour (those with a rollup row for it: every failure of
+# the hour has one) and class (a local failure always has one of the six classes,
+# lnflow.analysis.classify.classify). Looking up a demand cluster's members before the
+# range walks ix_forward_attempts_out_seen instead: first_seen_ns from the cluster's first
+# failure minus this slack up to the range start. The upper end is exact (first_seen_ns
+# <= resolved_ns: timestamps merge by minimum). The lower one holds because lnd reports
+# a local failure as it refuses the HTLC: the LINK_FAIL is the attempt's first event or
+# comes moments after it, well within the attempt timeout (default 600 s). One hour of
+# slack is ample for that and still bounds each read.
 _RESOLVE_SLACK_NS = NS_PER_HOUR
 
 
@@ -220,6 +221,39 @@ _DETAIL = (
 )
 
 
+# Nearest ranks of long windows, on ix_forward_attempts_local_amount: the count of the
+# amounts (on ix_forward_attempts_local), then the k-th smallest by walking the amount
+# index from whichever end is nearer.
+_RANK_COUNT = _DETAIL.with_only_columns(func.count())
+# (the time bounds are written unindexed, so the planner walks the index that gives the
+# amount order rather than sort the window's amounts)
+_ranked = (
+    select(forward_attempts.c.outgoing_amt_msat)
+    .where(forward_attempts.c.outgoing_channel_id == bindparam("out"))
+    .where(forward_attempts.c.failure_class == bindparam("cls"))
+    .where(forward_attempts.c.outgoing_amt_msat.is_not(None))
+    .where(_unindexed(forward_attempts.c.resolved_ns) >= bindparam("since"))
+    .where(_unindexed(forward_attempts.c.resolved_ns) < bindparam("until"))
+    .where(forward_attempts.c.outcome == literal_column(str(_FAILED_LOCAL)))
+    .where(_unindexed(forward_attempts.c.node_id) == bindparam("node"))
+    .limit(1)
+    .offset(bindparam("skip"))
+)
+_RANK_ASC = _ranked.order_by(forward_attempts.c.outgoing_amt_msat)
+_RANK_DESC = _ranked.order_by(forward_attempts.c.outgoing_amt_msat.desc())
+# From this window length on, amounts are ranked in SQL rather than read and sorted here.
+# Both are exact. Reading costs per amount in the window; ranking walks up to half the
+# channel's retained amounts of the class, in window or not, but in SQLite's C at a
+# fraction of the cost per row: with attempts kept 30 days (the default) it pays from
+# about a week.
+RANK_IN_SQL_FROM_HOURS = 7 * 24
+
+
+def _nearest_rank_of(n: int, p: int) -> int:
+    """The 1-based nearest rank of ``p`` percent among ``n`` values."""
+    return max(1, -(-p * n // 100))
+
+
 def _sample_of(
     s: Table | Alias, node: ColumnElement[int], chan: ColumnElement[int]
 ) -> ColumnElement[bool]:
@@ -292,10 +326,13 @@ class StoreFailureDetails:
     )
     _offers: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict, repr=False)
     _fees: dict[int, tuple[FeePoint, ...]] = field(default_factory=dict, repr=False)
+    _compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def _local_failures(self, chan_id: int, cls: FailureClass) -> list[tuple[int, int]]:
         """(missed fee, outgoing amount) of the channel's local failures of this class."""
-        rows = self.conn.execute(
+        rows = self._run(
             _DETAIL,
             {
                 "out": to_signed64(chan_id),
@@ -307,11 +344,57 @@ class StoreFailureDetails:
         )
         return [(int(fee), int(amount)) for fee, amount in rows]
 
+    def _run(self, stmt: Select[Any], params: dict[str, int]) -> Sequence[Any]:
+        """Rows of a statement compiled once for this connection's dialect.
+
+        An analysis asks for hundreds of channels' details; handing the driver the SQL
+        text saves most of the per-statement cost of executing the construct.
+        """
+        compiled = self._compiled.get(id(stmt))
+        if compiled is None:
+            done = stmt.compile(dialect=self.conn.dialect)
+            constants = {k: v for k, v in done.params.items() if v is not None}  # e.g. LIMIT 1
+            compiled = self._compiled[id(stmt)] = (
+                str(done),
+                tuple(done.positiontup or ()),
+                constants,
+            )
+        sql, names, constants = compiled
+        values = tuple(params[n] if n in params else constants[n] for n in names)
+        return self.conn.exec_driver_sql(sql, values).all()
+
     def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
+        """The outgoing amounts themselves, sorted."""
         key = (chan_id, cls)
         if key not in self._amounts:
-            self._amounts[key] = tuple(a for _, a in self._local_failures(chan_id, cls))
+            self._amounts[key] = tuple(sorted(a for _, a in self._local_failures(chan_id, cls)))
         return self._amounts[key]
+
+    def amount_percentiles(
+        self, chan_id: int, cls: FailureClass, percents: Sequence[int]
+    ) -> Sequence[int]:
+        if self.until_ns - self.since_ns < RANK_IN_SQL_FROM_HOURS * NS_PER_HOUR:
+            ordered = self.amounts_msat(chan_id, cls)
+            if not ordered:
+                return ()
+            return tuple(ordered[_nearest_rank_of(len(ordered), p) - 1] for p in percents)
+        params = {
+            "out": to_signed64(chan_id),
+            "cls": int(cls),
+            "since": self.since_ns,
+            "until": self.until_ns,
+            "node": self.node_id,
+        }
+        n = int(self._run(_RANK_COUNT, params)[0][0])
+        result = []
+        for p in percents if n else ():
+            k = _nearest_rank_of(n, p)
+            if k <= n - k + 1:
+                ((value,),) = self._run(_RANK_ASC, params | {"skip": k - 1})
+            else:
+                ((value,),) = self._run(_RANK_DESC, params | {"skip": n - k})
+            result.append(int(value))
+        return tuple(result)
 
     def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
         if chan_id not in self._offers:
@@ -657,7 +740,7 @@ def _add_rollup_failures(
 
 
 _a, _c = forward_attempts, failure_clusters
-# see _RESOLVE_SLACK_NS: one index range per outgoing channel failing in this hour
+# see _RESOLVE_SLACK_NS: one index range per outgoing channel failing in this hour and class
 _failing_out = (
     select(_fh.c.outgoing_channel_id)
     .where(_fh.c.node_id == bindparam("node"))
@@ -678,12 +761,11 @@ _RAW_FAILURES = (
     )
     .select_from(_a.outerjoin(_c, _c.c.id == _a.c.cluster_id))
     .where(_a.c.outgoing_channel_id.in_(_failing_out))
-    .where(_a.c.first_seen_ns >= bindparam("seen_from"))
-    .where(_a.c.first_seen_ns < bindparam("hi"))
+    .where(_a.c.failure_class.in_([literal_column(str(int(c))) for c in FailureClass]))
     .where(_a.c.resolved_ns >= bindparam("lo"))
     .where(_a.c.resolved_ns < bindparam("hi"))
     .where(_unindexed(_a.c.node_id) == bindparam("node"))
-    .where(_a.c.outcome == _FAILED_LOCAL)
+    .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
     .group_by(
         _a.c.outgoing_channel_id,
         _a.c.incoming_channel_id,
@@ -718,7 +800,6 @@ def _add_raw_failures(
     params = {
         "node": node_id,
         "hour": lo // NS_PER_HOUR,
-        "seen_from": lo - _RESOLVE_SLACK_NS,
         "lo": lo,
         "hi": hi,
     }

@@ -196,6 +196,22 @@ Index(
     postgresql_where=forward_attempts.c.outcome == 2,
 )
 
+# Percentiles of a long window's failed amounts (StoreFailureDetails.amount_percentiles):
+# the same rows in amount order, so the k-th smallest amount of a channel's class in a
+# time range is found by walking k index entries (resolved_ns is checked from the index)
+# instead of reading and sorting them all. Added by 0004.
+Index(
+    "ix_forward_attempts_local_amount",
+    forward_attempts.c.outgoing_channel_id,
+    forward_attempts.c.failure_class,
+    forward_attempts.c.outgoing_amt_msat,
+    forward_attempts.c.resolved_ns,
+    forward_attempts.c.node_id,
+    forward_attempts.c.outcome,
+    sqlite_where=forward_attempts.c.outcome == 2,
+    postgresql_where=forward_attempts.c.outcome == 2,
+)
+
 # Demand clusters (DESIGN §4); ids are assigned by lnflow.clusters.ClusterAssigner.
 failure_clusters = Table(
     "failure_clusters",

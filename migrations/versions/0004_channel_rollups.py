@@ -1,4 +1,5 @@
-"""per-channel hourly and daily rollups of failures and forwards, backfilled
+"""per-channel hourly and daily rollups of failures and forwards, backfilled; failed
+amounts in amount order
 
 Revision ID: 0004
 Revises: 0003
@@ -114,9 +115,26 @@ def upgrade() -> None:
     _backfill_failures("failure_channel_daily", "day", ", min(hour), max(hour)")
     _backfill_forwards("forward_channel_hourly", "hour")
     _backfill_forwards("forward_channel_daily", "day")
+    with op.batch_alter_table("forward_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_forward_attempts_local_amount",
+            [
+                "outgoing_channel_id",
+                "failure_class",
+                "outgoing_amt_msat",
+                "resolved_ns",
+                "node_id",
+                "outcome",
+            ],
+            unique=False,
+            sqlite_where=sa.text("outcome = 2"),
+            postgresql_where=sa.text("outcome = 2"),
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("forward_attempts", schema=None) as batch_op:
+        batch_op.drop_index("ix_forward_attempts_local_amount")
     for name in (
         "forward_channel_daily",
         "forward_channel_hourly",
