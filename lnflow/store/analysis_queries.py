@@ -40,7 +40,7 @@ Reads only; nothing here writes or reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,7 @@ from lnflow.analysis.model import (
     Gap,
     InboundBaseline,
 )
+from lnflow.analysis.opportunities import dominant_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.queries import stream_gaps
@@ -221,6 +222,18 @@ _DETAIL = (
 )
 
 
+# The same for several channels at once (the channels an analysis will ask about)
+_DETAIL_MANY = (
+    select(forward_attempts.c.outgoing_channel_id, forward_attempts.c.outgoing_amt_msat)
+    .where(forward_attempts.c.outgoing_channel_id.in_(bindparam("outs", expanding=True)))
+    .where(forward_attempts.c.failure_class == bindparam("cls"))
+    .where(forward_attempts.c.resolved_ns >= bindparam("since"))
+    .where(forward_attempts.c.resolved_ns < bindparam("until"))
+    .where(forward_attempts.c.outcome == literal_column(str(_FAILED_LOCAL)))
+    .where(forward_attempts.c.outgoing_amt_msat.is_not(None))
+    .where(_unindexed(forward_attempts.c.node_id) == bindparam("node"))
+)
+
 # Nearest ranks of long windows, on ix_forward_attempts_local_amount: the count of the
 # amounts (on ix_forward_attempts_local), then the k-th smallest by walking the amount
 # index from whichever end is nearer.
@@ -321,6 +334,9 @@ class StoreFailureDetails:
     since_ns: int
     until_ns: int
     fee_history_from_ns: int | None = None
+    # channels whose amounts of a class will likely be asked for: the first such question
+    # reads them all in one statement
+    likely: Mapping[FailureClass, frozenset[int]] = field(default_factory=dict)
     _amounts: dict[tuple[int, FailureClass], tuple[int, ...]] = field(
         default_factory=dict, repr=False
     )
@@ -367,8 +383,29 @@ class StoreFailureDetails:
         """The outgoing amounts themselves, sorted."""
         key = (chan_id, cls)
         if key not in self._amounts:
-            self._amounts[key] = tuple(sorted(a for _, a in self._local_failures(chan_id, cls)))
+            batch = self.likely.get(cls, frozenset())
+            if chan_id in batch:
+                self._read_amounts(cls, batch)
+            else:
+                self._amounts[key] = tuple(sorted(a for _, a in self._local_failures(chan_id, cls)))
         return self._amounts[key]
+
+    def _read_amounts(self, cls: FailureClass, chan_ids: frozenset[int]) -> None:
+        found: dict[int, list[int]] = {chan: [] for chan in chan_ids}
+        rows = self.conn.execute(
+            _DETAIL_MANY,
+            {
+                "outs": sorted(to_signed64(chan) for chan in chan_ids),
+                "cls": int(cls),
+                "since": self.since_ns,
+                "until": self.until_ns,
+                "node": self.node_id,
+            },
+        )
+        for out, amount in rows:
+            found[from_signed64(out)].append(amount)
+        for chan, amounts in found.items():
+            self._amounts[(chan, cls)] = tuple(sorted(amounts))
 
     def amount_percentiles(
         self, chan_id: int, cls: FailureClass, percents: Sequence[int]
@@ -439,11 +476,23 @@ def load_analysis_input(
         failures=failures,
         successes=_successes(window_totals, window_ledger),
         inbound=_inbound(conn, node_id, window_totals, window_ledger, baseline),
-        details=StoreFailureDetails(conn, node_id, since_ns, until_ns, history_from_ns),
+        details=StoreFailureDetails(
+            conn, node_id, since_ns, until_ns, history_from_ns, likely=_likely(failures)
+        ),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,
         node_missed_msat=node_missed,
     )
+
+
+def _likely(failures: Mapping[int, ChannelFailures]) -> dict[FailureClass, frozenset[int]]:
+    """Channels by their dominant class: whose amounts the analysis may ask for."""
+    by_class: dict[FailureClass, set[int]] = {}
+    for chan, f in failures.items():
+        cls = dominant_class(f.by_class)
+        if cls is not None:
+            by_class.setdefault(cls, set()).add(chan)
+    return {cls: frozenset(chans) for cls, chans in by_class.items()}
 
 
 # --------------------------------------------------------------------------- channels

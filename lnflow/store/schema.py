@@ -443,6 +443,7 @@ def _failure_channel_table(name: str, period: str, *extra: Column[int]) -> Table
         Column("incoming_hi", BigInteger, nullable=False),
         Column("incoming_many", Boolean, nullable=False),
         *extra,
+        sqlite_with_rowid=False,  # rows stored in key order: a range of periods is one scan
     )
 
 
@@ -469,6 +470,7 @@ def _forward_channel_table(name: str, period: str) -> Table:
         Column("fee_out_msat", BigInteger, nullable=False),
         Column("forwards_in", Integer, nullable=False),
         Column("fee_in_msat", BigInteger, nullable=False),
+        sqlite_with_rowid=False,
     )
 
 

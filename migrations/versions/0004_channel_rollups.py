@@ -65,6 +65,7 @@ def _create(name: str, period: str, columns: list[sa.Column[object]], key: str) 
         *columns,
         sa.ForeignKeyConstraint(["node_id"], ["nodes.id"], name=op.f(f"fk_{name}_node_id_nodes")),
         sa.PrimaryKeyConstraint("node_id", period, key, name=op.f(f"pk_{name}")),
+        sqlite_with_rowid=False,
     )
 
 
