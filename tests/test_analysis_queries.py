@@ -856,6 +856,7 @@ def test_random_windows_match_a_brute_force_count(
     day = 24 * H
     windows = [(end + H, (end - t0) // H + 2), (t0 // H * H + 20 * H, 10)]  # all; hour-aligned
     windows += [(t0 // day * day + 3 * day, 48), (t0 // day * day + 3 * day + 5 * H, 53)]
+    windows += [(end + H, 201), (end + 30 * MIN, 200)]  # amounts ranked in SQL
     windows += [(rng.randrange(t0 + 2 * H, end + H), rng.randint(1, max_hours)) for _ in range(30)]
     # ends, then starts, cutting through demand clusters
     windows += [(rng.choice(events).timestamp_ns + 1, rng.randint(1, max_hours)) for _ in range(15)]
@@ -881,8 +882,10 @@ def test_random_windows_match_a_brute_force_count(
                     amounts = truth.amounts(out, cls, until - hours * H, until)
                     expected = tuple(percentile(amounts, p) for p in PERCENTS) if amounts else ()
                     assert details.amount_percentiles(out, cls, PERCENTS) == expected
+                offers = truth.offers(out, FailureClass.FEE, until - hours * H, until)
+                assert sorted(details.fee_offers(out)) == sorted(offers)
         ranked_in_sql += hours >= RANK_IN_SQL_FROM_HOURS
-    assert ranked_in_sql >= (3 if max_hours > RANK_IN_SQL_FROM_HOURS else 0)
+    assert ranked_in_sql >= (5 if max_hours > RANK_IN_SQL_FROM_HOURS else 2)
 
 
 PERCENTS = (1, 10, 50, 90, 99, 100)
@@ -893,7 +896,7 @@ class RawTruth:
     """Window figures counted one raw row at a time, straight from their definitions."""
 
     failures_rows: list[tuple[int, int, int, int, int, int]]  # out, in, class, ts, fee, cluster
-    amount_rows: list[tuple[int, int, int, int | None]]  # out, class, ts, outgoing amount
+    amount_rows: list[tuple[int, int, int, int | None, int]]  # out, class, ts, amount, fee
     cluster_first: dict[int, int]
     ledger: list[tuple[int, int, int, int]]  # ts, in, out, fee
 
@@ -914,13 +917,14 @@ class RawTruth:
                 )
             ]
             amount_rows = [
-                (from_signed64(o), c, ts, amount)
-                for o, c, ts, amount in conn.execute(
+                (from_signed64(o), c, ts, amount, fee)
+                for o, c, ts, amount, fee in conn.execute(
                     select(
                         forward_attempts.c.outgoing_channel_id,
                         forward_attempts.c.failure_class,
                         forward_attempts.c.resolved_ns,
                         forward_attempts.c.outgoing_amt_msat,
+                        forward_attempts.c.missed_fee_msat,
                     ).where(forward_attempts.c.outcome == int(Outcome.FAILED_LOCAL))
                 )
             ]
@@ -941,9 +945,13 @@ class RawTruth:
         return cls(failures_rows, amount_rows, cluster_first, ledger)
 
     def amounts(self, out: int, cls: FailureClass, since: int, until: int) -> list[int]:
+        return [a for _, a in self.offers(out, cls, since, until)]
+
+    def offers(self, out: int, cls: FailureClass, since: int, until: int) -> list[tuple[int, int]]:
+        """(missed fee, amount) of the failures with a known amount."""
         return [
-            a
-            for o, c, ts, a in self.amount_rows
+            (fee, a)
+            for o, c, ts, a, fee in self.amount_rows
             if o == out and c == cls and since <= ts < until and a is not None
         ]
 

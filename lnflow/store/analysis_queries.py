@@ -223,15 +223,24 @@ _DETAIL = (
 
 
 # The same for several channels at once (the channels an analysis will ask about)
-_DETAIL_MANY = (
-    select(forward_attempts.c.outgoing_channel_id, forward_attempts.c.outgoing_amt_msat)
-    .where(forward_attempts.c.outgoing_channel_id.in_(bindparam("outs", expanding=True)))
-    .where(forward_attempts.c.failure_class == bindparam("cls"))
-    .where(forward_attempts.c.resolved_ns >= bindparam("since"))
-    .where(forward_attempts.c.resolved_ns < bindparam("until"))
-    .where(forward_attempts.c.outcome == literal_column(str(_FAILED_LOCAL)))
-    .where(forward_attempts.c.outgoing_amt_msat.is_not(None))
-    .where(_unindexed(forward_attempts.c.node_id) == bindparam("node"))
+_of_channels = (
+    forward_attempts.c.outgoing_channel_id.in_(bindparam("outs", expanding=True)),
+    forward_attempts.c.failure_class == bindparam("cls"),
+    forward_attempts.c.resolved_ns >= bindparam("since"),
+    forward_attempts.c.resolved_ns < bindparam("until"),
+    forward_attempts.c.outcome == literal_column(str(_FAILED_LOCAL)),
+    forward_attempts.c.outgoing_amt_msat.is_not(None),
+    _unindexed(forward_attempts.c.node_id) == bindparam("node"),
+)
+_DETAIL_MANY = select(
+    forward_attempts.c.outgoing_channel_id,
+    forward_attempts.c.missed_fee_msat,
+    forward_attempts.c.outgoing_amt_msat,
+).where(*_of_channels)
+_COUNT_MANY = (
+    select(forward_attempts.c.outgoing_channel_id, func.count())
+    .where(*_of_channels)
+    .group_by(forward_attempts.c.outgoing_channel_id)
 )
 
 # Nearest ranks of long windows, on ix_forward_attempts_local_amount: the count of the
@@ -341,6 +350,7 @@ class StoreFailureDetails:
         default_factory=dict, repr=False
     )
     _offers: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict, repr=False)
+    _counts: dict[tuple[int, FailureClass], int] = field(default_factory=dict, repr=False)
     _fees: dict[int, tuple[FeePoint, ...]] = field(default_factory=dict, repr=False)
     _compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = field(
         default_factory=dict, repr=False
@@ -390,8 +400,29 @@ class StoreFailureDetails:
                 self._amounts[key] = tuple(sorted(a for _, a in self._local_failures(chan_id, cls)))
         return self._amounts[key]
 
+    def _count(self, chan_id: int, cls: FailureClass, params: dict[str, int]) -> int:
+        """How many amounts the channel's failures of the class have in the window."""
+        batch = self.likely.get(cls, frozenset())
+        if chan_id not in batch:
+            return int(self._run(_RANK_COUNT, params)[0][0])
+        if (chan_id, cls) not in self._counts:
+            rows = self.conn.execute(
+                _COUNT_MANY,
+                {
+                    "outs": sorted(to_signed64(chan) for chan in batch),
+                    "cls": int(cls),
+                    "since": self.since_ns,
+                    "until": self.until_ns,
+                    "node": self.node_id,
+                },
+            )
+            counts = {from_signed64(out): int(n) for out, n in rows}
+            self._counts |= {(chan, cls): counts.get(chan, 0) for chan in batch}
+        return self._counts[(chan_id, cls)]
+
     def _read_amounts(self, cls: FailureClass, chan_ids: frozenset[int]) -> None:
-        found: dict[int, list[int]] = {chan: [] for chan in chan_ids}
+        """Amounts (and fee offers) of the class's failures of all these channels."""
+        found: dict[int, list[tuple[int, int]]] = {chan: [] for chan in chan_ids}
         rows = self.conn.execute(
             _DETAIL_MANY,
             {
@@ -402,10 +433,12 @@ class StoreFailureDetails:
                 "node": self.node_id,
             },
         )
-        for out, amount in rows:
-            found[from_signed64(out)].append(amount)
-        for chan, amounts in found.items():
-            self._amounts[(chan, cls)] = tuple(sorted(amounts))
+        for out, fee, amount in rows:
+            found[from_signed64(out)].append((fee, amount))
+        for chan, failures in found.items():
+            self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount in failures))
+            if cls is FailureClass.FEE:
+                self._offers[chan] = tuple(failures)
 
     def amount_percentiles(
         self, chan_id: int, cls: FailureClass, percents: Sequence[int]
@@ -422,7 +455,7 @@ class StoreFailureDetails:
             "until": self.until_ns,
             "node": self.node_id,
         }
-        n = int(self._run(_RANK_COUNT, params)[0][0])
+        n = self._count(chan_id, cls, params)
         result = []
         for p in percents if n else ():
             k = _nearest_rank_of(n, p)
@@ -435,7 +468,11 @@ class StoreFailureDetails:
 
     def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
         if chan_id not in self._offers:
-            self._offers[chan_id] = tuple(self._local_failures(chan_id, FailureClass.FEE))
+            batch = self.likely.get(FailureClass.FEE, frozenset())
+            if chan_id in batch:
+                self._read_amounts(FailureClass.FEE, batch)
+            else:
+                self._offers[chan_id] = tuple(self._local_failures(chan_id, FailureClass.FEE))
         return self._offers[chan_id]
 
     def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
