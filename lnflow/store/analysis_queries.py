@@ -334,8 +334,13 @@ class StoreFailureDetails:
     read from the partial covering index ``ix_forward_attempts_local``; the fee history
     runs from ``fee_history_from_ns`` (``since_ns`` when None; :func:`load_analysis_input`
     passes ``since − gossip_grace_h``) to ``until_ns``. Each method runs one query the
-    first time it is asked for a channel, and remembers the answer. It uses ``conn``, so
-    the caller keeps that connection open until the analysis has finished with the input.
+    first time it is asked for a channel, and remembers the answer; for a channel in
+    ``likely`` (the channels a class dominates, from :func:`load_analysis_input`) the first
+    question reads the class for all of them in one statement. Amount percentiles are
+    nearest ranks, exact either way: windows shorter than :data:`RANK_IN_SQL_FROM_HOURS`
+    read and sort the amounts, longer ones count them and walk
+    ``ix_forward_attempts_local_amount`` to each rank. It uses ``conn``, so the caller
+    keeps that connection open until the analysis has finished with the input.
     """
 
     conn: Connection

@@ -192,10 +192,6 @@ Index(
     forward_attempts.c.missed_fee_msat,
     forward_attempts.c.node_id,
     forward_attempts.c.outcome,
-    # since 0004: the partial hours of an analysis window read the failures' incoming
-    # channels and clusters from here too, without a table row per failure
-    forward_attempts.c.incoming_channel_id,
-    forward_attempts.c.cluster_id,
     sqlite_where=forward_attempts.c.outcome == 2,
     postgresql_where=forward_attempts.c.outcome == 2,
 )

@@ -102,28 +102,6 @@ def _backfill_forwards(table: str, period: str) -> None:
     )
 
 
-def _local_index(extra: tuple[str, ...]) -> None:
-    """ix_forward_attempts_local as 0002 made it, plus ``extra`` columns at its end."""
-    with op.batch_alter_table("forward_attempts", schema=None) as batch_op:
-        batch_op.drop_index("ix_forward_attempts_local")
-        batch_op.create_index(
-            "ix_forward_attempts_local",
-            [
-                "outgoing_channel_id",
-                "failure_class",
-                "resolved_ns",
-                "outgoing_amt_msat",
-                "missed_fee_msat",
-                "node_id",
-                "outcome",
-                *extra,
-            ],
-            unique=False,
-            sqlite_where=sa.text("outcome = 2"),
-            postgresql_where=sa.text("outcome = 2"),
-        )
-
-
 def upgrade() -> None:
     _create("failure_channel_hourly", "hour", _failure_columns(), "outgoing_channel_id")
     daily = [
@@ -138,7 +116,6 @@ def upgrade() -> None:
     _backfill_failures("failure_channel_daily", "day", ", min(hour), max(hour)")
     _backfill_forwards("forward_channel_hourly", "hour")
     _backfill_forwards("forward_channel_daily", "day")
-    _local_index(("incoming_channel_id", "cluster_id"))
     with op.batch_alter_table("forward_attempts", schema=None) as batch_op:
         batch_op.create_index(
             "ix_forward_attempts_local_amount",
@@ -159,7 +136,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("forward_attempts", schema=None) as batch_op:
         batch_op.drop_index("ix_forward_attempts_local_amount")
-    _local_index(())
     for name in (
         "forward_channel_daily",
         "forward_channel_hourly",
