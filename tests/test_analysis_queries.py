@@ -16,6 +16,7 @@ from sqlalchemy import Engine, event, insert, select
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
+    INCOMING_CAP,
     AnalysisInput,
     AnalysisSettings,
     ChannelFailures,
@@ -26,6 +27,7 @@ from lnflow.analysis.model import (
     Gap,
     InboundBaseline,
 )
+from lnflow.analysis.opportunities import percentile
 from lnflow.attempts import Outcome
 from lnflow.config import Settings, analysis_settings, load_settings
 from lnflow.domain import (
@@ -44,6 +46,7 @@ from lnflow.domain import (
 )
 from lnflow.errors import ConfigError
 from lnflow.store.analysis_queries import (
+    RANK_IN_SQL_FROM_HOURS,
     StoreFailureDetails,
     load_analysis_input,
     node_id_of,
@@ -335,7 +338,7 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 clusters=4,
                 missed_raw_msat=2_000 + 3_000 + 1_000 + 0 + 100,
                 missed_dedup_msat=3_000 + 1_000 + 0 + 100,
-                incoming_channels=4,
+                incoming_channels=3,  # 4, counted up to INCOMING_CAP
                 first_failure_ns=SINCE + 1 * H - 40 * MIN,  # the start of a whole hour
                 last_failure_ns=UNTIL - 30 * MIN,  # exact: in the partial last hour
                 by_class={
@@ -629,7 +632,7 @@ def test_mid_hour_window_counts_exactly_what_falls_inside(store: Store) -> None:
             clusters=4,
             missed_raw_msat=missed,
             missed_dedup_msat=missed,
-            incoming_channels=4,
+            incoming_channels=3,  # 4, counted up to INCOMING_CAP
             first_failure_ns=EX_SINCE,  # exact: in the partial first hour
             last_failure_ns=EX_UNTIL - 2 * S,  # exact: in the partial last hour
             by_class={FailureClass.LIQUIDITY: ClassStats(4, missed)},
@@ -665,7 +668,7 @@ def test_window_on_hour_boundaries_is_the_rollups_alone(store: Store) -> None:
             clusters=5,
             missed_raw_msat=missed,
             missed_dedup_msat=missed,
-            incoming_channels=5,
+            incoming_channels=3,  # 5, counted up to INCOMING_CAP
             first_failure_ns=499_997 * H,  # hour precision
             last_failure_ns=499_999 * H - 1,
             by_class={FailureClass.LIQUIDITY: ClassStats(5, missed)},
@@ -746,14 +749,17 @@ def test_long_windows_read_whole_hours_from_rollups(store: Store) -> None:
         raw = [plan for plan in plans(store.engine, statements) if "forward" in plan]
         assert raw
         assert all(
-            re.search(r"USING (COVERING )?INDEX \w+ \(.*(timestamp_ns|first_seen_ns)>\? AND", p)
-            or "rollups_hourly" in p
+            re.search(
+                r"USING (COVERING )?INDEX \w+ \(.*(timestamp_ns|first_seen_ns|resolved_ns)>\? AND",
+                p,
+            )
+            or ROLLUPS.search(p)
             for p in raw
         ), raw
     # the cost does not grow with the window: the same failure and forward statements
     # (other bounds), raw rows for the partial first and last hour only
     counted = [
-        [s for s, _ in statements if RAW_TABLES.search(s) or "rollups_hourly" in s]
+        [s for s, _ in statements if RAW_TABLES.search(s) or ROLLUPS.search(s)]
         for statements, _ in runs.values()
     ]
     assert counted[0] == counted[1]
@@ -763,6 +769,7 @@ def test_long_windows_read_whole_hours_from_rollups(store: Store) -> None:
 
 
 RAW_TABLES = re.compile(r"\b(FROM|JOIN) (forward_attempts|forwards|failure_clusters)\b")
+ROLLUPS = re.compile(r"\w+_(rollups_hourly|channel_hourly|channel_daily)\b")
 
 
 @contextlib.contextmanager
@@ -793,15 +800,22 @@ def plans(engine: Engine, statements: list[tuple[str, Any]]) -> list[str]:
 
 def full_scans(engine: Engine, statements: list[tuple[str, Any]]) -> list[str]:
     """Plan lines that read a whole attempts, ledger, cluster or rollup table."""
-    tables = r"(forward_attempts|forwards|failure_clusters|\w+_rollups_hourly)"
+    tables = r"(forward_attempts|forwards|failure_clusters|\w+_rollups_hourly|\w+_channel_\w+)"
     return [p for p in plans(engine, statements) if re.match(rf"SCAN {tables}\b", p)]
 
 
 # -- exact windows against a brute-force count from the raw rows -----------------------
 
 
-def test_random_windows_match_a_brute_force_count(store: Store) -> None:
-    """Random failures and forwards over some 60 hours; many windows, aligned or not."""
+@pytest.mark.parametrize(
+    ("gap_scale", "max_hours"),
+    [(1, 30), (5, 200)],
+    ids=["hours: some 60 h of data", "days: some 12 days, windows of whole days and hours"],
+)
+def test_random_windows_match_a_brute_force_count(
+    store: Store, gap_scale: int, max_hours: int
+) -> None:
+    """Random failures and forwards; many windows, aligned or not, short or over days."""
     rng = random.Random(7)
     w, node = store.writer, store.node_id
     t0 = 700_000 * H
@@ -820,7 +834,7 @@ def test_random_windows_match_a_brute_force_count(store: Store) -> None:
             if rng.random() < 0.5:
                 inc = rng.choice(ins)  # same amount, another route
         else:
-            ts += rng.choice((20 * S, 2 * MIN, 10 * MIN, 40 * MIN))
+            ts += rng.choice((20 * S, 2 * MIN, 10 * MIN, 40 * MIN)) * gap_scale
             out, inc, amount = rng.choice(outs), rng.choice(ins), rng.choice(amounts)
         fee = rng.randrange(5_000)
         events.append(link_fail(htlc, ts, out, inc, amount, fee, **rng.choice(kinds)))
@@ -839,20 +853,42 @@ def test_random_windows_match_a_brute_force_count(store: Store) -> None:
         ],
     )
     truth = RawTruth.read(store)
-    windows = [(end + H, 50), (t0 // H * H + 20 * H, 10)]  # everything; hour-aligned
-    windows += [(rng.randrange(t0 + 2 * H, end + H), rng.randint(1, 30)) for _ in range(30)]
+    day = 24 * H
+    windows = [(end + H, (end - t0) // H + 2), (t0 // H * H + 20 * H, 10)]  # all; hour-aligned
+    windows += [(t0 // day * day + 3 * day, 48), (t0 // day * day + 3 * day + 5 * H, 53)]
+    windows += [(end + H, 201), (end + 30 * MIN, 200)]  # amounts ranked in SQL
+    windows += [(rng.randrange(t0 + 2 * H, end + H), rng.randint(1, max_hours)) for _ in range(30)]
     # ends, then starts, cutting through demand clusters
-    windows += [(rng.choice(events).timestamp_ns + 1, rng.randint(1, 30)) for _ in range(15)]
+    windows += [(rng.choice(events).timestamp_ns + 1, rng.randint(1, max_hours)) for _ in range(15)]
     windows += [
         (rng.choice(events).timestamp_ns + hours * H, hours)
-        for hours in (rng.randint(1, 30) for _ in range(15))
+        for hours in (rng.randint(1, max_hours) for _ in range(15))
     ]
+    ranked_in_sql = 0
     for until, hours in windows:
         inp = load(store, until, hours, baseline_days=1)
         assert inp.failures == truth.failures(until - hours * H, until), (until, hours)
         assert inp.successes == truth.successes(until - hours * H, until)
         assert inp.inbound == truth.inbound(until - hours * H, until, 24 * H)
         assert inp.node_failures == sum(f.failures for f in inp.failures.values())
+        # percentiles of the failed amounts: read and sorted (short windows) or ranked in
+        # SQL (from RANK_IN_SQL_FROM_HOURS), the same nearest ranks either way
+        with store.engine.connect() as conn:
+            # every other window reads each class's amounts for all channels at once
+            likely = {c: frozenset(outs) for c in FailureClass} if hours % 2 else {}
+            details = StoreFailureDetails(conn, node, until - hours * H, until, likely=likely)
+            for out in outs:
+                for cls in (FailureClass.LIQUIDITY, FailureClass.FEE, FailureClass.MAX_HTLC):
+                    amounts = truth.amounts(out, cls, until - hours * H, until)
+                    expected = tuple(percentile(amounts, p) for p in PERCENTS) if amounts else ()
+                    assert details.amount_percentiles(out, cls, PERCENTS) == expected
+                offers = truth.offers(out, FailureClass.FEE, until - hours * H, until)
+                assert sorted(details.fee_offers(out)) == sorted(offers)
+        ranked_in_sql += hours >= RANK_IN_SQL_FROM_HOURS
+    assert ranked_in_sql >= (5 if max_hours > RANK_IN_SQL_FROM_HOURS else 2)
+
+
+PERCENTS = (1, 10, 50, 90, 99, 100)
 
 
 @dataclasses.dataclass
@@ -860,6 +896,7 @@ class RawTruth:
     """Window figures counted one raw row at a time, straight from their definitions."""
 
     failures_rows: list[tuple[int, int, int, int, int, int]]  # out, in, class, ts, fee, cluster
+    amount_rows: list[tuple[int, int, int, int | None, int]]  # out, class, ts, amount, fee
     cluster_first: dict[int, int]
     ledger: list[tuple[int, int, int, int]]  # ts, in, out, fee
 
@@ -879,6 +916,18 @@ class RawTruth:
                     ).where(forward_attempts.c.outcome == int(Outcome.FAILED_LOCAL))
                 )
             ]
+            amount_rows = [
+                (from_signed64(o), c, ts, amount, fee)
+                for o, c, ts, amount, fee in conn.execute(
+                    select(
+                        forward_attempts.c.outgoing_channel_id,
+                        forward_attempts.c.failure_class,
+                        forward_attempts.c.resolved_ns,
+                        forward_attempts.c.outgoing_amt_msat,
+                        forward_attempts.c.missed_fee_msat,
+                    ).where(forward_attempts.c.outcome == int(Outcome.FAILED_LOCAL))
+                )
+            ]
             cluster_first = dict(
                 conn.execute(select(failure_clusters.c.id, failure_clusters.c.first_ns)).all()
             )
@@ -893,7 +942,18 @@ class RawTruth:
                     )
                 )
             ]
-        return cls(failures_rows, cluster_first, ledger)
+        return cls(failures_rows, amount_rows, cluster_first, ledger)
+
+    def amounts(self, out: int, cls: FailureClass, since: int, until: int) -> list[int]:
+        return [a for _, a in self.offers(out, cls, since, until)]
+
+    def offers(self, out: int, cls: FailureClass, since: int, until: int) -> list[tuple[int, int]]:
+        """(missed fee, amount) of the failures with a known amount."""
+        return [
+            (fee, a)
+            for o, c, ts, a, fee in self.amount_rows
+            if o == out and c == cls and since <= ts < until and a is not None
+        ]
 
     def failures(self, since: int, until: int) -> dict[int, ChannelFailures]:
         def whole_hour(ts: int) -> bool:
@@ -920,7 +980,7 @@ class RawTruth:
                 missed_dedup_msat=sum(
                     self.top(mine, c, until) - self.top(mine, c, since) for c in clusters
                 ),
-                incoming_channels=len({r[1] for r in inside}),
+                incoming_channels=min(len({r[1] for r in inside}), INCOMING_CAP),
                 first_failure_ns=min(r[3] // H * H if whole_hour(r[3]) else r[3] for r in inside),
                 last_failure_ns=max(
                     (r[3] // H + 1) * H - 1 if whole_hour(r[3]) else r[3] for r in inside

@@ -64,9 +64,12 @@ class Details:
         self.history = dict(history or {})
         self.calls = 0
 
-    def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
+    def amount_percentiles(
+        self, chan_id: int, cls: FailureClass, percents: Sequence[int]
+    ) -> Sequence[int]:
         self.calls += 1
-        return self.amounts.get((chan_id, cls), ())
+        amounts = self.amounts.get((chan_id, cls), ())
+        return tuple(percentile(amounts, p) for p in percents) if amounts else ()
 
     def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
         self.calls += 1

@@ -29,11 +29,13 @@ from lnflow.store.retention import (
     PruneStepResult,
     Retained,
 )
+from lnflow.store.rollups import CLASS_COLUMNS
 from lnflow.store.schema import (
     channel_samples,
     failure_clusters,
     failure_rollups_hourly,
     forward_attempts,
+    forward_channel_daily,
     forward_rollups_hourly,
     forwards,
     htlc_events,
@@ -183,6 +185,43 @@ def _forward_rollup(s: Store, i: int, hour: int) -> dict[str, Any]:
     }
 
 
+def _failure_channel(period: str) -> Callable[[Store, int, int], dict[str, Any]]:
+    def row(s: Store, i: int, when: int) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "node_id": s.node_id,
+            period: when,
+            "outgoing_channel_id": 22 + i,
+            "clusters": 1,
+            "missed_dedup_msat": 1_000,
+            "incoming_lo": 11,
+            "incoming_hi": 11,
+            "incoming_many": False,
+        }
+        for n_col, m_col in CLASS_COLUMNS:
+            values |= {n_col: 0, m_col: 0}
+        values |= {"liquidity_failures": 3, "liquidity_missed_msat": 3_000}
+        if period == "day":
+            values |= {"first_hour": when * 24, "last_hour": when * 24 + 23}
+        return values
+
+    return row
+
+
+def _forward_channel(period: str) -> Callable[[Store, int, int], dict[str, Any]]:
+    def row(s: Store, i: int, when: int) -> dict[str, Any]:
+        return {
+            "node_id": s.node_id,
+            period: when,
+            "chan_id": 22 + i,
+            "forwards_out": 2,
+            "fee_out_msat": 2_000,
+            "forwards_in": 0,
+            "fee_in_msat": 0,
+        }
+
+    return row
+
+
 def _ledger(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
     return {
         "node_id": s.node_id,
@@ -258,6 +297,10 @@ ROWS: dict[str, Callable[[Store, int, int], dict[str, Any]]] = {
     "stream_sessions": _session,
     "failure_rollups_hourly": _failure_rollup,
     "forward_rollups_hourly": _forward_rollup,
+    "failure_channel_hourly": _failure_channel("hour"),
+    "failure_channel_daily": _failure_channel("day"),
+    "forward_channel_hourly": _forward_channel("hour"),
+    "forward_channel_daily": _forward_channel("day"),
     "run_gaps": _run_gap,
     "opportunities": _opportunity,
     "rebalance_moves": _rebalance_move,
@@ -359,7 +402,14 @@ def test_rollup_totals_over_30_days_survive_pruning_the_raw_rows(store: Store) -
     def totals() -> tuple[int, ...]:
         since = (NOW - 30 * NS_PER_DAY) // NS_PER_HOUR
         f, r = failure_rollups_hourly, forward_rollups_hourly
+        d = forward_channel_daily
         with store.engine.connect() as conn:
+            daily = conn.execute(
+                select(func.sum(d.c.forwards_out), func.sum(d.c.fee_in_msat)).where(
+                    d.c.day >= since // 24
+                )
+            ).one()
+            assert tuple(daily) == (count, sum(1_000 + i for i in range(count)))
             fail = conn.execute(
                 select(func.sum(f.c.failures), func.sum(f.c.missed_raw_msat)).where(
                     f.c.hour >= since

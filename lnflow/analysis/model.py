@@ -16,6 +16,7 @@ from typing import Protocol
 from .classify import FailureClass
 
 __all__ = [
+    "INCOMING_CAP",
     "Action",
     "AnalysisInput",
     "AnalysisReport",
@@ -31,6 +32,11 @@ __all__ = [
     "Opportunity",
     "RebalanceMove",
 ]
+
+
+# ChannelFailures.incoming_channels counts distinct incoming channels up to this many:
+# confidence only tells 1, 2 and "3 or more" apart, so the store keeps no more than that.
+INCOMING_CAP = 3
 
 
 class Action(enum.StrEnum):
@@ -123,7 +129,8 @@ class ChannelFailures:
     clusters: int
     missed_raw_msat: int
     missed_dedup_msat: int
-    incoming_channels: int  # distinct incoming channels among the failures
+    # distinct incoming channels among the failures, up to INCOMING_CAP (more count as it)
+    incoming_channels: int
     first_failure_ns: int
     last_failure_ns: int
     by_class: Mapping[FailureClass, ClassStats]
@@ -132,11 +139,21 @@ class ChannelFailures:
 class FailureDetails(Protocol):
     """Raw facts, fetched only for the channels whose recommendation needs them.
 
-    Values come in no particular order: the analysis sorts what it needs sorted.
+    Values come in no particular order: the analysis sorts what it needs sorted. Amounts
+    come as percentiles, so a store can rank them where they are (a month of a busy
+    node's failures is millions of values).
     """
 
-    def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
-        """Outgoing amounts of the channel's local failures of this class."""
+    def amount_percentiles(
+        self, chan_id: int, cls: FailureClass, percents: Sequence[int]
+    ) -> Sequence[int]:
+        """Nearest-rank percentiles of the outgoing amounts of the channel's local failures
+        of this class (those with a known amount), one per percent (0 < p <= 100); empty
+        when no amount is known.
+
+        The nearest rank of p among n values is the ⌈p·n/100⌉-th smallest (the first for
+        p·n < 100), as :func:`lnflow.analysis.opportunities.percentile`.
+        """
         ...
 
     def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:

@@ -266,10 +266,10 @@ def _offered_ppm(fee_msat: int, amount_msat: int, base_msat: int) -> int:
 def _recommend_liquidity(
     channel: ChannelState, details: FailureDetails, head: str
 ) -> Recommendation:
-    amounts = sorted(details.amounts_msat(channel.chan_id, FailureClass.LIQUIDITY))
+    ranked = details.amount_percentiles(channel.chan_id, FailureClass.LIQUIDITY, (50, 90))
     usable_sat = channel.usable_capacity_sat
     balance = f"local balance {channel.local_balance_sat:,} of {channel.capacity_sat:,} sats"
-    if not amounts:
+    if not ranked:
         target_sat = _ceil_div(channel.capacity_sat, 2)
         amount = max(0, target_sat - channel.local_balance_sat)
         return Recommendation(
@@ -278,8 +278,7 @@ def _recommend_liquidity(
             "to reach half the capacity",
             suggested_amount_sat=amount,
         )
-    median = _nearest_rank(amounts, 50)
-    p90 = _nearest_rank(amounts, 90)
+    median, p90 = ranked
     if median > usable_sat * _MSAT_PER_SAT:
         size = _sat_up(p90)
         return Recommendation(
@@ -300,8 +299,8 @@ def _recommend_liquidity(
 def _recommend_max_htlc(
     channel: ChannelState, details: FailureDetails, head: str
 ) -> Recommendation:
-    amounts = sorted(details.amounts_msat(channel.chan_id, FailureClass.MAX_HTLC))
-    p90 = _nearest_rank(amounts, 90) if amounts else None
+    ranked = details.amount_percentiles(channel.chan_id, FailureClass.MAX_HTLC, (90,))
+    p90 = ranked[0] if ranked else None
     usable_msat = channel.usable_capacity_sat * _MSAT_PER_SAT
     p90_text = f"p90 failed amount {_fmt_sats(p90)}" if p90 is not None else "amounts unknown"
     ours = channel.max_htlc_msat

@@ -6,8 +6,11 @@ long and the monthly extrapolation (× 720 / hours) scales what was really seen.
 
 Where the figures come from:
 
-- whole clock hours inside the window are read from the hourly rollups, so a long window
-  (720 h) costs a few rollup queries;
+- whole UTC days inside the window are read from the daily per-channel rollups
+  (``failure_channel_daily``, ``forward_channel_daily``), the whole clock hours around
+  them from the hourly ones (``*_channel_hourly``), so any window reads at most 46 hours
+  of hourly rows plus one row per channel and day, summed in SQL (one row per channel
+  comes back);
 - the partial hour at each end (none when a boundary falls on a full hour) is read from
   raw rows, on the same timestamp basis the rollups are filled on: a local failure
   counts at its LINK_FAIL time (``forward_attempts.resolved_ns``), a demand cluster at
@@ -19,7 +22,11 @@ Where the figures come from:
 Precision and boundaries:
 
 - ``first_failure_ns``/``last_failure_ns`` are exact for failures in a partial hour; for
-  a whole hour they are its first and its last nanosecond (rollups have no finer time);
+  a whole hour they are its first and its last nanosecond (rollups have no finer time;
+  a day's rollup row keeps its first and last hour with a failure);
+- ``incoming_channels`` is exact up to :data:`~lnflow.analysis.model.INCOMING_CAP` (3):
+  the rollups keep the smallest and the largest incoming channel of each period and
+  whether it had 3 or more (see :mod:`lnflow.store.schema`);
 - channel samples count when ``ts_ns <= until_ns`` (a sample taken at ``until_ns`` is
   the state at the end of the window); raw failures (:class:`StoreFailureDetails`) when
   ``since_ns <= resolved_ns < until_ns``, like the failure counts;
@@ -33,27 +40,32 @@ Reads only; nothing here writes or reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import (
     Alias,
     ColumnElement,
     Connection,
     Float,
+    Select,
     Table,
     and_,
     bindparam,
+    case,
     cast,
     func,
     literal_column,
     select,
+    union_all,
 )
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
+    INCOMING_CAP,
     AnalysisInput,
     AnalysisSettings,
     ChannelFailures,
@@ -63,23 +75,28 @@ from lnflow.analysis.model import (
     Gap,
     InboundBaseline,
 )
+from lnflow.analysis.opportunities import dominant_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.queries import stream_gaps
+from lnflow.store.rollups import CLASS_COLUMNS, HOURS_PER_DAY
 from lnflow.store.schema import (
     channel_samples,
     channels,
     daemon_state,
+    failure_channel_daily,
+    failure_channel_hourly,
     failure_clusters,
-    failure_rollups_hourly,
     forward_attempts,
-    forward_rollups_hourly,
+    forward_channel_daily,
+    forward_channel_hourly,
     forwards,
     nodes,
 )
 from lnflow.store.writer import NS_PER_HOUR
 
 __all__ = [
+    "RANK_IN_SQL_FROM_HOURS",
     "StoreFailureDetails",
     "failure_class_of",
     "load_analysis_input",
@@ -90,16 +107,16 @@ __all__ = [
 _FAILED_LOCAL = int(Outcome.FAILED_LOCAL)
 
 # Local failures of a partial hour are selected by resolved_ns (their LINK_FAIL time, the
-# time the rollups count them at), which has no index. Each such query therefore walks
-# ix_forward_attempts_out_seen: per outgoing channel (those with a rollup row in that
-# hour: every failure of the hour has one), first_seen_ns from the range start minus this
-# slack up to the range end. The upper end is exact (first_seen_ns <= resolved_ns:
-# timestamps merge by minimum). The lower one holds because lnd reports a local failure
-# as it refuses the HTLC: the LINK_FAIL is the attempt's first event or comes moments
-# after it, well within the attempt timeout (default 600 s). One hour of slack is ample
-# for that and still bounds each read to a little over an hour of the channel's
-# attempts, however large the table grows. (A failure resolved more than an hour after
-# its first event would count in the rollups' whole hours, but not in a partial hour.)
+# time the rollups count them at) on ix_forward_attempts_local: one exact index range per
+# outgoing channel failing in that hour (those with a rollup row for it: every failure of
+# the hour has one) and class (a local failure always has one of the six classes,
+# lnflow.analysis.classify.classify). Looking up a demand cluster's members before the
+# range walks ix_forward_attempts_out_seen instead: first_seen_ns from the cluster's first
+# failure minus this slack up to the range start. The upper end is exact (first_seen_ns
+# <= resolved_ns: timestamps merge by minimum). The lower one holds because lnd reports
+# a local failure as it refuses the HTLC: the LINK_FAIL is the attempt's first event or
+# comes moments after it, well within the attempt timeout (default 600 s). One hour of
+# slack is ample for that and still bounds each read.
 _RESOLVE_SLACK_NS = NS_PER_HOUR
 
 
@@ -126,30 +143,45 @@ def window_for(until_ns: int, hours: int) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class _Span:
-    """``[lo, hi)`` as whole clock hours (read from rollups) plus the partial rest."""
+    """``[lo, hi)`` as whole UTC days, whole clock hours outside them, and partial hours.
 
-    first_hour: int  # whole hours first_hour .. end_hour − 1 (none when equal)
-    end_hour: int
+    Days are read from the daily rollups, hours from the hourly ones, the partial rest
+    from raw rows. Ranges are inclusive (``first..last``); an empty one has first > last.
+    """
+
+    days: tuple[int, int]
+    hours: tuple[tuple[int, int], tuple[int, int]]  # before and after the days
     parts: tuple[tuple[int, int], ...]  # partial ranges [lo, hi), each inside one clock hour
 
     @property
-    def has_hours(self) -> bool:
-        return self.first_hour < self.end_hour
+    def has_rollups(self) -> bool:
+        return any(first <= last for first, last in (self.days, *self.hours))
+
+
+_NONE = (1, 0)
 
 
 def _span(lo: int, hi: int) -> _Span:
     if lo >= hi:
-        return _Span(0, 0, ())
+        return _Span(_NONE, (_NONE, _NONE), ())
     first = -(-lo // NS_PER_HOUR)  # the first hour starting at or after lo
     end = hi // NS_PER_HOUR  # the hour hi falls in (not whole unless hi is its start)
     if first > end:  # lo and hi inside one clock hour
-        return _Span(first, first, ((lo, hi),))
+        return _Span(_NONE, (_NONE, _NONE), ((lo, hi),))
     parts = []
     if lo < first * NS_PER_HOUR:
         parts.append((lo, first * NS_PER_HOUR))
     if end * NS_PER_HOUR < hi:
         parts.append((end * NS_PER_HOUR, hi))
-    return _Span(first, end, tuple(parts))
+    first_day = -(-first // HOURS_PER_DAY)
+    end_day = end // HOURS_PER_DAY
+    if first_day >= end_day:  # no whole day: the whole hours first .. end - 1
+        return _Span(_NONE, ((first, end - 1), _NONE), tuple(parts))
+    return _Span(
+        (first_day, end_day - 1),
+        ((first, first_day * HOURS_PER_DAY - 1), (end_day * HOURS_PER_DAY, end - 1)),
+        tuple(parts),
+    )
 
 
 def node_id_of(conn: Connection) -> int | None:
@@ -188,6 +220,60 @@ _DETAIL = (
     .where(forward_attempts.c.outgoing_amt_msat.is_not(None))
     .where(_unindexed(forward_attempts.c.node_id) == bindparam("node"))
 )
+
+
+# The same for several channels at once (the channels an analysis will ask about)
+_of_channels = (
+    forward_attempts.c.outgoing_channel_id.in_(bindparam("outs", expanding=True)),
+    forward_attempts.c.failure_class == bindparam("cls"),
+    forward_attempts.c.resolved_ns >= bindparam("since"),
+    forward_attempts.c.resolved_ns < bindparam("until"),
+    forward_attempts.c.outcome == literal_column(str(_FAILED_LOCAL)),
+    forward_attempts.c.outgoing_amt_msat.is_not(None),
+    _unindexed(forward_attempts.c.node_id) == bindparam("node"),
+)
+_DETAIL_MANY = select(
+    forward_attempts.c.outgoing_channel_id,
+    forward_attempts.c.missed_fee_msat,
+    forward_attempts.c.outgoing_amt_msat,
+).where(*_of_channels)
+_COUNT_MANY = (
+    select(forward_attempts.c.outgoing_channel_id, func.count())
+    .where(*_of_channels)
+    .group_by(forward_attempts.c.outgoing_channel_id)
+)
+
+# Nearest ranks of long windows, on ix_forward_attempts_local_amount: the count of the
+# amounts (on ix_forward_attempts_local), then the k-th smallest by walking the amount
+# index from whichever end is nearer.
+_RANK_COUNT = _DETAIL.with_only_columns(func.count())
+# (the time bounds are written unindexed, so the planner walks the index that gives the
+# amount order rather than sort the window's amounts)
+_ranked = (
+    select(forward_attempts.c.outgoing_amt_msat)
+    .where(forward_attempts.c.outgoing_channel_id == bindparam("out"))
+    .where(forward_attempts.c.failure_class == bindparam("cls"))
+    .where(forward_attempts.c.outgoing_amt_msat.is_not(None))
+    .where(_unindexed(forward_attempts.c.resolved_ns) >= bindparam("since"))
+    .where(_unindexed(forward_attempts.c.resolved_ns) < bindparam("until"))
+    .where(forward_attempts.c.outcome == literal_column(str(_FAILED_LOCAL)))
+    .where(_unindexed(forward_attempts.c.node_id) == bindparam("node"))
+    .limit(1)
+    .offset(bindparam("skip"))
+)
+_RANK_ASC = _ranked.order_by(forward_attempts.c.outgoing_amt_msat)
+_RANK_DESC = _ranked.order_by(forward_attempts.c.outgoing_amt_msat.desc())
+# From this window length on, amounts are ranked in SQL rather than read and sorted here.
+# Both are exact. Reading costs per amount in the window; ranking walks up to half the
+# channel's retained amounts of the class, in window or not, but in SQLite's C at a
+# fraction of the cost per row: with attempts kept 30 days (the default) it pays from
+# about a week.
+RANK_IN_SQL_FROM_HOURS = 7 * 24
+
+
+def _nearest_rank_of(n: int, p: int) -> int:
+    """The 1-based nearest rank of ``p`` percent among ``n`` values."""
+    return max(1, -(-p * n // 100))
 
 
 def _sample_of(
@@ -248,8 +334,13 @@ class StoreFailureDetails:
     read from the partial covering index ``ix_forward_attempts_local``; the fee history
     runs from ``fee_history_from_ns`` (``since_ns`` when None; :func:`load_analysis_input`
     passes ``since − gossip_grace_h``) to ``until_ns``. Each method runs one query the
-    first time it is asked for a channel, and remembers the answer. It uses ``conn``, so
-    the caller keeps that connection open until the analysis has finished with the input.
+    first time it is asked for a channel, and remembers the answer; for a channel in
+    ``likely`` (the channels a class dominates, from :func:`load_analysis_input`) the first
+    question reads the class for all of them in one statement. Amount percentiles are
+    nearest ranks, exact either way: windows shorter than :data:`RANK_IN_SQL_FROM_HOURS`
+    read and sort the amounts, longer ones count them and walk
+    ``ix_forward_attempts_local_amount`` to each rank. It uses ``conn``, so the caller
+    keeps that connection open until the analysis has finished with the input.
     """
 
     conn: Connection
@@ -257,15 +348,22 @@ class StoreFailureDetails:
     since_ns: int
     until_ns: int
     fee_history_from_ns: int | None = None
+    # channels whose amounts of a class will likely be asked for: the first such question
+    # reads them all in one statement
+    likely: Mapping[FailureClass, frozenset[int]] = field(default_factory=dict)
     _amounts: dict[tuple[int, FailureClass], tuple[int, ...]] = field(
         default_factory=dict, repr=False
     )
     _offers: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict, repr=False)
+    _counts: dict[tuple[int, FailureClass], int] = field(default_factory=dict, repr=False)
     _fees: dict[int, tuple[FeePoint, ...]] = field(default_factory=dict, repr=False)
+    _compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def _local_failures(self, chan_id: int, cls: FailureClass) -> list[tuple[int, int]]:
         """(missed fee, outgoing amount) of the channel's local failures of this class."""
-        rows = self.conn.execute(
+        rows = self._run(
             _DETAIL,
             {
                 "out": to_signed64(chan_id),
@@ -277,15 +375,109 @@ class StoreFailureDetails:
         )
         return [(int(fee), int(amount)) for fee, amount in rows]
 
+    def _run(self, stmt: Select[Any], params: dict[str, int]) -> Sequence[Any]:
+        """Rows of a statement compiled once for this connection's dialect.
+
+        An analysis asks for hundreds of channels' details; handing the driver the SQL
+        text saves most of the per-statement cost of executing the construct.
+        """
+        compiled = self._compiled.get(id(stmt))
+        if compiled is None:
+            done = stmt.compile(dialect=self.conn.dialect)
+            constants = {k: v for k, v in done.params.items() if v is not None}  # e.g. LIMIT 1
+            compiled = self._compiled[id(stmt)] = (
+                str(done),
+                tuple(done.positiontup or ()),
+                constants,
+            )
+        sql, names, constants = compiled
+        values = tuple(params[n] if n in params else constants[n] for n in names)
+        return self.conn.exec_driver_sql(sql, values).all()
+
     def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
+        """The outgoing amounts themselves, sorted."""
         key = (chan_id, cls)
         if key not in self._amounts:
-            self._amounts[key] = tuple(a for _, a in self._local_failures(chan_id, cls))
+            batch = self.likely.get(cls, frozenset())
+            if chan_id in batch:
+                self._read_amounts(cls, batch)
+            else:
+                self._amounts[key] = tuple(sorted(a for _, a in self._local_failures(chan_id, cls)))
         return self._amounts[key]
+
+    def _count(self, chan_id: int, cls: FailureClass, params: dict[str, int]) -> int:
+        """How many amounts the channel's failures of the class have in the window."""
+        batch = self.likely.get(cls, frozenset())
+        if chan_id not in batch:
+            return int(self._run(_RANK_COUNT, params)[0][0])
+        if (chan_id, cls) not in self._counts:
+            rows = self.conn.execute(
+                _COUNT_MANY,
+                {
+                    "outs": sorted(to_signed64(chan) for chan in batch),
+                    "cls": int(cls),
+                    "since": self.since_ns,
+                    "until": self.until_ns,
+                    "node": self.node_id,
+                },
+            )
+            counts = {from_signed64(out): int(n) for out, n in rows}
+            self._counts |= {(chan, cls): counts.get(chan, 0) for chan in batch}
+        return self._counts[(chan_id, cls)]
+
+    def _read_amounts(self, cls: FailureClass, chan_ids: frozenset[int]) -> None:
+        """Amounts (and fee offers) of the class's failures of all these channels."""
+        found: dict[int, list[tuple[int, int]]] = {chan: [] for chan in chan_ids}
+        rows = self.conn.execute(
+            _DETAIL_MANY,
+            {
+                "outs": sorted(to_signed64(chan) for chan in chan_ids),
+                "cls": int(cls),
+                "since": self.since_ns,
+                "until": self.until_ns,
+                "node": self.node_id,
+            },
+        )
+        for out, fee, amount in rows:
+            found[from_signed64(out)].append((fee, amount))
+        for chan, failures in found.items():
+            self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount in failures))
+            if cls is FailureClass.FEE:
+                self._offers[chan] = tuple(failures)
+
+    def amount_percentiles(
+        self, chan_id: int, cls: FailureClass, percents: Sequence[int]
+    ) -> Sequence[int]:
+        if self.until_ns - self.since_ns < RANK_IN_SQL_FROM_HOURS * NS_PER_HOUR:
+            ordered = self.amounts_msat(chan_id, cls)
+            if not ordered:
+                return ()
+            return tuple(ordered[_nearest_rank_of(len(ordered), p) - 1] for p in percents)
+        params = {
+            "out": to_signed64(chan_id),
+            "cls": int(cls),
+            "since": self.since_ns,
+            "until": self.until_ns,
+            "node": self.node_id,
+        }
+        n = self._count(chan_id, cls, params)
+        result = []
+        for p in percents if n else ():
+            k = _nearest_rank_of(n, p)
+            if k <= n - k + 1:
+                ((value,),) = self._run(_RANK_ASC, params | {"skip": k - 1})
+            else:
+                ((value,),) = self._run(_RANK_DESC, params | {"skip": n - k})
+            result.append(int(value))
+        return tuple(result)
 
     def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
         if chan_id not in self._offers:
-            self._offers[chan_id] = tuple(self._local_failures(chan_id, FailureClass.FEE))
+            batch = self.likely.get(FailureClass.FEE, frozenset())
+            if chan_id in batch:
+                self._read_amounts(FailureClass.FEE, batch)
+            else:
+                self._offers[chan_id] = tuple(self._local_failures(chan_id, FailureClass.FEE))
         return self._offers[chan_id]
 
     def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
@@ -315,6 +507,7 @@ def load_analysis_input(
     window = _span(since_ns, until_ns)
     baseline = _span(since_ns - settings.baseline_days * 24 * NS_PER_HOUR, since_ns)
     window_ledger = _ledger(conn, node_id, window.parts)
+    window_totals = _forward_totals(conn, node_id, window)
     failures, node_failures, node_missed = _failures(conn, node_id, window)
     history_from_ns = since_ns - settings.gossip_grace_h * NS_PER_HOUR
     return AnalysisInput(
@@ -323,13 +516,25 @@ def load_analysis_input(
         hours=hours,
         channels=_channels(conn, node_id, since_ns, until_ns, settings.inbound_ratio),
         failures=failures,
-        successes=_successes(conn, node_id, window, window_ledger),
-        inbound=_inbound(conn, node_id, window, window_ledger, baseline),
-        details=StoreFailureDetails(conn, node_id, since_ns, until_ns, history_from_ns),
+        successes=_successes(window_totals, window_ledger),
+        inbound=_inbound(conn, node_id, window_totals, window_ledger, baseline),
+        details=StoreFailureDetails(
+            conn, node_id, since_ns, until_ns, history_from_ns, likely=_likely(failures)
+        ),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,
         node_missed_msat=node_missed,
     )
+
+
+def _likely(failures: Mapping[int, ChannelFailures]) -> dict[FailureClass, frozenset[int]]:
+    """Channels by their dominant class: whose amounts the analysis may ask for."""
+    by_class: dict[FailureClass, set[int]] = {}
+    for chan, f in failures.items():
+        cls = dominant_class(f.by_class)
+        if cls is not None:
+            by_class.setdefault(cls, set()).add(chan)
+    return {cls: frozenset(chans) for cls, chans in by_class.items()}
 
 
 # --------------------------------------------------------------------------- channels
@@ -468,7 +673,7 @@ def _failures(
 ) -> tuple[dict[int, ChannelFailures], int, int]:
     """Per outgoing channel (foreign ones included), plus node failures and dedup missed."""
     acc: dict[int, _FailureSums] = {}  # by signed outgoing channel id
-    if window.has_hours:
+    if window.has_rollups:
         _add_rollup_failures(conn, node_id, window, acc)
     for lo, hi in window.parts:
         _add_raw_failures(conn, node_id, lo, hi, acc)
@@ -490,7 +695,9 @@ class _FailureSums:
     raw_msat: int = 0
     dedup_msat: int = 0
     by_class: dict[FailureClass, ClassStats] = field(default_factory=dict)
+    # the incoming channels known one by one, and whether there were INCOMING_CAP or more
     incoming: set[int] = field(default_factory=set)
+    incoming_many: bool = False
 
     @classmethod
     def of(
@@ -512,71 +719,123 @@ class _FailureSums:
         self.by_class[cls] = ClassStats(old.failures + n, old.missed_msat + raw)
 
     def channel_failures(self, chan_id: int) -> ChannelFailures:
+        incoming = INCOMING_CAP if self.incoming_many else min(len(self.incoming), INCOMING_CAP)
         return ChannelFailures(
             chan_id=chan_id,
             failures=self.failures,
             clusters=self.clusters,
             missed_raw_msat=self.raw_msat,
             missed_dedup_msat=self.dedup_msat,
-            incoming_channels=len(self.incoming),
+            incoming_channels=incoming,
             first_failure_ns=self.first_ns,
             last_failure_ns=self.last_ns,
             by_class=dict(sorted(self.by_class.items())),
         )
 
 
-_r = failure_rollups_hourly
-# the whole hours [first, last] of a span (bind node, first, last)
-_failure_hours = and_(
-    _r.c.node_id == bindparam("node"), _r.c.hour.between(bindparam("first"), bindparam("last"))
-)
-_ROLLUP_FAILURES = (
-    select(
-        _r.c.outgoing_channel_id,
-        _r.c.failure_class,
-        func.sum(_r.c.failures),
-        func.sum(_r.c.clusters),
-        func.sum(_r.c.missed_raw_msat),
-        func.sum(_r.c.missed_dedup_msat),
-        func.min(_r.c.hour),
-        func.max(_r.c.hour),
+def _failure_source(
+    table: Table, period: str, first: str, last: str, *hours: ColumnElement[int]
+) -> Select[Any]:
+    """A per-channel failure rollup's rows in one range of periods, in one shape."""
+    t = table.c
+    if not hours:
+        hours = (t.hour, t.hour)
+    return (
+        select(
+            t.outgoing_channel_id.label("out"),
+            t.clusters,
+            t.missed_dedup_msat,
+            *(t[col] for pair in CLASS_COLUMNS for col in pair),
+            t.incoming_lo,
+            t.incoming_hi,
+            t.incoming_many,
+            hours[0].label("first_hour"),
+            hours[1].label("last_hour"),
+        )
+        .where(t.node_id == bindparam("node"))
+        .where(t[period].between(bindparam(first), bindparam(last)))
     )
-    .where(_failure_hours)
-    .group_by(_r.c.outgoing_channel_id, _r.c.failure_class)
-)
-_ROLLUP_PAIRS = (
-    select(_r.c.outgoing_channel_id, _r.c.incoming_channel_id).where(_failure_hours).distinct()
-)
 
 
-def _hours(node_id: int, span: _Span) -> dict[str, int]:
-    """The parameters of a statement over the span's whole hours."""
-    return {"node": node_id, "first": span.first_hour, "last": span.end_hour - 1}
+_fd, _fh = failure_channel_daily, failure_channel_hourly
+_failure_rows = union_all(
+    _failure_source(_fd, "day", "d0", "d1", _fd.c.first_hour, _fd.c.last_hour),
+    _failure_source(_fh, "hour", "a0", "a1"),
+    _failure_source(_fh, "hour", "b0", "b1"),
+).subquery("rows")
+_w = _failure_rows.c
+# Per outgoing channel over the span's days and whole hours: the sums, the first and last
+# hour, and what tells how many incoming channels there were, up to 3 (see
+# _incoming_many).
+_ROLLUP_FAILURES = select(
+    _w.out,
+    func.sum(_w.clusters),
+    func.sum(_w.missed_dedup_msat),
+    *(func.sum(_w[col]) for pair in CLASS_COLUMNS for col in pair),
+    func.min(_w.first_hour),
+    func.max(_w.last_hour),
+    func.min(_w.incoming_lo),
+    func.max(_w.incoming_hi),
+    func.max(case((_w.incoming_many, 1), else_=0)),
+    func.count(_w.incoming_lo.distinct()),
+    func.count(_w.incoming_hi.distinct()),
+    func.max(_w.incoming_lo),
+    func.min(_w.incoming_hi),
+).group_by(_w.out)
+
+
+def _incoming_many(
+    lo: int, hi: int, many: int, n_lo: int, n_hi: int, max_lo: int, min_hi: int
+) -> bool:
+    """Whether some periods together had at least 3 distinct incoming channels.
+
+    Each period without ``incoming_many`` had exactly the ids {lo_i, hi_i}. Their union
+    has a third id besides the smallest ``lo`` and the largest ``hi`` iff 3 or more
+    distinct lo_i or hi_i exist, or the largest lo_i or the smallest hi_i lies strictly
+    between them (otherwise every lo_i and hi_i is one of the two).
+    """
+    return bool(many) or n_lo >= 3 or n_hi >= 3 or lo < max_lo < hi or lo < min_hi < hi
+
+
+_CLASSES = tuple(FailureClass)
+
+
+def _range_params(node_id: int, span: _Span) -> dict[str, int]:
+    """The parameters of a statement over the span's days and whole hours."""
+    (d0, d1), ((a0, a1), (b0, b1)) = span.days, span.hours
+    return {"node": node_id, "d0": d0, "d1": d1, "a0": a0, "a1": a1, "b0": b0, "b1": b1}
 
 
 def _add_rollup_failures(
     conn: Connection, node_id: int, window: _Span, acc: dict[int, _FailureSums]
 ) -> None:
-    """The window's whole hours, from ``failure_rollups_hourly``."""
-    per_class = conn.execute(_ROLLUP_FAILURES, _hours(node_id, window))
-    for out, cls, n, clusters, raw, dedup, first_hour, last_hour in per_class:
+    """The window's whole days and hours, from the per-channel failure rollups."""
+    rows = conn.execute(_ROLLUP_FAILURES, _range_params(node_id, window))
+    n_classes = len(_CLASSES)
+    for row in rows:
+        out, clusters, dedup = row[0], row[1], row[2]
+        first_hour, last_hour, lo, hi, *incoming = row[3 + 2 * n_classes :]
         sums = _FailureSums.of(
             acc, out, first_hour * NS_PER_HOUR, (last_hour + 1) * NS_PER_HOUR - 1
         )
-        sums.add_failures(failure_class_of(cls), int(n), int(raw))
+        for i, cls in enumerate(_CLASSES):
+            n, raw = int(row[3 + 2 * i]), int(row[4 + 2 * i])
+            if n or raw:
+                sums.add_failures(cls, n, raw)
         sums.clusters += int(clusters)
         sums.dedup_msat += int(dedup)
-    pairs = conn.execute(_ROLLUP_PAIRS, _hours(node_id, window))
-    for out, inc in pairs:
-        acc[out].incoming.add(inc)
+        if _incoming_many(lo, hi, *incoming):
+            sums.incoming_many = True
+        else:
+            sums.incoming.update((lo, hi))
 
 
 _a, _c = forward_attempts, failure_clusters
-# see _RESOLVE_SLACK_NS: one index range per outgoing channel failing in this hour
+# see _RESOLVE_SLACK_NS: one index range per outgoing channel failing in this hour and class
 _failing_out = (
-    select(_r.c.outgoing_channel_id)
-    .where(_r.c.node_id == bindparam("node"))
-    .where(_r.c.hour == bindparam("hour"))
+    select(_fh.c.outgoing_channel_id)
+    .where(_fh.c.node_id == bindparam("node"))
+    .where(_fh.c.hour == bindparam("hour"))
 )
 _RAW_FAILURES = (
     select(
@@ -593,12 +852,11 @@ _RAW_FAILURES = (
     )
     .select_from(_a.outerjoin(_c, _c.c.id == _a.c.cluster_id))
     .where(_a.c.outgoing_channel_id.in_(_failing_out))
-    .where(_a.c.first_seen_ns >= bindparam("seen_from"))
-    .where(_a.c.first_seen_ns < bindparam("hi"))
+    .where(_a.c.failure_class.in_([literal_column(str(int(c))) for c in FailureClass]))
     .where(_a.c.resolved_ns >= bindparam("lo"))
     .where(_a.c.resolved_ns < bindparam("hi"))
     .where(_unindexed(_a.c.node_id) == bindparam("node"))
-    .where(_a.c.outcome == _FAILED_LOCAL)
+    .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
     .group_by(
         _a.c.outgoing_channel_id,
         _a.c.incoming_channel_id,
@@ -633,7 +891,6 @@ def _add_raw_failures(
     params = {
         "node": node_id,
         "hour": lo // NS_PER_HOUR,
-        "seen_from": lo - _RESOLVE_SLACK_NS,
         "lo": lo,
         "hi": hi,
     }
@@ -702,20 +959,43 @@ _LEDGER = (
     .where(forwards.c.timestamp_ns < bindparam("hi"))
     .group_by(forwards.c.chan_id_in, forwards.c.chan_id_out)
 )
-_fr = forward_rollups_hourly
-_forward_hours = and_(
-    _fr.c.node_id == bindparam("node"), _fr.c.hour.between(bindparam("first"), bindparam("last"))
-)
-_ROLLUP_OUT = (
-    select(_fr.c.chan_id_out, func.sum(_fr.c.forwards))
-    .where(_forward_hours)
-    .group_by(_fr.c.chan_id_out)
-)
-_ROLLUP_IN_FEES = (
-    select(_fr.c.chan_id_in, func.sum(_fr.c.fee_msat))
-    .where(_forward_hours)
-    .group_by(_fr.c.chan_id_in)
-)
+_wd, _wh = forward_channel_daily, forward_channel_hourly
+
+
+def _forward_source(table: Table, period: str, first: str, last: str) -> Select[Any]:
+    t = table.c
+    return (
+        select(t.chan_id, t.forwards_out, t.forwards_in, t.fee_in_msat)
+        .where(t.node_id == bindparam("node"))
+        .where(t[period].between(bindparam(first), bindparam(last)))
+    )
+
+
+_forward_rows = union_all(
+    _forward_source(_wd, "day", "d0", "d1"),
+    _forward_source(_wh, "hour", "a0", "a1"),
+    _forward_source(_wh, "hour", "b0", "b1"),
+).subquery("rows")
+# per channel over the span's days and whole hours: forwards out of it, fees in via it
+_ROLLUP_FORWARDS = select(
+    _forward_rows.c.chan_id,
+    func.sum(_forward_rows.c.forwards_out),
+    func.sum(_forward_rows.c.forwards_in),
+    func.sum(_forward_rows.c.fee_in_msat),
+).group_by(_forward_rows.c.chan_id)
+
+
+def _forward_totals(
+    conn: Connection, node_id: int, span: _Span
+) -> dict[int, tuple[int, int | None]]:
+    """(forwards out, fees in) per channel (signed id) over the span's days and hours.
+
+    The fees are None for a channel no forward came in via.
+    """
+    if not span.has_rollups:
+        return {}
+    rows = conn.execute(_ROLLUP_FORWARDS, _range_params(node_id, span))
+    return {chan: (int(n_out), int(fee) if n_in else None) for chan, n_out, n_in, fee in rows}
 
 
 def _ledger(conn: Connection, node_id: int, parts: Sequence[tuple[int, int]]) -> list[_LedgerSums]:
@@ -728,14 +1008,10 @@ def _ledger(conn: Connection, node_id: int, parts: Sequence[tuple[int, int]]) ->
 
 
 def _successes(
-    conn: Connection, node_id: int, window: _Span, window_ledger: Sequence[_LedgerSums]
+    window_totals: dict[int, tuple[int, int | None]], window_ledger: Sequence[_LedgerSums]
 ) -> dict[int, int]:
     """Settled forwards out of each channel in the window."""
-    counts: dict[int, int] = {}
-    if window.has_hours:
-        rows = conn.execute(_ROLLUP_OUT, _hours(node_id, window))
-        for chan, n in rows:
-            counts[chan] = counts.get(chan, 0) + int(n)
+    counts = {chan: n for chan, (n, _) in window_totals.items() if n}
     for sums in window_ledger:
         counts[sums.chan_out] = counts.get(sums.chan_out, 0) + sums.forwards
     return {from_signed64(chan): n for chan, n in sorted(counts.items())}
@@ -744,13 +1020,15 @@ def _successes(
 def _inbound(
     conn: Connection,
     node_id: int,
-    window: _Span,
+    window_totals: dict[int, tuple[int, int | None]],
     window_ledger: Sequence[_LedgerSums],
     baseline: _Span,
 ) -> dict[int, InboundBaseline]:
     """Fees of forwards in via each channel: in the baseline before the window, and in it."""
-    base = _inbound_fees(conn, node_id, baseline, _ledger(conn, node_id, baseline.parts))
-    in_window = _inbound_fees(conn, node_id, window, window_ledger)
+    base = _inbound_fees(
+        _forward_totals(conn, node_id, baseline), _ledger(conn, node_id, baseline.parts)
+    )
+    in_window = _inbound_fees(window_totals, window_ledger)
     return {
         from_signed64(chan): InboundBaseline(
             from_signed64(chan), base.get(chan, 0), in_window.get(chan, 0)
@@ -760,14 +1038,10 @@ def _inbound(
 
 
 def _inbound_fees(
-    conn: Connection, node_id: int, span: _Span, ledger: Sequence[_LedgerSums]
+    totals: dict[int, tuple[int, int | None]], ledger: Sequence[_LedgerSums]
 ) -> dict[int, int]:
-    """Fees of forwards in via each channel (signed id) that had any forward in ``span``."""
-    fees: dict[int, int] = {}
-    if span.has_hours:
-        rows = conn.execute(_ROLLUP_IN_FEES, _hours(node_id, span))
-        for chan, fee in rows:
-            fees[chan] = fees.get(chan, 0) + int(fee)
+    """Fees of forwards in via each channel (signed id) that had any forward in via it."""
+    fees = {chan: fee for chan, (_, fee) in totals.items() if fee is not None}
     for sums in ledger:
         fees[sums.chan_in] = fees.get(sums.chan_in, 0) + sums.fee_msat
     return fees

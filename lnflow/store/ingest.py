@@ -24,8 +24,11 @@ from lnflow.store.db import (
     insert_ignoring_duplicates,
     upsert_adding,
 )
+from lnflow.store.rollups import FailureChannelBatch, failure_channel_upsert
 from lnflow.store.schema import (
     channel_refs,
+    failure_channel_daily,
+    failure_channel_hourly,
     failure_clusters,
     failure_rollups_hourly,
     forward_attempts,
@@ -81,6 +84,8 @@ class Ingestor:
             failure_rollups_hourly,
             ("failures", "clusters", "missed_raw_msat", "missed_dedup_msat"),
         )
+        self._add_channel_hourly = failure_channel_upsert(engine, failure_channel_hourly)
+        self._add_channel_daily = failure_channel_upsert(engine, failure_channel_daily)
 
     # -- statements --------------------------------------------------------------------
 
@@ -179,6 +184,7 @@ class Ingestor:
             cluster_of: dict[tuple[int, int], int] = {}
             clusters: dict[int, dict[str, Any]] = {}
             rollup: dict[tuple[int, int, int, int], list[int]] = {}
+            per_channel = FailureChannelBatch()
             feed = self.tracker.feed
             for ev in new_events:
                 att = feed(ev)
@@ -196,8 +202,9 @@ class Ingestor:
                     cluster_of[att.key] = update_.cluster_id
                     self._note_cluster(clusters, update_, att, ev.timestamp_ns)
                     cls = int(att.failure_class or 0)
+                    hour = ev.timestamp_ns // NS_PER_HOUR
                     key = (
-                        ev.timestamp_ns // NS_PER_HOUR,
+                        hour,
                         att.outgoing_channel_id,
                         att.incoming_channel_id,
                         cls,
@@ -207,6 +214,15 @@ class Ingestor:
                     acc[1] += 1 if update_.is_new else 0
                     acc[2] += att.missed_fee_msat
                     acc[3] += update_.missed_delta_msat
+                    per_channel.add(
+                        hour,
+                        att.outgoing_channel_id,
+                        att.incoming_channel_id,
+                        cls,
+                        att.missed_fee_msat,
+                        update_.is_new,
+                        update_.missed_delta_msat,
+                    )
             for att in self.tracker.expire(now_ns):
                 changed[att.key] = att
             self.clusters.expire(now_ns)
@@ -235,6 +251,9 @@ class Ingestor:
                         for (hour, out, inc, cls), (n, c, raw, dedup) in rollup.items()
                     ],
                 )
+                hourly, daily = per_channel.rows(node_id)
+                conn.execute(self._add_channel_hourly, hourly)
+                conn.execute(self._add_channel_daily, daily)
             return IngestResult(
                 new_events=len(new_events),
                 attempts_changed=len(changed),

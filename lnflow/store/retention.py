@@ -9,7 +9,8 @@ daemon runs one step per store call and event batches are written in between.
 Boundary rule: a row expires when its time is strictly older than the cutoff
 ``now_ns − days × 86 400 s``; a row exactly at the cutoff is kept, one nanosecond older
 is deleted. Hour columns compare whole hours: an hour expires once it ends at or before
-the cutoff (``hour < cutoff_ns // NS_PER_HOUR``), so the hour holding the cutoff is kept.
+the cutoff (``hour < cutoff_ns // NS_PER_HOUR``), so the hour holding the cutoff is kept;
+day columns (UTC days) likewise, so the day holding the cutoff is kept.
 
 Optional size budget (``max_db_mb``, SQLite only): while the pages in use
 (``page_count − freelist_count``) × ``page_size`` exceed it, the oldest raw rows are
@@ -40,9 +41,13 @@ from sqlalchemy import (
 from lnflow.store.schema import (
     analysis_runs,
     channel_samples,
+    failure_channel_daily,
+    failure_channel_hourly,
     failure_clusters,
     failure_rollups_hourly,
     forward_attempts,
+    forward_channel_daily,
+    forward_channel_hourly,
     forward_rollups_hourly,
     htlc_events,
     nodes,
@@ -98,6 +103,10 @@ RETAINED: tuple[Retained, ...] = (
     Retained(stream_sessions, "ended_ns", 1, "sessions_days"),
     Retained(failure_rollups_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
     Retained(forward_rollups_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
+    Retained(failure_channel_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
+    Retained(forward_channel_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
+    Retained(failure_channel_daily, "day", NS_PER_DAY, "rollups_days", node_led=True),
+    Retained(forward_channel_daily, "day", NS_PER_DAY, "rollups_days", node_led=True),
     # A run's children carry its generated_ns, so they expire with it and go first: the
     # run row is deleted only once no child of an expired run is left.
     Retained(run_gaps, "generated_ns", 1, "runs_days"),

@@ -37,9 +37,13 @@ __all__ = [
     "channel_samples",
     "channels",
     "daemon_state",
+    "failure_channel_daily",
+    "failure_channel_hourly",
     "failure_clusters",
     "failure_rollups_hourly",
     "forward_attempts",
+    "forward_channel_daily",
+    "forward_channel_hourly",
     "forward_rollups_hourly",
     "forwards",
     "htlc_events",
@@ -187,6 +191,22 @@ Index(
     forward_attempts.c.resolved_ns,
     forward_attempts.c.outgoing_amt_msat,
     forward_attempts.c.missed_fee_msat,
+    forward_attempts.c.node_id,
+    forward_attempts.c.outcome,
+    sqlite_where=forward_attempts.c.outcome == 2,
+    postgresql_where=forward_attempts.c.outcome == 2,
+)
+
+# Percentiles of a long window's failed amounts (StoreFailureDetails.amount_percentiles):
+# the same rows in amount order, so the k-th smallest amount of a channel's class in a
+# time range is found by walking k index entries (resolved_ns is checked from the index)
+# instead of reading and sorting them all. Added by 0005.
+Index(
+    "ix_forward_attempts_local_amount",
+    forward_attempts.c.outgoing_channel_id,
+    forward_attempts.c.failure_class,
+    forward_attempts.c.outgoing_amt_msat,
+    forward_attempts.c.resolved_ns,
     forward_attempts.c.node_id,
     forward_attempts.c.outcome,
     sqlite_where=forward_attempts.c.outcome == 2,
@@ -401,3 +421,74 @@ channel_refs = Table(
     Column("chan_id", BigInteger, nullable=False),
     UniqueConstraint("node_id", "chan_id", name="uq_channel_refs_key"),
 )
+
+
+# --------------------------------------------------------------------------- 0005
+
+# Per outgoing channel rollups, per clock hour and per UTC day (day = hour // 24), summed
+# from the same contributions as failure_rollups_hourly (so a day is exactly the sum of
+# its hours): what the analysis reads for long windows in a few thousand rows instead of
+# one row per (hour, outgoing, incoming, class). Classes are columns
+# (<class>_failures, <class>_missed_msat raw; a class number this code does not know
+# counts as other).
+#
+# Incoming channels are kept as much as the analysis' confidence needs (it compares
+# their number with 1 and 3): incoming_lo / incoming_hi are the smallest and largest
+# incoming channel id (signed) among the period's failures, incoming_many is true when
+# there were at least 3 distinct ones. A period with incoming_many false had exactly
+# the set {incoming_lo, incoming_hi}, so the number of distinct incoming channels over
+# any union of periods is known exactly up to 3 (see INCOMING_CAP in
+# lnflow.store.analysis_queries).
+
+
+def _failure_channel_table(name: str, period: str, *extra: Column[int]) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True),
+        Column(period, Integer, primary_key=True, autoincrement=False),
+        Column("outgoing_channel_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("clusters", Integer, nullable=False),
+        Column("missed_dedup_msat", BigInteger, nullable=False),
+        *(
+            Column(f"{label}_{what}", type_, nullable=False)
+            for label in FAILURE_CLASS_NAMES
+            for what, type_ in (("failures", Integer), ("missed_msat", BigInteger))
+        ),
+        Column("incoming_lo", BigInteger, nullable=False),
+        Column("incoming_hi", BigInteger, nullable=False),
+        Column("incoming_many", Boolean, nullable=False),
+        *extra,
+        sqlite_with_rowid=False,  # rows stored in key order: a range of periods is one scan
+    )
+
+
+failure_channel_hourly = _failure_channel_table("failure_channel_hourly", "hour")
+# first_hour / last_hour: the first and last hour of the day with a failure, so a window
+# built from days knows its first and last failure to the hour, as from hourly rollups
+failure_channel_daily = _failure_channel_table(
+    "failure_channel_daily",
+    "day",
+    Column("first_hour", Integer, nullable=False),
+    Column("last_hour", Integer, nullable=False),
+)
+
+
+def _forward_channel_table(name: str, period: str) -> Table:
+    """Settled forwards (the ledger) per channel: out of it and in via it."""
+    return Table(
+        name,
+        metadata,
+        Column("node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True),
+        Column(period, Integer, primary_key=True, autoincrement=False),
+        Column("chan_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("forwards_out", Integer, nullable=False),
+        Column("fee_out_msat", BigInteger, nullable=False),
+        Column("forwards_in", Integer, nullable=False),
+        Column("fee_in_msat", BigInteger, nullable=False),
+        sqlite_with_rowid=False,
+    )
+
+
+forward_channel_hourly = _forward_channel_table("forward_channel_hourly", "hour")
+forward_channel_daily = _forward_channel_table("forward_channel_daily", "day")

@@ -20,10 +20,13 @@ from lnflow.domain import (
     to_signed64,
 )
 from lnflow.store.db import upsert_adding
+from lnflow.store.rollups import ForwardChannelBatch, forward_channel_upsert
 from lnflow.store.schema import (
     channel_samples,
     channels,
     daemon_state,
+    forward_channel_daily,
+    forward_channel_hourly,
     forward_rollups_hourly,
     forwards,
     htlc_events,
@@ -46,6 +49,8 @@ class StoreWriter:
         self._add_forward_rollup = upsert_adding(
             engine, forward_rollups_hourly, ("forwards", "amt_out_msat", "fee_msat")
         )
+        self._add_channel_hourly = forward_channel_upsert(engine, forward_channel_hourly)
+        self._add_channel_daily = forward_channel_upsert(engine, forward_channel_daily)
 
     # -- node and daemon state ---------------------------------------------------------
 
@@ -211,7 +216,11 @@ class StoreWriter:
                 ],
             )
             rollup: dict[tuple[int, int, int], list[int]] = {}
+            per_channel = ForwardChannelBatch()
             for r in fresh.values():
+                per_channel.add(
+                    r.timestamp_ns // NS_PER_HOUR, r.chan_id_in, r.chan_id_out, r.fee_msat
+                )
                 key = (r.timestamp_ns // NS_PER_HOUR, r.chan_id_in, r.chan_id_out)
                 acc = rollup.setdefault(key, [0, 0, 0])
                 acc[0] += 1
@@ -232,6 +241,9 @@ class StoreWriter:
                     for (hour, cin, cout), (n, amt, fee) in rollup.items()
                 ],
             )
+            hourly, daily = per_channel.rows(node_id)
+            conn.execute(self._add_channel_hourly, hourly)
+            conn.execute(self._add_channel_daily, daily)
             return len(fresh)
 
     # -- channels --------------------------------------------------------------------

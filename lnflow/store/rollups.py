@@ -1,0 +1,208 @@
+"""The per-channel rollups (hourly and daily), maintained in the writers' transactions.
+
+:class:`FailureChannelBatch` and :class:`ForwardChannelBatch` add up one batch in
+memory; ``rows()`` gives one row per (period, channel) and table, written with the
+upserts built here, which add the counters to a stored row (and merge the incoming
+channel summary, see :mod:`lnflow.store.schema`). A day is always the sum of its hours:
+both tables get the same contributions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Engine, Table, and_, case, or_
+from sqlalchemy.sql.dml import Insert
+
+from lnflow.domain import FAILURE_CLASS_NAMES, to_signed64
+from lnflow.store.db import dialect_insert
+
+__all__ = [
+    "CLASS_COLUMNS",
+    "FailureChannelBatch",
+    "ForwardChannelBatch",
+    "class_index",
+    "failure_channel_upsert",
+    "forward_channel_upsert",
+]
+
+HOURS_PER_DAY = 24
+
+#: (failures, missed_msat) column names of each class, in class order 1..6
+CLASS_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (f"{label}_failures", f"{label}_missed_msat") for label in FAILURE_CLASS_NAMES
+)
+_OTHER = len(FAILURE_CLASS_NAMES) - 1
+
+
+def class_index(failure_class: int) -> int:
+    """Position in :data:`CLASS_COLUMNS` of a stored class number (unknown: other)."""
+    return failure_class - 1 if 1 <= failure_class <= _OTHER else _OTHER
+
+
+def _least(a: ColumnElement[Any], b: ColumnElement[Any]) -> ColumnElement[Any]:
+    return case((a <= b, a), else_=b)
+
+
+def _greatest(a: ColumnElement[Any], b: ColumnElement[Any]) -> ColumnElement[Any]:
+    return case((a >= b, a), else_=b)
+
+
+def failure_channel_upsert(engine: Engine, table: Table) -> Insert:
+    """Add a batch's row to the stored one: counters add, the incoming summary merges.
+
+    Two periods' incoming sets, each known exactly unless ``incoming_many``, have at
+    least 3 distinct members together when either had, or when one of their bounds lies
+    strictly between the merged smallest and largest id.
+    """
+    stmt = dialect_insert(engine, table)
+    t, ex = table.c, stmt.excluded
+    counters = ["clusters", "missed_dedup_msat", *(c for pair in CLASS_COLUMNS for c in pair)]
+    lo = _least(t.incoming_lo, ex.incoming_lo)
+    hi = _greatest(t.incoming_hi, ex.incoming_hi)
+    inside = [
+        and_(v > lo, v < hi) for v in (t.incoming_lo, t.incoming_hi, ex.incoming_lo, ex.incoming_hi)
+    ]
+    set_: dict[str, Any] = {name: t[name] + ex[name] for name in counters}
+    set_ |= {
+        "incoming_lo": lo,
+        "incoming_hi": hi,
+        "incoming_many": case((or_(t.incoming_many, ex.incoming_many, *inside), True), else_=False),
+    }
+    if "first_hour" in t:
+        set_ |= {
+            "first_hour": _least(t.first_hour, ex.first_hour),
+            "last_hour": _greatest(t.last_hour, ex.last_hour),
+        }
+    key = [c.name for c in table.primary_key.columns]
+    return stmt.on_conflict_do_update(index_elements=key, set_=set_)
+
+
+def forward_channel_upsert(engine: Engine, table: Table) -> Insert:
+    stmt = dialect_insert(engine, table)
+    counters = ("forwards_out", "fee_out_msat", "forwards_in", "fee_in_msat")
+    key = [c.name for c in table.primary_key.columns]
+    return stmt.on_conflict_do_update(
+        index_elements=key, set_={name: table.c[name] + stmt.excluded[name] for name in counters}
+    )
+
+
+class _FailureSums:
+    __slots__ = ("clusters", "dedup", "first_hour", "incoming", "last_hour", "per_class")
+
+    def __init__(self, hour: int) -> None:
+        self.clusters = 0
+        self.dedup = 0
+        self.per_class = [0] * (2 * len(CLASS_COLUMNS))
+        self.incoming: set[int] = set()
+        self.first_hour = hour
+        self.last_hour = hour
+
+
+class FailureChannelBatch:
+    """One batch's local failures per (hour, outgoing channel); ids as recorded (uint64)."""
+
+    def __init__(self) -> None:
+        self._hours: dict[tuple[int, int], _FailureSums] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._hours)
+
+    def add(
+        self,
+        hour: int,
+        outgoing: int,
+        incoming: int,
+        failure_class: int,
+        missed_raw_msat: int,
+        new_cluster: bool,
+        missed_dedup_msat: int,
+    ) -> None:
+        sums = self._hours.get((hour, outgoing))
+        if sums is None:
+            sums = self._hours[(hour, outgoing)] = _FailureSums(hour)
+        i = 2 * class_index(failure_class)
+        sums.per_class[i] += 1
+        sums.per_class[i + 1] += missed_raw_msat
+        sums.clusters += new_cluster
+        sums.dedup += missed_dedup_msat
+        sums.incoming.add(to_signed64(incoming))
+
+    def rows(self, node_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(hourly rows, daily rows)."""
+        days: dict[tuple[int, int], _FailureSums] = {}
+        for (hour, out), sums in self._hours.items():
+            day = days.get((hour // HOURS_PER_DAY, out))
+            if day is None:
+                day = days[(hour // HOURS_PER_DAY, out)] = _FailureSums(hour)
+            day.clusters += sums.clusters
+            day.dedup += sums.dedup
+            day.per_class = [a + b for a, b in zip(day.per_class, sums.per_class, strict=True)]
+            day.incoming |= sums.incoming
+            day.first_hour = min(day.first_hour, hour)
+            day.last_hour = max(day.last_hour, hour)
+        hourly = [_failure_row(node_id, "hour", h, out, s) for (h, out), s in self._hours.items()]
+        daily = [
+            _failure_row(node_id, "day", d, out, s)
+            | {"first_hour": s.first_hour, "last_hour": s.last_hour}
+            for (d, out), s in days.items()
+        ]
+        return hourly, daily
+
+
+def _failure_row(
+    node_id: int, period: str, value: int, out: int, s: _FailureSums
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "node_id": node_id,
+        period: value,
+        "outgoing_channel_id": to_signed64(out),
+        "clusters": s.clusters,
+        "missed_dedup_msat": s.dedup,
+        "incoming_lo": min(s.incoming),
+        "incoming_hi": max(s.incoming),
+        "incoming_many": len(s.incoming) >= 3,
+    }
+    for (n_col, m_col), i in zip(CLASS_COLUMNS, range(0, 2 * len(CLASS_COLUMNS), 2), strict=True):
+        row[n_col] = s.per_class[i]
+        row[m_col] = s.per_class[i + 1]
+    return row
+
+
+class ForwardChannelBatch:
+    """Settled forwards per (hour, channel), out of it and in via it; ids as recorded."""
+
+    def __init__(self) -> None:
+        self._hours: dict[tuple[int, int], list[int]] = {}
+
+    def add(self, hour: int, chan_in: int, chan_out: int, fee_msat: int) -> None:
+        out = self._hours.setdefault((hour, chan_out), [0, 0, 0, 0])
+        out[0] += 1
+        out[1] += fee_msat
+        inc = self._hours.setdefault((hour, chan_in), [0, 0, 0, 0])
+        inc[2] += 1
+        inc[3] += fee_msat
+
+    def rows(self, node_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(hourly rows, daily rows)."""
+        days: dict[tuple[int, int], list[int]] = {}
+        for (hour, chan), sums in self._hours.items():
+            day = days.setdefault((hour // HOURS_PER_DAY, chan), [0, 0, 0, 0])
+            for i, v in enumerate(sums):
+                day[i] += v
+
+        def row(period: str, value: int, chan: int, s: list[int]) -> dict[str, Any]:
+            return {
+                "node_id": node_id,
+                period: value,
+                "chan_id": to_signed64(chan),
+                "forwards_out": s[0],
+                "fee_out_msat": s[1],
+                "forwards_in": s[2],
+                "fee_in_msat": s[3],
+            }
+
+        return (
+            [row("hour", h, c, s) for (h, c), s in self._hours.items()],
+            [row("day", d, c, s) for (d, c), s in days.items()],
+        )

@@ -1,0 +1,232 @@
+"""The per-channel rollups (0005) against the raw rows they summarise, and their backfill."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, Table, select
+
+from lnflow.attempts import Outcome
+from lnflow.domain import (
+    EventKind,
+    EventType,
+    FailureDetail,
+    ForwardRecord,
+    HtlcEvent,
+    NodeInfo,
+    WireFailure,
+    to_signed64,
+)
+from lnflow.store import db
+from lnflow.store.ingest import Ingestor
+from lnflow.store.rollups import CLASS_COLUMNS, class_index
+from lnflow.store.schema import (
+    failure_channel_daily,
+    failure_channel_hourly,
+    failure_rollups_hourly,
+    forward_attempts,
+    forward_channel_daily,
+    forward_channel_hourly,
+    forwards,
+)
+from lnflow.store.writer import NS_PER_HOUR, StoreWriter
+
+S = 1_000_000_000
+H = NS_PER_HOUR
+T0 = 480_000 * H + 17 * 60 * S  # mid-hour, mid-day
+NODE = NodeInfo("02" + "cc" * 32, "carol", "0.18.3-beta", "regtest", 1, True)
+OUTS = (11 << 40, 12 << 40, (1 << 63) + 5)  # the last one above 2^63
+INS = (21 << 40, 22 << 40, 23 << 40, 24 << 40, (1 << 64) - 3)
+FAILURES = (
+    (WireFailure.TEMPORARY_CHANNEL_FAILURE, FailureDetail.INSUFFICIENT_BALANCE),
+    (WireFailure.TEMPORARY_CHANNEL_FAILURE, FailureDetail.HTLC_EXCEEDS_MAX),
+    (WireFailure.FEE_INSUFFICIENT, FailureDetail.NO_DETAIL),
+    (WireFailure.UNKNOWN_NEXT_PEER, FailureDetail.NO_DETAIL),
+    (WireFailure.INVALID_ONION_HMAC, FailureDetail.NO_DETAIL),
+)
+
+failure_st = st.tuples(
+    # seconds after the previous failure: mostly within the hour, sometimes hours later
+    st.one_of(st.integers(1, 300), st.integers(1, 3 * 3600)),
+    st.sampled_from(OUTS),
+    st.sampled_from(INS),
+    st.sampled_from(FAILURES),
+    st.sampled_from((50_000, 70_000, 900_000)),
+    st.integers(0, 3_000),  # fee
+)
+forward_st = st.tuples(
+    st.integers(1, 4 * 3600), st.sampled_from(INS + OUTS), st.sampled_from(OUTS), st.integers(0, 99)
+)
+
+
+def _event(htlc: int, ts: int, out: int, inc: int, failure: Any, amt: int, fee: int) -> HtlcEvent:
+    wire, detail = failure
+    return HtlcEvent(
+        timestamp_ns=ts,
+        kind=EventKind.LINK_FAIL,
+        event_type=int(EventType.FORWARD),
+        incoming_channel_id=inc,
+        incoming_htlc_id=htlc,
+        outgoing_channel_id=out,
+        outgoing_htlc_id=0,
+        incoming_amt_msat=amt + fee,
+        outgoing_amt_msat=amt,
+        wire_failure=int(wire),
+        failure_detail=int(detail),
+    )
+
+
+def _rows(engine: Engine, table: Table) -> dict[tuple[int, ...], dict[str, Any]]:
+    key = [c.name for c in table.primary_key.columns]
+    with engine.connect() as conn:
+        return {
+            tuple(row[k] for k in key): {k: v for k, v in row.items() if k not in key}
+            for row in conn.execute(select(table)).mappings()
+        }
+
+
+def _expected_failures(engine: Engine) -> tuple[dict[Any, dict[str, Any]], dict[Any, Any]]:
+    """(hourly, daily) rows counted from the raw attempts and the hourly rollups."""
+    hourly: dict[tuple[int, ...], dict[str, Any]] = {}
+    incoming: dict[tuple[int, ...], set[int]] = defaultdict(set)
+    a, r = forward_attempts, failure_rollups_hourly
+
+    def blank(key: tuple[int, ...]) -> dict[str, Any]:
+        if key not in hourly:
+            hourly[key] = {"clusters": 0, "missed_dedup_msat": 0} | {
+                col: 0 for pair in CLASS_COLUMNS for col in pair
+            }
+        return hourly[key]
+
+    with engine.connect() as conn:
+        for node, out, inc, cls, ts, fee in conn.execute(
+            select(
+                a.c.node_id,
+                a.c.outgoing_channel_id,
+                a.c.incoming_channel_id,
+                a.c.failure_class,
+                a.c.resolved_ns,
+                a.c.missed_fee_msat,
+            ).where(a.c.outcome == int(Outcome.FAILED_LOCAL))
+        ):
+            key = (node, ts // H, out)
+            n_col, m_col = CLASS_COLUMNS[class_index(cls or 0)]
+            row = blank(key)
+            row[n_col] += 1
+            row[m_col] += fee
+            incoming[key].add(inc)
+        # clusters and the deduplicated fee: as the hourly rollups count them
+        for node, hour, out, clusters, dedup in conn.execute(
+            select(
+                r.c.node_id, r.c.hour, r.c.outgoing_channel_id, r.c.clusters, r.c.missed_dedup_msat
+            )
+        ):
+            row = blank((node, hour, out))
+            row["clusters"] += clusters
+            row["missed_dedup_msat"] += dedup
+    daily: dict[tuple[int, ...], dict[str, Any]] = {}
+    day_incoming: dict[tuple[int, ...], set[int]] = defaultdict(set)
+    for (node, hour, out), row in hourly.items():
+        key = (node, hour // 24, out)
+        day = daily.setdefault(key, {k: 0 for k in row} | {"first_hour": hour, "last_hour": hour})
+        for k, v in row.items():
+            day[k] += v
+        day["first_hour"] = min(day["first_hour"], hour)
+        day["last_hour"] = max(day["last_hour"], hour)
+        day_incoming[key] |= incoming[(node, hour, out)]
+    for rows, sets in ((hourly, incoming), (daily, day_incoming)):
+        for key, row in rows.items():
+            ins = sets[key]
+            row |= {
+                "incoming_lo": min(ins),
+                "incoming_hi": max(ins),
+                "incoming_many": len(ins) >= 3,
+            }
+    return hourly, daily
+
+
+def _expected_forwards(engine: Engine, per: int) -> dict[tuple[int, ...], dict[str, int]]:
+    result: dict[tuple[int, ...], dict[str, int]] = {}
+    with engine.connect() as conn:
+        for node, ts, cin, cout, fee in conn.execute(
+            select(
+                forwards.c.node_id,
+                forwards.c.timestamp_ns,
+                forwards.c.chan_id_in,
+                forwards.c.chan_id_out,
+                forwards.c.fee_msat,
+            )
+        ):
+            period = ts // H // per
+            for chan, side in ((cout, "out"), (cin, "in")):
+                row = result.setdefault(
+                    (node, period, chan),
+                    {"forwards_out": 0, "fee_out_msat": 0, "forwards_in": 0, "fee_in_msat": 0},
+                )
+                row[f"forwards_{side}"] += 1
+                row[f"fee_{side}_msat"] += fee
+    return result
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    failures=st.lists(failure_st, min_size=1, max_size=60),
+    ledger=st.lists(forward_st, max_size=30),
+    batch=st.integers(1, 9),
+)
+def test_rollups_equal_the_raw_rows_and_the_backfill_rebuilds_them(
+    failures: list[Any], ledger: list[Any], batch: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.db"
+        engine = db.open_engine(path)
+        writer = StoreWriter(engine)
+        node = writer.upsert_node(NODE, 1)
+        session = writer.open_session(node, T0, "0.18.3-beta")
+        ingestor = Ingestor(
+            engine,
+            node,
+            attempt_timeout_ns=600 * S,
+            attempt_linger_ns=10 * S,
+            dedup_window_ns=60 * S,
+            cluster_max_span_ns=600 * S,
+        )
+        events, ts = [], T0
+        for htlc, (gap, out, inc, failure, amt, fee) in enumerate(failures):
+            ts += gap * S
+            events.append(_event(htlc, ts, out, inc, failure, amt, fee))
+        for i in range(0, len(events), batch):
+            part = events[i : i + batch]
+            ingestor.ingest(session, part, part[-1].timestamp_ns)
+        ts = T0
+        records = []
+        for gap, cin, cout, fee in ledger:
+            ts += gap * S
+            records.append(ForwardRecord(ts, cin, cout, 1_000_000 + fee, 1_000_000, fee))
+        for i in range(0, len(records), batch):
+            writer.insert_forwards(node, records[i : i + batch])
+
+        hourly, daily = _expected_failures(engine)
+        tables = (
+            failure_channel_hourly,
+            failure_channel_daily,
+            forward_channel_hourly,
+            forward_channel_daily,
+        )
+        recorded = {t.name: _rows(engine, t) for t in tables}
+        assert recorded["failure_channel_hourly"] == hourly
+        assert recorded["failure_channel_daily"] == daily
+        assert recorded["forward_channel_hourly"] == _expected_forwards(engine, 1)
+        assert recorded["forward_channel_daily"] == _expected_forwards(engine, 24)
+        assert all(key[2] == to_signed64(key[2] % (1 << 64)) for key in hourly)
+
+        # a store upgraded from 0003 gets the same rows from its hourly rollups
+        db.downgrade(engine, "0003")
+        db.upgrade(engine, path)
+        assert {t.name: _rows(engine, t) for t in tables} == recorded
+        engine.dispose()
