@@ -258,6 +258,23 @@ def test_channel_known_from_channels_failures_or_forwards(store: Store) -> None:
     with store.engine.connect() as conn:
         known = {chan: channel_known(conn, chan) for chan in (A, X, IN1, BIG, IN2, 12345)}
     assert known == {A: True, X: True, IN1: True, BIG: True, IN2: True, 12345: False}
+    # either trace of a forward is enough: the per-channel day rollup, or the ledger once
+    # the rollups are pruned (the ledger is kept forever)
+    for table in ("forwards", "forward_channel_daily"):
+        with store.engine.begin() as conn:
+            saved = conn.exec_driver_sql(f"SELECT * FROM {table}").all()
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+            assert channel_known(conn, BIG) and channel_known(conn, IN2)
+            conn.exec_driver_sql("DELETE FROM forward_rollups_hourly")
+            conn.exec_driver_sql("DELETE FROM forward_channel_hourly")
+            assert channel_known(conn, BIG) and channel_known(conn, IN2)
+            conn.rollback()
+        assert saved
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM forwards")
+        conn.exec_driver_sql("DELETE FROM forward_channel_daily")
+        assert not channel_known(conn, BIG) and not channel_known(conn, IN2)
+        conn.rollback()
 
 
 # -- export ----------------------------------------------------------------------------

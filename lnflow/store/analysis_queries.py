@@ -111,12 +111,11 @@ _FAILED_LOCAL = int(Outcome.FAILED_LOCAL)
 # outgoing channel failing in that hour (those with a rollup row for it: every failure of
 # the hour has one) and class (a local failure always has one of the six classes,
 # lnflow.analysis.classify.classify). Looking up a demand cluster's members before the
-# range walks ix_forward_attempts_out_seen instead: first_seen_ns from the cluster's first
-# failure minus this slack up to the range start. The upper end is exact (first_seen_ns
-# <= resolved_ns: timestamps merge by minimum). The lower one holds because lnd reports
-# a local failure as it refuses the HTLC: the LINK_FAIL is the attempt's first event or
-# comes moments after it, well within the attempt timeout (default 600 s). One hour of
-# slack is ample for that and still bounds each read.
+# range uses the same index: resolved_ns from the cluster's first failure minus this
+# slack up to the range start. A member's resolved_ns is its LINK_FAIL time and the
+# cluster's first_ns the earliest of those, so the slack only guards against a final
+# event dated before its LINK_FAIL (lnd does not send one) pulling resolved_ns earlier;
+# it also bounds each read.
 _RESOLVE_SLACK_NS = NS_PER_HOUR
 
 
@@ -124,7 +123,7 @@ def _unindexed(col: ColumnElement[int]) -> ColumnElement[int]:
     """``+col``: the same value, which SQLite's planner will not look up in an index.
 
     For the node_id condition of the ``forward_attempts`` reads: without table statistics
-    SQLite prefers the unique (node_id, ...) index over ix_forward_attempts_out_seen, and
+    SQLite prefers the unique (node_id, ...) index over ix_forward_attempts_local, and
     would then read every attempt of the node instead of the time range.
     """
     return UnaryExpression(col, operator=operators.custom_op("+"), type_=col.type)
@@ -869,9 +868,9 @@ _RAW_FAILURES = (
 _CLUSTER_MAX_BEFORE = (
     select(func.max(_a.c.missed_fee_msat))
     .where(_a.c.outgoing_channel_id == bindparam("out"))
+    .where(_a.c.failure_class.in_([literal_column(str(int(c))) for c in FailureClass]))
     # members resolved at or after the cluster's first failure: see _RESOLVE_SLACK_NS
-    .where(_a.c.first_seen_ns >= bindparam("seen_from"))
-    .where(_a.c.first_seen_ns < bindparam("lo"))
+    .where(_a.c.resolved_ns >= bindparam("resolved_from"))
     .where(_a.c.resolved_ns < bindparam("lo"))
     .where(_a.c.cluster_id == bindparam("cluster"))
     .where(_unindexed(_a.c.node_id) == bindparam("node"))
@@ -930,7 +929,7 @@ def _cluster_max_before(
             "node": node_id,
             "out": out,
             "cluster": cluster_id,
-            "seen_from": cluster_first_ns - _RESOLVE_SLACK_NS,
+            "resolved_from": cluster_first_ns - _RESOLVE_SLACK_NS,
             "lo": lo,
         },
     )

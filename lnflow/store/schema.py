@@ -173,7 +173,6 @@ forward_attempts = Table(
     UniqueConstraint(
         "node_id", "incoming_channel_id", "incoming_htlc_id", name="uq_forward_attempts_key"
     ),
-    Index("ix_forward_attempts_out_seen", "outgoing_channel_id", "first_seen_ns"),
 )
 # The analysis' failure details (lnflow.store.analysis_queries.StoreFailureDetails): a
 # channel's local failures of one class resolved in a time range, read from the index
@@ -241,8 +240,6 @@ forwards = Table(
     Column("incoming_htlc_id", BigInteger),
     Column("outgoing_htlc_id", BigInteger),
     UniqueConstraint("node_id", "timestamp_ns", name="uq_forwards_key"),
-    Index("ix_forwards_out_time", "chan_id_out", "timestamp_ns"),
-    Index("ix_forwards_in_time", "chan_id_in", "timestamp_ns"),
 )
 
 # Every channel ever seen; closed ones keep their last alias.
@@ -492,3 +489,10 @@ def _forward_channel_table(name: str, period: str) -> Table:
 
 forward_channel_hourly = _forward_channel_table("forward_channel_hourly", "hour")
 forward_channel_daily = _forward_channel_table("forward_channel_daily", "day")
+
+
+# --------------------------------------------------------------------------- 0006
+# dropped: ix_forward_attempts_out_seen (cluster members are found on
+# ix_forward_attempts_local) and ix_forwards_out_time / ix_forwards_in_time (the analysis
+# reads the ledger by time, per channel from the per-channel rollups): ~18 bytes per
+# recorded event that nothing read any more

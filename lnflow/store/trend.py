@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, exists, func, select
+from sqlalchemy import Connection, exists, func, or_, select
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.domain import to_signed64
@@ -31,6 +31,7 @@ from lnflow.store.schema import (
     channels,
     failure_rollups_hourly,
     forward_attempts,
+    forward_channel_daily,
     forward_rollups_hourly,
     forwards,
     nodes,
@@ -61,16 +62,18 @@ def channel_known(conn: Connection, chan_id: int) -> bool:
     """Whether the store has anything on the channel: a channel row, failures or forwards."""
     cid = to_signed64(chan_id)
     any_node = select(nodes.c.id)
-    fa, fw, fr = forward_attempts, forwards, failure_rollups_hourly
+    fa, fw, fr, fd = forward_attempts, forwards, failure_rollups_hourly, forward_channel_daily
     probes = (
         select(channels.c.chan_id).where(channels.c.chan_id == cid),
         select(fa.c.id).where(fa.c.outgoing_channel_id == cid),
         select(fa.c.id).where(fa.c.node_id.in_(any_node)).where(fa.c.incoming_channel_id == cid),
-        select(fw.c.id).where(fw.c.chan_id_out == cid),
-        select(fw.c.id).where(fw.c.chan_id_in == cid),
-        # failures older than the attempts' retention survive in the rollups only (no
-        # index on the channel there: a scan, reached only when every probe above missed)
+        # no index on the channel in what follows: scans, reached only when every probe
+        # above missed, smallest first. Settled forwards by day and channel (one row per
+        # channel and day); failures older than the attempts' retention survive in the
+        # rollups only; the ledger itself, for forwards older than the rollups.
+        select(fd.c.day).where(fd.c.chan_id == cid),
         select(fr.c.hour).where(fr.c.outgoing_channel_id == cid),
+        select(fw.c.id).where(or_(fw.c.chan_id_out == cid, fw.c.chan_id_in == cid)),
     )
     return any(conn.scalar(select(exists(probe))) for probe in probes)
 
