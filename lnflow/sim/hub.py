@@ -178,6 +178,11 @@ class Hub:
         self._hand_out(batch)
 
     def _hand_out(self, batch: list[Outgoing]) -> None:
+        if self._subs:
+            # Serialize now, between bursts: in the write loop it would lengthen each
+            # write's turn on the event loop (see Driver._streams_idle).
+            for item in batch:
+                item.payload  # noqa: B018  # builds and caches the wire bytes
         for sub in self._subs:
             sub.queue.put_nowait(batch)
             sub.backlog += len(batch)
