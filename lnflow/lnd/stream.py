@@ -135,7 +135,11 @@ class HtlcStream:
 
     async def _read_frame(self) -> tuple[bytes, bytes] | None:
         """(kind, payload), or None when the reader closed its end."""
-        proc = await self._starting
+        try:
+            proc = await self._starting
+        except OSError as exc:  # no process: as if it had failed at once
+            self._finished = True
+            raise LndRpcError(f"cannot start the HTLC stream reader process: {exc}") from exc
         assert proc.stdout is not None
         try:
             header = await proc.stdout.readexactly(5)
