@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,7 +28,25 @@ from typing import Any
 
 from simnode import SimNode
 
-__all__ = ["Daemon", "query", "run_lnflowctl", "run_lnflowd"]
+__all__ = ["Daemon", "children", "proc_state", "query", "run_lnflowctl", "run_lnflowd"]
+
+
+def children(pid: int) -> list[int]:
+    """Child pids of a process, from /proc (Linux)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):  # the thread or process is gone
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return sorted(found)
+
+
+def proc_state(pid: int) -> str | None:
+    """The state letter of a process (R, S, Z, ...), None once it is gone (reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -138,6 +157,10 @@ class Daemon:
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def children(self) -> list[int]:
+        """Pids of the daemon's child processes (its HTLC stream reader)."""
+        return children(self.pid)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         proc, self._proc = self._proc, None

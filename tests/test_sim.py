@@ -25,6 +25,7 @@ from lnflow.lnd._proto import (
     verrpc_pb2_grpc,
 )
 from lnflow.sim.events import SimEvent, event_from_json, event_to_json
+from lnflow.sim.hub import Hub
 from lnflow.sim.main import main as sim_main
 from lnflow.sim.model import TrafficModel, TrafficParams
 from lnflow.sim.script import ChannelOp, ScriptError, apply_channel_op, parse_script
@@ -556,3 +557,27 @@ def test_traffic_model_over_grpc_with_event_log(
         assert line["event"]["timestamp_ns"] == event.timestamp_ns
         assert line["event"]["incoming_htlc_id"] == event.incoming_htlc_id
         assert line["sent_ns"] >= event.timestamp_ns
+
+
+def test_hub_is_idle_only_when_every_stream_wrote_what_it_was_given() -> None:
+    """The traffic driver generates while the streams are idle (see Driver._streams_idle)."""
+    hub = Hub(parse_version("0.18.3"))
+    assert hub.idle.is_set()  # nobody to write to
+    a, b = hub.subscribe(), hub.subscribe()
+    events = [SimEvent(kind="forward_fail", event_type=1, incoming_htlc_id=i) for i in range(3)]
+    hub.publish(events, 1)
+    assert not hub.idle.is_set()
+    assert (a.backlog, b.backlog) == (3, 3)
+    a.written(3, hub)
+    assert not hub.idle.is_set()  # b has not written yet
+    hub.replay(2)
+    b.written(3, hub)
+    assert not hub.idle.is_set()  # the replay is still to write
+    b.written(2, hub)
+    assert not hub.idle.is_set()  # a got the replay too
+    hub.unsubscribe(a)  # a stream that goes away owes nothing
+    assert hub.idle.is_set()
+    hub.publish(events[:1], 2)
+    assert not hub.idle.is_set()
+    hub.drop("UNAVAILABLE", "lnd is shutting down")
+    assert hub.idle.is_set()

@@ -26,14 +26,13 @@ from . import convert
 from ._proto import (
     lightning_pb2,
     lightning_pb2_grpc,
-    router_pb2,
     router_pb2_grpc,
     verrpc_pb2,
     verrpc_pb2_grpc,
 )
 from .credentials import LndCredentials
 from .errors import classify, from_rpc_error, is_not_found
-from .stream import HtlcStream
+from .stream import HtlcStream, ReaderConfig
 
 __all__ = ["CHANNEL_OPTIONS", "LndClient"]
 
@@ -93,9 +92,11 @@ class LndClient:
         await self.close()
 
     async def close(self) -> None:
-        """Cancel open streams (they end quietly) and close the channel."""
+        """Stop open streams (they end quietly, their readers exit) and close the channel."""
         for stream in list(self._streams):
             stream.cancel()
+        for stream in list(self._streams):
+            await stream.aclose()
         channel, self._channel = self._channel, None
         self._lightning = self._router = self._versioner = None
         if channel is not None:
@@ -248,13 +249,13 @@ class LndClient:
     def subscribe_htlc_events(self) -> HtlcStream:
         """Start ``SubscribeHtlcEvents`` (call from a running event loop).
 
-        The call starts at once; use :meth:`HtlcStream.wait_connected` to learn
-        early that it failed. :meth:`close` cancels every open stream.
+        The call runs in a reader process (see :mod:`lnflow.lnd.stream`) that starts
+        at once; use :meth:`HtlcStream.wait_connected` to learn early that it failed.
+        :meth:`close` stops every open stream and waits for its reader.
         """
-        self._open()
-        call = self._router.SubscribeHtlcEvents(
-            router_pb2.SubscribeHtlcEventsRequest(), wait_for_ready=False
-        )
+        self._open()  # missing certificate / macaroon files raise here, as for any RPC
+        cert, macaroon_hex = self.credentials.load()
+        config = ReaderConfig(self.credentials.rpcserver, cert, macaroon_hex, CHANNEL_OPTIONS)
         credentials = self.credentials
 
         def map_error(code: str, details: str, established: bool) -> LndError:
@@ -267,6 +268,6 @@ class LndClient:
                 established=established,
             )
 
-        stream = HtlcStream(call, map_error)
+        stream = HtlcStream(config, map_error)
         self._streams.add(stream)
         return stream

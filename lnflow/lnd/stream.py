@@ -1,70 +1,235 @@
-"""The live ``SubscribeHtlcEvents`` stream as an async iterator of domain events."""
+"""The live ``SubscribeHtlcEvents`` stream as an async iterator of domain events.
+
+The call itself runs in a reader process (:mod:`lnflow.lnd._reader`) that forwards
+lnd's raw messages over a pipe; this side decodes them, so the daemon's process spends
+its GIL on tracking and storing while the reader, on the other core, reads.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import grpc
 
 from lnflow.domain import HtlcEvent, StreamSubscribed
-from lnflow.errors import LndError
+from lnflow.errors import LndError, LndRpcError
+from lnflow.lnd._proto import router_pb2
 
 from .convert import htlc_event
 
-__all__ = ["HtlcStream"]
+__all__ = ["READER_START_S", "HtlcStream", "ReaderConfig"]
 
-_EOF = grpc.aio.EOF
-_AioRpcError = grpc.aio.AioRpcError
+READER = Path(__file__).with_name("_reader.py")
+READER_START_S = 30.0  # the reader starting Python and grpc on a busy machine
+CLOSE_WAIT_S = 5.0  # after stop: the reader's last batch and exit, then SIGKILL
+_LEN = 4
 
 # (code name, details, established) -> the error to raise
 ErrorMapper = Callable[[str, str, bool], LndError]
+_decode = router_pb2.HtlcEvent.FromString
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderConfig:
+    """What the reader needs to make the call (sent on its stdin, never on argv)."""
+
+    rpcserver: str
+    cert: bytes
+    macaroon_hex: str
+    options: tuple[tuple[str, Any], ...]
+
+    def line(self, parent_pid: int) -> bytes:
+        doc = {
+            "rpcserver": self.rpcserver,
+            "cert_hex": self.cert.hex(),
+            "macaroon_hex": self.macaroon_hex,
+            "options": [list(o) for o in self.options],
+            "parent_pid": parent_pid,
+        }
+        return (json.dumps(doc) + "\n").encode()
+
+
+class ReaderRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
+    """The reader's grpc error, re-created here so LndErrors chain to a grpc error."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self._code = getattr(grpc.StatusCode, code, grpc.StatusCode.UNKNOWN)
+        self._details = details
+
+    def code(self) -> Any:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
 
 
 class HtlcStream:
-    """Async iterator over one ``SubscribeHtlcEvents`` call.
+    """Async iterator over one ``SubscribeHtlcEvents`` call (run by a reader process).
 
     Yields :class:`HtlcEvent` and, on lnd >= 0.16, one :class:`StreamSubscribed`
-    first. Ends when lnd closes the stream with OK or after :meth:`cancel`;
-    raises the mapped :class:`LndError` when the call fails. ``received``
-    counts the messages read so far.
+    first. Ends when lnd closes the stream with OK or after :meth:`cancel` (events the
+    reader forwarded before it stopped are still yielded); raises the mapped
+    :class:`LndError` when the call fails. ``received`` counts the messages read so far.
+    Create it from a running event loop: the reader process starts at once.
     """
 
-    __slots__ = ("__weakref__", "_call", "_cancelled", "_established", "_map_error", "received")
+    __slots__ = (
+        "__weakref__",
+        "_cancelled",
+        "_error",
+        "_established",
+        "_events",
+        "_finished",
+        "_frame_task",
+        "_map_error",
+        "_next",
+        "_proc",
+        "_reading",
+        "_started",
+        "_starting",
+        "received",
+    )
 
-    def __init__(self, call: Any, map_error: ErrorMapper) -> None:
-        self._call = call
+    def __init__(self, config: ReaderConfig, map_error: ErrorMapper) -> None:
         self._map_error = map_error
         self._cancelled = False
         self._established = False
+        self._started = False  # the reader has started the call
+        self._finished = False  # no more frames: ended, failed or stopped
+        self._error: LndError | None = None
+        self._events: list[HtlcEvent | StreamSubscribed] = []
+        self._next = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._frame_task: asyncio.Task[tuple[bytes, bytes] | None] | None = None
+        self._reading = False  # a task waits in __anext__ for the next frame
         self.received = 0
+        self._starting = asyncio.ensure_future(self._spawn(config))
+
+    async def _spawn(self, config: ReaderConfig) -> asyncio.subprocess.Process:
+        # -P: the script's directory (lnflow/lnd) stays off sys.path
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-P",
+            str(READER),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._proc = proc
+        assert proc.stdin is not None
+        proc.stdin.write(config.line(os.getpid()))
+        if self._cancelled:
+            proc.stdin.close()
+        return proc
+
+    # ------------------------------------------------------------------ frames
+
+    async def _read_frame(self) -> tuple[bytes, bytes] | None:
+        """(kind, payload), or None when the reader closed its end."""
+        try:
+            proc = await self._starting
+        except OSError as exc:  # no process: as if it had failed at once
+            self._finished = True
+            raise LndRpcError(f"cannot start the HTLC stream reader process: {exc}") from exc
+        assert proc.stdout is not None
+        try:
+            header = await proc.stdout.readexactly(5)
+            kind, size = header[:1], int.from_bytes(header[1:], "little")
+            payload = await proc.stdout.readexactly(size) if size else b""
+        except asyncio.IncompleteReadError:
+            return None
+        return kind, payload
+
+    async def _frame(self) -> tuple[bytes, bytes] | None:
+        task, self._frame_task = self._frame_task, None
+        if task is not None:
+            return await task
+        return await self._read_frame()
+
+    async def _handle(self, frame: tuple[bytes, bytes] | None) -> None:
+        """Apply one frame; raises the mapped error of a failed call (reader reaped)."""
+        if frame is None:
+            await self._finish()
+            if not self._cancelled and self._error is None:
+                status = self._proc.returncode if self._proc is not None else None
+                self._error = LndRpcError(
+                    f"the HTLC stream reader process exited unexpectedly (status {status})"
+                )
+            self._raise_error()
+            return
+        kind, payload = frame
+        if kind == b"B":
+            self._decode(payload)
+        elif kind == b"S":
+            self._started = True
+        elif kind == b"E":
+            self._established = True
+        elif kind == b"D":
+            await self._finish()
+        elif kind == b"X":
+            await self._finish()
+            if not self._cancelled:
+                err = json.loads(payload)
+                error = self._map_error(err["code"], err["details"], err["established"])
+                error.__cause__ = ReaderRpcError(err["code"], err["details"])  # raise ... from
+                self._error = error
+            self._raise_error()
+
+    def _decode(self, payload: bytes) -> None:
+        events = self._events[self._next :] if self._next < len(self._events) else []
+        pos, end, count = 0, len(payload), 0
+        while pos < end:
+            size = int.from_bytes(payload[pos : pos + _LEN], "little")
+            pos += _LEN
+            events.append(htlc_event(_decode(payload[pos : pos + size])))
+            pos += size
+            count += 1
+        self._events, self._next = events, 0
+        self.received += count
+        if count:
+            self._established = True
+
+    def _raise_error(self) -> None:
+        if self._error is not None and self._next >= len(self._events):
+            raise self._error
+
+    async def _finish(self) -> None:
+        """The reader is done: reap it."""
+        self._finished = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            await proc.wait()
+
+    # ------------------------------------------------------------------ iteration
 
     def __aiter__(self) -> HtlcStream:
         return self
 
     async def __anext__(self) -> HtlcEvent | StreamSubscribed:
-        try:
-            msg = await self._call.read()
-        except _AioRpcError as exc:
-            raise self._map_error(exc.code().name, exc.details() or "", self._established) from exc
-        except asyncio.CancelledError:
-            if self._cancelled_by_us():
-                raise StopAsyncIteration from None
-            raise
-        if msg is _EOF:
-            raise StopAsyncIteration
-        self.received += 1
-        self._established = True
-        return htlc_event(msg)
-
-    def _cancelled_by_us(self) -> bool:
-        """True when the call (not the task awaiting it) was cancelled."""
-        if not self._cancelled and not self._call.cancelled():
-            return False
-        task = asyncio.current_task()
-        return task is None or task.cancelling() == 0
+        while True:
+            i = self._next
+            if i < len(self._events):
+                self._next = i + 1
+                return self._events[i]
+            if self._finished:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._reading = True
+            try:
+                frame = await self._frame()
+            finally:
+                self._reading = False
+            await self._handle(frame)
 
     @property
     def established(self) -> bool:
@@ -72,35 +237,59 @@ class HtlcStream:
         return self._established
 
     async def wait_connected(self, timeout_s: float) -> None:
-        """Return once the stream is up, or after ``timeout_s`` with the call alive.
+        """Return once the stream is up, or ``timeout_s`` after the call started, alive.
 
         lnd < 0.16 sends no headers until the first event, so a quiet but
         healthy stream looks just like a slow one; it is treated as connected.
         Raises the mapped :class:`LndError` if the call fails first.
         """
-        call = self._call
-        if self._established or self._cancelled:
-            return
-        try:
-            await asyncio.wait_for(call.initial_metadata(), timeout_s)
-        except TimeoutError:
-            return
-        if not call.done():
-            self._established = True
-            return
-        if self._cancelled or call.cancelled():
-            return
-        code = await call.code()
-        if code.name != "OK":
-            try:
-                await call.read()  # a finished, failed call raises its AioRpcError
-            except _AioRpcError as exc:
-                raise self._map_error(exc.code().name, exc.details() or "", False) from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + READER_START_S
+        while not (self._established or self._cancelled or self._finished):
+            if self._next < len(self._events):
+                return
+            task = self._frame_task
+            if task is None:
+                task = self._frame_task = asyncio.ensure_future(self._read_frame())
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                return  # the frame task stays for the iteration to await
+            self._frame_task = None
+            was_started = self._started
+            await self._handle(task.result())
+            if self._started and not was_started:
+                deadline = loop.time() + timeout_s
+        if self._error is not None:
+            raise self._error
 
     def cancel(self) -> None:
         """Stop the stream; iteration then ends without an error."""
+        if self._cancelled:
+            return
         self._cancelled = True
-        self._call.cancel()
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()  # EOF: the reader stops, sends its last batch, exits
+
+    async def aclose(self) -> None:
+        """Cancel and wait until the reader has exited (SIGKILL after CLOSE_WAIT_S)."""
+        self.cancel()
+        try:
+            proc = await self._starting
+        except OSError:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                if self._reading:  # the iterating task drains the pipe
+                    await proc.wait()
+                while not self._finished:  # drain, so the reader never blocks on the pipe
+                    await self._handle(await self._frame())
+        except (TimeoutError, LndError):
+            pass
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
     async def __aenter__(self) -> HtlcStream:
         return self
@@ -111,4 +300,4 @@ class HtlcStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.cancel()
+        await self.aclose()

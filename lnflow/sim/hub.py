@@ -101,6 +101,13 @@ class Drop:
 class Subscriber:
     number: int
     queue: asyncio.Queue[list[Outgoing] | Drop]
+    backlog: int = 0  # events handed to this stream and not yet written
+
+    def written(self, count: int, hub: Hub) -> None:
+        """The stream wrote ``count`` of its events."""
+        self.backlog -= count
+        if self.backlog <= 0:
+            hub.check_idle()
 
 
 class EventLog:
@@ -130,6 +137,9 @@ class Hub:
         self._has_final = version.triple >= (0, 16, 0)
         self._has_preimage = version.triple >= (0, 14, 0)
         self.published = 0
+        #: set while no stream has events left to write
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     @property
     def count(self) -> int:
@@ -144,6 +154,11 @@ class Hub:
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
+        self.check_idle()
+
+    def check_idle(self) -> None:
+        if all(sub.backlog <= 0 for sub in self._subs):
+            self.idle.set()
 
     def publish(self, events: Sequence[SimEvent], now_ns: int) -> None:
         """Send events (timestamp 0 is stamped now_ns) to every current subscriber."""
@@ -160,22 +175,31 @@ class Hub:
             return
         self._recent.extend(batch)
         self.published += len(batch)
+        self._hand_out(batch)
+
+    def _hand_out(self, batch: list[Outgoing]) -> None:
+        if self._subs:
+            # Serialize now, between bursts: in the write loop it would lengthen each
+            # write's turn on the event loop (see Driver._streams_idle).
+            for item in batch:
+                item.payload  # noqa: B018  # builds and caches the wire bytes
         for sub in self._subs:
             sub.queue.put_nowait(batch)
+            sub.backlog += len(batch)
+            self.idle.clear()
 
     def replay(self, count: int) -> None:
         """Send the last ``count`` published events again, as lnd may after a restart."""
         if count <= 0:
             return
-        batch = list(self._recent)[-count:]
-        for sub in self._subs:
-            sub.queue.put_nowait(batch)
+        self._hand_out(list(self._recent)[-count:])
 
     def drop(self, code: str, details: str) -> None:
         """End every current subscription with the given status."""
         for sub in self._subs:
             sub.queue.put_nowait(Drop(code, details))
         self._subs.clear()
+        self.idle.set()
 
     async def wait_for(self, count: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

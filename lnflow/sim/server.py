@@ -390,6 +390,7 @@ class SimServicer:
                     await context.write(item.payload)
                     if log:
                         log.written(sub.number, item)
+                sub.written(len(batch), self.hub)
         finally:
             self.hub.unsubscribe(sub)
 

@@ -1,0 +1,136 @@
+"""The HTLC stream reader process: the real lnflowd against the simulated node, and what
+happens to its reader when the daemon dies, the reader dies, or systemd signals both."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from daemonproc import EVENTS_SCID, Daemon, proc_state, query
+from simnode import SimNode
+
+from lnflow.domain import EventKind, from_signed64
+from lnflow.lnd.stream import READER
+
+
+def count(conn: Any, table: str, where: str = "") -> int:
+    sql = f"SELECT count(*) FROM {table}" + (f" WHERE {where}" if where else "")
+    return int(conn.execute(sql).fetchone()[0])
+
+
+def reader_of(d: Daemon) -> int:
+    """The daemon's one child: its reader (the daemon starts it right after connecting)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        kids = [pid for pid in d.children() if proc_state(pid) not in (None, "Z")]
+        if kids:
+            (pid,) = kids
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert str(READER).encode() in cmdline
+            return pid
+        time.sleep(0.05)
+    raise AssertionError("lnflowd started no reader process")
+
+
+def wait_gone(pid: int, timeout: float = 20) -> str | None:
+    """Wait until the process has exited; its state then (None: reaped, Z: exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = proc_state(pid)
+        if state in (None, "Z"):
+            return state
+        time.sleep(0.05)
+    return proc_state(pid)
+
+
+def test_reader_imports_neither_lnflow_nor_sqlalchemy() -> None:
+    code = (
+        "import runpy, sys; runpy.run_path(sys.argv[1], run_name='reader');"
+        "print(sorted(m for m in sys.modules"
+        " if m.split('.')[0] in ('lnflow', 'lnflowd', 'sqlalchemy', 'google')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code, str(READER)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_reader_dies_with_the_daemon(tmp_path: Path) -> None:
+    args = ("--rate", "300", "--seed", "21", "--channels", "6")
+    with SimNode(tmp_path / "lnd", args=args) as sim, Daemon(sim, tmp_path / "s.db") as d:
+        d.wait_for(lambda c: count(c, "htlc_events") > 100)
+        reader = reader_of(d)
+        assert d.kill() == -9
+        assert wait_gone(reader) in (None, "Z")
+
+
+def test_reader_killed_is_a_gap_then_a_new_reader_records_and_the_old_one_is_reaped(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "s.db"
+    args = ("--rate", "300", "--seed", "22", "--channels", "6")
+    with SimNode(tmp_path / "lnd", args=args) as sim, Daemon(sim, db) as d:
+        d.wait_for(lambda c: count(c, "htlc_events") > 100)
+        first = reader_of(d)
+        os.kill(first, signal.SIGKILL)
+        d.wait_for(lambda c: count(c, "stream_sessions") == 2)
+        before = query(db, "SELECT count(*) FROM htlc_events")[0][0]
+        d.wait_for(lambda c: count(c, "htlc_events") > before + 100)
+        assert wait_gone(first) is None  # reaped by the daemon: no zombie
+        second = reader_of(d)
+        assert second != first
+        assert d.stop() == 0
+        assert wait_gone(second) is None
+    sessions = query(db, "SELECT id, ended_ns, end_reason FROM stream_sessions ORDER BY id")
+    (id1, _, reason1), (id2, _, reason2) = sessions
+    assert "reader process exited unexpectedly" in reason1
+    assert reason2 == "shutdown"
+    per_session = dict(query(db, "SELECT session_id, count(*) FROM htlc_events GROUP BY 1"))
+    assert per_session[id1] > 100 and per_session[id2] > 100
+
+
+def test_sigterm_to_daemon_and_reader_keeps_everything_sent_before_it(tmp_path: Path) -> None:
+    """systemd signals the whole cgroup: the reader keeps reading until lnflowd stops it."""
+    sent_log = tmp_path / "sent.jsonl"
+    args = ("--rate", "400", "--seed", "23", "--channels", "6", "--event-log", str(sent_log))
+    with SimNode(tmp_path / "lnd", args=args) as sim, Daemon(sim, tmp_path / "s.db") as d:
+        d.wait_for(lambda c: count(c, "htlc_events") > 500)
+        reader = reader_of(d)
+        signal_ns = time.time_ns()
+        os.kill(reader, signal.SIGTERM)
+        assert d.stop(signal.SIGTERM) == 0
+        assert wait_gone(reader) is None
+    sent = [json.loads(line) for line in sent_log.read_text().splitlines() if line.strip()]
+    before = {
+        (
+            EventKind[s["event"]["event"].upper()].value,
+            s["event"]["incoming_channel_id"],
+            s["event"]["incoming_htlc_id"],
+            s["event"]["outgoing_channel_id"],
+            s["event"]["outgoing_htlc_id"],
+        )
+        for s in sent
+        if s["sent_ns"] < signal_ns and s["event"]["event"] != "subscribed"
+    }
+    stored = {
+        (r[0], from_signed64(r[1]), from_signed64(r[2]), from_signed64(r[3]), from_signed64(r[4]))
+        for r in query(
+            tmp_path / "s.db",
+            "SELECT kind, incoming_channel_id, incoming_htlc_id, outgoing_channel_id,"
+            f" outgoing_htlc_id FROM {EVENTS_SCID}",
+        )
+    }
+    assert len(before) > 500
+    assert before - stored == set()
+    ((reason,),) = query(tmp_path / "s.db", "SELECT end_reason FROM stream_sessions")
+    assert reason == "shutdown"
