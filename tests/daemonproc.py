@@ -93,16 +93,13 @@ def run_lnflowctl(*args: str, timeout: float = 30) -> tuple[int, str, str]:
     return out.returncode, out.stdout, out.stderr
 
 
-# htlc_events with its channels as SCIDs and its failure string as text (the table keeps
-# channel_refs / failure_strings ids), for ``SELECT ... FROM {EVENTS_SCID}``; a channel
-# ref of 0 (no channel on that side) reads as 0
+# htlc_events with its channels as SCIDs (the table keeps channel_refs ids), for
+# ``SELECT ... FROM {EVENTS_SCID}``; a ref of 0 (no channel on that side) reads as 0
 EVENTS_SCID = (
     "(SELECT e.*, coalesce(ri.chan_id, 0) AS incoming_channel_id,"
-    " coalesce(ro.chan_id, 0) AS outgoing_channel_id, fs.text AS failure_string"
-    " FROM htlc_events e"
+    " coalesce(ro.chan_id, 0) AS outgoing_channel_id FROM htlc_events e"
     " LEFT JOIN channel_refs ri ON ri.id = e.incoming_chan_ref"
-    " LEFT JOIN channel_refs ro ON ro.id = e.outgoing_chan_ref"
-    " LEFT JOIN failure_strings fs ON fs.id = e.failure_string_ref)"
+    " LEFT JOIN channel_refs ro ON ro.id = e.outgoing_chan_ref)"
 )
 
 

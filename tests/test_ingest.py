@@ -203,21 +203,6 @@ def test_events_name_channels_by_ref_and_read_back_as_scids(tmp_path: Path) -> N
     assert len(store.q("SELECT id FROM channel_refs")) == 3
 
 
-def test_failure_strings_are_stored_once_and_read_back(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    other = ev(EventKind.LINK_FAIL, 3, 2, amt_in=2, amt_out=1, failure_string="")
-    store.feed([link_fail(1, 0), forward(2, 1)])
-    store.restart()  # numbers are read back, not given again
-    store.feed([link_fail(4, 3), other])
-    rows = store.q(
-        "SELECT e.incoming_htlc_id, fs.text FROM htlc_events e"
-        " LEFT JOIN failure_strings fs ON fs.id = e.failure_string_ref ORDER BY e.id"
-    )
-    text = "insufficient bandwidth to route htlc"
-    assert rows == [(1, text), (2, None), (4, text), (3, "")]
-    assert store.q("SELECT text FROM failure_strings ORDER BY id") == [(text,), ("",)]
-
-
 def test_refs_of_a_failed_batch_are_not_reused(tmp_path: Path) -> None:
     """A batch that fails rolls its new refs back: the next batch must not trust them."""
     store = Store(tmp_path)

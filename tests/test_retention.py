@@ -96,7 +96,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 # -- rows ------------------------------------------------------------------------------
 
 
-def _event(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
+def _event(s: Store, i: int, ts_ns: int, note: str | None = None) -> dict[str, Any]:
     return {
         "node_id": s.node_id,
         "session_id": s.session_id,
@@ -109,6 +109,7 @@ def _event(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
         "outgoing_htlc_id": i,
         "incoming_amt_msat": 1_001_000,
         "outgoing_amt_msat": 1_000_000,
+        "failure_string": note,
     }
 
 
@@ -485,10 +486,14 @@ def test_unindexed_tables_expire_in_insertion_order_with_bounded_scans(store: St
 
 # -- size budget -----------------------------------------------------------------------
 
+PAD = "x" * 800  # makes rows big enough to fill pages quickly
+
 
 def _fill(store: Store, table: Table, n: int, first_ns: int) -> None:
     make = ROWS[table.name]
     rows = [make(store, i, first_ns + i * 1_000_000_000) for i in range(n)]
+    if table is htlc_events:
+        rows = [r | {"failure_string": PAD} for r in rows]
     if table is channel_samples:
         rows = [r | {"chan_id": i} for i, r in enumerate(rows)]
     store.add(table, rows)
@@ -505,7 +510,7 @@ def test_size_budget_drops_the_oldest_events_first_and_stops_under_budget(
     store: Store,
 ) -> None:
     recent = NOW - 3 * NS_PER_DAY  # far inside every TTL
-    _fill(store, htlc_events, 90_000, recent)  # ~6 MiB
+    _fill(store, htlc_events, 6000, recent)  # ~5.5 MiB
     _fill(store, channel_samples, 500, recent)
     hour = NOW // NS_PER_HOUR - 10
     store.add(failure_rollups_hourly, [_failure_rollup(store, i, hour) for i in range(50)])
@@ -518,7 +523,7 @@ def test_size_budget_drops_the_oldest_events_first_and_stops_under_budget(
     used_before: list[float] = []
     while True:
         used_before.append(_used_mib(store))
-        step = pruner.prune_step(NOW, 2000)
+        step = pruner.prune_step(NOW, 200)
         if not step.deleted:
             break
         steps.append(step)
@@ -539,7 +544,7 @@ def test_size_budget_goes_on_to_samples_then_attempts_never_rollups_or_ledger(
     store: Store,
 ) -> None:
     recent = NOW - 3 * NS_PER_DAY
-    _fill(store, htlc_events, 20_000, recent)
+    _fill(store, htlc_events, 1500, recent)
     _fill(store, channel_samples, 300, recent)
     _fill(store, forward_attempts, 300, recent)
     _fill(store, failure_clusters, 300, recent)
@@ -568,11 +573,11 @@ def test_size_budget_goes_on_to_samples_then_attempts_never_rollups_or_ledger(
 
 
 def test_freed_pages_are_handed_back_in_bounded_steps(store: Store) -> None:
-    _fill(store, htlc_events, 45_000, NOW - 100 * NS_PER_DAY)
+    _fill(store, htlc_events, 3000, NOW - 100 * NS_PER_DAY)
     pages_full = store.pragma("page_count")
 
     no_vacuum = Pruner(store.engine, DEFAULT_TTL, vacuum_pages=0)
-    assert no_vacuum.prune(NOW, 5000, 10).expired == {"htlc_events": 45_000}
+    assert no_vacuum.prune(NOW, 1000, 10).expired == {"htlc_events": 3000}
     free = store.pragma("freelist_count")
     assert free > 500
 

@@ -36,7 +36,6 @@ from lnflow.domain import (
 from lnflow.store.schema import (
     analysis_runs,
     channel_refs,
-    failure_strings,
     forward_attempts,
     forwards,
     htlc_events,
@@ -85,19 +84,18 @@ _Export = tuple[tuple[str, ...], Callable[[int], Select[Any]], Callable[[_Row], 
 
 def _events_query(since_ns: int) -> Select[Any]:
     t = htlc_events
-    into, out, fs = channel_refs.alias("into"), channel_refs.alias("out"), failure_strings
+    into, out = channel_refs.alias("into"), channel_refs.alias("out")
     # no time index on the largest table: rows come in recording order (id), one scan
     return (
         select(
             t,
             func.coalesce(into.c.chan_id, 0).label("incoming_channel_id"),
             func.coalesce(out.c.chan_id, 0).label("outgoing_channel_id"),
-            fs.c.text.label("failure_string"),
         )
         .select_from(
-            t.outerjoin(into, into.c.id == t.c.incoming_chan_ref)
-            .outerjoin(out, out.c.id == t.c.outgoing_chan_ref)
-            .outerjoin(fs, fs.c.id == t.c.failure_string_ref)
+            t.outerjoin(into, into.c.id == t.c.incoming_chan_ref).outerjoin(
+                out, out.c.id == t.c.outgoing_chan_ref
+            )
         )
         .where(t.c.timestamp_ns >= since_ns)
         .order_by(t.c.id)

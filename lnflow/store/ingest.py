@@ -9,11 +9,11 @@ so replays after a reconnect can never count a failure twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, case, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, func, insert, select, update
 
 from lnflow.attempts import Attempt, AttemptTracker, Outcome
 from lnflow.clusters import ClusterAssigner, ClusterUpdate
@@ -31,7 +31,6 @@ from lnflow.store.schema import (
     failure_channel_hourly,
     failure_clusters,
     failure_rollups_hourly,
-    failure_strings,
     forward_attempts,
     htlc_events,
 )
@@ -76,11 +75,8 @@ class Ingestor:
         self._insert_events = BulkStatement(
             engine, insert_ignoring_duplicates(engine, htlc_events), _EVENT_COLUMNS
         )
-        # lnd's 0 ("no channel on this side") stays 0; no failure string stays NULL
-        self._chan_refs = _Numbered(
-            channel_refs, "chan_id", {0: 0}, node_id=node_id, encode=_s64, decode=from_signed64
-        )
-        self._string_refs = _Numbered(failure_strings, "text", {None: None})
+        # SCID -> channel_refs.id of this node; None: (re)load before the next batch
+        self._refs: dict[int, int] | None = None
         self._upsert_attempt = BulkStatement(engine, self._attempt_upsert(engine), _ATTEMPT_COLUMNS)
         self._upsert_cluster = self._cluster_upsert(engine)
         self._add_failure_rollup = upsert_adding(
@@ -175,9 +171,7 @@ class Ingestor:
         try:
             return self._ingest(session_id, events, now_ns)
         except BaseException:
-            # numbers the failed transaction added were rolled back
-            self._chan_refs.forget()
-            self._string_refs.forget()
+            self._refs = None  # refs added by the failed transaction were rolled back
             raise
 
     def _ingest(
@@ -273,10 +267,7 @@ class Ingestor:
         if not events or session_id is None:
             return []
         node = self._node_id
-        ref = self._chan_refs.numbers(
-            conn, {e.incoming_channel_id for e in events} | {e.outgoing_channel_id for e in events}
-        )
-        text = self._string_refs.numbers(conn, {e.failure_string for e in events})
+        ref = self._chan_refs(conn, events)
         rows = [
             (
                 node,
@@ -294,7 +285,7 @@ class Ingestor:
                 ev.outgoing_timelock,
                 ev.wire_failure,
                 ev.failure_detail,
-                text[ev.failure_string],
+                ev.failure_string,
                 ev.settled,
                 ev.offchain,
             )
@@ -323,6 +314,31 @@ class Ingestor:
                 fresh.append(ev)
         return fresh
 
+    def _chan_refs(self, conn: Connection, events: Sequence[HtlcEvent]) -> dict[int, int]:
+        """SCID -> channel_refs.id for every channel of ``events`` (new ones are added)."""
+        refs = self._refs
+        if refs is None:
+            t = channel_refs
+            refs = {0: 0}  # lnd's "no channel on this side" stays 0
+            refs.update(
+                (from_signed64(chan), ref)
+                for ref, chan in conn.execute(
+                    select(t.c.id, t.c.chan_id).where(t.c.node_id == self._node_id)
+                )
+            )
+            self._refs = refs
+        missing = {ev.incoming_channel_id for ev in events if ev.incoming_channel_id not in refs}
+        missing.update(
+            ev.outgoing_channel_id for ev in events if ev.outgoing_channel_id not in refs
+        )
+        for chan in sorted(missing):
+            key = conn.execute(
+                insert(channel_refs).values(node_id=self._node_id, chan_id=_s64(chan))
+            ).inserted_primary_key
+            assert key is not None
+            refs[chan] = int(key[0])
+        return refs
+
     def _note_cluster(
         self, clusters: dict[int, dict[str, Any]], u: ClusterUpdate, att: Attempt, ts_ns: int
     ) -> None:
@@ -344,53 +360,6 @@ class Ingestor:
             row["missed_fee_msat"] = u.missed_fee_msat
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
-class _Numbered:
-    """Values a table numbers once (``channel_refs``, ``failure_strings``), cached.
-
-    :meth:`numbers` returns value -> id for the values asked, adding the new ones in
-    the caller's transaction; :meth:`forget` drops the cache when that transaction
-    failed, so a rolled-back id is never handed out for another value.
-    """
-
-    def __init__(
-        self,
-        table: Table,
-        column: str,
-        preset: dict[Any, Any],
-        *,
-        encode: Callable[[Any], Any] = _same,
-        decode: Callable[[Any], Any] = _same,
-        **scope: int,
-    ) -> None:
-        self._table, self._column, self._preset, self._scope = table, column, preset, scope
-        self._encode, self._decode = encode, decode
-        self._ids: dict[Any, Any] | None = None
-
-    def forget(self) -> None:
-        self._ids = None
-
-    def numbers(self, conn: Connection, values: set[Any]) -> dict[Any, Any]:
-        t, ids = self._table, self._ids
-        if ids is None:
-            query = select(t.c.id, t.c[self._column])
-            for col, value in self._scope.items():
-                query = query.where(t.c[col] == value)
-            ids = dict(self._preset)
-            ids.update((self._decode(value), ref) for ref, value in conn.execute(query))
-            self._ids = ids
-        for value in sorted(values.difference(ids)):
-            key = conn.execute(
-                insert(t).values(**self._scope, **{self._column: self._encode(value)})
-            ).inserted_primary_key
-            assert key is not None
-            ids[value] = int(key[0])
-        return ids
-
-
 _EVENT_COLUMNS = (
     "node_id",
     "session_id",
@@ -407,7 +376,7 @@ _EVENT_COLUMNS = (
     "outgoing_timelock",
     "wire_failure",
     "failure_detail",
-    "failure_string_ref",
+    "failure_string",
     "settled",
     "offchain",
 )

@@ -41,7 +41,6 @@ __all__ = [
     "failure_channel_hourly",
     "failure_clusters",
     "failure_rollups_hourly",
-    "failure_strings",
     "forward_attempts",
     "forward_channel_daily",
     "forward_channel_hourly",
@@ -112,7 +111,7 @@ htlc_events = Table(
     Column("outgoing_timelock", Integer),
     Column("wire_failure", Integer),  # lnrpc.Failure.FailureCode number (link fails)
     Column("failure_detail", Integer),  # routerrpc.FailureDetail number (link fails)
-    Column("failure_string_ref", Integer),  # failure_strings.id (link fails)
+    Column("failure_string", Text),
     Column("settled", Boolean),  # final events
     Column("offchain", Boolean),  # final events
     # Replays after a reconnect carry the same key: the store keeps the first.
@@ -418,16 +417,6 @@ channel_refs = Table(
     Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
     Column("chan_id", BigInteger, nullable=False),
     UniqueConstraint("node_id", "chan_id", name="uq_channel_refs_key"),
-)
-
-# lnd's link failure strings ("insufficient bandwidth to route htlc"), each stored once:
-# they come from a short fixed list, and htlc_events keeps the number.
-failure_strings = Table(
-    "failure_strings",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("text", Text, nullable=False),
-    UniqueConstraint("text", name="uq_failure_strings_text"),
 )
 
 

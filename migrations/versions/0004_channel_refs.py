@@ -1,14 +1,12 @@
-"""event refs: htlc_events names channels and failure strings by a small number
+"""channel refs: htlc_events names channels by a small number instead of the SCID
 
 A SCID (block << 40 | tx << 16 | output) always takes 8 bytes in SQLite; the event
-table named two per row and its key index two more, about a third of each event's
+table names two per row and its key index two more, about a third of each event's
 bytes on disk. ``channel_refs`` numbers the SCIDs per node and the events keep the
-number (1-2 bytes; 0 stays 0, lnd's "no channel on this side"). lnd's link failure
-strings come from a short fixed list ("insufficient bandwidth to route htlc"):
-``failure_strings`` holds each once and the events its number.
+number (1-2 bytes; 0 stays 0, lnd's "no channel on this side").
 
 Upgrading rewrites htlc_events once (in id order, so ids and their order are kept);
-downgrading puts the SCIDs and strings back.
+downgrading puts the SCIDs back.
 
 Revision ID: 0004
 Revises: 0003
@@ -25,15 +23,16 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
+# the columns both layouts share, in table order around the two channel columns
+_HEAD = "id, node_id, session_id, timestamp_ns, kind, event_type"
+_TAIL = (
+    "incoming_amt_msat, outgoing_amt_msat, incoming_timelock, outgoing_timelock, "
+    "wire_failure, failure_detail, failure_string, settled, offchain"
+)
 
-def _events_table(name: str, *, refs: bool) -> None:
-    """htlc_events as ``name``: with refs (0004) or with SCIDs and strings (0003)."""
-    chan, chan_type = ("chan_ref", sa.Integer()) if refs else ("channel_id", sa.BigInteger())
-    failure_string = (
-        sa.Column("failure_string_ref", sa.Integer)
-        if refs
-        else sa.Column("failure_string", sa.Text)
-    )
+
+def _events_table(name: str, chan: str, chan_type: sa.types.TypeEngine[int]) -> None:
+    """htlc_events as ``name`` with ``incoming_<chan>``/``outgoing_<chan>`` columns."""
     op.create_table(
         name,
         sa.Column("id", sa.Integer, nullable=False),
@@ -52,7 +51,7 @@ def _events_table(name: str, *, refs: bool) -> None:
         sa.Column("outgoing_timelock", sa.Integer),
         sa.Column("wire_failure", sa.Integer),
         sa.Column("failure_detail", sa.Integer),
-        failure_string,
+        sa.Column("failure_string", sa.Text),
         sa.Column("settled", sa.Boolean),
         sa.Column("offchain", sa.Boolean),
         sa.PrimaryKeyConstraint("id", name="pk_htlc_events"),
@@ -69,21 +68,9 @@ def _events_table(name: str, *, refs: bool) -> None:
     )
 
 
-# the columns both layouts share
-_SAME = (
-    "id, node_id, session_id, timestamp_ns, kind, event_type, incoming_htlc_id,"
-    " outgoing_htlc_id, incoming_amt_msat, outgoing_amt_msat, incoming_timelock,"
-    " outgoing_timelock, wire_failure, failure_detail, settled, offchain"
-)
-_SAME_E = ", ".join("e." + c.strip() for c in _SAME.split(","))
-
-
-def _swap(refs: bool, columns: str, values: str, joins: str) -> None:
-    _events_table("htlc_events_new", refs=refs)
-    op.execute(
-        f"INSERT INTO htlc_events_new ({_SAME}, {columns}) SELECT {_SAME_E}, {values}"
-        f" FROM htlc_events e {joins} ORDER BY e.id"
-    )
+def _swap(copy_sql: str, chan: str, chan_type: sa.types.TypeEngine[int]) -> None:
+    _events_table("htlc_events_new", chan, chan_type)
+    op.execute(copy_sql)
     op.drop_table("htlc_events")
     op.rename_table("htlc_events_new", "htlc_events")
 
@@ -98,13 +85,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["node_id"], ["nodes.id"], name="fk_channel_refs_node_id_nodes"),
         sa.UniqueConstraint("node_id", "chan_id", name="uq_channel_refs_key"),
     )
-    op.create_table(
-        "failure_strings",
-        sa.Column("id", sa.Integer, nullable=False),
-        sa.Column("text", sa.Text, nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_failure_strings"),
-        sa.UniqueConstraint("text", name="uq_failure_strings_text"),
-    )
     op.execute(
         "INSERT INTO channel_refs (node_id, chan_id)"
         " SELECT node_id, chan FROM ("
@@ -112,30 +92,35 @@ def upgrade() -> None:
         "  UNION SELECT node_id, outgoing_channel_id FROM htlc_events"
         " ) WHERE chan != 0 ORDER BY node_id, chan"
     )
-    op.execute(
-        "INSERT INTO failure_strings (text) SELECT DISTINCT failure_string FROM htlc_events"
-        " WHERE failure_string IS NOT NULL ORDER BY failure_string"
-    )
     _swap(
-        True,
-        "incoming_chan_ref, outgoing_chan_ref, failure_string_ref",
-        "coalesce(ri.id, 0), coalesce(ro.id, 0), fs.id",
-        "LEFT JOIN channel_refs ri"
-        " ON ri.node_id = e.node_id AND ri.chan_id = e.incoming_channel_id"
+        f"INSERT INTO htlc_events_new ({_HEAD}, incoming_chan_ref, incoming_htlc_id,"
+        f" outgoing_chan_ref, outgoing_htlc_id, {_TAIL})"
+        f" SELECT {', '.join('e.' + c for c in _HEAD.split(', '))},"
+        " coalesce(ri.id, 0), e.incoming_htlc_id, coalesce(ro.id, 0), e.outgoing_htlc_id,"
+        f" {', '.join('e.' + c for c in _TAIL.split(', '))}"
+        " FROM htlc_events e"
+        " LEFT JOIN channel_refs ri"
+        "  ON ri.node_id = e.node_id AND ri.chan_id = e.incoming_channel_id"
         " LEFT JOIN channel_refs ro"
-        " ON ro.node_id = e.node_id AND ro.chan_id = e.outgoing_channel_id"
-        " LEFT JOIN failure_strings fs ON fs.text = e.failure_string",
+        "  ON ro.node_id = e.node_id AND ro.chan_id = e.outgoing_channel_id"
+        " ORDER BY e.id",
+        "chan_ref",
+        sa.Integer(),
     )
 
 
 def downgrade() -> None:
     _swap(
-        False,
-        "incoming_channel_id, outgoing_channel_id, failure_string",
-        "coalesce(ri.chan_id, 0), coalesce(ro.chan_id, 0), fs.text",
-        "LEFT JOIN channel_refs ri ON ri.id = e.incoming_chan_ref"
+        f"INSERT INTO htlc_events_new ({_HEAD}, incoming_channel_id, incoming_htlc_id,"
+        f" outgoing_channel_id, outgoing_htlc_id, {_TAIL})"
+        f" SELECT {', '.join('e.' + c for c in _HEAD.split(', '))},"
+        " coalesce(ri.chan_id, 0), e.incoming_htlc_id, coalesce(ro.chan_id, 0),"
+        f" e.outgoing_htlc_id, {', '.join('e.' + c for c in _TAIL.split(', '))}"
+        " FROM htlc_events e"
+        " LEFT JOIN channel_refs ri ON ri.id = e.incoming_chan_ref"
         " LEFT JOIN channel_refs ro ON ro.id = e.outgoing_chan_ref"
-        " LEFT JOIN failure_strings fs ON fs.id = e.failure_string_ref",
+        " ORDER BY e.id",
+        "channel_id",
+        sa.BigInteger(),
     )
-    op.drop_table("failure_strings")
     op.drop_table("channel_refs")
