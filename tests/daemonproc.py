@@ -103,6 +103,36 @@ EVENTS_SCID = (
 )
 
 
+def sent_before_but_not_stored(
+    sent_log: Path, signal_ns: int, db: Path
+) -> tuple[set[tuple[int, ...]], set[tuple[int, ...]]]:
+    """Events the simulator logged as sent before ``signal_ns`` (kind and circuit key),
+    and those of them the store does not have."""
+    from lnflow.domain import EventKind, from_signed64
+
+    sent = [json.loads(line) for line in sent_log.read_text().splitlines() if line.strip()]
+    before = {
+        (
+            EventKind[s["event"]["event"].upper()].value,
+            s["event"]["incoming_channel_id"],
+            s["event"]["incoming_htlc_id"],
+            s["event"]["outgoing_channel_id"],
+            s["event"]["outgoing_htlc_id"],
+        )
+        for s in sent
+        if s["sent_ns"] < signal_ns and s["event"]["event"] != "subscribed"
+    }
+    stored = {
+        (r[0], from_signed64(r[1]), from_signed64(r[2]), from_signed64(r[3]), from_signed64(r[4]))
+        for r in query(
+            db,
+            "SELECT kind, incoming_channel_id, incoming_htlc_id, outgoing_channel_id,"
+            f" outgoing_htlc_id FROM {EVENTS_SCID}",
+        )
+    }
+    return before, before - stored
+
+
 def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -11,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import EVENTS_SCID, Daemon, query, run_lnflowd, sim_flags
+from daemonproc import (
+    EVENTS_SCID,
+    Daemon,
+    query,
+    run_lnflowd,
+    sent_before_but_not_stored,
+    sim_flags,
+)
 from simnode import SimNode
 
 from lnflow.domain import EventKind, from_signed64
@@ -224,28 +230,9 @@ def test_sigterm_while_events_flow_keeps_everything_sent_before_it(tmp_path: Pat
         d.wait_for(lambda c: count(c, "htlc_events") > 500)
         signal_ns = time.time_ns()
         assert d.stop(signal.SIGTERM) == 0
-    sent = [json.loads(line) for line in sent_log.read_text().splitlines() if line.strip()]
-    before = {
-        (
-            EventKind[s["event"]["event"].upper()].value,
-            s["event"]["incoming_channel_id"],
-            s["event"]["incoming_htlc_id"],
-            s["event"]["outgoing_channel_id"],
-            s["event"]["outgoing_htlc_id"],
-        )
-        for s in sent
-        if s["sent_ns"] < signal_ns and s["event"]["event"] != "subscribed"
-    }
-    stored = {
-        (r[0], from_signed64(r[1]), from_signed64(r[2]), from_signed64(r[3]), from_signed64(r[4]))
-        for r in query(
-            tmp_path / "s.db",
-            "SELECT kind, incoming_channel_id, incoming_htlc_id, outgoing_channel_id,"
-            f" outgoing_htlc_id FROM {EVENTS_SCID}",
-        )
-    }
+    before, missing = sent_before_but_not_stored(sent_log, signal_ns, tmp_path / "s.db")
     assert len(before) > 500
-    assert before - stored == set()
+    assert missing == set()
 
 
 # ----------------------------------------------------------------------------- --check

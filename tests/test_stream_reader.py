@@ -3,7 +3,6 @@ happens to its reader when the daemon dies, the reader dies, or systemd signals 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,10 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemonproc import EVENTS_SCID, Daemon, proc_state, query
+from daemonproc import Daemon, proc_state, query, sent_before_but_not_stored
 from simnode import SimNode
 
-from lnflow.domain import EventKind, from_signed64
 from lnflow.lnd.stream import READER
 
 
@@ -110,27 +108,8 @@ def test_sigterm_to_daemon_and_reader_keeps_everything_sent_before_it(tmp_path: 
         os.kill(reader, signal.SIGTERM)
         assert d.stop(signal.SIGTERM) == 0
         assert wait_gone(reader) is None
-    sent = [json.loads(line) for line in sent_log.read_text().splitlines() if line.strip()]
-    before = {
-        (
-            EventKind[s["event"]["event"].upper()].value,
-            s["event"]["incoming_channel_id"],
-            s["event"]["incoming_htlc_id"],
-            s["event"]["outgoing_channel_id"],
-            s["event"]["outgoing_htlc_id"],
-        )
-        for s in sent
-        if s["sent_ns"] < signal_ns and s["event"]["event"] != "subscribed"
-    }
-    stored = {
-        (r[0], from_signed64(r[1]), from_signed64(r[2]), from_signed64(r[3]), from_signed64(r[4]))
-        for r in query(
-            tmp_path / "s.db",
-            "SELECT kind, incoming_channel_id, incoming_htlc_id, outgoing_channel_id,"
-            f" outgoing_htlc_id FROM {EVENTS_SCID}",
-        )
-    }
+    before, missing = sent_before_but_not_stored(sent_log, signal_ns, tmp_path / "s.db")
     assert len(before) > 500
-    assert before - stored == set()
+    assert missing == set()
     ((reason,),) = query(tmp_path / "s.db", "SELECT end_reason FROM stream_sessions")
     assert reason == "shutdown"
