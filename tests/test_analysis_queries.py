@@ -541,11 +541,16 @@ def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
     assert not [p for p in sample_plans if p.startswith("SCAN channel_samples")], sample_plans
     assert (
         sample_plans.count(
-            "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_ts "
+            "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_state "
             "(node_id=? AND chan_id=? AND ts_ns<?)"
         )
         == 1
     ), sample_plans
+    # the lowest local ratio: from the index alone, no table row per sample
+    assert (
+        "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_state "
+        "(node_id=? AND chan_id=? AND ts_ns>? AND ts_ns<?)"
+    ) in plans(store.engine, samples[1:]), sample_plans
     # the failure details: one range of the partial covering index, no table rows
     details = [st for st in statements[loaded:] if "forward_attempts" in st[0]]
     assert (
@@ -562,9 +567,10 @@ def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
     assert len(history) == 1
     assert not [p for p in history_plans if p.startswith("SCAN channel_samples")]
     assert any(
-        "ix_channel_samples_chan_ts (node_id=? AND chan_id=? AND ts_ns>?" in p
+        "COVERING INDEX ix_channel_samples_chan_state (node_id=? AND chan_id=? AND ts_ns>?" in p
         for p in history_plans
-    )
+    ), history_plans
+    assert not [p for p in history_plans if "USING INTEGER PRIMARY KEY" in p], history_plans
 
 
 # -- exact windows: partial hours from raw rows, whole hours from rollups --------------

@@ -289,7 +289,7 @@ def _has_policy(s: Table | Alias) -> ColumnElement[bool]:
 # Our fee policy from the time :meth:`StoreFailureDetails.fee_history` starts at: the last
 # sample with a policy at or before it (the policy then in force; else the first after
 # it), then only the samples whose policy differs from the sample before (lag() over the
-# channel's samples from that point, on ix_channel_samples_chan_ts).
+# channel's samples from that point, from ix_channel_samples_chan_state alone).
 _fee_start = (
     select(channel_samples.c.ts_ns)
     .where(_sample_of(channel_samples, bindparam("node"), bindparam("chan")))
@@ -483,7 +483,7 @@ class StoreFailureDetails:
     def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
         if chan_id not in self._fees:
             start = self.since_ns if self.fee_history_from_ns is None else self.fee_history_from_ns
-            rows = self.conn.execute(
+            rows = self._run(
                 _FEE_HISTORY,
                 {
                     "node": self.node_id,
@@ -541,7 +541,7 @@ def _likely(failures: Mapping[int, ChannelFailures]) -> dict[FailureClass, froze
 
 # Every channel open now or closed at/after since, with its latest sample at or before
 # until and its first sample in [since, until] (for the uptime ratio): one statement for
-# all channels, each sample found by a correlated lookup on ix_channel_samples_chan_ts
+# all channels, each sample found by a correlated lookup on ix_channel_samples_chan_state
 # (whose entries end with the row id, so "ts_ns DESC, id DESC LIMIT 1" is one seek).
 _latest = channel_samples.alias("latest")
 _first = channel_samples.alias("first")
@@ -596,7 +596,8 @@ _CHANNELS = (
 )
 
 # The lowest local ratio among the window's samples of the given channels (REAL division:
-# the same IEEE quotient as Python's int / int for balances below 2^53).
+# the same IEEE quotient as Python's int / int for balances below 2^53), read from
+# ix_channel_samples_chan_state alone.
 _ratio = cast(channel_samples.c.local_balance_sat, Float) / (
     channel_samples.c.local_balance_sat + channel_samples.c.remote_balance_sat
 )

@@ -290,8 +290,23 @@ channel_samples = Table(
     Column("peer_min_htlc_msat", BigInteger),
     Column("peer_max_htlc_msat", BigInteger),
     Column("peer_disabled", Boolean),
-    Index("ix_channel_samples_chan_ts", "node_id", "chan_id", "ts_ns"),
     Index("ix_channel_samples_ts", "ts_ns"),
+)
+# A channel's samples in time order (ties: insertion order), with what the analysis reads
+# of every sample in a window: the balances (lowest local ratio) and our fee policy (fee
+# history), so those reads need no table row. Added by 0006, replacing its prefix
+# ix_channel_samples_chan_ts. Samples are one row per channel and sampling interval: the
+# index costs nothing per HTLC event.
+Index(
+    "ix_channel_samples_chan_state",
+    channel_samples.c.node_id,
+    channel_samples.c.chan_id,
+    channel_samples.c.ts_ns,
+    channel_samples.c.id,
+    channel_samples.c.local_balance_sat,
+    channel_samples.c.remote_balance_sat,
+    channel_samples.c.fee_base_msat,
+    channel_samples.c.fee_rate_ppm,
 )
 
 # Hourly rollups (DESIGN §6), maintained while recording; hour = unix seconds // 3600.
