@@ -47,6 +47,7 @@ from typing import Any
 from sqlalchemy import (
     Alias,
     ColumnElement,
+    CompoundSelect,
     Connection,
     Float,
     Select,
@@ -237,6 +238,9 @@ _DETAIL_MANY = select(
     forward_attempts.c.missed_fee_msat,
     forward_attempts.c.outgoing_amt_msat,
 ).where(*_of_channels)
+_AMOUNTS_MANY = select(
+    forward_attempts.c.outgoing_channel_id, forward_attempts.c.outgoing_amt_msat
+).where(*_of_channels)
 _COUNT_MANY = (
     select(forward_attempts.c.outgoing_channel_id, func.count())
     .where(*_of_channels)
@@ -269,6 +273,45 @@ _RANK_DESC = _ranked.order_by(forward_attempts.c.outgoing_amt_msat.desc())
 # fraction of the cost per row: with attempts kept 30 days (the default) it pays from
 # about a week.
 RANK_IN_SQL_FROM_HOURS = 7 * 24
+
+
+_Query = Select[Any] | CompoundSelect[Any]
+# SQL text per statement and dialect: (text, parameter names in order, constant values)
+_COMPILED: dict[tuple[int, str], tuple[_Query, str, tuple[str, ...], dict[str, Any]]] = {}
+
+
+def _rows(conn: Connection, stmt: _Query, params: Mapping[str, Any]) -> Sequence[Any]:
+    """All rows of a statement as the driver's tuples, compiled once per dialect.
+
+    The analysis runs a few statements over tens of thousands of rows and some hundreds
+    of small ones: executing the construct and building SQLAlchemy rows cost more than
+    the queries themselves. The statement still runs through the connection (its events
+    fire); only the fetch bypasses the result object. An expanding (IN list) parameter
+    takes a list, spelled out for drivers with ``?`` placeholders (SQLite's); other
+    drivers get the construct executed as usual.
+    """
+    key = (id(stmt), conn.dialect.name)
+    compiled = _COMPILED.get(key)
+    if compiled is None or compiled[0] is not stmt:
+        done = stmt.compile(dialect=conn.dialect)
+        constants = {k: v for k, v in done.params.items() if v is not None}  # e.g. LIMIT 1
+        compiled = _COMPILED[key] = (stmt, str(done), tuple(done.positiontup or ()), constants)
+    _, sql, names, constants = compiled
+    values: list[Any] = []
+    for name in names:
+        value = params[name] if name in params else constants[name]
+        if isinstance(value, (list, tuple)):
+            if conn.dialect.paramstyle != "qmark" or not value:
+                return conn.execute(stmt, dict(params)).all()
+            sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)), 1)
+            values.extend(value)
+        else:
+            values.append(value)
+    result = conn.exec_driver_sql(sql, tuple(values))
+    try:
+        return result.cursor.fetchall() if result.cursor is not None else result.all()
+    finally:
+        result.close()
 
 
 def _nearest_rank_of(n: int, p: int) -> int:
@@ -357,9 +400,6 @@ class StoreFailureDetails:
     _offers: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict, repr=False)
     _counts: dict[tuple[int, FailureClass], int] = field(default_factory=dict, repr=False)
     _fees: dict[int, tuple[FeePoint, ...]] = field(default_factory=dict, repr=False)
-    _compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = field(
-        default_factory=dict, repr=False
-    )
 
     def _local_failures(self, chan_id: int, cls: FailureClass) -> list[tuple[int, int]]:
         """(missed fee, outgoing amount) of the channel's local failures of this class."""
@@ -376,23 +416,8 @@ class StoreFailureDetails:
         return [(int(fee), int(amount)) for fee, amount in rows]
 
     def _run(self, stmt: Select[Any], params: dict[str, int]) -> Sequence[Any]:
-        """Rows of a statement compiled once for this connection's dialect.
-
-        An analysis asks for hundreds of channels' details; handing the driver the SQL
-        text saves most of the per-statement cost of executing the construct.
-        """
-        compiled = self._compiled.get(id(stmt))
-        if compiled is None:
-            done = stmt.compile(dialect=self.conn.dialect)
-            constants = {k: v for k, v in done.params.items() if v is not None}  # e.g. LIMIT 1
-            compiled = self._compiled[id(stmt)] = (
-                str(done),
-                tuple(done.positiontup or ()),
-                constants,
-            )
-        sql, names, constants = compiled
-        values = tuple(params[n] if n in params else constants[n] for n in names)
-        return self.conn.exec_driver_sql(sql, values).all()
+        """Rows of a statement (hundreds of channels' details: see :func:`_rows`)."""
+        return _rows(self.conn, stmt, params)
 
     def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
         """The outgoing amounts themselves, sorted."""
@@ -411,7 +436,8 @@ class StoreFailureDetails:
         if chan_id not in batch:
             return int(self._run(_RANK_COUNT, params)[0][0])
         if (chan_id, cls) not in self._counts:
-            rows = self.conn.execute(
+            rows = _rows(
+                self.conn,
                 _COUNT_MANY,
                 {
                     "outs": sorted(to_signed64(chan) for chan in batch),
@@ -427,23 +453,28 @@ class StoreFailureDetails:
 
     def _read_amounts(self, cls: FailureClass, chan_ids: frozenset[int]) -> None:
         """Amounts (and fee offers) of the class's failures of all these channels."""
-        found: dict[int, list[tuple[int, int]]] = {chan: [] for chan in chan_ids}
-        rows = self.conn.execute(
-            _DETAIL_MANY,
-            {
-                "outs": sorted(to_signed64(chan) for chan in chan_ids),
-                "cls": int(cls),
-                "since": self.since_ns,
-                "until": self.until_ns,
-                "node": self.node_id,
-            },
-        )
-        for out, fee, amount in rows:
-            found[from_signed64(out)].append((fee, amount))
-        for chan, failures in found.items():
-            self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount in failures))
-            if cls is FailureClass.FEE:
+        params = {
+            "outs": sorted(to_signed64(chan) for chan in chan_ids),
+            "cls": int(cls),
+            "since": self.since_ns,
+            "until": self.until_ns,
+            "node": self.node_id,
+        }
+        if cls is FailureClass.FEE:
+            found: dict[int, list[tuple[int, int]]] = {to_signed64(c): [] for c in chan_ids}
+            for out, fee, amount in _rows(self.conn, _DETAIL_MANY, params):
+                found[out].append((fee, amount))
+            for out, failures in found.items():
+                chan = from_signed64(out)
+                self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount in failures))
                 self._offers[chan] = tuple(failures)
+            return
+        amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids}
+        for out, amount in _rows(self.conn, _AMOUNTS_MANY, params):
+            amounts[out].append(amount)
+        for out, values in amounts.items():
+            values.sort()
+            self._amounts[(from_signed64(out), cls)] = tuple(values)
 
     def amount_percentiles(
         self, chan_id: int, cls: FailureClass, percents: Sequence[int]
@@ -635,7 +666,7 @@ def _channels(
     if full:
         lowest = {
             chan: float(ratio)
-            for chan, ratio in conn.execute(_MIN_LOCAL_RATIO, params | {"chans": full})
+            for chan, ratio in _rows(conn, _MIN_LOCAL_RATIO, params | {"chans": full})
         }
     result: dict[int, ChannelState] = {}
     for row in rows:
@@ -687,6 +718,9 @@ def _failures(
     return result, node_failures, node_missed
 
 
+_CLASSES = tuple(FailureClass)
+
+
 @dataclass
 class _FailureSums:
     first_ns: int
@@ -695,7 +729,8 @@ class _FailureSums:
     clusters: int = 0
     raw_msat: int = 0
     dedup_msat: int = 0
-    by_class: dict[FailureClass, ClassStats] = field(default_factory=dict)
+    # failures and raw missed msat of each class, in _CLASSES order (2 entries a class)
+    per_class: list[int] = field(default_factory=lambda: [0] * (2 * len(_CLASSES)))
     # the incoming channels known one by one, and whether there were INCOMING_CAP or more
     incoming: set[int] = field(default_factory=set)
     incoming_many: bool = False
@@ -716,8 +751,9 @@ class _FailureSums:
     def add_failures(self, cls: FailureClass, n: int, raw: int) -> None:
         self.failures += n
         self.raw_msat += raw
-        old = self.by_class.get(cls, ClassStats(0, 0))
-        self.by_class[cls] = ClassStats(old.failures + n, old.missed_msat + raw)
+        i = 2 * (cls - 1)
+        self.per_class[i] += n
+        self.per_class[i + 1] += raw
 
     def channel_failures(self, chan_id: int) -> ChannelFailures:
         incoming = INCOMING_CAP if self.incoming_many else min(len(self.incoming), INCOMING_CAP)
@@ -730,7 +766,13 @@ class _FailureSums:
             incoming_channels=incoming,
             first_failure_ns=self.first_ns,
             last_failure_ns=self.last_ns,
-            by_class=dict(sorted(self.by_class.items())),
+            by_class={
+                cls: ClassStats(n, raw)
+                for cls, n, raw in zip(
+                    _CLASSES, self.per_class[::2], self.per_class[1::2], strict=True
+                )
+                if n or raw
+            },
         )
 
 
@@ -798,9 +840,6 @@ def _incoming_many(
     return bool(many) or n_lo >= 3 or n_hi >= 3 or lo < max_lo < hi or lo < min_hi < hi
 
 
-_CLASSES = tuple(FailureClass)
-
-
 def _range_params(node_id: int, span: _Span) -> dict[str, int]:
     """The parameters of a statement over the span's days and whole hours."""
     (d0, d1), ((a0, a1), (b0, b1)) = span.days, span.hours
@@ -811,7 +850,7 @@ def _add_rollup_failures(
     conn: Connection, node_id: int, window: _Span, acc: dict[int, _FailureSums]
 ) -> None:
     """The window's whole days and hours, from the per-channel failure rollups."""
-    rows = conn.execute(_ROLLUP_FAILURES, _range_params(node_id, window))
+    rows = _rows(conn, _ROLLUP_FAILURES, _range_params(node_id, window))
     n_classes = len(_CLASSES)
     for row in rows:
         out, clusters, dedup = row[0], row[1], row[2]
@@ -819,10 +858,11 @@ def _add_rollup_failures(
         sums = _FailureSums.of(
             acc, out, first_hour * NS_PER_HOUR, (last_hour + 1) * NS_PER_HOUR - 1
         )
-        for i, cls in enumerate(_CLASSES):
-            n, raw = int(row[3 + 2 * i]), int(row[4 + 2 * i])
-            if n or raw:
-                sums.add_failures(cls, n, raw)
+        per_class = sums.per_class
+        for i in range(2 * n_classes):
+            per_class[i] += int(row[3 + i])
+        sums.failures += sum(int(n) for n in row[3 : 3 + 2 * n_classes : 2])
+        sums.raw_msat += sum(int(raw) for raw in row[4 : 4 + 2 * n_classes : 2])
         sums.clusters += int(clusters)
         sums.dedup_msat += int(dedup)
         if _incoming_many(lo, hi, *incoming):
@@ -832,38 +872,59 @@ def _add_rollup_failures(
 
 
 _a, _c = forward_attempts, failure_clusters
-# see _RESOLVE_SLACK_NS: one index range per outgoing channel failing in this hour and class
-_failing_out = (
-    select(_fh.c.outgoing_channel_id)
-    .where(_fh.c.node_id == bindparam("node"))
-    .where(_fh.c.hour == bindparam("hour"))
-)
-_RAW_FAILURES = (
-    select(
-        _a.c.outgoing_channel_id,
-        _a.c.incoming_channel_id,
-        func.coalesce(_a.c.failure_class, 0),
-        _a.c.cluster_id,
-        _c.c.first_ns,
-        func.count(),
-        func.sum(_a.c.missed_fee_msat),
-        func.max(_a.c.missed_fee_msat),
-        func.min(_a.c.resolved_ns),
-        func.max(_a.c.resolved_ns),
+
+
+def _raw_failures_of(cls: FailureClass, failures_col: str) -> Select[Any]:
+    """The hour's local failures of one class, grouped as the rollups count them.
+
+    See _RESOLVE_SLACK_NS: one index range per outgoing channel whose rollup row of the
+    hour counts failures of the class (every failure of the hour is counted there; the
+    ``other`` column also counts class numbers this code does not know, so it may ask
+    for a range that holds none).
+    """
+    number: ColumnElement[int] = literal_column(str(int(cls)))
+    return (
+        select(
+            _a.c.outgoing_channel_id,
+            _a.c.incoming_channel_id,
+            number,
+            _a.c.cluster_id,
+            _c.c.first_ns,
+            func.count(),
+            func.sum(_a.c.missed_fee_msat),
+            func.max(_a.c.missed_fee_msat),
+            func.min(_a.c.resolved_ns),
+            func.max(_a.c.resolved_ns),
+        )
+        .select_from(
+            _fh.join(
+                _a,
+                and_(
+                    _a.c.outgoing_channel_id == _fh.c.outgoing_channel_id,
+                    _a.c.failure_class == number,
+                    _a.c.resolved_ns >= bindparam("lo"),
+                    _a.c.resolved_ns < bindparam("hi"),
+                ),
+            ).outerjoin(_c, _c.c.id == _a.c.cluster_id)
+        )
+        .where(_fh.c.node_id == bindparam("node"))
+        .where(_fh.c.hour == bindparam("hour"))
+        .where(_fh.c[failures_col] > 0)
+        .where(_unindexed(_a.c.node_id) == bindparam("node"))
+        .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
+        .group_by(
+            _a.c.outgoing_channel_id,
+            _a.c.incoming_channel_id,
+            _a.c.cluster_id,
+            _c.c.first_ns,
+        )
     )
-    .select_from(_a.outerjoin(_c, _c.c.id == _a.c.cluster_id))
-    .where(_a.c.outgoing_channel_id.in_(_failing_out))
-    .where(_a.c.failure_class.in_([literal_column(str(int(c))) for c in FailureClass]))
-    .where(_a.c.resolved_ns >= bindparam("lo"))
-    .where(_a.c.resolved_ns < bindparam("hi"))
-    .where(_unindexed(_a.c.node_id) == bindparam("node"))
-    .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
-    .group_by(
-        _a.c.outgoing_channel_id,
-        _a.c.incoming_channel_id,
-        func.coalesce(_a.c.failure_class, 0),
-        _a.c.cluster_id,
-        _c.c.first_ns,
+
+
+_RAW_FAILURES = union_all(
+    *(
+        _raw_failures_of(cls, failures_col)
+        for cls, (failures_col, _) in zip(FailureClass, CLASS_COLUMNS, strict=True)
     )
 )
 # the largest missed fee among a cluster's members resolved before lo
@@ -895,7 +956,7 @@ def _add_raw_failures(
         "lo": lo,
         "hi": hi,
     }
-    rows = conn.execute(_RAW_FAILURES, params).all()
+    rows = _rows(conn, _RAW_FAILURES, params)
     # (outgoing channel, cluster id) → (cluster's first_ns, largest fee in the range)
     grown: dict[tuple[int, int], tuple[int, int]] = {}
     for out, inc, cls, cluster_id, cluster_first_ns, n, raw, top, first_ns, last_ns in rows:
@@ -995,7 +1056,7 @@ def _forward_totals(
     """
     if not span.has_rollups:
         return {}
-    rows = conn.execute(_ROLLUP_FORWARDS, _range_params(node_id, span))
+    rows = _rows(conn, _ROLLUP_FORWARDS, _range_params(node_id, span))
     return {chan: (int(n_out), int(fee) if n_in else None) for chan, n_out, n_in, fee in rows}
 
 
@@ -1003,7 +1064,7 @@ def _ledger(conn: Connection, node_id: int, parts: Sequence[tuple[int, int]]) ->
     """The ledger's forwards in each partial range, read on ``(node_id, timestamp_ns)``."""
     result: list[_LedgerSums] = []
     for lo, hi in parts:
-        rows = conn.execute(_LEDGER, {"node": node_id, "lo": lo, "hi": hi})
+        rows = _rows(conn, _LEDGER, {"node": node_id, "lo": lo, "hi": hi})
         result.extend(_LedgerSums(cin, cout, int(n), int(fee)) for cin, cout, n, fee in rows)
     return result
 
