@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, event, insert, select
 
 from lnflow.analysis.classify import FailureClass
@@ -48,6 +51,7 @@ from lnflow.errors import ConfigError
 from lnflow.store.analysis_queries import (
     RANK_IN_SQL_FROM_HOURS,
     StoreFailureDetails,
+    _span,
     load_analysis_input,
     node_id_of,
     window_for,
@@ -775,7 +779,7 @@ def test_long_windows_read_whole_hours_from_rollups(store: Store) -> None:
 
 
 RAW_TABLES = re.compile(r"\b(FROM|JOIN) (forward_attempts|forwards|failure_clusters)\b")
-ROLLUPS = re.compile(r"\w+_(rollups_hourly|channel_hourly|channel_daily)\b")
+ROLLUPS = re.compile(r"\w+_(rollups_hourly|channel_hourly|channel_6h|channel_daily)\b")
 
 
 @contextlib.contextmanager
@@ -1045,3 +1049,38 @@ def test_bad_analysis_value_is_one_line_naming_the_key(tmp_path: Path, text: str
     path.write_text(f"[analysis]\n{text}\n")
     with pytest.raises(ConfigError, match=f"bad value for '{key}'"):
         load_settings(path)
+
+
+# -- how a window is split: days, 6-hour blocks, hours, partial hours ------------------
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(lo=st.integers(0, 40 * 24 * H), length=st.integers(0, 40 * 24 * H))
+def test_span_covers_the_window_once_with_few_rows(lo: int, length: int) -> None:
+    span = _span(lo, lo + length)
+    pieces = [(a, b) for a, b in span.parts]
+
+    def add(rng: tuple[int, int], unit: int) -> None:
+        first, last = rng
+        if first <= last:
+            pieces.append((first * unit, (last + 1) * unit))
+
+    add(span.days, 24 * H)
+    for rng in span.blocks:
+        add(rng, 6 * H)
+    for rng in span.hours:
+        add(rng, H)
+    pieces.sort()
+    covered = lo
+    for a, b in pieces:  # back to back, no gap, no overlap
+        assert a == covered and b > a
+        covered = b
+    assert covered == lo + length
+    # at most 2 partial hours, 2 × 5 hours and 2 × 3 blocks around the days
+
+    def count(ranges: tuple[tuple[int, int], ...]) -> int:
+        return sum(max(0, last - first + 1) for first, last in ranges)
+
+    assert len(span.parts) <= 2
+    assert count(span.hours) <= 10
+    assert count(span.blocks) <= 6

@@ -7,9 +7,10 @@ long and the monthly extrapolation (× 720 / hours) scales what was really seen.
 Where the figures come from:
 
 - whole UTC days inside the window are read from the daily per-channel rollups
-  (``failure_channel_daily``, ``forward_channel_daily``), the whole clock hours around
-  them from the hourly ones (``*_channel_hourly``), so any window reads at most 46 hours
-  of hourly rows plus one row per channel and day, summed in SQL (one row per channel
+  (``failure_channel_daily``, ``forward_channel_daily``), the whole 6-hour blocks around
+  them from the 6-hourly ones (``*_channel_6h``), the whole clock hours around those from
+  the hourly ones (``*_channel_hourly``), so any window reads at most 2 × 3 blocks and
+  2 × 5 hours plus one row per channel and day, summed in SQL (one row per channel
   comes back);
 - the partial hour at each end (none when a boundary falls on a full hour) is read from
   raw rows, on the same timestamp basis the rollups are filled on: a local failure
@@ -80,15 +81,17 @@ from lnflow.analysis.opportunities import dominant_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.queries import stream_gaps
-from lnflow.store.rollups import CLASS_COLUMNS, HOURS_PER_DAY
+from lnflow.store.rollups import BLOCK_HOURS, CLASS_COLUMNS, HOURS_PER_DAY
 from lnflow.store.schema import (
     channel_samples,
     channels,
     daemon_state,
+    failure_channel_6h,
     failure_channel_daily,
     failure_channel_hourly,
     failure_clusters,
     forward_attempts,
+    forward_channel_6h,
     forward_channel_daily,
     forward_channel_hourly,
     forwards,
@@ -142,47 +145,67 @@ def window_for(until_ns: int, hours: int) -> tuple[int, int]:
     return until_ns - hours * NS_PER_HOUR, until_ns
 
 
+_Range = tuple[int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class _Span:
-    """``[lo, hi)`` as whole UTC days, whole clock hours outside them, and partial hours.
+    """``[lo, hi)`` as whole UTC days, whole 6-hour blocks outside them, whole clock hours
+    outside those, and partial hours.
 
-    Days are read from the daily rollups, hours from the hourly ones, the partial rest
-    from raw rows. Ranges are inclusive (``first..last``); an empty one has first > last.
+    Days, blocks and hours are read from the daily, 6-hourly and hourly rollups, the
+    partial rest from raw rows. Ranges are inclusive (``first..last``); an empty one has
+    first > last.
     """
 
-    days: tuple[int, int]
-    hours: tuple[tuple[int, int], tuple[int, int]]  # before and after the days
-    parts: tuple[tuple[int, int], ...]  # partial ranges [lo, hi), each inside one clock hour
+    days: _Range
+    blocks: tuple[_Range, _Range]  # before and after the days
+    hours: tuple[_Range, _Range]  # before and after the blocks
+    parts: tuple[_Range, ...]  # partial ranges [lo, hi), each inside one clock hour
 
     @property
     def has_rollups(self) -> bool:
-        return any(first <= last for first, last in (self.days, *self.hours))
+        return any(first <= last for first, last in (self.days, *self.blocks, *self.hours))
 
 
 _NONE = (1, 0)
 
 
+def _whole(first: int, end: int, size: int) -> tuple[_Range, _Range, _Range]:
+    """Units ``first .. end − 1`` as (before, whole groups of ``size`` units, after).
+
+    The groups are numbered unit // size; the ranges before and after are in units.
+    """
+    first_group = -(-first // size)
+    end_group = end // size
+    if first_group >= end_group:  # no whole group
+        return (first, end - 1), _NONE, _NONE
+    return (
+        (first, first_group * size - 1),
+        (first_group, end_group - 1),
+        (end_group * size, end - 1),
+    )
+
+
 def _span(lo: int, hi: int) -> _Span:
     if lo >= hi:
-        return _Span(_NONE, (_NONE, _NONE), ())
+        return _Span(_NONE, (_NONE, _NONE), (_NONE, _NONE), ())
     first = -(-lo // NS_PER_HOUR)  # the first hour starting at or after lo
     end = hi // NS_PER_HOUR  # the hour hi falls in (not whole unless hi is its start)
     if first > end:  # lo and hi inside one clock hour
-        return _Span(_NONE, (_NONE, _NONE), ((lo, hi),))
+        return _Span(_NONE, (_NONE, _NONE), (_NONE, _NONE), ((lo, hi),))
     parts = []
     if lo < first * NS_PER_HOUR:
         parts.append((lo, first * NS_PER_HOUR))
     if end * NS_PER_HOUR < hi:
         parts.append((end * NS_PER_HOUR, hi))
-    first_day = -(-first // HOURS_PER_DAY)
-    end_day = end // HOURS_PER_DAY
-    if first_day >= end_day:  # no whole day: the whole hours first .. end - 1
-        return _Span(_NONE, ((first, end - 1), _NONE), tuple(parts))
-    return _Span(
-        (first_day, end_day - 1),
-        ((first, first_day * HOURS_PER_DAY - 1), (end_day * HOURS_PER_DAY, end - 1)),
-        tuple(parts),
+    hours_before, blocks, hours_after = _whole(first, end, BLOCK_HOURS)
+    if blocks == _NONE:
+        return _Span(_NONE, (_NONE, _NONE), (hours_before, _NONE), tuple(parts))
+    blocks_before, days, blocks_after = _whole(
+        blocks[0], blocks[1] + 1, HOURS_PER_DAY // BLOCK_HOURS
     )
+    return _Span(days, (blocks_before, blocks_after), (hours_before, hours_after), tuple(parts))
 
 
 def node_id_of(conn: Connection) -> int | None:
@@ -800,9 +823,11 @@ def _failure_source(
     )
 
 
-_fd, _fh = failure_channel_daily, failure_channel_hourly
+_fd, _f6, _fh = failure_channel_daily, failure_channel_6h, failure_channel_hourly
 _failure_rows = union_all(
     _failure_source(_fd, "day", "d0", "d1", _fd.c.first_hour, _fd.c.last_hour),
+    _failure_source(_f6, "block", "c0", "c1", _f6.c.first_hour, _f6.c.last_hour),
+    _failure_source(_f6, "block", "e0", "e1", _f6.c.first_hour, _f6.c.last_hour),
     _failure_source(_fh, "hour", "a0", "a1"),
     _failure_source(_fh, "hour", "b0", "b1"),
 ).subquery("rows")
@@ -841,9 +866,21 @@ def _incoming_many(
 
 
 def _range_params(node_id: int, span: _Span) -> dict[str, int]:
-    """The parameters of a statement over the span's days and whole hours."""
-    (d0, d1), ((a0, a1), (b0, b1)) = span.days, span.hours
-    return {"node": node_id, "d0": d0, "d1": d1, "a0": a0, "a1": a1, "b0": b0, "b1": b1}
+    """The parameters of a statement over the span's days, blocks and whole hours."""
+    (d0, d1), ((c0, c1), (e0, e1)), ((a0, a1), (b0, b1)) = span.days, span.blocks, span.hours
+    return {
+        "node": node_id,
+        "d0": d0,
+        "d1": d1,
+        "c0": c0,
+        "c1": c1,
+        "e0": e0,
+        "e1": e1,
+        "a0": a0,
+        "a1": a1,
+        "b0": b0,
+        "b1": b1,
+    }
 
 
 def _add_rollup_failures(
@@ -1021,7 +1058,7 @@ _LEDGER = (
     .where(forwards.c.timestamp_ns < bindparam("hi"))
     .group_by(forwards.c.chan_id_in, forwards.c.chan_id_out)
 )
-_wd, _wh = forward_channel_daily, forward_channel_hourly
+_wd, _w6, _wh = forward_channel_daily, forward_channel_6h, forward_channel_hourly
 
 
 def _forward_source(table: Table, period: str, first: str, last: str) -> Select[Any]:
@@ -1035,6 +1072,8 @@ def _forward_source(table: Table, period: str, first: str, last: str) -> Select[
 
 _forward_rows = union_all(
     _forward_source(_wd, "day", "d0", "d1"),
+    _forward_source(_w6, "block", "c0", "c1"),
+    _forward_source(_w6, "block", "e0", "e1"),
     _forward_source(_wh, "hour", "a0", "a1"),
     _forward_source(_wh, "hour", "b0", "b1"),
 ).subquery("rows")

@@ -37,11 +37,13 @@ __all__ = [
     "channel_samples",
     "channels",
     "daemon_state",
+    "failure_channel_6h",
     "failure_channel_daily",
     "failure_channel_hourly",
     "failure_clusters",
     "failure_rollups_hourly",
     "forward_attempts",
+    "forward_channel_6h",
     "forward_channel_daily",
     "forward_channel_hourly",
     "forward_rollups_hourly",
@@ -507,3 +509,18 @@ def _forward_channel_table(name: str, period: str) -> Table:
 
 forward_channel_hourly = _forward_channel_table("forward_channel_hourly", "hour")
 forward_channel_daily = _forward_channel_table("forward_channel_daily", "day")
+
+
+# --------------------------------------------------------------------------- 0007
+
+# The same per-channel rollups per 6-hour block of the UTC day (block = hour // 6,
+# lnflow.store.rollups.BLOCK_HOURS), filled from the same contributions: a 24-hour
+# window reads its whole hours as a few blocks plus at most 2 × 5 hours instead of 23
+# hourly rows per channel.
+failure_channel_6h = _failure_channel_table(
+    "failure_channel_6h",
+    "block",
+    Column("first_hour", Integer, nullable=False),
+    Column("last_hour", Integer, nullable=False),
+)
+forward_channel_6h = _forward_channel_table("forward_channel_6h", "block")
