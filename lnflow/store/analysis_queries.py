@@ -676,14 +676,13 @@ def _channels(
     channel is below it (or it has no sample in the window), and it stays None.
     """
     params = {"node": node_id, "since": since_ns, "until": until_ns}
-    rows = conn.execute(_CHANNELS, params).all()
+    rows = _rows(conn, _CHANNELS, params)  # tuples in the order _CHANNELS selects
     full = [
-        row.chan_id
+        row[0]
         for row in rows
-        if row.first_id is not None
-        and row.local_balance_sat + row.remote_balance_sat > 0
-        and row.local_balance_sat / (row.local_balance_sat + row.remote_balance_sat)
-        >= inbound_ratio
+        if row[15] is not None  # first_id: the latest sample is in the window
+        and row[5] + row[6] > 0
+        and row[5] / (row[5] + row[6]) >= inbound_ratio
     ]
     lowest: dict[int, float] = {}
     if full:
@@ -692,29 +691,48 @@ def _channels(
             for chan, ratio in _rows(conn, _MIN_LOCAL_RATIO, params | {"chans": full})
         }
     result: dict[int, ChannelState] = {}
-    for row in rows:
+    for (
+        signed_id,
+        pubkey,
+        alias,
+        closed_ns,
+        capacity,
+        local,
+        remote,
+        local_reserve,
+        remote_reserve,
+        active,
+        fee_base,
+        fee_ppm,
+        max_htlc,
+        uptime_s,
+        lifetime_s,
+        first_id,
+        first_uptime_s,
+        first_lifetime_s,
+    ) in rows:
         uptime_ratio = None
-        if row.first_id is not None:  # the latest sample is in the window too
-            lifetime = row.lifetime_s - row.first_lifetime_s
+        if first_id is not None:  # the latest sample is in the window too
+            lifetime = lifetime_s - first_lifetime_s
             if lifetime > 0:
-                uptime = (row.uptime_s - row.first_uptime_s) / lifetime
+                uptime = (uptime_s - first_uptime_s) / lifetime
                 uptime_ratio = min(1.0, max(0.0, uptime))
-        chan_id = from_signed64(row.chan_id)
+        chan_id = from_signed64(signed_id)
         result[chan_id] = ChannelState(
             chan_id=chan_id,
-            peer_pubkey=row.remote_pubkey,
-            peer_alias=row.peer_alias,
-            capacity_sat=row.capacity_sat,
-            local_balance_sat=row.local_balance_sat,
-            remote_balance_sat=row.remote_balance_sat,
-            local_reserve_sat=row.local_reserve_sat,
-            remote_reserve_sat=row.remote_reserve_sat,
-            active=bool(row.active),
-            closed=row.closed_ns is not None and row.closed_ns <= until_ns,
-            fee_base_msat=row.fee_base_msat,
-            fee_rate_ppm=row.fee_rate_ppm,
-            max_htlc_msat=row.max_htlc_msat,
-            min_local_ratio=lowest.get(row.chan_id),
+            peer_pubkey=pubkey,
+            peer_alias=alias,
+            capacity_sat=capacity,
+            local_balance_sat=local,
+            remote_balance_sat=remote,
+            local_reserve_sat=local_reserve,
+            remote_reserve_sat=remote_reserve,
+            active=bool(active),
+            closed=closed_ns is not None and closed_ns <= until_ns,
+            fee_base_msat=fee_base,
+            fee_rate_ppm=fee_ppm,
+            max_htlc_msat=max_htlc,
+            min_local_ratio=lowest.get(signed_id),
             uptime_ratio=uptime_ratio,
         )
     return result
@@ -1023,7 +1041,8 @@ def _cluster_max_before(
     conn: Connection, node_id: int, out: int, cluster_id: int, cluster_first_ns: int, lo: int
 ) -> int:
     """The largest missed fee among the cluster's members resolved before ``lo``."""
-    top = conn.scalar(
+    ((top,),) = _rows(
+        conn,
         _CLUSTER_MAX_BEFORE,
         {
             "node": node_id,
