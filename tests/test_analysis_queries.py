@@ -1084,3 +1084,24 @@ def test_span_covers_the_window_once_with_few_rows(lo: int, length: int) -> None
     assert len(span.parts) <= 2
     assert count(span.hours) <= 10
     assert count(span.blocks) <= 6
+
+
+def test_batched_details_cover_only_channels_that_can_be_reported(store: Store) -> None:
+    fill(store)
+    reported = load(store, UNTIL, 24, min_failure_count=1, min_missed_sats=0)
+    assert isinstance(reported.details, StoreFailureDetails)
+    batched = set().union(*reported.details.likely.values())
+    assert batched
+    assert batched <= reported.channels.keys()  # no foreign SCIDs
+    # with thresholds no channel reaches, nothing is read ahead; a question still answers
+    strict = load(store, UNTIL, 24, min_failure_count=10**9)
+    assert isinstance(strict.details, StoreFailureDetails)
+    assert strict.details.likely == {}
+    for chan in batched:
+        cls = next(c for c, chans in reported.details.likely.items() if chan in chans)
+        with store.engine.connect() as conn:
+            ahead = dataclasses.replace(reported.details, conn=conn)
+            alone = dataclasses.replace(strict.details, conn=conn)
+            assert ahead.amount_percentiles(chan, cls, (50, 90)) == alone.amount_percentiles(
+                chan, cls, (50, 90)
+            )

@@ -564,16 +564,22 @@ def load_analysis_input(
     window_totals = _forward_totals(conn, node_id, window)
     failures, node_failures, node_missed = _failures(conn, node_id, window)
     history_from_ns = since_ns - settings.gossip_grace_h * NS_PER_HOUR
+    channel_states = _channels(conn, node_id, since_ns, until_ns, settings.inbound_ratio)
     return AnalysisInput(
         since_ns=since_ns,
         until_ns=until_ns,
         hours=hours,
-        channels=_channels(conn, node_id, since_ns, until_ns, settings.inbound_ratio),
+        channels=channel_states,
         failures=failures,
         successes=_successes(window_totals, window_ledger),
         inbound=_inbound(conn, node_id, window_totals, window_ledger, baseline),
         details=StoreFailureDetails(
-            conn, node_id, since_ns, until_ns, history_from_ns, likely=_likely(failures)
+            conn,
+            node_id,
+            since_ns,
+            until_ns,
+            history_from_ns,
+            likely=_likely(failures, channel_states, settings),
         ),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,
@@ -581,10 +587,25 @@ def load_analysis_input(
     )
 
 
-def _likely(failures: Mapping[int, ChannelFailures]) -> dict[FailureClass, frozenset[int]]:
-    """Channels by their dominant class: whose amounts the analysis may ask for."""
+def _likely(
+    failures: Mapping[int, ChannelFailures],
+    channels: Mapping[int, ChannelState],
+    settings: AnalysisSettings,
+) -> dict[FailureClass, frozenset[int]]:
+    """Channels by their dominant class: whose amounts the analysis may ask for.
+
+    Only our channels with enough failures and missed fees to be reported (DESIGN §5);
+    any other channel's details are still read, one channel at a time, if asked for.
+    """
     by_class: dict[FailureClass, set[int]] = {}
+    min_missed_msat = settings.min_missed_sats * 1000
     for chan, f in failures.items():
+        if (
+            chan not in channels
+            or f.failures < settings.min_failure_count
+            or f.missed_dedup_msat < min_missed_msat
+        ):
+            continue
         cls = dominant_class(f.by_class)
         if cls is not None:
             by_class.setdefault(cls, set()).add(chan)
