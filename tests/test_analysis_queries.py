@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, event, insert, select
 
 from lnflow.analysis.classify import FailureClass
@@ -48,6 +51,7 @@ from lnflow.errors import ConfigError
 from lnflow.store.analysis_queries import (
     RANK_IN_SQL_FROM_HOURS,
     StoreFailureDetails,
+    _span,
     load_analysis_input,
     node_id_of,
     window_for,
@@ -541,11 +545,16 @@ def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
     assert not [p for p in sample_plans if p.startswith("SCAN channel_samples")], sample_plans
     assert (
         sample_plans.count(
-            "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_ts "
+            "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_state "
             "(node_id=? AND chan_id=? AND ts_ns<?)"
         )
         == 1
     ), sample_plans
+    # the lowest local ratio: from the index alone, no table row per sample
+    assert (
+        "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_state "
+        "(node_id=? AND chan_id=? AND ts_ns>? AND ts_ns<?)"
+    ) in plans(store.engine, samples[1:]), sample_plans
     # the failure details: one range of the partial covering index, no table rows
     details = [st for st in statements[loaded:] if "forward_attempts" in st[0]]
     assert (
@@ -562,9 +571,10 @@ def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
     assert len(history) == 1
     assert not [p for p in history_plans if p.startswith("SCAN channel_samples")]
     assert any(
-        "ix_channel_samples_chan_ts (node_id=? AND chan_id=? AND ts_ns>?" in p
+        "COVERING INDEX ix_channel_samples_chan_state (node_id=? AND chan_id=? AND ts_ns>?" in p
         for p in history_plans
-    )
+    ), history_plans
+    assert not [p for p in history_plans if "USING INTEGER PRIMARY KEY" in p], history_plans
 
 
 # -- exact windows: partial hours from raw rows, whole hours from rollups --------------
@@ -763,13 +773,13 @@ def test_long_windows_read_whole_hours_from_rollups(store: Store) -> None:
         for statements, _ in runs.values()
     ]
     assert counted[0] == counted[1]
-    assert len([s for s in counted[0] if "FROM forward_attempts" in s]) == 2
+    assert len([s for s in counted[0] if re.search(r"\bJOIN forward_attempts\b", s)]) == 2
     # and the month sees all the day saw
     assert runs[720][1].failures[A].failures == runs[24][1].failures[A].failures + 1
 
 
 RAW_TABLES = re.compile(r"\b(FROM|JOIN) (forward_attempts|forwards|failure_clusters)\b")
-ROLLUPS = re.compile(r"\w+_(rollups_hourly|channel_hourly|channel_daily)\b")
+ROLLUPS = re.compile(r"\w+_(rollups_hourly|channel_hourly|channel_6h|channel_daily)\b")
 
 
 @contextlib.contextmanager
@@ -1039,3 +1049,59 @@ def test_bad_analysis_value_is_one_line_naming_the_key(tmp_path: Path, text: str
     path.write_text(f"[analysis]\n{text}\n")
     with pytest.raises(ConfigError, match=f"bad value for '{key}'"):
         load_settings(path)
+
+
+# -- how a window is split: days, 6-hour blocks, hours, partial hours ------------------
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(lo=st.integers(0, 40 * 24 * H), length=st.integers(0, 40 * 24 * H))
+def test_span_covers_the_window_once_with_few_rows(lo: int, length: int) -> None:
+    span = _span(lo, lo + length)
+    pieces = [(a, b) for a, b in span.parts]
+
+    def add(rng: tuple[int, int], unit: int) -> None:
+        first, last = rng
+        if first <= last:
+            pieces.append((first * unit, (last + 1) * unit))
+
+    add(span.days, 24 * H)
+    for rng in span.blocks:
+        add(rng, 6 * H)
+    for rng in span.hours:
+        add(rng, H)
+    pieces.sort()
+    covered = lo
+    for a, b in pieces:  # back to back, no gap, no overlap
+        assert a == covered and b > a
+        covered = b
+    assert covered == lo + length
+    # at most 2 partial hours, 2 × 5 hours and 2 × 3 blocks around the days
+
+    def count(ranges: tuple[tuple[int, int], ...]) -> int:
+        return sum(max(0, last - first + 1) for first, last in ranges)
+
+    assert len(span.parts) <= 2
+    assert count(span.hours) <= 10
+    assert count(span.blocks) <= 6
+
+
+def test_batched_details_cover_only_channels_that_can_be_reported(store: Store) -> None:
+    fill(store)
+    reported = load(store, UNTIL, 24, min_failure_count=1, min_missed_sats=0)
+    assert isinstance(reported.details, StoreFailureDetails)
+    batched = set().union(*reported.details.likely.values())
+    assert batched
+    assert batched <= reported.channels.keys()  # no foreign SCIDs
+    # with thresholds no channel reaches, nothing is read ahead; a question still answers
+    strict = load(store, UNTIL, 24, min_failure_count=10**9)
+    assert isinstance(strict.details, StoreFailureDetails)
+    assert strict.details.likely == {}
+    for chan in batched:
+        cls = next(c for c, chans in reported.details.likely.items() if chan in chans)
+        with store.engine.connect() as conn:
+            ahead = dataclasses.replace(reported.details, conn=conn)
+            alone = dataclasses.replace(strict.details, conn=conn)
+            assert ahead.amount_percentiles(chan, cls, (50, 90)) == alone.amount_percentiles(
+                chan, cls, (50, 90)
+            )

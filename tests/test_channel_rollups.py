@@ -26,10 +26,12 @@ from lnflow.store import db
 from lnflow.store.ingest import Ingestor
 from lnflow.store.rollups import CLASS_COLUMNS, class_index
 from lnflow.store.schema import (
+    failure_channel_6h,
     failure_channel_daily,
     failure_channel_hourly,
     failure_rollups_hourly,
     forward_attempts,
+    forward_channel_6h,
     forward_channel_daily,
     forward_channel_hourly,
     forwards,
@@ -90,8 +92,10 @@ def _rows(engine: Engine, table: Table) -> dict[tuple[int, ...], dict[str, Any]]
         }
 
 
-def _expected_failures(engine: Engine) -> tuple[dict[Any, dict[str, Any]], dict[Any, Any]]:
-    """(hourly, daily) rows counted from the raw attempts and the hourly rollups."""
+def _expected_failures(
+    engine: Engine,
+) -> tuple[dict[Any, dict[str, Any]], dict[Any, Any], dict[Any, Any]]:
+    """(hourly, 6-hourly, daily) rows counted from the raw attempts and the hourly rollups."""
     hourly: dict[tuple[int, ...], dict[str, Any]] = {}
     incoming: dict[tuple[int, ...], set[int]] = defaultdict(set)
     a, r = forward_attempts, failure_rollups_hourly
@@ -129,17 +133,23 @@ def _expected_failures(engine: Engine) -> tuple[dict[Any, dict[str, Any]], dict[
             row = blank((node, hour, out))
             row["clusters"] += clusters
             row["missed_dedup_msat"] += dedup
-    daily: dict[tuple[int, ...], dict[str, Any]] = {}
-    day_incoming: dict[tuple[int, ...], set[int]] = defaultdict(set)
-    for (node, hour, out), row in hourly.items():
-        key = (node, hour // 24, out)
-        day = daily.setdefault(key, {k: 0 for k in row} | {"first_hour": hour, "last_hour": hour})
-        for k, v in row.items():
-            day[k] += v
-        day["first_hour"] = min(day["first_hour"], hour)
-        day["last_hour"] = max(day["last_hour"], hour)
-        day_incoming[key] |= incoming[(node, hour, out)]
-    for rows, sets in ((hourly, incoming), (daily, day_incoming)):
+    periods = []
+    for per in (6, 24):
+        daily: dict[tuple[int, ...], dict[str, Any]] = {}
+        day_incoming: dict[tuple[int, ...], set[int]] = defaultdict(set)
+        for (node, hour, out), row in hourly.items():
+            key = (node, hour // per, out)
+            day = daily.setdefault(
+                key, {k: 0 for k in row} | {"first_hour": hour, "last_hour": hour}
+            )
+            for k, v in row.items():
+                day[k] += v
+            day["first_hour"] = min(day["first_hour"], hour)
+            day["last_hour"] = max(day["last_hour"], hour)
+            day_incoming[key] |= incoming[(node, hour, out)]
+        periods.append((daily, day_incoming))
+    (blocks, block_incoming), (daily, day_incoming) = periods
+    for rows, sets in ((hourly, incoming), (blocks, block_incoming), (daily, day_incoming)):
         for key, row in rows.items():
             ins = sets[key]
             row |= {
@@ -147,7 +157,7 @@ def _expected_failures(engine: Engine) -> tuple[dict[Any, dict[str, Any]], dict[
                 "incoming_hi": max(ins),
                 "incoming_many": len(ins) >= 3,
             }
-    return hourly, daily
+    return hourly, blocks, daily
 
 
 def _expected_forwards(engine: Engine, per: int) -> dict[tuple[int, ...], dict[str, int]]:
@@ -211,17 +221,21 @@ def test_rollups_equal_the_raw_rows_and_the_backfill_rebuilds_them(
         for i in range(0, len(records), batch):
             writer.insert_forwards(node, records[i : i + batch])
 
-        hourly, daily = _expected_failures(engine)
+        hourly, blocks, daily = _expected_failures(engine)
         tables = (
             failure_channel_hourly,
+            failure_channel_6h,
             failure_channel_daily,
             forward_channel_hourly,
+            forward_channel_6h,
             forward_channel_daily,
         )
         recorded = {t.name: _rows(engine, t) for t in tables}
         assert recorded["failure_channel_hourly"] == hourly
+        assert recorded["failure_channel_6h"] == blocks
         assert recorded["failure_channel_daily"] == daily
         assert recorded["forward_channel_hourly"] == _expected_forwards(engine, 1)
+        assert recorded["forward_channel_6h"] == _expected_forwards(engine, 6)
         assert recorded["forward_channel_daily"] == _expected_forwards(engine, 24)
         assert all(key[2] == to_signed64(key[2] % (1 << 64)) for key in hourly)
 

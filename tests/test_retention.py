@@ -202,6 +202,8 @@ def _failure_channel(period: str) -> Callable[[Store, int, int], dict[str, Any]]
         values |= {"liquidity_failures": 3, "liquidity_missed_msat": 3_000}
         if period == "day":
             values |= {"first_hour": when * 24, "last_hour": when * 24 + 23}
+        if period == "block":
+            values |= {"first_hour": when * 6, "last_hour": when * 6 + 5}
         return values
 
     return row
@@ -299,6 +301,8 @@ ROWS: dict[str, Callable[[Store, int, int], dict[str, Any]]] = {
     "forward_rollups_hourly": _forward_rollup,
     "failure_channel_hourly": _failure_channel("hour"),
     "failure_channel_daily": _failure_channel("day"),
+    "failure_channel_6h": _failure_channel("block"),
+    "forward_channel_6h": _forward_channel("block"),
     "forward_channel_hourly": _forward_channel("hour"),
     "forward_channel_daily": _forward_channel("day"),
     "run_gaps": _run_gap,

@@ -7,9 +7,10 @@ long and the monthly extrapolation (× 720 / hours) scales what was really seen.
 Where the figures come from:
 
 - whole UTC days inside the window are read from the daily per-channel rollups
-  (``failure_channel_daily``, ``forward_channel_daily``), the whole clock hours around
-  them from the hourly ones (``*_channel_hourly``), so any window reads at most 46 hours
-  of hourly rows plus one row per channel and day, summed in SQL (one row per channel
+  (``failure_channel_daily``, ``forward_channel_daily``), the whole 6-hour blocks around
+  them from the 6-hourly ones (``*_channel_6h``), the whole clock hours around those from
+  the hourly ones (``*_channel_hourly``), so any window reads at most 2 × 3 blocks and
+  2 × 5 hours plus one row per channel and day, summed in SQL (one row per channel
   comes back);
 - the partial hour at each end (none when a boundary falls on a full hour) is read from
   raw rows, on the same timestamp basis the rollups are filled on: a local failure
@@ -47,6 +48,7 @@ from typing import Any
 from sqlalchemy import (
     Alias,
     ColumnElement,
+    CompoundSelect,
     Connection,
     Float,
     Select,
@@ -79,15 +81,17 @@ from lnflow.analysis.opportunities import dominant_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.queries import stream_gaps
-from lnflow.store.rollups import CLASS_COLUMNS, HOURS_PER_DAY
+from lnflow.store.rollups import BLOCK_HOURS, CLASS_COLUMNS, HOURS_PER_DAY
 from lnflow.store.schema import (
     channel_samples,
     channels,
     daemon_state,
+    failure_channel_6h,
     failure_channel_daily,
     failure_channel_hourly,
     failure_clusters,
     forward_attempts,
+    forward_channel_6h,
     forward_channel_daily,
     forward_channel_hourly,
     forwards,
@@ -140,47 +144,67 @@ def window_for(until_ns: int, hours: int) -> tuple[int, int]:
     return until_ns - hours * NS_PER_HOUR, until_ns
 
 
+_Range = tuple[int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class _Span:
-    """``[lo, hi)`` as whole UTC days, whole clock hours outside them, and partial hours.
+    """``[lo, hi)`` as whole UTC days, whole 6-hour blocks outside them, whole clock hours
+    outside those, and partial hours.
 
-    Days are read from the daily rollups, hours from the hourly ones, the partial rest
-    from raw rows. Ranges are inclusive (``first..last``); an empty one has first > last.
+    Days, blocks and hours are read from the daily, 6-hourly and hourly rollups, the
+    partial rest from raw rows. Ranges are inclusive (``first..last``); an empty one has
+    first > last.
     """
 
-    days: tuple[int, int]
-    hours: tuple[tuple[int, int], tuple[int, int]]  # before and after the days
-    parts: tuple[tuple[int, int], ...]  # partial ranges [lo, hi), each inside one clock hour
+    days: _Range
+    blocks: tuple[_Range, _Range]  # before and after the days
+    hours: tuple[_Range, _Range]  # before and after the blocks
+    parts: tuple[_Range, ...]  # partial ranges [lo, hi), each inside one clock hour
 
     @property
     def has_rollups(self) -> bool:
-        return any(first <= last for first, last in (self.days, *self.hours))
+        return any(first <= last for first, last in (self.days, *self.blocks, *self.hours))
 
 
 _NONE = (1, 0)
 
 
+def _whole(first: int, end: int, size: int) -> tuple[_Range, _Range, _Range]:
+    """Units ``first .. end − 1`` as (before, whole groups of ``size`` units, after).
+
+    The groups are numbered unit // size; the ranges before and after are in units.
+    """
+    first_group = -(-first // size)
+    end_group = end // size
+    if first_group >= end_group:  # no whole group
+        return (first, end - 1), _NONE, _NONE
+    return (
+        (first, first_group * size - 1),
+        (first_group, end_group - 1),
+        (end_group * size, end - 1),
+    )
+
+
 def _span(lo: int, hi: int) -> _Span:
     if lo >= hi:
-        return _Span(_NONE, (_NONE, _NONE), ())
+        return _Span(_NONE, (_NONE, _NONE), (_NONE, _NONE), ())
     first = -(-lo // NS_PER_HOUR)  # the first hour starting at or after lo
     end = hi // NS_PER_HOUR  # the hour hi falls in (not whole unless hi is its start)
     if first > end:  # lo and hi inside one clock hour
-        return _Span(_NONE, (_NONE, _NONE), ((lo, hi),))
+        return _Span(_NONE, (_NONE, _NONE), (_NONE, _NONE), ((lo, hi),))
     parts = []
     if lo < first * NS_PER_HOUR:
         parts.append((lo, first * NS_PER_HOUR))
     if end * NS_PER_HOUR < hi:
         parts.append((end * NS_PER_HOUR, hi))
-    first_day = -(-first // HOURS_PER_DAY)
-    end_day = end // HOURS_PER_DAY
-    if first_day >= end_day:  # no whole day: the whole hours first .. end - 1
-        return _Span(_NONE, ((first, end - 1), _NONE), tuple(parts))
-    return _Span(
-        (first_day, end_day - 1),
-        ((first, first_day * HOURS_PER_DAY - 1), (end_day * HOURS_PER_DAY, end - 1)),
-        tuple(parts),
+    hours_before, blocks, hours_after = _whole(first, end, BLOCK_HOURS)
+    if blocks == _NONE:
+        return _Span(_NONE, (_NONE, _NONE), (hours_before, _NONE), tuple(parts))
+    blocks_before, days, blocks_after = _whole(
+        blocks[0], blocks[1] + 1, HOURS_PER_DAY // BLOCK_HOURS
     )
+    return _Span(days, (blocks_before, blocks_after), (hours_before, hours_after), tuple(parts))
 
 
 def node_id_of(conn: Connection) -> int | None:
@@ -236,6 +260,9 @@ _DETAIL_MANY = select(
     forward_attempts.c.missed_fee_msat,
     forward_attempts.c.outgoing_amt_msat,
 ).where(*_of_channels)
+_AMOUNTS_MANY = select(
+    forward_attempts.c.outgoing_channel_id, forward_attempts.c.outgoing_amt_msat
+).where(*_of_channels)
 _COUNT_MANY = (
     select(forward_attempts.c.outgoing_channel_id, func.count())
     .where(*_of_channels)
@@ -270,6 +297,45 @@ _RANK_DESC = _ranked.order_by(forward_attempts.c.outgoing_amt_msat.desc())
 RANK_IN_SQL_FROM_HOURS = 7 * 24
 
 
+_Query = Select[Any] | CompoundSelect[Any]
+# SQL text per statement and dialect: (text, parameter names in order, constant values)
+_COMPILED: dict[tuple[int, str], tuple[_Query, str, tuple[str, ...], dict[str, Any]]] = {}
+
+
+def _rows(conn: Connection, stmt: _Query, params: Mapping[str, Any]) -> Sequence[Any]:
+    """All rows of a statement as the driver's tuples, compiled once per dialect.
+
+    The analysis runs a few statements over tens of thousands of rows and some hundreds
+    of small ones: executing the construct and building SQLAlchemy rows cost more than
+    the queries themselves. The statement still runs through the connection (its events
+    fire); only the fetch bypasses the result object. An expanding (IN list) parameter
+    takes a list, spelled out for drivers with ``?`` placeholders (SQLite's); other
+    drivers get the construct executed as usual.
+    """
+    key = (id(stmt), conn.dialect.name)
+    compiled = _COMPILED.get(key)
+    if compiled is None or compiled[0] is not stmt:
+        done = stmt.compile(dialect=conn.dialect)
+        constants = {k: v for k, v in done.params.items() if v is not None}  # e.g. LIMIT 1
+        compiled = _COMPILED[key] = (stmt, str(done), tuple(done.positiontup or ()), constants)
+    _, sql, names, constants = compiled
+    values: list[Any] = []
+    for name in names:
+        value = params[name] if name in params else constants[name]
+        if isinstance(value, (list, tuple)):
+            if conn.dialect.paramstyle != "qmark" or not value:
+                return conn.execute(stmt, dict(params)).all()
+            sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)), 1)
+            values.extend(value)
+        else:
+            values.append(value)
+    result = conn.exec_driver_sql(sql, tuple(values))
+    try:
+        return result.cursor.fetchall() if result.cursor is not None else result.all()
+    finally:
+        result.close()
+
+
 def _nearest_rank_of(n: int, p: int) -> int:
     """The 1-based nearest rank of ``p`` percent among ``n`` values."""
     return max(1, -(-p * n // 100))
@@ -288,7 +354,7 @@ def _has_policy(s: Table | Alias) -> ColumnElement[bool]:
 # Our fee policy from the time :meth:`StoreFailureDetails.fee_history` starts at: the last
 # sample with a policy at or before it (the policy then in force; else the first after
 # it), then only the samples whose policy differs from the sample before (lag() over the
-# channel's samples from that point, on ix_channel_samples_chan_ts).
+# channel's samples from that point, from ix_channel_samples_chan_state alone).
 _fee_start = (
     select(channel_samples.c.ts_ns)
     .where(_sample_of(channel_samples, bindparam("node"), bindparam("chan")))
@@ -356,9 +422,6 @@ class StoreFailureDetails:
     _offers: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict, repr=False)
     _counts: dict[tuple[int, FailureClass], int] = field(default_factory=dict, repr=False)
     _fees: dict[int, tuple[FeePoint, ...]] = field(default_factory=dict, repr=False)
-    _compiled: dict[int, tuple[str, tuple[str, ...], dict[str, Any]]] = field(
-        default_factory=dict, repr=False
-    )
 
     def _local_failures(self, chan_id: int, cls: FailureClass) -> list[tuple[int, int]]:
         """(missed fee, outgoing amount) of the channel's local failures of this class."""
@@ -375,23 +438,8 @@ class StoreFailureDetails:
         return [(int(fee), int(amount)) for fee, amount in rows]
 
     def _run(self, stmt: Select[Any], params: dict[str, int]) -> Sequence[Any]:
-        """Rows of a statement compiled once for this connection's dialect.
-
-        An analysis asks for hundreds of channels' details; handing the driver the SQL
-        text saves most of the per-statement cost of executing the construct.
-        """
-        compiled = self._compiled.get(id(stmt))
-        if compiled is None:
-            done = stmt.compile(dialect=self.conn.dialect)
-            constants = {k: v for k, v in done.params.items() if v is not None}  # e.g. LIMIT 1
-            compiled = self._compiled[id(stmt)] = (
-                str(done),
-                tuple(done.positiontup or ()),
-                constants,
-            )
-        sql, names, constants = compiled
-        values = tuple(params[n] if n in params else constants[n] for n in names)
-        return self.conn.exec_driver_sql(sql, values).all()
+        """Rows of a statement (hundreds of channels' details: see :func:`_rows`)."""
+        return _rows(self.conn, stmt, params)
 
     def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
         """The outgoing amounts themselves, sorted."""
@@ -410,7 +458,8 @@ class StoreFailureDetails:
         if chan_id not in batch:
             return int(self._run(_RANK_COUNT, params)[0][0])
         if (chan_id, cls) not in self._counts:
-            rows = self.conn.execute(
+            rows = _rows(
+                self.conn,
                 _COUNT_MANY,
                 {
                     "outs": sorted(to_signed64(chan) for chan in batch),
@@ -426,23 +475,28 @@ class StoreFailureDetails:
 
     def _read_amounts(self, cls: FailureClass, chan_ids: frozenset[int]) -> None:
         """Amounts (and fee offers) of the class's failures of all these channels."""
-        found: dict[int, list[tuple[int, int]]] = {chan: [] for chan in chan_ids}
-        rows = self.conn.execute(
-            _DETAIL_MANY,
-            {
-                "outs": sorted(to_signed64(chan) for chan in chan_ids),
-                "cls": int(cls),
-                "since": self.since_ns,
-                "until": self.until_ns,
-                "node": self.node_id,
-            },
-        )
-        for out, fee, amount in rows:
-            found[from_signed64(out)].append((fee, amount))
-        for chan, failures in found.items():
-            self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount in failures))
-            if cls is FailureClass.FEE:
+        params = {
+            "outs": sorted(to_signed64(chan) for chan in chan_ids),
+            "cls": int(cls),
+            "since": self.since_ns,
+            "until": self.until_ns,
+            "node": self.node_id,
+        }
+        if cls is FailureClass.FEE:
+            found: dict[int, list[tuple[int, int]]] = {to_signed64(c): [] for c in chan_ids}
+            for out, fee, amount in _rows(self.conn, _DETAIL_MANY, params):
+                found[out].append((fee, amount))
+            for out, failures in found.items():
+                chan = from_signed64(out)
+                self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount in failures))
                 self._offers[chan] = tuple(failures)
+            return
+        amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids}
+        for out, amount in _rows(self.conn, _AMOUNTS_MANY, params):
+            amounts[out].append(amount)
+        for out, values in amounts.items():
+            values.sort()
+            self._amounts[(from_signed64(out), cls)] = tuple(values)
 
     def amount_percentiles(
         self, chan_id: int, cls: FailureClass, percents: Sequence[int]
@@ -482,7 +536,7 @@ class StoreFailureDetails:
     def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
         if chan_id not in self._fees:
             start = self.since_ns if self.fee_history_from_ns is None else self.fee_history_from_ns
-            rows = self.conn.execute(
+            rows = self._run(
                 _FEE_HISTORY,
                 {
                     "node": self.node_id,
@@ -509,16 +563,22 @@ def load_analysis_input(
     window_totals = _forward_totals(conn, node_id, window)
     failures, node_failures, node_missed = _failures(conn, node_id, window)
     history_from_ns = since_ns - settings.gossip_grace_h * NS_PER_HOUR
+    channel_states = _channels(conn, node_id, since_ns, until_ns, settings.inbound_ratio)
     return AnalysisInput(
         since_ns=since_ns,
         until_ns=until_ns,
         hours=hours,
-        channels=_channels(conn, node_id, since_ns, until_ns, settings.inbound_ratio),
+        channels=channel_states,
         failures=failures,
         successes=_successes(window_totals, window_ledger),
         inbound=_inbound(conn, node_id, window_totals, window_ledger, baseline),
         details=StoreFailureDetails(
-            conn, node_id, since_ns, until_ns, history_from_ns, likely=_likely(failures)
+            conn,
+            node_id,
+            since_ns,
+            until_ns,
+            history_from_ns,
+            likely=_likely(failures, channel_states, settings),
         ),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,
@@ -526,10 +586,25 @@ def load_analysis_input(
     )
 
 
-def _likely(failures: Mapping[int, ChannelFailures]) -> dict[FailureClass, frozenset[int]]:
-    """Channels by their dominant class: whose amounts the analysis may ask for."""
+def _likely(
+    failures: Mapping[int, ChannelFailures],
+    channels: Mapping[int, ChannelState],
+    settings: AnalysisSettings,
+) -> dict[FailureClass, frozenset[int]]:
+    """Channels by their dominant class: whose amounts the analysis may ask for.
+
+    Only our channels with enough failures and missed fees to be reported (DESIGN §5);
+    any other channel's details are still read, one channel at a time, if asked for.
+    """
     by_class: dict[FailureClass, set[int]] = {}
+    min_missed_msat = settings.min_missed_sats * 1000
     for chan, f in failures.items():
+        if (
+            chan not in channels
+            or f.failures < settings.min_failure_count
+            or f.missed_dedup_msat < min_missed_msat
+        ):
+            continue
         cls = dominant_class(f.by_class)
         if cls is not None:
             by_class.setdefault(cls, set()).add(chan)
@@ -540,7 +615,7 @@ def _likely(failures: Mapping[int, ChannelFailures]) -> dict[FailureClass, froze
 
 # Every channel open now or closed at/after since, with its latest sample at or before
 # until and its first sample in [since, until] (for the uptime ratio): one statement for
-# all channels, each sample found by a correlated lookup on ix_channel_samples_chan_ts
+# all channels, each sample found by a correlated lookup on ix_channel_samples_chan_state
 # (whose entries end with the row id, so "ts_ns DESC, id DESC LIMIT 1" is one seek).
 _latest = channel_samples.alias("latest")
 _first = channel_samples.alias("first")
@@ -595,7 +670,8 @@ _CHANNELS = (
 )
 
 # The lowest local ratio among the window's samples of the given channels (REAL division:
-# the same IEEE quotient as Python's int / int for balances below 2^53).
+# the same IEEE quotient as Python's int / int for balances below 2^53), read from
+# ix_channel_samples_chan_state alone.
 _ratio = cast(channel_samples.c.local_balance_sat, Float) / (
     channel_samples.c.local_balance_sat + channel_samples.c.remote_balance_sat
 )
@@ -620,45 +696,63 @@ def _channels(
     channel is below it (or it has no sample in the window), and it stays None.
     """
     params = {"node": node_id, "since": since_ns, "until": until_ns}
-    rows = conn.execute(_CHANNELS, params).all()
+    rows = _rows(conn, _CHANNELS, params)  # tuples in the order _CHANNELS selects
     full = [
-        row.chan_id
+        row[0]
         for row in rows
-        if row.first_id is not None
-        and row.local_balance_sat + row.remote_balance_sat > 0
-        and row.local_balance_sat / (row.local_balance_sat + row.remote_balance_sat)
-        >= inbound_ratio
+        if row[15] is not None  # first_id: the latest sample is in the window
+        and row[5] + row[6] > 0
+        and row[5] / (row[5] + row[6]) >= inbound_ratio
     ]
     lowest: dict[int, float] = {}
     if full:
         lowest = {
             chan: float(ratio)
-            for chan, ratio in conn.execute(_MIN_LOCAL_RATIO, params | {"chans": full})
+            for chan, ratio in _rows(conn, _MIN_LOCAL_RATIO, params | {"chans": full})
         }
     result: dict[int, ChannelState] = {}
-    for row in rows:
+    for (
+        signed_id,
+        pubkey,
+        alias,
+        closed_ns,
+        capacity,
+        local,
+        remote,
+        local_reserve,
+        remote_reserve,
+        active,
+        fee_base,
+        fee_ppm,
+        max_htlc,
+        uptime_s,
+        lifetime_s,
+        first_id,
+        first_uptime_s,
+        first_lifetime_s,
+    ) in rows:
         uptime_ratio = None
-        if row.first_id is not None:  # the latest sample is in the window too
-            lifetime = row.lifetime_s - row.first_lifetime_s
+        if first_id is not None:  # the latest sample is in the window too
+            lifetime = lifetime_s - first_lifetime_s
             if lifetime > 0:
-                uptime = (row.uptime_s - row.first_uptime_s) / lifetime
+                uptime = (uptime_s - first_uptime_s) / lifetime
                 uptime_ratio = min(1.0, max(0.0, uptime))
-        chan_id = from_signed64(row.chan_id)
+        chan_id = from_signed64(signed_id)
         result[chan_id] = ChannelState(
             chan_id=chan_id,
-            peer_pubkey=row.remote_pubkey,
-            peer_alias=row.peer_alias,
-            capacity_sat=row.capacity_sat,
-            local_balance_sat=row.local_balance_sat,
-            remote_balance_sat=row.remote_balance_sat,
-            local_reserve_sat=row.local_reserve_sat,
-            remote_reserve_sat=row.remote_reserve_sat,
-            active=bool(row.active),
-            closed=row.closed_ns is not None and row.closed_ns <= until_ns,
-            fee_base_msat=row.fee_base_msat,
-            fee_rate_ppm=row.fee_rate_ppm,
-            max_htlc_msat=row.max_htlc_msat,
-            min_local_ratio=lowest.get(row.chan_id),
+            peer_pubkey=pubkey,
+            peer_alias=alias,
+            capacity_sat=capacity,
+            local_balance_sat=local,
+            remote_balance_sat=remote,
+            local_reserve_sat=local_reserve,
+            remote_reserve_sat=remote_reserve,
+            active=bool(active),
+            closed=closed_ns is not None and closed_ns <= until_ns,
+            fee_base_msat=fee_base,
+            fee_rate_ppm=fee_ppm,
+            max_htlc_msat=max_htlc,
+            min_local_ratio=lowest.get(signed_id),
             uptime_ratio=uptime_ratio,
         )
     return result
@@ -685,6 +779,9 @@ def _failures(
     return result, node_failures, node_missed
 
 
+_CLASSES = tuple(FailureClass)
+
+
 @dataclass
 class _FailureSums:
     first_ns: int
@@ -693,7 +790,8 @@ class _FailureSums:
     clusters: int = 0
     raw_msat: int = 0
     dedup_msat: int = 0
-    by_class: dict[FailureClass, ClassStats] = field(default_factory=dict)
+    # failures and raw missed msat of each class, in _CLASSES order (2 entries a class)
+    per_class: list[int] = field(default_factory=lambda: [0] * (2 * len(_CLASSES)))
     # the incoming channels known one by one, and whether there were INCOMING_CAP or more
     incoming: set[int] = field(default_factory=set)
     incoming_many: bool = False
@@ -714,8 +812,9 @@ class _FailureSums:
     def add_failures(self, cls: FailureClass, n: int, raw: int) -> None:
         self.failures += n
         self.raw_msat += raw
-        old = self.by_class.get(cls, ClassStats(0, 0))
-        self.by_class[cls] = ClassStats(old.failures + n, old.missed_msat + raw)
+        i = 2 * (cls - 1)
+        self.per_class[i] += n
+        self.per_class[i + 1] += raw
 
     def channel_failures(self, chan_id: int) -> ChannelFailures:
         incoming = INCOMING_CAP if self.incoming_many else min(len(self.incoming), INCOMING_CAP)
@@ -728,7 +827,13 @@ class _FailureSums:
             incoming_channels=incoming,
             first_failure_ns=self.first_ns,
             last_failure_ns=self.last_ns,
-            by_class=dict(sorted(self.by_class.items())),
+            by_class={
+                cls: ClassStats(n, raw)
+                for cls, n, raw in zip(
+                    _CLASSES, self.per_class[::2], self.per_class[1::2], strict=True
+                )
+                if n or raw
+            },
         )
 
 
@@ -756,9 +861,11 @@ def _failure_source(
     )
 
 
-_fd, _fh = failure_channel_daily, failure_channel_hourly
+_fd, _f6, _fh = failure_channel_daily, failure_channel_6h, failure_channel_hourly
 _failure_rows = union_all(
     _failure_source(_fd, "day", "d0", "d1", _fd.c.first_hour, _fd.c.last_hour),
+    _failure_source(_f6, "block", "c0", "c1", _f6.c.first_hour, _f6.c.last_hour),
+    _failure_source(_f6, "block", "e0", "e1", _f6.c.first_hour, _f6.c.last_hour),
     _failure_source(_fh, "hour", "a0", "a1"),
     _failure_source(_fh, "hour", "b0", "b1"),
 ).subquery("rows")
@@ -796,20 +903,29 @@ def _incoming_many(
     return bool(many) or n_lo >= 3 or n_hi >= 3 or lo < max_lo < hi or lo < min_hi < hi
 
 
-_CLASSES = tuple(FailureClass)
-
-
 def _range_params(node_id: int, span: _Span) -> dict[str, int]:
-    """The parameters of a statement over the span's days and whole hours."""
-    (d0, d1), ((a0, a1), (b0, b1)) = span.days, span.hours
-    return {"node": node_id, "d0": d0, "d1": d1, "a0": a0, "a1": a1, "b0": b0, "b1": b1}
+    """The parameters of a statement over the span's days, blocks and whole hours."""
+    (d0, d1), ((c0, c1), (e0, e1)), ((a0, a1), (b0, b1)) = span.days, span.blocks, span.hours
+    return {
+        "node": node_id,
+        "d0": d0,
+        "d1": d1,
+        "c0": c0,
+        "c1": c1,
+        "e0": e0,
+        "e1": e1,
+        "a0": a0,
+        "a1": a1,
+        "b0": b0,
+        "b1": b1,
+    }
 
 
 def _add_rollup_failures(
     conn: Connection, node_id: int, window: _Span, acc: dict[int, _FailureSums]
 ) -> None:
     """The window's whole days and hours, from the per-channel failure rollups."""
-    rows = conn.execute(_ROLLUP_FAILURES, _range_params(node_id, window))
+    rows = _rows(conn, _ROLLUP_FAILURES, _range_params(node_id, window))
     n_classes = len(_CLASSES)
     for row in rows:
         out, clusters, dedup = row[0], row[1], row[2]
@@ -817,10 +933,11 @@ def _add_rollup_failures(
         sums = _FailureSums.of(
             acc, out, first_hour * NS_PER_HOUR, (last_hour + 1) * NS_PER_HOUR - 1
         )
-        for i, cls in enumerate(_CLASSES):
-            n, raw = int(row[3 + 2 * i]), int(row[4 + 2 * i])
-            if n or raw:
-                sums.add_failures(cls, n, raw)
+        per_class = sums.per_class
+        for i in range(2 * n_classes):
+            per_class[i] += int(row[3 + i])
+        sums.failures += sum(int(n) for n in row[3 : 3 + 2 * n_classes : 2])
+        sums.raw_msat += sum(int(raw) for raw in row[4 : 4 + 2 * n_classes : 2])
         sums.clusters += int(clusters)
         sums.dedup_msat += int(dedup)
         if _incoming_many(lo, hi, *incoming):
@@ -830,38 +947,59 @@ def _add_rollup_failures(
 
 
 _a, _c = forward_attempts, failure_clusters
-# see _RESOLVE_SLACK_NS: one index range per outgoing channel failing in this hour and class
-_failing_out = (
-    select(_fh.c.outgoing_channel_id)
-    .where(_fh.c.node_id == bindparam("node"))
-    .where(_fh.c.hour == bindparam("hour"))
-)
-_RAW_FAILURES = (
-    select(
-        _a.c.outgoing_channel_id,
-        _a.c.incoming_channel_id,
-        func.coalesce(_a.c.failure_class, 0),
-        _a.c.cluster_id,
-        _c.c.first_ns,
-        func.count(),
-        func.sum(_a.c.missed_fee_msat),
-        func.max(_a.c.missed_fee_msat),
-        func.min(_a.c.resolved_ns),
-        func.max(_a.c.resolved_ns),
+
+
+def _raw_failures_of(cls: FailureClass, failures_col: str) -> Select[Any]:
+    """The hour's local failures of one class, grouped as the rollups count them.
+
+    See _RESOLVE_SLACK_NS: one index range per outgoing channel whose rollup row of the
+    hour counts failures of the class (every failure of the hour is counted there; the
+    ``other`` column also counts class numbers this code does not know, so it may ask
+    for a range that holds none).
+    """
+    number: ColumnElement[int] = literal_column(str(int(cls)))
+    return (
+        select(
+            _a.c.outgoing_channel_id,
+            _a.c.incoming_channel_id,
+            number,
+            _a.c.cluster_id,
+            _c.c.first_ns,
+            func.count(),
+            func.sum(_a.c.missed_fee_msat),
+            func.max(_a.c.missed_fee_msat),
+            func.min(_a.c.resolved_ns),
+            func.max(_a.c.resolved_ns),
+        )
+        .select_from(
+            _fh.join(
+                _a,
+                and_(
+                    _a.c.outgoing_channel_id == _fh.c.outgoing_channel_id,
+                    _a.c.failure_class == number,
+                    _a.c.resolved_ns >= bindparam("lo"),
+                    _a.c.resolved_ns < bindparam("hi"),
+                ),
+            ).outerjoin(_c, _c.c.id == _a.c.cluster_id)
+        )
+        .where(_fh.c.node_id == bindparam("node"))
+        .where(_fh.c.hour == bindparam("hour"))
+        .where(_fh.c[failures_col] > 0)
+        .where(_unindexed(_a.c.node_id) == bindparam("node"))
+        .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
+        .group_by(
+            _a.c.outgoing_channel_id,
+            _a.c.incoming_channel_id,
+            _a.c.cluster_id,
+            _c.c.first_ns,
+        )
     )
-    .select_from(_a.outerjoin(_c, _c.c.id == _a.c.cluster_id))
-    .where(_a.c.outgoing_channel_id.in_(_failing_out))
-    .where(_a.c.failure_class.in_([literal_column(str(int(c))) for c in FailureClass]))
-    .where(_a.c.resolved_ns >= bindparam("lo"))
-    .where(_a.c.resolved_ns < bindparam("hi"))
-    .where(_unindexed(_a.c.node_id) == bindparam("node"))
-    .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
-    .group_by(
-        _a.c.outgoing_channel_id,
-        _a.c.incoming_channel_id,
-        func.coalesce(_a.c.failure_class, 0),
-        _a.c.cluster_id,
-        _c.c.first_ns,
+
+
+_RAW_FAILURES = union_all(
+    *(
+        _raw_failures_of(cls, failures_col)
+        for cls, (failures_col, _) in zip(FailureClass, CLASS_COLUMNS, strict=True)
     )
 )
 # the largest missed fee among a cluster's members resolved before lo
@@ -893,7 +1031,7 @@ def _add_raw_failures(
         "lo": lo,
         "hi": hi,
     }
-    rows = conn.execute(_RAW_FAILURES, params).all()
+    rows = _rows(conn, _RAW_FAILURES, params)
     # (outgoing channel, cluster id) → (cluster's first_ns, largest fee in the range)
     grown: dict[tuple[int, int], tuple[int, int]] = {}
     for out, inc, cls, cluster_id, cluster_first_ns, n, raw, top, first_ns, last_ns in rows:
@@ -923,7 +1061,8 @@ def _cluster_max_before(
     conn: Connection, node_id: int, out: int, cluster_id: int, cluster_first_ns: int, lo: int
 ) -> int:
     """The largest missed fee among the cluster's members resolved before ``lo``."""
-    top = conn.scalar(
+    ((top,),) = _rows(
+        conn,
         _CLUSTER_MAX_BEFORE,
         {
             "node": node_id,
@@ -958,7 +1097,7 @@ _LEDGER = (
     .where(forwards.c.timestamp_ns < bindparam("hi"))
     .group_by(forwards.c.chan_id_in, forwards.c.chan_id_out)
 )
-_wd, _wh = forward_channel_daily, forward_channel_hourly
+_wd, _w6, _wh = forward_channel_daily, forward_channel_6h, forward_channel_hourly
 
 
 def _forward_source(table: Table, period: str, first: str, last: str) -> Select[Any]:
@@ -972,6 +1111,8 @@ def _forward_source(table: Table, period: str, first: str, last: str) -> Select[
 
 _forward_rows = union_all(
     _forward_source(_wd, "day", "d0", "d1"),
+    _forward_source(_w6, "block", "c0", "c1"),
+    _forward_source(_w6, "block", "e0", "e1"),
     _forward_source(_wh, "hour", "a0", "a1"),
     _forward_source(_wh, "hour", "b0", "b1"),
 ).subquery("rows")
@@ -993,7 +1134,7 @@ def _forward_totals(
     """
     if not span.has_rollups:
         return {}
-    rows = conn.execute(_ROLLUP_FORWARDS, _range_params(node_id, span))
+    rows = _rows(conn, _ROLLUP_FORWARDS, _range_params(node_id, span))
     return {chan: (int(n_out), int(fee) if n_in else None) for chan, n_out, n_in, fee in rows}
 
 
@@ -1001,7 +1142,7 @@ def _ledger(conn: Connection, node_id: int, parts: Sequence[tuple[int, int]]) ->
     """The ledger's forwards in each partial range, read on ``(node_id, timestamp_ns)``."""
     result: list[_LedgerSums] = []
     for lo, hi in parts:
-        rows = conn.execute(_LEDGER, {"node": node_id, "lo": lo, "hi": hi})
+        rows = _rows(conn, _LEDGER, {"node": node_id, "lo": lo, "hi": hi})
         result.extend(_LedgerSums(cin, cout, int(n), int(fee)) for cin, cout, n, fee in rows)
     return result
 

@@ -27,6 +27,7 @@ from lnflow.store.db import (
 from lnflow.store.rollups import FailureChannelBatch, failure_channel_upsert
 from lnflow.store.schema import (
     channel_refs,
+    failure_channel_6h,
     failure_channel_daily,
     failure_channel_hourly,
     failure_clusters,
@@ -85,6 +86,7 @@ class Ingestor:
             ("failures", "clusters", "missed_raw_msat", "missed_dedup_msat"),
         )
         self._add_channel_hourly = failure_channel_upsert(engine, failure_channel_hourly)
+        self._add_channel_6h = failure_channel_upsert(engine, failure_channel_6h)
         self._add_channel_daily = failure_channel_upsert(engine, failure_channel_daily)
 
     # -- statements --------------------------------------------------------------------
@@ -251,8 +253,9 @@ class Ingestor:
                         for (hour, out, inc, cls), (n, c, raw, dedup) in rollup.items()
                     ],
                 )
-                hourly, daily = per_channel.rows(node_id)
+                hourly, blocks, daily = per_channel.rows(node_id)
                 conn.execute(self._add_channel_hourly, hourly)
+                conn.execute(self._add_channel_6h, blocks)
                 conn.execute(self._add_channel_daily, daily)
             return IngestResult(
                 new_events=len(new_events),

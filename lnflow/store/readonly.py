@@ -18,7 +18,7 @@ __all__ = ["SCHEMA_REVISIONS", "check_revision", "connect_readonly", "open_reado
 
 # Every Alembic revision this code knows, oldest first (a test keeps it equal to
 # migrations/versions). lnflowctl checks a store against it without importing Alembic.
-SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:

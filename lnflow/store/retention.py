@@ -41,11 +41,13 @@ from sqlalchemy import (
 from lnflow.store.schema import (
     analysis_runs,
     channel_samples,
+    failure_channel_6h,
     failure_channel_daily,
     failure_channel_hourly,
     failure_clusters,
     failure_rollups_hourly,
     forward_attempts,
+    forward_channel_6h,
     forward_channel_daily,
     forward_channel_hourly,
     forward_rollups_hourly,
@@ -105,6 +107,8 @@ RETAINED: tuple[Retained, ...] = (
     Retained(forward_rollups_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
     Retained(failure_channel_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
     Retained(forward_channel_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
+    Retained(failure_channel_6h, "block", 6 * NS_PER_HOUR, "rollups_days", node_led=True),
+    Retained(forward_channel_6h, "block", 6 * NS_PER_HOUR, "rollups_days", node_led=True),
     Retained(failure_channel_daily, "day", NS_PER_DAY, "rollups_days", node_led=True),
     Retained(forward_channel_daily, "day", NS_PER_DAY, "rollups_days", node_led=True),
     # A run's children carry its generated_ns, so they expire with it and go first: the

@@ -1,10 +1,10 @@
-"""The per-channel rollups (hourly and daily), maintained in the writers' transactions.
+"""The per-channel rollups (hourly, 6-hourly, daily), kept in the writers' transactions.
 
 :class:`FailureChannelBatch` and :class:`ForwardChannelBatch` add up one batch in
-memory; ``rows()`` gives one row per (period, channel) and table, written with the
-upserts built here, which add the counters to a stored row (and merge the incoming
-channel summary, see :mod:`lnflow.store.schema`). A day is always the sum of its hours:
-both tables get the same contributions.
+memory; ``rows()`` gives one row per (period, channel) and table (hour, 6-hour block,
+UTC day), written with the upserts built here, which add the counters to a stored row
+(and merge the incoming channel summary, see :mod:`lnflow.store.schema`). A block or a
+day is always the sum of its hours: all tables get the same contributions.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from lnflow.domain import FAILURE_CLASS_NAMES, to_signed64
 from lnflow.store.db import dialect_insert
 
 __all__ = [
+    "BLOCK_HOURS",
     "CLASS_COLUMNS",
     "FailureChannelBatch",
     "ForwardChannelBatch",
@@ -27,6 +28,10 @@ __all__ = [
 ]
 
 HOURS_PER_DAY = 24
+#: hours per block of the 6-hour rollups (block = hour // BLOCK_HOURS; 4 blocks a UTC day)
+BLOCK_HOURS = 6
+
+_Rows = list[dict[str, Any]]
 
 #: (failures, missed_msat) column names of each class, in class order 1..6
 CLASS_COLUMNS: tuple[tuple[str, str], ...] = tuple(
@@ -128,26 +133,33 @@ class FailureChannelBatch:
         sums.dedup += missed_dedup_msat
         sums.incoming.add(to_signed64(incoming))
 
-    def rows(self, node_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(hourly rows, daily rows)."""
-        days: dict[tuple[int, int], _FailureSums] = {}
-        for (hour, out), sums in self._hours.items():
-            day = days.get((hour // HOURS_PER_DAY, out))
-            if day is None:
-                day = days[(hour // HOURS_PER_DAY, out)] = _FailureSums(hour)
-            day.clusters += sums.clusters
-            day.dedup += sums.dedup
-            day.per_class = [a + b for a, b in zip(day.per_class, sums.per_class, strict=True)]
-            day.incoming |= sums.incoming
-            day.first_hour = min(day.first_hour, hour)
-            day.last_hour = max(day.last_hour, hour)
+    def rows(self, node_id: int) -> tuple[_Rows, _Rows, _Rows]:
+        """(hourly rows, 6-hour block rows, daily rows)."""
         hourly = [_failure_row(node_id, "hour", h, out, s) for (h, out), s in self._hours.items()]
-        daily = [
-            _failure_row(node_id, "day", d, out, s)
+        return (
+            hourly,
+            self._periods(node_id, "block", BLOCK_HOURS),
+            self._periods(node_id, "day", HOURS_PER_DAY),
+        )
+
+    def _periods(self, node_id: int, period: str, hours: int) -> _Rows:
+        """Rows per period of ``hours`` hours, with their first and last hour."""
+        periods: dict[tuple[int, int], _FailureSums] = {}
+        for (hour, out), sums in self._hours.items():
+            acc = periods.get((hour // hours, out))
+            if acc is None:
+                acc = periods[(hour // hours, out)] = _FailureSums(hour)
+            acc.clusters += sums.clusters
+            acc.dedup += sums.dedup
+            acc.per_class = [a + b for a, b in zip(acc.per_class, sums.per_class, strict=True)]
+            acc.incoming |= sums.incoming
+            acc.first_hour = min(acc.first_hour, hour)
+            acc.last_hour = max(acc.last_hour, hour)
+        return [
+            _failure_row(node_id, period, p, out, s)
             | {"first_hour": s.first_hour, "last_hour": s.last_hour}
-            for (d, out), s in days.items()
+            for (p, out), s in periods.items()
         ]
-        return hourly, daily
 
 
 def _failure_row(
@@ -183,12 +195,15 @@ class ForwardChannelBatch:
         inc[2] += 1
         inc[3] += fee_msat
 
-    def rows(self, node_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(hourly rows, daily rows)."""
+    def rows(self, node_id: int) -> tuple[_Rows, _Rows, _Rows]:
+        """(hourly rows, 6-hour block rows, daily rows)."""
+        blocks: dict[tuple[int, int], list[int]] = {}
         days: dict[tuple[int, int], list[int]] = {}
         for (hour, chan), sums in self._hours.items():
+            block = blocks.setdefault((hour // BLOCK_HOURS, chan), [0, 0, 0, 0])
             day = days.setdefault((hour // HOURS_PER_DAY, chan), [0, 0, 0, 0])
             for i, v in enumerate(sums):
+                block[i] += v
                 day[i] += v
 
         def row(period: str, value: int, chan: int, s: list[int]) -> dict[str, Any]:
@@ -204,5 +219,6 @@ class ForwardChannelBatch:
 
         return (
             [row("hour", h, c, s) for (h, c), s in self._hours.items()],
+            [row("block", b, c, s) for (b, c), s in blocks.items()],
             [row("day", d, c, s) for (d, c), s in days.items()],
         )

@@ -37,11 +37,13 @@ __all__ = [
     "channel_samples",
     "channels",
     "daemon_state",
+    "failure_channel_6h",
     "failure_channel_daily",
     "failure_channel_hourly",
     "failure_clusters",
     "failure_rollups_hourly",
     "forward_attempts",
+    "forward_channel_6h",
     "forward_channel_daily",
     "forward_channel_hourly",
     "forward_rollups_hourly",
@@ -287,8 +289,23 @@ channel_samples = Table(
     Column("peer_min_htlc_msat", BigInteger),
     Column("peer_max_htlc_msat", BigInteger),
     Column("peer_disabled", Boolean),
-    Index("ix_channel_samples_chan_ts", "node_id", "chan_id", "ts_ns"),
     Index("ix_channel_samples_ts", "ts_ns"),
+)
+# A channel's samples in time order (ties: insertion order), with what the analysis reads
+# of every sample in a window: the balances (lowest local ratio) and our fee policy (fee
+# history), so those reads need no table row. Added by 0007, replacing its prefix
+# ix_channel_samples_chan_ts. Samples are one row per channel and sampling interval: the
+# index costs nothing per HTLC event.
+Index(
+    "ix_channel_samples_chan_state",
+    channel_samples.c.node_id,
+    channel_samples.c.chan_id,
+    channel_samples.c.ts_ns,
+    channel_samples.c.id,
+    channel_samples.c.local_balance_sat,
+    channel_samples.c.remote_balance_sat,
+    channel_samples.c.fee_base_msat,
+    channel_samples.c.fee_rate_ppm,
 )
 
 # Hourly rollups (DESIGN §6), maintained while recording; hour = unix seconds // 3600.
@@ -496,3 +513,18 @@ forward_channel_daily = _forward_channel_table("forward_channel_daily", "day")
 # ix_forward_attempts_local) and ix_forwards_out_time / ix_forwards_in_time (the analysis
 # reads the ledger by time, per channel from the per-channel rollups): ~18 bytes per
 # recorded event that nothing read any more
+
+
+# --------------------------------------------------------------------------- 0008
+
+# The same per-channel rollups per 6-hour block of the UTC day (block = hour // 6,
+# lnflow.store.rollups.BLOCK_HOURS), filled from the same contributions: a 24-hour
+# window reads its whole hours as a few blocks plus at most 2 × 5 hours instead of 23
+# hourly rows per channel.
+failure_channel_6h = _failure_channel_table(
+    "failure_channel_6h",
+    "block",
+    Column("first_hour", Integer, nullable=False),
+    Column("last_hour", Integer, nullable=False),
+)
+forward_channel_6h = _forward_channel_table("forward_channel_6h", "block")

@@ -25,6 +25,7 @@ from lnflow.store.schema import (
     channel_samples,
     channels,
     daemon_state,
+    forward_channel_6h,
     forward_channel_daily,
     forward_channel_hourly,
     forward_rollups_hourly,
@@ -50,6 +51,7 @@ class StoreWriter:
             engine, forward_rollups_hourly, ("forwards", "amt_out_msat", "fee_msat")
         )
         self._add_channel_hourly = forward_channel_upsert(engine, forward_channel_hourly)
+        self._add_channel_6h = forward_channel_upsert(engine, forward_channel_6h)
         self._add_channel_daily = forward_channel_upsert(engine, forward_channel_daily)
 
     # -- node and daemon state ---------------------------------------------------------
@@ -241,8 +243,9 @@ class StoreWriter:
                     for (hour, cin, cout), (n, amt, fee) in rollup.items()
                 ],
             )
-            hourly, daily = per_channel.rows(node_id)
+            hourly, blocks, daily = per_channel.rows(node_id)
             conn.execute(self._add_channel_hourly, hourly)
+            conn.execute(self._add_channel_6h, blocks)
             conn.execute(self._add_channel_daily, daily)
             return len(fresh)
 
