@@ -22,7 +22,12 @@ from lnflow.errors import StoreError
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
     from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
-from lnflow.store.readonly import SCHEMA_REVISIONS, check_revision, connect_readonly
+from lnflow.store.readonly import (
+    SCHEMA_REVISIONS,
+    check_revision,
+    connect_readonly,
+    existing_store,
+)
 
 __all__ = [
     "BulkStatement",
@@ -88,8 +93,7 @@ def open_engine(path: Path, *, migrate: bool = True) -> Engine:
 
 def open_readonly_engine(path: Path) -> Engine:
     """Open an existing store read-only (lnflowctl); never creates or migrates."""
-    path = path.expanduser()
-    connect_readonly(path)  # raises the one-line error when there is no store
+    path = existing_store(path)
     engine = create_engine("sqlite://", creator=lambda: connect_readonly(path))
     check_schema(engine, path)
     return engine

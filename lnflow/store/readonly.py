@@ -14,18 +14,30 @@ from pathlib import Path
 
 from lnflow.errors import StoreError, StoreTooNewError
 
-__all__ = ["SCHEMA_REVISIONS", "check_revision", "connect_readonly", "open_readonly"]
+__all__ = [
+    "SCHEMA_REVISIONS",
+    "check_revision",
+    "connect_readonly",
+    "existing_store",
+    "open_readonly",
+]
 
 # Every Alembic revision this code knows, oldest first (a test keeps it equal to
 # migrations/versions). lnflowctl checks a store against it without importing Alembic.
 SCHEMA_REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008")
 
 
-def connect_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection to the existing store at ``path``; never creates a file."""
+def existing_store(path: Path) -> Path:
+    """``path`` with ``~`` expanded; the one-line error when there is no store file."""
     path = path.expanduser()
     if not path.is_file():
         raise StoreError(f"no store at {path}: start lnflowd first or pass --db PATH")
+    return path
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the existing store at ``path``; never creates a file."""
+    path = existing_store(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
