@@ -24,7 +24,11 @@ from lnflow.store.db import (
     insert_ignoring_duplicates,
     upsert_adding,
 )
-from lnflow.store.rollups import FailureChannelBatch, failure_channel_upsert
+from lnflow.store.rollups import (
+    ChannelRollupUpserts,
+    FailureChannelBatch,
+    failure_channel_upsert,
+)
 from lnflow.store.schema import (
     channel_refs,
     failure_channel_6h,
@@ -85,9 +89,11 @@ class Ingestor:
             failure_rollups_hourly,
             ("failures", "clusters", "missed_raw_msat", "missed_dedup_msat"),
         )
-        self._add_channel_hourly = failure_channel_upsert(engine, failure_channel_hourly)
-        self._add_channel_6h = failure_channel_upsert(engine, failure_channel_6h)
-        self._add_channel_daily = failure_channel_upsert(engine, failure_channel_daily)
+        self._add_per_channel = ChannelRollupUpserts(
+            engine,
+            failure_channel_upsert,
+            (failure_channel_hourly, failure_channel_6h, failure_channel_daily),
+        )
 
     # -- statements --------------------------------------------------------------------
 
@@ -253,10 +259,7 @@ class Ingestor:
                         for (hour, out, inc, cls), (n, c, raw, dedup) in rollup.items()
                     ],
                 )
-                hourly, blocks, daily = per_channel.rows(node_id)
-                conn.execute(self._add_channel_hourly, hourly)
-                conn.execute(self._add_channel_6h, blocks)
-                conn.execute(self._add_channel_daily, daily)
+                self._add_per_channel.write(conn, per_channel.rows(node_id))
             return IngestResult(
                 new_events=len(new_events),
                 attempts_changed=len(changed),

@@ -9,9 +9,10 @@ day is always the sum of its hours: all tables get the same contributions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Table, and_, case, or_
+from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, case, or_
 from sqlalchemy.sql.dml import Insert
 
 from lnflow.domain import FAILURE_CLASS_NAMES, to_signed64
@@ -20,6 +21,7 @@ from lnflow.store.db import dialect_insert
 __all__ = [
     "BLOCK_HOURS",
     "CLASS_COLUMNS",
+    "ChannelRollupUpserts",
     "FailureChannelBatch",
     "ForwardChannelBatch",
     "class_index",
@@ -90,6 +92,27 @@ def forward_channel_upsert(engine: Engine, table: Table) -> Insert:
     return stmt.on_conflict_do_update(
         index_elements=key, set_={name: table.c[name] + stmt.excluded[name] for name in counters}
     )
+
+
+class ChannelRollupUpserts:
+    """One kind's per-channel rollup upserts, per hour, 6-hour block and UTC day.
+
+    ``write`` takes a batch's ``rows(node_id)`` (hourly, block and daily rows, in that
+    order) and adds them to the three tables in the caller's transaction.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        upsert: Callable[[Engine, Table], Insert],
+        tables: tuple[Table, Table, Table],
+    ) -> None:
+        self._statements = tuple(upsert(engine, table) for table in tables)
+
+    def write(self, conn: Connection, rows: tuple[_Rows, _Rows, _Rows]) -> None:
+        for statement, period_rows in zip(self._statements, rows, strict=True):
+            if period_rows:
+                conn.execute(statement, period_rows)
 
 
 class _FailureSums:

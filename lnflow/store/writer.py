@@ -20,7 +20,11 @@ from lnflow.domain import (
     to_signed64,
 )
 from lnflow.store.db import upsert_adding
-from lnflow.store.rollups import ForwardChannelBatch, forward_channel_upsert
+from lnflow.store.rollups import (
+    ChannelRollupUpserts,
+    ForwardChannelBatch,
+    forward_channel_upsert,
+)
 from lnflow.store.schema import (
     channel_samples,
     channels,
@@ -50,9 +54,11 @@ class StoreWriter:
         self._add_forward_rollup = upsert_adding(
             engine, forward_rollups_hourly, ("forwards", "amt_out_msat", "fee_msat")
         )
-        self._add_channel_hourly = forward_channel_upsert(engine, forward_channel_hourly)
-        self._add_channel_6h = forward_channel_upsert(engine, forward_channel_6h)
-        self._add_channel_daily = forward_channel_upsert(engine, forward_channel_daily)
+        self._add_per_channel = ChannelRollupUpserts(
+            engine,
+            forward_channel_upsert,
+            (forward_channel_hourly, forward_channel_6h, forward_channel_daily),
+        )
 
     # -- node and daemon state ---------------------------------------------------------
 
@@ -243,10 +249,7 @@ class StoreWriter:
                     for (hour, cin, cout), (n, amt, fee) in rollup.items()
                 ],
             )
-            hourly, blocks, daily = per_channel.rows(node_id)
-            conn.execute(self._add_channel_hourly, hourly)
-            conn.execute(self._add_channel_6h, blocks)
-            conn.execute(self._add_channel_daily, daily)
+            self._add_per_channel.write(conn, per_channel.rows(node_id))
             return len(fresh)
 
     # -- channels --------------------------------------------------------------------
