@@ -101,6 +101,8 @@ EVENTS_SCID = (
     " LEFT JOIN channel_refs ri ON ri.id = e.incoming_chan_ref"
     " LEFT JOIN channel_refs ro ON ro.id = e.outgoing_chan_ref)"
 )
+# the same for forward_attempts (channel refs since 0009)
+ATTEMPTS_SCID = EVENTS_SCID.replace("htlc_events e", "forward_attempts e")
 
 
 def sent_before_but_not_stored(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemonproc import ATTEMPTS_SCID
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -58,7 +59,7 @@ from lnflow.store.analysis_queries import (
 )
 from lnflow.store.db import open_engine
 from lnflow.store.ingest import Ingestor
-from lnflow.store.schema import channels, failure_clusters, forward_attempts, forwards
+from lnflow.store.schema import channels, failure_clusters, forwards
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
 
 S = 1_000_000_000
@@ -555,13 +556,17 @@ def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
         "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_state "
         "(node_id=? AND chan_id=? AND ts_ns>? AND ts_ns<?)"
     ) in plans(store.engine, samples[1:]), sample_plans
-    # the failure details: one range of the partial covering index, no table rows
+    # the failure details: one range of the partial covering index, no table rows, at
+    # the channel's ref (one lookup of the refs' key)
     details = [st for st in statements[loaded:] if "forward_attempts" in st[0]]
     assert (
         plans(store.engine, details)
         == [
             "SEARCH forward_attempts USING COVERING INDEX ix_forward_attempts_local "
-            "(outgoing_channel_id=? AND failure_class=? AND resolved_ns>? AND resolved_ns<?)"
+            "(outgoing_chan_ref=? AND failure_class=? AND resolved_ns>? AND resolved_ns<?)",
+            "SCALAR SUBQUERY 1",
+            "SEARCH channel_refs USING COVERING INDEX sqlite_autoindex_channel_refs_1 "
+            "(node_id=? AND chan_id=?)",
         ]
         * 2
     )
@@ -915,27 +920,19 @@ class RawTruth:
         with s.engine.connect() as conn:
             failures_rows = [
                 (from_signed64(o), from_signed64(i), c, ts, fee, cl)
-                for o, i, c, ts, fee, cl in conn.execute(
-                    select(
-                        forward_attempts.c.outgoing_channel_id,
-                        forward_attempts.c.incoming_channel_id,
-                        forward_attempts.c.failure_class,
-                        forward_attempts.c.resolved_ns,
-                        forward_attempts.c.missed_fee_msat,
-                        forward_attempts.c.cluster_id,
-                    ).where(forward_attempts.c.outcome == int(Outcome.FAILED_LOCAL))
+                for o, i, c, ts, fee, cl in conn.exec_driver_sql(
+                    "SELECT outgoing_channel_id, incoming_channel_id, failure_class,"
+                    f" resolved_ns, missed_fee_msat, cluster_id FROM {ATTEMPTS_SCID}"
+                    " WHERE outcome = ?",
+                    (int(Outcome.FAILED_LOCAL),),
                 )
             ]
             amount_rows = [
                 (from_signed64(o), c, ts, amount, fee)
-                for o, c, ts, amount, fee in conn.execute(
-                    select(
-                        forward_attempts.c.outgoing_channel_id,
-                        forward_attempts.c.failure_class,
-                        forward_attempts.c.resolved_ns,
-                        forward_attempts.c.outgoing_amt_msat,
-                        forward_attempts.c.missed_fee_msat,
-                    ).where(forward_attempts.c.outcome == int(Outcome.FAILED_LOCAL))
+                for o, c, ts, amount, fee in conn.exec_driver_sql(
+                    "SELECT outgoing_channel_id, failure_class, resolved_ns, outgoing_amt_msat,"
+                    f" missed_fee_msat FROM {ATTEMPTS_SCID} WHERE outcome = ?",
+                    (int(Outcome.FAILED_LOCAL),),
                 )
             ]
             cluster_first = dict(

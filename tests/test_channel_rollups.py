@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from daemonproc import ATTEMPTS_SCID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, Table, select
@@ -30,7 +31,6 @@ from lnflow.store.schema import (
     failure_channel_daily,
     failure_channel_hourly,
     failure_rollups_hourly,
-    forward_attempts,
     forward_channel_6h,
     forward_channel_daily,
     forward_channel_hourly,
@@ -98,7 +98,7 @@ def _expected_failures(
     """(hourly, 6-hourly, daily) rows counted from the raw attempts and the hourly rollups."""
     hourly: dict[tuple[int, ...], dict[str, Any]] = {}
     incoming: dict[tuple[int, ...], set[int]] = defaultdict(set)
-    a, r = forward_attempts, failure_rollups_hourly
+    r = failure_rollups_hourly
 
     def blank(key: tuple[int, ...]) -> dict[str, Any]:
         if key not in hourly:
@@ -108,15 +108,10 @@ def _expected_failures(
         return hourly[key]
 
     with engine.connect() as conn:
-        for node, out, inc, cls, ts, fee in conn.execute(
-            select(
-                a.c.node_id,
-                a.c.outgoing_channel_id,
-                a.c.incoming_channel_id,
-                a.c.failure_class,
-                a.c.resolved_ns,
-                a.c.missed_fee_msat,
-            ).where(a.c.outcome == int(Outcome.FAILED_LOCAL))
+        for node, out, inc, cls, ts, fee in conn.exec_driver_sql(
+            "SELECT node_id, outgoing_channel_id, incoming_channel_id, failure_class,"
+            f" resolved_ns, missed_fee_msat FROM {ATTEMPTS_SCID} WHERE outcome = ?",
+            (int(Outcome.FAILED_LOCAL),),
         ):
             key = (node, ts // H, out)
             n_col, m_col = CLASS_COLUMNS[class_index(cls or 0)]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import EVENTS_SCID, Daemon, query, run_lnflowctl
+from daemonproc import ATTEMPTS_SCID, EVENTS_SCID, Daemon, query, run_lnflowctl
 from simnode import SimNode, make_channel
 
 from lnflow.analysis.classify import FailureClass
@@ -339,7 +339,7 @@ def test_kill_9_mid_stream_leaves_a_sound_store_and_recording_resumes(tmp_path: 
     assert (
         query(
             db,
-            "SELECT node_id, incoming_channel_id, incoming_htlc_id FROM forward_attempts"
+            "SELECT node_id, incoming_chan_ref, incoming_htlc_id FROM forward_attempts"
             " GROUP BY 1, 2, 3 HAVING count(*) > 1",
         )
         == []
@@ -583,7 +583,7 @@ def test_attempts_from_out_of_order_and_replayed_events(tmp_path: Path) -> None:
         for cin, hin, *row in query(
             db,
             "SELECT incoming_channel_id, incoming_htlc_id, outcome, failure_class,"
-            " missed_fee_msat, outgoing_channel_id, final_settled FROM forward_attempts",
+            f" missed_fee_msat, outgoing_channel_id, final_settled FROM {ATTEMPTS_SCID}",
         )
     }
     expected = {

@@ -4,6 +4,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from daemonproc import ATTEMPTS_SCID
 
 from lnflow.attempts import Outcome
 from lnflow.domain import EventKind, EventType, FailureDetail, HtlcEvent, NodeInfo, WireFailure
@@ -215,3 +216,48 @@ def test_refs_of_a_failed_batch_are_not_reused(tmp_path: Path) -> None:
     store.feed([ev(EventKind.FORWARD, 3, 2, out=b, out_htlc=3)])
     store.feed([ev(EventKind.FORWARD, 4, 3, out=a, out_htlc=4)])
     assert scids(store) == [(1, IN, OUT), (3, IN, b), (4, IN, a)]
+
+
+def attempt_scids(store: Store) -> list[tuple[object, ...]]:
+    """Each attempt's (htlc id, incoming SCID, outgoing SCID, outcome), SCIDs unsigned."""
+    rows = store.q(
+        f"SELECT incoming_htlc_id, incoming_channel_id, outgoing_channel_id, outcome"
+        f" FROM {ATTEMPTS_SCID} ORDER BY id"
+    )
+    return [(h, c_in % (1 << 64), c_out % (1 << 64), o) for h, c_in, c_out, o in rows]  # type: ignore[operator]
+
+
+def test_attempts_name_channels_by_the_events_refs(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    big = (1 << 64) - (1 << 40)  # above 2**63: stored signed in channel_refs
+    store.feed([forward(1, 0), final(1, 2, True), settle(1, 1)])
+    store.feed([link_fail(2, 3), ev(EventKind.FORWARD, 3, 4, out=big, out_htlc=3)])
+    store.feed([final(4, 5, False)])  # no outgoing channel known (yet)
+    assert attempt_scids(store) == [
+        (1, IN, OUT, int(Outcome.SETTLED)),
+        (2, IN, OUT, int(Outcome.FAILED_LOCAL)),
+        (3, IN, big, int(Outcome.PENDING)),
+        (4, IN, 0, int(Outcome.PENDING)),
+    ]
+    # the refs the events got, nothing more; 0 (no channel) stays 0
+    assert len(store.q("SELECT id FROM channel_refs")) == 3
+    assert store.q("SELECT outgoing_chan_ref FROM forward_attempts WHERE incoming_htlc_id = 4") == [
+        (0,)
+    ]
+    # the key still deduplicates: a later event of attempt 4 names its outgoing channel
+    store.feed([link_fail(4, 4)])
+    assert attempt_scids(store)[-1] == (4, IN, OUT, int(Outcome.FAILED_LOCAL))
+    assert len(store.q("SELECT id FROM forward_attempts")) == 4
+
+
+def test_an_attempt_whose_channel_has_no_ref_gets_one(tmp_path: Path) -> None:
+    """The tracker may hold an attempt whose events were in a batch that failed (its
+    refs rolled back): writing the attempt later numbers its channels again."""
+    store = Store(tmp_path)
+    c = 555 << 40
+    store.ingestor.tracker.feed(ev(EventKind.FORWARD, 7, 0, out=c, out_htlc=7))
+    store.feed([forward(1, 100)], now_s=100)  # 7 has been pending for longer than 60 s
+    assert attempt_scids(store) == [
+        (1, IN, OUT, int(Outcome.PENDING)),
+        (7, IN, c, int(Outcome.UNRESOLVED)),
+    ]

@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from daemonproc import EVENTS_SCID
+from daemonproc import ATTEMPTS_SCID, EVENTS_SCID
 
 from lnflow.errors import StoreTooNewError
 from lnflow.store import db
@@ -179,4 +179,87 @@ def test_0004_moves_event_channels_to_refs_and_back(tmp_path: Path) -> None:
         assert conn.execute(f"SELECT {columns} FROM htlc_events ORDER BY id").fetchall() == rows
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "channel_refs" not in tables and "htlc_events_new" not in tables
+    engine.dispose()
+
+
+def test_0009_moves_attempt_channels_to_refs_and_back(tmp_path: Path) -> None:
+    """Upgrading an 0008 store keeps every attempt column, ids and order, and numbers the
+    channels only attempts name; downgrading puts the SCIDs and indexes back."""
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0008")
+    signed_big = (1 << 64) - (5 << 40) - (1 << 64)  # a SCID above 2**63, stored signed
+    a, b, c = 111 << 40, 222 << 40, 333 << 40
+    columns = (
+        "id, node_id, incoming_channel_id, incoming_htlc_id, outgoing_channel_id,"
+        " outgoing_htlc_id, first_seen_ns, resolved_ns, incoming_amt_msat, outgoing_amt_msat,"
+        " outcome, failure_class, wire_failure, failure_detail, missed_fee_msat,"
+        " final_settled, cluster_id"
+    )
+    rows = [
+        (4, 1, a, 5, b, 6, 100, 150, 1001, 1000, 1, None, None, None, 0, 1, None),
+        (6, 1, a, 6, signed_big, 0, 101, 160, 2001, 2000, 2, 1, 15, 5, 20, 0, 3),
+        (7, 1, c, 9, 0, 0, 102, None, None, None, 0, None, None, None, 0, None, None),
+        (9, 2, a, 5, b, 6, 103, 170, 1, 1, 2, 3, 12, 0, 1, 0, 4),
+    ]
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO nodes VALUES (1, 'a', '', '', 0), (2, 'b', '', '', 0)")
+        # node 1's events named a and b already
+        conn.execute(
+            "INSERT INTO channel_refs (id, node_id, chan_id) VALUES (1, 1, ?), (2, 1, ?)", (b, a)
+        )
+        conn.executemany(
+            f"INSERT INTO forward_attempts ({columns}) VALUES ({', '.join('?' * 17)})", rows
+        )
+    db.upgrade(engine, path)
+    with sqlite3.connect(path) as conn:
+        refs = conn.execute("SELECT id, node_id, chan_id FROM channel_refs ORDER BY id").fetchall()
+        # existing refs kept; new ones per node for the SCIDs only attempts name; 0 has none
+        assert refs == [
+            (1, 1, b),
+            (2, 1, a),
+            (3, 1, signed_big),
+            (4, 1, c),
+            (5, 2, a),
+            (6, 2, b),
+        ]
+        stored = conn.execute(
+            "SELECT incoming_chan_ref, outgoing_chan_ref FROM forward_attempts ORDER BY id"
+        ).fetchall()
+        assert stored == [(2, 1), (2, 3), (4, 0), (5, 6)]
+        back = conn.execute(f"SELECT {columns} FROM {ATTEMPTS_SCID} ORDER BY id").fetchall()
+        assert back == rows
+        # the key still refuses a second attempt of the same incoming circuit
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO forward_attempts (node_id, incoming_chan_ref, incoming_htlc_id,"
+                " outgoing_chan_ref, outgoing_htlc_id, first_seen_ns, outcome, missed_fee_msat)"
+                " VALUES (1, 2, 6, 0, 0, 200, 0, 0)"
+            )
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT missed_fee_msat FROM forward_attempts"
+            " WHERE outgoing_chan_ref = 3 AND failure_class = 1 AND resolved_ns >= 0"
+            " AND resolved_ns < 999 AND outcome = 2"
+        ).fetchall()
+        assert "COVERING INDEX ix_forward_attempts_local (outgoing_chan_ref=?" in plan[0][3]
+    db.downgrade(engine, "0008")
+    with sqlite3.connect(path) as conn:
+        assert (
+            conn.execute(f"SELECT {columns} FROM forward_attempts ORDER BY id").fetchall() == rows
+        )
+        indexes = dict(
+            conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index'"
+                " AND tbl_name = 'forward_attempts' AND sql IS NOT NULL"
+            ).fetchall()
+        )
+        assert set(indexes) == {"ix_forward_attempts_local", "ix_forward_attempts_local_amount"}
+        assert all("(outgoing_channel_id, failure_class" in sql for sql in indexes.values())
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "forward_attempts_new" not in tables
+        assert len(conn.execute("SELECT id FROM channel_refs").fetchall()) == 6
+    db.upgrade(engine, path)  # and up again: the refs are found, not numbered twice
+    with sqlite3.connect(path) as conn:
+        assert len(conn.execute("SELECT id FROM channel_refs").fetchall()) == 6
+        assert conn.execute(f"SELECT {columns} FROM {ATTEMPTS_SCID} ORDER BY id").fetchall() == rows
     engine.dispose()

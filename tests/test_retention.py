@@ -116,9 +116,9 @@ def _event(s: Store, i: int, ts_ns: int, note: str | None = None) -> dict[str, A
 def _attempt(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
     return {
         "node_id": s.node_id,
-        "incoming_channel_id": 11,
+        "incoming_chan_ref": 1,
         "incoming_htlc_id": i,
-        "outgoing_channel_id": 22,
+        "outgoing_chan_ref": 2,
         "outgoing_htlc_id": i,
         "first_seen_ns": ts_ns,
         "outcome": 2,

@@ -83,6 +83,7 @@ from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.queries import stream_gaps
 from lnflow.store.rollups import BLOCK_HOURS, CLASS_COLUMNS, HOURS_PER_DAY
 from lnflow.store.schema import (
+    channel_refs,
     channel_samples,
     channels,
     daemon_state,
@@ -229,13 +230,25 @@ def failure_class_of(number: int) -> FailureClass:
         return FailureClass.OTHER
 
 
+# The attempts name channels by their channel_refs number: the ref of SCID ``chan`` of
+# the node (NULL when the node has none: no attempt names it).
+def _ref_of(chan: ColumnElement[int]) -> ColumnElement[int]:
+    r = channel_refs
+    return (
+        select(r.c.id)
+        .where(r.c.node_id == bindparam("node"))
+        .where(r.c.chan_id == chan)
+        .scalar_subquery()
+    )
+
+
 # A channel's local failures of one class resolved in [since, until) with a known amount,
 # read from the partial covering index ix_forward_attempts_local alone (no ORDER BY: the
 # analysis sorts the values itself). The outcome is written as a literal so SQLite can
 # prove the index's WHERE clause; node_id is the index's last column, checked unindexed.
 _DETAIL = (
     select(forward_attempts.c.missed_fee_msat, forward_attempts.c.outgoing_amt_msat)
-    .where(forward_attempts.c.outgoing_channel_id == bindparam("out"))
+    .where(forward_attempts.c.outgoing_chan_ref == _ref_of(bindparam("out")))
     .where(forward_attempts.c.failure_class == bindparam("cls"))
     .where(forward_attempts.c.resolved_ns >= bindparam("since"))
     .where(forward_attempts.c.resolved_ns < bindparam("until"))
@@ -245,9 +258,13 @@ _DETAIL = (
 )
 
 
-# The same for several channels at once (the channels an analysis will ask about)
+# The same for several channels at once (the channels an analysis will ask about), each
+# attempt with the SCID of its ref
+_out_ref = channel_refs.alias("out_ref")
 _of_channels = (
-    forward_attempts.c.outgoing_channel_id.in_(bindparam("outs", expanding=True)),
+    _out_ref.c.node_id == bindparam("node"),
+    _out_ref.c.chan_id.in_(bindparam("outs", expanding=True)),
+    forward_attempts.c.outgoing_chan_ref == _out_ref.c.id,
     forward_attempts.c.failure_class == bindparam("cls"),
     forward_attempts.c.resolved_ns >= bindparam("since"),
     forward_attempts.c.resolved_ns < bindparam("until"),
@@ -256,17 +273,15 @@ _of_channels = (
     _unindexed(forward_attempts.c.node_id) == bindparam("node"),
 )
 _DETAIL_MANY = select(
-    forward_attempts.c.outgoing_channel_id,
+    _out_ref.c.chan_id,
     forward_attempts.c.missed_fee_msat,
     forward_attempts.c.outgoing_amt_msat,
 ).where(*_of_channels)
-_AMOUNTS_MANY = select(
-    forward_attempts.c.outgoing_channel_id, forward_attempts.c.outgoing_amt_msat
-).where(*_of_channels)
+_AMOUNTS_MANY = select(_out_ref.c.chan_id, forward_attempts.c.outgoing_amt_msat).where(
+    *_of_channels
+)
 _COUNT_MANY = (
-    select(forward_attempts.c.outgoing_channel_id, func.count())
-    .where(*_of_channels)
-    .group_by(forward_attempts.c.outgoing_channel_id)
+    select(_out_ref.c.chan_id, func.count()).where(*_of_channels).group_by(_out_ref.c.chan_id)
 )
 
 # Nearest ranks of long windows, on ix_forward_attempts_local_amount: the count of the
@@ -277,7 +292,7 @@ _RANK_COUNT = _DETAIL.with_only_columns(func.count())
 # amount order rather than sort the window's amounts)
 _ranked = (
     select(forward_attempts.c.outgoing_amt_msat)
-    .where(forward_attempts.c.outgoing_channel_id == bindparam("out"))
+    .where(forward_attempts.c.outgoing_chan_ref == _ref_of(bindparam("out")))
     .where(forward_attempts.c.failure_class == bindparam("cls"))
     .where(forward_attempts.c.outgoing_amt_msat.is_not(None))
     .where(_unindexed(forward_attempts.c.resolved_ns) >= bindparam("since"))
@@ -947,6 +962,7 @@ def _add_rollup_failures(
 
 
 _a, _c = forward_attempts, failure_clusters
+_a_out, _a_in = channel_refs.alias("a_out"), channel_refs.alias("a_in")
 
 
 def _raw_failures_of(cls: FailureClass, failures_col: str) -> Select[Any]:
@@ -960,8 +976,8 @@ def _raw_failures_of(cls: FailureClass, failures_col: str) -> Select[Any]:
     number: ColumnElement[int] = literal_column(str(int(cls)))
     return (
         select(
-            _a.c.outgoing_channel_id,
-            _a.c.incoming_channel_id,
+            _fh.c.outgoing_channel_id,
+            func.coalesce(_a_in.c.chan_id, 0),
             number,
             _a.c.cluster_id,
             _c.c.first_ns,
@@ -973,14 +989,23 @@ def _raw_failures_of(cls: FailureClass, failures_col: str) -> Select[Any]:
         )
         .select_from(
             _fh.join(
+                _a_out,
+                and_(
+                    _a_out.c.node_id == _fh.c.node_id,
+                    _a_out.c.chan_id == _fh.c.outgoing_channel_id,
+                ),
+            )
+            .join(
                 _a,
                 and_(
-                    _a.c.outgoing_channel_id == _fh.c.outgoing_channel_id,
+                    _a.c.outgoing_chan_ref == _a_out.c.id,
                     _a.c.failure_class == number,
                     _a.c.resolved_ns >= bindparam("lo"),
                     _a.c.resolved_ns < bindparam("hi"),
                 ),
-            ).outerjoin(_c, _c.c.id == _a.c.cluster_id)
+            )
+            .outerjoin(_a_in, _a_in.c.id == _a.c.incoming_chan_ref)
+            .outerjoin(_c, _c.c.id == _a.c.cluster_id)
         )
         .where(_fh.c.node_id == bindparam("node"))
         .where(_fh.c.hour == bindparam("hour"))
@@ -988,8 +1013,8 @@ def _raw_failures_of(cls: FailureClass, failures_col: str) -> Select[Any]:
         .where(_unindexed(_a.c.node_id) == bindparam("node"))
         .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
         .group_by(
-            _a.c.outgoing_channel_id,
-            _a.c.incoming_channel_id,
+            _fh.c.outgoing_channel_id,
+            _a_in.c.chan_id,
             _a.c.cluster_id,
             _c.c.first_ns,
         )
@@ -1005,7 +1030,7 @@ _RAW_FAILURES = union_all(
 # the largest missed fee among a cluster's members resolved before lo
 _CLUSTER_MAX_BEFORE = (
     select(func.max(_a.c.missed_fee_msat))
-    .where(_a.c.outgoing_channel_id == bindparam("out"))
+    .where(_a.c.outgoing_chan_ref == _ref_of(bindparam("out")))
     .where(_a.c.failure_class.in_([literal_column(str(int(c))) for c in FailureClass]))
     # members resolved at or after the cluster's first failure: see _RESOLVE_SLACK_NS
     .where(_a.c.resolved_ns >= bindparam("resolved_from"))

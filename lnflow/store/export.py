@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, Table, func, select
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
@@ -82,24 +82,25 @@ _Row = Any
 _Export = tuple[tuple[str, ...], Callable[[int], Select[Any]], Callable[[_Row], tuple[object, ...]]]
 
 
+def _with_scids(t: Table) -> Select[Any]:
+    """Rows of ``t`` (htlc_events, forward_attempts) with the SCIDs of their channel refs
+    as ``incoming_channel_id`` / ``outgoing_channel_id`` (0: none on that side)."""
+    into, out = channel_refs.alias("into"), channel_refs.alias("out")
+    return select(
+        t,
+        func.coalesce(into.c.chan_id, 0).label("incoming_channel_id"),
+        func.coalesce(out.c.chan_id, 0).label("outgoing_channel_id"),
+    ).select_from(
+        t.outerjoin(into, into.c.id == t.c.incoming_chan_ref).outerjoin(
+            out, out.c.id == t.c.outgoing_chan_ref
+        )
+    )
+
+
 def _events_query(since_ns: int) -> Select[Any]:
     t = htlc_events
-    into, out = channel_refs.alias("into"), channel_refs.alias("out")
     # no time index on the largest table: rows come in recording order (id), one scan
-    return (
-        select(
-            t,
-            func.coalesce(into.c.chan_id, 0).label("incoming_channel_id"),
-            func.coalesce(out.c.chan_id, 0).label("outgoing_channel_id"),
-        )
-        .select_from(
-            t.outerjoin(into, into.c.id == t.c.incoming_chan_ref).outerjoin(
-                out, out.c.id == t.c.outgoing_chan_ref
-            )
-        )
-        .where(t.c.timestamp_ns >= since_ns)
-        .order_by(t.c.id)
-    )
+    return _with_scids(t).where(t.c.timestamp_ns >= since_ns).order_by(t.c.id)
 
 
 def _event(r: _Row) -> tuple[object, ...]:
@@ -157,7 +158,7 @@ _EVENTS: _Export = (
 
 def _attempts_query(since_ns: int) -> Select[Any]:
     t = forward_attempts
-    return select(t).where(t.c.first_seen_ns >= since_ns).order_by(t.c.id)
+    return _with_scids(t).where(t.c.first_seen_ns >= since_ns).order_by(t.c.id)
 
 
 def _attempt(r: _Row) -> tuple[object, ...]:

@@ -9,7 +9,7 @@ so replays after a reconnect can never count a failure twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,7 +110,7 @@ class Ingestor:
             return case((decided, t.c[col]), else_=ex[col])
 
         return stmt.on_conflict_do_update(
-            index_elements=["node_id", "incoming_channel_id", "incoming_htlc_id"],
+            index_elements=["node_id", "incoming_chan_ref", "incoming_htlc_id"],
             set_={
                 "outcome": keep_if_decided("outcome"),
                 "resolved_ns": keep_if_decided("resolved_ns"),
@@ -119,12 +119,12 @@ class Ingestor:
                     (ex.first_seen_ns < t.c.first_seen_ns, ex.first_seen_ns),
                     else_=t.c.first_seen_ns,
                 ),
-                "outgoing_channel_id": case(
-                    (t.c.outgoing_channel_id == 0, ex.outgoing_channel_id),
-                    else_=t.c.outgoing_channel_id,
+                "outgoing_chan_ref": case(
+                    (t.c.outgoing_chan_ref == 0, ex.outgoing_chan_ref),
+                    else_=t.c.outgoing_chan_ref,
                 ),
                 "outgoing_htlc_id": case(
-                    (t.c.outgoing_channel_id == 0, ex.outgoing_htlc_id),
+                    (t.c.outgoing_chan_ref == 0, ex.outgoing_htlc_id),
                     else_=t.c.outgoing_htlc_id,
                 ),
                 **{
@@ -235,9 +235,10 @@ class Ingestor:
                 changed[att.key] = att
             self.clusters.expire(now_ns)
             if changed:
+                ref = self._chan_refs(conn, changed.values())
                 self._upsert_attempt.execute(
                     conn,
-                    [_attempt_row(node_id, a, cluster_of.get(k)) for k, a in changed.items()],
+                    [_attempt_row(node_id, a, ref, cluster_of.get(k)) for k, a in changed.items()],
                 )
             if clusters:
                 conn.execute(self._upsert_cluster, list(clusters.values()))
@@ -320,8 +321,10 @@ class Ingestor:
                 fresh.append(ev)
         return fresh
 
-    def _chan_refs(self, conn: Connection, events: Sequence[HtlcEvent]) -> dict[int, int]:
-        """SCID -> channel_refs.id for every channel of ``events`` (new ones are added)."""
+    def _chan_refs(
+        self, conn: Connection, named: Collection[HtlcEvent] | Collection[Attempt]
+    ) -> dict[int, int]:
+        """SCID -> channel_refs.id for every channel ``named`` (new ones are added)."""
         refs = self._refs
         if refs is None:
             t = channel_refs
@@ -333,10 +336,8 @@ class Ingestor:
                 )
             )
             self._refs = refs
-        missing = {ev.incoming_channel_id for ev in events if ev.incoming_channel_id not in refs}
-        missing.update(
-            ev.outgoing_channel_id for ev in events if ev.outgoing_channel_id not in refs
-        )
+        missing = {x.incoming_channel_id for x in named if x.incoming_channel_id not in refs}
+        missing.update(x.outgoing_channel_id for x in named if x.outgoing_channel_id not in refs)
         for chan in sorted(missing):
             key = conn.execute(
                 insert(channel_refs).values(node_id=self._node_id, chan_id=_s64(chan))
@@ -389,9 +390,9 @@ _EVENT_COLUMNS = (
 
 _ATTEMPT_COLUMNS = (
     "node_id",
-    "incoming_channel_id",
+    "incoming_chan_ref",
     "incoming_htlc_id",
-    "outgoing_channel_id",
+    "outgoing_chan_ref",
     "outgoing_htlc_id",
     "first_seen_ns",
     "resolved_ns",
@@ -415,12 +416,14 @@ def _s64(value: int) -> int:
     return value - _U64 if value >= _I63 else value
 
 
-def _attempt_row(node_id: int, a: Attempt, cluster_id: int | None) -> tuple[Any, ...]:
+def _attempt_row(
+    node_id: int, a: Attempt, ref: dict[int, int], cluster_id: int | None
+) -> tuple[Any, ...]:
     return (
         node_id,
-        _s64(a.incoming_channel_id),
+        ref[a.incoming_channel_id],
         _s64(a.incoming_htlc_id),
-        _s64(a.outgoing_channel_id),
+        ref[a.outgoing_channel_id],
         _s64(a.outgoing_htlc_id),
         a.first_seen_ns,
         a.resolved_ns,

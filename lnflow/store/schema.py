@@ -157,9 +157,11 @@ forward_attempts = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
-    Column("incoming_channel_id", BigInteger, nullable=False),
+    # channel_refs.id of the SCID, 0 for none (no outgoing channel yet): 1-2 bytes
+    # instead of 8, in the row, the key index and the local-failure indexes (0009)
+    Column("incoming_chan_ref", Integer, nullable=False),
     Column("incoming_htlc_id", BigInteger, nullable=False),
-    Column("outgoing_channel_id", BigInteger, nullable=False),
+    Column("outgoing_chan_ref", Integer, nullable=False),
     Column("outgoing_htlc_id", BigInteger, nullable=False),
     Column("first_seen_ns", BigInteger, nullable=False),
     Column("resolved_ns", BigInteger),
@@ -173,7 +175,7 @@ forward_attempts = Table(
     Column("final_settled", Boolean),
     Column("cluster_id", Integer),
     UniqueConstraint(
-        "node_id", "incoming_channel_id", "incoming_htlc_id", name="uq_forward_attempts_key"
+        "node_id", "incoming_chan_ref", "incoming_htlc_id", name="uq_forward_attempts_key"
     ),
 )
 # The analysis' failure details (lnflow.store.analysis_queries.StoreFailureDetails): a
@@ -187,7 +189,7 @@ forward_attempts = Table(
 # whole class history.
 Index(
     "ix_forward_attempts_local",
-    forward_attempts.c.outgoing_channel_id,
+    forward_attempts.c.outgoing_chan_ref,
     forward_attempts.c.failure_class,
     forward_attempts.c.resolved_ns,
     forward_attempts.c.outgoing_amt_msat,
@@ -204,7 +206,7 @@ Index(
 # instead of reading and sorting them all. Added by 0005.
 Index(
     "ix_forward_attempts_local_amount",
-    forward_attempts.c.outgoing_channel_id,
+    forward_attempts.c.outgoing_chan_ref,
     forward_attempts.c.failure_class,
     forward_attempts.c.outgoing_amt_msat,
     forward_attempts.c.resolved_ns,
@@ -425,8 +427,9 @@ rebalance_moves = Table(
 # --------------------------------------------------------------------------- 0004
 
 # A small number for every SCID the event stream ever named, per node. htlc_events, the
-# largest table, stores these instead of 8-byte SCIDs (a SCID is block << 40: always 8
-# bytes in SQLite); ids are never reused or deleted (one row per channel ever seen).
+# largest table, and forward_attempts (since 0009) store these instead of 8-byte SCIDs (a
+# SCID is block << 40: always 8 bytes in SQLite); ids are never reused or deleted (one
+# row per channel ever seen).
 channel_refs = Table(
     "channel_refs",
     metadata,

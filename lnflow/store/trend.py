@@ -27,6 +27,7 @@ from lnflow.analysis.classify import FailureClass
 from lnflow.domain import to_signed64
 from lnflow.store.analysis_queries import failure_class_of
 from lnflow.store.schema import (
+    channel_refs,
     channel_samples,
     channels,
     failure_rollups_hourly,
@@ -63,10 +64,11 @@ def channel_known(conn: Connection, chan_id: int) -> bool:
     cid = to_signed64(chan_id)
     any_node = select(nodes.c.id)
     fa, fw, fr, fd = forward_attempts, forwards, failure_rollups_hourly, forward_channel_daily
+    refs = select(channel_refs.c.id).where(channel_refs.c.chan_id == cid)  # of any node
     probes = (
         select(channels.c.chan_id).where(channels.c.chan_id == cid),
-        select(fa.c.id).where(fa.c.outgoing_channel_id == cid),
-        select(fa.c.id).where(fa.c.node_id.in_(any_node)).where(fa.c.incoming_channel_id == cid),
+        select(fa.c.id).where(fa.c.outgoing_chan_ref.in_(refs)),
+        select(fa.c.id).where(fa.c.node_id.in_(any_node)).where(fa.c.incoming_chan_ref.in_(refs)),
         # no index on the channel in what follows: scans, reached only when every probe
         # above missed, smallest first. Settled forwards by day and channel (one row per
         # channel and day); failures older than the attempts' retention survive in the
