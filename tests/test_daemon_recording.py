@@ -615,7 +615,9 @@ def test_attempts_from_out_of_order_and_replayed_events(tmp_path: Path) -> None:
     clusters = sorted(
         (to_signed64(out) if out else 0, members, fee)
         for out, members, fee in query(
-            db, "SELECT outgoing_channel_id, members, missed_fee_msat FROM failure_clusters"
+            db,
+            "SELECT coalesce(r.chan_id, 0), members, missed_fee_msat FROM failure_clusters c"
+            " LEFT JOIN channel_refs r ON r.id = c.outgoing_chan_ref",
         )
     )
     assert clusters == sorted((to_signed64(o), m, f) for o, m, f in EXPECTED_CLUSTERS)

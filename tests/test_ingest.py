@@ -248,6 +248,10 @@ def test_attempts_name_channels_by_the_events_refs(tmp_path: Path) -> None:
     store.feed([link_fail(4, 4)])
     assert attempt_scids(store)[-1] == (4, IN, OUT, int(Outcome.FAILED_LOCAL))
     assert len(store.q("SELECT id FROM forward_attempts")) == 4
+    # the failures' demand cluster names its outgoing channel by the same ref
+    assert store.q(
+        "SELECT r.chan_id FROM failure_clusters c JOIN channel_refs r ON r.id = c.outgoing_chan_ref"
+    ) == [(OUT,)]
 
 
 def test_an_attempt_whose_channel_has_no_ref_gets_one(tmp_path: Path) -> None:

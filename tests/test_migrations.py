@@ -263,3 +263,50 @@ def test_0009_moves_attempt_channels_to_refs_and_back(tmp_path: Path) -> None:
         assert len(conn.execute("SELECT id FROM channel_refs").fetchall()) == 6
         assert conn.execute(f"SELECT {columns} FROM {ATTEMPTS_SCID} ORDER BY id").fetchall() == rows
     engine.dispose()
+
+
+def test_0010_moves_cluster_channels_to_refs_and_back(tmp_path: Path) -> None:
+    """Upgrading an 0009 store keeps every cluster column and id, numbering the channels
+    only clusters name; downgrading puts the SCIDs back."""
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0009")
+    signed_big = (1 << 64) - (5 << 40) - (1 << 64)  # a SCID above 2**63, stored signed
+    a, b = 111 << 40, 222 << 40
+    columns = "id, node_id, outgoing_channel_id, first_ns, last_ns, members, missed_fee_msat"
+    rows = [
+        (3, 1, a, 100, 150, 1, 20),
+        (5, 1, signed_big, 101, 160, 4, 1_000_000_000),
+        (8, 1, a, 102, 102, 2, 0),
+        (9, 2, b, 103, 170, 1, 1),
+        (10, 2, 0, 104, 104, 1, 0),  # lnd named no outgoing channel
+    ]
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO nodes VALUES (1, 'a', '', '', 0), (2, 'b', '', '', 0)")
+        conn.execute("INSERT INTO channel_refs (id, node_id, chan_id) VALUES (1, 1, ?)", (a,))
+        conn.executemany(f"INSERT INTO failure_clusters ({columns}) VALUES (?,?,?,?,?,?,?)", rows)
+    db.upgrade(engine, path, "0010")
+    scids = (
+        "SELECT c.id, c.node_id, coalesce(r.chan_id, 0), first_ns, last_ns, members,"
+        " missed_fee_msat FROM failure_clusters c"
+        " LEFT JOIN channel_refs r ON r.id = c.outgoing_chan_ref ORDER BY c.id"
+    )
+    with sqlite3.connect(path) as conn:
+        refs = conn.execute("SELECT id, node_id, chan_id FROM channel_refs ORDER BY id").fetchall()
+        assert refs == [(1, 1, a), (2, 1, signed_big), (3, 2, b)]
+        assert conn.execute(
+            "SELECT outgoing_chan_ref FROM failure_clusters ORDER BY id"
+        ).fetchall() == [(1,), (2,), (1,), (3,), (0,)]
+        assert conn.execute(scids).fetchall() == rows
+    db.downgrade(engine, "0009")
+    with sqlite3.connect(path) as conn:
+        assert (
+            conn.execute(f"SELECT {columns} FROM failure_clusters ORDER BY id").fetchall() == rows
+        )
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "failure_clusters_new" not in tables
+    db.upgrade(engine, path)
+    with sqlite3.connect(path) as conn:
+        assert len(conn.execute("SELECT id FROM channel_refs").fetchall()) == 3
+        assert conn.execute(scids).fetchall() == rows
+    engine.dispose()

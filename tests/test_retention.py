@@ -131,7 +131,7 @@ def _cluster(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
     return {
         "id": i + 1,
         "node_id": s.node_id,
-        "outgoing_channel_id": 22,
+        "outgoing_chan_ref": 2,
         "first_ns": ts_ns - 5,
         "last_ns": ts_ns,
         "members": 2,

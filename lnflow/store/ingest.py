@@ -234,13 +234,16 @@ class Ingestor:
             for att in self.tracker.expire(now_ns):
                 changed[att.key] = att
             self.clusters.expire(now_ns)
+            # every channel an attempt or cluster names (a cluster's is its attempts')
+            ref = self._chan_refs(conn, changed.values()) if changed else {}
             if changed:
-                ref = self._chan_refs(conn, changed.values())
                 self._upsert_attempt.execute(
                     conn,
                     [_attempt_row(node_id, a, ref, cluster_of.get(k)) for k, a in changed.items()],
                 )
             if clusters:
+                for row in clusters.values():
+                    row["outgoing_chan_ref"] = ref[row.pop("outgoing_channel_id")]
                 conn.execute(self._upsert_cluster, list(clusters.values()))
             if rollup:
                 conn.execute(
@@ -354,7 +357,7 @@ class Ingestor:
             clusters[u.cluster_id] = {
                 "id": u.cluster_id,
                 "node_id": self._node_id,
-                "outgoing_channel_id": to_signed64(att.outgoing_channel_id),
+                "outgoing_channel_id": att.outgoing_channel_id,  # its ref when written
                 "first_ns": ts_ns,
                 "last_ns": ts_ns,
                 "members": u.members,

@@ -222,7 +222,7 @@ failure_clusters = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
-    Column("outgoing_channel_id", BigInteger, nullable=False),
+    Column("outgoing_chan_ref", Integer, nullable=False),  # channel_refs.id (0010)
     Column("first_ns", BigInteger, nullable=False),
     Column("last_ns", BigInteger, nullable=False),
     Column("members", Integer, nullable=False),
@@ -427,9 +427,9 @@ rebalance_moves = Table(
 # --------------------------------------------------------------------------- 0004
 
 # A small number for every SCID the event stream ever named, per node. htlc_events, the
-# largest table, and forward_attempts (since 0009) store these instead of 8-byte SCIDs (a
-# SCID is block << 40: always 8 bytes in SQLite); ids are never reused or deleted (one
-# row per channel ever seen).
+# largest table, forward_attempts (since 0009) and failure_clusters (0010) store these
+# instead of 8-byte SCIDs (a SCID is block << 40: always 8 bytes in SQLite); ids are never
+# reused or deleted (one row per channel ever seen).
 channel_refs = Table(
     "channel_refs",
     metadata,
