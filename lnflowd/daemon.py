@@ -105,7 +105,7 @@ class Daemon:
         """Run until stopped; returns the exit status. LnflowErrors propagate (fatal)."""
         settings = self.settings
         db_path = settings.store.path
-        engine = await asyncio.to_thread(open_engine, db_path)
+        engine = await asyncio.to_thread(open_engine, db_path, migrate_in_child=True)
         store = StoreThread(StoreWriter(engine))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

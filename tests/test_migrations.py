@@ -180,3 +180,15 @@ def test_0004_moves_event_channels_to_refs_and_back(tmp_path: Path) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "channel_refs" not in tables and "htlc_events_new" not in tables
     engine.dispose()
+
+
+def test_daemon_migrates_a_new_store_in_a_child_process(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate_in_child=True)
+    try:
+        with engine.connect() as conn:
+            revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    finally:
+        engine.dispose()
+    assert revision == SCHEMA_REVISIONS[-1]
+    db.open_engine(path, migrate_in_child=True).dispose()  # at the newest: no child
