@@ -66,7 +66,7 @@ class RecorderSettings(_Section):
 
 class LedgerSettings(_Section):
     sync_interval_s: int = Field(default=60, ge=5)
-    page_size: int = Field(default=10_000, ge=100, le=50_000)
+    page_size: int = Field(default=1_000, ge=100, le=50_000)
 
 
 class ChannelSettings(_Section):

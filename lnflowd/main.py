@@ -13,6 +13,8 @@ from lnflow import __version__
 from lnflow.config import Settings, load_settings
 from lnflow.errors import LnflowError
 
+from .memory import limit_malloc_arenas
+
 __all__ = ["main"]
 
 # gRPC's C core writes its own INFO lines (e.g. every failed TLS handshake) to stderr;
@@ -78,6 +80,7 @@ async def _check(settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_malloc_arenas()  # before any thread starts (bench/README.md: memory)
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.config, _overrides(args))

@@ -310,3 +310,15 @@ def test_0010_moves_cluster_channels_to_refs_and_back(tmp_path: Path) -> None:
         assert len(conn.execute("SELECT id FROM channel_refs").fetchall()) == 3
         assert conn.execute(scids).fetchall() == rows
     engine.dispose()
+
+
+def test_daemon_migrates_a_new_store_in_a_child_process(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate_in_child=True)
+    try:
+        with engine.connect() as conn:
+            revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    finally:
+        engine.dispose()
+    assert revision == SCHEMA_REVISIONS[-1]
+    db.open_engine(path, migrate_in_child=True).dispose()  # at the newest: no child

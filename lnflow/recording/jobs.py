@@ -50,7 +50,7 @@ class LedgerSync:
         store: StoreThread[StoreWriter],
         node_id: int,
         *,
-        page_size: int = 10_000,
+        page_size: int = 1_000,
     ) -> None:
         self._source = source
         self._store = store

@@ -84,7 +84,7 @@ class Recorder:
         self._now = clock_ns
         self._buffer: list[HtlcEvent] = []
         self._session_id: int | None = None
-        self._flush_lock = asyncio.Lock()
+        self._last_write: asyncio.Task[None] | None = None
         self._background: asyncio.Task[None] | None = None
         self._stream: HtlcStreamLike | None = None
         self.stored = 0
@@ -114,15 +114,24 @@ class Recorder:
         """Write the buffered events of the current session in one transaction.
 
         Called with nothing buffered it still lets pending attempts time out.
+        Returns once they (and every batch handed over before them) are written.
         """
-        async with self._flush_lock:
-            batch, self._buffer = self._buffer, []
-            result = await self._store.call(
-                self._ingestor.ingest, self._session_id, batch, self._now()
-            )
-            self.stored += result.new_events
-            if result.new_events < len(batch):
-                log.debug("replayed_events_ignored", count=len(batch) - result.new_events)
+        await asyncio.shield(self._submit())
+
+    def _submit(self) -> asyncio.Task[None]:
+        """Take the buffered events now; write them after the batches taken before."""
+        batch, self._buffer = self._buffer, []
+        task = asyncio.create_task(self._write(self._last_write, batch), name="flush")
+        self._last_write = task
+        return task
+
+    async def _write(self, before: asyncio.Task[None] | None, batch: list[HtlcEvent]) -> None:
+        if before is not None:
+            await asyncio.wait({before})  # in order; its error surfaces where it is awaited
+        result = await self._store.call(self._ingestor.ingest, self._session_id, batch, self._now())
+        self.stored += result.new_events
+        if result.new_events < len(batch):
+            log.debug("replayed_events_ignored", count=len(batch) - result.new_events)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -203,19 +212,14 @@ class Recorder:
     async def _flush_behind(self) -> None:
         """Hand a full batch to the store thread and keep reading while it is written.
 
-        Reading waits only when a write is still running and four batches are waiting
-        (backpressure: memory stays bounded when the store is slower than lnd).
+        Reading waits when the batch before is still being written: at most two
+        batches are held in memory when the store is slower than lnd; the reader
+        process then blocks on the pipe and gRPC's flow control holds lnd back.
         """
-        running = self._background
-        if running is not None and running.done():
-            self._background = None
-            running.result()  # a failed write is a bug: let it surface
-            running = None
-        if running is None:
-            self._background = asyncio.create_task(self.flush(), name="flush")
-        elif len(self._buffer) >= 4 * self._batch_size:
-            await running
-            self._background = None
+        running, self._background = self._background, None
+        if running is not None:
+            await running  # at once if written; raises if the write failed (a bug)
+        self._background = self._submit()
 
     async def _flush_periodically(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "open_engine",
     "open_readonly_engine",
     "sqlite_connection",
+    "upgrade_in_child",
     "upsert_adding",
 ]
 
@@ -62,11 +64,12 @@ def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur.close()
 
 
-def open_engine(path: Path, *, migrate: bool = True) -> Engine:
+def open_engine(path: Path, *, migrate: bool = True, migrate_in_child: bool = False) -> Engine:
     """Open (creating if needed, mode 0600) the store at ``path`` for writing.
 
-    Applies every pending migration when ``migrate``; refuses a store whose
-    schema is newer than this code.
+    Applies every pending migration when ``migrate`` (in a short-lived child process
+    with ``migrate_in_child``: the daemon's); refuses a store whose schema is newer
+    than this code.
     """
     path = path.expanduser()
     try:
@@ -87,7 +90,11 @@ def open_engine(path: Path, *, migrate: bool = True) -> Engine:
         reason = getattr(exc, "orig", None) or exc
         raise StoreError(f"cannot open the store at {path} ({reason}): check --db") from exc
     if migrate:
-        upgrade(engine, path)
+        try:
+            (upgrade_in_child if migrate_in_child else upgrade)(engine, path)
+        except BaseException:
+            engine.dispose()
+            raise
     return engine
 
 
@@ -142,6 +149,44 @@ def upgrade(engine: Engine, path: Path, revision: str = "head") -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def upgrade_in_child(engine: Engine, path: Path) -> None:
+    """:func:`upgrade` to the newest revision in a child process (``python -m
+    lnflow.store.db PATH``).
+
+    Alembic, Mako and the migration scripts cost the process that loads them ~9 MB
+    that Python does not give back; a long-running process keeps them out this way.
+    """
+    if check_schema(engine, path) == SCHEMA_REVISIONS[-1]:
+        return
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", "lnflow.store.db", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if out.returncode == _MIGRATE_FAILED:
+        raise StoreError(out.stderr.strip() or f"cannot migrate the store at {path}")
+    if out.returncode != 0:  # a bug: its traceback
+        sys.stderr.write(out.stderr)
+        raise StoreError(f"migrating the store at {path} failed (status {out.returncode})")
+
+
+_MIGRATE_FAILED = 3
+
+
+def _migrate_main(argv: Sequence[str]) -> int:
+    """Child of :func:`upgrade_in_child`: migrate the store at ``argv[0]``."""
+    try:
+        open_engine(Path(argv[0])).dispose()
+    except StoreError as exc:
+        print(exc, file=sys.stderr)
+        return _MIGRATE_FAILED
+    return 0
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -220,3 +265,7 @@ class BulkStatement:
 def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:
     """An INSERT that skips rows violating a unique key, in this engine's dialect."""
     return dialect_insert(engine, table).on_conflict_do_nothing()
+
+
+if __name__ == "__main__":
+    sys.exit(_migrate_main(sys.argv[1:]))
