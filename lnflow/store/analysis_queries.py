@@ -42,6 +42,7 @@ Reads only; nothing here writes or reads a clock.
 from __future__ import annotations
 
 import gc
+import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ from sqlalchemy import (
     Connection,
     Float,
     Select,
+    String,
     Table,
     and_,
     bindparam,
@@ -266,9 +268,16 @@ _DETAIL_MANY = select(
     forward_attempts.c.missed_fee_msat,
     forward_attempts.c.outgoing_amt_msat,
 ).where(*_of_channels)
-_AMOUNTS_MANY = select(
-    forward_attempts.c.outgoing_channel_id, forward_attempts.c.outgoing_amt_msat
-).where(*_of_channels)
+# (each channel's amounts as one text, "a,b,c": tens of thousands of values come back
+# as one row per channel, parsed in C by json.loads, instead of a driver tuple each)
+_AMOUNTS_MANY = (
+    select(
+        forward_attempts.c.outgoing_channel_id,
+        func.aggregate_strings(cast(forward_attempts.c.outgoing_amt_msat, String), ","),
+    )
+    .where(*_of_channels)
+    .group_by(forward_attempts.c.outgoing_channel_id)
+)
 _COUNT_MANY = (
     select(forward_attempts.c.outgoing_channel_id, func.count())
     .where(*_of_channels)
@@ -334,6 +343,8 @@ def _rows(conn: Connection, stmt: _Query, params: Mapping[str, Any]) -> Sequence
             sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)), 1)
             values.extend(value)
         else:
+            # a value SQLAlchemy renders at execution (aggregate_strings' separator)
+            sql = sql.replace(f"__[POSTCOMPILE_{name}]", "?", 1)
             values.append(value)
     result = conn.exec_driver_sql(sql, tuple(values))
     try:
@@ -498,8 +509,8 @@ class StoreFailureDetails:
                 self._offers[chan] = tuple(failures)
             return
         amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids}
-        for out, amount in _rows(self.conn, _AMOUNTS_MANY, params):
-            amounts[out].append(amount)
+        for out, text in _rows(self.conn, _AMOUNTS_MANY, params):
+            amounts[out] = json.loads(f"[{text}]")
         for out, values in amounts.items():
             values.sort()
             self._amounts[(from_signed64(out), cls)] = tuple(values)
