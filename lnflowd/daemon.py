@@ -32,7 +32,7 @@ from lnflow.recording import (
     guarded,
     sleep_or_stop,
 )
-from lnflow.store.analysis_queries import load_analysis_input
+from lnflow.store.analysis_queries import analyze_window
 from lnflow.store.db import open_engine
 from lnflow.store.ingest import Ingestor
 from lnflow.store.retention import Pruner, PruneReport
@@ -69,12 +69,8 @@ def _analyze_store(
 ) -> AnalysisReport:
     """Read the window and analyse it on one read connection (kept open for the lazy
     failure details). Blocking: runs in a worker thread, never on the store thread."""
-    # imported on first use: nothing at daemon start depends on the analysis core
-    from lnflow.analysis.opportunities import analyze
-
     with engine.connect() as conn:
-        inp = load_analysis_input(conn, node_id, until_ns=until_ns, hours=hours, settings=settings)
-        return analyze(inp, settings, until_ns)
+        return analyze_window(conn, node_id, until_ns=until_ns, hours=hours, settings=settings)
 
 
 def _trimmed(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import random
 import re
 from collections import Counter
@@ -31,7 +32,7 @@ from lnflow.analysis.model import (
     Gap,
     InboundBaseline,
 )
-from lnflow.analysis.opportunities import percentile
+from lnflow.analysis.opportunities import analyze, percentile
 from lnflow.attempts import Outcome
 from lnflow.config import Settings, analysis_settings, load_settings
 from lnflow.domain import (
@@ -49,10 +50,13 @@ from lnflow.domain import (
     to_signed64,
 )
 from lnflow.errors import ConfigError
+from lnflow.store import analysis_queries
 from lnflow.store.analysis_queries import (
     RANK_IN_SQL_FROM_HOURS,
     StoreFailureDetails,
     _span,
+    analyze_window,
+    collector_paused,
     load_analysis_input,
     node_id_of,
     window_for,
@@ -1102,3 +1106,52 @@ def test_batched_details_cover_only_channels_that_can_be_reported(store: Store) 
             assert ahead.amount_percentiles(chan, cls, (50, 90)) == alone.amount_percentiles(
                 chan, cls, (50, 90)
             )
+
+
+# -- the analysis as lnflowd and lnflowctl run it ------------------------------------------
+
+
+def test_analyze_window_is_load_then_analyze_with_the_collector_paused(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill(store)
+    settings = AnalysisSettings()
+    seen: list[bool] = []
+    real_load = analysis_queries.load_analysis_input
+
+    def load(*args: Any, **kwargs: Any) -> AnalysisInput:
+        seen.append(gc.isenabled())
+        return real_load(*args, **kwargs)
+
+    with store.engine.connect() as conn:
+        expected = analyze(
+            real_load(conn, store.node_id, until_ns=UNTIL, hours=24, settings=settings),
+            settings,
+            UNTIL + 5,
+        )
+        monkeypatch.setattr(analysis_queries, "load_analysis_input", load)
+        report = analyze_window(
+            conn, store.node_id, until_ns=UNTIL, hours=24, settings=settings, generated_ns=UNTIL + 5
+        )
+    assert report == expected
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_collector_pause_nests_and_keeps_a_collector_that_was_off() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still runs
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("an analysis that fails")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()

@@ -60,10 +60,12 @@ Choices the table leaves open:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from functools import partial
 from itertools import pairwise
+from operator import itemgetter
 
 from .classify import FailureClass
 from .model import (
@@ -420,13 +422,15 @@ def _regular(
     successes: int,
     inp: AnalysisInput,
     settings: AnalysisSettings,
+    *,
+    rank: int,
 ) -> Opportunity:
     attempts = failures.failures + successes
     advice = recommend(channel, failures, inp.details, settings)
     reason = advice.reason + ("; channel closed" if channel.closed else "")
     missed = failures.missed_dedup_msat
     return Opportunity(
-        rank=0,
+        rank=rank,
         channel_id=channel.chan_id,
         peer_pubkey=channel.peer_pubkey,
         peer_alias=channel.peer_alias,
@@ -586,27 +590,29 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
     if inp.hours <= 0:
         raise ValueError(f"analysis window of {inp.hours} h")
     min_missed_msat = settings.min_missed_sats * _MSAT_PER_SAT
-    found: list[Opportunity] = []
+    # (rank key, the opportunity given its rank): regular ones are built once their rank
+    # is known, their key comes from the same integers _regular uses
+    found: list[tuple[tuple[int, int, int], Callable[..., Opportunity]]] = []
     for chan_id, failures in inp.failures.items():
         channel = inp.channels.get(chan_id)
         if channel is None:  # a foreign SCID: node totals only
             continue
-        if (
-            failures.failures < settings.min_failure_count
-            or failures.missed_dedup_msat < min_missed_msat
-        ):
+        missed = failures.missed_dedup_msat
+        if failures.failures < settings.min_failure_count or missed < min_missed_msat:
             continue
-        found.append(_regular(channel, failures, inp.successes.get(chan_id, 0), inp, settings))
-    regular_ids = {o.channel_id for o in found}
+        successes = inp.successes.get(chan_id, 0)
+        key = (-_urgency(missed, failures.failures, successes), -missed, channel.chan_id)
+        found.append((key, partial(_regular, channel, failures, successes, inp, settings)))
+    regular_ids = {key[2] for key, _ in found}
     for chan_id, baseline in inp.inbound.items():
         channel = inp.channels.get(chan_id)
         if channel is None or chan_id in regular_ids:
             continue
         estimate = _inbound(channel, baseline, inp.successes.get(chan_id, 0), inp.hours, settings)
         if estimate is not None:
-            found.append(estimate)
-    found.sort(key=_rank_key)
-    ranked = tuple(replace(o, rank=i) for i, o in enumerate(found, start=1))
+            found.append((_rank_key(estimate), partial(replace, estimate)))
+    found.sort(key=itemgetter(0))
+    ranked = tuple(build(rank=i) for i, (_, build) in enumerate(found, start=1))
     return AnalysisReport(
         since_ns=inp.since_ns,
         until_ns=inp.until_ns,

@@ -124,8 +124,7 @@ def run_analysis(
     conn: Connection, db_path: Path, hours: int, settings: AnalysisSettings, now_ns: int
 ) -> AnalysisReport:
     """A fresh analysis of the ``hours`` before ``now_ns`` from the store."""
-    from lnflow.analysis.opportunities import analyze
-    from lnflow.store.analysis_queries import load_analysis_input, node_id_of, window_for
+    from lnflow.store.analysis_queries import analyze_window, node_id_of, window_for
 
     node_id = node_id_of(conn)
     if node_id is None:
@@ -134,8 +133,9 @@ def run_analysis(
             "(see `lnflowctl status`)"
         )
     _since, until = window_for(now_ns, hours)
-    inp = load_analysis_input(conn, node_id, until_ns=until, hours=hours, settings=settings)
-    return analyze(inp, settings, now_ns)
+    return analyze_window(
+        conn, node_id, until_ns=until, hours=hours, settings=settings, generated_ns=now_ns
+    )
 
 
 def emit_report(report: AnalysisReport, as_json: bool, *, now_ns: int | None = None) -> None:

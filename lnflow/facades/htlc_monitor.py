@@ -228,8 +228,7 @@ class HTLCMonitor:
         self, hours: int | None = None, settings: AnalysisSettings | None = None
     ) -> AnalysisReport:
         """Analyze the last ``hours`` (default ``history_hours``) of the store, now."""
-        from lnflow.analysis.opportunities import analyze
-        from lnflow.store.analysis_queries import load_analysis_input, window_for
+        from lnflow.store.analysis_queries import analyze_window, window_for
 
         if self.node_id is None:
             raise RuntimeError("nothing recorded yet: await start_monitoring() first")
@@ -245,10 +244,9 @@ class HTLCMonitor:
         def run() -> AnalysisReport:
             _since, until = window_for(now, window)
             with engine.connect() as conn:
-                inp = load_analysis_input(
-                    conn, node_id, until_ns=until, hours=window, settings=settings
+                return analyze_window(
+                    conn, node_id, until_ns=until, hours=window, settings=settings, generated_ns=now
                 )
-                return analyze(inp, settings, now)
 
         return await asyncio.to_thread(run)
 

@@ -41,7 +41,11 @@ Reads only; nothing here writes or reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import gc
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +56,7 @@ from sqlalchemy import (
     Connection,
     Float,
     Select,
+    String,
     Table,
     and_,
     bindparam,
@@ -69,6 +74,7 @@ from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
     INCOMING_CAP,
     AnalysisInput,
+    AnalysisReport,
     AnalysisSettings,
     ChannelFailures,
     ChannelState,
@@ -77,7 +83,7 @@ from lnflow.analysis.model import (
     Gap,
     InboundBaseline,
 )
-from lnflow.analysis.opportunities import dominant_class
+from lnflow.analysis.opportunities import analyze, dominant_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.queries import stream_gaps
@@ -103,6 +109,8 @@ from lnflow.store.writer import NS_PER_HOUR
 __all__ = [
     "RANK_IN_SQL_FROM_HOURS",
     "StoreFailureDetails",
+    "analyze_window",
+    "collector_paused",
     "failure_class_of",
     "load_analysis_input",
     "node_id_of",
@@ -277,8 +285,15 @@ _DETAIL_MANY = select(
     forward_attempts.c.missed_fee_msat,
     forward_attempts.c.outgoing_amt_msat,
 ).where(*_of_channels)
-_AMOUNTS_MANY = select(_out_ref.c.chan_id, forward_attempts.c.outgoing_amt_msat).where(
-    *_of_channels
+# (each channel's amounts as one text, "a,b,c": tens of thousands of values come back
+# as one row per channel, parsed in C by json.loads, instead of a driver tuple each)
+_AMOUNTS_MANY = (
+    select(
+        _out_ref.c.chan_id,
+        func.aggregate_strings(cast(forward_attempts.c.outgoing_amt_msat, String), ","),
+    )
+    .where(*_of_channels)
+    .group_by(_out_ref.c.chan_id)
 )
 _COUNT_MANY = (
     select(_out_ref.c.chan_id, func.count()).where(*_of_channels).group_by(_out_ref.c.chan_id)
@@ -343,6 +358,8 @@ def _rows(conn: Connection, stmt: _Query, params: Mapping[str, Any]) -> Sequence
             sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(value)), 1)
             values.extend(value)
         else:
+            # a value SQLAlchemy renders at execution (aggregate_strings' separator)
+            sql = sql.replace(f"__[POSTCOMPILE_{name}]", "?", 1)
             values.append(value)
     result = conn.exec_driver_sql(sql, tuple(values))
     try:
@@ -507,8 +524,8 @@ class StoreFailureDetails:
                 self._offers[chan] = tuple(failures)
             return
         amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids}
-        for out, amount in _rows(self.conn, _AMOUNTS_MANY, params):
-            amounts[out].append(amount)
+        for out, text in _rows(self.conn, _AMOUNTS_MANY, params):
+            amounts[out] = json.loads(f"[{text}]")
         for out, values in amounts.items():
             values.sort()
             self._amounts[(from_signed64(out), cls)] = tuple(values)
@@ -562,6 +579,71 @@ class StoreFailureDetails:
             )
             self._fees[chan_id] = tuple(FeePoint(int(t), int(b), int(p)) for t, b, p in rows)
         return self._fees[chan_id]
+
+
+class _CollectorPause:
+    """Holds off Python's cyclic garbage collector while any analysis runs (process-wide)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._was_enabled:
+                gc.enable()
+
+
+_COLLECTOR_PAUSE = _CollectorPause()
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while the block runs (one analysis).
+
+    An analysis allocates tens of thousands of short-lived tuples and records (the rows
+    it reads, the per-channel figures) and creates no reference cycles, yet each time
+    the collector's allocation thresholds fill up it walks young objects, and now and
+    then the whole heap (generation 2): a run took 110–146 ms instead of a steady
+    ~115 on the reference machine. Reference counting frees everything as before; the
+    collector resumes its thresholds when the outermost pause ends (it stays off if it
+    was off). The switch is process-wide: another thread's allocations are not
+    collected during a run either, which only defers their collection.
+    """
+    _COLLECTOR_PAUSE.enter()
+    try:
+        yield
+    finally:
+        _COLLECTOR_PAUSE.leave()
+
+
+def analyze_window(
+    conn: Connection,
+    node_id: int,
+    *,
+    until_ns: int,
+    hours: int,
+    settings: AnalysisSettings,
+    generated_ns: int | None = None,
+) -> AnalysisReport:
+    """The analysis of the window of :func:`window_for`, read through ``conn``.
+
+    :func:`load_analysis_input` then :func:`~lnflow.analysis.opportunities.analyze`
+    (``generated_ns`` defaults to ``until_ns``) with the collector paused
+    (:func:`collector_paused`): what lnflowd, lnflowctl and the facades run.
+    """
+    with collector_paused():
+        inp = load_analysis_input(conn, node_id, until_ns=until_ns, hours=hours, settings=settings)
+        return analyze(inp, settings, until_ns if generated_ns is None else generated_ns)
 
 
 def load_analysis_input(
