@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from pathlib import Path
@@ -100,7 +101,23 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(settings: Settings) -> int:
     from .daemon import Daemon
 
+    _tune_gc()
     return await Daemon(settings).run()
+
+
+def _tune_gc() -> None:
+    """Fewer, cheaper cyclic-GC passes for the recording hot path.
+
+    Events and attempts live for a batch (thousands of objects), so with the default
+    thresholds they reach the oldest generation and trigger full collections that walk
+    every module, SQLAlchemy and protobuf object loaded at start-up (bench/ingest, 20 s:
+    3.6 s inside collections while the process used 10.7 s of CPU; 0.7 s after).
+    Freezing start-up's objects takes them out of those walks; a larger first threshold
+    collects less often. Almost nothing per event is cyclic (reference counting frees
+    it), so memory does not grow.
+    """
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 10)
 
 
 if __name__ == "__main__":

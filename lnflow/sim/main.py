@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -148,6 +149,12 @@ async def serve(cfg: SimConfig) -> int:
     for op in setup:  # channels and ledger exist before the first client connects
         await driver.run(op)
     preload_history(node, cfg.history, now, cfg.seed)
+    # The model's events live until written (and in the replay buffer), so with the
+    # default thresholds they reach the oldest generation and trigger full collections
+    # over the growing ledger (bench/ingest: 2.3 s of 18 s CPU in 20 s; 0.35 s after), on
+    # the thread that also writes the streams. Nothing per event is cyclic.
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 10)
 
     sim_json = cfg.lnddir / "sim.json"
     sim_json.unlink(missing_ok=True)

@@ -247,12 +247,22 @@ class BulkStatement:
         self._picks = [index.get(name) for name in order]
         self._constants = [compiled.params.get(name) for name in order]
         self._identity = self._picks == list(range(len(columns)))
+        # The columns in order, then only constants (an upsert's CASE values): a row
+        # then takes one tuple concatenation instead of a pick per parameter.
+        n = len(columns)
+        tail = self._picks[n:]
+        self._suffix: tuple[Any, ...] | None = None
+        if not self._identity and self._picks[:n] == list(range(n)) and tail == [None] * len(tail):
+            self._suffix = tuple(self._constants[n:])
 
     def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
         """Run for every row; returns how many rows were changed."""
         if not rows:
             return 0
-        if not self._identity:
+        if self._suffix is not None:
+            suffix = self._suffix
+            rows = [tuple(row) + suffix for row in rows]
+        elif not self._identity:
             picks, constants = self._picks, self._constants
             rows = [
                 tuple(row[i] if i is not None else c for i, c in zip(picks, constants, strict=True))
