@@ -59,6 +59,7 @@ from sqlalchemy import (
     cast,
     func,
     literal_column,
+    or_,
     select,
     union_all,
 )
@@ -965,28 +966,19 @@ _a, _c = forward_attempts, failure_clusters
 _a_out, _a_in = channel_refs.alias("a_out"), channel_refs.alias("a_in")
 
 
-def _raw_failures_of(cls: FailureClass, failures_col: str) -> Select[Any]:
-    """The hour's local failures of one class, grouped as the rollups count them.
+def _raw_failures_of(cls: FailureClass, failures_col: str, *columns: Any) -> Select[Any]:
+    """The hour's local failures of one class in [lo, hi), with the given columns.
 
     See _RESOLVE_SLACK_NS: one index range per outgoing channel whose rollup row of the
     hour counts failures of the class (every failure of the hour is counted there; the
     ``other`` column also counts class numbers this code does not know, so it may ask
-    for a range that holds none).
+    for a range that holds none). ``columns`` may name the outgoing channel's SCID
+    (``_fh.c.outgoing_channel_id``), the attempt (``_a``), its incoming channel
+    (``_a_in``) and its cluster (``_c``).
     """
     number: ColumnElement[int] = literal_column(str(int(cls)))
     return (
-        select(
-            _fh.c.outgoing_channel_id,
-            func.coalesce(_a_in.c.chan_id, 0),
-            number,
-            _a.c.cluster_id,
-            _c.c.first_ns,
-            func.count(),
-            func.sum(_a.c.missed_fee_msat),
-            func.max(_a.c.missed_fee_msat),
-            func.min(_a.c.resolved_ns),
-            func.max(_a.c.resolved_ns),
-        )
+        select(*columns)
         .select_from(
             _fh.join(
                 _a_out,
@@ -1012,33 +1004,93 @@ def _raw_failures_of(cls: FailureClass, failures_col: str) -> Select[Any]:
         .where(_fh.c[failures_col] > 0)
         .where(_unindexed(_a.c.node_id) == bindparam("node"))
         .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
-        .group_by(
-            _fh.c.outgoing_channel_id,
-            _a_in.c.chan_id,
-            _a.c.cluster_id,
-            _c.c.first_ns,
-        )
     )
 
 
+_RAW_CLASSES = tuple(zip(FailureClass, (col for col, _ in CLASS_COLUMNS), strict=True))
+# a failure recorded without a cluster (the recorder assigns every local failure one)
+_no_cluster = or_(_a.c.cluster_id.is_(None), _c.c.first_ns.is_(None))
+# Per (outgoing, incoming, class): failures, raw missed msat, the first and last
+# resolved_ns, and the failures and raw missed msat of those without a cluster. One row
+# per channel pair and class, however many failures the range holds.
 _RAW_FAILURES = union_all(
     *(
-        _raw_failures_of(cls, failures_col)
-        for cls, (failures_col, _) in zip(FailureClass, CLASS_COLUMNS, strict=True)
+        _raw_failures_of(
+            cls,
+            failures_col,
+            _fh.c.outgoing_channel_id,
+            func.coalesce(_a_in.c.chan_id, 0),
+            literal_column(str(int(cls))),
+            func.count(),
+            func.sum(_a.c.missed_fee_msat),
+            func.min(_a.c.resolved_ns),
+            func.max(_a.c.resolved_ns),
+            func.sum(case((_no_cluster, 1), else_=0)),
+            func.sum(case((_no_cluster, _a.c.missed_fee_msat), else_=0)),
+        ).group_by(_fh.c.outgoing_channel_id, _a_in.c.chan_id)
+        for cls, failures_col in _RAW_CLASSES
     )
 )
+# Each cluster with a member in the range: its channel, first failure and largest missed
+# fee in the range (over all classes)
+_raw_members = union_all(
+    *(
+        _raw_failures_of(
+            cls,
+            failures_col,
+            _fh.c.outgoing_channel_id.label("out"),
+            _a_out.c.id.label("out_ref"),
+            _a.c.cluster_id.label("cluster_id"),
+            _c.c.first_ns.label("first_ns"),
+            _a.c.missed_fee_msat.label("fee"),
+        ).where(~_no_cluster)
+        for cls, failures_col in _RAW_CLASSES
+    )
+).subquery("members")
+_m = _raw_members.c
 # the largest missed fee among a cluster's members resolved before lo
-_CLUSTER_MAX_BEFORE = (
+_cluster_max_before = func.coalesce(
     select(func.max(_a.c.missed_fee_msat))
-    .where(_a.c.outgoing_chan_ref == _ref_of(bindparam("out")))
+    .where(_a.c.outgoing_chan_ref == _m.out_ref)
     .where(_a.c.failure_class.in_([literal_column(str(int(c))) for c in FailureClass]))
     # members resolved at or after the cluster's first failure: see _RESOLVE_SLACK_NS
-    .where(_a.c.resolved_ns >= bindparam("resolved_from"))
+    .where(_a.c.resolved_ns >= _m.first_ns - literal_column(str(_RESOLVE_SLACK_NS)))
     .where(_a.c.resolved_ns < bindparam("lo"))
-    .where(_a.c.cluster_id == bindparam("cluster"))
+    .where(_a.c.cluster_id == _m.cluster_id)
     .where(_unindexed(_a.c.node_id) == bindparam("node"))
-    .where(_a.c.outcome == _FAILED_LOCAL)
+    .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
+    .scalar_subquery(),
+    0,
 )
+# Per cluster: its channel, first failure, largest missed fee in the range (none below
+# 0) and, for a cluster opened before the range, its largest fee before lo (looked up
+# once per cluster, as the group is output)
+_raw_clusters = (
+    select(
+        _m.out,
+        _m.first_ns,
+        case((func.max(_m.fee) > 0, func.max(_m.fee)), else_=0).label("top"),
+        case((_m.first_ns >= bindparam("lo"), 0), else_=_cluster_max_before).label("before"),
+    )
+    .group_by(_m.out, _m.out_ref, _m.cluster_id, _m.first_ns)
+    .subquery("grown")
+)
+_g = _raw_clusters.c
+_opened_in_range = _g.first_ns >= bindparam("lo")
+# Per outgoing channel: the clusters opened in the range (first_ns < hi: each has a
+# member here), and the deduplicated missed fee as the growth of each cluster's largest
+# fee within the range (all of it for a cluster opened in the range).
+_RAW_CLUSTERS = select(
+    _g.out,
+    func.sum(case((and_(_opened_in_range, _g.first_ns < bindparam("hi")), 1), else_=0)),
+    func.sum(
+        case(
+            (_opened_in_range, _g.top),
+            (_g.top > _g.before, _g.top - _g.before),
+            else_=0,
+        )
+    ),
+).group_by(_g.out)
 
 
 def _add_raw_failures(
@@ -1048,7 +1100,8 @@ def _add_raw_failures(
 
     Counted as the rollups count them: a failure in its (outgoing, incoming, class) group;
     a cluster when its first member falls in the range; the deduplicated missed fee as
-    the growth of each cluster's largest fee within the range.
+    the growth of each cluster's largest fee within the range. Summed in SQL to a few
+    rows per channel: the range may hold a million failures.
     """
     params = {
         "node": node_id,
@@ -1056,48 +1109,19 @@ def _add_raw_failures(
         "lo": lo,
         "hi": hi,
     }
-    rows = _rows(conn, _RAW_FAILURES, params)
-    # (outgoing channel, cluster id) → (cluster's first_ns, largest fee in the range)
-    grown: dict[tuple[int, int], tuple[int, int]] = {}
-    for out, inc, cls, cluster_id, cluster_first_ns, n, raw, top, first_ns, last_ns in rows:
+    for out, inc, cls, n, raw, first_ns, last_ns, lone, lone_raw in _rows(
+        conn, _RAW_FAILURES, params
+    ):
         sums = _FailureSums.of(acc, out, first_ns, last_ns)
         sums.add_failures(failure_class_of(cls), int(n), int(raw))
         sums.incoming.add(inc)
-        if cluster_id is None or cluster_first_ns is None:
-            # recorded without a cluster (the recorder assigns every local failure one):
-            # each such failure stands alone
-            sums.clusters += int(n)
-            sums.dedup_msat += int(raw)
-            continue
-        key = (out, cluster_id)
-        seen = grown.get(key)
-        grown[key] = (cluster_first_ns, max(int(top), seen[1] if seen else 0))
-    for (out, cluster_id), (cluster_first_ns, top) in grown.items():
+        # each failure without a cluster stands alone
+        sums.clusters += int(lone)
+        sums.dedup_msat += int(lone_raw)
+    for out, clusters, dedup in _rows(conn, _RAW_CLUSTERS, params):
         sums = acc[out]
-        if cluster_first_ns >= lo:  # opened in the range (first_ns < hi: it has a member here)
-            sums.clusters += 1 if cluster_first_ns < hi else 0
-            sums.dedup_msat += top
-        else:  # opened before the range: only its growth counts here
-            before = _cluster_max_before(conn, node_id, out, cluster_id, cluster_first_ns, lo)
-            sums.dedup_msat += max(0, top - before)
-
-
-def _cluster_max_before(
-    conn: Connection, node_id: int, out: int, cluster_id: int, cluster_first_ns: int, lo: int
-) -> int:
-    """The largest missed fee among the cluster's members resolved before ``lo``."""
-    ((top,),) = _rows(
-        conn,
-        _CLUSTER_MAX_BEFORE,
-        {
-            "node": node_id,
-            "out": out,
-            "cluster": cluster_id,
-            "resolved_from": cluster_first_ns - _RESOLVE_SLACK_NS,
-            "lo": lo,
-        },
-    )
-    return int(top or 0)
+        sums.clusters += int(clusters)
+        sums.dedup_msat += int(dedup)
 
 
 # --------------------------------------------------------------------------- forwards
