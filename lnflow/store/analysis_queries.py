@@ -102,6 +102,7 @@ from lnflow.store.schema import (
 from lnflow.store.writer import NS_PER_HOUR
 
 __all__ = [
+    "RANK_IN_SQL_FROM_AMOUNTS",
     "RANK_IN_SQL_FROM_HOURS",
     "StoreFailureDetails",
     "failure_class_of",
@@ -305,6 +306,10 @@ _ranked = (
 )
 _RANK_ASC = _ranked.order_by(forward_attempts.c.outgoing_amt_msat)
 _RANK_DESC = _ranked.order_by(forward_attempts.c.outgoing_amt_msat.desc())
+# Shorter windows rank a channel's amounts of a class in SQL too when there are more than
+# this many: reading them would hold them all in memory at once (a busy hour may hold a
+# million failures).
+RANK_IN_SQL_FROM_AMOUNTS = 20_000
 # From this window length on, amounts are ranked in SQL rather than read and sorted here.
 # Both are exact. Reading costs per amount in the window; ranking walks up to half the
 # channel's retained amounts of the class, in window or not, but in SQLite's C at a
@@ -355,6 +360,13 @@ def _rows(conn: Connection, stmt: _Query, params: Mapping[str, Any]) -> Sequence
 def _nearest_rank_of(n: int, p: int) -> int:
     """The 1-based nearest rank of ``p`` percent among ``n`` values."""
     return max(1, -(-p * n // 100))
+
+
+def _ranks_of(ordered: Sequence[int], percents: Sequence[int]) -> tuple[int, ...]:
+    """The nearest ranks of ``percents`` among sorted values (none when there are none)."""
+    if not ordered:
+        return ()
+    return tuple(ordered[_nearest_rank_of(len(ordered), p) - 1] for p in percents)
 
 
 def _sample_of(
@@ -419,7 +431,8 @@ class StoreFailureDetails:
     ``likely`` (the channels a class dominates, from :func:`load_analysis_input`) the first
     question reads the class for all of them in one statement. Amount percentiles are
     nearest ranks, exact either way: windows shorter than :data:`RANK_IN_SQL_FROM_HOURS`
-    read and sort the amounts, longer ones count them and walk
+    read and sort the amounts, longer ones and channels with more than
+    :data:`RANK_IN_SQL_FROM_AMOUNTS` amounts of the class count them and walk
     ``ix_forward_attempts_local_amount`` to each rank. It uses ``conn``, so the caller
     keeps that connection open until the analysis has finished with the input.
     """
@@ -464,7 +477,7 @@ class StoreFailureDetails:
             batch = self.likely.get(cls, frozenset())
             if chan_id in batch:
                 self._read_amounts(cls, batch)
-            else:
+            if key not in self._amounts:
                 self._amounts[key] = tuple(sorted(a for _, a in self._local_failures(chan_id, cls)))
         return self._amounts[key]
 
@@ -507,7 +520,12 @@ class StoreFailureDetails:
                 self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount in failures))
                 self._offers[chan] = tuple(failures)
             return
-        amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids}
+        # channels counted with many amounts are ranked in SQL (amount_percentiles)
+        many = {c for c in chan_ids if self._counts.get((c, cls), 0) > RANK_IN_SQL_FROM_AMOUNTS}
+        amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids - many}
+        if not amounts:
+            return
+        params["outs"] = sorted(amounts)
         for out, amount in _rows(self.conn, _AMOUNTS_MANY, params):
             amounts[out].append(amount)
         for out, values in amounts.items():
@@ -517,11 +535,10 @@ class StoreFailureDetails:
     def amount_percentiles(
         self, chan_id: int, cls: FailureClass, percents: Sequence[int]
     ) -> Sequence[int]:
-        if self.until_ns - self.since_ns < RANK_IN_SQL_FROM_HOURS * NS_PER_HOUR:
-            ordered = self.amounts_msat(chan_id, cls)
-            if not ordered:
-                return ()
-            return tuple(ordered[_nearest_rank_of(len(ordered), p) - 1] for p in percents)
+        key = (chan_id, cls)
+        short = self.until_ns - self.since_ns < RANK_IN_SQL_FROM_HOURS * NS_PER_HOUR
+        if short and key in self._amounts:
+            return _ranks_of(self._amounts[key], percents)
         params = {
             "out": to_signed64(chan_id),
             "cls": int(cls),
@@ -530,6 +547,8 @@ class StoreFailureDetails:
             "node": self.node_id,
         }
         n = self._count(chan_id, cls, params)
+        if short and n <= RANK_IN_SQL_FROM_AMOUNTS:
+            return _ranks_of(self.amounts_msat(chan_id, cls), percents)
         result = []
         for p in percents if n else ():
             k = _nearest_rank_of(n, p)
