@@ -19,6 +19,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, event, insert, select
 
+import lnflow.store.analysis_queries as analysis_queries
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
     INCOMING_CAP,
@@ -50,8 +51,8 @@ from lnflow.domain import (
     to_signed64,
 )
 from lnflow.errors import ConfigError
-from lnflow.store import analysis_queries
 from lnflow.store.analysis_queries import (
+    RANK_IN_SQL_FROM_AMOUNTS,
     RANK_IN_SQL_FROM_HOURS,
     StoreFailureDetails,
     _span,
@@ -782,7 +783,9 @@ def test_long_windows_read_whole_hours_from_rollups(store: Store) -> None:
         for statements, _ in runs.values()
     ]
     assert counted[0] == counted[1]
-    assert len([s for s in counted[0] if re.search(r"\bJOIN forward_attempts\b", s)]) == 2
+    # two statements per partial hour: the sums per channel pair and class, and the
+    # clusters' sums per channel
+    assert len([s for s in counted[0] if re.search(r"\bJOIN forward_attempts\b", s)]) == 4
     # and the month sees all the day saw
     assert runs[720][1].failures[A].failures == runs[24][1].failures[A].failures + 1
 
@@ -832,7 +835,7 @@ def full_scans(engine: Engine, statements: list[tuple[str, Any]]) -> list[str]:
     ids=["hours: some 60 h of data", "days: some 12 days, windows of whole days and hours"],
 )
 def test_random_windows_match_a_brute_force_count(
-    store: Store, gap_scale: int, max_hours: int
+    store: Store, gap_scale: int, max_hours: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Random failures and forwards; many windows, aligned or not, short or over days."""
     rng = random.Random(7)
@@ -883,7 +886,7 @@ def test_random_windows_match_a_brute_force_count(
         (rng.choice(events).timestamp_ns + hours * H, hours)
         for hours in (rng.randint(1, max_hours) for _ in range(15))
     ]
-    ranked_in_sql = 0
+    ranked_in_sql = short_ranked_in_sql = 0
     for until, hours in windows:
         inp = load(store, until, hours, baseline_days=1)
         assert inp.failures == truth.failures(until - hours * H, until), (until, hours)
@@ -892,6 +895,10 @@ def test_random_windows_match_a_brute_force_count(
         assert inp.node_failures == sum(f.failures for f in inp.failures.values())
         # percentiles of the failed amounts: read and sorted (short windows) or ranked in
         # SQL (from RANK_IN_SQL_FROM_HOURS), the same nearest ranks either way
+        # every third window ranks the amounts of channels with more than 3 in SQL,
+        # however short the window
+        many = 3 if (until // S) % 3 == 0 else RANK_IN_SQL_FROM_AMOUNTS
+        monkeypatch.setattr(analysis_queries, "RANK_IN_SQL_FROM_AMOUNTS", many)
         with store.engine.connect() as conn:
             # every other window reads each class's amounts for all channels at once
             likely = {c: frozenset(outs) for c in FailureClass} if hours % 2 else {}
@@ -904,7 +911,9 @@ def test_random_windows_match_a_brute_force_count(
                 offers = truth.offers(out, FailureClass.FEE, until - hours * H, until)
                 assert sorted(details.fee_offers(out)) == sorted(offers)
         ranked_in_sql += hours >= RANK_IN_SQL_FROM_HOURS
+        short_ranked_in_sql += hours < RANK_IN_SQL_FROM_HOURS and many == 3
     assert ranked_in_sql >= (5 if max_hours > RANK_IN_SQL_FROM_HOURS else 2)
+    assert short_ranked_in_sql >= 5
 
 
 PERCENTS = (1, 10, 50, 90, 99, 100)

@@ -64,6 +64,7 @@ from sqlalchemy import (
     cast,
     func,
     literal_column,
+    or_,
     select,
     union_all,
 )
@@ -107,6 +108,7 @@ from lnflow.store.schema import (
 from lnflow.store.writer import NS_PER_HOUR
 
 __all__ = [
+    "RANK_IN_SQL_FROM_AMOUNTS",
     "RANK_IN_SQL_FROM_HOURS",
     "StoreFailureDetails",
     "analyze_window",
@@ -319,6 +321,10 @@ _ranked = (
 )
 _RANK_ASC = _ranked.order_by(forward_attempts.c.outgoing_amt_msat)
 _RANK_DESC = _ranked.order_by(forward_attempts.c.outgoing_amt_msat.desc())
+# Shorter windows rank a channel's amounts of a class in SQL too when there are more than
+# this many: reading them would hold them all in memory at once (a busy hour may hold a
+# million failures).
+RANK_IN_SQL_FROM_AMOUNTS = 20_000
 # From this window length on, amounts are ranked in SQL rather than read and sorted here.
 # Both are exact. Reading costs per amount in the window; ranking walks up to half the
 # channel's retained amounts of the class, in window or not, but in SQLite's C at a
@@ -371,6 +377,13 @@ def _rows(conn: Connection, stmt: _Query, params: Mapping[str, Any]) -> Sequence
 def _nearest_rank_of(n: int, p: int) -> int:
     """The 1-based nearest rank of ``p`` percent among ``n`` values."""
     return max(1, -(-p * n // 100))
+
+
+def _ranks_of(ordered: Sequence[int], percents: Sequence[int]) -> tuple[int, ...]:
+    """The nearest ranks of ``percents`` among sorted values (none when there are none)."""
+    if not ordered:
+        return ()
+    return tuple(ordered[_nearest_rank_of(len(ordered), p) - 1] for p in percents)
 
 
 def _sample_of(
@@ -435,7 +448,8 @@ class StoreFailureDetails:
     ``likely`` (the channels a class dominates, from :func:`load_analysis_input`) the first
     question reads the class for all of them in one statement. Amount percentiles are
     nearest ranks, exact either way: windows shorter than :data:`RANK_IN_SQL_FROM_HOURS`
-    read and sort the amounts, longer ones count them and walk
+    read and sort the amounts, longer ones and channels with more than
+    :data:`RANK_IN_SQL_FROM_AMOUNTS` amounts of the class count them and walk
     ``ix_forward_attempts_local_amount`` to each rank. It uses ``conn``, so the caller
     keeps that connection open until the analysis has finished with the input.
     """
@@ -480,7 +494,7 @@ class StoreFailureDetails:
             batch = self.likely.get(cls, frozenset())
             if chan_id in batch:
                 self._read_amounts(cls, batch)
-            else:
+            if key not in self._amounts:
                 self._amounts[key] = tuple(sorted(a for _, a in self._local_failures(chan_id, cls)))
         return self._amounts[key]
 
@@ -523,7 +537,12 @@ class StoreFailureDetails:
                 self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount in failures))
                 self._offers[chan] = tuple(failures)
             return
-        amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids}
+        # channels counted with many amounts are ranked in SQL (amount_percentiles)
+        many = {c for c in chan_ids if self._counts.get((c, cls), 0) > RANK_IN_SQL_FROM_AMOUNTS}
+        amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids - many}
+        if not amounts:
+            return
+        params["outs"] = sorted(amounts)
         for out, text in _rows(self.conn, _AMOUNTS_MANY, params):
             amounts[out] = json.loads(f"[{text}]")
         for out, values in amounts.items():
@@ -533,11 +552,10 @@ class StoreFailureDetails:
     def amount_percentiles(
         self, chan_id: int, cls: FailureClass, percents: Sequence[int]
     ) -> Sequence[int]:
-        if self.until_ns - self.since_ns < RANK_IN_SQL_FROM_HOURS * NS_PER_HOUR:
-            ordered = self.amounts_msat(chan_id, cls)
-            if not ordered:
-                return ()
-            return tuple(ordered[_nearest_rank_of(len(ordered), p) - 1] for p in percents)
+        key = (chan_id, cls)
+        short = self.until_ns - self.since_ns < RANK_IN_SQL_FROM_HOURS * NS_PER_HOUR
+        if short and key in self._amounts:
+            return _ranks_of(self._amounts[key], percents)
         params = {
             "out": to_signed64(chan_id),
             "cls": int(cls),
@@ -546,6 +564,8 @@ class StoreFailureDetails:
             "node": self.node_id,
         }
         n = self._count(chan_id, cls, params)
+        if short and n <= RANK_IN_SQL_FROM_AMOUNTS:
+            return _ranks_of(self.amounts_msat(chan_id, cls), percents)
         result = []
         for p in percents if n else ():
             k = _nearest_rank_of(n, p)
@@ -1047,28 +1067,19 @@ _a, _c = forward_attempts, failure_clusters
 _a_out, _a_in = channel_refs.alias("a_out"), channel_refs.alias("a_in")
 
 
-def _raw_failures_of(cls: FailureClass, failures_col: str) -> Select[Any]:
-    """The hour's local failures of one class, grouped as the rollups count them.
+def _raw_failures_of(cls: FailureClass, failures_col: str, *columns: Any) -> Select[Any]:
+    """The hour's local failures of one class in [lo, hi), with the given columns.
 
     See _RESOLVE_SLACK_NS: one index range per outgoing channel whose rollup row of the
     hour counts failures of the class (every failure of the hour is counted there; the
     ``other`` column also counts class numbers this code does not know, so it may ask
-    for a range that holds none).
+    for a range that holds none). ``columns`` may name the outgoing channel's SCID
+    (``_fh.c.outgoing_channel_id``), the attempt (``_a``), its incoming channel
+    (``_a_in``) and its cluster (``_c``).
     """
     number: ColumnElement[int] = literal_column(str(int(cls)))
     return (
-        select(
-            _fh.c.outgoing_channel_id,
-            func.coalesce(_a_in.c.chan_id, 0),
-            number,
-            _a.c.cluster_id,
-            _c.c.first_ns,
-            func.count(),
-            func.sum(_a.c.missed_fee_msat),
-            func.max(_a.c.missed_fee_msat),
-            func.min(_a.c.resolved_ns),
-            func.max(_a.c.resolved_ns),
-        )
+        select(*columns)
         .select_from(
             _fh.join(
                 _a_out,
@@ -1094,33 +1105,93 @@ def _raw_failures_of(cls: FailureClass, failures_col: str) -> Select[Any]:
         .where(_fh.c[failures_col] > 0)
         .where(_unindexed(_a.c.node_id) == bindparam("node"))
         .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
-        .group_by(
-            _fh.c.outgoing_channel_id,
-            _a_in.c.chan_id,
-            _a.c.cluster_id,
-            _c.c.first_ns,
-        )
     )
 
 
+_RAW_CLASSES = tuple(zip(FailureClass, (col for col, _ in CLASS_COLUMNS), strict=True))
+# a failure recorded without a cluster (the recorder assigns every local failure one)
+_no_cluster = or_(_a.c.cluster_id.is_(None), _c.c.first_ns.is_(None))
+# Per (outgoing, incoming, class): failures, raw missed msat, the first and last
+# resolved_ns, and the failures and raw missed msat of those without a cluster. One row
+# per channel pair and class, however many failures the range holds.
 _RAW_FAILURES = union_all(
     *(
-        _raw_failures_of(cls, failures_col)
-        for cls, (failures_col, _) in zip(FailureClass, CLASS_COLUMNS, strict=True)
+        _raw_failures_of(
+            cls,
+            failures_col,
+            _fh.c.outgoing_channel_id,
+            func.coalesce(_a_in.c.chan_id, 0),
+            literal_column(str(int(cls))),
+            func.count(),
+            func.sum(_a.c.missed_fee_msat),
+            func.min(_a.c.resolved_ns),
+            func.max(_a.c.resolved_ns),
+            func.sum(case((_no_cluster, 1), else_=0)),
+            func.sum(case((_no_cluster, _a.c.missed_fee_msat), else_=0)),
+        ).group_by(_fh.c.outgoing_channel_id, _a_in.c.chan_id)
+        for cls, failures_col in _RAW_CLASSES
     )
 )
+# Each cluster with a member in the range: its channel, first failure and largest missed
+# fee in the range (over all classes)
+_raw_members = union_all(
+    *(
+        _raw_failures_of(
+            cls,
+            failures_col,
+            _fh.c.outgoing_channel_id.label("out"),
+            _a_out.c.id.label("out_ref"),
+            _a.c.cluster_id.label("cluster_id"),
+            _c.c.first_ns.label("first_ns"),
+            _a.c.missed_fee_msat.label("fee"),
+        ).where(~_no_cluster)
+        for cls, failures_col in _RAW_CLASSES
+    )
+).subquery("members")
+_m = _raw_members.c
 # the largest missed fee among a cluster's members resolved before lo
-_CLUSTER_MAX_BEFORE = (
+_cluster_max_before = func.coalesce(
     select(func.max(_a.c.missed_fee_msat))
-    .where(_a.c.outgoing_chan_ref == _ref_of(bindparam("out")))
+    .where(_a.c.outgoing_chan_ref == _m.out_ref)
     .where(_a.c.failure_class.in_([literal_column(str(int(c))) for c in FailureClass]))
     # members resolved at or after the cluster's first failure: see _RESOLVE_SLACK_NS
-    .where(_a.c.resolved_ns >= bindparam("resolved_from"))
+    .where(_a.c.resolved_ns >= _m.first_ns - literal_column(str(_RESOLVE_SLACK_NS)))
     .where(_a.c.resolved_ns < bindparam("lo"))
-    .where(_a.c.cluster_id == bindparam("cluster"))
+    .where(_a.c.cluster_id == _m.cluster_id)
     .where(_unindexed(_a.c.node_id) == bindparam("node"))
-    .where(_a.c.outcome == _FAILED_LOCAL)
+    .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
+    .scalar_subquery(),
+    0,
 )
+# Per cluster: its channel, first failure, largest missed fee in the range (none below
+# 0) and, for a cluster opened before the range, its largest fee before lo (looked up
+# once per cluster, as the group is output)
+_raw_clusters = (
+    select(
+        _m.out,
+        _m.first_ns,
+        case((func.max(_m.fee) > 0, func.max(_m.fee)), else_=0).label("top"),
+        case((_m.first_ns >= bindparam("lo"), 0), else_=_cluster_max_before).label("before"),
+    )
+    .group_by(_m.out, _m.out_ref, _m.cluster_id, _m.first_ns)
+    .subquery("grown")
+)
+_g = _raw_clusters.c
+_opened_in_range = _g.first_ns >= bindparam("lo")
+# Per outgoing channel: the clusters opened in the range (first_ns < hi: each has a
+# member here), and the deduplicated missed fee as the growth of each cluster's largest
+# fee within the range (all of it for a cluster opened in the range).
+_RAW_CLUSTERS = select(
+    _g.out,
+    func.sum(case((and_(_opened_in_range, _g.first_ns < bindparam("hi")), 1), else_=0)),
+    func.sum(
+        case(
+            (_opened_in_range, _g.top),
+            (_g.top > _g.before, _g.top - _g.before),
+            else_=0,
+        )
+    ),
+).group_by(_g.out)
 
 
 def _add_raw_failures(
@@ -1130,7 +1201,8 @@ def _add_raw_failures(
 
     Counted as the rollups count them: a failure in its (outgoing, incoming, class) group;
     a cluster when its first member falls in the range; the deduplicated missed fee as
-    the growth of each cluster's largest fee within the range.
+    the growth of each cluster's largest fee within the range. Summed in SQL to a few
+    rows per channel: the range may hold a million failures.
     """
     params = {
         "node": node_id,
@@ -1138,48 +1210,19 @@ def _add_raw_failures(
         "lo": lo,
         "hi": hi,
     }
-    rows = _rows(conn, _RAW_FAILURES, params)
-    # (outgoing channel, cluster id) → (cluster's first_ns, largest fee in the range)
-    grown: dict[tuple[int, int], tuple[int, int]] = {}
-    for out, inc, cls, cluster_id, cluster_first_ns, n, raw, top, first_ns, last_ns in rows:
+    for out, inc, cls, n, raw, first_ns, last_ns, lone, lone_raw in _rows(
+        conn, _RAW_FAILURES, params
+    ):
         sums = _FailureSums.of(acc, out, first_ns, last_ns)
         sums.add_failures(failure_class_of(cls), int(n), int(raw))
         sums.incoming.add(inc)
-        if cluster_id is None or cluster_first_ns is None:
-            # recorded without a cluster (the recorder assigns every local failure one):
-            # each such failure stands alone
-            sums.clusters += int(n)
-            sums.dedup_msat += int(raw)
-            continue
-        key = (out, cluster_id)
-        seen = grown.get(key)
-        grown[key] = (cluster_first_ns, max(int(top), seen[1] if seen else 0))
-    for (out, cluster_id), (cluster_first_ns, top) in grown.items():
+        # each failure without a cluster stands alone
+        sums.clusters += int(lone)
+        sums.dedup_msat += int(lone_raw)
+    for out, clusters, dedup in _rows(conn, _RAW_CLUSTERS, params):
         sums = acc[out]
-        if cluster_first_ns >= lo:  # opened in the range (first_ns < hi: it has a member here)
-            sums.clusters += 1 if cluster_first_ns < hi else 0
-            sums.dedup_msat += top
-        else:  # opened before the range: only its growth counts here
-            before = _cluster_max_before(conn, node_id, out, cluster_id, cluster_first_ns, lo)
-            sums.dedup_msat += max(0, top - before)
-
-
-def _cluster_max_before(
-    conn: Connection, node_id: int, out: int, cluster_id: int, cluster_first_ns: int, lo: int
-) -> int:
-    """The largest missed fee among the cluster's members resolved before ``lo``."""
-    ((top,),) = _rows(
-        conn,
-        _CLUSTER_MAX_BEFORE,
-        {
-            "node": node_id,
-            "out": out,
-            "cluster": cluster_id,
-            "resolved_from": cluster_first_ns - _RESOLVE_SLACK_NS,
-            "lo": lo,
-        },
-    )
-    return int(top or 0)
+        sums.clusters += int(clusters)
+        sums.dedup_msat += int(dedup)
 
 
 # --------------------------------------------------------------------------- forwards
