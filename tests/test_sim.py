@@ -25,7 +25,7 @@ from lnflow.lnd._proto import (
     verrpc_pb2_grpc,
 )
 from lnflow.sim.events import SimEvent, event_from_json, event_to_json
-from lnflow.sim.hub import Hub
+from lnflow.sim.hub import Hub, htlc_event_message, htlc_event_payload
 from lnflow.sim.main import main as sim_main
 from lnflow.sim.model import TrafficModel, TrafficParams
 from lnflow.sim.script import ChannelOp, ScriptError, apply_channel_op, parse_script
@@ -172,6 +172,38 @@ def test_model_mix_has_every_outcome() -> None:
         if e.kind == "forward":
             htlc_ids.setdefault(e.outgoing_channel_id, []).append(e.outgoing_htlc_id)
     assert all(ids == sorted(set(ids)) for ids in htlc_ids.values())
+
+
+@pytest.mark.parametrize(
+    "kind", ["forward", "forward_fail", "settle", "link_fail", "final", "subscribed"]
+)
+@pytest.mark.parametrize("big", [False, True])
+def test_payload_is_the_message_serialized(kind: str, big: bool) -> None:
+    # the streams' bytes are assembled from parts; they must equal the whole message's
+    n = MAX_U64 if big else 0
+    event = SimEvent(
+        kind=kind,
+        event_type=int(EventType.FORWARD) if big else 0,
+        incoming_channel_id=n,
+        incoming_htlc_id=n,
+        outgoing_channel_id=ALIAS_SCID if big else 0,
+        outgoing_htlc_id=300 if big else 0,
+        timestamp_ns=T0 if big else 0,
+        incoming_amt_msat=n,
+        outgoing_amt_msat=n,
+        incoming_timelock=(1 << 32) - 1 if big else 0,
+        outgoing_timelock=880_000 if big else 0,
+        wire_failure=int(WireFailure.FEE_INSUFFICIENT) if big else 0,
+        failure_detail=999 if big else 0,  # unknown numbers pass through
+        failure_string="x" * 200 if big else "",  # a sub-message longer than 127 bytes
+        settled=big,
+        offchain=big,
+        preimage=bytes(range(32)) if big else b"",
+    )
+    assert htlc_event_payload(event) == htlc_event_message(event).SerializeToString()
+    for settled, offchain in ((True, False), (False, True)):
+        mixed = replace(event, settled=settled, offchain=offchain)
+        assert htlc_event_payload(mixed) == htlc_event_message(mixed).SerializeToString()
 
 
 def test_forward_log_bumps_collisions_and_queries_like_lnd() -> None:

@@ -32,8 +32,14 @@ class EventError(ValueError):
     """An event description that cannot be turned into an HtlcEvent."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SimEvent:
+    """Treated as immutable (shared by every stream and the replay buffer; change a
+    copy with ``dataclasses.replace``), but not ``frozen``: a frozen dataclass's
+    ``__init__`` sets each of the 17 fields through ``object.__setattr__``, ~1.4 µs
+    per event on the simulator's hot path, against ~0.4 µs for plain slots.
+    """
+
     kind: str  # one of EVENT_KINDS
     event_type: int
     incoming_channel_id: int = 0

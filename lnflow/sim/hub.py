@@ -20,7 +20,15 @@ from lnflow.domain import LndVersion
 from lnflow.lnd._proto import router_pb2
 from lnflow.sim.events import SimEvent, event_to_json
 
-__all__ = ["Drop", "EventLog", "Hub", "Outgoing", "Subscriber", "htlc_event_message"]
+__all__ = [
+    "Drop",
+    "EventLog",
+    "Hub",
+    "Outgoing",
+    "Subscriber",
+    "htlc_event_message",
+    "htlc_event_payload",
+]
 
 REPLAY_DEPTH = 100_000  # events kept for the script's replay op (~20 MB at most)
 
@@ -66,6 +74,74 @@ def _fill_info(info: Any, ev: SimEvent) -> None:
     info.outgoing_amt_msat = ev.outgoing_amt_msat
 
 
+def _tagged(field: int, body: bytes) -> bytes:
+    """``body`` as a length-delimited field (a sub-message) of the enclosing message."""
+    size = len(body)
+    if size < 0x80:
+        return bytes((field << 3 | 2, size)) + body
+    length = bytearray()
+    while size > 0x7F:
+        length.append(0x80 | (size & 0x7F))
+        size >>= 7
+    length.append(size)
+    return bytes((field << 3 | 2,)) + length + body
+
+
+# Reused for every event (one thread builds the payloads); every field is set each time.
+_HEAD: Any = router_pb2.HtlcEvent()
+_INFO: Any = router_pb2.HtlcInfo()
+_LINK_FAIL: Any = router_pb2.LinkFailEvent()
+# the oneof variants that carry no per-event data, as they end an HtlcEvent's bytes
+_FORWARD_FAIL = _tagged(8, b"")
+_SUBSCRIBED = _tagged(11, b"")
+_FINAL = {
+    (settled, offchain): _tagged(
+        12, router_pb2.FinalHtlcEvent(settled=settled, offchain=offchain).SerializeToString()
+    )
+    for settled in (False, True)
+    for offchain in (False, True)
+}
+
+
+def htlc_event_payload(ev: SimEvent) -> bytes:
+    """``htlc_event_message(ev).SerializeToString()``, built with fewer messages.
+
+    Protobuf writes fields in number order, and the oneof variants (7-12) come after
+    the plain fields (1-6): serialize those from a reused message, then append the
+    variant's bytes (a constant, or a reused sub-message's bytes with its tag).
+    """
+    head = _HEAD
+    head.incoming_channel_id = ev.incoming_channel_id
+    head.outgoing_channel_id = ev.outgoing_channel_id
+    head.incoming_htlc_id = ev.incoming_htlc_id
+    head.outgoing_htlc_id = ev.outgoing_htlc_id
+    head.timestamp_ns = ev.timestamp_ns
+    head.event_type = ev.event_type
+    data: bytes = head.SerializeToString()
+    kind = ev.kind
+    if kind == "final":
+        return data + _FINAL[ev.settled, ev.offchain]
+    if kind == "forward_fail":
+        return data + _FORWARD_FAIL
+    if kind == "settle":
+        return data + _tagged(9, _tagged(1, ev.preimage) if ev.preimage else b"")
+    if kind != "forward" and kind != "link_fail":
+        return data + _SUBSCRIBED
+    info = _INFO
+    info.incoming_timelock = ev.incoming_timelock
+    info.outgoing_timelock = ev.outgoing_timelock
+    info.incoming_amt_msat = ev.incoming_amt_msat
+    info.outgoing_amt_msat = ev.outgoing_amt_msat
+    info_field = _tagged(1, info.SerializeToString())
+    if kind == "forward":
+        return data + _tagged(7, info_field)
+    link_fail = _LINK_FAIL
+    link_fail.wire_failure = ev.wire_failure
+    link_fail.failure_detail = ev.failure_detail
+    link_fail.failure_string = ev.failure_string
+    return data + _tagged(10, info_field + link_fail.SerializeToString())
+
+
 class Outgoing:
     """One event on its way out: wire bytes and log JSON, each built at most once."""
 
@@ -79,7 +155,7 @@ class Outgoing:
     @property
     def payload(self) -> bytes:
         if self._payload is None:
-            self._payload = htlc_event_message(self.event).SerializeToString()
+            self._payload = htlc_event_payload(self.event)
         return self._payload
 
     @property

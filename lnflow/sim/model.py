@@ -75,7 +75,7 @@ class TrafficParams:
     resolve_s: tuple[float, float] = (0.05, 2.0)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see SimEvent (never mutated either)
 class _Attempt:
     """A payment trying to go out over ``out_id`` (new or a retry)."""
 
@@ -87,7 +87,7 @@ class _Attempt:
     knows_fee: bool = False  # the sender has our current policy (after FEE_INSUFFICIENT)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see SimEvent (never mutated either)
 class _Resolution:
     in_id: int
     in_htlc: int
