@@ -523,8 +523,13 @@ def _inbound(
     )
 
 
+def _rank_key_of(urgency: int, missed_msat: int, chan_id: int) -> tuple[int, int, int]:
+    """Most urgent first, then the most missed, then by channel id."""
+    return (-urgency, -missed_msat, chan_id)
+
+
 def _rank_key(opportunity: Opportunity) -> tuple[int, int, int]:
-    return (-opportunity.urgency_score, -opportunity.missed_msat, opportunity.channel_id)
+    return _rank_key_of(opportunity.urgency_score, opportunity.missed_msat, opportunity.channel_id)
 
 
 def rebalance_plan(
@@ -601,7 +606,7 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
         if failures.failures < settings.min_failure_count or missed < min_missed_msat:
             continue
         successes = inp.successes.get(chan_id, 0)
-        key = (-_urgency(missed, failures.failures, successes), -missed, channel.chan_id)
+        key = _rank_key_of(_urgency(missed, failures.failures, successes), missed, channel.chan_id)
         found.append((key, partial(_regular, channel, failures, successes, inp, settings)))
     regular_ids = {key[2] for key, _ in found}
     for chan_id, baseline in inp.inbound.items():
