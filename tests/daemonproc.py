@@ -28,6 +28,8 @@ from typing import Any
 
 from simnode import SimNode
 
+from lnflow.domain import EventKind, EventType, FailureDetail, HtlcEvent, WireFailure
+
 __all__ = ["Daemon", "children", "proc_state", "query", "run_lnflowctl", "run_lnflowd"]
 
 
@@ -248,3 +250,30 @@ class Daemon:
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None:
             self.stop()
+
+
+def link_fail(
+    htlc: int,
+    ts_ns: int,
+    out: int,
+    inc: int,
+    amt_out: int,
+    fee: int,
+    *,
+    wire: WireFailure = WireFailure.TEMPORARY_CHANNEL_FAILURE,
+    detail: FailureDetail = FailureDetail.NO_DETAIL,
+) -> HtlcEvent:
+    """A forward that failed at our node (LINK_FAIL), ``fee`` msat over ``amt_out``."""
+    return HtlcEvent(
+        timestamp_ns=ts_ns,
+        kind=EventKind.LINK_FAIL,
+        event_type=int(EventType.FORWARD),
+        incoming_channel_id=inc,
+        incoming_htlc_id=htlc,
+        outgoing_channel_id=out,
+        outgoing_htlc_id=0,
+        incoming_amt_msat=amt_out + fee,
+        outgoing_amt_msat=amt_out,
+        wire_failure=int(wire),
+        failure_detail=int(detail),
+    )

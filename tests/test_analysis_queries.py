@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import ATTEMPTS_SCID
+from daemonproc import ATTEMPTS_SCID, link_fail
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -39,11 +39,8 @@ from lnflow.config import Settings, analysis_settings, load_settings
 from lnflow.domain import (
     ChannelInfo,
     ChannelSample,
-    EventKind,
-    EventType,
     FailureDetail,
     ForwardRecord,
-    HtlcEvent,
     NodeInfo,
     RoutingPolicy,
     WireFailure,
@@ -124,32 +121,6 @@ def sample(
         lifetime_s=lifetime,
     )
     return ChannelSample(info=info, ours=ours, peer=None, peer_alias=f"peer-{chan % 1000}")
-
-
-def link_fail(
-    htlc: int,
-    ts_ns: int,
-    out: int,
-    inc: int,
-    amt_out: int,
-    fee: int,
-    *,
-    wire: WireFailure = WireFailure.TEMPORARY_CHANNEL_FAILURE,
-    detail: FailureDetail = FailureDetail.NO_DETAIL,
-) -> HtlcEvent:
-    return HtlcEvent(
-        timestamp_ns=ts_ns,
-        kind=EventKind.LINK_FAIL,
-        event_type=int(EventType.FORWARD),
-        incoming_channel_id=inc,
-        incoming_htlc_id=htlc,
-        outgoing_channel_id=out,
-        outgoing_htlc_id=0,
-        incoming_amt_msat=amt_out + fee,
-        outgoing_amt_msat=amt_out,
-        wire_failure=int(wire),
-        failure_detail=int(detail),
-    )
 
 
 LIQ = {"detail": FailureDetail.INSUFFICIENT_BALANCE}

@@ -7,18 +7,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from daemonproc import ATTEMPTS_SCID
+from daemonproc import ATTEMPTS_SCID, link_fail
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, Table, select
 
 from lnflow.attempts import Outcome
 from lnflow.domain import (
-    EventKind,
-    EventType,
     FailureDetail,
     ForwardRecord,
-    HtlcEvent,
     NodeInfo,
     WireFailure,
     to_signed64,
@@ -64,23 +61,6 @@ failure_st = st.tuples(
 forward_st = st.tuples(
     st.integers(1, 4 * 3600), st.sampled_from(INS + OUTS), st.sampled_from(OUTS), st.integers(0, 99)
 )
-
-
-def _event(htlc: int, ts: int, out: int, inc: int, failure: Any, amt: int, fee: int) -> HtlcEvent:
-    wire, detail = failure
-    return HtlcEvent(
-        timestamp_ns=ts,
-        kind=EventKind.LINK_FAIL,
-        event_type=int(EventType.FORWARD),
-        incoming_channel_id=inc,
-        incoming_htlc_id=htlc,
-        outgoing_channel_id=out,
-        outgoing_htlc_id=0,
-        incoming_amt_msat=amt + fee,
-        outgoing_amt_msat=amt,
-        wire_failure=int(wire),
-        failure_detail=int(detail),
-    )
 
 
 def _rows(engine: Engine, table: Table) -> dict[tuple[int, ...], dict[str, Any]]:
@@ -204,7 +184,8 @@ def test_rollups_equal_the_raw_rows_and_the_backfill_rebuilds_them(
         events, ts = [], T0
         for htlc, (gap, out, inc, failure, amt, fee) in enumerate(failures):
             ts += gap * S
-            events.append(_event(htlc, ts, out, inc, failure, amt, fee))
+            wire, detail = failure
+            events.append(link_fail(htlc, ts, out, inc, amt, fee, wire=wire, detail=detail))
         for i in range(0, len(events), batch):
             part = events[i : i + batch]
             ingestor.ingest(session, part, part[-1].timestamp_ns)
