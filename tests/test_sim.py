@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from lnflow.lnd._proto import (
 )
 from lnflow.sim.events import SimEvent, event_from_json, event_to_json
 from lnflow.sim.hub import Hub, htlc_event_message, htlc_event_payload
+from lnflow.sim.main import event_loop_factory
 from lnflow.sim.main import main as sim_main
 from lnflow.sim.model import TrafficModel, TrafficParams
 from lnflow.sim.script import ChannelOp, ScriptError, apply_channel_op, parse_script
@@ -581,6 +583,7 @@ def test_traffic_model_over_grpc_with_event_log(
     stub = lightning(channels(sim, "readonly"))
     total = history(stub, num_max_events=10_000)[1]
     assert total >= 50
+    assert json.loads((sim.lnddir / "sim.json").read_text())["event_loop"] == "uvloop"
     assert sim.stop() == 0
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert len(lines) >= len(received)
@@ -589,6 +592,12 @@ def test_traffic_model_over_grpc_with_event_log(
         assert line["event"]["timestamp_ns"] == event.timestamp_ns
         assert line["event"]["incoming_htlc_id"] == event.incoming_htlc_id
         assert line["sent_ns"] >= event.timestamp_ns
+
+
+def test_event_loop_is_asyncio_without_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert event_loop_factory() is not None
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    assert event_loop_factory() is None
 
 
 def test_hub_is_idle_only_when_every_stream_wrote_what_it_was_given() -> None:

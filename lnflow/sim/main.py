@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,7 +123,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s lnflow-sim %(message)s"
     )
-    return asyncio.run(serve(cfg))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(serve(cfg))
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed, else None (asyncio's own).
+
+    Each streamed event costs the simulator a gRPC write whose completion comes back
+    through the event loop; uvloop's shorter round trips raise what one subscriber
+    can be sent (bench/README.md, "Recording rate").
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def build_node(cfg: SimConfig, now_ns: int) -> NodeState:
@@ -165,7 +180,13 @@ async def serve(cfg: SimConfig) -> int:
         return 1
     await server.start()
     rpcserver = f"127.0.0.1:{port}"
-    info = {"port": port, "pid": os.getpid(), "rpcserver": rpcserver, "network": cfg.network}
+    info = {
+        "port": port,
+        "pid": os.getpid(),
+        "rpcserver": rpcserver,
+        "network": cfg.network,
+        "event_loop": type(loop).__module__,
+    }
     write_json_atomic(sim_json, info)
     print(f"lnflow-sim listening on {rpcserver}", flush=True)
 
