@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import gc
@@ -754,9 +755,12 @@ def test_long_windows_read_whole_hours_from_rollups(store: Store) -> None:
         for statements, _ in runs.values()
     ]
     assert counted[0] == counted[1]
-    # two statements per partial hour: the sums per channel pair and class, and the
-    # clusters' sums per channel
+    # per partial hour: the hourly rows of the channels whose failures of the hour all
+    # lie in the window, then two statements for the others' raw rows (the sums per
+    # channel pair and class, and the clusters' sums per channel)
     assert len([s for s in counted[0] if re.search(r"\bJOIN forward_attempts\b", s)]) == 4
+    hour_rows = r"^SELECT failure_channel_hourly.outgoing_channel_id, failure_channel_hourly.clu"
+    assert len([s for s in counted[0] if re.search(hour_rows, s)]) == 2
     # and the month sees all the day saw
     assert runs[720][1].failures[A].failures == runs[24][1].failures[A].failures + 1
 
@@ -858,6 +862,18 @@ def test_random_windows_match_a_brute_force_count(
         for hours in (rng.randint(1, max_hours) for _ in range(15))
     ]
     ranked_in_sql = short_ranked_in_sql = 0
+    # a channel's failures in a partial hour are summed from the attempts, or read as
+    # its hourly row when all of them fall inside the window: count both ways
+    paths: collections.Counter[str] = collections.Counter()
+    real_rows = analysis_queries._rows
+
+    def rows(conn: Any, stmt: Any, params: Any) -> Any:
+        result = real_rows(conn, stmt, params)
+        paths["hour rows"] += len(result) if stmt is analysis_queries._HOUR_FAILURES else 0
+        paths["raw"] += len(result) if stmt is analysis_queries._RAW_FAILURES else 0
+        return result
+
+    monkeypatch.setattr(analysis_queries, "_rows", rows)
     for until, hours in windows:
         inp = load(store, until, hours, baseline_days=1)
         assert inp.failures == truth.failures(until - hours * H, until), (until, hours)
@@ -884,6 +900,8 @@ def test_random_windows_match_a_brute_force_count(
         ranked_in_sql += hours >= RANK_IN_SQL_FROM_HOURS
         short_ranked_in_sql += hours < RANK_IN_SQL_FROM_HOURS and many == 3
     assert ranked_in_sql >= (5 if max_hours > RANK_IN_SQL_FROM_HOURS else 2)
+    assert paths["raw"] >= 10
+    assert paths["hour rows"] >= 10
     assert short_ranked_in_sql >= 5
 
 

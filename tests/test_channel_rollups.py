@@ -78,6 +78,7 @@ def _expected_failures(
     """(hourly, 6-hourly, daily) rows counted from the raw attempts and the hourly rollups."""
     hourly: dict[tuple[int, ...], dict[str, Any]] = {}
     incoming: dict[tuple[int, ...], set[int]] = defaultdict(set)
+    times: dict[tuple[int, ...], list[int]] = {}  # first and last failure of each hour
     r = failure_rollups_hourly
 
     def blank(key: tuple[int, ...]) -> dict[str, Any]:
@@ -99,6 +100,8 @@ def _expected_failures(
             row[n_col] += 1
             row[m_col] += fee
             incoming[key].add(inc)
+            bounds = times.setdefault(key, [ts, ts])
+            bounds[0], bounds[1] = min(bounds[0], ts), max(bounds[1], ts)
         # clusters and the deduplicated fee: as the hourly rollups count them
         for node, hour, out, clusters, dedup in conn.execute(
             select(
@@ -124,6 +127,8 @@ def _expected_failures(
             day_incoming[key] |= incoming[(node, hour, out)]
         periods.append((daily, day_incoming))
     (blocks, block_incoming), (daily, day_incoming) = periods
+    for key, (first_ns, last_ns) in times.items():
+        hourly[key] |= {"first_ns": first_ns, "last_ns": last_ns}
     for rows, sets in ((hourly, incoming), (blocks, block_incoming), (daily, day_incoming)):
         for key, row in rows.items():
             ins = sets[key]

@@ -322,3 +322,70 @@ def test_daemon_migrates_a_new_store_in_a_child_process(tmp_path: Path) -> None:
         engine.dispose()
     assert revision == SCHEMA_REVISIONS[-1]
     db.open_engine(path, migrate_in_child=True).dispose()  # at the newest: no child
+
+
+def test_0011_bounds_each_failure_hour_by_its_attempts_and_drops_them_again(
+    tmp_path: Path,
+) -> None:
+    """Upgrading an 0010 store gives each per-channel failure hour its first and last
+    failure from the attempts where they still hold all the row counts; any other row
+    gets the hour's own bounds. Downgrading drops the columns, the rows stay."""
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0010")
+    hour = 3600 * 10**9
+    a, b, c = 111 << 40, 222 << 40, 333 << 40
+    h0 = 500_000
+    attempts = [  # (htlc, out ref, class, resolved_ns, outcome)
+        (1, 1, 1, h0 * hour + 10, 2),
+        (2, 1, 3, h0 * hour + 900, 2),
+        (3, 1, 1, h0 * hour + 500, 2),
+        (4, 1, 1, h0 * hour + 2_000, 3),  # failed downstream: not a local failure
+        (5, 1, 1, (h0 + 1) * hour + 7, 2),
+        (6, 2, 1, h0 * hour + 30, 2),  # b's row counts 2 failures: one was pruned
+    ]
+    columns = "node_id, hour, outgoing_channel_id, liquidity_failures, fee_failures"
+    rollups = [(1, h0, a, 2, 1), (1, h0 + 1, a, 1, 0), (1, h0, b, 2, 0), (1, h0, c, 1, 0)]
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO nodes VALUES (1, 'a', '', '', 0)")
+        conn.executemany(
+            "INSERT INTO channel_refs (id, node_id, chan_id) VALUES (?, 1, ?)",
+            [(1, a), (2, b), (3, c), (4, 444 << 40)],
+        )
+        conn.executemany(
+            "INSERT INTO forward_attempts (node_id, incoming_chan_ref, incoming_htlc_id,"
+            " outgoing_chan_ref, outgoing_htlc_id, first_seen_ns, resolved_ns, outcome,"
+            " failure_class, missed_fee_msat) VALUES (1, 4, ?, ?, 0, 0, ?, ?, ?, 0)",
+            [(htlc, out, ts, outcome, cls) for htlc, out, cls, ts, outcome in attempts],
+        )
+        zero = ", ".join(
+            f"{label}_{what}"
+            for label in ("max_htlc", "availability", "policy", "other")
+            for what in ("failures", "missed_msat")
+        )
+        conn.executemany(
+            f"INSERT INTO failure_channel_hourly ({columns}, clusters, missed_dedup_msat,"
+            f" liquidity_missed_msat, fee_missed_msat, {zero}, incoming_lo, incoming_hi,"
+            f" incoming_many) VALUES (?, ?, ?, ?, ?, 0, 0, 0, 0, {', '.join('0' * 8)}, 4, 4, 0)",
+            rollups,
+        )
+    db.upgrade(engine, path, "0011")
+    bounds = (
+        "SELECT hour, outgoing_channel_id, first_ns, last_ns FROM failure_channel_hourly"
+        " ORDER BY outgoing_channel_id, hour"
+    )
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(bounds).fetchall() == [
+            (h0, a, h0 * hour + 10, h0 * hour + 900),
+            (h0 + 1, a, (h0 + 1) * hour + 7, (h0 + 1) * hour + 7),
+            (h0, b, h0 * hour, (h0 + 1) * hour - 1),  # the attempts lack one failure
+            (h0, c, h0 * hour, (h0 + 1) * hour - 1),  # no attempts left
+        ]
+    db.downgrade(engine, "0010")
+    with sqlite3.connect(path) as conn:
+        names = [r[1] for r in conn.execute("PRAGMA table_info(failure_channel_hourly)")]
+        assert "first_ns" not in names and "last_ns" not in names
+        assert conn.execute(f"SELECT {columns} FROM failure_channel_hourly").fetchall() == sorted(
+            rollups, key=lambda r: (r[1], r[2])
+        )
+    engine.dispose()

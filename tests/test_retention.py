@@ -204,6 +204,8 @@ def _failure_channel(period: str) -> Callable[[Store, int, int], dict[str, Any]]
             values |= {"first_hour": when * 24, "last_hour": when * 24 + 23}
         if period == "block":
             values |= {"first_hour": when * 6, "last_hour": when * 6 + 5}
+        if period == "hour":
+            values |= {"first_ns": when * NS_PER_HOUR, "last_ns": when * NS_PER_HOUR}
         return values
 
     return row

@@ -887,6 +887,10 @@ def _failures(
     if window.has_rollups:
         _add_rollup_failures(conn, node_id, window, acc)
     for lo, hi in window.parts:
+        # a channel whose failures of the hour all fall in [lo, hi): its hourly row;
+        # any other channel failing in that hour: its raw rows
+        params = {"node": node_id, "hour": lo // NS_PER_HOUR, "lo": lo, "hi": hi}
+        _add_failure_rows(_rows(conn, _HOUR_FAILURES, params), acc)
         _add_raw_failures(conn, node_id, lo, hi, acc)
     result = {
         from_signed64(out): sums.channel_failures(from_signed64(out))
@@ -991,13 +995,14 @@ _w = _failure_rows.c
 # Per outgoing channel over the span's days and whole hours: the sums, the first and last
 # hour, and what tells how many incoming channels there were, up to 3 (see
 # _incoming_many).
+_ns_per_hour: ColumnElement[int] = literal_column(str(NS_PER_HOUR))
 _ROLLUP_FAILURES = select(
     _w.out,
     func.sum(_w.clusters),
     func.sum(_w.missed_dedup_msat),
     *(func.sum(_w[col]) for pair in CLASS_COLUMNS for col in pair),
-    func.min(_w.first_hour),
-    func.max(_w.last_hour),
+    func.min(_w.first_hour) * _ns_per_hour,  # the first failure, to the hour
+    (func.max(_w.last_hour) + 1) * _ns_per_hour - 1,  # the last failure, to the hour
     func.min(_w.incoming_lo),
     func.max(_w.incoming_hi),
     func.max(case((_w.incoming_many, 1), else_=0)),
@@ -1039,21 +1044,43 @@ def _range_params(node_id: int, span: _Span) -> dict[str, int]:
     }
 
 
+# The rows of the hour of [lo, hi) whose failures all fall in [lo, hi), in the shape of
+# _ROLLUP_FAILURES, with their failures' exact times: what the raw rows would count.
+_hour_inside = and_(_fh.c.first_ns >= bindparam("lo"), _fh.c.last_ns < bindparam("hi"))
+_HOUR_FAILURES = select(
+    _fh.c.outgoing_channel_id,
+    _fh.c.clusters,
+    _fh.c.missed_dedup_msat,
+    *(_fh.c[col] for pair in CLASS_COLUMNS for col in pair),
+    _fh.c.first_ns,
+    _fh.c.last_ns,
+    _fh.c.incoming_lo,
+    _fh.c.incoming_hi,
+    case((_fh.c.incoming_many, 1), else_=0),
+    literal_column("1"),
+    literal_column("1"),
+    _fh.c.incoming_lo,
+    _fh.c.incoming_hi,
+).where(_fh.c.node_id == bindparam("node"), _fh.c.hour == bindparam("hour"), _hour_inside)
+
+
 def _add_rollup_failures(
     conn: Connection, node_id: int, window: _Span, acc: dict[int, _FailureSums]
 ) -> None:
     """The window's whole days and hours, from the per-channel failure rollups."""
-    rows = _rows(conn, _ROLLUP_FAILURES, _range_params(node_id, window))
+    _add_failure_rows(_rows(conn, _ROLLUP_FAILURES, _range_params(node_id, window)), acc)
+
+
+def _add_failure_rows(rows: Sequence[Any], acc: dict[int, _FailureSums]) -> None:
+    """Rows of _ROLLUP_FAILURES' shape added to ``acc``."""
     # SQLite's sums of integer columns are ints already: no int() per value (~1 k rows
     # of 12 class columns for a day)
     end = 3 + 2 * len(_CLASSES)
     for row in rows:
         out, clusters, dedup = row[0], row[1], row[2]
         counts = row[3:end]
-        first_hour, last_hour, lo, hi, *incoming = row[end:]
-        sums = _FailureSums.of(
-            acc, out, first_hour * NS_PER_HOUR, (last_hour + 1) * NS_PER_HOUR - 1
-        )
+        first_ns, last_ns, lo, hi, *incoming = row[end:]
+        sums = _FailureSums.of(acc, out, first_ns, last_ns)
         sums.per_class = list(map(add, sums.per_class, counts))
         sums.failures += sum(counts[0::2])
         sums.raw_msat += sum(counts[1::2])
@@ -1075,7 +1102,8 @@ def _raw_failures_of(cls: FailureClass, failures_col: str, *columns: Any) -> Sel
     See _RESOLVE_SLACK_NS: one index range per outgoing channel whose rollup row of the
     hour counts failures of the class (every failure of the hour is counted there; the
     ``other`` column also counts class numbers this code does not know, so it may ask
-    for a range that holds none). ``columns`` may name the outgoing channel's SCID
+    for a range that holds none), unless all of the row's failures fall in [lo, hi)
+    (_HOUR_FAILURES reads those channels). ``columns`` may name the outgoing channel's SCID
     (``_fh.c.outgoing_channel_id``), the attempt (``_a``), its incoming channel
     (``_a_in``) and its cluster (``_c``).
     """
@@ -1105,6 +1133,7 @@ def _raw_failures_of(cls: FailureClass, failures_col: str, *columns: Any) -> Sel
         .where(_fh.c.node_id == bindparam("node"))
         .where(_fh.c.hour == bindparam("hour"))
         .where(_fh.c[failures_col] > 0)
+        .where(~_hour_inside)  # those are read from the hourly rows (_HOUR_FAILURES)
         .where(_unindexed(_a.c.node_id) == bindparam("node"))
         .where(_a.c.outcome == literal_column(str(_FAILED_LOCAL)))
     )
@@ -1199,7 +1228,8 @@ _RAW_CLUSTERS = select(
 def _add_raw_failures(
     conn: Connection, node_id: int, lo: int, hi: int, acc: dict[int, _FailureSums]
 ) -> None:
-    """Local failures resolved in ``[lo, hi)`` (inside one clock hour), from raw rows.
+    """Local failures resolved in ``[lo, hi)`` (inside one clock hour), from raw rows,
+    of the channels whose failures of that hour do not all fall in the range.
 
     Counted as the rollups count them: a failure in its (outgoing, incoming, class) group;
     a cluster when its first member falls in the range; the deduplicated missed fee as

@@ -223,7 +223,7 @@ class Ingestor:
                     acc[2] += att.missed_fee_msat
                     acc[3] += update_.missed_delta_msat
                     per_channel.add(
-                        hour,
+                        ev.timestamp_ns,
                         att.outgoing_channel_id,
                         att.incoming_channel_id,
                         cls,

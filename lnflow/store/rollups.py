@@ -21,6 +21,7 @@ from lnflow.store.db import dialect_insert
 __all__ = [
     "BLOCK_HOURS",
     "CLASS_COLUMNS",
+    "NS_PER_HOUR",
     "ChannelRollupUpserts",
     "FailureChannelBatch",
     "ForwardChannelBatch",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 HOURS_PER_DAY = 24
+NS_PER_HOUR = 3600 * 1_000_000_000
 #: hours per block of the 6-hour rollups (block = hour // BLOCK_HOURS; 4 blocks a UTC day)
 BLOCK_HOURS = 6
 
@@ -76,11 +78,9 @@ def failure_channel_upsert(engine: Engine, table: Table) -> Insert:
         "incoming_hi": hi,
         "incoming_many": case((or_(t.incoming_many, ex.incoming_many, *inside), True), else_=False),
     }
-    if "first_hour" in t:
-        set_ |= {
-            "first_hour": _least(t.first_hour, ex.first_hour),
-            "last_hour": _greatest(t.last_hour, ex.last_hour),
-        }
+    for first, last in (("first_hour", "last_hour"), ("first_ns", "last_ns")):
+        if first in t:
+            set_ |= {first: _least(t[first], ex[first]), last: _greatest(t[last], ex[last])}
     key = [c.name for c in table.primary_key.columns]
     return stmt.on_conflict_do_update(index_elements=key, set_=set_)
 
@@ -116,15 +116,26 @@ class ChannelRollupUpserts:
 
 
 class _FailureSums:
-    __slots__ = ("clusters", "dedup", "first_hour", "incoming", "last_hour", "per_class")
+    __slots__ = (
+        "clusters",
+        "dedup",
+        "first_hour",
+        "first_ns",
+        "incoming",
+        "last_hour",
+        "last_ns",
+        "per_class",
+    )
 
-    def __init__(self, hour: int) -> None:
+    def __init__(self, hour: int, ts_ns: int = 0) -> None:
         self.clusters = 0
         self.dedup = 0
         self.per_class = [0] * (2 * len(CLASS_COLUMNS))
         self.incoming: set[int] = set()
         self.first_hour = hour
         self.last_hour = hour
+        self.first_ns = ts_ns
+        self.last_ns = ts_ns
 
 
 class FailureChannelBatch:
@@ -138,7 +149,7 @@ class FailureChannelBatch:
 
     def add(
         self,
-        hour: int,
+        ts_ns: int,
         outgoing: int,
         incoming: int,
         failure_class: int,
@@ -146,9 +157,15 @@ class FailureChannelBatch:
         new_cluster: bool,
         missed_dedup_msat: int,
     ) -> None:
+        """One local failure at ``ts_ns`` (its LINK_FAIL time, which picks the hour)."""
+        hour = ts_ns // NS_PER_HOUR
         sums = self._hours.get((hour, outgoing))
         if sums is None:
-            sums = self._hours[(hour, outgoing)] = _FailureSums(hour)
+            sums = self._hours[(hour, outgoing)] = _FailureSums(hour, ts_ns)
+        elif ts_ns < sums.first_ns:
+            sums.first_ns = ts_ns
+        elif ts_ns > sums.last_ns:
+            sums.last_ns = ts_ns
         i = 2 * class_index(failure_class)
         sums.per_class[i] += 1
         sums.per_class[i + 1] += missed_raw_msat
@@ -158,7 +175,11 @@ class FailureChannelBatch:
 
     def rows(self, node_id: int) -> tuple[_Rows, _Rows, _Rows]:
         """(hourly rows, 6-hour block rows, daily rows)."""
-        hourly = [_failure_row(node_id, "hour", h, out, s) for (h, out), s in self._hours.items()]
+        hourly = [
+            _failure_row(node_id, "hour", h, out, s)
+            | {"first_ns": s.first_ns, "last_ns": s.last_ns}
+            for (h, out), s in self._hours.items()
+        ]
         return (
             hourly,
             self._periods(node_id, "block", BLOCK_HOURS),

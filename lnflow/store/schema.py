@@ -480,7 +480,14 @@ def _failure_channel_table(name: str, period: str, *extra: Column[int]) -> Table
     )
 
 
-failure_channel_hourly = _failure_channel_table("failure_channel_hourly", "hour")
+# first_ns / last_ns: the earliest and latest failure of the hour (their LINK_FAIL times),
+# so a window that cuts the hour takes the row as it is when all its failures fall inside
+failure_channel_hourly = _failure_channel_table(
+    "failure_channel_hourly",
+    "hour",
+    Column("first_ns", BigInteger, nullable=False),
+    Column("last_ns", BigInteger, nullable=False),
+)
 # first_hour / last_hour: the first and last hour of the day with a failure, so a window
 # built from days knows its first and last failure to the hour, as from hourly rollups
 failure_channel_daily = _failure_channel_table(

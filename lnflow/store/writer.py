@@ -21,6 +21,7 @@ from lnflow.domain import (
 )
 from lnflow.store.db import upsert_adding
 from lnflow.store.rollups import (
+    NS_PER_HOUR,
     ChannelRollupUpserts,
     ForwardChannelBatch,
     forward_channel_upsert,
@@ -40,8 +41,6 @@ from lnflow.store.schema import (
 )
 
 __all__ = ["NS_PER_HOUR", "StoreWriter"]
-
-NS_PER_HOUR = 3600 * 1_000_000_000
 
 
 class StoreWriter:
