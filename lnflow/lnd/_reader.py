@@ -36,6 +36,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 from typing import Any
 
 import grpc
@@ -45,6 +46,8 @@ METHOD = "/routerrpc.Router/SubscribeHtlcEvents"
 FLUSH_EVERY_S = 0.01  # a quiet stream still delivers within ~10 ms
 MAX_BATCH = 512  # messages per frame
 _PR_SET_PDEATHSIG = 1
+_M_ARENA_MAX = -8  # mallopt(3)
+TRIM_EVERY_S = 10.0  # hand freed heap back to the kernel
 _HEADER = struct.Struct("<cI")
 _LEN = struct.Struct("<I").pack
 
@@ -97,6 +100,20 @@ class _Out:
             view = view[os.write(self.fd, view) :]
 
 
+def _one_heap() -> Any:
+    """glibc: one malloc arena for all threads (call before grpc starts any); the libc.
+
+    grpc's threads and ours would each get an arena, and the messages passing between
+    them leave each one fragmented: the process grew ~4 MB a minute at 22 000 events/s.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_ARENA_MAX, 1)
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return libc
+
+
 def _die_with_parent(parent_pid: int) -> None:
     """SIGKILL when the parent goes (Linux); exit now if it already went."""
     try:
@@ -118,7 +135,7 @@ def _channel(cfg: dict[str, Any]) -> Any:
     return grpc.secure_channel(cfg["rpcserver"], creds, options=options)
 
 
-def run(cfg: dict[str, Any], out: _Out) -> None:
+def run(cfg: dict[str, Any], out: _Out, libc: Any = None) -> None:
     channel = _channel(cfg)
     stopping = threading.Event()
     finished = threading.Event()
@@ -131,8 +148,13 @@ def run(cfg: dict[str, Any], out: _Out) -> None:
         channel.close()
 
     def flush_periodically() -> None:
+        trim = getattr(libc, "malloc_trim", None)
+        trimmed = time.monotonic()
         while not finished.wait(FLUSH_EVERY_S):
             out.flush()
+            if trim is not None and time.monotonic() - trimmed > TRIM_EVERY_S:
+                trim(0)
+                trimmed = time.monotonic()
 
     threading.Thread(target=watch_stdin, name="stdin", daemon=True).start()
     flusher = threading.Thread(target=flush_periodically, name="flusher", daemon=True)
@@ -176,8 +198,9 @@ def main() -> int:
         return 0  # stopped before it started
     cfg = json.loads(line)
     _die_with_parent(int(cfg["parent_pid"]))
+    libc = _one_heap()
     with contextlib.suppress(BrokenPipeError):  # the parent is gone
-        run(cfg, _Out(out_fd))
+        run(cfg, _Out(out_fd), libc)
     return 0
 
 
