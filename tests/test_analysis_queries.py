@@ -544,6 +544,34 @@ def test_fee_histories_of_the_likely_fee_channels_come_in_one_statement(store: S
     assert to_signed64(X) in statements[1][1]
 
 
+@pytest.mark.parametrize("many", [2, 3])
+def test_failure_counts_spare_counting_amounts_of_short_windows(
+    store: Store, monkeypatch: pytest.MonkeyPatch, many: int
+) -> None:
+    # A has 3 liquidity failures in the window, each with an amount: with the threshold
+    # at 3 they are read without a count; at 2 they are counted, then ranked in SQL
+    fill(store)
+    monkeypatch.setattr(analysis_queries, "RANK_IN_SQL_FROM_AMOUNTS", many)
+    with store.engine.connect() as conn:
+        inp = load_analysis_input(
+            conn, store.node_id, until_ns=UNTIL, hours=24, settings=AnalysisSettings()
+        )
+    assert inp.failures[A].by_class[FailureClass.LIQUIDITY].failures == 3
+    assert isinstance(inp.details, StoreFailureDetails)
+    liquidity = (1_000_000, 1_500_000, 2_000_000)
+    expected = tuple(percentile(liquidity, p) for p in PERCENTS)
+    with recorded(store.engine) as statements, store.engine.connect() as conn:
+        details = dataclasses.replace(
+            fresh(inp.details, conn, inp.details.likely), window_failures=inp.failures
+        )
+        assert details.amount_percentiles(A, FailureClass.LIQUIDITY, PERCENTS) == expected
+        assert details.amount_percentiles(B, FailureClass.LIQUIDITY, PERCENTS) == ()
+        assert details.amount_percentiles(X, FailureClass.MAX_HTLC, PERCENTS) == ()
+    counted = [st for st, _ in statements if "count(" in st]
+    ranked = [st for st, _ in statements if "OFFSET" in st]
+    assert (len(counted) > 0, len(ranked)) == ((False, 0) if many == 3 else (True, 6))
+
+
 def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
     fill(store)
     with recorded(store.engine) as statements, store.engine.connect() as conn:

@@ -504,6 +504,10 @@ class StoreFailureDetails:
     # channels whose amounts of a class will likely be asked for: the first such question
     # reads them all in one statement
     likely: Mapping[FailureClass, frozenset[int]] = field(default_factory=dict)
+    # the window's failure figures (load_analysis_input's): a channel's failures of a class
+    # bound its amounts (each failure has at most one), so a short window's channel with
+    # no more than RANK_IN_SQL_FROM_AMOUNTS failures of it has its amounts read uncounted
+    window_failures: Mapping[int, ChannelFailures] = field(default_factory=dict, repr=False)
     _amounts: dict[tuple[int, FailureClass], tuple[int, ...]] = field(
         default_factory=dict, repr=False
     )
@@ -562,6 +566,19 @@ class StoreFailureDetails:
             self._counts |= {(chan, cls): counts.get(chan, 0) for chan in batch}
         return self._counts[(chan_id, cls)]
 
+    def _may_be_many(self, chan_id: int, cls: FailureClass, unknown: bool) -> bool:
+        """Whether the channel may have more than RANK_IN_SQL_FROM_AMOUNTS amounts of the
+        class in the window: its count once counted, else its failures; ``unknown`` when
+        neither is known."""
+        n = self._counts.get((chan_id, cls))
+        if n is None:
+            if not self.window_failures:
+                return unknown
+            failures = self.window_failures.get(chan_id)
+            stats = failures.by_class.get(cls) if failures is not None else None
+            n = stats.failures if stats is not None else 0
+        return n > RANK_IN_SQL_FROM_AMOUNTS
+
     def _read_amounts(self, cls: FailureClass, chan_ids: frozenset[int]) -> None:
         """Amounts (and fee offers) of the class's failures of all these channels."""
         params = {
@@ -581,8 +598,12 @@ class StoreFailureDetails:
                 self._offers[chan] = tuple(failures)
             return
         # channels counted with many amounts are ranked in SQL (amount_percentiles)
-        many = {c for c in chan_ids if self._counts.get((c, cls), 0) > RANK_IN_SQL_FROM_AMOUNTS}
-        amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids - many}
+        skip = {
+            c
+            for c in chan_ids
+            if (c, cls) in self._amounts or self._may_be_many(c, cls, unknown=False)
+        }
+        amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids - skip}
         if not amounts:
             return
         params["outs"] = sorted(amounts)
@@ -599,6 +620,8 @@ class StoreFailureDetails:
         short = self.until_ns - self.since_ns < RANK_IN_SQL_FROM_HOURS * NS_PER_HOUR
         if short and key in self._amounts:
             return _ranks_of(self._amounts[key], percents)
+        if short and not self._may_be_many(chan_id, cls, unknown=True):
+            return _ranks_of(self.amounts_msat(chan_id, cls), percents)
         params = {
             "out": to_signed64(chan_id),
             "cls": int(cls),
@@ -760,6 +783,7 @@ def load_analysis_input(
             until_ns,
             history_from_ns,
             likely=_likely(failures, channel_states, settings),
+            window_failures=failures,
         ),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,
