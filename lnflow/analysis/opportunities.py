@@ -104,6 +104,7 @@ _FREQUENCY_CAP = 30
 _RATE_WEIGHT = 30
 # urgency's revenue score is missed_sats / 1000 · 4 = missed_msat / 250 000
 _MSAT_PER_REVENUE_POINT = 250_000
+_REVENUE_CAP_MSAT = _REVENUE_CAP * _MSAT_PER_REVENUE_POINT
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -164,15 +165,19 @@ def urgency_score(
 
 def _urgency(missed_msat: int, failures: int, successes: int) -> int:
     """:func:`urgency_score` from the integer inputs, in integer arithmetic (fast, exact)."""
+    # (min, _clamp and _div_half_up written out: this runs for every reported channel)
     attempts = failures + successes
     scale = attempts if attempts > 0 else 1
     den = _MSAT_PER_REVENUE_POINT * scale
+    revenue = missed_msat if missed_msat < _REVENUE_CAP_MSAT else _REVENUE_CAP_MSAT
+    frequency = 3 * failures if 3 * failures < _FREQUENCY_CAP else _FREQUENCY_CAP
     num = (
-        min(missed_msat, _REVENUE_CAP * _MSAT_PER_REVENUE_POINT) * scale
-        + min(_FREQUENCY_CAP, 3 * failures) * den
+        revenue * scale
+        + frequency * den
         + (_RATE_WEIGHT * failures * _MSAT_PER_REVENUE_POINT if attempts > 0 else 0)
     )
-    return _clamp(_div_half_up(num, den), 0, 100)
+    score = (2 * num + den) // (2 * den)
+    return 0 if score < 0 else 100 if score > 100 else score
 
 
 def _nearest_rank(ordered: Sequence[int], p: float | Fraction) -> int:
