@@ -88,6 +88,7 @@ __all__ = [
     "Recommendation",
     "analyze",
     "confidence",
+    "deciding_class",
     "dominant_class",
     "percentile",
     "rebalance_plan",
@@ -234,6 +235,27 @@ def dominant_class(by_class: Mapping[FailureClass, ClassStats]) -> FailureClass 
     if best is None or type(best) is FailureClass:
         return best
     return FailureClass(best)
+
+
+def _share(failures: ChannelFailures, cls: FailureClass) -> tuple[int, int]:
+    """(part, whole) the 50 % rule weighs a class by: its raw missed fee of the channel's,
+    or, when nothing was missed in fees, its failures of the channel's."""
+    stats = failures.by_class[cls]
+    if failures.missed_raw_msat > 0:
+        return stats.missed_msat, failures.missed_raw_msat
+    return stats.failures, failures.failures
+
+
+def deciding_class(failures: ChannelFailures) -> FailureClass | None:
+    """The dominant class if it reaches 50 % (its rule decides :func:`recommend`), else None.
+
+    Only then does :func:`recommend` ask the details about the channel.
+    """
+    cls = dominant_class(failures.by_class)
+    if cls is None:
+        return None
+    part, whole = _share(failures, cls)
+    return cls if whole > 0 and 2 * part >= whole else None
 
 
 # --------------------------------------------------------------------------- recommendation
@@ -394,16 +416,14 @@ def recommend(
     cls = dominant_class(failures.by_class)
     if cls is None:
         return Recommendation(Action.INVESTIGATE, "no classified failures")
-    stats = failures.by_class[cls]
+    part, whole = _share(failures, cls)
     if failures.missed_raw_msat > 0:
-        part, whole = stats.missed_msat, failures.missed_raw_msat
         head = (
             f"{_percent(part, whole)}% of missed fees ({_fmt_sats(part)}) were {cls.label} failures"
         )
     else:
         # Nothing was missed in fees (amounts unknown or zero-fee forwards): weigh
         # the classes by their failure counts instead.
-        part, whole = stats.failures, failures.failures
         head = (
             f"{_percent(part, whole)}% of failures ({part} of {whole}, no missed fee) were "
             f"{cls.label} failures"

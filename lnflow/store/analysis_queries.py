@@ -86,7 +86,7 @@ from lnflow.analysis.model import (
     Gap,
     InboundBaseline,
 )
-from lnflow.analysis.opportunities import analyze, dominant_class
+from lnflow.analysis.opportunities import analyze, deciding_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.queries import stream_gaps
@@ -796,10 +796,13 @@ def _likely(
     channels: Mapping[int, ChannelState],
     settings: AnalysisSettings,
 ) -> dict[FailureClass, frozenset[int]]:
-    """Channels by their dominant class: whose amounts the analysis may ask for.
+    """Channels by the class that decides their recommendation: whose details (amounts,
+    fee offers, fee history) the analysis will ask for.
 
-    Only our channels with enough failures and missed fees to be reported (DESIGN §5);
-    any other channel's details are still read, one channel at a time, if asked for.
+    Only our channels with enough failures and missed fees to be reported (DESIGN §5)
+    whose dominant class reaches 50 % (:func:`~lnflow.analysis.opportunities.deciding_class`:
+    for any other, the recommendation asks nothing); any other channel's details are still
+    read, one channel at a time, if asked for.
     """
     by_class: dict[FailureClass, set[int]] = {}
     min_missed_msat = settings.min_missed_sats * 1000
@@ -810,7 +813,7 @@ def _likely(
             or f.missed_dedup_msat < min_missed_msat
         ):
             continue
-        cls = dominant_class(f.by_class)
+        cls = deciding_class(f)
         if cls is not None:
             by_class.setdefault(cls, set()).add(chan)
     return {cls: frozenset(chans) for cls, chans in by_class.items()}
