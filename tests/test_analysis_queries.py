@@ -9,7 +9,7 @@ import gc
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from daemonproc import ATTEMPTS_SCID, link_fail
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, event, insert, select
+from sqlalchemy import Connection, Engine, event, insert, select
 
 import lnflow.store.analysis_queries as analysis_queries
 from lnflow.analysis.classify import FailureClass
@@ -500,6 +500,77 @@ def test_details_are_queried_only_when_asked_and_once(store: Store) -> None:
     # one query per distinct question
     assert len([s for s in statements if "forward_attempts" in s]) == 5
     assert len([s for s in statements if "channel_samples" in s]) == 3
+
+
+def fresh(
+    details: StoreFailureDetails,
+    conn: Connection,
+    likely: Mapping[FailureClass, frozenset[int]],
+) -> StoreFailureDetails:
+    """The same questions through ``conn``, with nothing remembered yet."""
+    return StoreFailureDetails(
+        conn,
+        details.node_id,
+        details.since_ns,
+        details.until_ns,
+        details.fee_history_from_ns,
+        likely=likely,
+    )
+
+
+def test_fee_histories_of_the_likely_fee_channels_come_in_one_statement(store: Store) -> None:
+    fill(store)
+    with store.engine.connect() as conn:
+        inp = load_analysis_input(
+            conn, store.node_id, until_ns=UNTIL, hours=24, settings=AnalysisSettings()
+        )
+    assert isinstance(inp.details, StoreFailureDetails)
+    asked = (A, B, E, F, C, D, X)  # X is no channel of ours: asked for on its own
+    with store.engine.connect() as conn:
+        one_by_one = fresh(inp.details, conn, {})
+        expected = {chan: one_by_one.fee_history(chan) for chan in asked}
+    assert expected[A] == (
+        FeePoint(SINCE - 10 * H, 1_000, 100),
+        FeePoint(SINCE + 1 * H, 1_000, 200),
+        FeePoint(UNTIL - 10 * MIN, 0, 200),
+    )
+    assert expected[E] == expected[X] == ()
+    with recorded(store.engine) as statements, store.engine.connect() as conn:
+        batched = fresh(inp.details, conn, {FailureClass.FEE: frozenset(asked)})
+        assert {chan: batched.fee_history(chan) for chan in asked} == expected
+        assert {chan: batched.fee_history(chan) for chan in asked} == expected
+    # all of them in one statement, which finds no channel X: then X on its own
+    assert len(statements) == 2
+    assert "IN (" in statements[0][0]
+    assert to_signed64(X) in statements[1][1]
+
+
+@pytest.mark.parametrize("many", [2, 3])
+def test_failure_counts_spare_counting_amounts_of_short_windows(
+    store: Store, monkeypatch: pytest.MonkeyPatch, many: int
+) -> None:
+    # A has 3 liquidity failures in the window, each with an amount: with the threshold
+    # at 3 they are read without a count; at 2 they are counted, then ranked in SQL
+    fill(store)
+    monkeypatch.setattr(analysis_queries, "RANK_IN_SQL_FROM_AMOUNTS", many)
+    with store.engine.connect() as conn:
+        inp = load_analysis_input(
+            conn, store.node_id, until_ns=UNTIL, hours=24, settings=AnalysisSettings()
+        )
+    assert inp.failures[A].by_class[FailureClass.LIQUIDITY].failures == 3
+    assert isinstance(inp.details, StoreFailureDetails)
+    liquidity = (1_000_000, 1_500_000, 2_000_000)
+    expected = tuple(percentile(liquidity, p) for p in PERCENTS)
+    with recorded(store.engine) as statements, store.engine.connect() as conn:
+        details = dataclasses.replace(
+            fresh(inp.details, conn, inp.details.likely), window_failures=inp.failures
+        )
+        assert details.amount_percentiles(A, FailureClass.LIQUIDITY, PERCENTS) == expected
+        assert details.amount_percentiles(B, FailureClass.LIQUIDITY, PERCENTS) == ()
+        assert details.amount_percentiles(X, FailureClass.MAX_HTLC, PERCENTS) == ()
+    counted = [st for st, _ in statements if "count(" in st]
+    ranked = [st for st, _ in statements if "OFFSET" in st]
+    assert (len(counted) > 0, len(ranked)) == ((False, 0) if many == 3 else (True, 6))
 
 
 def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:

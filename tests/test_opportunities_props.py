@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from fractions import Fraction
 from typing import TypeVar
 
@@ -9,8 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_opportunities import SINCE, Details, channel, offer, sats
 
-from lnflow.analysis import FailureClass, analyze, urgency_score
+from lnflow.analysis import (
+    FailureClass,
+    analyze,
+    deciding_class,
+    rebalance_plan,
+    recommend,
+    urgency_score,
+)
 from lnflow.analysis.model import (
+    Action,
     AnalysisInput,
     AnalysisSettings,
     ChannelFailures,
@@ -166,3 +175,30 @@ def test_urgency_bounded_and_monotonic_in_missed(
     assert 0 <= low_score <= high_score <= 100
     # floats are accepted too (display figures), at their exact value
     assert 0 <= urgency_score(high / 1_000, failures, float(rate)) <= 100
+
+
+@given(inputs())
+def test_the_plan_does_not_depend_on_the_order_it_is_handed_the_opportunities(
+    inp: AnalysisInput,
+) -> None:
+    report = analyze(inp, SETTINGS, 0)
+    shuffled = list(reversed(report.opportunities))
+    assert rebalance_plan(shuffled, inp.channels, SETTINGS) == report.rebalance_plan
+
+
+@given(st.integers(0, 3).flatmap(lambda n: channel_failures((800_000 + n) << 40)), st.booleans())
+def test_details_are_asked_for_exactly_when_a_class_decides(
+    failures: ChannelFailures, nothing_missed: bool
+) -> None:
+    if nothing_missed:  # the 50 % rule then weighs failure counts
+        by_class = {cls: ClassStats(s.failures, 0) for cls, s in failures.by_class.items()}
+        failures = replace(failures, missed_raw_msat=0, missed_dedup_msat=0, by_class=by_class)
+    details = Details()
+    recommend(channel(failures.chan_id), failures, details, SETTINGS)
+    decides = deciding_class(failures)
+    asks = (FailureClass.LIQUIDITY, FailureClass.MAX_HTLC, FailureClass.FEE)
+    assert (details.calls > 0) == (decides in asks)
+    if decides is None:
+        assert recommend(channel(failures.chan_id), failures, details, SETTINGS).action is (
+            Action.INVESTIGATE
+        )

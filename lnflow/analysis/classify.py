@@ -39,9 +39,11 @@ class FailureClass(enum.IntEnum):
     @property
     def label(self) -> str:
         """Lowercase name, as in :data:`lnflow.domain.FAILURE_CLASS_NAMES`."""
-        return self.name.lower()
+        return _LABELS[self]
 
 
+# (looked up: Enum.name is a Python-level descriptor, and reasons name a class per report line)
+_LABELS = {cls: cls.name.lower() for cls in FailureClass}
 _OTHER = FailureClass.OTHER
 
 # Keyed by plain ints (IntEnum members hash as their value), so numbers read

@@ -88,6 +88,7 @@ __all__ = [
     "Recommendation",
     "analyze",
     "confidence",
+    "deciding_class",
     "dominant_class",
     "percentile",
     "rebalance_plan",
@@ -104,6 +105,7 @@ _FREQUENCY_CAP = 30
 _RATE_WEIGHT = 30
 # urgency's revenue score is missed_sats / 1000 · 4 = missed_msat / 250 000
 _MSAT_PER_REVENUE_POINT = 250_000
+_REVENUE_CAP_MSAT = _REVENUE_CAP * _MSAT_PER_REVENUE_POINT
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -164,15 +166,19 @@ def urgency_score(
 
 def _urgency(missed_msat: int, failures: int, successes: int) -> int:
     """:func:`urgency_score` from the integer inputs, in integer arithmetic (fast, exact)."""
+    # (min, _clamp and _div_half_up written out: this runs for every reported channel)
     attempts = failures + successes
     scale = attempts if attempts > 0 else 1
     den = _MSAT_PER_REVENUE_POINT * scale
+    revenue = missed_msat if missed_msat < _REVENUE_CAP_MSAT else _REVENUE_CAP_MSAT
+    frequency = 3 * failures if 3 * failures < _FREQUENCY_CAP else _FREQUENCY_CAP
     num = (
-        min(missed_msat, _REVENUE_CAP * _MSAT_PER_REVENUE_POINT) * scale
-        + min(_FREQUENCY_CAP, 3 * failures) * den
+        revenue * scale
+        + frequency * den
         + (_RATE_WEIGHT * failures * _MSAT_PER_REVENUE_POINT if attempts > 0 else 0)
     )
-    return _clamp(_div_half_up(num, den), 0, 100)
+    score = (2 * num + den) // (2 * den)
+    return 0 if score < 0 else 100 if score > 100 else score
 
 
 def _nearest_rank(ordered: Sequence[int], p: float | Fraction) -> int:
@@ -210,15 +216,46 @@ def dominant_class(by_class: Mapping[FailureClass, ClassStats]) -> FailureClass 
 
     None when no class has a failure or a missed fee.
     """
-    best: FailureClass | None = None
-    best_key = (0, 0, 0)
+    best: int | None = None
+    best_missed = best_failures = 0
     for cls, stats in by_class.items():
-        if stats.failures <= 0 and stats.missed_msat <= 0:
+        missed, failures = stats.missed_msat, stats.failures
+        if failures <= 0 and missed <= 0:
             continue
-        key = (stats.missed_msat, stats.failures, -int(cls))
-        if best is None or key > best_key:
-            best, best_key = FailureClass(cls), key
-    return best
+        # the key (missed, failures, -class), compared field by field
+        if (
+            best is None
+            or missed > best_missed
+            or (
+                missed == best_missed
+                and (failures > best_failures or (failures == best_failures and cls < best))
+            )
+        ):
+            best, best_missed, best_failures = cls, missed, failures
+    if best is None or type(best) is FailureClass:
+        return best
+    return FailureClass(best)
+
+
+def _share(failures: ChannelFailures, cls: FailureClass) -> tuple[int, int]:
+    """(part, whole) the 50 % rule weighs a class by: its raw missed fee of the channel's,
+    or, when nothing was missed in fees, its failures of the channel's."""
+    stats = failures.by_class[cls]
+    if failures.missed_raw_msat > 0:
+        return stats.missed_msat, failures.missed_raw_msat
+    return stats.failures, failures.failures
+
+
+def deciding_class(failures: ChannelFailures) -> FailureClass | None:
+    """The dominant class if it reaches 50 % (its rule decides :func:`recommend`), else None.
+
+    Only then does :func:`recommend` ask the details about the channel.
+    """
+    cls = dominant_class(failures.by_class)
+    if cls is None:
+        return None
+    part, whole = _share(failures, cls)
+    return cls if whole > 0 and 2 * part >= whole else None
 
 
 # --------------------------------------------------------------------------- recommendation
@@ -379,16 +416,14 @@ def recommend(
     cls = dominant_class(failures.by_class)
     if cls is None:
         return Recommendation(Action.INVESTIGATE, "no classified failures")
-    stats = failures.by_class[cls]
+    part, whole = _share(failures, cls)
     if failures.missed_raw_msat > 0:
-        part, whole = stats.missed_msat, failures.missed_raw_msat
         head = (
             f"{_percent(part, whole)}% of missed fees ({_fmt_sats(part)}) were {cls.label} failures"
         )
     else:
         # Nothing was missed in fees (amounts unknown or zero-fee forwards): weigh
         # the classes by their failure counts instead.
-        part, whole = stats.failures, failures.failures
         head = (
             f"{_percent(part, whole)}% of failures ({part} of {whole}, no missed fee) were "
             f"{cls.label} failures"
@@ -422,6 +457,7 @@ def _regular(
     successes: int,
     inp: AnalysisInput,
     settings: AnalysisSettings,
+    urgency: int,
     *,
     rank: int,
 ) -> Opportunity:
@@ -441,7 +477,7 @@ def _regular(
         missed_msat=missed,
         missed_raw_msat=failures.missed_raw_msat,
         potential_monthly_msat=_monthly_msat(missed, inp.hours),
-        urgency_score=_urgency(missed, failures.failures, successes),
+        urgency_score=urgency,
         confidence=confidence(failures.clusters, failures.incoming_channels),
         recommended_action=advice.action,
         reason=reason,
@@ -460,12 +496,6 @@ def _excess_up(channel: ChannelState) -> int:
     """Sats to push out to reach a local ratio of 0.5, rounded up, floor 0."""
     total = channel.local_balance_sat + channel.remote_balance_sat
     return max(0, channel.local_balance_sat - total // 2)
-
-
-def _excess_down(channel: ChannelState) -> int:
-    """Sats a source can give and stay at or above a local ratio of 0.5."""
-    total = channel.local_balance_sat + channel.remote_balance_sat
-    return max(0, channel.local_balance_sat - _ceil_div(total, 2))
 
 
 def _inbound(
@@ -545,7 +575,11 @@ def rebalance_plan(
     first (then by channel id), until the target's suggested amount is met.
     ``max_cost_ppm`` = ⌊target ppm × max_cost_share⌋ (0 when the ppm is unknown).
     """
-    ranked = sorted(opportunities, key=lambda o: (o.rank, _rank_key(o)))
+    ranks = [o.rank for o in opportunities]
+    if all(a < b for a, b in pairwise(ranks)):  # as analyze hands them out: in rank order
+        ranked: Sequence[Opportunity] = opportunities
+    else:
+        ranked = sorted(opportunities, key=lambda o: (o.rank, _rank_key(o)))
     targets = [
         o
         for o in ranked
@@ -557,23 +591,28 @@ def rebalance_plan(
     target_ids = {o.channel_id for o in ranked if o.recommended_action is Action.REBALANCE_OUTBOUND}
     inbound_ids = {o.channel_id for o in ranked if o.recommended_action is Action.REBALANCE_INBOUND}
     available: dict[int, int] = {}
+    source_ratio = settings.source_ratio
     for chan_id, channel in channels.items():
         if channel.closed or chan_id in target_ids:
             continue
-        ratio = channel.local_ratio
-        if chan_id in inbound_ids or (ratio is not None and ratio >= settings.source_ratio):
-            excess = _excess_down(channel)
+        # channel.local_ratio, inline: the plan looks at every channel (~1 000)
+        local = channel.local_balance_sat
+        total = local + channel.remote_balance_sat
+        if chan_id in inbound_ids or (total and local / total >= source_ratio):
+            # what it can give and stay at or above a local ratio of 0.5
+            excess = local - _ceil_div(total, 2)
             if excess > 0:
                 available[chan_id] = excess
     order = sorted(available, key=lambda chan_id: (-available[chan_id], chan_id))
     # the share as written (0.8, not 0.8000000000000000444) so the floor is the expected one
     share = Fraction(str(settings.max_cost_share))
     moves = []
+    first = 0  # order[:first] have nothing left to give
     for target in targets:
         need = target.suggested_amount_sat or 0
         used: list[int] = []
         covered = 0
-        for chan_id in order:
+        for chan_id in order[first:] if first else order:
             if covered >= need:
                 break
             give = min(available[chan_id], need - covered)
@@ -582,6 +621,8 @@ def rebalance_plan(
             available[chan_id] -= give
             covered += give
             used.append(chan_id)
+        while first < len(order) and available[order[first]] == 0:
+            first += 1
         if covered == 0:
             continue
         ppm = target.outbound_fee_ppm
@@ -606,8 +647,9 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
         if failures.failures < settings.min_failure_count or missed < min_missed_msat:
             continue
         successes = inp.successes.get(chan_id, 0)
-        key = _rank_key_of(_urgency(missed, failures.failures, successes), missed, channel.chan_id)
-        found.append((key, partial(_regular, channel, failures, successes, inp, settings)))
+        urgency = _urgency(missed, failures.failures, successes)
+        key = _rank_key_of(urgency, missed, channel.chan_id)
+        found.append((key, partial(_regular, channel, failures, successes, inp, settings, urgency)))
     regular_ids = {key[2] for key, _ in found}
     for chan_id, baseline in inp.inbound.items():
         channel = inp.channels.get(chan_id)

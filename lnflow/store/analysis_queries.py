@@ -44,18 +44,19 @@ from __future__ import annotations
 import gc
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import add
 from typing import Any
 
 from sqlalchemy import (
-    Alias,
     ColumnElement,
     CompoundSelect,
     Connection,
     Float,
+    FromClause,
+    ScalarSelect,
     Select,
     String,
     Table,
@@ -85,7 +86,7 @@ from lnflow.analysis.model import (
     Gap,
     InboundBaseline,
 )
-from lnflow.analysis.opportunities import analyze, dominant_class
+from lnflow.analysis.opportunities import analyze, deciding_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.queries import stream_gaps
@@ -388,12 +389,12 @@ def _ranks_of(ordered: Sequence[int], percents: Sequence[int]) -> tuple[int, ...
 
 
 def _sample_of(
-    s: Table | Alias, node: ColumnElement[int], chan: ColumnElement[int]
+    s: FromClause, node: ColumnElement[int], chan: ColumnElement[int]
 ) -> ColumnElement[bool]:
     return and_(s.c.node_id == node, s.c.chan_id == chan)
 
 
-def _has_policy(s: Table | Alias) -> ColumnElement[bool]:
+def _has_policy(s: FromClause) -> ColumnElement[bool]:
     return and_(s.c.fee_base_msat.is_not(None), s.c.fee_rate_ppm.is_not(None))
 
 
@@ -401,15 +402,21 @@ def _has_policy(s: Table | Alias) -> ColumnElement[bool]:
 # sample with a policy at or before it (the policy then in force; else the first after
 # it), then only the samples whose policy differs from the sample before (lag() over the
 # channel's samples from that point, from ix_channel_samples_chan_state alone).
-_fee_start = (
-    select(channel_samples.c.ts_ns)
-    .where(_sample_of(channel_samples, bindparam("node"), bindparam("chan")))
-    .where(channel_samples.c.ts_ns <= bindparam("start"))
-    .where(_has_policy(channel_samples))
-    .order_by(channel_samples.c.ts_ns.desc(), channel_samples.c.id.desc())
-    .limit(1)
-    .scalar_subquery()
-)
+def _policy_start(chan: ColumnElement[int]) -> ScalarSelect[int]:
+    """The time of the channel's last sample with a policy at or before ``start``."""
+    s = channel_samples.alias("before")
+    return (
+        select(s.c.ts_ns)
+        .where(_sample_of(s, bindparam("node"), chan))
+        .where(s.c.ts_ns <= bindparam("start"))
+        .where(_has_policy(s))
+        .order_by(s.c.ts_ns.desc(), s.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+_fee_start = _policy_start(bindparam("chan"))
 _in_order = (channel_samples.c.ts_ns, channel_samples.c.id)
 _fee_points = (
     select(
@@ -435,6 +442,39 @@ _FEE_HISTORY = (
     )
     .order_by(_fee_points.c.ts_ns, _fee_points.c.id)
 )
+# The same for several channels at once (the channels a fee class dominates): each
+# channel's start (one seek per channel, as above), then every sample with a policy from
+# there, in order, from the index alone; the changes are picked out in Python
+# (:func:`_policy_changes`). A window function over all of them sorts: slower than one
+# statement per channel, while this reads ~300 index entries per channel of a day.
+_starts = (
+    select(
+        channels.c.chan_id,
+        func.coalesce(_policy_start(channels.c.chan_id), bindparam("start")).label("from_ns"),
+    )
+    .where(channels.c.node_id == bindparam("node"))
+    .where(channels.c.chan_id.in_(bindparam("chans", expanding=True)))
+    .cte("starts")
+)
+_FEE_SAMPLES_MANY = (
+    select(
+        _starts.c.chan_id,
+        channel_samples.c.ts_ns,
+        channel_samples.c.fee_base_msat,
+        channel_samples.c.fee_rate_ppm,
+    )
+    .select_from(_starts)
+    .outerjoin(
+        channel_samples,
+        and_(
+            _sample_of(channel_samples, bindparam("node"), _starts.c.chan_id),
+            channel_samples.c.ts_ns >= _starts.c.from_ns,
+            channel_samples.c.ts_ns <= bindparam("until"),
+            _has_policy(channel_samples),
+        ),
+    )
+    .order_by(_starts.c.chan_id, channel_samples.c.ts_ns, channel_samples.c.id)
+)
 
 
 @dataclass(eq=False)
@@ -447,7 +487,8 @@ class StoreFailureDetails:
     passes ``since − gossip_grace_h``) to ``until_ns``. Each method runs one query the
     first time it is asked for a channel, and remembers the answer; for a channel in
     ``likely`` (the channels a class dominates, from :func:`load_analysis_input`) the first
-    question reads the class for all of them in one statement. Amount percentiles are
+    question reads the class for all of them in one statement (the fee history too: of
+    all of the fee channels at once). Amount percentiles are
     nearest ranks, exact either way: windows shorter than :data:`RANK_IN_SQL_FROM_HOURS`
     read and sort the amounts, longer ones and channels with more than
     :data:`RANK_IN_SQL_FROM_AMOUNTS` amounts of the class count them and walk
@@ -463,12 +504,17 @@ class StoreFailureDetails:
     # channels whose amounts of a class will likely be asked for: the first such question
     # reads them all in one statement
     likely: Mapping[FailureClass, frozenset[int]] = field(default_factory=dict)
+    # the window's failure figures (load_analysis_input's): a channel's failures of a class
+    # bound its amounts (each failure has at most one), so a short window's channel with
+    # no more than RANK_IN_SQL_FROM_AMOUNTS failures of it has its amounts read uncounted
+    window_failures: Mapping[int, ChannelFailures] = field(default_factory=dict, repr=False)
     _amounts: dict[tuple[int, FailureClass], tuple[int, ...]] = field(
         default_factory=dict, repr=False
     )
     _offers: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict, repr=False)
     _counts: dict[tuple[int, FailureClass], int] = field(default_factory=dict, repr=False)
     _fees: dict[int, tuple[FeePoint, ...]] = field(default_factory=dict, repr=False)
+    _fees_batched: bool = field(default=False, repr=False)  # likely[FEE]'s histories read
 
     def _local_failures(self, chan_id: int, cls: FailureClass) -> list[tuple[int, int]]:
         """(missed fee, outgoing amount) of the channel's local failures of this class."""
@@ -520,6 +566,19 @@ class StoreFailureDetails:
             self._counts |= {(chan, cls): counts.get(chan, 0) for chan in batch}
         return self._counts[(chan_id, cls)]
 
+    def _may_be_many(self, chan_id: int, cls: FailureClass, unknown: bool) -> bool:
+        """Whether the channel may have more than RANK_IN_SQL_FROM_AMOUNTS amounts of the
+        class in the window: its count once counted, else its failures; ``unknown`` when
+        neither is known."""
+        n = self._counts.get((chan_id, cls))
+        if n is None:
+            if not self.window_failures:
+                return unknown
+            failures = self.window_failures.get(chan_id)
+            stats = failures.by_class.get(cls) if failures is not None else None
+            n = stats.failures if stats is not None else 0
+        return n > RANK_IN_SQL_FROM_AMOUNTS
+
     def _read_amounts(self, cls: FailureClass, chan_ids: frozenset[int]) -> None:
         """Amounts (and fee offers) of the class's failures of all these channels."""
         params = {
@@ -539,8 +598,12 @@ class StoreFailureDetails:
                 self._offers[chan] = tuple(failures)
             return
         # channels counted with many amounts are ranked in SQL (amount_percentiles)
-        many = {c for c in chan_ids if self._counts.get((c, cls), 0) > RANK_IN_SQL_FROM_AMOUNTS}
-        amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids - many}
+        skip = {
+            c
+            for c in chan_ids
+            if (c, cls) in self._amounts or self._may_be_many(c, cls, unknown=False)
+        }
+        amounts: dict[int, list[int]] = {to_signed64(c): [] for c in chan_ids - skip}
         if not amounts:
             return
         params["outs"] = sorted(amounts)
@@ -557,6 +620,8 @@ class StoreFailureDetails:
         short = self.until_ns - self.since_ns < RANK_IN_SQL_FROM_HOURS * NS_PER_HOUR
         if short and key in self._amounts:
             return _ranks_of(self._amounts[key], percents)
+        if short and not self._may_be_many(chan_id, cls, unknown=True):
+            return _ranks_of(self.amounts_msat(chan_id, cls), percents)
         params = {
             "out": to_signed64(chan_id),
             "cls": int(cls),
@@ -589,17 +654,38 @@ class StoreFailureDetails:
     def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
         if chan_id not in self._fees:
             start = self.since_ns if self.fee_history_from_ns is None else self.fee_history_from_ns
-            rows = self._run(
-                _FEE_HISTORY,
-                {
-                    "node": self.node_id,
-                    "chan": to_signed64(chan_id),
-                    "start": start,
-                    "until": self.until_ns,
-                },
-            )
-            self._fees[chan_id] = tuple(FeePoint(int(t), int(b), int(p)) for t, b, p in rows)
+            params = {"node": self.node_id, "start": start, "until": self.until_ns}
+            batch = self.likely.get(FailureClass.FEE, frozenset())
+            if chan_id in batch and not self._fees_batched:
+                self._fees_batched = True
+                self._read_fee_histories(batch - self._fees.keys(), params)
+            if chan_id not in self._fees:
+                rows = self._run(_FEE_HISTORY, params | {"chan": to_signed64(chan_id)})
+                self._fees[chan_id] = tuple(FeePoint(int(t), int(b), int(p)) for t, b, p in rows)
         return self._fees[chan_id]
+
+    def _read_fee_histories(self, chan_ids: Iterable[int], params: dict[str, int]) -> None:
+        """Our fee history of all these channels (those in ``channels``) in one statement."""
+        rows = _rows(
+            self.conn,
+            _FEE_SAMPLES_MANY,
+            params | {"chans": sorted(to_signed64(chan) for chan in chan_ids)},
+        )
+        # rows in channel, then sample order; one with no sample (None) for a channel that
+        # has none: keep each channel's first sample and those whose policy differs from
+        # the sample before
+        points: list[FeePoint] = []
+        last_chan = last_policy = None
+        for chan, ts_ns, base, ppm in rows:
+            if chan != last_chan:
+                if last_chan is not None:
+                    self._fees[from_signed64(last_chan)] = tuple(points)
+                points, last_chan, last_policy = [], chan, None
+            if ts_ns is not None and (base, ppm) != last_policy:
+                points.append(FeePoint(int(ts_ns), int(base), int(ppm)))
+                last_policy = (base, ppm)
+        if last_chan is not None:
+            self._fees[from_signed64(last_chan)] = tuple(points)
 
 
 class _CollectorPause:
@@ -697,6 +783,7 @@ def load_analysis_input(
             until_ns,
             history_from_ns,
             likely=_likely(failures, channel_states, settings),
+            window_failures=failures,
         ),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,
@@ -709,10 +796,13 @@ def _likely(
     channels: Mapping[int, ChannelState],
     settings: AnalysisSettings,
 ) -> dict[FailureClass, frozenset[int]]:
-    """Channels by their dominant class: whose amounts the analysis may ask for.
+    """Channels by the class that decides their recommendation: whose details (amounts,
+    fee offers, fee history) the analysis will ask for.
 
-    Only our channels with enough failures and missed fees to be reported (DESIGN §5);
-    any other channel's details are still read, one channel at a time, if asked for.
+    Only our channels with enough failures and missed fees to be reported (DESIGN §5)
+    whose dominant class reaches 50 % (:func:`~lnflow.analysis.opportunities.deciding_class`:
+    for any other, the recommendation asks nothing); any other channel's details are still
+    read, one channel at a time, if asked for.
     """
     by_class: dict[FailureClass, set[int]] = {}
     min_missed_msat = settings.min_missed_sats * 1000
@@ -723,7 +813,7 @@ def _likely(
             or f.missed_dedup_msat < min_missed_msat
         ):
             continue
-        cls = dominant_class(f.by_class)
+        cls = deciding_class(f)
         if cls is not None:
             by_class.setdefault(cls, set()).add(chan)
     return {cls: frozenset(chans) for cls, chans in by_class.items()}
