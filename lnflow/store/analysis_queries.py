@@ -981,7 +981,7 @@ def _failures(
         # any other channel failing in that hour: its raw rows
         params = {"node": node_id, "hour": lo // NS_PER_HOUR, "lo": lo, "hi": hi}
         _add_failure_rows(_rows(conn, _HOUR_FAILURES, params), acc)
-        _add_raw_failures(conn, node_id, lo, hi, acc)
+        _add_raw_failures(conn, params, acc)
     result = {
         from_signed64(out): sums.channel_failures(from_signed64(out))
         for out, sums in sorted(acc.items())
@@ -1147,6 +1147,8 @@ _HOUR_FAILURES = select(
     _fh.c.incoming_lo,
     _fh.c.incoming_hi,
     case((_fh.c.incoming_many, 1), else_=0),
+    # one row's incoming summary as _incoming_many reads a group's: one distinct lo and
+    # one distinct hi, the largest lo and the smallest hi its own
     literal_column("1"),
     literal_column("1"),
     _fh.c.incoming_lo,
@@ -1316,22 +1318,17 @@ _RAW_CLUSTERS = select(
 
 
 def _add_raw_failures(
-    conn: Connection, node_id: int, lo: int, hi: int, acc: dict[int, _FailureSums]
+    conn: Connection, params: Mapping[str, int], acc: dict[int, _FailureSums]
 ) -> None:
-    """Local failures resolved in ``[lo, hi)`` (inside one clock hour), from raw rows,
-    of the channels whose failures of that hour do not all fall in the range.
+    """Local failures resolved in ``[lo, hi)`` (inside one clock ``hour``; ``params``
+    also names the ``node``), from raw rows, of the channels whose failures of that hour
+    do not all fall in the range.
 
     Counted as the rollups count them: a failure in its (outgoing, incoming, class) group;
     a cluster when its first member falls in the range; the deduplicated missed fee as
     the growth of each cluster's largest fee within the range. Summed in SQL to a few
     rows per channel: the range may hold a million failures.
     """
-    params = {
-        "node": node_id,
-        "hour": lo // NS_PER_HOUR,
-        "lo": lo,
-        "hi": hi,
-    }
     for out, inc, cls, n, raw, first_ns, last_ns, lone, lone_raw in _rows(
         conn, _RAW_FAILURES, params
     ):
