@@ -12,6 +12,25 @@ strategies), ``guards`` (the guard rails).
 
 from __future__ import annotations
 
+from .guards import (
+    INBOUND_FEES_SINCE,
+    STATUS_SINCE,
+    ChangeRecord,
+    GuardedPlan,
+    GuardSettings,
+    Refusal,
+    apply_guards,
+    fee_deltas,
+)
+from .model import (
+    ChannelActivity,
+    ChannelState,
+    EdgePolicy,
+    PeerNode,
+    PendingHtlc,
+    PolicyChange,
+    PolicyDecision,
+)
 from .rules import (
     CRITERIA,
     DEFAULT_SECTION,
@@ -29,13 +48,28 @@ from .rules import (
 __all__ = [
     "CRITERIA",
     "DEFAULT_SECTION",
+    "INBOUND_FEES_SINCE",
     "PROPERTIES",
+    "STATUS_SINCE",
+    "ChangeRecord",
+    "ChannelActivity",
+    "ChannelState",
     "Criterion",
     "CriterionValue",
+    "EdgePolicy",
+    "GuardSettings",
+    "GuardedPlan",
+    "PeerNode",
+    "PendingHtlc",
+    "PolicyChange",
+    "PolicyDecision",
     "Properties",
+    "Refusal",
     "Rules",
     "Section",
     "Strategy",
+    "apply_guards",
+    "fee_deltas",
     "load_rules",
     "parse_rules",
 ]
