@@ -12,6 +12,7 @@ strategies), ``guards`` (the guard rails).
 
 from __future__ import annotations
 
+from .evaluate import DEFAULT_MAX_FEE_STEP_PERCENT, PROPORTIONAL_MIN_FEE_PPM_DELTA, evaluate
 from .guards import (
     INBOUND_FEES_SINCE,
     STATUS_SINCE,
@@ -47,9 +48,11 @@ from .rules import (
 
 __all__ = [
     "CRITERIA",
+    "DEFAULT_MAX_FEE_STEP_PERCENT",
     "DEFAULT_SECTION",
     "INBOUND_FEES_SINCE",
     "PROPERTIES",
+    "PROPORTIONAL_MIN_FEE_PPM_DELTA",
     "STATUS_SINCE",
     "ChangeRecord",
     "ChannelActivity",
@@ -69,6 +72,7 @@ __all__ = [
     "Section",
     "Strategy",
     "apply_guards",
+    "evaluate",
     "fee_deltas",
     "load_rules",
     "parse_rules",
