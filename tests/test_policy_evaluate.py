@@ -1282,3 +1282,28 @@ def test_opportunity_only_lowers_within_one_step_and_the_floor(
     assert new < current
     assert new >= max(suggested, floor)
     assert current - new <= max(1, current * percent // 100)
+
+
+@given(order=st.permutations(range(4)))
+def test_decisions_do_not_depend_on_channel_order(order: list[int]) -> None:
+    channels = [
+        chan(chan_id=CHAN + 0, local_balance_sat=100_000, remote_balance_sat=900_000),
+        chan(chan_id=CHAN + 1, active=False),
+        chan(chan_id=CHAN + 2, peer_pubkey=OTHER_KEY, opportunity=None),
+        chan(chan_id=CHAN + 3, local_balance_sat=0, remote_balance_sat=0),
+    ]
+    rules = parse_rules(
+        "[offline-peer]\nnode.min_shared_channels_inactive = 1\nnode.max_shared_ratio = 0.5\n"
+        "base_fee_msat = 0\n"
+        "[fee]\nlnflow.recommendation = lower_fees\nchan.max_ratio = 0.5\nstrategy = opportunity\n"
+        "[default]\nstrategy = proportional\nsum_peer_chans = true\nmin_fee_ppm = 0\n"
+        "max_fee_ppm = 1_000\n"
+    )
+    base = {
+        d.chan_id: d
+        for d in evaluate(rules, channels, block_height=HEIGHT, analysis_window_s=DAY_S)
+    }
+    shuffled = evaluate(
+        rules, [channels[i] for i in order], block_height=HEIGHT, analysis_window_s=DAY_S
+    )
+    assert {d.chan_id: d for d in shuffled} == base

@@ -7,6 +7,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import Action
@@ -198,8 +200,7 @@ VALUES = [
     ("key", "text", "value"), [v[1:] for v in VALUES], ids=[v[0] for v in VALUES]
 )
 def test_value_parsing(key: str, text: str, value: object) -> None:
-    extra = "chan.activity_period = 1d\n" if key in ("chan.min_htlcs_in",) else ""
-    rules = one(f"[a]\n{key} = {text}\n{extra}strategy = ignore\n")
+    rules = one(f"[a]\n{key} = {text}\nstrategy = ignore\n")
     assert criterion(rules, key) == value
 
 
@@ -228,6 +229,26 @@ def test_activity_periods_include_lnflow_windows() -> None:
         "[d]\nlnflow.min_urgency = 5\nstrategy = ignore\n"
     )
     assert rules.activity_periods_s(86_400) == {86_400, 48 * 3600, 3600}
+
+
+@given(number=st.integers(0, 10**15), group=st.integers(1, 4))
+def test_integers_read_with_any_underscore_grouping(number: int, group: int) -> None:
+    digits = str(number)
+    head = len(digits) % group or group
+    grouped = "_".join(
+        [digits[:head]] + [digits[i : i + group] for i in range(head, len(digits), group)]
+    )
+    assert criterion(one(f"[a]\nchan.min_capacity = {grouped}\n"), "chan.min_capacity") == number
+
+
+def test_activity_periods_of_included_files(tmp_path: Path) -> None:
+    (tmp_path / "inner.conf").write_text(
+        "[idle]\nchan.activity_period = 3d\nchan.max_htlcs_out = 0\nstrategy = ignore\n"
+    )
+    (tmp_path / "outer.conf").write_text(
+        "[default]\nstrategy = use_config\nconfig_file = inner.conf\n"
+    )
+    assert load_rules(tmp_path / "outer.conf").activity_periods_s(3_600) == {3 * 86_400}
 
 
 def test_id_lists_from_files(tmp_path: Path) -> None:
