@@ -828,6 +828,24 @@ STRATEGIES = [
         PolicyChange(max_htlc_msat=700_000_000),
     ),
     (
+        "opportunity-max_htlc-ratio-is-only-a-cap",
+        "[o]\nlnflow.min_urgency = 1\nstrategy = opportunity\nmax_htlc_msat_ratio = 0.9\n",
+        {"opportunity": opp(suggested_fee_ppm=500)},
+        PolicyChange(),
+    ),
+    (
+        "opportunity-raise_max_htlc-cap-below-current",
+        "[o]\nlnflow.min_urgency = 1\nstrategy = opportunity\nmax_htlc_msat = 300_000_000\n",
+        {
+            "opportunity": opp(
+                recommended_action=Action.RAISE_MAX_HTLC,
+                suggested_fee_ppm=None,
+                suggested_max_htlc_msat=800_000_000,
+            )
+        },
+        PolicyChange(),
+    ),
+    (
         "opportunity-raise_max_htlc-never-lowers",
         "[o]\nlnflow.min_urgency = 1\nstrategy = opportunity\n",
         {

@@ -24,7 +24,7 @@ properties unless the strategy computes them)::
     opportunity   the latest snapshot's suggestion: lower_fees → fee_ppm toward the
                   suggested ppm, at most max_fee_step_percent (25) of the current ppm a
                   step, within min_fee_ppm..max_fee_ppm; raise_max_htlc → the suggested
-                  max_htlc_msat (capped by max_htlc_msat/_ratio when set)
+                  max_htlc_msat, only up (max_htlc_msat/_ratio cap it, never set it)
 
 Every strategy but ``ignore`` and ``disable`` also sets min_htlc_msat, max_htlc_msat
 (``max_htlc_msat_ratio`` × capacity, the smaller of the two when both are set) and
@@ -393,12 +393,14 @@ def _strategy_target(
         target = _opportunity(props, channel, ours)
     else:  # pragma: no cover - use_config is resolved before
         raise AssertionError(strategy)
+    # opportunity reads max_htlc_msat(_ratio) as the ceiling of its suggestion only
+    max_htlc = (
+        target.max_htlc_msat if strategy is Strategy.OPPORTUNITY else _max_htlc_msat(props, channel)
+    )
     return replace(
         target,
         min_htlc_msat=props.min_htlc_msat,
-        max_htlc_msat=target.max_htlc_msat
-        if target.max_htlc_msat is not None
-        else _max_htlc_msat(props, channel),
+        max_htlc_msat=max_htlc,
         time_lock_delta=props.time_lock_delta,
         disabled=False,
     )
