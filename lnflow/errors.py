@@ -6,6 +6,7 @@ non-zero. Anything else is a bug and keeps its traceback.
 
     LnflowError
     ├── ConfigError              bad config file, key, value or flag
+    │   └── PolicyFileError      a policies file lnflow cannot honour (file:line named)
     ├── StoreError               the SQLite store cannot be used
     │   └── StoreTooNewError     schema newer than this code
     ├── UnknownChannelError      a channel id the store has never seen
@@ -32,6 +33,7 @@ __all__ = [
     "MacaroonRejectedError",
     "ManageError",
     "NodeUnreachableError",
+    "PolicyFileError",
     "ReportFileError",
     "StoreError",
     "StoreTooNewError",
@@ -48,6 +50,13 @@ class LnflowError(Exception):
 
 class ConfigError(LnflowError):
     exit_code = 2
+
+
+class PolicyFileError(ConfigError):
+    """A policies file (charge-lnd's rule language) that cannot be loaded as written.
+
+    The message is one line: ``FILE:LINE: [section] key: what is wrong``.
+    """
 
 
 class StoreError(LnflowError):
