@@ -435,11 +435,14 @@ def _trend_row(day: TrendDay) -> list[str]:
     ]
 
 
-def _trend_doc(chan_id: int, days: int, until_ns: int, rows: Sequence[TrendDay]) -> dict[str, Any]:
+def _trend_doc(
+    chan_id: int, days: int, requested: int, until_ns: int, rows: Sequence[TrendDay]
+) -> dict[str, Any]:
     return {
         "channel_id": chan_id,
         "scid": format_scid(chan_id),
         "days": days,
+        "days_requested": requested,
         "until": iso(until_ns),
         "series": [
             {
@@ -468,7 +471,7 @@ def channel_arg(text: str) -> int:
 
 def cmd_trend(args: argparse.Namespace, db_path: Path) -> int:
     """Daily series of one channel."""
-    from lnflow.store.trend import channel_known, channel_trend
+    from lnflow.store.trend import NS_PER_DAY, channel_known, channel_trend, first_day_held
 
     chan_id = channel_arg(args.channel)
     now = time.time_ns()
@@ -478,13 +481,19 @@ def cmd_trend(args: argparse.Namespace, db_path: Path) -> int:
                 f"channel {format_scid(chan_id)} ({chan_id}) is not in the store {db_path}: "
                 "`lnflowctl opportunities` or `lnflowctl status` show what it holds"
             )
-        rows = channel_trend(conn, chan_id, until_ns=now, days=args.days)
+        # no more days than the store holds (at least today's)
+        first = first_day_held(conn)
+        held = 1 if first is None else max(1, (now - 1) // NS_PER_DAY - first + 1)
+        days = min(args.days, held)
+        rows = channel_trend(conn, chan_id, until_ns=now, days=days)
     if args.json:
-        print_json(_trend_doc(chan_id, args.days, now, rows))
+        print_json(_trend_doc(chan_id, days, args.days, now, rows))
         return 0
+    cut = f" (--days {args.days} cut to the days the store holds)" if days < args.days else ""
+    last = f"last {days} day{'s' if days != 1 else ''}"
     lines = [
-        f"channel {format_scid(chan_id)} ({chan_id}), daily, last {args.days} days "
-        f"to {(iso(now) or '')[:10]} (UTC)",
+        f"channel {format_scid(chan_id)} ({chan_id}), daily, {last} "
+        f"to {(iso(now) or '')[:10]} (UTC){cut}",
         "",
         *table(TREND_COLUMNS, [_trend_row(d) for d in rows], (False, *([True] * 6))),
     ]
