@@ -495,7 +495,7 @@ def test_thresholds_from_flags_config_and_environment(
     assert channels() == {BIG}
     config.write_text('[analysis]\nmin_failure_count = "many"\n')
     code, _, err = run(capsys, *db, "analyze", "--config", str(config))
-    assert code == 2 and "[analysis].min_failure_count must be a int" in err
+    assert code == 2 and "[analysis].min_failure_count must be a whole number from 1 to" in err
 
 
 def test_settings_defaults_without_config() -> None:
