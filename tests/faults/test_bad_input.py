@@ -277,7 +277,7 @@ def _run_env(module: str, *args: str, env: dict[str, str]) -> tuple[int, str, st
 @pytest.mark.parametrize(
     ("toml", "key"),
     [
-        ("[ledger]\nsync_interval_s = 1e20\n", "ledger.sync_interval_s"),
+        ("[ledger]\nsync_interval_s = 1e18\n", "ledger.sync_interval_s"),
         ("[channels]\nsample_interval_s = 99999999999\n", "channels.sample_interval_s"),
         ("[lnd]\ntimeout_s = inf\n", "lnd.timeout_s"),
         ("[recorder]\nattempt_timeout_s = nan\n", "recorder.attempt_timeout_s"),
@@ -300,7 +300,7 @@ def test_config_numbers_are_bounded_before_check(tmp_path: Path, toml: str, key:
     ("module", "variable", "value", "fragment"),
     [
         ("lnflowd.main", "LNFLOW_LND__TIMEOUT_S", "inf", "lnd.timeout_s"),
-        ("lnflowd.main", "LNFLOW_LEDGER__SYNC_INTERVAL_S", "1e20", "ledger.sync_interval_s"),
+        ("lnflowd.main", "LNFLOW_LEDGER__SYNC_INTERVAL_S", "10" * 9, "ledger.sync_interval_s"),
         ("lnflow.cli.ctl", "LNFLOW_ANALYSIS__MAX_COST_SHARE", "inf", "from 0.01 to 1"),
         ("lnflow.cli.ctl", "LNFLOW_ANALYSIS__MIN_MISSED_SATS", "1" + "0" * 30, "from 0 to"),
     ],
