@@ -479,3 +479,70 @@ def test_readme_windows_are_what_the_commands_print(hostile_store: Path) -> None
     for line in examples:
         named, spanned = _window_hours(line)
         assert spanned == named, line
+
+
+# --------------------------------------------------------------------------- the rules, as tables
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain alias ⚡ ünïcode", "plain alias ⚡ ünïcode"),
+        ("\x1b]0;title\x07", "\\x1b]0;title\\x07"),
+        ("a\nb\rc\td", "a\\x0ab\\x0dc\\x09d"),
+        ("nul\x00del\x7f", "nul\\x00del\\x7f"),
+        ("c1\x9bcsi\x85nel", "c1\\x9bcsi\\x85nel"),
+        ("bidi\u202eexe.txt\u2066\u2069", "bidi\\u202eexe.txt\\u2066\\u2069"),
+        ("line\u2028sep", "line\\u2028sep"),
+        ("\\x1b already text", "\\x1b already text"),
+    ],
+    ids=["plain", "osc", "newlines", "nul-del", "c1", "bidi", "line-separator", "backslash"],
+)
+def test_printable(text: str, shown: str) -> None:
+    from lnflow.text import printable
+
+    assert printable(text) == shown
+    assert printable(shown) == shown  # escaping twice changes nothing
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        (None, ""),
+        (True, "true"),
+        (False, "false"),
+        (-5, -5),
+        (b"\x01\xff", "01ff"),
+        ("=1+1", "'=1+1"),
+        ("+cmd", "'+cmd"),
+        ("-2+3+cmd|' /C calc'!A0", "'-2+3+cmd|' /C calc'!A0"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("-5", "-5"),
+        ("-1.25", "-1.25"),
+        ("\t=1", "\\x09=1"),
+        ("alias\nrow", "alias\\x0arow"),
+        ("fee_insufficient", "fee_insufficient"),
+    ],
+    ids=lambda v: repr(v)[:20],
+)
+def test_csv_cell(value: object, cell: object) -> None:
+    from lnflow.store.export import csv_cell
+
+    assert csv_cell(value) == cell
+
+
+@pytest.mark.parametrize(
+    ("given", "address"),
+    [
+        ("node.lan", "node.lan:10009"),
+        (" node.lan:10010 ", "node.lan:10010"),
+        ("[::1]", "[::1]:10009"),
+        ("[::1]:10010", "[::1]:10010"),
+        ("::1", "::1"),
+        ("10.0.0.2:65535", "10.0.0.2:65535"),
+    ],
+)
+def test_rpc_address(given: str, address: str) -> None:
+    from lnflow.netaddr import rpc_address
+
+    assert rpc_address(given) == address
