@@ -4,12 +4,13 @@ scheduler, and runs them under one supervisor until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -73,10 +74,35 @@ def _analyze_store(
         return analyze_window(conn, node_id, until_ns=until_ns, hours=hours, settings=settings)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _quiet_when_cancelled(job: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R | None]]:
+    """A scheduler job that ends quietly when it is cancelled.
+
+    On exit (SIGTERM, or lnd's credentials missing at start) the daemon shuts the
+    scheduler down, which cancels the jobs still running: the first prune, a ledger page.
+    APScheduler logs each such cancellation as a job failure with a 15-line traceback.
+    Only the cancellation is quiet; any other exception propagates as before.
+    """
+
+    @functools.wraps(job)
+    async def run(*args: _P.args, **kwargs: _P.kwargs) -> _R | None:
+        try:
+            return await job(*args, **kwargs)
+        except asyncio.CancelledError:
+            log.debug("job_cancelled", job=getattr(job, "__name__", "?"))
+            return None
+
+    return run
+
+
 def _trimmed(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
     """The job, then its freed heap pages back to the kernel (a ledger page of 10 000
     forwards leaves megabytes free in malloc's arenas otherwise)."""
 
+    @_quiet_when_cancelled
     async def run() -> None:
         try:
             await job()
@@ -282,6 +308,7 @@ class Daemon:
             misfire_grace_time=every_s,
         )
 
+    @_quiet_when_cancelled
     async def _prune(self, store: StoreThread[StoreWriter], pruner: Pruner) -> None:
         """One store call per batch, so event writes queue in between and never stall."""
         r = self.settings.retention
@@ -340,6 +367,7 @@ class Daemon:
             misfire_grace_time=every_s,
         )
 
+    @_quiet_when_cancelled
     async def _analyze(
         self,
         engine: Engine,
@@ -387,6 +415,7 @@ class Daemon:
         )
         return run_id
 
+    @_quiet_when_cancelled
     async def _heartbeat(self, store: StoreThread[StoreWriter]) -> None:
         await store.call(store.target.daemon_state, self.clock_ns())
         if watchdog_enabled():

@@ -36,6 +36,10 @@ JsonObject = dict[str, Any]
 
 _E = TypeVar("_E", Action, Confidence)
 _U64 = 1 << 64
+# The largest count or amount a report may hold: what the store can (signed 64-bit).
+# A bigger number, or an inf or nan, is no report lnflow wrote, and would overflow
+# the arithmetic of the rendering.
+_MAX_INT = (1 << 63) - 1
 _SUGGESTIONS = ("suggested_fee_ppm", "suggested_amount_sat", "suggested_max_htlc_msat")
 
 
@@ -148,8 +152,8 @@ class _Reader:
 
     def int_(self, obj: Mapping[str, object], key: str, path: str, *, lo: int = 0) -> int:
         value = self.field(obj, key, path)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise self.fail(_join(path, key), f"an integer >= {lo}")
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= _MAX_INT:
+            raise self.fail(_join(path, key), f"an integer from {lo} to {_MAX_INT}")
         return value
 
     def opt_int(self, obj: Mapping[str, object], key: str, path: str) -> int | None:
@@ -167,8 +171,12 @@ class _Reader:
 
     def num(self, obj: Mapping[str, object], key: str, path: str) -> float:
         value = self.field(obj, key, path)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(_join(path, key), "a number")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not -_MAX_INT <= value <= _MAX_INT  # also refuses nan and inf
+        ):
+            raise self.fail(_join(path, key), "a finite number")
         return float(value)
 
     def str_(self, obj: Mapping[str, object], key: str, path: str) -> str:
