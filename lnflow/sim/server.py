@@ -357,8 +357,9 @@ class SimServicer:
             fee_msat=r.fee_msat,
             amt_in_msat=r.amt_in_msat,
             amt_out_msat=r.amt_out_msat,
-            timestamp_ns=r.timestamp_ns,
         )
+        if self.node.at_least(0, 13):
+            msg.timestamp_ns = r.timestamp_ns  # before 0.13 only whole seconds
         if alias_lookup:
             msg.peer_alias_in = self.node.alias_of_channel(r.chan_id_in)
             msg.peer_alias_out = self.node.alias_of_channel(r.chan_id_out)

@@ -286,11 +286,20 @@ class ForwardLog:
         incoming: Sequence[int] = (),
         outgoing: Sequence[int] = (),
     ) -> list[ForwardRecord]:
-        """lnd's ``Query``: ascending, ``start_ns <= key <= end_ns``, skip ``offset`` matches."""
+        """lnd's ``Query``: ascending, ``start_ns <= key <= end_ns``, skip ``offset`` matches.
+
+        Like lnd's cursor, the skip steps over the records one by one from the first key
+        at or after ``start_ns`` (a seek), so paging by ``index_offset`` alone costs what
+        it costs on a real node: quadratic in the length of the window.
+        """
         pos = bisect.bisect_left(self._keys, start_ns)
         stop = bisect.bisect_right(self._keys, end_ns)
         if not incoming and not outgoing:
-            first = pos + offset
+            first = pos
+            skip = offset
+            while skip and first < stop:  # lnd: recordsToSkip--, cursor.Next()
+                skip -= 1
+                first += 1
             return self._records[first : min(stop, first + limit)]
         ins, outs = set(incoming), set(outgoing)
         matches = (
