@@ -264,8 +264,16 @@ def version_from_string(text: str) -> LndVersion | None:
     return LndVersion(major=major, minor=minor, patch=patch, version=version)
 
 
+# With peer_alias_lookup, lnd puts its lookup error into peer_alias for a peer whose node
+# announcement it lacks (rpcserver.go); that text is no alias.
+_ALIAS_LOOKUP_FAILED = "unable to lookup peer"
+
+
 def channel_info(ch: lightning_pb2.Channel) -> ChannelInfo:
-    """Reserves from the constraints (lnd >= 0.11), else the deprecated fields 20/21."""
+    """Reserves from the constraints (lnd >= 0.11), else the deprecated fields 20/21.
+
+    A failed alias lookup reads as an empty alias (the caller falls back to GetNodeInfo).
+    """
     local_reserve = (
         ch.local_constraints.chan_reserve_sat
         if ch.HasField("local_constraints")
@@ -287,7 +295,7 @@ def channel_info(ch: lightning_pb2.Channel) -> ChannelInfo:
         remote_reserve_sat=remote_reserve,
         active=ch.active,
         private=ch.private,
-        peer_alias=ch.peer_alias,
+        peer_alias="" if ch.peer_alias.startswith(_ALIAS_LOOKUP_FAILED) else ch.peer_alias,
         uptime_s=ch.uptime,
         lifetime_s=ch.lifetime,
     )

@@ -122,6 +122,7 @@ _CHANNEL_FIELDS: dict[str, type] = {
     "active": bool,
     "private": bool,
     "initiator": bool,
+    "announced": bool,
     "fee_base_msat": int,
     "fee_rate_ppm": int,
     "time_lock_delta": int,

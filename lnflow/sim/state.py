@@ -128,6 +128,7 @@ class Channel:
     peer: Policy
     private: bool = False
     initiator: bool = True
+    announced: bool = True  # the peer's node announcement is in our graph
     online: bool = True
     unsettled_msat: int = 0
     next_in_htlc: int = 0  # the peer's next add index (our incoming HTLC ids)
@@ -344,13 +345,17 @@ class NodeState:
         if pubkey == self.pubkey:
             return self.alias
         for chan in self.channels.values():
-            if chan.remote_pubkey == pubkey:
+            if chan.remote_pubkey == pubkey and chan.announced:
                 return chan.peer_alias
         return None
 
-    def alias_of_channel(self, chan_id: int) -> str:
+    def alias_of_channel(self, chan_id: int) -> str | None:
+        """The peer's alias ("" for an unknown channel); None when the peer's node is
+        missing from the graph."""
         chan = self.channels.get(chan_id)
-        return chan.peer_alias if chan else ""
+        if chan is None:
+            return ""
+        return chan.peer_alias if chan.announced else None
 
     def channel_by_point(self, txid: str, output_index: int) -> Channel | None:
         wanted = f"{txid}:{output_index}"
