@@ -183,8 +183,9 @@ class SimServicer:
             uptime=c.uptime_ns(node.start_ns, now) // NS,
             local_constraints=self._constraints(c, c.local_reserve_sat, c.ours),
             remote_constraints=self._constraints(c, c.remote_reserve_sat, c.peer),
-            alias_scids=[c.chan_id] if alias_scid else [],
-            zero_conf=alias_scid,
+            alias_scids=list(c.alias_scids) or ([c.chan_id] if alias_scid else []),
+            zero_conf=alias_scid or bool(c.zero_conf_confirmed_scid),
+            zero_conf_confirmed_scid=c.zero_conf_confirmed_scid,
             peer_alias=self._peer_alias(c) if alias_lookup and node.at_least(0, 16) else "",
         )
 
@@ -227,7 +228,7 @@ class SimServicer:
         )
 
     async def get_chan_info(self, request: Any, context: Any) -> Any:
-        chan = self.node.channels.get(request.chan_id)
+        chan = self.node.channel_by_graph_id(request.chan_id) if request.chan_id else None
         by_point = not request.chan_id and request.chan_point and self.node.at_least(0, 18, 3)
         if chan is None and by_point:
             txid, _, index = request.chan_point.partition(":")
@@ -240,7 +241,7 @@ class SimServicer:
         ours, theirs = self._policy(chan.ours), self._policy(chan.peer)
         we_are_node1 = self.node.pubkey < chan.remote_pubkey
         return ln.ChannelEdge(
-            channel_id=chan.chan_id,
+            channel_id=chan.zero_conf_confirmed_scid or chan.chan_id,
             chan_point=chan.channel_point,
             last_update=max(chan.ours.last_update_s, chan.peer.last_update_s),
             node1_pub=self.node.pubkey if we_are_node1 else chan.remote_pubkey,

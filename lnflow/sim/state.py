@@ -129,6 +129,10 @@ class Channel:
     private: bool = False
     initiator: bool = True
     announced: bool = True  # the peer's node announcement is in our graph
+    # lnd >= 0.15.1: the channel's alias SCIDs; a zero-conf channel that confirmed keeps
+    # its alias as chan_id and has its graph edge under the real SCID
+    alias_scids: tuple[int, ...] = ()
+    zero_conf_confirmed_scid: int = 0
     online: bool = True
     unsettled_msat: int = 0
     next_in_htlc: int = 0  # the peer's next add index (our incoming HTLC ids)
@@ -356,6 +360,17 @@ class NodeState:
         if chan is None:
             return ""
         return chan.peer_alias if chan.announced else None
+
+    def channel_by_graph_id(self, scid: int) -> Channel | None:
+        """The channel whose graph edge is under ``scid`` (GetChanInfo): a confirmed
+        zero-conf channel's edge is under its real SCID only."""
+        chan = self.channels.get(scid)
+        if chan is not None:
+            return None if chan.zero_conf_confirmed_scid else chan
+        for chan in self.channels.values():
+            if chan.zero_conf_confirmed_scid == scid:
+                return chan
+        return None
 
     def channel_by_point(self, txid: str, output_index: int) -> Channel | None:
         wanted = f"{txid}:{output_index}"
