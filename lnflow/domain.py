@@ -273,6 +273,22 @@ class ChannelInfo:
     peer_alias: str
     uptime_s: int
     lifetime_s: int
+    # other ids lnd may name the channel by (lnd >= 0.15.1): its alias SCIDs, and for a
+    # zero-conf channel that confirmed, the real SCID its graph edge moved to (0: none).
+    # chan_id, the id ListChannels reports, is the channel's id everywhere in lnflow.
+    alias_scids: tuple[int, ...] = ()
+    confirmed_scid: int = 0
+
+    @property
+    def other_ids(self) -> frozenset[int]:
+        """Every id of the channel but ``chan_id``."""
+        ids = {*self.alias_scids, self.confirmed_scid} - {0, self.chan_id}
+        return frozenset(ids)
+
+    @property
+    def graph_id(self) -> int:
+        """The id its graph edge (GetChanInfo) is under: the confirmed SCID if any."""
+        return self.confirmed_scid or self.chan_id
 
 
 @dataclass(frozen=True, slots=True)

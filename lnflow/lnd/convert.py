@@ -298,6 +298,8 @@ def channel_info(ch: lightning_pb2.Channel) -> ChannelInfo:
         peer_alias="" if ch.peer_alias.startswith(_ALIAS_LOOKUP_FAILED) else ch.peer_alias,
         uptime_s=ch.uptime,
         lifetime_s=ch.lifetime,
+        alias_scids=tuple(ch.alias_scids),
+        confirmed_scid=ch.zero_conf_confirmed_scid,
     )
 
 

@@ -166,7 +166,10 @@ class ChannelSampler:
 
     async def _sample(self, info: ChannelInfo) -> ChannelSample:
         async with self._sem:
-            edge = await self._source.get_chan_info(info.chan_id)
+            # a zero-conf channel's edge moves to its real SCID once it confirms
+            edge = await self._source.get_chan_info(info.graph_id)
+            if edge is None and info.graph_id != info.chan_id:
+                edge = await self._source.get_chan_info(info.chan_id)
             alias = info.peer_alias or self._aliases.get(info.remote_pubkey, "")
             if not alias:
                 alias = await self._source.get_node_alias(info.remote_pubkey) or ""
