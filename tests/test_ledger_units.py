@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from structlog.testing import capture_logs
 
+from lnflow.domain import ForwardingPage, ForwardRecord, NodeInfo
 from lnflow.errors import LndRpcError
 from lnflow.lnd import convert
 from lnflow.lnd._proto import lightning_pb2
-from lnflow.recording import guarded
+from lnflow.recording import LedgerSync, guarded
+from lnflow.recording.storethread import StoreThread
+from lnflow.sim.state import ForwardLog
+from lnflow.store.db import open_engine
+from lnflow.store.schema import forwards
+from lnflow.store.writer import StoreWriter
 
 NS = 1_000_000_000
 S = 1_600_000_000
@@ -142,3 +152,90 @@ def test_guarded_job_survives_a_bug_logs_it_once_and_runs_again() -> None:
         ("job_crashed", "error"),
     ]
     assert logs[0]["exc_info"] is True and logs[0]["job"] == "ledger_sync"
+
+
+class WholeSecondLnd:
+    """lnd < 0.13 at the network edge: its forwarding log (the simulator's, which walks
+    offsets as lnd does), whole seconds on the wire, converted by the real adapter."""
+
+    def __init__(self, log: ForwardLog) -> None:
+        self.log = log
+
+    async def forwarding_history(
+        self,
+        *,
+        start_time_s: int,
+        end_time_s: int = 0,
+        index_offset: int = 0,
+        num_max_events: int = 10_000,
+    ) -> ForwardingPage:
+        records = self.log.query(
+            start_ns=start_time_s * NS,
+            end_ns=end_time_s * NS if end_time_s else 1 << 62,
+            offset=index_offset,
+            limit=num_max_events,
+        )
+        resp = lightning_pb2.ForwardingHistoryResponse(
+            forwarding_events=[
+                lightning_pb2.ForwardingEvent(
+                    timestamp=r.timestamp_ns // NS,
+                    chan_id_in=r.chan_id_in,
+                    chan_id_out=r.chan_id_out,
+                    amt_in_msat=r.amt_in_msat,
+                    amt_out_msat=r.amt_out_msat,
+                    fee_msat=r.fee_msat,
+                )
+                for r in records
+            ],
+            last_offset_index=index_offset + len(records),
+        )
+        return convert.forwarding_page(resp, start_time_s=start_time_s, index_offset=index_offset)
+
+
+async def sync(lnd: WholeSecondLnd, writer: StoreWriter, node_id: int, page: int) -> None:
+    store = StoreThread(writer)
+    try:
+        await asyncio.wait_for(LedgerSync(lnd, store, node_id, page_size=page).run(), 60)
+    finally:
+        store.close()
+
+
+def test_whole_second_keys_do_not_depend_on_page_size_or_sync_points(tmp_path: Path) -> None:
+    """Random logs of many forwards per second, synced in two passes at random points with
+    random page sizes: every forward stored once, keyed second + rank in lnd's order."""
+    engine = open_engine(tmp_path / "s.db")
+    writer = StoreWriter(engine)
+    rng = random.Random(10)
+    for case in range(40):
+        node = NodeInfo(f"02{case:064x}", "n", "0.12.1-beta", "regtest", 1, True)
+        node_id = writer.upsert_node(node, 1)
+        seconds = sorted(rng.sample(range(S, S + 40), rng.randint(1, 8)))
+        stamps = sorted(
+            s * NS + rng.randrange(NS) for s in seconds for _ in range(rng.randint(1, 30))
+        )
+        split = rng.randint(1, len(stamps))  # the first pass sees the log up to here
+        page = rng.randint(1, 12)
+        log = ForwardLog()
+        lnd = WholeSecondLnd(log)
+
+        for i, ts in enumerate(stamps[:split]):
+            log.append(ForwardRecord(ts, 1, 2, 2_000_000 + i, 1_000_000, 1_000_000 + i))
+        asyncio.run(sync(lnd, writer, node_id, page))
+        for i, ts in enumerate(stamps[split:], start=split):
+            log.append(ForwardRecord(ts, 1, 2, 2_000_000 + i, 1_000_000, 1_000_000 + i))
+        asyncio.run(sync(lnd, writer, node_id, page))
+        asyncio.run(sync(lnd, writer, node_id, page))
+
+        expected, rank = [], Counter[int]()
+        for i, ts in enumerate(stamps):
+            second = ts // NS
+            expected.append((second * NS + rank[second], 2_000_000 + i))
+            rank[second] += 1
+        with engine.connect() as conn:
+            stored = conn.execute(
+                select(forwards.c.timestamp_ns, forwards.c.amt_in_msat)
+                .where(forwards.c.node_id == node_id)
+                .order_by(forwards.c.timestamp_ns)
+            ).all()
+        assert [tuple(r) for r in stored] == expected, (case, page, split)
+    engine.dispose()
