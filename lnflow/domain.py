@@ -25,6 +25,7 @@ __all__ = [
     "HtlcEvent",
     "LndVersion",
     "NodeInfo",
+    "RejectedForward",
     "RoutingPolicy",
     "StreamSubscribed",
     "WireFailure",
@@ -272,6 +273,22 @@ class ChannelInfo:
     peer_alias: str
     uptime_s: int
     lifetime_s: int
+    # other ids lnd may name the channel by (lnd >= 0.15.1): its alias SCIDs, and for a
+    # zero-conf channel that confirmed, the real SCID its graph edge moved to (0: none).
+    # chan_id, the id ListChannels reports, is the channel's id everywhere in lnflow.
+    alias_scids: tuple[int, ...] = ()
+    confirmed_scid: int = 0
+
+    @property
+    def other_ids(self) -> frozenset[int]:
+        """Every id of the channel but ``chan_id``."""
+        ids = {*self.alias_scids, self.confirmed_scid} - {0, self.chan_id}
+        return frozenset(ids)
+
+    @property
+    def graph_id(self) -> int:
+        """The id its graph edge (GetChanInfo) is under: the confirmed SCID if any."""
+        return self.confirmed_scid or self.chan_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +352,36 @@ class ForwardRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedForward:
+    """A ``ForwardingHistory`` record with a value the store cannot hold (or lnd never
+    writes), kept out of the ledger; the fields say which record it was, as lnd sent it."""
+
+    timestamp_s: int
+    timestamp_ns: int  # 0 from lnd < 0.13
+    chan_id_in: int
+    chan_id_out: int
+    amt_in_msat: int
+    amt_out_msat: int
+    fee_msat: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ForwardingPage:
+    """One ``ForwardingHistory`` answer.
+
+    ``events`` and ``rejected`` together are the records lnd returned; ``last_second_s``
+    is the whole second of the last of them and ``last_second_count`` how many records at
+    the end of the page share it (what a pager needs to go on from that second).
+    """
+
     events: tuple[ForwardRecord, ...]
     last_offset_index: int
+    rejected: tuple[RejectedForward, ...] = ()
+    last_second_s: int = 0
+    last_second_count: int = 0
+
+    @property
+    def size(self) -> int:
+        """How many records lnd returned."""
+        return len(self.events) + len(self.rejected)

@@ -231,8 +231,10 @@ class LndClient:
     ) -> ForwardingPage:
         """One page of settled forwards in [start, end] (seconds; end 0 = now).
 
-        Page by sending ``index_offset = page.last_offset_index`` with the same
-        window until a page comes back empty.
+        lnd walks ``index_offset`` records from ``start_time_s`` on every call: page by
+        advancing ``start_time_s`` (see :class:`lnflow.recording.LedgerSync`), with an
+        offset only into the start second (the contract of
+        :func:`lnflow.lnd.convert.forwarding_page` for lnd < 0.13).
         """
         resp = await self._call(
             "ForwardingHistory",
@@ -244,7 +246,7 @@ class LndClient:
                 num_max_events=num_max_events,
             ),
         )
-        return convert.forwarding_page(resp)
+        return convert.forwarding_page(resp, start_time_s=start_time_s, index_offset=index_offset)
 
     def subscribe_htlc_events(self) -> HtlcStream:
         """Start ``SubscribeHtlcEvents`` (call from a running event loop).

@@ -89,6 +89,7 @@ from lnflow.analysis.model import (
 from lnflow.analysis.opportunities import analyze, deciding_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
+from lnflow.store.channel_ids import AliasedFailureDetails, alias_map, fold_counts, fold_failures
 from lnflow.store.queries import stream_gaps
 from lnflow.store.rollups import BLOCK_HOURS, CLASS_COLUMNS, HOURS_PER_DAY
 from lnflow.store.schema import (
@@ -765,7 +766,9 @@ def load_analysis_input(
     baseline = _span(since_ns - settings.baseline_days * 24 * NS_PER_HOUR, since_ns)
     window_ledger = _ledger(conn, node_id, window.parts)
     window_totals = _forward_totals(conn, node_id, window)
-    failures, node_failures, node_missed = _failures(conn, node_id, window)
+    by_id, node_failures, node_missed = _failures(conn, node_id, window)
+    aliases = alias_map(conn, node_id)  # a channel's other ids count for it (channel_ids)
+    failures = fold_failures(by_id, aliases)
     history_from_ns = since_ns - settings.gossip_grace_h * NS_PER_HOUR
     channel_states = _channels(conn, node_id, since_ns, until_ns, settings.inbound_ratio)
     return AnalysisInput(
@@ -774,16 +777,20 @@ def load_analysis_input(
         hours=hours,
         channels=channel_states,
         failures=failures,
-        successes=_successes(window_totals, window_ledger),
+        successes=fold_counts(_successes(window_totals, window_ledger), aliases),
         inbound=_inbound(conn, node_id, window_totals, window_ledger, baseline),
-        details=StoreFailureDetails(
-            conn,
-            node_id,
-            since_ns,
-            until_ns,
-            history_from_ns,
-            likely=_likely(failures, channel_states, settings),
-            window_failures=failures,
+        details=AliasedFailureDetails.over(
+            StoreFailureDetails(
+                conn,
+                node_id,
+                since_ns,
+                until_ns,
+                history_from_ns,
+                likely=_likely(failures, channel_states, settings),
+                window_failures=by_id,
+            ),
+            by_id,
+            aliases,
         ),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,

@@ -33,6 +33,7 @@ from lnflow.store.readonly import SCHEMA_REVISIONS
 __all__ = [
     "SCHEMA_REVISIONS",
     "analysis_runs",
+    "channel_aliases",
     "channel_refs",
     "channel_samples",
     "channels",
@@ -538,3 +539,19 @@ failure_channel_6h = _failure_channel_table(
     Column("last_hour", Integer, nullable=False),
 )
 forward_channel_6h = _forward_channel_table("forward_channel_6h", "block")
+
+
+# --------------------------------------------------------------------------- 0013
+
+# The other ids lnd may name one of our channels by (ListChannels: alias_scids, and
+# zero_conf_confirmed_scid), each mapped to the channel's id in ``channels`` (the
+# chan_id ListChannels reports): failures an event names by an alias, or forwards by
+# the confirmed SCID, count for that channel. An id maps to one channel for good.
+channel_aliases = Table(
+    "channel_aliases",
+    metadata,
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True),
+    Column("scid", BigInteger, primary_key=True, autoincrement=False),
+    Column("chan_id", BigInteger, nullable=False),
+    Column("confirmed", Boolean, nullable=False),  # the real SCID of a zero-conf channel
+)
