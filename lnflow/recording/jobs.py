@@ -10,7 +10,7 @@ from typing import Protocol
 import structlog
 
 from lnflow.domain import ChannelEdge, ChannelInfo, ChannelSample, ForwardingPage
-from lnflow.errors import LndError
+from lnflow.errors import LndError, StoreWriteError
 from lnflow.recording.storethread import StoreThread
 from lnflow.store.writer import StoreWriter
 
@@ -130,15 +130,17 @@ class ChannelSampler:
 
 
 def guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-    """A periodic job that survives LND being away: logged once per outage, no traceback,
-    tried again on its next run."""
+    """A periodic job that survives LND being away or the store refusing writes: logged
+    once per outage, no traceback, tried again on its next run."""
     failing = False
 
     async def run() -> None:
         nonlocal failing
         try:
             await job()
-        except LndError as exc:
+        except asyncio.CancelledError:
+            return  # the daemon is exiting under it
+        except (LndError, StoreWriteError) as exc:
             if not failing:
                 log.warning("job_failed", job=name, error=str(exc))
             failing = True

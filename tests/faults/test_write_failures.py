@@ -10,13 +10,21 @@ the limit again is the space coming back. docs/reliability.md quotes these figur
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
+import signal
 import sqlite3
-from collections.abc import Iterator
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemonproc import Daemon, _env, query, run_lnflowctl, sim_flags
+from simnode import SimNode
 from sqlalchemy.exc import OperationalError
 
 from lnflow.domain import EventKind, EventType, FailureDetail, HtlcEvent, NodeInfo, WireFailure
@@ -188,3 +196,249 @@ def test_a_batch_retried_after_disk_full_at_commit(tmp_path: Path) -> None:
                 faulty.ingestor.ingest(faulty.session, events, now_ns)
         faulty.ingestor.ingest(faulty.session, events, now_ns)
     assert faulty.dump() == clean.dump()
+
+
+# --------------------------------------------------------------------------- the daemon
+
+CHAN_IN, CHAN_OUT = (810_000 << 40) | (1 << 16), (810_001 << 40) | (2 << 16) | 1
+UNLIMITED = resource.RLIM_INFINITY
+
+
+def _script(n: int, *, every: int = 10, pause_s: float = 0.1, extra: Any = ()) -> list[Any]:
+    """``n`` local failures (distinct HTLCs), ``every`` of them per ``pause_s``."""
+    lines: list[Any] = [
+        {"op": "channel", "chan_id": CHAN_IN, "peer_alias": "alice"},
+        {"op": "channel", "chan_id": CHAN_OUT, "peer_alias": "bob"},
+        {"op": "wait_subscribers", "count": 1, "timeout_s": 60},
+        *extra,
+    ]
+    for i in range(n):
+        lines.append(
+            {
+                "event": "link_fail",
+                "incoming_channel_id": CHAN_IN,
+                "incoming_htlc_id": i,
+                "outgoing_channel_id": CHAN_OUT,
+                "incoming_amt_msat": 1_000_000 + 1_000 + i,
+                "outgoing_amt_msat": 1_000_000,
+                "wire_failure": "TEMPORARY_CHANNEL_FAILURE",
+                "failure_detail": "INSUFFICIENT_BALANCE",
+            }
+        )
+        if i % every == every - 1:
+            lines.append({"op": "sleep", "seconds": pause_s})
+    return lines
+
+
+class PipedDaemon(Daemon):
+    """lnflowd whose stderr goes through a pipe (a file-size limit must not hit its log),
+    optionally started with ``RLIMIT_FSIZE`` already set (a disk full from the start)."""
+
+    def __init__(
+        self, sim: SimNode, db: Path, *, config: str = "", fsize: int | None = None
+    ) -> None:
+        args: list[str] = []
+        if config:
+            path = db.with_suffix(".toml")
+            path.write_text(config)
+            args = ["--config", str(path)]
+        super().__init__(sim, db, args=args)
+        self.fsize = fsize
+        self._pump: threading.Thread | None = None
+
+    def start(self) -> PipedDaemon:
+        cmd = [
+            sys.executable,
+            *("-m", "lnflowd.main", *sim_flags(self.sim), "--db", str(self.db)),
+            *("--log-format", "json", "--log-level", "info", *self.args),
+        ]
+        limit = self.fsize
+
+        def preexec() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, UNLIMITED))
+
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), preexec_fn=preexec
+        )
+        self._proc = proc
+        self._pump = threading.Thread(target=self._copy, args=(proc,), daemon=True)
+        self._pump.start()
+        return self
+
+    def _copy(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        with proc.stderr, self.stderr_path.open("ab") as out:
+            for line in proc.stderr:
+                out.write(line)
+                out.flush()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        code = super().stop(sig, timeout)
+        if self._pump is not None:
+            self._pump.join(timeout)  # every line it wrote is in the log
+        return code
+
+    def limit_file_size(self, limit: int) -> None:
+        """Disk full (a tiny limit) or space back (UNLIMITED), for the running daemon."""
+        resource.prlimit(self.pid, resource.RLIMIT_FSIZE, (limit, UNLIMITED))
+
+    def wait_exit(self, timeout: float) -> int:
+        proc = self._proc
+        assert proc is not None
+        code = proc.wait(timeout)
+        if self._pump is not None:
+            self._pump.join(timeout)
+        self._proc = None
+        return code
+
+
+def _stored(db: Path) -> list[tuple[int, int]]:
+    """(kind, incoming htlc id) of every stored event."""
+    return [
+        (int(k), int(h)) for k, h in query(db, "SELECT kind, incoming_htlc_id FROM htlc_events")
+    ]
+
+
+def _sent(event_log: Path) -> int:
+    if not event_log.exists():
+        return 0
+    lines = [json.loads(x) for x in event_log.read_text().splitlines() if x.strip()]
+    return sum(1 for x in lines if x["event"]["event"] != "subscribed")
+
+
+def _wait(what: str, predicate: Callable[[], bool], timeout: float, d: Daemon) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s; lnflowd log:\n{d.log()}")
+        time.sleep(0.1)
+
+
+def _no_traceback(d: Daemon) -> None:
+    assert "Traceback" not in d.log()
+    assert not [e for e in d.events("job_failed") if "Traceback" in json.dumps(e)]
+
+
+CONFIG = """
+[recorder]
+heartbeat_s = 1
+"""
+
+
+def test_disk_full_mid_stream_holds_the_events_and_writes_them_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    sent_log = tmp_path / "sent.jsonl"
+    total = 1500
+    sim = SimNode(tmp_path / "lnd", script=_script(total), args=("--event-log", str(sent_log)))
+    with sim, PipedDaemon(sim, tmp_path / "lnflow.db", config=CONFIG) as d:
+        d.wait_for(lambda c: c.execute("SELECT count(*) FROM htlc_events").fetchone()[0] >= 50)
+        d.limit_file_size(1)  # no file may be written past its first byte: disk full
+        _wait("writes failing", lambda: bool(d.events("store_write_failing")), 30, d)
+        stored_at_fault = len(_stored(d.db))
+        # lnflowctl status tells the silent daemon from a dead one
+        status_text = ""
+
+        def status_says_not_writing() -> bool:
+            nonlocal status_text
+            code, status_text, _ = run_lnflowctl("--db", str(d.db), "status")
+            return code == 0 and "cannot write the store" in status_text
+
+        _wait("status", status_says_not_writing, 60, d)
+        _, out, _ = run_lnflowctl("--db", str(d.db), "status", "--json")
+        assert json.loads(out)["daemon"]["alive_not_writing"] is True
+        assert d.running()
+        held_while_full = len(_stored(d.db)) == stored_at_fault  # nothing written meanwhile
+        d.limit_file_size(UNLIMITED)  # space is back
+        _wait("all sent", lambda: _sent(sent_log) == total, 120, d)
+        _wait("all stored", lambda: len(_stored(d.db)) == total, 60, d)
+        _wait("held written", lambda: bool(d.events("held_events_written")), 30, d)
+        assert d.stop() == 0
+    stored = _stored(d.db)
+    assert len(stored) == len(set(stored)) == total  # sent == stored, no duplicate
+    assert held_while_full
+    failing = d.events("store_write_failing")
+    assert len(failing) == 1 and failing[0]["error"] == "disk I/O error"
+    recovered = d.events("store_write_recovered")
+    assert len(recovered) == 1 and recovered[0]["held_events"] > 0
+    assert d.events("held_events_written")[0]["events"] >= recovered[0]["held_events"]
+    attempts = query(
+        d.db, "SELECT count(*), count(DISTINCT incoming_htlc_id) FROM forward_attempts"
+    )
+    assert attempts == [(total, total)]
+    assert query(d.db, "SELECT sum(failures) FROM failure_rollups_hourly") == [(total,)]
+    (last_error,) = query(d.db, "SELECT last_error FROM daemon_state")[0]
+    assert last_error.startswith("store writes failed from ") and "none lost" in last_error
+    _no_traceback(d)
+
+
+def test_past_max_held_events_the_daemon_exits_with_one_line_and_the_store_intact(
+    tmp_path: Path,
+) -> None:
+    sent_log = tmp_path / "sent.jsonl"
+    total = 4000
+    config = "[recorder]\nmax_held_events = 1000\nbatch_size = 100\n"
+    script = _script(total, every=20, pause_s=0.05)
+    sim = SimNode(tmp_path / "lnd", script=script, args=("--event-log", str(sent_log)))
+    with sim:
+        d = PipedDaemon(sim, tmp_path / "lnflow.db", config=config).start()
+        d.wait_for(lambda c: c.execute("SELECT count(*) FROM htlc_events").fetchone()[0] >= 50)
+        d.limit_file_size(1)
+        _wait("writes failing", lambda: bool(d.events("store_write_failing")), 30, d)
+        stored_at_fault = len(_stored(d.db))
+        code = d.wait_exit(timeout=120)
+        sent_at_exit = _sent(sent_log)
+    assert code == 3
+    lines = d.log().strip().splitlines()
+    assert lines[-1].startswith("lnflowd: error: store writes failing for ")
+    assert "more than recorder.max_held_events (1,000)" in lines[-1]
+    assert sum(1 for line in lines if not line.startswith("{")) == 1  # that line, no traceback
+    _no_traceback(d)
+    stored = _stored(d.db)
+    assert len(stored) == len(set(stored)) == stored_at_fault  # the stored events are intact
+    assert query(d.db, "PRAGMA integrity_check") == [("ok",)]
+    assert stored_at_fault < sent_at_exit
+    gave_up = d.events("store_write_gave_up")
+    assert len(gave_up) == 1 and gave_up[0]["events_not_stored"] > 1000
+
+
+def test_sigterm_while_writes_fail_retries_then_exits_with_one_line(tmp_path: Path) -> None:
+    sim = SimNode(tmp_path / "lnd", script=_script(3000, pause_s=0.1))
+    with sim:
+        d = PipedDaemon(sim, tmp_path / "lnflow.db").start()
+        d.wait_for(lambda c: c.execute("SELECT count(*) FROM htlc_events").fetchone()[0] >= 50)
+        d.limit_file_size(1)
+        _wait("writes failing", lambda: bool(d.events("store_write_failing")), 30, d)
+        stored_at_fault = len(_stored(d.db))
+        code = d.stop(timeout=60)  # SIGTERM: the held events are retried a while first
+    assert code == 3
+    lines = d.log().strip().splitlines()
+    assert lines[-1].startswith("lnflowd: error: store writes failing for ")
+    assert "(disk I/O error): stopping; " in lines[-1]
+    assert sum(1 for line in lines if not line.startswith("{")) == 1
+    _no_traceback(d)
+    assert len(_stored(d.db)) == stored_at_fault
+    assert query(d.db, "PRAGMA integrity_check") == [("ok",)]
+
+
+@pytest.mark.parametrize(
+    "ended", [signal.SIGTERM, signal.SIGKILL], ids=["after a clean stop", "after a crash"]
+)
+def test_starting_on_a_full_disk_ends_with_one_line(tmp_path: Path, ended: int) -> None:
+    """Opening the store already writes (the WAL index after a clean stop, WAL recovery
+    after a crash), so a restart on a full disk ends there, at once, each time."""
+    sim = SimNode(tmp_path / "lnd", script=_script(20))
+    with sim:
+        d = PipedDaemon(sim, tmp_path / "lnflow.db").start()
+        d.wait_for(lambda c: c.execute("SELECT count(*) FROM htlc_events").fetchone()[0] == 20)
+        d.stop(ended)
+        full = PipedDaemon(sim, tmp_path / "lnflow.db", fsize=1).start()
+        code = full.wait_exit(timeout=60)
+    assert code == 3
+    lines = full.log().strip().splitlines()
+    assert lines[-1].startswith(f"lnflowd: error: cannot open the store at {d.db} (disk I/O error)")
+    assert sum(1 for line in lines if not line.startswith("{")) == 1
+    assert "Traceback" not in full.log()
+    assert len(_stored(d.db)) == 20
+    assert query(d.db, "PRAGMA integrity_check") == [("ok",)]
