@@ -442,3 +442,33 @@ def test_starting_on_a_full_disk_ends_with_one_line(tmp_path: Path, ended: int) 
     assert "Traceback" not in full.log()
     assert len(_stored(d.db)) == 20
     assert query(d.db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_an_amount_of_2_63_or_more_is_kept_as_unknown_and_recording_goes_on(
+    tmp_path: Path,
+) -> None:
+    huge = {
+        "event": "link_fail",
+        "incoming_channel_id": CHAN_IN,
+        "incoming_htlc_id": 10_000,
+        "outgoing_channel_id": CHAN_OUT,
+        "incoming_amt_msat": 2**64 - 1,
+        "outgoing_amt_msat": 2**63,
+        "wire_failure": "TEMPORARY_CHANNEL_FAILURE",
+        "failure_detail": "INSUFFICIENT_BALANCE",
+    }
+    sim = SimNode(tmp_path / "lnd", script=_script(40, extra=[huge]))
+    with sim, PipedDaemon(sim, tmp_path / "lnflow.db") as d:
+        d.wait_for(lambda c: c.execute("SELECT count(*) FROM htlc_events").fetchone()[0] == 41)
+        assert d.stop() == 0
+    row = query(
+        d.db,
+        "SELECT incoming_amt_msat, outgoing_amt_msat FROM htlc_events WHERE incoming_htlc_id = ?",
+        10_000,
+    )
+    assert row == [(None, None)]
+    (logged,) = d.events("htlc_value_out_of_range")
+    assert logged["incoming_htlc_id"] == 10_000 and logged["kind"] == "link_fail"
+    assert set(logged["fields"]) == {"incoming_amt_msat", "outgoing_amt_msat"}
+    assert not d.events("store_write_failing")
+    assert len(set(_stored(d.db))) == 41
