@@ -47,6 +47,7 @@ from __future__ import annotations
 import enum
 import heapq
 from dataclasses import dataclass
+from typing import Any
 
 from lnflow.analysis.classify import FailureClass, classify, missed_fee_msat
 from lnflow.domain import EventKind, EventType, HtlcEvent
@@ -222,6 +223,12 @@ class _Track:
             return Outcome.UNRESOLVED
         return _PHASE_OUTCOME[self.phase]
 
+    def copy(self) -> _Track:
+        twin = _Track.__new__(_Track)
+        for name in _Track.__slots__:
+            setattr(twin, name, getattr(self, name))
+        return twin
+
     def snapshot(self) -> Attempt:
         failed_local = self.phase is _P.FAILED_LOCAL
         return Attempt(
@@ -274,6 +281,10 @@ class AttemptTracker:
         # Incoming keys of RECEIVE events → forget-after deadline.
         self._receive_keys: dict[tuple[int, int], int] = {}
         self._receive_heap: list[tuple[int, tuple[int, int]]] = []
+        # Since the last savepoint(): each track as it was before its first change
+        # (None: it did not exist), and the rest of the state, for rollback().
+        self._undo: dict[tuple[int, int], _Track | None] | None = None
+        self._saved: tuple[Any, ...] = ()
 
     @property
     def pending(self) -> int:
@@ -306,6 +317,8 @@ class AttemptTracker:
                 self._remember_receive(key, ev.timestamp_ns)
             return None
 
+        if self._undo is not None and key not in self._undo:
+            self._undo[key] = None if track is None else track.copy()
         ts = ev.timestamp_ns
         if track is None:
             track = _Track(key, ts)
@@ -379,6 +392,7 @@ class AttemptTracker:
                 or track.first_seen_ns + timeout >= now_ns
             ):
                 continue  # stale hint
+            self._keep(key, track)
             track.phase = _P.EXPIRED
             track.resolved_ns = now_ns
             self._pending -= 1
@@ -394,6 +408,7 @@ class AttemptTracker:
                 continue  # stale hint
             deadline = track.resolved_ns + linger
             if deadline < now_ns:
+                self._keep(key, track)
                 del tracks[key]
             else:  # resolved again later (an expiry overruled by a late event)
                 heapq.heappush(heap, (deadline, key))
@@ -406,6 +421,45 @@ class AttemptTracker:
             if known is not None and known < now_ns:
                 del receive_keys[key]
         return expired
+
+    # ------------------------------------------------------------------ savepoints
+
+    def savepoint(self) -> None:
+        """Remember the state now; :meth:`rollback` returns to it.
+
+        For a store transaction that may fail after its events were fed: its retry
+        must find the tracker as it was, or the events would read as replays. Cheap:
+        the containers are copied shallowly, a track only when first changed.
+        """
+        self._undo = {}
+        self._saved = (
+            self._pending,
+            list(self._timeouts),
+            list(self._lingers),
+            dict(self._receive_keys),
+            list(self._receive_heap),
+        )
+
+    def rollback(self) -> None:
+        """Undo every feed and expire since :meth:`savepoint` (which stays in force)."""
+        if self._undo is None:
+            raise RuntimeError("rollback() without savepoint()")
+        for key, before in self._undo.items():
+            if before is None:
+                self._tracks.pop(key, None)
+            else:
+                self._tracks[key] = before
+        pending, timeouts, lingers, receive_keys, receive_heap = self._saved
+        self._pending = pending
+        self._timeouts = list(timeouts)
+        self._lingers = list(lingers)
+        self._receive_keys = dict(receive_keys)
+        self._receive_heap = list(receive_heap)
+        self._undo = {}
+
+    def _keep(self, key: tuple[int, int], track: _Track) -> None:
+        if self._undo is not None and key not in self._undo:
+            self._undo[key] = track.copy()
 
     # ------------------------------------------------------------------ internals
 

@@ -74,6 +74,8 @@ class RecorderSettings(_Section):
     attempt_linger_s: float = Field(default=2.0, ge=0, le=3600)
     dedup_window_s: float = Field(default=60.0, ge=0, le=86_400)
     cluster_max_span_s: float = Field(default=600.0, ge=0, le=86_400)
+    # events kept in memory while store writes fail (about 0.5 KB each), then exit
+    max_held_events: int = Field(default=100_000, ge=1_000, le=100_000_000)
 
 
 class LedgerSettings(_Section):

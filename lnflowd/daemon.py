@@ -4,6 +4,7 @@ scheduler, and runs them under one supervisor until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import signal
 import time
@@ -19,7 +20,7 @@ from sqlalchemy import Engine
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.config import Settings, analysis_settings
 from lnflow.domain import LndVersion, NodeInfo
-from lnflow.errors import LnflowError, NodeUnreachableError
+from lnflow.errors import LnflowError, NodeUnreachableError, StoreWriteError
 from lnflow.lnd import LndClient, LndCredentials
 from lnflow.recording import (
     Backoff,
@@ -122,13 +123,14 @@ class Daemon:
     client_factory: Callable[[Settings], LndLike] = _real_client
     clock_ns: Callable[[], int] = time.time_ns
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _heartbeat_failing: bool = field(default=False, init=False)
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status. LnflowErrors propagate (fatal)."""
         settings = self.settings
         db_path = settings.store.path
         engine = await asyncio.to_thread(open_engine, db_path, migrate_in_child=True)
-        store = StoreThread(StoreWriter(engine))
+        store = StoreThread(StoreWriter(engine), label=str(db_path))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
@@ -207,22 +209,28 @@ class Daemon:
                 flush_interval_s=settings.recorder.flush_interval_s,
                 reconnect_max_s=settings.recorder.reconnect_max_s,
                 shutdown_drain_s=settings.recorder.shutdown_drain_s,
+                max_held_events=settings.recorder.max_held_events,
                 clock_ns=self.clock_ns,
             )
             await recorder.run(self.stop)
             log.info("daemon_stopping", events_stored=recorder.stored)
             return 0
         except LnflowError as exc:
-            await store.call(
-                store.target.daemon_state, self.clock_ns(), lnd_state="error", last_error=str(exc)
-            )
+            with contextlib.suppress(StoreWriteError):  # the store may be what failed
+                await store.call(
+                    store.target.daemon_state,
+                    self.clock_ns(),
+                    lnd_state="error",
+                    last_error=str(exc),
+                )
             raise
         finally:
             if scheduler.running:
                 scheduler.shutdown(wait=False)
             if client is not None:
                 await client.close()
-            await store.call(store.target.daemon_stopped, self.clock_ns())
+            with contextlib.suppress(StoreWriteError):
+                await store.call(store.target.daemon_stopped, self.clock_ns())
             store.close()
             engine.dispose()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -297,10 +305,9 @@ class Daemon:
         """Retention: first run now, then every prune_interval_s, whether LND is up or not."""
         every_s = self.settings.retention.prune_interval_s
         scheduler.add_job(
-            self._prune,
+            guarded("prune", functools.partial(self._prune, store, pruner)),
             "interval",
             seconds=every_s,
-            args=[store, pruner],
             id="prune",
             next_run_time=datetime.now(UTC),
             coalesce=True,
@@ -397,6 +404,9 @@ class Daemon:
             if self.stop.is_set():
                 return None
             run_id = await store.call(snapshots.write_run, node_id, report, duration_ms)
+        except StoreWriteError as exc:
+            log.warning("analysis_not_saved", hours=hours, error=exc.reason)
+            return None
         except Exception:
             log.exception("analysis_failed", hours=hours)
             return None
@@ -417,6 +427,19 @@ class Daemon:
 
     @_quiet_when_cancelled
     async def _heartbeat(self, store: StoreThread[StoreWriter]) -> None:
-        await store.call(store.target.daemon_state, self.clock_ns())
+        """The store's sign of life; systemd's watchdog is fed even while the store cannot
+        be written (the recorder holds events meanwhile and stops past its bound)."""
+        try:
+            await store.call(store.target.daemon_state, self.clock_ns())
+        except asyncio.CancelledError:
+            return  # the daemon is exiting under it (e.g. after giving up on the store)
+        except StoreWriteError as exc:
+            if not self._heartbeat_failing:
+                log.warning("heartbeat_not_written", error=exc.reason, store=store.label)
+            self._heartbeat_failing = True
+        else:
+            if self._heartbeat_failing:
+                log.info("heartbeat_written_again")
+            self._heartbeat_failing = False
         if watchdog_enabled():
             notify("WATCHDOG=1")

@@ -42,10 +42,14 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
             rep = status_report(conn, now)
     finally:
         engine.dispose()
+    stale = not rep.daemon.running and rep.daemon.stopped_ns is None and rep.daemon.pid is not None
+    # a silent daemon whose process lives: it cannot write the store (disk full, ...)
+    alive = _process_alive(rep.daemon.pid) if stale and rep.daemon.pid is not None else None
     doc: dict[str, Any] = {
         "store": str(db_path),
         "daemon": {
             "running": rep.daemon.running,
+            "alive_not_writing": alive is True,
             "pid": rep.daemon.pid,
             "started_at": iso(rep.daemon.started_ns),
             "heartbeat_at": iso(rep.daemon.heartbeat_ns),
@@ -83,6 +87,11 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
         daemon = f"running (pid {d.pid}, heartbeat {_ago(d.heartbeat_ns, now)})"
     elif d.stopped_ns is not None:
         daemon = f"stopped {_ago(d.stopped_ns, now)}"
+    elif alive:
+        daemon = (
+            f"alive (pid {d.pid}) but cannot write the store: last heartbeat"
+            f" {_ago(d.heartbeat_ns, now)} (disk full or store not writable? see its log)"
+        )
     elif d.heartbeat_ns is not None:
         daemon = f"not responding (last heartbeat {_ago(d.heartbeat_ns, now)})"
     else:
@@ -124,6 +133,23 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
     for label, value in rows:  # the alias, version and last error come from the node
         print(f"{label:<12} {printable(value)}")
     return 0
+
+
+def _process_alive(pid: int) -> bool | None:
+    """Whether lnflowd still runs as ``pid`` on this host (None: cannot tell)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process (the lnflow service user): it exists
+    except OSError:
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # hidden (ProtectProc) or not Linux: trust the pid
+    return b"lnflowd" in cmdline  # the pid may have been reused by another program
 
 
 # --------------------------------------------------------------------------- entry point

@@ -2,11 +2,18 @@
 
 No I/O and no grpc here. Integers stay as on the wire: SCIDs and HTLC ids are
 unsigned, enum fields are plain ints so numbers newer than our protos survive.
+The exception: an HTLC event amount or timestamp (uint64 on the wire) of 2^63 or
+more, which no msat amount or time can be and the store cannot hold, reads as
+unknown (amount None, timestamp 0) and is logged with the event's identity.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import re
+
+import structlog
 
 from lnflow.domain import (
     ChannelEdge,
@@ -43,12 +50,51 @@ _SETTLE = EventKind.SETTLE
 _LINK_FAIL = EventKind.LINK_FAIL
 _FINAL = EventKind.FINAL
 _UNKNOWN = EventKind.UNKNOWN
+_I63 = 1 << 63
+
+log = structlog.get_logger("lnflow.lnd")
+_htlc_values_out_of_range = itertools.count(1)
 
 # The variants without payload; the others are handled inline below.
 _BARE_KINDS = {"forward_fail_event": _FORWARD_FAIL, "settle_event": _SETTLE}
 
 
 def htlc_event(msg: router_pb2.HtlcEvent) -> HtlcEvent | StreamSubscribed:
+    """One ``routerrpc.HtlcEvent`` as a domain event; values out of range read as unknown."""
+    ev = _htlc_event(msg)
+    if isinstance(ev, StreamSubscribed):
+        return ev if ev.timestamp_ns < _I63 else StreamSubscribed(timestamp_ns=0)
+    if (ev.timestamp_ns | (ev.incoming_amt_msat or 0) | (ev.outgoing_amt_msat or 0)) >= _I63:
+        return _without_out_of_range(ev)
+    return ev
+
+
+def _without_out_of_range(ev: HtlcEvent) -> HtlcEvent:
+    fields = {
+        name: value
+        for name in ("timestamp_ns", "incoming_amt_msat", "outgoing_amt_msat")
+        if (value := getattr(ev, name)) is not None and value >= _I63
+    }
+    count = next(_htlc_values_out_of_range)
+    if count <= 10 or count % 1000 == 0:  # lnd sending these at all is a bug; no flood
+        log.warning(
+            "htlc_value_out_of_range",
+            fields=fields,
+            kind=ev.kind.label,
+            incoming_channel_id=ev.incoming_channel_id,
+            incoming_htlc_id=ev.incoming_htlc_id,
+            outgoing_channel_id=ev.outgoing_channel_id,
+            outgoing_htlc_id=ev.outgoing_htlc_id,
+            events_so_far=count,
+            kept_as="unknown",
+        )
+    changes: dict[str, int | None] = {name: None for name in fields}
+    if "timestamp_ns" in fields:
+        changes["timestamp_ns"] = 0
+    return dataclasses.replace(ev, **changes)  # type: ignore[arg-type]
+
+
+def _htlc_event(msg: router_pb2.HtlcEvent) -> HtlcEvent | StreamSubscribed:
     """One ``routerrpc.HtlcEvent`` as a domain event (hot path: keep it flat).
 
     Amounts and timelocks come from ``info`` for the variants that carry it

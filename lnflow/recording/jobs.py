@@ -17,7 +17,7 @@ from lnflow.domain import (
     RejectedForward,
     format_scid,
 )
-from lnflow.errors import LndError
+from lnflow.errors import LndError, StoreWriteError
 from lnflow.recording.storethread import StoreThread
 from lnflow.store.writer import StoreWriter
 
@@ -190,8 +190,8 @@ class ChannelSampler:
 
 
 def guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-    """A periodic job that survives LND being away: logged once per outage, no traceback,
-    tried again on its next run.
+    """A periodic job that survives LND being away or the store refusing writes: logged
+    once per outage, no traceback, tried again on its next run.
 
     Any other exception is a bug: logged once with its traceback (until the job
     succeeds again), and the job still runs on its next interval, so one bad input
@@ -203,7 +203,9 @@ def guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awa
         nonlocal failing
         try:
             await job()
-        except LndError as exc:
+        except asyncio.CancelledError:
+            return  # the daemon is exiting under it
+        except (LndError, StoreWriteError) as exc:
             if not failing:
                 log.warning("job_failed", job=name, error=str(exc))
             failing = True

@@ -2,6 +2,14 @@
 
 Decoding lives in ``lnflow.lnd``, writing in ``lnflow.store``; this module only
 moves batches between them and keeps the stream-session bookkeeping.
+
+A batch whose write fails (disk full, a store that cannot be written) is held and
+retried with backoff, in order, never dropped; reading goes on meanwhile. Held
+events are bounded by ``max_held_events``: past it the recorder stops with a
+:class:`~lnflow.errors.StoreWriteError` (events already stored are intact). Each
+episode is logged when it starts (``store_write_failing``), every minute while it
+lasts, when writes work again (``store_write_recovered``) and when every held event
+is written (``held_events_written``).
 """
 
 from __future__ import annotations
@@ -10,12 +18,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import structlog
 
 from lnflow.domain import HtlcEvent, StreamSubscribed
-from lnflow.errors import LndError, NodeUnreachableError
+from lnflow.errors import LndError, NodeUnreachableError, StoreWriteError
 from lnflow.recording.storethread import StoreThread
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
@@ -23,6 +32,16 @@ from lnflow.store.writer import StoreWriter
 __all__ = ["Backoff", "HtlcSource", "Recorder", "sleep_or_stop"]
 
 log = structlog.get_logger("lnflow.recording")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: failed writes are retried after 0.5 s, doubling up to this
+WRITE_RETRY_MAX_S = 4.0
+#: while writes fail, a reminder in the log this often
+WRITE_REMINDER_S = 60.0
+#: on shutdown, failed writes are retried this long before giving up
+SHUTDOWN_WRITE_S = 10.0
 
 
 class HtlcStreamLike(Protocol):
@@ -70,6 +89,7 @@ class Recorder:
         flush_interval_s: float,
         reconnect_max_s: float,
         shutdown_drain_s: float,
+        max_held_events: int = 100_000,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._source = source
@@ -87,17 +107,34 @@ class Recorder:
         self._last_write: asyncio.Task[None] | None = None
         self._background: asyncio.Task[None] | None = None
         self._stream: HtlcStreamLike | None = None
+        self._stop: asyncio.Event | None = None
         self.stored = 0
         self.state = "idle"
         #: set while a stream session is open
         self.connected = asyncio.Event()
+        # store writes failing: events handed over and not yet written, the bound
+        self.held = 0
+        self._max_held = max_held_events
+        self._write_backoff = Backoff(WRITE_RETRY_MAX_S)
+        self._failing_since: float | None = None  # monotonic
+        self._failing_since_ns = 0
+        self._failing_reason = ""
+        self._reminder_at = 0.0
+        self._episode_held = 0  # most events held during the episode
+        self._draining = False  # recovered; held events still being written
+        self._giving_up_at: float | None = None
+        self._fatal: StoreWriteError | None = None
+        #: set while store writes fail
+        self.failing = asyncio.Event()
 
     # -- public ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Record until ``stop``; raises StoreWriteError when held events had to be given up."""
+        self._stop = stop
         flusher = asyncio.create_task(self._flush_periodically(stop), name="flusher")
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self._fatal is None:
                 await self._one_session(stop)
                 if stop.is_set():
                     break
@@ -120,27 +157,155 @@ class Recorder:
 
     def _submit(self) -> asyncio.Task[None]:
         """Take the buffered events now; write them after the batches taken before."""
+        if self._fatal is not None:
+            raise self._fatal
         batch, self._buffer = self._buffer, []
-        task = asyncio.create_task(self._write(self._last_write, batch), name="flush")
+        self.held += len(batch)
+        if self._failing_since is not None:
+            self._episode_held = max(self._episode_held, self.held)
+            if self.held > self._max_held:
+                raise self._give_up(
+                    f"{self.held:,} events held in memory, more than"
+                    f" recorder.max_held_events ({self._max_held:,})"
+                )
+        task = asyncio.create_task(
+            self._write(self._last_write, self._session_id, batch, self._now()), name="flush"
+        )
+        task.add_done_callback(_seen)  # not awaited while writes fail: no stray warning
         self._last_write = task
         return task
 
-    async def _write(self, before: asyncio.Task[None] | None, batch: list[HtlcEvent]) -> None:
+    async def _write(
+        self,
+        before: asyncio.Task[None] | None,
+        session_id: int | None,
+        batch: list[HtlcEvent],
+        now_ns: int,
+    ) -> None:
         if before is not None:
             await asyncio.wait({before})  # in order; its error surfaces where it is awaited
-        result = await self._store.call(self._ingestor.ingest, self._session_id, batch, self._now())
+        result = await self._write_retrying(self._ingestor.ingest, session_id, batch, now_ns)
+        self.held -= len(batch)
         self.stored += result.new_events
         if result.new_events < len(batch):
             log.debug("replayed_events_ignored", count=len(batch) - result.new_events)
+        if self._draining and self.held == 0:
+            self._draining = False
+            log.info("held_events_written", events=self._episode_held)
+
+    async def _write_retrying(self, method: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """A store write, retried with backoff until it succeeds: never dropped.
+
+        Raises StoreWriteError only when the recorder gives up (held events past the
+        bound, or still failing ``SHUTDOWN_WRITE_S`` after a stop).
+        """
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            try:
+                result = await self._store.call(method, *args, **kwargs)
+            except Exception as exc:  # any failed write is held and retried, never dropped
+                delay = self._write_backoff.next()
+                self._write_failed(exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            if self._failing_since is not None:
+                await self._write_recovered()
+            return result
+
+    def _write_failed(self, exc: Exception, retry_in_s: float) -> None:
+        now = time.monotonic()
+        reason = exc.reason if isinstance(exc, StoreWriteError) else f"{type(exc).__name__}: {exc}"
+        if self._failing_since is None:
+            self._failing_since = now
+            self._failing_since_ns = self._now()
+            self._failing_reason = reason
+            self._reminder_at = now + WRITE_REMINDER_S
+            self._episode_held = self.held
+            self._draining = False
+            self.failing.set()
+            log.warning(
+                "store_write_failing",
+                error=reason,
+                store=self._store.label,
+                held_events=self.held,
+                max_held_events=self._max_held,
+                retry_in_s=retry_in_s,
+                # SQLite refusing the write is the operator's to fix; anything else a bug
+                exc_info=not isinstance(exc, StoreWriteError),
+            )
+        elif now >= self._reminder_at:
+            self._reminder_at = now + WRITE_REMINDER_S
+            log.warning(
+                "store_write_still_failing",
+                error=reason,
+                failing_for_s=round(now - self._failing_since),
+                held_events=self.held,
+                max_held_events=self._max_held,
+            )
+        if self._stop is not None and self._stop.is_set():
+            if self._giving_up_at is None:
+                self._giving_up_at = now + SHUTDOWN_WRITE_S
+            elif now >= self._giving_up_at:
+                raise self._give_up("stopping")
+
+    def _give_up(self, why: str) -> StoreWriteError:
+        """The one line the daemon exits with; ends the stream so the recorder stops."""
+        failing_for = time.monotonic() - (self._failing_since or time.monotonic())
+        unwritten = self.held + len(self._buffer)
+        self._fatal = StoreWriteError(
+            f"store writes failing for {failing_for:.0f} s ({self._failing_reason}): {why};"
+            f" {unwritten:,} events were not stored (those stored before are intact)."
+            " Free space on the store's disk, or make it writable, and start lnflowd again",
+            self._failing_reason,
+        )
+        log.error(
+            "store_write_gave_up",
+            error=self._failing_reason,
+            failing_for_s=round(failing_for),
+            events_not_stored=unwritten,
+            reason=why,
+        )
+        if self._stream is not None:
+            self._stream.cancel()
+        return self._fatal
+
+    async def _write_recovered(self) -> None:
+        assert self._failing_since is not None
+        failed_for = time.monotonic() - self._failing_since
+        self._failing_since = None
+        self._giving_up_at = None
+        self._write_backoff.reset()
+        self.failing.clear()
+        self._draining = self.held > 0
+        log.info(
+            "store_write_recovered",
+            error=self._failing_reason,
+            failed_for_s=round(failed_for, 1),
+            held_events=self.held,
+        )
+        since = datetime.fromtimestamp(self._failing_since_ns / 1e9, UTC)
+        await self._note_state(
+            stream_state=self.state,
+            last_error=(
+                f"store writes failed from {since:%Y-%m-%dT%H:%M:%SZ} for {failed_for:.0f} s"
+                f" ({self._failing_reason}); {self._episode_held:,} events were held,"
+                " none lost"
+            ),
+        )
+
+    async def _note_state(self, **values: Any) -> None:
+        """daemon_state, best effort: while the store cannot be written it cannot say so
+        either (``lnflowctl status`` then sees the heartbeat stop)."""
+        with contextlib.suppress(StoreWriteError):
+            await self._store.call(self._store.target.daemon_state, self._now(), **values)
 
     # -- internals ---------------------------------------------------------------------
 
     async def _set_state(self, state: str, **values: object) -> None:
         if state != self.state:
             self.state = state
-            await self._store.call(
-                self._store.target.daemon_state, self._now(), stream_state=state, **values
-            )
+            await self._note_state(stream_state=state, **values)
 
     async def _one_session(self, stop: asyncio.Event) -> None:
         stream = self._source.subscribe_htlc_events()
@@ -153,7 +318,7 @@ class Recorder:
             await self._set_state("unreachable", last_error=str(exc))
             return
         started = self._now()
-        self._session_id = await self._store.call(
+        self._session_id = await self._write_retrying(
             self._store.target.open_session, self._node_id, started, self._lnd_version
         )
         self._stream = stream
@@ -165,7 +330,7 @@ class Recorder:
         try:
             async for item in stream:
                 if isinstance(item, StreamSubscribed):
-                    await self._store.call(
+                    await self._write_retrying(
                         self._store.target.mark_subscribed,
                         self._session_id,
                         item.timestamp_ns or self._now(),
@@ -188,7 +353,7 @@ class Recorder:
             await self._finish_background()
             await self.flush()
             ended = self._now()
-            await self._store.call(
+            await self._write_retrying(
                 self._store.target.close_session, self._session_id, ended, reason
             )
             if ended - started > 10_000_000_000:
@@ -215,16 +380,38 @@ class Recorder:
         Reading waits when the batch before is still being written: at most two
         batches are held in memory when the store is slower than lnd; the reader
         process then blocks on the pipe and gRPC's flow control holds lnd back.
+        While writes fail it does not wait, see :meth:`_written_or_failing`.
         """
         running, self._background = self._background, None
         if running is not None:
-            await running  # at once if written; raises if the write failed (a bug)
+            await self._written_or_failing(running)
         self._background = self._submit()
+
+    async def _written_or_failing(self, task: asyncio.Task[None]) -> None:
+        """Wait until ``task`` is written, or only until writes fail: reading goes on
+        then, and the events are held here up to ``max_held_events`` (lnd would hold
+        them instead, without bound). Raises if the recorder gave up."""
+        if not task.done() and not self.failing.is_set():
+            failing = asyncio.ensure_future(self.failing.wait())
+            try:
+                await asyncio.wait({task, failing}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                failing.cancel()
+        if task.done():
+            await task
 
     async def _flush_periodically(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self._flush_interval_s)
-            await self.flush()
+            if self.failing.is_set() and not self._buffer:
+                continue  # nothing new: the held batches are being retried
+            await self._written_or_failing(self._submit())
+
+
+def _seen(task: asyncio.Task[None]) -> None:
+    """Mark a write's outcome as retrieved; whoever awaits the task still gets it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _is_transient(exc: LndError) -> bool:

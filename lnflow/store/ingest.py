@@ -9,6 +9,7 @@ so replays after a reconnect can never count a failure twice.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -175,11 +176,17 @@ class Ingestor:
         """Store a batch and everything derived from it, in one transaction.
 
         An empty batch (``session_id`` may then be None) only expires attempts.
+        When the transaction fails, the pairing and clustering state is put back as
+        it was, so a retry of the same batch stores what a first success would have.
         """
+        self.tracker.savepoint()
+        clusters = copy.deepcopy(self.clusters)  # small: the channels failing lately
         try:
             return self._ingest(session_id, events, now_ns)
         except BaseException:
             self._refs = None  # refs added by the failed transaction were rolled back
+            self.tracker.rollback()
+            self.clusters = clusters
             raise
 
     def _ingest(
