@@ -13,11 +13,22 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    case,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 
 from lnflow.attempts import Attempt, AttemptTracker, Outcome
 from lnflow.clusters import ClusterAssigner, ClusterUpdate
-from lnflow.domain import EventKind, HtlcEvent, from_signed64, to_signed64
+from lnflow.domain import HtlcEvent, from_signed64, to_signed64
 from lnflow.store.db import (
     BulkStatement,
     dialect_insert,
@@ -45,7 +56,6 @@ __all__ = ["IngestResult", "Ingestor"]
 
 _DECIDED = (int(Outcome.SETTLED), int(Outcome.FAILED_LOCAL), int(Outcome.FAILED_DOWNSTREAM))
 assert tuple(range(_DECIDED[0], _DECIDED[-1] + 1)) == _DECIDED
-_LINK_FAIL = EventKind.LINK_FAIL
 _FAILED_LOCAL = Outcome.FAILED_LOCAL
 
 
@@ -104,7 +114,14 @@ class Ingestor:
         stmt = dialect_insert(engine, t)
         ex = stmt.excluded
         # SETTLED, FAILED_LOCAL, FAILED_DOWNSTREAM (a range: IN cannot be used with executemany)
-        decided = t.c.outcome.between(_DECIDED[0], _DECIDED[-1])
+        # a rejection stands too, unless a late FORWARD proved the HTLC left us
+        decided = or_(
+            t.c.outcome.between(_DECIDED[0], _DECIDED[-1]),
+            and_(
+                t.c.outcome == literal_column(str(int(Outcome.REJECTED_LOCAL))),
+                ex.outcome != literal_column(str(int(Outcome.FAILED_DOWNSTREAM))),
+            ),
+        )
 
         def keep_if_decided(col: str) -> Any:
             return case((decided, t.c[col]), else_=ex[col])
@@ -194,45 +211,47 @@ class Ingestor:
             rollup: dict[tuple[int, int, int, int], list[int]] = {}
             per_channel = FailureChannelBatch()
             feed = self.tracker.feed
+
+            def count_local_failure(att: Attempt, ts_ns: int) -> None:
+                missed = att.missed_fee_msat or 0  # unknown: nothing to add
+                update_ = self.clusters.assign(
+                    att.outgoing_channel_id,
+                    att.incoming_channel_id,
+                    att.outgoing_amt_msat or 0,
+                    missed,
+                    ts_ns,
+                )
+                cluster_of[att.key] = update_.cluster_id
+                self._note_cluster(clusters, update_, att, ts_ns)
+                cls = int(att.failure_class or 0)
+                key = (ts_ns // NS_PER_HOUR, att.outgoing_channel_id, att.incoming_channel_id, cls)
+                acc = rollup.setdefault(key, [0, 0, 0, 0])
+                acc[0] += 1
+                acc[1] += 1 if update_.is_new else 0
+                acc[2] += missed
+                acc[3] += update_.missed_delta_msat
+                per_channel.add(
+                    ts_ns,
+                    att.outgoing_channel_id,
+                    att.incoming_channel_id,
+                    cls,
+                    missed,
+                    update_.is_new,
+                    update_.missed_delta_msat,
+                )
+
             for ev in new_events:
                 att = feed(ev)
                 if att is None:
                     continue
                 changed[att.key] = att
-                if ev.kind is _LINK_FAIL and att.outcome is _FAILED_LOCAL:
-                    update_ = self.clusters.assign(
-                        att.outgoing_channel_id,
-                        att.incoming_channel_id,
-                        att.outgoing_amt_msat or 0,
-                        att.missed_fee_msat,
-                        ev.timestamp_ns,
-                    )
-                    cluster_of[att.key] = update_.cluster_id
-                    self._note_cluster(clusters, update_, att, ev.timestamp_ns)
-                    cls = int(att.failure_class or 0)
-                    hour = ev.timestamp_ns // NS_PER_HOUR
-                    key = (
-                        hour,
-                        att.outgoing_channel_id,
-                        att.incoming_channel_id,
-                        cls,
-                    )
-                    acc = rollup.setdefault(key, [0, 0, 0, 0])
-                    acc[0] += 1
-                    acc[1] += 1 if update_.is_new else 0
-                    acc[2] += att.missed_fee_msat
-                    acc[3] += update_.missed_delta_msat
-                    per_channel.add(
-                        ev.timestamp_ns,
-                        att.outgoing_channel_id,
-                        att.incoming_channel_id,
-                        cls,
-                        att.missed_fee_msat,
-                        update_.is_new,
-                        update_.missed_delta_msat,
-                    )
+                # a local failure counts once, when an event decides it
+                if att.outcome is _FAILED_LOCAL and self.tracker.decided:
+                    count_local_failure(att, ev.timestamp_ns)
             for att in self.tracker.expire(now_ns):
                 changed[att.key] = att
+                if att.outcome is _FAILED_LOCAL:  # a malformed onion, at its FINAL's time
+                    count_local_failure(att, att.resolved_ns or att.first_seen_ns)
             self.clusters.expire(now_ns)
             # every channel an attempt or cluster names (a cluster's is its attempts')
             ref = self._chan_refs(conn, changed.values()) if changed else {}
@@ -436,7 +455,7 @@ def _attempt_row(
         int(a.failure_class) if a.failure_class is not None else None,
         a.wire_failure,
         a.failure_detail,
-        a.missed_fee_msat,
+        a.missed_fee_msat or 0,  # unknown: the attempt's amounts are NULL
         a.final_settled,
         cluster_id,
     )
