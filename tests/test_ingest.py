@@ -265,3 +265,37 @@ def test_an_attempt_whose_channel_has_no_ref_gets_one(tmp_path: Path) -> None:
         (1, IN, OUT, int(Outcome.PENDING)),
         (7, IN, c, int(Outcome.UNRESOLVED)),
     ]
+
+
+def _send_link_fail(t: int) -> HtlcEvent:
+    # lnd: an own payment failing at the first hop has no incoming side and no htlc id
+    return HtlcEvent(
+        timestamp_ns=T0 + t,
+        kind=EventKind.LINK_FAIL,
+        event_type=int(EventType.SEND),
+        incoming_channel_id=0,
+        incoming_htlc_id=0,
+        outgoing_channel_id=OUT,
+        outgoing_htlc_id=0,
+        outgoing_amt_msat=50_000_000,
+        wire_failure=int(WireFailure.TEMPORARY_CHANNEL_FAILURE),
+        failure_detail=int(FailureDetail.INSUFFICIENT_BALANCE),
+        failure_string="insufficient bandwidth to route htlc",
+    )
+
+
+@pytest.mark.parametrize("batching", ["one batch", "one event per batch"])
+def test_own_payments_failing_at_the_first_hop_are_all_kept(tmp_path: Path, batching: str) -> None:
+    store = Store(tmp_path)
+    sends = [_send_link_fail(t) for t in (1, 2, 3)]
+    batches = [sends] if batching == "one batch" else [[e] for e in sends]
+    new = [store.ingestor.ingest(store.session, b, T0).new_events for b in batches]
+    assert sum(new) == 3
+    # a replay of them (same events, same times) still adds nothing
+    assert store.ingestor.ingest(store.session, [*sends, sends[0]], T0).new_events == 0
+    assert store.q(f"SELECT timestamp_ns - {T0}, event_type FROM htlc_events ORDER BY id") == [
+        (1, 1),
+        (2, 1),
+        (3, 1),
+    ]
+    assert store.outcomes() == {}  # own payments are no forwards

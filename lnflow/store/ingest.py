@@ -9,6 +9,7 @@ so replays after a reconnect can never count a failure twice.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -326,20 +327,23 @@ class Ingestor:
         # Some were replays: the new ones are the rows this batch added (ids above the
         # previous maximum; ids only grow).
         key_cols = (
+            htlc_events.c.timestamp_ns,
             htlc_events.c.kind,
             htlc_events.c.incoming_chan_ref,
             htlc_events.c.incoming_htlc_id,
             htlc_events.c.outgoing_chan_ref,
             htlc_events.c.outgoing_htlc_id,
         )
-        inserted = set(
+        # with the timestamp, so two own payments' first-hop failures (same circuit key,
+        # both stored) are both new, and of a replay inside the batch only the stored one
+        inserted = Counter(
             map(tuple, conn.execute(select(*key_cols).where(htlc_events.c.id > newest_before)))
         )
         fresh = []
         for ev, row in zip(events, rows, strict=True):
-            key = (row[3], *row[5:9])  # kind and the four circuit ids
-            if key in inserted:
-                inserted.discard(key)  # a duplicate inside the batch counts once
+            key = (row[2], row[3], *row[5:9])  # time, kind and the four circuit ids
+            if inserted[key] > 0:
+                inserted[key] -= 1  # a duplicate inside the batch counts once
                 fresh.append(ev)
         return fresh
 

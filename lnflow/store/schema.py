@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from lnflow.domain import FAILURE_CLASS_NAMES
@@ -116,16 +117,32 @@ htlc_events = Table(
     Column("failure_string", Text),
     Column("settled", Boolean),  # final events
     Column("offchain", Boolean),  # final events
-    # Replays after a reconnect carry the same key: the store keeps the first.
-    UniqueConstraint(
-        "node_id",
-        "kind",
-        "incoming_chan_ref",
-        "incoming_htlc_id",
-        "outgoing_chan_ref",
-        "outgoing_htlc_id",
-        name="uq_htlc_events_key",
-    ),
+)
+# Replays after a reconnect carry the same key: the store keeps the first. Own payments
+# failing at the first hop (SEND link fails, event_type 1, kind 4) all carry the key
+# (0, 0, chan, 0), one per failed payment: their timestamp tells them apart (0014).
+_SEND_LINK_FAIL = text("event_type = 1 AND kind = 4")
+_NOT_SEND_LINK_FAIL = text("NOT (event_type = 1 AND kind = 4)")
+Index(
+    "uq_htlc_events_key",
+    htlc_events.c.node_id,
+    htlc_events.c.kind,
+    htlc_events.c.incoming_chan_ref,
+    htlc_events.c.incoming_htlc_id,
+    htlc_events.c.outgoing_chan_ref,
+    htlc_events.c.outgoing_htlc_id,
+    unique=True,
+    sqlite_where=_NOT_SEND_LINK_FAIL,
+    postgresql_where=_NOT_SEND_LINK_FAIL,
+)
+Index(
+    "uq_htlc_events_send_fail_key",
+    htlc_events.c.node_id,
+    htlc_events.c.outgoing_chan_ref,
+    htlc_events.c.timestamp_ns,
+    unique=True,
+    sqlite_where=_SEND_LINK_FAIL,
+    postgresql_where=_SEND_LINK_FAIL,
 )
 
 # One row per daemon instance that ever ran against this store (id 1 today).
