@@ -11,6 +11,7 @@ model on a channel that has no outbound liquidity.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
 from lnflow.domain import EventKind, EventType, FailureDetail, WireFailure, to_signed64
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 NS = 1_000_000_000
 A = (810_000 << 40) | (1 << 16)  # payments come in here
@@ -94,6 +95,7 @@ def _script(start_ns: int) -> list[dict[str, Any]]:
             "chan_id": B,
             "capacity_sat": 10_000_000,
             "local_balance_sat": 0,
+            "fee_rate_ppm": 50_000,  # every failure a missed fee worth an opportunity
             "demand_in": 0.0,
         },
         {"op": "wait_subscribers", "count": 1, "timeout_s": 30},
@@ -127,10 +129,11 @@ def test_each_lnd_version_is_recorded_for_what_it_sends(tmp_path: Path, version:
         Daemon(sim, db, env=env) as d,
     ):
         d.wait_for(
-            lambda c: c.execute(f"SELECT count(*) FROM htlc_events WHERE {marker}").fetchone()[0]
+            lambda c: c.execute(f"SELECT count(*) FROM htlc_events WHERE {marker}").fetchone()[0],
+            timeout=90,  # a loaded machine may take its time to start both processes
         )
-        d.wait_for(lambda c: _attempt(c, H + 2) is not None or not has_final)
-        d.wait_for(lambda c: not _pending(c))
+        d.wait_for(lambda c: _attempt(c, H + 2) is not None or not has_final, timeout=60)
+        d.wait_for(lambda c: not _pending(c), timeout=60)
         code, out, _ = run_lnflowctl("--db", str(db), "status", "--json")
         assert code == 0
         status = json.loads(out)
@@ -139,6 +142,8 @@ def test_each_lnd_version_is_recorded_for_what_it_sends(tmp_path: Path, version:
         )
         assert code == 0
         assert d.stop() == 0
+    code, analysis, _ = run_lnflowctl("--db", str(db), "analyze", "--hours", "1", "--json")
+    assert code == 0
 
     # the stream: SubscribedEvent and FinalHtlcEvent only from 0.16
     ((subscribed_ns,),) = query(db, "SELECT subscribed_ns FROM stream_sessions")
@@ -214,6 +219,14 @@ def test_each_lnd_version_is_recorded_for_what_it_sends(tmp_path: Path, version:
     assert status["counts"]["attempts"]["rejected_local"] >= 1
     rows = [json.loads(line) for line in exported.splitlines() if line.strip()]
     assert any(r["outcome"] == "rejected_local" for r in rows)
+
+    # the analysis counts them in the node totals, and says which missed fees are unknown
+    report = json.loads(analysis)
+    unknown = 3 if has_final else 2  # the malformed onion only where lnd reports it
+    assert report["node"]["rejected"] >= 1
+    assert report["node"]["unknown_amount"] >= unknown
+    (opp,) = [o for o in report["opportunities"] if o["channel_id"] == B]
+    assert re.search(r"; \d+ failures with unknown amount", opp["reason"])
 
 
 def _attempt(conn: Any, hin: int) -> Any:

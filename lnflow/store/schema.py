@@ -233,6 +233,24 @@ Index(
     postgresql_where=forward_attempts.c.outcome == 2,
 )
 
+# The analysis' node totals of what has no missed fee to sum (0014): local failures lnd
+# gave no amount for, and HTLCs an interceptor rejected (outcome 5, REJECTED_LOCAL).
+Index(
+    "ix_forward_attempts_unknown_amount",
+    forward_attempts.c.resolved_ns,
+    forward_attempts.c.outgoing_chan_ref,
+    forward_attempts.c.node_id,
+    sqlite_where=text("outcome = 2 AND outgoing_amt_msat IS NULL"),
+    postgresql_where=text("outcome = 2 AND outgoing_amt_msat IS NULL"),
+)
+Index(
+    "ix_forward_attempts_rejected",
+    forward_attempts.c.resolved_ns,
+    forward_attempts.c.node_id,
+    sqlite_where=text("outcome = 5"),
+    postgresql_where=text("outcome = 5"),
+)
+
 # Demand clusters (DESIGN §4); ids are assigned by lnflow.clusters.ClusterAssigner.
 failure_clusters = Table(
     "failure_clusters",
@@ -375,6 +393,9 @@ analysis_runs = Table(
     Column("opportunities", Integer, nullable=False),  # how many rows the run has
     Column("node_failures", Integer, nullable=False),
     Column("node_missed_msat", BigInteger, nullable=False),
+    # of node_failures, those lnd gave no amount for; HTLCs an interceptor rejected (0014)
+    Column("node_unknown_amount", Integer, nullable=False, server_default="0"),
+    Column("node_rejected", Integer, nullable=False, server_default="0"),
     Index("ix_analysis_runs_generated_ns", "generated_ns"),
 )
 
