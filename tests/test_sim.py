@@ -727,3 +727,19 @@ def test_hub_is_idle_only_when_every_stream_wrote_what_it_was_given() -> None:
     assert not hub.idle.is_set()
     hub.drop("UNAVAILABLE", "lnd is shutting down")
     assert hub.idle.is_set()
+
+
+def test_rejecthtlc_fails_every_forward_at_our_node(node_factory: Any, channels: Any) -> None:
+    sim = node_factory(args=("--rate", "400", "--seed", "7", "--rejecthtlc"))
+    fails = []
+    deadline = time.monotonic() + 20
+    for event in subscribe(sim, channels):
+        if event.event_type == 3:  # own payments still go out; nothing is forwarded
+            assert event.WhichOneof("event") != "forward_event"
+        if event.WhichOneof("event") == "link_fail_event" and event.event_type == 3:
+            fails.append(event.link_fail_event)
+        if len(fails) >= 20 or time.monotonic() > deadline:
+            break
+    assert {(f.wire_failure, f.failure_detail) for f in fails} == {
+        (WireFailure.CHANNEL_DISABLED, FailureDetail.FORWARDS_DISABLED)
+    }
