@@ -33,9 +33,10 @@ Outcome rules, whatever order the events arrive in (the table is
 * Pending longer than ``timeout_ns`` (since the earliest event timestamp) the
   attempt expires: FAILED_DOWNSTREAM when a FORWARD and a FINAL settled=False
   were seen (the HTLC left us, then failed back); FAILED_LOCAL of class OTHER
-  with an unknown missed fee when a FINAL settled=False was all there was (a
-  malformed onion: lnd fails it back with no link-fail event); else UNRESOLVED. Expiry is an
-  inference, not a verdict: a definitive event arriving later still decides it.
+  with an unknown missed fee, dated by its FINAL, when a FINAL settled=False
+  was all there was (a malformed onion: lnd fails it back with no link-fail
+  event); else UNRESOLVED. Expiry is an inference, not a verdict: a definitive
+  event arriving later still decides it (a local failure is counted once).
 
 Merging is idempotent, so a replayed event is a no-op and ``feed`` returns
 None: timestamps merge by minimum (``first_seen_ns``; ``resolved_ns`` is the
@@ -86,8 +87,9 @@ class Attempt:
     SETTLE, FORWARD_FAIL), else the one a LINK_FAIL names (the requested next
     hop, possibly not our channel); 0 if none is known. ``missed_fee_msat`` is
     0 unless the outcome is FAILED_LOCAL, and None (unknown) for a local
-    failure whose incoming or outgoing amount lnd did not give; ``final_settled`` is lnd's FINAL
-    verdict on the incoming HTLC (None if not seen, e.g. lnd < 0.16).
+    failure whose incoming or outgoing amount lnd did not give;
+    ``final_settled`` is lnd's FINAL verdict on the incoming HTLC (None if not
+    seen, e.g. lnd < 0.16).
     """
 
     incoming_channel_id: int
@@ -466,8 +468,7 @@ class AttemptTracker:
         if ev.timestamp_ns < track.first_seen_ns:
             track.first_seen_ns = ev.timestamp_ns
             changed = True
-        if signal is _S.REJECTED:
-            signal = _S.FORWARD_FAIL  # names the requested next hop, like a LINK_FAIL
+        if signal is _S.REJECTED:  # names the requested next hop, like a LINK_FAIL
             if (
                 not track.circuit_actual
                 and not track.outgoing_channel_id

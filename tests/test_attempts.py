@@ -414,6 +414,22 @@ def test_final_of_a_received_htlc_makes_no_attempt() -> None:
     assert tracker.feed(final(settled=True)) is not None
 
 
+def test_failed_invoice_final_is_no_malformed_onion() -> None:
+    # an invoice HTLC we failed: RECEIVE link fail, then FINAL(false) with no other event
+    tracker = AttemptTracker(TIMEOUT, LINGER)
+    receive_fail = link_fail(
+        T0,
+        event_type=EventType.RECEIVE,
+        wire=WireFailure.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
+        detail=FailureDetail.UNKNOWN_INVOICE,
+        out_chan=0,
+    )
+    assert tracker.feed(receive_fail) is None
+    assert tracker.feed(final(settled=False, ts=T0 + 1)) is None
+    assert tracker.expire(AFTER_TIMEOUT) == []
+    assert tracker.tracked == 0
+
+
 # ------------------------------------------------------------------ late events, memory
 
 
