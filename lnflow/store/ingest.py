@@ -249,10 +249,15 @@ class Ingestor:
                 # a local failure counts once, when an event decides it
                 if att.outcome is _FAILED_LOCAL and self.tracker.decided:
                     count_local_failure(att, ev.timestamp_ns)
+            malformed = []
             for att in self.tracker.expire(now_ns):
                 changed[att.key] = att
-                if att.outcome is _FAILED_LOCAL:  # a malformed onion, at its FINAL's time
-                    count_local_failure(att, att.resolved_ns or att.first_seen_ns)
+                if att.outcome is _FAILED_LOCAL:  # a malformed onion
+                    malformed.append(att)
+            # A lone FINAL whose other events came before a daemon restart: the store
+            # has its outcome already (and keeps it), so it is no new failure.
+            for att in self._undecided(conn, malformed):
+                count_local_failure(att, att.resolved_ns or att.first_seen_ns)
             self.clusters.expire(now_ns)
             # every channel an attempt or cluster names (a cluster's is its attempts')
             ref = self._chan_refs(conn, changed.values()) if changed else {}
@@ -289,6 +294,36 @@ class Ingestor:
                 attempts_changed=len(changed),
                 local_failures=len(cluster_of),
             )
+
+    def _undecided(self, conn: Connection, attempts: list[Attempt]) -> list[Attempt]:
+        """The attempts the store holds no decided outcome for (few: malformed onions)."""
+        if not attempts:
+            return []
+        ref = self._chan_refs(conn, attempts)
+        t = forward_attempts
+        decided: set[tuple[int, int]] = set()
+        for first in range(0, len(attempts), 200):  # well below SQLite's expression depth
+            keys = [
+                and_(
+                    t.c.incoming_chan_ref == ref[a.incoming_channel_id],
+                    t.c.incoming_htlc_id == _s64(a.incoming_htlc_id),
+                )
+                for a in attempts[first : first + 200]
+            ]
+            decided.update(
+                (chan_ref, htlc)
+                for chan_ref, htlc, outcome in conn.execute(
+                    select(t.c.incoming_chan_ref, t.c.incoming_htlc_id, t.c.outcome)
+                    .where(t.c.node_id == self._node_id)
+                    .where(or_(*keys))
+                )
+                if outcome in _DECIDED or outcome == int(Outcome.REJECTED_LOCAL)
+            )
+        return [
+            a
+            for a in attempts
+            if (ref[a.incoming_channel_id], _s64(a.incoming_htlc_id)) not in decided
+        ]
 
     def _store_events(
         self, conn: Connection, session_id: int | None, events: Sequence[HtlcEvent]
