@@ -209,7 +209,11 @@ class HtlcEvent:
 
     @property
     def key(self) -> tuple[int, int, int, int, int]:
-        """Identity across stream replays: (kind, in chan, in htlc, out chan, out htlc)."""
+        """Identity across stream replays: (kind, in chan, in htlc, out chan, out htlc).
+
+        Not for SEND link fails (own payments failing at the first hop): lnd gives them
+        all the key (kind, 0, 0, chan, 0); the store tells them apart by timestamp.
+        """
         return (
             int(self.kind),
             self.incoming_channel_id,

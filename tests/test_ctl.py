@@ -317,7 +317,12 @@ def test_json_document_keys_in_a_stable_order() -> None:
         {"from": "2025-11-24T18:46:40Z", "to": "2025-11-24T18:47:40Z"},
         {"from": "2025-11-25T14:13:20Z", "to": None},
     ]
-    assert doc["node"] == {"failures": 40, "missed_msat": 3_000_000}
+    assert doc["node"] == {
+        "failures": 40,
+        "missed_msat": 3_000_000,
+        "unknown_amount": 0,
+        "rejected": 0,
+    }
     assert doc["generated_at"] == "2025-11-25T16:00:01Z"
 
 
@@ -433,7 +438,12 @@ def test_analyze_json_is_the_documented_object(
         OPPORTUNITY_KEYS
     ] * 2
     assert len(doc["gaps"]) == 1 and doc["gaps"][0]["to"] is not None
-    assert doc["node"] == {"failures": 9, "missed_msat": 1_100_000}
+    assert doc["node"] == {
+        "failures": 9,
+        "missed_msat": 1_100_000,
+        "unknown_amount": 0,
+        "rejected": 0,
+    }
 
 
 def test_report_renders_a_saved_file_like_analyze(

@@ -56,7 +56,12 @@ def report_to_doc(report: AnalysisReport) -> JsonObject:
         "opportunities": [_opportunity_doc(o) for o in report.opportunities],
         "rebalance_plan": [_move_doc(m) for m in report.rebalance_plan],
         "gaps": [{"from": iso(g.from_ns), "to": iso(g.to_ns)} for g in report.gaps],
-        "node": {"failures": report.node_failures, "missed_msat": report.node_missed_msat},
+        "node": {
+            "failures": report.node_failures,
+            "missed_msat": report.node_missed_msat,
+            "unknown_amount": report.node_unknown_amount,
+            "rejected": report.node_rejected,
+        },
     }
 
 
@@ -255,6 +260,8 @@ def report_from_doc(doc: object, *, source: str = "the report") -> AnalysisRepor
         gaps=tuple(gaps),
         node_failures=r.int_(node, "failures", "node"),
         node_missed_msat=r.int_(node, "missed_msat", "node"),
+        node_unknown_amount=r.opt_int(node, "unknown_amount", "node") or 0,
+        node_rejected=r.opt_int(node, "rejected", "node") or 0,
     )
 
 

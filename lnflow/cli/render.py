@@ -190,7 +190,17 @@ def opportunities_lines(report: AnalysisReport, *, now_ns: int | None = None) ->
         f"window: {report.hours} h, {iso(report.since_ns)} to {iso(report.until_ns)}; "
         f"generated {generated}",
         f"node: {report.node_failures:,} local failures, "
-        f"{msat_as_sats(report.node_missed_msat)} sats missed on all channels",
+        f"{msat_as_sats(report.node_missed_msat)} sats missed on all channels"
+        + (
+            f" ({report.node_unknown_amount:,} with unknown amount)"
+            if report.node_unknown_amount
+            else ""
+        )
+        + (
+            f"; {report.node_rejected:,} rejected by an HTLC interceptor"
+            if report.node_rejected
+            else ""
+        ),
     ]
     if report.gaps:
         lines.append(_gap_warning(report.gaps, report))

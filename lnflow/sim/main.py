@@ -28,7 +28,7 @@ import grpc
 from lnflow.domain import LndVersion
 from lnflow.sim.credentials import ensure_macaroons, ensure_tls, write_json_atomic
 from lnflow.sim.hub import EventLog, Hub
-from lnflow.sim.model import preload_history
+from lnflow.sim.model import TrafficParams, preload_history
 from lnflow.sim.runner import Driver
 from lnflow.sim.script import ChannelOp, Op, parse_script, split_setup
 from lnflow.sim.server import MacaroonInterceptor, SimServicer, rpc_handlers
@@ -66,6 +66,7 @@ class SimConfig:
     alias: str = "lnflow-sim"
     history: int = 0
     event_log: Path | None = None
+    reject_htlc: bool = False  # lnd's rejecthtlc: the model refuses every forward
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", default="lnflow-sim", help="node alias")
     p.add_argument("--history", type=int, default=0, help="settled forwards to preload")
     p.add_argument("--event-log", type=Path, help="append every event sent (JSON lines)")
+    p.add_argument(
+        "--rejecthtlc",
+        action="store_true",
+        help="like lnd's rejecthtlc: the model fails every forward (FORWARDS_DISABLED)",
+    )
     return p
 
 
@@ -110,6 +116,7 @@ def _config(args: argparse.Namespace) -> SimConfig:
         alias=args.alias,
         history=args.history,
         event_log=args.event_log,
+        reject_htlc=args.rejecthtlc,
     )
 
 
@@ -159,7 +166,7 @@ async def serve(cfg: SimConfig) -> int:
     now = time.time_ns()
     node = build_node(cfg, now)
     hub = Hub(cfg.version)
-    driver = Driver(node, hub, cfg.seed)
+    driver = Driver(node, hub, cfg.seed, TrafficParams(reject_htlc=cfg.reject_htlc))
     setup, rest = split_setup(list(cfg.ops or ()))
     for op in setup:  # channels and ledger exist before the first client connects
         await driver.run(op)

@@ -387,11 +387,13 @@ class SimServicer:
     # ---- HTLC events
 
     async def subscribe_htlc_events(self, request: Any, context: Any) -> None:
-        await context.send_initial_metadata(())
+        # lnd < 0.16 sends nothing, not even the response headers, until the first
+        # event (router_server.go); from 0.16 the SubscribedEvent goes out at once
         sub = self.hub.subscribe()
         log = self.event_log
         try:
             if self.node.at_least(0, 16):
+                await context.send_initial_metadata(())
                 marker = Outgoing(SimEvent(kind="subscribed", event_type=0))
                 await context.write(marker.payload)
                 if log:
