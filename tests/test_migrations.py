@@ -391,7 +391,7 @@ def test_0011_bounds_each_failure_hour_by_its_attempts_and_drops_them_again(
     engine.dispose()
 
 
-def test_0014_keeps_every_own_payment_first_hop_failure(tmp_path: Path) -> None:
+def test_0013_keeps_every_own_payment_first_hop_failure(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     engine = db.open_engine(path, migrate=False)
     db.upgrade(engine, path, "0011")
@@ -406,7 +406,7 @@ def test_0014_keeps_every_own_payment_first_hop_failure(tmp_path: Path) -> None:
             " VALUES (1, 'p', '', '', 0)"
         )
         conn.execute(row, (10, 4, 1))  # a SEND link fail, as 0011 stored it
-    db.upgrade(engine, path, "0014")
+    db.upgrade(engine, path, "0013")
     with sqlite3.connect(path) as conn:
         conn.execute(row, (11, 4, 1))  # a second payment failing at the same first hop
         conn.execute(

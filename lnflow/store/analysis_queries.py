@@ -1003,7 +1003,7 @@ def _failures(
 
 # Local failures lnd gave no amount for (mailbox add failures, dust exposure, malformed
 # onions, incoming-side link fails: missed fee unknown) and HTLCs an interceptor rejected,
-# resolved in [lo, hi): few rows, each set on its own small partial index (0014).
+# resolved in [lo, hi): few rows, each set on its own small partial index (0013).
 _fa = forward_attempts
 _UNKNOWN_AMOUNT = (
     select(func.coalesce(channel_refs.c.chan_id, 0), func.count())

@@ -121,7 +121,7 @@ htlc_events = Table(
 )
 # Replays after a reconnect carry the same key: the store keeps the first. Own payments
 # failing at the first hop (SEND link fails, event_type 1, kind 4) all carry the key
-# (0, 0, chan, 0), one per failed payment: their timestamp tells them apart (0014).
+# (0, 0, chan, 0), one per failed payment: their timestamp tells them apart (0013).
 _SEND_LINK_FAIL = text("event_type = 1 AND kind = 4")
 _NOT_SEND_LINK_FAIL = text("NOT (event_type = 1 AND kind = 4)")
 Index(
@@ -234,7 +234,7 @@ Index(
     postgresql_where=forward_attempts.c.outcome == 2,
 )
 
-# The analysis' node totals of what has no missed fee to sum (0014): local failures lnd
+# The analysis' node totals of what has no missed fee to sum (0013): local failures lnd
 # gave no amount for, and HTLCs an interceptor rejected (outcome 5, REJECTED_LOCAL).
 Index(
     "ix_forward_attempts_unknown_amount",
@@ -394,7 +394,7 @@ analysis_runs = Table(
     Column("opportunities", Integer, nullable=False),  # how many rows the run has
     Column("node_failures", Integer, nullable=False),
     Column("node_missed_msat", BigInteger, nullable=False),
-    # of node_failures, those lnd gave no amount for; HTLCs an interceptor rejected (0014)
+    # of node_failures, those lnd gave no amount for; HTLCs an interceptor rejected (0013)
     Column("node_unknown_amount", Integer, nullable=False, server_default="0"),
     Column("node_rejected", Integer, nullable=False, server_default="0"),
     Index("ix_analysis_runs_generated_ns", "generated_ns"),
@@ -579,7 +579,7 @@ failure_channel_6h = _failure_channel_table(
 forward_channel_6h = _forward_channel_table("forward_channel_6h", "block")
 
 
-# --------------------------------------------------------------------------- 0013
+# --------------------------------------------------------------------------- 0012
 
 # The other ids lnd may name one of our channels by (ListChannels: alias_scids, and
 # zero_conf_confirmed_scid), each mapped to the channel's id in ``channels`` (the

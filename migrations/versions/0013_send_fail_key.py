@@ -14,8 +14,8 @@ The analysis' node totals gain what has no missed fee to add up: local failures 
 gave no amount for (analysis_runs.node_unknown_amount) and HTLCs an interceptor
 rejected (node_rejected), each read from a small partial index of forward_attempts.
 
-Revision ID: 0014
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-03
 """
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

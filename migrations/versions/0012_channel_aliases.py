@@ -6,7 +6,7 @@ forwards or policies under the confirmed SCID count for the one channel. The sam
 fills it from ListChannels; upgrading starts it empty (the next sample fills it) and
 downgrading drops it.
 
-Revision ID: 0013
+Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-03
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
+revision = "0012"
 down_revision = "0011"
 branch_labels = None
 depends_on = None
