@@ -13,7 +13,7 @@ from typing import Protocol
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.config import Settings, analysis_settings
@@ -41,6 +41,7 @@ from lnflow.store.writer import StoreWriter
 
 from .memory import trim_heap
 from .notify import notify, watchdog_enabled
+from .storeguard import StoreIdentity, StoreLock, StoreMovedError, stop_now
 
 __all__ = ["Daemon", "LndLike", "credentials_from"]
 
@@ -86,6 +87,16 @@ def _trimmed(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]
     return run
 
 
+def _guard_connect(identity: StoreIdentity) -> Callable[[object, object], None]:
+    def check(dbapi_connection: object, connection_record: object) -> None:
+        try:
+            identity.check()
+        except StoreMovedError as exc:
+            stop_now(exc, identity)
+
+    return check
+
+
 def _real_client(settings: Settings) -> LndLike:
     return LndClient(credentials_from(settings), timeout_s=settings.lnd.timeout_s)
 
@@ -96,12 +107,22 @@ class Daemon:
     client_factory: Callable[[Settings], LndLike] = _real_client
     clock_ns: Callable[[], int] = time.time_ns
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _identity: StoreIdentity | None = field(default=None, init=False)
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status. LnflowErrors propagate (fatal)."""
         settings = self.settings
         db_path = settings.store.path
-        engine = await asyncio.to_thread(open_engine, db_path, migrate_in_child=True)
+        lock = StoreLock(db_path).acquire()  # before anything is written
+        try:
+            engine = await asyncio.to_thread(open_engine, db_path, migrate_in_child=True)
+        except BaseException:
+            lock.release()
+            raise
+        identity = StoreIdentity(db_path)
+        self._identity = identity
+        # a new connection must open our file, never one put in its place
+        event.listen(engine, "connect", _guard_connect(identity), insert=True)
         store = StoreThread(StoreWriter(engine))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -199,6 +220,8 @@ class Daemon:
             await store.call(store.target.daemon_stopped, self.clock_ns())
             store.close()
             engine.dispose()
+            identity.close()
+            lock.release()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             log.info("daemon_stopped")
@@ -388,6 +411,11 @@ class Daemon:
         return run_id
 
     async def _heartbeat(self, store: StoreThread[StoreWriter]) -> None:
+        if self._identity is not None:
+            try:
+                self._identity.check()
+            except StoreMovedError as exc:
+                stop_now(exc, self._identity)
         await store.call(store.target.daemon_state, self.clock_ns())
         if watchdog_enabled():
             notify("WATCHDOG=1")
