@@ -4,6 +4,7 @@ scheduler, and runs them under one supervisor until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,6 @@ from lnflow.domain import LndVersion, NodeInfo
 from lnflow.errors import LnflowError, NodeUnreachableError
 from lnflow.lnd import LndClient, LndCredentials
 from lnflow.recording import (
-    Backoff,
     ChannelSampler,
     ChannelSource,
     HtlcSource,
@@ -200,8 +200,10 @@ class Daemon:
                 lnd_version=version.version,
                 batch_size=settings.recorder.batch_size,
                 flush_interval_s=settings.recorder.flush_interval_s,
-                reconnect_max_s=settings.recorder.reconnect_max_s,
                 shutdown_drain_s=settings.recorder.shutdown_drain_s,
+                probe_every_s=settings.recorder.probe_every_s,
+                probe_timeout_s=settings.recorder.probe_timeout_s,
+                reconnect_probe_s=settings.recorder.reconnect_probe_s,
                 clock_ns=self.clock_ns,
             )
             await recorder.run(self.stop)
@@ -235,9 +237,13 @@ class Daemon:
     async def _connect(
         self, client: LndLike, store: StoreThread[StoreWriter]
     ) -> tuple[NodeInfo, LndVersion] | None:
-        """GetInfo + GetVersion, retrying only while LND is unreachable (may be starting)."""
-        backoff = Backoff(self.settings.recorder.reconnect_max_s)
-        reported = False
+        """GetInfo + GetVersion, retrying only while LND is unreachable (may be starting).
+
+        Retries at the recorder's reconnect pace (``reconnect_probe_s``, jittered):
+        each attempt is one cheap call, and lnd is reached as soon as it answers.
+        """
+        pace = self.settings.recorder.reconnect_probe_s
+        reported = ""
         first = True
         while not self.stop.is_set():
             try:
@@ -249,7 +255,7 @@ class Daemon:
                 if first:
                     notify("READY=1", "STATUS=waiting for lnd (unreachable)")
                     first = False
-                if not reported:
+                if str(exc) != reported:  # each new reason once, not every attempt
                     log.warning("lnd_unreachable", error=str(exc))
                     await store.call(
                         store.target.daemon_state,
@@ -257,8 +263,8 @@ class Daemon:
                         lnd_state="unreachable",
                         last_error=str(exc),
                     )
-                    reported = True
-                await sleep_or_stop(self.stop, backoff.next())
+                    reported = str(exc)
+                await sleep_or_stop(self.stop, pace * random.uniform(0.8, 1.2))
         return None
 
     def _schedule_sync_jobs(

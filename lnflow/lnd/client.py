@@ -6,6 +6,7 @@ Everything returned is a :mod:`lnflow.domain` record; every failure is an
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from types import TracebackType
 from typing import Any
@@ -32,17 +33,21 @@ from ._proto import (
 )
 from .credentials import LndCredentials
 from .errors import classify, from_rpc_error, is_not_found
-from .stream import HtlcStream, ReaderConfig
+from .stream import HtlcStream, ReaderConfig, spawn_reader, stop_spare
 
 __all__ = ["CHANNEL_OPTIONS", "LndClient"]
 
 # lncli and lnd use 200 MiB (MaxGrpcMsgSize); grpc's default of 4 MiB is too small for
 # ListChannels / ForwardingHistory on big nodes. lnd refuses client pings more often than
-# every 5 s; 30 s keeps NAT state alive without tripping that limit.
+# every 5 s; 30 s keeps NAT state alive without tripping that limit. grpc's reconnect
+# backoff grows to 2 min by default: capped at 0.5 s, a node that comes back is reached
+# by the next probe (the daemon's pace, not grpc's).
 CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 200 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 500),
 )
 
 _AioRpcError = grpc.aio.AioRpcError
@@ -76,6 +81,7 @@ class LndClient:
         self._router: Any = None
         self._versioner: Any = None
         self._streams: weakref.WeakSet[HtlcStream] = weakref.WeakSet()
+        self._spare: asyncio.Future[asyncio.subprocess.Process] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,6 +103,9 @@ class LndClient:
             stream.cancel()
         for stream in list(self._streams):
             await stream.aclose()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await stop_spare(spare)
         channel, self._channel = self._channel, None
         self._lightning = self._router = self._versioner = None
         if channel is not None:
@@ -125,14 +134,16 @@ class LndClient:
         channel = self._channel
         return channel is not None and channel.get_state(False) != _CONNECTED
 
-    def _error(self, exc: Any, method: str, *, established: bool = False) -> LndError:
+    def _error(
+        self, exc: Any, method: str, *, established: bool = False, timeout_s: float | None = None
+    ) -> LndError:
         return from_rpc_error(
             exc,
             method=method,
             credentials=self.credentials,
             connecting=self._connecting(),
             established=established,
-            timeout_s=self.timeout_s,
+            timeout_s=self.timeout_s if timeout_s is None else timeout_s,
         )
 
     @property
@@ -181,6 +192,22 @@ class LndClient:
                 ) from exc
             return version
         return convert.lnd_version(resp)
+
+    async def probe(self, timeout_s: float) -> None:
+        """Prove lnd answers: one GetVersion with a short deadline (any answer counts).
+
+        Raises :class:`NodeUnreachableError` when it does not answer within
+        ``timeout_s`` (frozen, overloaded) or cannot be reached, and the mapped
+        :class:`LndError` for a refusal (e.g. a macaroon no longer accepted).
+        """
+        self._open()
+        try:
+            await self._versioner.GetVersion(
+                verrpc_pb2.VersionRequest(), timeout=timeout_s, wait_for_ready=False
+            )
+        except _AioRpcError as exc:
+            if exc.code().name != "UNIMPLEMENTED":  # lnd without verrpc: still an answer
+                raise self._error(exc, "GetVersion", timeout_s=timeout_s) from exc
 
     async def check(self) -> tuple[NodeInfo, LndVersion]:
         """GetInfo then GetVersion: proves address, certificate and macaroon work."""
@@ -246,6 +273,12 @@ class LndClient:
         )
         return convert.forwarding_page(resp)
 
+    def prepare_stream(self) -> None:
+        """Start the next stream's reader process now, while waiting to reconnect
+        (call from a running event loop); the next subscribe uses it."""
+        if self._spare is None:
+            self._spare = asyncio.ensure_future(spawn_reader())
+
     def subscribe_htlc_events(self) -> HtlcStream:
         """Start ``SubscribeHtlcEvents`` (call from a running event loop).
 
@@ -268,6 +301,7 @@ class LndClient:
                 established=established,
             )
 
-        stream = HtlcStream(config, map_error)
+        spare, self._spare = self._spare, None
+        stream = HtlcStream(config, map_error, spare)
         self._streams.add(stream)
         return stream
