@@ -4,6 +4,7 @@ scheduler, and runs them under one supervisor until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import time
@@ -19,7 +20,7 @@ from sqlalchemy import Engine, event
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.config import Settings, analysis_settings
 from lnflow.domain import LndVersion, NodeInfo
-from lnflow.errors import LnflowError, NodeUnreachableError
+from lnflow.errors import ConfigError, LnflowError, NodeUnreachableError
 from lnflow.lnd import LndClient, LndCredentials
 from lnflow.recording import (
     ChannelSampler,
@@ -97,8 +98,28 @@ def _guard_connect(identity: StoreIdentity) -> Callable[[object, object], None]:
     return check
 
 
+# Tests only: divides the HTLC stream's keepalive times, so a simulator whose ping
+# policy is scaled alike proves a long quiet stream in a short run (tests/faults).
+KEEPALIVE_SCALE_ENV = "_LNFLOW_KEEPALIVE_SCALE"
+
+
+def _keepalive_scale() -> float:
+    text = os.environ.get(KEEPALIVE_SCALE_ENV, "1")
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = 0.0
+    if not scale > 0:
+        raise ConfigError(f"{KEEPALIVE_SCALE_ENV}={text!r} is not a positive number: unset it")
+    return scale
+
+
 def _real_client(settings: Settings) -> LndLike:
-    return LndClient(credentials_from(settings), timeout_s=settings.lnd.timeout_s)
+    return LndClient(
+        credentials_from(settings),
+        timeout_s=settings.lnd.timeout_s,
+        keepalive_scale=_keepalive_scale(),
+    )
 
 
 @dataclass

@@ -35,7 +35,7 @@ from .credentials import LndCredentials
 from .errors import classify, from_rpc_error, is_not_found
 from .stream import HtlcStream, ReaderConfig, spawn_reader, stop_spare
 
-__all__ = ["CHANNEL_OPTIONS", "LndClient"]
+__all__ = ["CHANNEL_OPTIONS", "LndClient", "stream_options"]
 
 # lncli and lnd use 200 MiB (MaxGrpcMsgSize); grpc's default of 4 MiB is too small for
 # ListChannels / ForwardingHistory on big nodes. lnd refuses client pings more often than
@@ -49,6 +49,38 @@ CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 500),
 )
+
+# The HTLC stream's keepalive, by lnd version. lnd >= 0.17 allows client pings every 5 s;
+# before, grpc-go's default policy counts a ping less than 5 min after the previous one
+# as a strike (reset only when lnd sends something) and ends the connection with GOAWAY
+# "too_many_pings" on the third: a quiet stream must ping less often than that. grpc
+# stops pinging after two pings without client data unless max_pings_without_data is
+# 0, so keepalive only keeps watching a long quiet stream with it. A frozen lnd is found
+# by probes on the other connection (lnflow.recording), never by these pings.
+STREAM_KEEPALIVE_S = 30.0  # lnd >= 0.17
+OLD_LND_KEEPALIVE_S = 360.0  # lnd < 0.17 (or not known): 6 min > 5 min, never a strike
+KEEPALIVE_TIMEOUT_S = 20.0
+
+
+def stream_options(version: LndVersion | None, scale: float = 1.0) -> tuple[tuple[str, Any], ...]:
+    """Channel options of the HTLC stream for this lnd version.
+
+    ``scale`` divides the keepalive times (tests prove the 15-minute case against a
+    simulator whose ping policy is scaled alike).
+    """
+    every_s = (
+        STREAM_KEEPALIVE_S
+        if version is not None and version.has_ping_policy
+        else OLD_LND_KEEPALIVE_S
+    )
+    keepalive = (
+        ("grpc.keepalive_time_ms", max(1, round(every_s * 1000 / scale))),
+        ("grpc.keepalive_timeout_ms", max(1, round(KEEPALIVE_TIMEOUT_S * 1000 / scale))),
+        ("grpc.http2.max_pings_without_data", 0),
+    )
+    skip = {name for name, _ in keepalive}
+    return tuple(o for o in CHANNEL_OPTIONS if o[0] not in skip) + keepalive
+
 
 _AioRpcError = grpc.aio.AioRpcError
 _CONNECTED = grpc.ChannelConnectivity.READY
@@ -73,9 +105,14 @@ class LndClient:
     readiness) with a deadline of ``timeout_s``.
     """
 
-    def __init__(self, credentials: LndCredentials, *, timeout_s: float = 15.0) -> None:
+    def __init__(
+        self, credentials: LndCredentials, *, timeout_s: float = 15.0, keepalive_scale: float = 1.0
+    ) -> None:
         self.credentials = credentials
         self.timeout_s = timeout_s
+        #: lnd's version once :meth:`get_version` answered (picks the stream's keepalive)
+        self.version: LndVersion | None = None
+        self._keepalive_scale = keepalive_scale
         self._channel: Any = None
         self._lightning: Any = None
         self._router: Any = None
@@ -190,8 +227,10 @@ class LndClient:
                     f"LND has no Versioner service and GetInfo's version '{info.version}' "
                     "cannot be parsed: upgrade lnd to 0.10 or newer"
                 ) from exc
+            self.version = version
             return version
-        return convert.lnd_version(resp)
+        self.version = convert.lnd_version(resp)
+        return self.version
 
     async def probe(self, timeout_s: float) -> None:
         """Prove lnd answers: one GetVersion with a short deadline (any answer counts).
@@ -288,7 +327,8 @@ class LndClient:
         """
         self._open()  # missing certificate / macaroon files raise here, as for any RPC
         cert, macaroon_hex = self.credentials.load()
-        config = ReaderConfig(self.credentials.rpcserver, cert, macaroon_hex, CHANNEL_OPTIONS)
+        options = stream_options(self.version, self._keepalive_scale)
+        config = ReaderConfig(self.credentials.rpcserver, cert, macaroon_hex, options)
         credentials = self.credentials
 
         def map_error(code: str, details: str, established: bool) -> LndError:
