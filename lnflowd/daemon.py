@@ -170,6 +170,7 @@ class Daemon:
             )
             scheduler.start()
             client = self.client_factory(settings)
+            client.prepare_stream()  # its reader starts while lnd is asked who it is
             connected = await self._connect(client, store)
             if connected is None:
                 return 0
