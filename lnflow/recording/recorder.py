@@ -179,6 +179,31 @@ class Recorder:
         self._last_heard_ns = self._now()
         self._last_heard_at = asyncio.get_running_loop().time()
 
+    async def _probe(self, stop: asyncio.Event | None = None) -> bool:
+        """Whether lnd answered one probe (False when stopped first).
+
+        Raises :class:`NodeUnreachableError` when it did not answer in time, and the
+        errors no retry can fix (macaroon, TLS); any other answer, even an error,
+        shows the node is there.
+        """
+        probe = asyncio.ensure_future(self._source.probe(self._probe_timeout_s))
+        if stop is not None:
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({probe, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not probe.done():
+                probe.cancel()
+                await asyncio.gather(probe, return_exceptions=True)
+                return False
+        try:
+            await probe
+        except NodeUnreachableError:
+            raise
+        except LndError as exc:
+            if not _is_transient(exc):
+                raise
+        return True
+
     async def _wait_for_node(self, stop: asyncio.Event) -> None:
         """Probe every ``reconnect_probe_s`` (jittered) until lnd answers or stop."""
         loop = asyncio.get_running_loop()
@@ -186,10 +211,9 @@ class Recorder:
         while not stop.is_set():
             began = loop.time()
             try:
-                await self._source.probe(self._probe_timeout_s)
-            except LndError as exc:
-                if not _is_transient(exc):
-                    raise
+                if not await self._probe(stop):
+                    return
+            except NodeUnreachableError as exc:
                 await self._set_state("unreachable", last_error=str(exc))
                 pause = self._reconnect_probe_s * random.uniform(0.8, 1.2)
                 pause = max(0.0, pause - (loop.time() - began))
@@ -207,7 +231,7 @@ class Recorder:
             if not stream.established:
                 # no headers yet: lnd < 0.16 (quiet until the first event) or a node
                 # that does not answer at all; only an answer tells them apart
-                await self._source.probe(self._probe_timeout_s)
+                await self._probe()
         except NodeUnreachableError as exc:
             stream.cancel()
             if self.state != "unreachable":
@@ -280,7 +304,7 @@ class Recorder:
             if loop.time() - self._last_heard_at < self._probe_every_s:
                 continue
             try:
-                await self._source.probe(self._probe_timeout_s)
+                await self._probe()
             except NodeUnreachableError as exc:
                 if stream.received != seen:
                     continue  # it spoke meanwhile: slow, not gone
@@ -290,7 +314,7 @@ class Recorder:
                 stream.cancel()
                 return
             except LndError:
-                pass  # an answer, if not a good one: the node is there
+                pass  # refused (e.g. the macaroon): still an answer; the stream decides
             self._heard()
 
     async def _cancel_after_stop(self, stop: asyncio.Event, stream: HtlcStreamLike) -> None:
