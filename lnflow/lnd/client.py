@@ -53,10 +53,10 @@ CHANNEL_OPTIONS = (
 # The HTLC stream's keepalive, by lnd version. lnd >= 0.17 allows client pings every 5 s;
 # before, grpc-go's default policy counts a ping less than 5 min after the previous one
 # as a strike (reset only when lnd sends something) and ends the connection with GOAWAY
-# "too_many_pings" on the third: a quiet stream must ping less often than that. grpc
-# stops pinging after two pings without client data unless max_pings_without_data is
-# 0, so keepalive only keeps watching a long quiet stream with it. A frozen lnd is found
-# by probes on the other connection (lnflow.recording), never by these pings.
+# "too_many_pings" on the third: a quiet stream must ping less often than that (at 30 s
+# it was cut after 2 min). After two pings without client data grpc slows to one a
+# minute unless max_pings_without_data is 0; with 0 the chosen interval holds. A frozen
+# lnd is found by probes on the other connection (lnflow.recording), never by pings.
 STREAM_KEEPALIVE_S = 30.0  # lnd >= 0.17
 OLD_LND_KEEPALIVE_S = 360.0  # lnd < 0.17 (or not known): 6 min > 5 min, never a strike
 KEEPALIVE_TIMEOUT_S = 20.0
