@@ -68,7 +68,10 @@ class RecorderSettings(_Section):
     flush_interval_s: float = Field(default=1.0, gt=0, le=10)
     batch_size: int = Field(default=5000, ge=1, le=100_000)
     heartbeat_s: int = Field(default=5, ge=1, le=3600)
-    reconnect_max_s: float = Field(default=30.0, ge=1, le=3600)
+    reconnect_max_s: float = Field(default=30.0, ge=1, le=3600)  # ignored: see reconnect_probe_s
+    probe_every_s: float = Field(default=10.0, ge=0.5, le=3600)
+    probe_timeout_s: float = Field(default=5.0, ge=0.1, le=60)
+    reconnect_probe_s: float = Field(default=0.5, ge=0.1, le=60)
     shutdown_drain_s: float = Field(default=0.5, ge=0, le=10)
     attempt_timeout_s: float = Field(default=600.0, gt=0, le=14 * 86_400)
     attempt_linger_s: float = Field(default=2.0, ge=0, le=3600)

@@ -251,6 +251,12 @@ class LndVersion:
         """SubscribedEvent and FinalHtlcEvent exist since lnd 0.16."""
         return self.triple >= (0, 16, 0)
 
+    @property
+    def has_ping_policy(self) -> bool:
+        """lnd sets a gRPC keepalive policy (client pings every 5 s allowed) since 0.17;
+        before, grpc-go's default punishes client pings less than 5 min apart."""
+        return self.triple >= (0, 17, 0)
+
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:

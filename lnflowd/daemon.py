@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -15,15 +17,14 @@ from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.config import Settings, analysis_settings
 from lnflow.domain import LndVersion, NodeInfo
-from lnflow.errors import LnflowError, NodeUnreachableError, StoreWriteError
+from lnflow.errors import ConfigError, LnflowError, NodeUnreachableError, StoreWriteError
 from lnflow.lnd import LndClient, LndCredentials
 from lnflow.recording import (
-    Backoff,
     ChannelSampler,
     ChannelSource,
     HtlcSource,
@@ -43,6 +44,7 @@ from lnflow.store.writer import StoreWriter
 
 from .memory import trim_heap
 from .notify import notify, watchdog_enabled
+from .storeguard import StoreIdentity, StoreLock, StoreMovedError, stop_now
 
 __all__ = ["Daemon", "LndLike", "credentials_from"]
 
@@ -113,8 +115,38 @@ def _trimmed(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]
     return run
 
 
+def _guard_connect(identity: StoreIdentity) -> Callable[[object, object], None]:
+    def check(dbapi_connection: object, connection_record: object) -> None:
+        try:
+            identity.check()
+        except StoreMovedError as exc:
+            stop_now(exc, identity)
+
+    return check
+
+
+# Tests only: divides the HTLC stream's keepalive times, so a simulator whose ping
+# policy is scaled alike proves a long quiet stream in a short run (tests/faults).
+KEEPALIVE_SCALE_ENV = "_LNFLOW_KEEPALIVE_SCALE"
+
+
+def _keepalive_scale() -> float:
+    text = os.environ.get(KEEPALIVE_SCALE_ENV, "1")
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = 0.0
+    if not scale > 0:
+        raise ConfigError(f"{KEEPALIVE_SCALE_ENV}={text!r} is not a positive number: unset it")
+    return scale
+
+
 def _real_client(settings: Settings) -> LndLike:
-    return LndClient(credentials_from(settings), timeout_s=settings.lnd.timeout_s)
+    return LndClient(
+        credentials_from(settings),
+        timeout_s=settings.lnd.timeout_s,
+        keepalive_scale=_keepalive_scale(),
+    )
 
 
 @dataclass
@@ -124,12 +156,22 @@ class Daemon:
     clock_ns: Callable[[], int] = time.time_ns
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _heartbeat_failing: bool = field(default=False, init=False)
+    _identity: StoreIdentity | None = field(default=None, init=False)
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status. LnflowErrors propagate (fatal)."""
         settings = self.settings
         db_path = settings.store.path
-        engine = await asyncio.to_thread(open_engine, db_path, migrate_in_child=True)
+        lock = StoreLock(db_path).acquire()  # before anything is written
+        try:
+            engine = await asyncio.to_thread(open_engine, db_path, migrate_in_child=True)
+        except BaseException:
+            lock.release()
+            raise
+        identity = StoreIdentity(db_path)
+        self._identity = identity
+        # a new connection must open our file, never one put in its place
+        event.listen(engine, "connect", _guard_connect(identity), insert=True)
         store = StoreThread(StoreWriter(engine), label=str(db_path))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -156,6 +198,7 @@ class Daemon:
             )
             scheduler.start()
             client = self.client_factory(settings)
+            client.prepare_stream()  # its reader starts while lnd is asked who it is
             connected = await self._connect(client, store)
             if connected is None:
                 return 0
@@ -207,9 +250,11 @@ class Daemon:
                 lnd_version=version.version,
                 batch_size=settings.recorder.batch_size,
                 flush_interval_s=settings.recorder.flush_interval_s,
-                reconnect_max_s=settings.recorder.reconnect_max_s,
                 shutdown_drain_s=settings.recorder.shutdown_drain_s,
                 max_held_events=settings.recorder.max_held_events,
+                probe_every_s=settings.recorder.probe_every_s,
+                probe_timeout_s=settings.recorder.probe_timeout_s,
+                reconnect_probe_s=settings.recorder.reconnect_probe_s,
                 clock_ns=self.clock_ns,
             )
             await recorder.run(self.stop)
@@ -233,6 +278,8 @@ class Daemon:
                 await store.call(store.target.daemon_stopped, self.clock_ns())
             store.close()
             engine.dispose()
+            identity.close()
+            lock.release()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             log.info("daemon_stopped")
@@ -246,9 +293,13 @@ class Daemon:
     async def _connect(
         self, client: LndLike, store: StoreThread[StoreWriter]
     ) -> tuple[NodeInfo, LndVersion] | None:
-        """GetInfo + GetVersion, retrying only while LND is unreachable (may be starting)."""
-        backoff = Backoff(self.settings.recorder.reconnect_max_s)
-        reported = False
+        """GetInfo + GetVersion, retrying only while LND is unreachable (may be starting).
+
+        Retries at the recorder's reconnect pace (``reconnect_probe_s``, jittered):
+        each attempt is one cheap call, and lnd is reached as soon as it answers.
+        """
+        pace = self.settings.recorder.reconnect_probe_s
+        reported = ""
         first = True
         while not self.stop.is_set():
             try:
@@ -260,7 +311,7 @@ class Daemon:
                 if first:
                     notify("READY=1", "STATUS=waiting for lnd (unreachable)")
                     first = False
-                if not reported:
+                if str(exc) != reported:  # each new reason once, not every attempt
                     log.warning("lnd_unreachable", error=str(exc))
                     await store.call(
                         store.target.daemon_state,
@@ -268,8 +319,8 @@ class Daemon:
                         lnd_state="unreachable",
                         last_error=str(exc),
                     )
-                    reported = True
-                await sleep_or_stop(self.stop, backoff.next())
+                    reported = str(exc)
+                await sleep_or_stop(self.stop, pace * random.uniform(0.8, 1.2))
         return None
 
     def _schedule_sync_jobs(
@@ -428,7 +479,13 @@ class Daemon:
     @_quiet_when_cancelled
     async def _heartbeat(self, store: StoreThread[StoreWriter]) -> None:
         """The store's sign of life; systemd's watchdog is fed even while the store cannot
-        be written (the recorder holds events meanwhile and stops past its bound)."""
+        be written (the recorder holds events meanwhile and stops past its bound). A store
+        moved or deleted under the daemon stops it first."""
+        if self._identity is not None:
+            try:
+                self._identity.check()
+            except StoreMovedError as exc:
+                stop_now(exc, self._identity)
         try:
             await store.call(store.target.daemon_state, self.clock_ns())
         except asyncio.CancelledError:

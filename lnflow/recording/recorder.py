@@ -1,4 +1,4 @@
-"""The HTLC recorder: subscribe, batch, store; reconnect with backoff.
+"""The HTLC recorder: subscribe, batch, store; watch the node; reconnect at once.
 
 Decoding lives in ``lnflow.lnd``, writing in ``lnflow.store``; this module only
 moves batches between them and keeps the stream-session bookkeeping.
@@ -10,12 +10,23 @@ events are bounded by ``max_held_events``: past it the recorder stops with a
 episode is logged when it starts (``store_write_failing``), every minute while it
 lasts, when writes work again (``store_write_recovered``) and when every held event
 is written (``held_events_written``).
+
+A stream session is open only while the node is known to answer: the stream has
+sent headers or events, or a probe (one cheap unary call with a short deadline)
+was answered after the call started. lnd < 0.16 sends nothing until the first
+event, and a frozen lnd sends nothing at all, so silence alone proves nothing.
+While the stream is quiet the node is probed every ``probe_every_s``; a probe
+that times out ends the session at the moment the node was last heard from (the
+last message or answered probe), so the recorded gap is the real one. While the
+node is away it is probed every ``reconnect_probe_s`` (with jitter) and
+subscribed to again as soon as it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -45,9 +56,14 @@ SHUTDOWN_WRITE_S = 10.0
 
 
 class HtlcStreamLike(Protocol):
+    #: messages received so far
+    received: int
+
     def __aiter__(self) -> HtlcStreamLike: ...
     async def __anext__(self) -> HtlcEvent | StreamSubscribed: ...
     async def wait_connected(self, timeout_s: float) -> None: ...
+    @property
+    def established(self) -> bool: ...
     def cancel(self) -> None: ...
 
 
@@ -55,6 +71,18 @@ class HtlcSource(Protocol):
     """What the recorder needs from an LND client."""
 
     def subscribe_htlc_events(self) -> HtlcStreamLike: ...
+
+    def prepare_stream(self) -> None:
+        """Get the next subscription ready (e.g. start its reader) while lnd is away."""
+        ...
+
+    async def probe(self, timeout_s: float) -> None:
+        """One cheap call; raises :class:`NodeUnreachableError` unless lnd answers in time."""
+        ...
+
+
+WATCH_TICK_S = 0.5  # how often the watcher looks at the stream's message count
+CONNECT_WAIT_S = 1.0  # headers expected this soon after the call started, else probe
 
 
 class Backoff:
@@ -87,9 +115,11 @@ class Recorder:
         lnd_version: str,
         batch_size: int,
         flush_interval_s: float,
-        reconnect_max_s: float,
         shutdown_drain_s: float,
         max_held_events: int = 100_000,
+        probe_every_s: float = 10.0,
+        probe_timeout_s: float = 5.0,
+        reconnect_probe_s: float = 0.5,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self._source = source
@@ -100,8 +130,13 @@ class Recorder:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._drain_s = shutdown_drain_s
-        self._backoff = Backoff(reconnect_max_s)
+        self._probe_every_s = probe_every_s
+        self._probe_timeout_s = probe_timeout_s
+        self._reconnect_probe_s = reconnect_probe_s
         self._now = clock_ns
+        self._last_heard_ns = 0  # wall clock, for the record
+        self._last_heard_at = 0.0  # loop clock, for the intervals
+        self._lost: NodeUnreachableError | None = None
         self._buffer: list[HtlcEvent] = []
         self._session_id: int | None = None
         self._last_write: asyncio.Task[None] | None = None
@@ -138,9 +173,7 @@ class Recorder:
                 await self._one_session(stop)
                 if stop.is_set():
                     break
-                delay = self._backoff.next()
-                log.info("stream_reconnect_scheduled", in_s=delay)
-                await sleep_or_stop(stop, delay)
+                await self._wait_for_node(stop)
         finally:
             flusher.cancel()
             await asyncio.gather(flusher, return_exceptions=True)
@@ -307,17 +340,72 @@ class Recorder:
             self.state = state
             await self._note_state(stream_state=state, **values)
 
+    def _heard(self) -> None:
+        self._last_heard_ns = self._now()
+        self._last_heard_at = asyncio.get_running_loop().time()
+
+    async def _probe(self, stop: asyncio.Event | None = None) -> bool:
+        """Whether lnd answered one probe (False when stopped first).
+
+        Raises :class:`NodeUnreachableError` when it did not answer in time, and the
+        errors no retry can fix (macaroon, TLS); any other answer, even an error,
+        shows the node is there.
+        """
+        probe = asyncio.ensure_future(self._source.probe(self._probe_timeout_s))
+        if stop is not None:
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({probe, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not probe.done():
+                probe.cancel()
+                await asyncio.gather(probe, return_exceptions=True)
+                return False
+        try:
+            await probe
+        except NodeUnreachableError:
+            raise
+        except LndError as exc:
+            if not _is_transient(exc):
+                raise
+        return True
+
+    async def _wait_for_node(self, stop: asyncio.Event) -> None:
+        """Probe every ``reconnect_probe_s`` (jittered) until lnd answers or stop."""
+        loop = asyncio.get_running_loop()
+        self._source.prepare_stream()
+        while not stop.is_set():
+            began = loop.time()
+            try:
+                if not await self._probe(stop):
+                    return
+            except NodeUnreachableError as exc:
+                await self._set_state("unreachable", last_error=str(exc))
+                pause = self._reconnect_probe_s * random.uniform(0.8, 1.2)
+                pause = max(0.0, pause - (loop.time() - began))
+                log.debug("stream_reconnect_scheduled", in_s=round(pause, 3), error=str(exc))
+                await sleep_or_stop(stop, pause)
+                continue
+            self._heard()
+            log.info("lnd_answering_again")
+            return
+
     async def _one_session(self, stop: asyncio.Event) -> None:
         stream = self._source.subscribe_htlc_events()
         try:
-            await stream.wait_connected(timeout_s=2.0)
+            await stream.wait_connected(timeout_s=CONNECT_WAIT_S)
+            if not stream.established:
+                # no headers yet: lnd < 0.16 (quiet until the first event) or a node
+                # that does not answer at all; only an answer tells them apart
+                await self._probe()
         except NodeUnreachableError as exc:
             stream.cancel()
             if self.state != "unreachable":
                 log.warning("stream_unreachable", error=str(exc))
             await self._set_state("unreachable", last_error=str(exc))
             return
-        started = self._now()
+        self._heard()
+        started = self._last_heard_ns
+        self._lost = None
         self._session_id = await self._write_retrying(
             self._store.target.open_session, self._node_id, started, self._lnd_version
         )
@@ -327,6 +415,8 @@ class Recorder:
         log.info("stream_connected", session=self._session_id)
         reason = "closed by lnd"
         drainer = asyncio.create_task(self._cancel_after_stop(stop, stream), name="drainer")
+        watcher = asyncio.create_task(self._watch(stream), name="watcher")
+        ended: int | None = None
         try:
             async for item in stream:
                 if isinstance(item, StreamSubscribed):
@@ -341,6 +431,9 @@ class Recorder:
                     await self._flush_behind()
             if stop.is_set():
                 reason = "shutdown"
+            elif self._lost is not None:
+                reason = f"lnd stopped answering: {self._lost}"
+                ended = self._last_heard_ns
         except NodeUnreachableError as exc:
             reason = f"lnd unreachable: {exc}"
         except LndError as exc:
@@ -348,20 +441,46 @@ class Recorder:
             if not stop.is_set() and not _is_transient(exc):
                 raise
         finally:
+            watcher.cancel()
             drainer.cancel()
-            await asyncio.gather(drainer, return_exceptions=True)
+            await asyncio.gather(watcher, drainer, return_exceptions=True)
             await self._finish_background()
             await self.flush()
-            ended = self._now()
+            if ended is None:
+                ended = self._now()
             await self._write_retrying(
                 self._store.target.close_session, self._session_id, ended, reason
             )
-            if ended - started > 10_000_000_000:
-                self._backoff.reset()
             self._stream = None
             self.connected.clear()
         log.info("stream_ended", session=self._session_id, reason=reason)
         await self._set_state("stopped" if stop.is_set() else "reconnecting")
+
+    async def _watch(self, stream: HtlcStreamLike) -> None:
+        """While the stream is quiet, probe the node; end the stream when it stops answering."""
+        loop = asyncio.get_running_loop()
+        seen = stream.received
+        while True:
+            await asyncio.sleep(WATCH_TICK_S)
+            if stream.received != seen:
+                seen = stream.received
+                self._heard()
+                continue
+            if loop.time() - self._last_heard_at < self._probe_every_s:
+                continue
+            try:
+                await self._probe()
+            except NodeUnreachableError as exc:
+                if stream.received != seen:
+                    continue  # it spoke meanwhile: slow, not gone
+                log.warning("lnd_stopped_answering", error=str(exc))
+                self._lost = exc
+                await self._set_state("unreachable", last_error=str(exc))
+                stream.cancel()
+                return
+            except LndError:
+                pass  # refused (e.g. the macaroon): still an answer; the stream decides
+            self._heard()
 
     async def _cancel_after_stop(self, stop: asyncio.Event, stream: HtlcStreamLike) -> None:
         """On shutdown keep reading for a moment, so events already sent are kept."""
