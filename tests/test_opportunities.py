@@ -417,8 +417,41 @@ def test_recommend(
 def test_lower_fees_min_fee_ppm_beats_low_median_and_floor() -> None:
     settings = replace(SETTINGS, min_fee_ppm=5)
     details = Details(offers={A: [offer(0), offer(1), offer(2)]})
-    advice = recommend(channel(fee_ppm=1), failures(A, FEE), details, settings)
+    advice = recommend(channel(fee_ppm=10), failures(A, FEE), details, settings)
+    assert (advice.action, advice.suggested_fee_ppm) == (Action.LOWER_FEES, 7)
+    advice = recommend(channel(fee_ppm=6), failures(A, FEE), details, settings)
     assert (advice.action, advice.suggested_fee_ppm) == (Action.LOWER_FEES, 5)
+
+
+# lower_fees only when its suggestion is below the current rate (DESIGN §5)
+FLOOR_CASES = {
+    "min-fee-ppm-above-current": ({"fee_ppm": 1}, replace(SETTINGS, min_fee_ppm=5), [0, 1]),
+    "default-floor-one-ppm-at-one-ppm": ({"fee_ppm": 1}, SETTINGS, [0, 0, 0]),
+    "seventy-percent-rounds-up-to-current": ({"fee_ppm": 3}, SETTINGS, [0]),
+    "median-offer-at-current": ({"fee_ppm": 100}, SETTINGS, [100, 100, 120]),
+    "our-rate-unknown": ({"fee_ppm": None}, SETTINGS, [50]),
+    "zero-ppm-already": ({"fee_ppm": 0}, replace(SETTINGS, min_fee_ppm=0), [0]),
+}
+
+
+@pytest.mark.parametrize(
+    ("chan_kwargs", "settings", "ppms"), FLOOR_CASES.values(), ids=list(FLOOR_CASES.keys())
+)
+def test_fees_at_the_floor_investigate(
+    chan_kwargs: dict[str, Any], settings: AnalysisSettings, ppms: list[int]
+) -> None:
+    details = Details(offers={A: [offer(p) for p in ppms]})
+    advice = recommend(channel(**chan_kwargs), failures(A, FEE), details, settings)
+    assert (advice.action, advice.suggested_fee_ppm) == (Action.INVESTIGATE, None)
+    assert "already at the floor" in advice.reason
+    assert "base fee or the sender" in advice.reason
+
+
+def test_min_fee_ppm_defaults_to_one() -> None:
+    from lnflow.config import AnalysisConfig
+
+    assert AnalysisSettings().min_fee_ppm == 1
+    assert AnalysisConfig().min_fee_ppm == 1
 
 
 @pytest.mark.parametrize(
@@ -828,6 +861,70 @@ def test_inbound_estimate_when_failures_are_under_threshold() -> None:
     )
     (opp,) = run(inp).opportunities
     assert (opp.recommended_action, opp.estimated) == (Action.REBALANCE_INBOUND, True)
+
+
+# rebalance_inbound carries the channel's true figures of the window, the estimate as
+# its missed fees (DESIGN §5): (failures, successes) → (failures, clusters, successes,
+# failure_rate, by_class, urgency)
+INBOUND_FIGURES = {
+    "no-failures-no-successes": (None, 0, (0, 0, 0, 0.0, {}, 1)),
+    "successes-only": (None, 6, (0, 0, 6, 0.0, {}, 1)),
+    "two-fee-failures-in-one-cluster": (
+        failures(A, {C.FEE: (2, 300_000)}, clusters=1, dedup=200_000),
+        6,
+        (2, 1, 6, 0.25, {C.FEE: ClassStats(2, 300_000)}, urgency_score(Fraction(200), 2, 0.25)),
+    ),
+    "mixed-classes-under-threshold": (
+        failures(A, {C.LIQUIDITY: (1, 40_000), C.OTHER: (1, 10_000)}, dedup=50_000),
+        0,
+        (
+            2,
+            2,
+            0,
+            1.0,
+            {C.LIQUIDITY: ClassStats(1, 40_000), C.OTHER: ClassStats(1, 10_000)},
+            urgency_score(Fraction(200), 2, 1),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("fails", "successes", "expected"), INBOUND_FIGURES.values(), ids=list(INBOUND_FIGURES.keys())
+)
+def test_rebalance_inbound_carries_the_channels_true_figures(
+    fails: ChannelFailures | None,
+    successes: int,
+    expected: tuple[int, int, int, float, dict[FailureClass, ClassStats], int],
+) -> None:
+    # 3,360,000 msat over 14 d: a pace of 240,000 msat a day, all of it missed
+    inp = make_input(
+        [full()],
+        [fails] if fails is not None else [],
+        inbound=[InboundBaseline(A, 3_360_000, 40_000)],
+        successes={A: successes},
+    )
+    (opp,) = run(inp).opportunities
+    assert (opp.recommended_action, opp.estimated) == (Action.REBALANCE_INBOUND, True)
+    assert (opp.missed_msat, opp.missed_raw_msat) == (200_000, 200_000)
+    got = (
+        opp.failures,
+        opp.clusters,
+        opp.successes,
+        opp.failure_rate,
+        dict(opp.by_class),
+        opp.urgency_score,
+    )
+    assert got == expected
+    if fails is None:
+        assert opp.urgency_score == urgency_score(Fraction(200), 0, 0)
+
+
+def test_rebalance_inbound_estimate_rounds_down() -> None:
+    # 1,000,001 msat × 24 h / 336 h = 71,428.6: 71,428 msat
+    inp = make_input([full()], inbound=[InboundBaseline(A, 1_000_001, 0)], successes={A: 1})
+    (opp,) = run(inp, replace(SETTINGS, min_missed_sats=0)).opportunities
+    assert (opp.missed_msat, opp.missed_raw_msat) == (71_428, 71_428)
 
 
 # --------------------------------------------------------------------------- rebalance plan

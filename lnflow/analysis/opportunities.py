@@ -36,12 +36,18 @@ Recommendation table (the dominant class, see :func:`dominant_class`)::
     max_htlc ≥ 50 % otherwise                                  increase_capacity  p90 amount
     fee ≥ 50 %, our ppm rose in [first failure − grace, last failure]  investigate
     fee ≥ 50 % otherwise                                       lower_fees
-        max(median offered ppm, ⌈0.7 × current ppm⌉, min_fee_ppm)
+        max(median offered ppm, ⌈0.7 × current ppm⌉, min_fee_ppm), only when that is
+        below the current ppm; else investigate (the rate is at the floor already)
     availability ≥ 50 %                                        investigate (peer/uptime)
     anything else                                              investigate (class mix)
 
 Choices the table leaves open:
 
+* ``rebalance_inbound`` is considered for every channel without a regular
+  opportunity; its ``missed_msat`` and ``missed_raw_msat`` are the estimate, its
+  failures, clusters, successes, failure rate and classes the channel's own figures of
+  the window (local failures below the reporting thresholds), and its urgency follows
+  the formula from them; its confidence is low (an estimate).
 * A channel gets one opportunity. When a channel qualifies both for a regular
   opportunity (reported failures) and for ``rebalance_inbound``, the regular
   one is kept: it is measured, the estimate is not.
@@ -395,6 +401,13 @@ def _recommend_fee(
     current_text = (
         f"our {current} ppm (base {base:,} msat)" if current is not None else "our fee unknown"
     )
+    if current is None or suggested >= current:
+        # lowering the rate cannot reach the senders: it is at the floor already
+        return Recommendation(
+            Action.INVESTIGATE,
+            f"{head}; {median_text} vs {current_text}; fee rate already at the floor "
+            f"({suggested} ppm): the base fee or the sender is the problem",
+        )
     return Recommendation(
         Action.LOWER_FEES,
         f"{head}; {median_text} vs {current_text}; lower to {suggested} ppm",
@@ -501,6 +514,7 @@ def _excess_up(channel: ChannelState) -> int:
 def _inbound(
     channel: ChannelState,
     baseline: InboundBaseline,
+    failures: ChannelFailures | None,
     successes: int,
     hours: int,
     settings: AnalysisSettings,
@@ -521,6 +535,9 @@ def _inbound(
     if missed < settings.min_missed_sats * _MSAT_PER_SAT:
         return None
     push = _excess_up(channel)
+    # the channel's own figures of the window (local failures below the thresholds)
+    failed = failures.failures if failures is not None else 0
+    attempts = failed + successes
     reason = (
         f"local ratio stayed ≥ {settings.inbound_ratio:.0%} (lowest {ratio:.0%}); inbound "
         f"forwards earned {_fmt_sats(baseline.baseline_fees_msat)} over "
@@ -533,19 +550,19 @@ def _inbound(
         channel_id=channel.chan_id,
         peer_pubkey=channel.peer_pubkey,
         peer_alias=channel.peer_alias,
-        failures=0,
-        clusters=0,
+        failures=failed,
+        clusters=failures.clusters if failures is not None else 0,
         successes=successes,
-        failure_rate=0.0,
+        failure_rate=failed / attempts if attempts > 0 else 0.0,
         missed_msat=missed,
         missed_raw_msat=missed,
         potential_monthly_msat=_monthly_msat(missed, hours),
-        urgency_score=_urgency(missed, 0, successes),
+        urgency_score=_urgency(missed, failed, successes),
         confidence=Confidence.LOW,
         recommended_action=Action.REBALANCE_INBOUND,
         reason=reason,
         estimated=True,
-        by_class={},
+        by_class=dict(sorted(failures.by_class.items())) if failures is not None else {},
         capacity_sat=channel.capacity_sat,
         local_balance_sat=channel.local_balance_sat,
         outbound_fee_ppm=channel.fee_rate_ppm,
@@ -655,7 +672,14 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
         channel = inp.channels.get(chan_id)
         if channel is None or chan_id in regular_ids:
             continue
-        estimate = _inbound(channel, baseline, inp.successes.get(chan_id, 0), inp.hours, settings)
+        estimate = _inbound(
+            channel,
+            baseline,
+            inp.failures.get(chan_id),
+            inp.successes.get(chan_id, 0),
+            inp.hours,
+            settings,
+        )
         if estimate is not None:
             found.append((_rank_key(estimate), partial(replace, estimate)))
     found.sort(key=itemgetter(0))
