@@ -184,7 +184,15 @@ def fill(s: Store) -> None:
         UNTIL - 10 * MIN,
         [
             sample(
-                A, 600_000, 400_000, ours=policy(0, 200, 5_000_000), uptime=10_000, lifetime=19_000
+                A,
+                600_000,
+                400_000,
+                # an inbound discount (lnd >= 0.18): read from the latest sample
+                ours=dataclasses.replace(
+                    policy(0, 200, 5_000_000), inbound_fee_base_msat=-500, inbound_fee_rate_ppm=-150
+                ),
+                uptime=10_000,
+                lifetime=19_000,
             ),
             sample(E, 1_000, 499_000, uptime=7, lifetime=7, active=False),
         ],
@@ -287,6 +295,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 # (0.9): it cannot be a rebalance_inbound and the lowest is not read
                 min_local_ratio=None,
                 uptime_ratio=0.5,  # (10 000 − 1 000) / (19 000 − 1 000)
+                inbound_fee_base_msat=-500,
+                inbound_fee_rate_ppm=-150,
             ),
             B: state(
                 B,
@@ -299,6 +309,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 max_htlc_msat=990_000_000,
                 min_local_ratio=0.9,  # latest 0.9: read
                 uptime_ratio=None,  # one sample: no span to measure
+                inbound_fee_base_msat=0,  # a policy without an inbound fee
+                inbound_fee_rate_ppm=0,
             ),
             E: state(
                 E,
@@ -361,7 +373,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
         details=details,
         gaps=(Gap(SINCE + 2 * H, SINCE + 3 * H),),
         node_failures=7,
-        node_missed_msat=4_100 + 4_000 + 500,
+        node_missed_msat=4_100 + 4_000 + 500,  # deduplicated, the foreign X's included
+        node_missed_raw_msat=6_100 + 4_000 + 500,
     )
 
 
@@ -795,7 +808,12 @@ def test_dedup_counts_only_a_clusters_growth_inside_the_window(store: Store) -> 
     }
     assert inp.failures[A].first_failure_ns == CL_SINCE + 10 * S
     assert inp.failures[B].last_failure_ns == CL_UNTIL - 10 * S
-    assert inp.node_missed_msat == 12_500
+    # node totals: every local failure, deduplicated and raw
+    assert (inp.node_failures, inp.node_missed_msat, inp.node_missed_raw_msat) == (
+        8 + 2,
+        12_000 + 500,
+        25_000 + 1_500,
+    )
     # the clusters opened before a partial hour (c1, c2, c4) were looked up on the index
     assert full_scans(store.engine, statements) == []
 

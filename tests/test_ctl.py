@@ -284,6 +284,7 @@ def _report(**overrides: Any) -> AnalysisReport:
         gaps=(Gap(1_764_010_000 * S, 1_764_010_060 * S), Gap(1_764_080_000 * S, None)),
         node_failures=40,
         node_missed_msat=3_000_000,
+        node_missed_raw_msat=3_250_000,
     )
     return dataclasses.replace(base, **overrides)
 
@@ -317,7 +318,7 @@ def test_json_document_keys_in_a_stable_order() -> None:
         {"from": "2025-11-24T18:46:40Z", "to": "2025-11-24T18:47:40Z"},
         {"from": "2025-11-25T14:13:20Z", "to": None},
     ]
-    assert doc["node"] == {"failures": 40, "missed_msat": 3_000_000}
+    assert doc["node"] == {"failures": 40, "missed_msat": 3_000_000, "missed_raw_msat": 3_250_000}
     assert doc["generated_at"] == "2025-11-25T16:00:01Z"
 
 
@@ -433,7 +434,8 @@ def test_analyze_json_is_the_documented_object(
         OPPORTUNITY_KEYS
     ] * 2
     assert len(doc["gaps"]) == 1 and doc["gaps"][0]["to"] is not None
-    assert doc["node"] == {"failures": 9, "missed_msat": 1_100_000}
+    # failures 2 min apart: each its own cluster, deduplicated = raw
+    assert doc["node"] == {"failures": 9, "missed_msat": 1_100_000, "missed_raw_msat": 1_100_000}
 
 
 def test_report_renders_a_saved_file_like_analyze(
@@ -847,10 +849,11 @@ def test_docs_json_md_documents_every_field() -> None:
     doc = report_to_doc(_report())
     opp_keys = {k for o in doc["opportunities"] for k in o}
     wanted = (
-        (set(doc) - {"node"})  # documented as node.failures, node.missed_msat
+        (set(doc) - {"node"})  # documented as node.failures, node.missed_msat, ...
         | opp_keys
         | {"suggested_max_htlc_msat"}
         | set(doc["rebalance_plan"][0])
-        | {"gaps[].from", "gaps[].to", "node.failures", "node.missed_msat"}
+        | {"gaps[].from", "gaps[].to"}
+        | {f"node.{key}" for key in doc["node"]}
     )
     assert wanted <= documented, sorted(wanted - documented)

@@ -103,6 +103,11 @@ class ChannelState:
     min_local_ratio: float | None
     # fraction of the window the peer was online (uptime/lifetime delta), None if unknown
     uptime_ratio: float | None = None
+    # our inbound fee on the channel (lnd >= 0.18), latest sample: charged on top of the
+    # outgoing channel's fee for HTLCs coming in over this one; usually negative (a
+    # discount). None: not known (no policy, or sampled before lnflow recorded it)
+    inbound_fee_base_msat: int | None = None
+    inbound_fee_rate_ppm: int | None = None
 
     @property
     def usable_capacity_sat(self) -> int:
@@ -196,9 +201,11 @@ class AnalysisInput:
     inbound: Mapping[int, InboundBaseline]
     details: FailureDetails
     gaps: tuple[Gap, ...] = ()
-    # node totals, including failures on channels that are not ours (foreign SCIDs)
+    # node totals: every local failure in the window, foreign SCIDs included; missed fees
+    # deduplicated (demand clusters) and raw
     node_failures: int = 0
     node_missed_msat: int = 0
+    node_missed_raw_msat: int = 0
 
 
 # --------------------------------------------------------------------------- outputs
@@ -257,4 +264,5 @@ class AnalysisReport:
     rebalance_plan: tuple[RebalanceMove, ...]
     gaps: tuple[Gap, ...] = ()
     node_failures: int = 0
-    node_missed_msat: int = 0
+    node_missed_msat: int = 0  # deduplicated
+    node_missed_raw_msat: int = 0

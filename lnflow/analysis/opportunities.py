@@ -694,6 +694,7 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
         gaps=inp.gaps,
         node_failures=inp.node_failures,
         node_missed_msat=inp.node_missed_msat,
+        node_missed_raw_msat=inp.node_missed_raw_msat,
     )
 
 

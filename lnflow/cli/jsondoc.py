@@ -52,7 +52,11 @@ def report_to_doc(report: AnalysisReport) -> JsonObject:
         "opportunities": [_opportunity_doc(o) for o in report.opportunities],
         "rebalance_plan": [_move_doc(m) for m in report.rebalance_plan],
         "gaps": [{"from": iso(g.from_ns), "to": iso(g.to_ns)} for g in report.gaps],
-        "node": {"failures": report.node_failures, "missed_msat": report.node_missed_msat},
+        "node": {
+            "failures": report.node_failures,
+            "missed_msat": report.node_missed_msat,
+            "missed_raw_msat": report.node_missed_raw_msat,
+        },
     }
 
 
@@ -247,6 +251,12 @@ def report_from_doc(doc: object, *, source: str = "the report") -> AnalysisRepor
         gaps=tuple(gaps),
         node_failures=r.int_(node, "failures", "node"),
         node_missed_msat=r.int_(node, "missed_msat", "node"),
+        # (absent from reports saved before it existed: their raw sum is not known)
+        node_missed_raw_msat=(
+            r.int_(node, "missed_raw_msat", "node")
+            if "missed_raw_msat" in node
+            else r.int_(node, "missed_msat", "node")
+        ),
     )
 
 

@@ -765,7 +765,7 @@ def load_analysis_input(
     baseline = _span(since_ns - settings.baseline_days * 24 * NS_PER_HOUR, since_ns)
     window_ledger = _ledger(conn, node_id, window.parts)
     window_totals = _forward_totals(conn, node_id, window)
-    failures, node_failures, node_missed = _failures(conn, node_id, window)
+    failures, node_failures, node_missed, node_missed_raw = _failures(conn, node_id, window)
     history_from_ns = since_ns - settings.gossip_grace_h * NS_PER_HOUR
     channel_states = _channels(conn, node_id, since_ns, until_ns, settings.inbound_ratio)
     return AnalysisInput(
@@ -788,6 +788,7 @@ def load_analysis_input(
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,
         node_missed_msat=node_missed,
+        node_missed_raw_msat=node_missed_raw,
     )
 
 
@@ -866,6 +867,8 @@ _CHANNELS = (
         _first.c.id.label("first_id"),
         _first.c.uptime_s.label("first_uptime_s"),
         _first.c.lifetime_s.label("first_lifetime_s"),
+        _latest.c.inbound_fee_base_msat,
+        _latest.c.inbound_fee_rate_ppm,
     )
     .select_from(
         channels.join(_latest, _latest.c.id == _latest_id).outerjoin(
@@ -938,6 +941,8 @@ def _channels(
         first_id,
         first_uptime_s,
         first_lifetime_s,
+        inbound_base,
+        inbound_ppm,
     ) in rows:
         uptime_ratio = None
         if first_id is not None:  # the latest sample is in the window too
@@ -962,6 +967,8 @@ def _channels(
             max_htlc_msat=max_htlc,
             min_local_ratio=lowest.get(signed_id),
             uptime_ratio=uptime_ratio,
+            inbound_fee_base_msat=inbound_base,
+            inbound_fee_rate_ppm=inbound_ppm,
         )
     return result
 
@@ -971,8 +978,9 @@ def _channels(
 
 def _failures(
     conn: Connection, node_id: int, window: _Span
-) -> tuple[dict[int, ChannelFailures], int, int]:
-    """Per outgoing channel (foreign ones included), plus node failures and dedup missed."""
+) -> tuple[dict[int, ChannelFailures], int, int, int]:
+    """Per outgoing channel (foreign ones included), plus the node totals: failures, missed
+    fees deduplicated and raw."""
     acc: dict[int, _FailureSums] = {}  # by signed outgoing channel id
     if window.has_rollups:
         _add_rollup_failures(conn, node_id, window, acc)
@@ -988,7 +996,8 @@ def _failures(
     }
     node_failures = sum(f.failures for f in result.values())
     node_missed = sum(f.missed_dedup_msat for f in result.values())
-    return result, node_failures, node_missed
+    node_missed_raw = sum(f.missed_raw_msat for f in result.values())
+    return result, node_failures, node_missed, node_missed_raw
 
 
 _CLASSES = tuple(FailureClass)

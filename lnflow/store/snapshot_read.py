@@ -94,6 +94,11 @@ def report_of(db: sqlite3.Connection, run_id: int) -> AnalysisReport | None:
         gaps=gaps,
         node_failures=run["node_failures"],
         node_missed_msat=run["node_missed_msat"],
+        # (a store not yet upgraded to 0015 has no raw sum: the deduplicated one bounds it)
+        node_missed_raw_msat=run[
+            # (sqlite3.Row: `in` looks at the values, keys() at the column names)
+            "node_missed_raw_msat" if "node_missed_raw_msat" in run.keys() else "node_missed_msat"  # noqa: SIM118
+        ],
     )
 
 

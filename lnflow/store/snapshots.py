@@ -48,6 +48,7 @@ class SnapshotWriter:
                     opportunities=len(report.opportunities),
                     node_failures=report.node_failures,
                     node_missed_msat=report.node_missed_msat,
+                    node_missed_raw_msat=report.node_missed_raw_msat,
                 )
             ).inserted_primary_key
             assert key is not None
