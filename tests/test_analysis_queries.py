@@ -495,8 +495,8 @@ def test_details_are_queried_only_when_asked_and_once(store: Store) -> None:
             assert details.amounts_msat(A, FailureClass.OTHER) == ()  # amount unknown
             assert details.amounts_msat(E, FailureClass.MAX_HTLC) == (3_000_000,)
             assert details.amounts_msat(B, FailureClass.LIQUIDITY) == ()
-            assert details.fee_offers(A) == ((100, 400_000),)
-            assert details.fee_offers(A) == ((100, 400_000),)
+            assert details.fee_offers(A) == ((100, 400_000, IN3),)
+            assert details.fee_offers(A) == ((100, 400_000, IN3),)
             # our policy from since − gossip_grace_h (6 h): the one in force then (sampled
             # 10 h before since), then only its changes
             history = (
@@ -617,20 +617,23 @@ def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
         "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_state "
         "(node_id=? AND chan_id=? AND ts_ns>? AND ts_ns<?)"
     ) in plans(store.engine, samples[1:]), sample_plans
-    # the failure details: one range of the partial covering index, no table rows, at
-    # the channel's ref (one lookup of the refs' key)
+    # the failure details: one range of the partial covering index at the channel's ref
+    # (one lookup of the refs' key); no table rows for the amounts, the fee offers read
+    # each failure's incoming channel (whose inbound fee counts) from its row
     details = [st for st in statements[loaded:] if "forward_attempts" in st[0]]
-    assert (
-        plans(store.engine, details)
-        == [
-            "SEARCH forward_attempts USING COVERING INDEX ix_forward_attempts_local "
-            "(outgoing_chan_ref=? AND failure_class=? AND resolved_ns>? AND resolved_ns<?)",
-            "SCALAR SUBQUERY 1",
-            "SEARCH channel_refs USING COVERING INDEX sqlite_autoindex_channel_refs_1 "
-            "(node_id=? AND chan_id=?)",
-        ]
-        * 2
-    )
+    ref_lookup = [
+        "SCALAR SUBQUERY 1",
+        "SEARCH channel_refs USING COVERING INDEX sqlite_autoindex_channel_refs_1 "
+        "(node_id=? AND chan_id=?)",
+    ]
+    in_range = "(outgoing_chan_ref=? AND failure_class=? AND resolved_ns>? AND resolved_ns<?)"
+    assert plans(store.engine, details) == [
+        f"SEARCH forward_attempts USING COVERING INDEX ix_forward_attempts_local {in_range}",
+        *ref_lookup,
+        f"SEARCH forward_attempts USING INDEX ix_forward_attempts_local {in_range}",
+        *ref_lookup,
+        "SEARCH in_ref USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN",
+    ]
     # the fee history: the channel's samples from the grace period's start
     history = [st for st in statements[loaded:] if "channel_samples" in st[0]]
     history_plans = plans(store.engine, history)
@@ -1002,7 +1005,8 @@ class RawTruth:
     """Window figures counted one raw row at a time, straight from their definitions."""
 
     failures_rows: list[tuple[int, int, int, int, int, int]]  # out, in, class, ts, fee, cluster
-    amount_rows: list[tuple[int, int, int, int | None, int]]  # out, class, ts, amount, fee
+    # out, class, ts, amount, fee, incoming channel
+    amount_rows: list[tuple[int, int, int, int | None, int, int]]
     cluster_first: dict[int, int]
     ledger: list[tuple[int, int, int, int]]  # ts, in, out, fee
 
@@ -1019,10 +1023,10 @@ class RawTruth:
                 )
             ]
             amount_rows = [
-                (from_signed64(o), c, ts, amount, fee)
-                for o, c, ts, amount, fee in conn.exec_driver_sql(
+                (from_signed64(o), c, ts, amount, fee, from_signed64(i))
+                for o, c, ts, amount, fee, i in conn.exec_driver_sql(
                     "SELECT outgoing_channel_id, failure_class, resolved_ns, outgoing_amt_msat,"
-                    f" missed_fee_msat FROM {ATTEMPTS_SCID} WHERE outcome = ?",
+                    f" missed_fee_msat, incoming_channel_id FROM {ATTEMPTS_SCID} WHERE outcome = ?",
                     (int(Outcome.FAILED_LOCAL),),
                 )
             ]
@@ -1043,13 +1047,15 @@ class RawTruth:
         return cls(failures_rows, amount_rows, cluster_first, ledger)
 
     def amounts(self, out: int, cls: FailureClass, since: int, until: int) -> list[int]:
-        return [a for _, a in self.offers(out, cls, since, until)]
+        return [a for _, a, _ in self.offers(out, cls, since, until)]
 
-    def offers(self, out: int, cls: FailureClass, since: int, until: int) -> list[tuple[int, int]]:
-        """(missed fee, amount) of the failures with a known amount."""
+    def offers(
+        self, out: int, cls: FailureClass, since: int, until: int
+    ) -> list[tuple[int, int, int]]:
+        """(missed fee, amount, incoming channel) of the failures with a known amount."""
         return [
-            (fee, a)
-            for o, c, ts, a, fee in self.amount_rows
+            (fee, a, i)
+            for o, c, ts, a, fee, i in self.amount_rows
             if o == out and c == cls and since <= ts < until and a is not None
         ]
 

@@ -12,6 +12,7 @@ from lnflow.analysis import (
     analyze,
     confidence,
     dominant_class,
+    inbound_fee_msat,
     percentile,
     recommend,
     urgency_score,
@@ -56,7 +57,7 @@ class Details:
     def __init__(
         self,
         amounts: Mapping[tuple[int, FailureClass], Sequence[int]] | None = None,
-        offers: Mapping[int, Sequence[tuple[int, int]]] | None = None,
+        offers: Mapping[int, Sequence[tuple[int, int, int]]] | None = None,
         history: Mapping[int, Sequence[FeePoint]] | None = None,
     ) -> None:
         self.amounts = dict(amounts or {})
@@ -71,7 +72,7 @@ class Details:
         amounts = self.amounts.get((chan_id, cls), ())
         return tuple(percentile(amounts, p) for p in percents) if amounts else ()
 
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
+    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]:
         self.calls += 1
         return self.offers.get(chan_id, ())
 
@@ -175,9 +176,12 @@ def sats(*values: int) -> list[int]:
     return [v * 1_000 for v in values]
 
 
-def offer(ppm: int, amount_msat: int = 1_000_000_000, base: int = 1_000) -> tuple[int, int]:
-    """A FEE_INSUFFICIENT failure whose sender offered ``ppm`` on top of our base fee."""
-    return (base + ppm * amount_msat // 1_000_000, amount_msat)
+def offer(
+    ppm: int, amount_msat: int = 1_000_000_000, base: int = 1_000, via: int = 0
+) -> tuple[int, int, int]:
+    """A FEE_INSUFFICIENT failure whose sender offered ``ppm`` on top of our base fee,
+    coming in over channel ``via``."""
+    return (base + ppm * amount_msat // 1_000_000, amount_msat, via)
 
 
 def fee_points(*points: tuple[int, int]) -> tuple[FeePoint, ...]:
@@ -289,7 +293,7 @@ RECOMMEND_CASES: list[tuple[str, dict[str, Any], dict[C, tuple[int, int]], Detai
         "fee-offers-below-base-floor-zero",
         {"fee_ppm": 100},
         FEE,
-        Details(offers={A: [(500, 1_000_000_000), (900, 1_000_000_000)]}),
+        Details(offers={A: [(500, 1_000_000_000, 0), (900, 1_000_000_000, 0)]}),
         (Action.LOWER_FEES, 70, None, None),
     ),
     (
@@ -505,6 +509,111 @@ def test_reason_names_the_numbers(
     assert "\n" not in reason
     for fragment in fragments:
         assert fragment in reason
+
+
+# --------------------------------------------------------------------------- inbound fees
+
+IN_D = 860_001 << 40  # an incoming channel of ours
+
+
+@pytest.mark.parametrize(
+    ("base", "ppm", "amount", "fee"),
+    [
+        (0, -100, 1_000_001, -100),  # -100.0001: truncated toward zero (Go), not floored
+        (-50, -1, 999_999, -50),  # -0.999999 rounds up to 0
+        (0, 150, 1_000_001, 150),  # positive: rounded down
+        (200, 0, 5_000_000, 200),  # base only
+        (0, -20_000_000, 1_000, -10_000),  # rate capped at -10^7 ppm
+        (0, 20_000_000, 1_000, 10_000),  # and at +10^7
+    ],
+    ids=["negative-truncates", "negative-rounds-up", "positive", "base", "cap-low", "cap-high"],
+)
+def test_inbound_fee_as_lnd_computes_it(base: int, ppm: int, amount: int, fee: int) -> None:
+    assert inbound_fee_msat(base, ppm, amount) == fee
+
+
+AMT = 1_000_000_000
+# our outbound fee on A for AMT: base 1,000 + 500 ppm
+OUT_FEE = 1_000 + 500 * AMT // 1_000_000
+INBOUND_CASES = {
+    # a -200 ppm inbound discount on IN_D: lnd asks OUT_FEE + inbound(AMT + OUT_FEE) =
+    # 501,000 − 200,100 = 300,900; offers of 250 ppm on our policy alone (251,000) fail,
+    # but count as 251,000 + 200,100 − 1,000 = 450.1 ppm against our outbound policy
+    "discount-counts-in-the-offer": (
+        (0, -200),
+        [offer(250, via=IN_D)] * 3,
+        (Action.LOWER_FEES, 450),
+        [
+            "median offered 450 ppm",
+            "3 of 3 offers came in over a channel with an inbound fee",
+            "0 short on that inbound fee",
+            "3 short on our outbound fee",
+        ],
+    ),
+    # a +100 ppm inbound fee: offers that met our outbound fee exactly (501,000) are short
+    # by the inbound fee of 100,050; against our outbound policy they offer 399.95 ppm
+    "positive-inbound-fee-was-short": (
+        (0, 100),
+        [(OUT_FEE, AMT, IN_D)] * 2 + [offer(300)],
+        (Action.LOWER_FEES, 399),
+        [
+            "2 of 3 offers came in over a channel with an inbound fee",
+            "2 short on that inbound fee (our outbound fee was met)",
+            "0 short on our outbound",
+        ],
+    ),
+    "base-discount-only": (
+        (-100_000, 0),
+        [offer(300, via=IN_D)] * 3,
+        (Action.LOWER_FEES, 400),
+        ["median offered 400 ppm"],
+    ),
+    "no-inbound-fee": ((0, 0), [offer(300, via=IN_D)] * 3, (Action.LOWER_FEES, 350), []),
+    "inbound-fee-not-known": (
+        (None, None),
+        [offer(300, via=IN_D)] * 3,
+        (Action.LOWER_FEES, 350),
+        [],
+    ),
+    "incoming-channel-not-ours": (
+        (0, -200),
+        [offer(300, via=FOREIGN)] * 3,
+        (Action.LOWER_FEES, 350),
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("inbound", "offers", "expected", "fragments"),
+    INBOUND_CASES.values(),
+    ids=list(INBOUND_CASES.keys()),
+)
+def test_fee_offers_count_the_incoming_channels_inbound_fee(
+    inbound: tuple[int | None, int | None],
+    offers: list[tuple[int, int, int]],
+    expected: tuple[Action, int | None],
+    fragments: list[str],
+) -> None:
+    source = replace(
+        channel(IN_D), inbound_fee_base_msat=inbound[0], inbound_fee_rate_ppm=inbound[1]
+    )
+    ours = channel(A)
+    details = Details(offers={A: offers})
+    advice = recommend(ours, failures(A, FEE), details, SETTINGS, channels={A: ours, IN_D: source})
+    assert (advice.action, advice.suggested_fee_ppm) == expected, advice.reason
+    for fragment in fragments:
+        assert fragment in advice.reason
+    if not fragments:
+        assert "inbound fee" not in advice.reason
+    # analyze() hands recommend our channels
+    inp = make_input([ours, source], [failures(A, FEE)], details=details)
+    (opp,) = [o for o in run(inp).opportunities if o.channel_id == A]
+    assert (opp.recommended_action, opp.suggested_fee_ppm, opp.reason) == (
+        advice.action,
+        advice.suggested_fee_ppm,
+        advice.reason,
+    )
 
 
 def test_details_asked_only_when_needed() -> None:

@@ -161,8 +161,9 @@ class FailureDetails(Protocol):
         """
         ...
 
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
-        """(missed fee msat, outgoing amount msat) of its FEE_INSUFFICIENT failures."""
+    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]:
+        """(missed fee msat, outgoing amount msat, incoming channel id) of its
+        FEE_INSUFFICIENT failures (the incoming channel 0 when not known)."""
         ...
 
     def fee_history(self, chan_id: int) -> Sequence[FeePoint]:

@@ -21,6 +21,9 @@ dominance                    a class dominates at ≥ 50 % of the channel's raw 
 amounts to open or move      msat → sat rounded up; capacity / 2 rounded up
 amounts a source can give    local − (local + remote) / 2 rounded down
 suggested fee ppm            ⌈0.7 × current⌉; offered ppm floors ((fee − base) × 10⁶ / amount)
+inbound fee (lnd ≥ 0.18)     offered ppm floors ((fee − inbound fee − base) × 10⁶ / amount),
+                             the incoming channel's inbound fee as lnd computes it
+                             (:func:`inbound_fee_msat`) on amount + our outbound fee
 max_cost_ppm                 ⌊target's fee ppm × max_cost_share⌋ (share read as its decimal)
 rebalance_inbound missed     baseline_fees × hours // (baseline_days × 24) − window fees,
                              floor 0 (integer msat, the pace rounded down)
@@ -96,6 +99,7 @@ __all__ = [
     "confidence",
     "deciding_class",
     "dominant_class",
+    "inbound_fee_msat",
     "percentile",
     "rebalance_plan",
     "recommend",
@@ -308,6 +312,69 @@ def _offered_ppm(fee_msat: int, amount_msat: int, base_msat: int) -> int:
     return max(0, (fee_msat - base_msat) * _PPM // amount_msat)
 
 
+# lnd caps an inbound fee rate at ±10 × 10⁶ ppm (graph/db/models/inbound_fee.go)
+_MAX_INBOUND_PPM = 10 * _PPM
+
+
+def inbound_fee_msat(base_msat: int, rate_ppm: int, amount_msat: int) -> int:
+    """The inbound fee lnd (≥ 0.18) adds to an HTLC's required fee, as link.go does.
+
+    ``base + rate × amount / 10⁶`` on the outgoing amount plus the outgoing channel's
+    fee, the rate capped at ±10⁷ ppm and the product truncated toward zero (Go's
+    integer division: a negative fee rounds up). Usually negative: a discount.
+    """
+    rate = max(-_MAX_INBOUND_PPM, min(_MAX_INBOUND_PPM, rate_ppm))
+    product = rate * amount_msat
+    share = product // _PPM if product >= 0 else -(-product // _PPM)
+    return base_msat + share
+
+
+@dataclass(frozen=True, slots=True)
+class _Offers:
+    """A channel's fee offers against our policy and the incoming channels' inbound fees."""
+
+    offered_ppm: tuple[int, ...]  # sorted
+    via_inbound: int  # offers that came in over a channel with a non-zero inbound fee
+    inbound_short: int  # ... of them, those that met our outbound fee alone
+
+
+def _fee_offers(
+    offers: Sequence[tuple[int, int, int]],
+    channel: ChannelState,
+    channels: Mapping[int, ChannelState],
+) -> _Offers:
+    """Offered ppm of each FEE_INSUFFICIENT failure (DESIGN §5), with both policies.
+
+    lnd requires ``outbound fee(amount) + inbound fee(amount + outbound fee)`` (link.go
+    CheckHtlcForward): the part of an offer left for our outbound policy is the offer
+    minus the incoming channel's inbound fee, so the offered ppm is
+    ``(fee − inbound fee − our base) × 10⁶ / amount``. An offer that met our outbound
+    fee alone was short on the inbound fee.
+    """
+    base = channel.fee_base_msat or 0
+    current = channel.fee_rate_ppm
+    offered = []
+    via_inbound = inbound_short = 0
+    for fee, amount, incoming in offers:
+        if amount <= 0:
+            continue
+        source = channels.get(incoming)
+        in_base = source.inbound_fee_base_msat if source is not None else None
+        in_ppm = source.inbound_fee_rate_ppm if source is not None else None
+        if not in_base and not in_ppm:
+            offered.append(_offered_ppm(fee, amount, base))
+            continue
+        out_fee = base + amount * current // _PPM if current is not None else None
+        in_fee = inbound_fee_msat(
+            in_base or 0, in_ppm or 0, amount + (out_fee if out_fee is not None else fee)
+        )
+        via_inbound += 1
+        if out_fee is not None and fee >= out_fee:
+            inbound_short += 1
+        offered.append(_offered_ppm(fee - in_fee, amount, base))
+    return _Offers(tuple(sorted(offered)), via_inbound, inbound_short)
+
+
 def _recommend_liquidity(
     channel: ChannelState, details: FailureDetails, head: str
 ) -> Recommendation:
@@ -373,6 +440,7 @@ def _recommend_fee(
     details: FailureDetails,
     settings: AnalysisSettings,
     head: str,
+    channels: Mapping[int, ChannelState],
 ) -> Recommendation:
     grace_ns = settings.gossip_grace_h * _NS_PER_HOUR
     rise = _fee_rise(
@@ -388,11 +456,8 @@ def _recommend_fee(
             f"{after.fee_rate_ppm} ppm within {settings.gossip_grace_h} h before the failures",
         )
     base = channel.fee_base_msat or 0
-    offered = sorted(
-        _offered_ppm(fee, amount, base)
-        for fee, amount in details.fee_offers(channel.chan_id)
-        if amount > 0
-    )
+    offers = _fee_offers(details.fee_offers(channel.chan_id), channel, channels)
+    offered = offers.offered_ppm
     median = _nearest_rank(offered, 50) if offered else None
     current = channel.fee_rate_ppm
     floor_07 = _ceil_div(7 * current, 10) if current is not None else None
@@ -401,6 +466,15 @@ def _recommend_fee(
     current_text = (
         f"our {current} ppm (base {base:,} msat)" if current is not None else "our fee unknown"
     )
+    if offers.via_inbound:
+        # which policy was short: lnd names the outgoing channel either way
+        outbound_short = offers.via_inbound - offers.inbound_short
+        current_text += (
+            f"; {offers.via_inbound} of {_plural(len(offered), 'offer')} came in over a "
+            f"channel with an inbound fee (counted in the offered ppm): "
+            f"{offers.inbound_short} short on that inbound fee (our outbound fee was met), "
+            f"{outbound_short} short on our outbound fee"
+        )
     if current is None or suggested >= current:
         # lowering the rate cannot reach the senders: it is at the floor already
         return Recommendation(
@@ -420,8 +494,13 @@ def recommend(
     failures: ChannelFailures,
     details: FailureDetails,
     settings: AnalysisSettings,
+    *,
+    channels: Mapping[int, ChannelState] | None = None,
 ) -> Recommendation:
     """The action for a channel with local failures, from its dominant class (DESIGN §5).
+
+    ``channels`` (ours, by id) give the incoming channels' inbound fees, which count in
+    the offered ppm of a fee failure that came in over one of them.
 
     ``details`` is asked for failed amounts (liquidity, max_htlc) or our fee history
     and the fee offers (fee) only when that class dominates.
@@ -449,7 +528,7 @@ def recommend(
     if cls is FailureClass.MAX_HTLC:
         return _recommend_max_htlc(channel, details, head)
     if cls is FailureClass.FEE:
-        return _recommend_fee(channel, failures, details, settings, head)
+        return _recommend_fee(channel, failures, details, settings, head, channels or {})
     if cls is FailureClass.AVAILABILITY:
         facts = ["peer offline or channel disabled"]
         if channel.uptime_ratio is not None:
@@ -475,7 +554,7 @@ def _regular(
     rank: int,
 ) -> Opportunity:
     attempts = failures.failures + successes
-    advice = recommend(channel, failures, inp.details, settings)
+    advice = recommend(channel, failures, inp.details, settings, channels=inp.channels)
     reason = advice.reason + ("; channel closed" if channel.closed else "")
     missed = failures.missed_dedup_msat
     return Opportunity(

@@ -269,6 +269,14 @@ _DETAIL = (
     .where(_unindexed(forward_attempts.c.node_id) == bindparam("node"))
 )
 
+# A channel's fee offers: its FEE_INSUFFICIENT failures as _DETAIL reads them, each with
+# its incoming channel's SCID (0 for none), whose inbound fee lnd added to ours
+_in_ref = channel_refs.alias("in_ref")
+_OFFERS = (
+    _DETAIL.add_columns(func.coalesce(_in_ref.c.chan_id, 0))
+    .select_from(forward_attempts)
+    .outerjoin(_in_ref, _in_ref.c.id == forward_attempts.c.incoming_chan_ref)
+)
 
 # The same for several channels at once (the channels an analysis will ask about), each
 # attempt with the SCID of its ref
@@ -284,11 +292,18 @@ _of_channels = (
     forward_attempts.c.outgoing_amt_msat.is_not(None),
     _unindexed(forward_attempts.c.node_id) == bindparam("node"),
 )
-_DETAIL_MANY = select(
-    _out_ref.c.chan_id,
-    forward_attempts.c.missed_fee_msat,
-    forward_attempts.c.outgoing_amt_msat,
-).where(*_of_channels)
+_OFFERS_MANY = (
+    select(
+        _out_ref.c.chan_id,
+        forward_attempts.c.missed_fee_msat,
+        forward_attempts.c.outgoing_amt_msat,
+        func.coalesce(_in_ref.c.chan_id, 0),
+    )
+    .select_from(_out_ref)
+    .join(forward_attempts, forward_attempts.c.outgoing_chan_ref == _out_ref.c.id)
+    .outerjoin(_in_ref, _in_ref.c.id == forward_attempts.c.incoming_chan_ref)
+    .where(*_of_channels)
+)
 # (each channel's amounts as one text, "a,b,c": tens of thousands of values come back
 # as one row per channel, parsed in C by json.loads, instead of a driver tuple each)
 _AMOUNTS_MANY = (
@@ -511,7 +526,7 @@ class StoreFailureDetails:
     _amounts: dict[tuple[int, FailureClass], tuple[int, ...]] = field(
         default_factory=dict, repr=False
     )
-    _offers: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict, repr=False)
+    _offers: dict[int, tuple[tuple[int, int, int], ...]] = field(default_factory=dict, repr=False)
     _counts: dict[tuple[int, FailureClass], int] = field(default_factory=dict, repr=False)
     _fees: dict[int, tuple[FeePoint, ...]] = field(default_factory=dict, repr=False)
     _fees_batched: bool = field(default=False, repr=False)  # likely[FEE]'s histories read
@@ -589,12 +604,12 @@ class StoreFailureDetails:
             "node": self.node_id,
         }
         if cls is FailureClass.FEE:
-            found: dict[int, list[tuple[int, int]]] = {to_signed64(c): [] for c in chan_ids}
-            for out, fee, amount in _rows(self.conn, _DETAIL_MANY, params):
-                found[out].append((fee, amount))
+            found: dict[int, list[tuple[int, int, int]]] = {to_signed64(c): [] for c in chan_ids}
+            for out, fee, amount, incoming in _rows(self.conn, _OFFERS_MANY, params):
+                found[out].append((fee, amount, from_signed64(incoming)))
             for out, failures in found.items():
                 chan = from_signed64(out)
-                self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount in failures))
+                self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount, _ in failures))
                 self._offers[chan] = tuple(failures)
             return
         # channels counted with many amounts are ranked in SQL (amount_percentiles)
@@ -642,13 +657,26 @@ class StoreFailureDetails:
             result.append(int(value))
         return tuple(result)
 
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
+    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]:
         if chan_id not in self._offers:
             batch = self.likely.get(FailureClass.FEE, frozenset())
             if chan_id in batch:
                 self._read_amounts(FailureClass.FEE, batch)
             else:
-                self._offers[chan_id] = tuple(self._local_failures(chan_id, FailureClass.FEE))
+                rows = self._run(
+                    _OFFERS,
+                    {
+                        "out": to_signed64(chan_id),
+                        "cls": int(FailureClass.FEE),
+                        "since": self.since_ns,
+                        "until": self.until_ns,
+                        "node": self.node_id,
+                    },
+                )
+                self._offers[chan_id] = tuple(
+                    (int(fee), int(amount), from_signed64(incoming))
+                    for fee, amount, incoming in rows
+                )
         return self._offers[chan_id]
 
     def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
