@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, func, insert, literal_column, select, update
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Attempt, AttemptTracker, Outcome
@@ -402,6 +402,10 @@ def _reopen_clusters(
         .where(h.c.last_ns >= cutoff)
     ).all()
     a, c, r = forward_attempts, failure_clusters, channel_refs
+    # (a ref belongs to one node; the outcome as a literal lets SQLite use the partial
+    # index ix_forward_attempts_local, whose WHERE is outcome = 2)
+    local = a.c.outcome == literal_column(str(int(_FAILED_LOCAL)))
+    classes = a.c.failure_class.in_([literal_column(str(int(cls))) for cls in FailureClass])
     reopened = 0
     for signed_out in recent:
         ref = conn.scalar(select(r.c.id).where(r.c.node_id == node_id, r.c.chan_id == signed_out))
@@ -409,12 +413,9 @@ def _reopen_clusters(
             continue
         # the newest cluster with a member at or after the cutoff (ix_forward_attempts_local)
         newest = conn.scalar(
-            select(func.max(a.c.cluster_id))
-            .where(a.c.outgoing_chan_ref == ref)
-            .where(a.c.failure_class.in_([int(cls) for cls in FailureClass]))
-            .where(a.c.resolved_ns >= cutoff)
-            .where(a.c.outcome == int(_FAILED_LOCAL))
-            .where(a.c.node_id == node_id)
+            select(func.max(a.c.cluster_id)).where(
+                a.c.outgoing_chan_ref == ref, classes, a.c.resolved_ns >= cutoff, local
+            )
         )
         if newest is None:
             continue
@@ -431,11 +432,8 @@ def _reopen_clusters(
         members = conn.execute(
             select(func.coalesce(r.c.chan_id, 0), func.coalesce(a.c.outgoing_amt_msat, 0))
             .select_from(a.outerjoin(r, r.c.id == a.c.incoming_chan_ref))
-            .where(a.c.outgoing_chan_ref == ref)
-            .where(a.c.failure_class.in_([int(cls) for cls in FailureClass]))
+            .where(a.c.outgoing_chan_ref == ref, classes, local)
             .where(a.c.resolved_ns.between(row.first_ns, row.last_ns))
-            .where(a.c.outcome == int(_FAILED_LOCAL))
-            .where(a.c.node_id == node_id)
             .where(a.c.cluster_id == newest)
         ).all()
         clusters.restore(
