@@ -857,3 +857,11 @@ def test_docs_json_md_documents_every_field() -> None:
         | {f"node.{key}" for key in doc["node"]}
     )
     assert wanted <= documented, sorted(wanted - documented)
+
+
+def test_a_report_saved_before_node_raw_totals_reads_back() -> None:
+    """Files written before node.missed_raw_msat existed: the deduplicated sum stands in."""
+    doc = report_to_doc(_report())
+    del doc["node"]["missed_raw_msat"]
+    report = report_from_doc(json.loads(json.dumps(doc)))
+    assert (report.node_missed_msat, report.node_missed_raw_msat) == (3_000_000, 3_000_000)
