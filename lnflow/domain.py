@@ -310,6 +310,10 @@ class RoutingPolicy:
     max_htlc_msat: int
     disabled: bool
     last_update_s: int
+    # lnd >= 0.18: the fee charged (usually negative: a discount) on HTLCs coming in over
+    # the channel, on top of the outgoing channel's fee; 0 before 0.18
+    inbound_fee_base_msat: int = 0
+    inbound_fee_rate_ppm: int = 0
 
 
 @dataclass(frozen=True, slots=True)

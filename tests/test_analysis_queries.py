@@ -184,7 +184,15 @@ def fill(s: Store) -> None:
         UNTIL - 10 * MIN,
         [
             sample(
-                A, 600_000, 400_000, ours=policy(0, 200, 5_000_000), uptime=10_000, lifetime=19_000
+                A,
+                600_000,
+                400_000,
+                # an inbound discount (lnd >= 0.18): read from the latest sample
+                ours=dataclasses.replace(
+                    policy(0, 200, 5_000_000), inbound_fee_base_msat=-500, inbound_fee_rate_ppm=-150
+                ),
+                uptime=10_000,
+                lifetime=19_000,
             ),
             sample(E, 1_000, 499_000, uptime=7, lifetime=7, active=False),
         ],
@@ -287,6 +295,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 # (0.9): it cannot be a rebalance_inbound and the lowest is not read
                 min_local_ratio=None,
                 uptime_ratio=0.5,  # (10 000 − 1 000) / (19 000 − 1 000)
+                inbound_fee_base_msat=-500,
+                inbound_fee_rate_ppm=-150,
             ),
             B: state(
                 B,
@@ -299,6 +309,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
                 max_htlc_msat=990_000_000,
                 min_local_ratio=0.9,  # latest 0.9: read
                 uptime_ratio=None,  # one sample: no span to measure
+                inbound_fee_base_msat=0,  # a policy without an inbound fee
+                inbound_fee_rate_ppm=0,
             ),
             E: state(
                 E,
@@ -361,7 +373,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
         details=details,
         gaps=(Gap(SINCE + 2 * H, SINCE + 3 * H),),
         node_failures=7,
-        node_missed_msat=4_100 + 4_000 + 500,
+        node_missed_msat=4_100 + 4_000 + 500,  # deduplicated, the foreign X's included
+        node_missed_raw_msat=6_100 + 4_000 + 500,
         unknown_amount={A: 1},  # htlc 7: lnd gave no outgoing amount
     )
 
@@ -483,8 +496,8 @@ def test_details_are_queried_only_when_asked_and_once(store: Store) -> None:
             assert details.amounts_msat(A, FailureClass.OTHER) == ()  # amount unknown
             assert details.amounts_msat(E, FailureClass.MAX_HTLC) == (3_000_000,)
             assert details.amounts_msat(B, FailureClass.LIQUIDITY) == ()
-            assert details.fee_offers(A) == ((100, 400_000),)
-            assert details.fee_offers(A) == ((100, 400_000),)
+            assert details.fee_offers(A) == ((100, 400_000, IN3),)
+            assert details.fee_offers(A) == ((100, 400_000, IN3),)
             # our policy from since − gossip_grace_h (6 h): the one in force then (sampled
             # 10 h before since), then only its changes
             history = (
@@ -605,20 +618,23 @@ def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
         "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_state "
         "(node_id=? AND chan_id=? AND ts_ns>? AND ts_ns<?)"
     ) in plans(store.engine, samples[1:]), sample_plans
-    # the failure details: one range of the partial covering index, no table rows, at
-    # the channel's ref (one lookup of the refs' key)
+    # the failure details: one range of the partial covering index at the channel's ref
+    # (one lookup of the refs' key); no table rows for the amounts, the fee offers read
+    # each failure's incoming channel (whose inbound fee counts) from its row
     details = [st for st in statements[loaded:] if "forward_attempts" in st[0]]
-    assert (
-        plans(store.engine, details)
-        == [
-            "SEARCH forward_attempts USING COVERING INDEX ix_forward_attempts_local "
-            "(outgoing_chan_ref=? AND failure_class=? AND resolved_ns>? AND resolved_ns<?)",
-            "SCALAR SUBQUERY 1",
-            "SEARCH channel_refs USING COVERING INDEX sqlite_autoindex_channel_refs_1 "
-            "(node_id=? AND chan_id=?)",
-        ]
-        * 2
-    )
+    ref_lookup = [
+        "SCALAR SUBQUERY 1",
+        "SEARCH channel_refs USING COVERING INDEX sqlite_autoindex_channel_refs_1 "
+        "(node_id=? AND chan_id=?)",
+    ]
+    in_range = "(outgoing_chan_ref=? AND failure_class=? AND resolved_ns>? AND resolved_ns<?)"
+    assert plans(store.engine, details) == [
+        f"SEARCH forward_attempts USING COVERING INDEX ix_forward_attempts_local {in_range}",
+        *ref_lookup,
+        f"SEARCH forward_attempts USING INDEX ix_forward_attempts_local {in_range}",
+        *ref_lookup,
+        "SEARCH in_ref USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN",
+    ]
     # the fee history: the channel's samples from the grace period's start
     history = [st for st in statements[loaded:] if "channel_samples" in st[0]]
     history_plans = plans(store.engine, history)
@@ -798,7 +814,12 @@ def test_dedup_counts_only_a_clusters_growth_inside_the_window(store: Store) -> 
     }
     assert inp.failures[A].first_failure_ns == CL_SINCE + 10 * S
     assert inp.failures[B].last_failure_ns == CL_UNTIL - 10 * S
-    assert inp.node_missed_msat == 12_500
+    # node totals: every local failure, deduplicated and raw
+    assert (inp.node_failures, inp.node_missed_msat, inp.node_missed_raw_msat) == (
+        8 + 2,
+        12_000 + 500,
+        25_000 + 1_500,
+    )
     # the clusters opened before a partial hour (c1, c2, c4) were looked up on the index
     assert full_scans(store.engine, statements) == []
 
@@ -988,7 +1009,8 @@ class RawTruth:
     """Window figures counted one raw row at a time, straight from their definitions."""
 
     failures_rows: list[tuple[int, int, int, int, int, int]]  # out, in, class, ts, fee, cluster
-    amount_rows: list[tuple[int, int, int, int | None, int]]  # out, class, ts, amount, fee
+    # out, class, ts, amount, fee, incoming channel
+    amount_rows: list[tuple[int, int, int, int | None, int, int]]
     cluster_first: dict[int, int]
     ledger: list[tuple[int, int, int, int]]  # ts, in, out, fee
 
@@ -1005,10 +1027,10 @@ class RawTruth:
                 )
             ]
             amount_rows = [
-                (from_signed64(o), c, ts, amount, fee)
-                for o, c, ts, amount, fee in conn.exec_driver_sql(
+                (from_signed64(o), c, ts, amount, fee, from_signed64(i))
+                for o, c, ts, amount, fee, i in conn.exec_driver_sql(
                     "SELECT outgoing_channel_id, failure_class, resolved_ns, outgoing_amt_msat,"
-                    f" missed_fee_msat FROM {ATTEMPTS_SCID} WHERE outcome = ?",
+                    f" missed_fee_msat, incoming_channel_id FROM {ATTEMPTS_SCID} WHERE outcome = ?",
                     (int(Outcome.FAILED_LOCAL),),
                 )
             ]
@@ -1029,13 +1051,15 @@ class RawTruth:
         return cls(failures_rows, amount_rows, cluster_first, ledger)
 
     def amounts(self, out: int, cls: FailureClass, since: int, until: int) -> list[int]:
-        return [a for _, a in self.offers(out, cls, since, until)]
+        return [a for _, a, _ in self.offers(out, cls, since, until)]
 
-    def offers(self, out: int, cls: FailureClass, since: int, until: int) -> list[tuple[int, int]]:
-        """(missed fee, amount) of the failures with a known amount."""
+    def offers(
+        self, out: int, cls: FailureClass, since: int, until: int
+    ) -> list[tuple[int, int, int]]:
+        """(missed fee, amount, incoming channel) of the failures with a known amount."""
         return [
-            (fee, a)
-            for o, c, ts, a, fee in self.amount_rows
+            (fee, a, i)
+            for o, c, ts, a, fee, i in self.amount_rows
             if o == out and c == cls and since <= ts < until and a is not None
         ]
 

@@ -234,9 +234,12 @@ def test_analyze_json_equals_the_hand_computed_expectation(tmp_path: Path) -> No
     doc = json.loads(out.stdout)
     assert doc["window_hours"] == 1
     assert doc["gaps"] == []
+    # every local failure, the foreign SCID's included: A's burst counts once deduplicated
+    a_raw = 100_000 + 120_000 + 150_000 + 130_000
     assert doc["node"] == {
         "failures": 8,
         "missed_msat": 150_000 + 255_000 + 7_000,
+        "missed_raw_msat": a_raw + 255_000 + 7_000,
         "unknown_amount": 0,
         "rejected": 0,
     }

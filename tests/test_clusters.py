@@ -133,16 +133,53 @@ def test_ids_continue_from_first_id() -> None:
     assert assigner.next_id == 43
 
 
-def test_expire_drops_idle_clusters() -> None:
+def test_expire_drops_clusters_closed_at_the_newest_event_time() -> None:
     assigner = ClusterAssigner(WINDOW)
     assigner.assign(OUT_A, IN_1, 1_000_000, 100, T0)
     assigner.assign(OUT_B, IN_1, 1_000_000, 100, T0 + 10 * S)
-    assert assigner.expire(T0 + WINDOW) == 0  # idle exactly the window: still joinable
-    assert assigner.expire(T0 + WINDOW + 1) == 1
+    assigner.advance(T0 + WINDOW)
+    assert assigner.expire() == 0  # idle exactly the window: still joinable
+    assigner.advance(T0 + WINDOW + 1)
+    assert assigner.expire() == 1
     assert assigner.open_clusters == 1
     # the dropped cluster could not have been joined anyway
     assert assigner.assign(OUT_A, IN_1, 1_000_000, 100, T0 + WINDOW + 1).is_new
     assert assigner.assign(OUT_B, IN_1, 1_000_000, 100, T0 + WINDOW + 1).is_new is False
+
+
+def test_the_clock_is_the_newest_event_and_never_goes_back() -> None:
+    assigner = ClusterAssigner(WINDOW)
+    assigner.assign(OUT_A, IN_1, 1_000_000, 100, T0)
+    assigner.advance(T0 + 2 * WINDOW)
+    assigner.advance(T0 + S)  # an older event (another subscription, lnd's clock stepping back)
+    assert assigner.latest_ns == T0 + 2 * WINDOW
+    # dated within the window of the cluster's last failure, but the cluster closed when
+    # the clock passed it: held in memory or not, it is not joined
+    assert assigner.assign(OUT_A, IN_1, 1_000_000, 100, T0 + S).is_new
+
+
+def test_restore_reopens_a_cluster_with_its_members() -> None:
+    before = ClusterAssigner(WINDOW)
+    first = [
+        Failure(OUT_A, IN_1, 1_000_000, 300, T0),
+        Failure(OUT_A, IN_2, 1_000_000, 500, T0 + S),
+    ]
+    for f in first:
+        before.assign(*f)
+    after = ClusterAssigner(WINDOW, first_id=2)
+    after.restore(
+        OUT_A,
+        1,
+        first_ns=T0,
+        last_ns=T0 + S,
+        members=2,
+        missed_fee_msat=500,
+        incoming_channel_ids=[IN_1, IN_2],
+        amounts_msat=[1_000_000],
+    )
+    nxt = Failure(OUT_A, IN_2, 7_000_000, 900, T0 + 30 * S)
+    assert after.assign(*nxt) == before.assign(*nxt) == ClusterUpdate(1, False, 3, 900, 400)
+    assert after.next_id == before.next_id == 2
 
 
 def test_rejects_negative_window() -> None:
@@ -188,3 +225,21 @@ def test_max_span_closes_a_cluster_that_keeps_being_joined() -> None:
     # every failure is within the window of the previous one, same incoming channel;
     # the cluster closes once 300 s from its first failure are exceeded
     assert ids[:7] == [ids[0]] * 7 and ids[7] != ids[0]
+
+
+@given(failures, st.lists(st.integers(0, 60), max_size=10), st.integers(0, 3))
+def test_expiring_at_any_point_changes_no_assignment(
+    fs: list[Failure], cuts: list[int], shuffle_seed: int
+) -> None:
+    """Memory is freed by event time only: where batches end never splits a cluster."""
+    # out of order by a few events, as two subscriptions may deliver them
+    fs = fs[shuffle_seed:] + fs[:shuffle_seed]
+    assigner = ClusterAssigner(WINDOW, max_span_ns=5 * WINDOW)
+    reference = ClusterAssigner(WINDOW, max_span_ns=5 * WINDOW)
+    expected = [reference.assign(*f) for f in fs]
+    got = []
+    for i, f in enumerate(fs):
+        got.append(assigner.assign(*f))
+        if i in cuts:
+            assigner.expire()
+    assert got == expected

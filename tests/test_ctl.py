@@ -284,6 +284,7 @@ def _report(**overrides: Any) -> AnalysisReport:
         gaps=(Gap(1_764_010_000 * S, 1_764_010_060 * S), Gap(1_764_080_000 * S, None)),
         node_failures=40,
         node_missed_msat=3_000_000,
+        node_missed_raw_msat=3_250_000,
     )
     return dataclasses.replace(base, **overrides)
 
@@ -320,6 +321,7 @@ def test_json_document_keys_in_a_stable_order() -> None:
     assert doc["node"] == {
         "failures": 40,
         "missed_msat": 3_000_000,
+        "missed_raw_msat": 3_250_000,
         "unknown_amount": 0,
         "rejected": 0,
     }
@@ -438,9 +440,11 @@ def test_analyze_json_is_the_documented_object(
         OPPORTUNITY_KEYS
     ] * 2
     assert len(doc["gaps"]) == 1 and doc["gaps"][0]["to"] is not None
+    # failures 2 min apart: each its own cluster, deduplicated = raw
     assert doc["node"] == {
         "failures": 9,
         "missed_msat": 1_100_000,
+        "missed_raw_msat": 1_100_000,
         "unknown_amount": 0,
         "rejected": 0,
     }
@@ -858,10 +862,19 @@ def test_docs_json_md_documents_every_field() -> None:
     doc = report_to_doc(_report())
     opp_keys = {k for o in doc["opportunities"] for k in o}
     wanted = (
-        (set(doc) - {"node"})  # documented as node.failures, node.missed_msat
+        (set(doc) - {"node"})  # documented as node.failures, node.missed_msat, ...
         | opp_keys
         | {"suggested_max_htlc_msat"}
         | set(doc["rebalance_plan"][0])
-        | {"gaps[].from", "gaps[].to", "node.failures", "node.missed_msat"}
+        | {"gaps[].from", "gaps[].to"}
+        | {f"node.{key}" for key in doc["node"]}
     )
     assert wanted <= documented, sorted(wanted - documented)
+
+
+def test_a_report_saved_before_node_raw_totals_reads_back() -> None:
+    """Files written before node.missed_raw_msat existed: the deduplicated sum stands in."""
+    doc = report_to_doc(_report())
+    del doc["node"]["missed_raw_msat"]
+    report = report_from_doc(json.loads(json.dumps(doc)))
+    assert (report.node_missed_msat, report.node_missed_raw_msat) == (3_000_000, 3_000_000)

@@ -1,10 +1,15 @@
 """Recording batches: attempts, clusters and rollups derived in the same transaction."""
 
+import itertools
 import sqlite3
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from daemonproc import ATTEMPTS_SCID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
@@ -74,7 +79,8 @@ def link_fail(h: int, t: int, fee_msat: int = 2_000, amt: int = 500_000) -> Htlc
 
 
 class Store:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, max_span_s: int | None = None) -> None:
+        self.max_span_ns = max_span_s * S if max_span_s is not None else None
         self.path = tmp_path / "s.db"
         self.engine = open_engine(self.path)
         writer = StoreWriter(self.engine)
@@ -89,7 +95,7 @@ class Store:
             attempt_timeout_ns=60 * S,
             attempt_linger_ns=5 * S,
             dedup_window_ns=60 * S,
-            cluster_max_span_ns=None,
+            cluster_max_span_ns=self.max_span_ns,
         )
         return self.ingestor
 
@@ -163,7 +169,12 @@ def test_rollups_match_the_attempts_and_replays_after_a_restart_count_nothing(
     store.restart()  # new process: empty memory, replayed stream
     store.feed(burst + later)
     assert store.q(sums) == [expected]
-    store.feed([link_fail(11, 601, fee_msat=9_000)])  # joins the second cluster after restart?
+    # the second cluster was reopened: a retry 1 s after its failure joins it
+    store.feed([link_fail(11, 601, fee_msat=9_000)])
+    assert store.q("SELECT id, members, missed_fee_msat FROM failure_clusters WHERE id = 2") == [
+        (2, 2, 9_000)
+    ]
+    store.feed([link_fail(12, 700, fee_msat=1_000)])  # outside the window: a new one
     assert store.q("SELECT max(id) FROM failure_clusters") == [(3,)]  # new ids continue
 
 
@@ -330,3 +341,119 @@ def test_a_final_after_a_restart_is_no_second_failure(tmp_path: Path) -> None:
     assert store.outcomes() == {1: int(Outcome.FAILED_LOCAL)}
     assert store.q("SELECT failure_class FROM forward_attempts") == [(int(FailureClass.LIQUIDITY),)]
     assert _rollup_failures(store) == 1
+
+
+# --------------------------------------------------------------------------- event time
+
+IN2, OUT2 = 333 << 40, 444 << 40
+
+
+def fail_via(h: int, t: float, *, inc: int = IN, out: int = OUT, amt: int = 500_000) -> HtlcEvent:
+    """A local failure ``t`` seconds after T0 (fractions allowed)."""
+    e = link_fail(h, 0, fee_msat=1_000 + h, amt=amt)
+    return replace(
+        e,
+        timestamp_ns=T0 + int(t * S),
+        incoming_channel_id=inc,
+        outgoing_channel_id=out,
+    )
+
+
+# Retry bursts on two channels, with settled forwards between them, 45 to 75 s apart
+# (each joins the cluster before it), one burst longer than the 600 s span, and one
+# failure dated earlier than the one before it (another subscription's order).
+SCRIPT: list[HtlcEvent] = []
+for i in range(24):
+    SCRIPT.append(fail_via(100 + i, 45 * i, amt=500_000 + (i % 2)))
+    if i % 3 == 0:
+        SCRIPT += [forward(200 + i, 45 * i + 1), settle(200 + i, 45 * i + 2)]
+    SCRIPT.append(
+        fail_via(300 + i, 45 * i + 7 + 30 * (i >= 12), inc=IN2 if i % 4 else IN, out=OUT2)
+    )
+SCRIPT.append(fail_via(400, 45 * 23 - 20))  # out of order by 20 s
+SCRIPT.append(fail_via(401, 45 * 23 + 200))  # after the window: its own cluster
+
+DERIVED = {
+    "clusters": "SELECT c.id, r.chan_id, first_ns, last_ns, members, missed_fee_msat"
+    " FROM failure_clusters c JOIN channel_refs r ON r.id = c.outgoing_chan_ref ORDER BY c.id",
+    "attempts": "SELECT incoming_htlc_id, outcome, cluster_id FROM forward_attempts"
+    " ORDER BY incoming_htlc_id",
+    "rollups": "SELECT * FROM failure_rollups_hourly ORDER BY 1, 2, 3, 4, 5",
+    "per channel": "SELECT * FROM failure_channel_hourly ORDER BY 1, 2, 3",
+}
+
+
+def derived(store: Store) -> dict[str, list[tuple[object, ...]]]:
+    return {name: store.q(sql) for name, sql in DERIVED.items()}
+
+
+def record(
+    tmp_path: Path, cuts: Sequence[int], *, restart_at: frozenset[int], lag_s: int
+) -> dict[str, list[tuple[object, ...]]]:
+    """SCRIPT fed in batches ending at ``cuts``, the daemon restarted after the batches in
+    ``restart_at``, each batch recorded ``lag_s`` after its last event (wall clock)."""
+    store = Store(tmp_path, max_span_s=600)
+    bounds = [0, *sorted(set(cuts)), len(SCRIPT)]
+    for n, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        batch = SCRIPT[lo:hi]
+        if batch:
+            last_s = (max(e.timestamp_ns for e in batch) - T0) // S
+            store.feed(batch, now_s=last_s + lag_s)
+        if n in restart_at:
+            store.restart()
+    return derived(store)
+
+
+@pytest.fixture(scope="module")
+def one_stream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[object, ...]]]:
+    return record(tmp_path_factory.mktemp("one"), [], restart_at=frozenset(), lag_s=0)
+
+
+def test_the_script_exercises_joins_spans_and_splits(
+    one_stream: dict[str, list[tuple[object, ...]]],
+) -> None:
+    sizes = sorted(members for *_, members, _ in one_stream["clusters"])  # type: ignore[misc]
+    assert len(sizes) >= 4 and sizes[-1] > 5 and sizes[0] == 1
+
+
+CUTS = {
+    "every event its own batch": (list(range(1, len(SCRIPT))), frozenset(), 0),
+    "lnd's clock 1 h behind the daemon": (list(range(2, len(SCRIPT), 2)), frozenset(), 3_600),
+    "daemon lagging 61 s": (list(range(1, len(SCRIPT), 3)), frozenset(), 61),
+    "restart after every batch": (
+        list(range(5, len(SCRIPT), 5)),
+        frozenset(range(len(SCRIPT))),
+        0,
+    ),
+    "restart inside a burst, clock ahead": ([17, 18, 40], frozenset({0, 2}), 7_200),
+}
+
+
+@pytest.mark.parametrize(("cuts", "restart_at", "lag_s"), CUTS.values(), ids=list(CUTS.keys()))
+def test_same_events_same_clusters_however_cut(
+    tmp_path: Path,
+    one_stream: dict[str, list[tuple[object, ...]]],
+    cuts: list[int],
+    restart_at: frozenset[int],
+    lag_s: int,
+) -> None:
+    assert record(tmp_path, cuts, restart_at=restart_at, lag_s=lag_s) == one_stream
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cuts=st.lists(st.integers(1, len(SCRIPT) - 1), max_size=8),
+    restarts=st.frozensets(st.integers(0, 8), max_size=3),
+    lag_s=st.sampled_from([0, 61, 3_600]),
+)
+def test_same_events_same_clusters_at_random_cuts(
+    tmp_path_factory: pytest.TempPathFactory,
+    one_stream: dict[str, list[tuple[object, ...]]],
+    cuts: list[int],
+    restarts: frozenset[int],
+    lag_s: int,
+) -> None:
+    got = record(tmp_path_factory.mktemp("cut"), cuts, restart_at=restarts, lag_s=lag_s)
+    assert got == one_stream

@@ -1306,3 +1306,18 @@ def test_wait_connected_raises_when_call_fails(tmp_path: Path, certs: Certs) -> 
                     await lnd.subscribe_htlc_events().wait_connected(5)
 
     run(body)
+
+
+def test_routing_policy_reads_our_inbound_fee() -> None:
+    """lnd >= 0.18 sends the inbound fee as int32 fields 9 and 10, usually negative."""
+    wire = lightning_pb2.RoutingPolicy(
+        fee_base_msat=1_000,
+        fee_rate_milli_msat=200,
+        inbound_fee_base_msat=-25,
+        inbound_fee_rate_milli_msat=-150,
+    ).SerializeToString()
+    policy = convert.routing_policy(lightning_pb2.RoutingPolicy.FromString(wire))
+    assert (policy.fee_base_msat, policy.fee_rate_ppm) == (1_000, 200)
+    assert (policy.inbound_fee_base_msat, policy.inbound_fee_rate_ppm) == (-25, -150)
+    before_018 = convert.routing_policy(lightning_pb2.RoutingPolicy(fee_base_msat=1))
+    assert (before_018.inbound_fee_base_msat, before_018.inbound_fee_rate_ppm) == (0, 0)

@@ -431,4 +431,45 @@ def test_0013_keeps_every_own_payment_first_hop_failure(tmp_path: Path) -> None:
             (10,),
             (12,),
         ]
+
+
+def test_0014_adds_inbound_fees_and_the_raw_node_total_and_drops_them_again(
+    tmp_path: Path,
+) -> None:
+    """Upgrading a filled 0011 store keeps its samples (no inbound fee known: NULL) and
+    gives each saved run's raw node total its deduplicated one; downgrading drops both."""
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0011")
+    sample = (1, 111 << 40, 5, 1_000_000, 400_000, 580_000, 10_000, 10_000, 1, 0, 0, 1_000, 200)
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO nodes VALUES (1, 'a', '', '', 0)")
+        conn.execute(
+            "INSERT INTO channel_samples (node_id, chan_id, ts_ns, capacity_sat,"
+            " local_balance_sat, remote_balance_sat, local_reserve_sat, remote_reserve_sat,"
+            " active, uptime_s, lifetime_s, fee_base_msat, fee_rate_ppm)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            sample,
+        )
+        conn.execute(
+            "INSERT INTO analysis_runs (node_id, generated_ns, since_ns, until_ns, hours,"
+            " duration_ms, opportunities, node_failures, node_missed_msat)"
+            " VALUES (1, 9, 0, 9, 24, 5, 0, 12, 34567)"
+        )
+    db.upgrade(engine, path, "0014")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(
+            "SELECT fee_rate_ppm, inbound_fee_base_msat, inbound_fee_rate_ppm FROM channel_samples"
+        ).fetchall() == [(200, None, None)]
+        assert conn.execute(
+            "SELECT node_missed_msat, node_missed_raw_msat FROM analysis_runs"
+        ).fetchall() == [(34567, 34567)]
+    db.downgrade(engine, "0011")
+    with sqlite3.connect(path) as conn:
+        names = [r[1] for r in conn.execute("PRAGMA table_info(channel_samples)")]
+        assert not {"inbound_fee_base_msat", "inbound_fee_rate_ppm"} & set(names)
+        names = [r[1] for r in conn.execute("PRAGMA table_info(analysis_runs)")]
+        assert "node_missed_raw_msat" not in names
+        assert conn.execute("SELECT count(*) FROM channel_samples").fetchone() == (1,)
+    db.upgrade(engine, path)
     engine.dispose()

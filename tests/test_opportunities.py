@@ -12,6 +12,7 @@ from lnflow.analysis import (
     analyze,
     confidence,
     dominant_class,
+    inbound_fee_msat,
     percentile,
     recommend,
     urgency_score,
@@ -56,7 +57,7 @@ class Details:
     def __init__(
         self,
         amounts: Mapping[tuple[int, FailureClass], Sequence[int]] | None = None,
-        offers: Mapping[int, Sequence[tuple[int, int]]] | None = None,
+        offers: Mapping[int, Sequence[tuple[int, int, int]]] | None = None,
         history: Mapping[int, Sequence[FeePoint]] | None = None,
     ) -> None:
         self.amounts = dict(amounts or {})
@@ -71,7 +72,7 @@ class Details:
         amounts = self.amounts.get((chan_id, cls), ())
         return tuple(percentile(amounts, p) for p in percents) if amounts else ()
 
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
+    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]:
         self.calls += 1
         return self.offers.get(chan_id, ())
 
@@ -175,9 +176,12 @@ def sats(*values: int) -> list[int]:
     return [v * 1_000 for v in values]
 
 
-def offer(ppm: int, amount_msat: int = 1_000_000_000, base: int = 1_000) -> tuple[int, int]:
-    """A FEE_INSUFFICIENT failure whose sender offered ``ppm`` on top of our base fee."""
-    return (base + ppm * amount_msat // 1_000_000, amount_msat)
+def offer(
+    ppm: int, amount_msat: int = 1_000_000_000, base: int = 1_000, via: int = 0
+) -> tuple[int, int, int]:
+    """A FEE_INSUFFICIENT failure whose sender offered ``ppm`` on top of our base fee,
+    coming in over channel ``via``."""
+    return (base + ppm * amount_msat // 1_000_000, amount_msat, via)
 
 
 def fee_points(*points: tuple[int, int]) -> tuple[FeePoint, ...]:
@@ -289,7 +293,7 @@ RECOMMEND_CASES: list[tuple[str, dict[str, Any], dict[C, tuple[int, int]], Detai
         "fee-offers-below-base-floor-zero",
         {"fee_ppm": 100},
         FEE,
-        Details(offers={A: [(500, 1_000_000_000), (900, 1_000_000_000)]}),
+        Details(offers={A: [(500, 1_000_000_000, 0), (900, 1_000_000_000, 0)]}),
         (Action.LOWER_FEES, 70, None, None),
     ),
     (
@@ -417,8 +421,41 @@ def test_recommend(
 def test_lower_fees_min_fee_ppm_beats_low_median_and_floor() -> None:
     settings = replace(SETTINGS, min_fee_ppm=5)
     details = Details(offers={A: [offer(0), offer(1), offer(2)]})
-    advice = recommend(channel(fee_ppm=1), failures(A, FEE), details, settings)
+    advice = recommend(channel(fee_ppm=10), failures(A, FEE), details, settings)
+    assert (advice.action, advice.suggested_fee_ppm) == (Action.LOWER_FEES, 7)
+    advice = recommend(channel(fee_ppm=6), failures(A, FEE), details, settings)
     assert (advice.action, advice.suggested_fee_ppm) == (Action.LOWER_FEES, 5)
+
+
+# lower_fees only when its suggestion is below the current rate (DESIGN §5)
+FLOOR_CASES = {
+    "min-fee-ppm-above-current": ({"fee_ppm": 1}, replace(SETTINGS, min_fee_ppm=5), [0, 1]),
+    "default-floor-one-ppm-at-one-ppm": ({"fee_ppm": 1}, SETTINGS, [0, 0, 0]),
+    "seventy-percent-rounds-up-to-current": ({"fee_ppm": 3}, SETTINGS, [0]),
+    "median-offer-at-current": ({"fee_ppm": 100}, SETTINGS, [100, 100, 120]),
+    "our-rate-unknown": ({"fee_ppm": None}, SETTINGS, [50]),
+    "zero-ppm-already": ({"fee_ppm": 0}, replace(SETTINGS, min_fee_ppm=0), [0]),
+}
+
+
+@pytest.mark.parametrize(
+    ("chan_kwargs", "settings", "ppms"), FLOOR_CASES.values(), ids=list(FLOOR_CASES.keys())
+)
+def test_fees_at_the_floor_investigate(
+    chan_kwargs: dict[str, Any], settings: AnalysisSettings, ppms: list[int]
+) -> None:
+    details = Details(offers={A: [offer(p) for p in ppms]})
+    advice = recommend(channel(**chan_kwargs), failures(A, FEE), details, settings)
+    assert (advice.action, advice.suggested_fee_ppm) == (Action.INVESTIGATE, None)
+    assert "already at the floor" in advice.reason
+    assert "base fee or the sender" in advice.reason
+
+
+def test_min_fee_ppm_defaults_to_one() -> None:
+    from lnflow.config import AnalysisConfig
+
+    assert AnalysisSettings().min_fee_ppm == 1
+    assert AnalysisConfig().min_fee_ppm == 1
 
 
 @pytest.mark.parametrize(
@@ -472,6 +509,111 @@ def test_reason_names_the_numbers(
     assert "\n" not in reason
     for fragment in fragments:
         assert fragment in reason
+
+
+# --------------------------------------------------------------------------- inbound fees
+
+IN_D = 860_001 << 40  # an incoming channel of ours
+
+
+@pytest.mark.parametrize(
+    ("base", "ppm", "amount", "fee"),
+    [
+        (0, -100, 1_000_001, -100),  # -100.0001: truncated toward zero (Go), not floored
+        (-50, -1, 999_999, -50),  # -0.999999 rounds up to 0
+        (0, 150, 1_000_001, 150),  # positive: rounded down
+        (200, 0, 5_000_000, 200),  # base only
+        (0, -20_000_000, 1_000, -10_000),  # rate capped at -10^7 ppm
+        (0, 20_000_000, 1_000, 10_000),  # and at +10^7
+    ],
+    ids=["negative-truncates", "negative-rounds-up", "positive", "base", "cap-low", "cap-high"],
+)
+def test_inbound_fee_as_lnd_computes_it(base: int, ppm: int, amount: int, fee: int) -> None:
+    assert inbound_fee_msat(base, ppm, amount) == fee
+
+
+AMT = 1_000_000_000
+# our outbound fee on A for AMT: base 1,000 + 500 ppm
+OUT_FEE = 1_000 + 500 * AMT // 1_000_000
+INBOUND_CASES = {
+    # a -200 ppm inbound discount on IN_D: lnd asks OUT_FEE + inbound(AMT + OUT_FEE) =
+    # 501,000 − 200,100 = 300,900; offers of 250 ppm on our policy alone (251,000) fail,
+    # but count as 251,000 + 200,100 − 1,000 = 450.1 ppm against our outbound policy
+    "discount-counts-in-the-offer": (
+        (0, -200),
+        [offer(250, via=IN_D)] * 3,
+        (Action.LOWER_FEES, 450),
+        [
+            "median offered 450 ppm",
+            "3 of 3 offers came in over a channel with an inbound fee",
+            "0 short on that inbound fee",
+            "3 short on our outbound fee",
+        ],
+    ),
+    # a +100 ppm inbound fee: offers that met our outbound fee exactly (501,000) are short
+    # by the inbound fee of 100,050; against our outbound policy they offer 399.95 ppm
+    "positive-inbound-fee-was-short": (
+        (0, 100),
+        [(OUT_FEE, AMT, IN_D)] * 2 + [offer(300)],
+        (Action.LOWER_FEES, 399),
+        [
+            "2 of 3 offers came in over a channel with an inbound fee",
+            "2 short on that inbound fee (our outbound fee was met)",
+            "0 short on our outbound",
+        ],
+    ),
+    "base-discount-only": (
+        (-100_000, 0),
+        [offer(300, via=IN_D)] * 3,
+        (Action.LOWER_FEES, 400),
+        ["median offered 400 ppm"],
+    ),
+    "no-inbound-fee": ((0, 0), [offer(300, via=IN_D)] * 3, (Action.LOWER_FEES, 350), []),
+    "inbound-fee-not-known": (
+        (None, None),
+        [offer(300, via=IN_D)] * 3,
+        (Action.LOWER_FEES, 350),
+        [],
+    ),
+    "incoming-channel-not-ours": (
+        (0, -200),
+        [offer(300, via=FOREIGN)] * 3,
+        (Action.LOWER_FEES, 350),
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("inbound", "offers", "expected", "fragments"),
+    INBOUND_CASES.values(),
+    ids=list(INBOUND_CASES.keys()),
+)
+def test_fee_offers_count_the_incoming_channels_inbound_fee(
+    inbound: tuple[int | None, int | None],
+    offers: list[tuple[int, int, int]],
+    expected: tuple[Action, int | None],
+    fragments: list[str],
+) -> None:
+    source = replace(
+        channel(IN_D), inbound_fee_base_msat=inbound[0], inbound_fee_rate_ppm=inbound[1]
+    )
+    ours = channel(A)
+    details = Details(offers={A: offers})
+    advice = recommend(ours, failures(A, FEE), details, SETTINGS, channels={A: ours, IN_D: source})
+    assert (advice.action, advice.suggested_fee_ppm) == expected, advice.reason
+    for fragment in fragments:
+        assert fragment in advice.reason
+    if not fragments:
+        assert "inbound fee" not in advice.reason
+    # analyze() hands recommend our channels
+    inp = make_input([ours, source], [failures(A, FEE)], details=details)
+    (opp,) = [o for o in run(inp).opportunities if o.channel_id == A]
+    assert (opp.recommended_action, opp.suggested_fee_ppm, opp.reason) == (
+        advice.action,
+        advice.suggested_fee_ppm,
+        advice.reason,
+    )
 
 
 def test_details_asked_only_when_needed() -> None:
@@ -845,6 +987,70 @@ def test_inbound_estimate_when_failures_are_under_threshold() -> None:
     )
     (opp,) = run(inp).opportunities
     assert (opp.recommended_action, opp.estimated) == (Action.REBALANCE_INBOUND, True)
+
+
+# rebalance_inbound carries the channel's true figures of the window, the estimate as
+# its missed fees (DESIGN §5): (failures, successes) → (failures, clusters, successes,
+# failure_rate, by_class, urgency)
+INBOUND_FIGURES = {
+    "no-failures-no-successes": (None, 0, (0, 0, 0, 0.0, {}, 1)),
+    "successes-only": (None, 6, (0, 0, 6, 0.0, {}, 1)),
+    "two-fee-failures-in-one-cluster": (
+        failures(A, {C.FEE: (2, 300_000)}, clusters=1, dedup=200_000),
+        6,
+        (2, 1, 6, 0.25, {C.FEE: ClassStats(2, 300_000)}, urgency_score(Fraction(200), 2, 0.25)),
+    ),
+    "mixed-classes-under-threshold": (
+        failures(A, {C.LIQUIDITY: (1, 40_000), C.OTHER: (1, 10_000)}, dedup=50_000),
+        0,
+        (
+            2,
+            2,
+            0,
+            1.0,
+            {C.LIQUIDITY: ClassStats(1, 40_000), C.OTHER: ClassStats(1, 10_000)},
+            urgency_score(Fraction(200), 2, 1),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("fails", "successes", "expected"), INBOUND_FIGURES.values(), ids=list(INBOUND_FIGURES.keys())
+)
+def test_rebalance_inbound_carries_the_channels_true_figures(
+    fails: ChannelFailures | None,
+    successes: int,
+    expected: tuple[int, int, int, float, dict[FailureClass, ClassStats], int],
+) -> None:
+    # 3,360,000 msat over 14 d: a pace of 240,000 msat a day, all of it missed
+    inp = make_input(
+        [full()],
+        [fails] if fails is not None else [],
+        inbound=[InboundBaseline(A, 3_360_000, 40_000)],
+        successes={A: successes},
+    )
+    (opp,) = run(inp).opportunities
+    assert (opp.recommended_action, opp.estimated) == (Action.REBALANCE_INBOUND, True)
+    assert (opp.missed_msat, opp.missed_raw_msat) == (200_000, 200_000)
+    got = (
+        opp.failures,
+        opp.clusters,
+        opp.successes,
+        opp.failure_rate,
+        dict(opp.by_class),
+        opp.urgency_score,
+    )
+    assert got == expected
+    if fails is None:
+        assert opp.urgency_score == urgency_score(Fraction(200), 0, 0)
+
+
+def test_rebalance_inbound_estimate_rounds_down() -> None:
+    # 1,000,001 msat × 24 h / 336 h = 71,428.6: 71,428 msat
+    inp = make_input([full()], inbound=[InboundBaseline(A, 1_000_001, 0)], successes={A: 1})
+    (opp,) = run(inp, replace(SETTINGS, min_missed_sats=0)).opportunities
+    assert (opp.missed_msat, opp.missed_raw_msat) == (71_428, 71_428)
 
 
 # --------------------------------------------------------------------------- rebalance plan

@@ -143,6 +143,7 @@ def report(generated_ns: int = T0, opps: tuple[Opportunity, ...] | None = None) 
         gaps=(Gap(generated_ns - 5 * NS_PER_HOUR, generated_ns - 4 * NS_PER_HOUR), Gap(T0, None)),
         node_failures=40,
         node_missed_msat=987_654_321_012,
+        node_missed_raw_msat=1_987_654_321_012,
     )
 
 

@@ -103,6 +103,11 @@ class ChannelState:
     min_local_ratio: float | None
     # fraction of the window the peer was online (uptime/lifetime delta), None if unknown
     uptime_ratio: float | None = None
+    # our inbound fee on the channel (lnd >= 0.18), latest sample: charged on top of the
+    # outgoing channel's fee for HTLCs coming in over this one; usually negative (a
+    # discount). None: not known (no policy, or sampled before lnflow recorded it)
+    inbound_fee_base_msat: int | None = None
+    inbound_fee_rate_ppm: int | None = None
 
     @property
     def usable_capacity_sat(self) -> int:
@@ -156,8 +161,9 @@ class FailureDetails(Protocol):
         """
         ...
 
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
-        """(missed fee msat, outgoing amount msat) of its FEE_INSUFFICIENT failures."""
+    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]:
+        """(missed fee msat, outgoing amount msat, incoming channel id) of its
+        FEE_INSUFFICIENT failures (the incoming channel 0 when not known)."""
         ...
 
     def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
@@ -196,13 +202,15 @@ class AnalysisInput:
     inbound: Mapping[int, InboundBaseline]
     details: FailureDetails
     gaps: tuple[Gap, ...] = ()
-    # node totals, including failures on channels that are not ours (foreign SCIDs)
+    # node totals: every local failure in the window, foreign SCIDs included; missed fees
+    # deduplicated (demand clusters) and raw
     node_failures: int = 0
     node_missed_msat: int = 0
     # local failures lnd gave no amount for (missed fee unknown, counted as 0 above), by
     # outgoing channel (0: none), and HTLCs an interceptor rejected (no missed fee)
     unknown_amount: Mapping[int, int] = field(default_factory=dict)
     node_rejected: int = 0
+    node_missed_raw_msat: int = 0
 
 
 # --------------------------------------------------------------------------- outputs
@@ -261,6 +269,7 @@ class AnalysisReport:
     rebalance_plan: tuple[RebalanceMove, ...]
     gaps: tuple[Gap, ...] = ()
     node_failures: int = 0
-    node_missed_msat: int = 0
+    node_missed_msat: int = 0  # deduplicated
+    node_missed_raw_msat: int = 0
     node_unknown_amount: int = 0  # of node_failures: missed fee unknown (not in the sums)
     node_rejected: int = 0  # HTLCs an interceptor rejected: no local failure, no missed fee

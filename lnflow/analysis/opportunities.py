@@ -21,6 +21,9 @@ dominance                    a class dominates at ≥ 50 % of the channel's raw 
 amounts to open or move      msat → sat rounded up; capacity / 2 rounded up
 amounts a source can give    local − (local + remote) / 2 rounded down
 suggested fee ppm            ⌈0.7 × current⌉; offered ppm floors ((fee − base) × 10⁶ / amount)
+inbound fee (lnd ≥ 0.18)     offered ppm floors ((fee − inbound fee − base) × 10⁶ / amount),
+                             the incoming channel's inbound fee as lnd computes it
+                             (:func:`inbound_fee_msat`) on amount + our outbound fee
 max_cost_ppm                 ⌊target's fee ppm × max_cost_share⌋ (share read as its decimal)
 rebalance_inbound missed     baseline_fees × hours // (baseline_days × 24) − window fees,
                              floor 0 (integer msat, the pace rounded down)
@@ -36,12 +39,18 @@ Recommendation table (the dominant class, see :func:`dominant_class`)::
     max_htlc ≥ 50 % otherwise                                  increase_capacity  p90 amount
     fee ≥ 50 %, our ppm rose in [first failure − grace, last failure]  investigate
     fee ≥ 50 % otherwise                                       lower_fees
-        max(median offered ppm, ⌈0.7 × current ppm⌉, min_fee_ppm)
+        max(median offered ppm, ⌈0.7 × current ppm⌉, min_fee_ppm), only when that is
+        below the current ppm; else investigate (the rate is at the floor already)
     availability ≥ 50 %                                        investigate (peer/uptime)
     anything else                                              investigate (class mix)
 
 Choices the table leaves open:
 
+* ``rebalance_inbound`` is considered for every channel without a regular
+  opportunity; its ``missed_msat`` and ``missed_raw_msat`` are the estimate, its
+  failures, clusters, successes, failure rate and classes the channel's own figures of
+  the window (local failures below the reporting thresholds), and its urgency follows
+  the formula from them; its confidence is low (an estimate).
 * A channel gets one opportunity. When a channel qualifies both for a regular
   opportunity (reported failures) and for ``rebalance_inbound``, the regular
   one is kept: it is measured, the estimate is not.
@@ -90,6 +99,7 @@ __all__ = [
     "confidence",
     "deciding_class",
     "dominant_class",
+    "inbound_fee_msat",
     "percentile",
     "rebalance_plan",
     "recommend",
@@ -302,6 +312,69 @@ def _offered_ppm(fee_msat: int, amount_msat: int, base_msat: int) -> int:
     return max(0, (fee_msat - base_msat) * _PPM // amount_msat)
 
 
+# lnd caps an inbound fee rate at ±10 × 10⁶ ppm (graph/db/models/inbound_fee.go)
+_MAX_INBOUND_PPM = 10 * _PPM
+
+
+def inbound_fee_msat(base_msat: int, rate_ppm: int, amount_msat: int) -> int:
+    """The inbound fee lnd (≥ 0.18) adds to an HTLC's required fee, as link.go does.
+
+    ``base + rate × amount / 10⁶`` on the outgoing amount plus the outgoing channel's
+    fee, the rate capped at ±10⁷ ppm and the product truncated toward zero (Go's
+    integer division: a negative fee rounds up). Usually negative: a discount.
+    """
+    rate = max(-_MAX_INBOUND_PPM, min(_MAX_INBOUND_PPM, rate_ppm))
+    product = rate * amount_msat
+    share = product // _PPM if product >= 0 else -(-product // _PPM)
+    return base_msat + share
+
+
+@dataclass(frozen=True, slots=True)
+class _Offers:
+    """A channel's fee offers against our policy and the incoming channels' inbound fees."""
+
+    offered_ppm: tuple[int, ...]  # sorted
+    via_inbound: int  # offers that came in over a channel with a non-zero inbound fee
+    inbound_short: int  # ... of them, those that met our outbound fee alone
+
+
+def _fee_offers(
+    offers: Sequence[tuple[int, int, int]],
+    channel: ChannelState,
+    channels: Mapping[int, ChannelState],
+) -> _Offers:
+    """Offered ppm of each FEE_INSUFFICIENT failure (DESIGN §5), with both policies.
+
+    lnd requires ``outbound fee(amount) + inbound fee(amount + outbound fee)`` (link.go
+    CheckHtlcForward): the part of an offer left for our outbound policy is the offer
+    minus the incoming channel's inbound fee, so the offered ppm is
+    ``(fee − inbound fee − our base) × 10⁶ / amount``. An offer that met our outbound
+    fee alone was short on the inbound fee.
+    """
+    base = channel.fee_base_msat or 0
+    current = channel.fee_rate_ppm
+    offered = []
+    via_inbound = inbound_short = 0
+    for fee, amount, incoming in offers:
+        if amount <= 0:
+            continue
+        source = channels.get(incoming)
+        in_base = source.inbound_fee_base_msat if source is not None else None
+        in_ppm = source.inbound_fee_rate_ppm if source is not None else None
+        if not in_base and not in_ppm:
+            offered.append(_offered_ppm(fee, amount, base))
+            continue
+        out_fee = base + amount * current // _PPM if current is not None else None
+        in_fee = inbound_fee_msat(
+            in_base or 0, in_ppm or 0, amount + (out_fee if out_fee is not None else fee)
+        )
+        via_inbound += 1
+        if out_fee is not None and fee >= out_fee:
+            inbound_short += 1
+        offered.append(_offered_ppm(fee - in_fee, amount, base))
+    return _Offers(tuple(sorted(offered)), via_inbound, inbound_short)
+
+
 def _recommend_liquidity(
     channel: ChannelState, details: FailureDetails, head: str
 ) -> Recommendation:
@@ -367,6 +440,7 @@ def _recommend_fee(
     details: FailureDetails,
     settings: AnalysisSettings,
     head: str,
+    channels: Mapping[int, ChannelState],
 ) -> Recommendation:
     grace_ns = settings.gossip_grace_h * _NS_PER_HOUR
     rise = _fee_rise(
@@ -382,11 +456,8 @@ def _recommend_fee(
             f"{after.fee_rate_ppm} ppm within {settings.gossip_grace_h} h before the failures",
         )
     base = channel.fee_base_msat or 0
-    offered = sorted(
-        _offered_ppm(fee, amount, base)
-        for fee, amount in details.fee_offers(channel.chan_id)
-        if amount > 0
-    )
+    offers = _fee_offers(details.fee_offers(channel.chan_id), channel, channels)
+    offered = offers.offered_ppm
     median = _nearest_rank(offered, 50) if offered else None
     current = channel.fee_rate_ppm
     floor_07 = _ceil_div(7 * current, 10) if current is not None else None
@@ -395,6 +466,22 @@ def _recommend_fee(
     current_text = (
         f"our {current} ppm (base {base:,} msat)" if current is not None else "our fee unknown"
     )
+    if offers.via_inbound:
+        # which policy was short: lnd names the outgoing channel either way
+        outbound_short = offers.via_inbound - offers.inbound_short
+        current_text += (
+            f"; {offers.via_inbound} of {_plural(len(offered), 'offer')} came in over a "
+            f"channel with an inbound fee (counted in the offered ppm): "
+            f"{offers.inbound_short} short on that inbound fee (our outbound fee was met), "
+            f"{outbound_short} short on our outbound fee"
+        )
+    if current is None or suggested >= current:
+        # lowering the rate cannot reach the senders: it is at the floor already
+        return Recommendation(
+            Action.INVESTIGATE,
+            f"{head}; {median_text} vs {current_text}; fee rate already at the floor "
+            f"({suggested} ppm): the base fee or the sender is the problem",
+        )
     return Recommendation(
         Action.LOWER_FEES,
         f"{head}; {median_text} vs {current_text}; lower to {suggested} ppm",
@@ -407,8 +494,13 @@ def recommend(
     failures: ChannelFailures,
     details: FailureDetails,
     settings: AnalysisSettings,
+    *,
+    channels: Mapping[int, ChannelState] | None = None,
 ) -> Recommendation:
     """The action for a channel with local failures, from its dominant class (DESIGN §5).
+
+    ``channels`` (ours, by id) give the incoming channels' inbound fees, which count in
+    the offered ppm of a fee failure that came in over one of them.
 
     ``details`` is asked for failed amounts (liquidity, max_htlc) or our fee history
     and the fee offers (fee) only when that class dominates.
@@ -436,7 +528,7 @@ def recommend(
     if cls is FailureClass.MAX_HTLC:
         return _recommend_max_htlc(channel, details, head)
     if cls is FailureClass.FEE:
-        return _recommend_fee(channel, failures, details, settings, head)
+        return _recommend_fee(channel, failures, details, settings, head, channels or {})
     if cls is FailureClass.AVAILABILITY:
         facts = ["peer offline or channel disabled"]
         if channel.uptime_ratio is not None:
@@ -462,7 +554,7 @@ def _regular(
     rank: int,
 ) -> Opportunity:
     attempts = failures.failures + successes
-    advice = recommend(channel, failures, inp.details, settings)
+    advice = recommend(channel, failures, inp.details, settings, channels=inp.channels)
     reason = advice.reason + ("; channel closed" if channel.closed else "")
     unknown = inp.unknown_amount.get(channel.chan_id, 0)
     if unknown:  # their missed fee is unknown, not 0: say so beside the figures
@@ -504,6 +596,7 @@ def _excess_up(channel: ChannelState) -> int:
 def _inbound(
     channel: ChannelState,
     baseline: InboundBaseline,
+    failures: ChannelFailures | None,
     successes: int,
     hours: int,
     settings: AnalysisSettings,
@@ -524,6 +617,9 @@ def _inbound(
     if missed < settings.min_missed_sats * _MSAT_PER_SAT:
         return None
     push = _excess_up(channel)
+    # the channel's own figures of the window (local failures below the thresholds)
+    failed = failures.failures if failures is not None else 0
+    attempts = failed + successes
     reason = (
         f"local ratio stayed ≥ {settings.inbound_ratio:.0%} (lowest {ratio:.0%}); inbound "
         f"forwards earned {_fmt_sats(baseline.baseline_fees_msat)} over "
@@ -536,19 +632,19 @@ def _inbound(
         channel_id=channel.chan_id,
         peer_pubkey=channel.peer_pubkey,
         peer_alias=channel.peer_alias,
-        failures=0,
-        clusters=0,
+        failures=failed,
+        clusters=failures.clusters if failures is not None else 0,
         successes=successes,
-        failure_rate=0.0,
+        failure_rate=failed / attempts if attempts > 0 else 0.0,
         missed_msat=missed,
         missed_raw_msat=missed,
         potential_monthly_msat=_monthly_msat(missed, hours),
-        urgency_score=_urgency(missed, 0, successes),
+        urgency_score=_urgency(missed, failed, successes),
         confidence=Confidence.LOW,
         recommended_action=Action.REBALANCE_INBOUND,
         reason=reason,
         estimated=True,
-        by_class={},
+        by_class=dict(sorted(failures.by_class.items())) if failures is not None else {},
         capacity_sat=channel.capacity_sat,
         local_balance_sat=channel.local_balance_sat,
         outbound_fee_ppm=channel.fee_rate_ppm,
@@ -658,7 +754,14 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
         channel = inp.channels.get(chan_id)
         if channel is None or chan_id in regular_ids:
             continue
-        estimate = _inbound(channel, baseline, inp.successes.get(chan_id, 0), inp.hours, settings)
+        estimate = _inbound(
+            channel,
+            baseline,
+            inp.failures.get(chan_id),
+            inp.successes.get(chan_id, 0),
+            inp.hours,
+            settings,
+        )
         if estimate is not None:
             found.append((_rank_key(estimate), partial(replace, estimate)))
     found.sort(key=itemgetter(0))
@@ -675,6 +778,7 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
         node_missed_msat=inp.node_missed_msat,
         node_unknown_amount=sum(inp.unknown_amount.values()),
         node_rejected=inp.node_rejected,
+        node_missed_raw_msat=inp.node_missed_raw_msat,
     )
 
 

@@ -61,6 +61,7 @@ def report_to_doc(report: AnalysisReport) -> JsonObject:
             "missed_msat": report.node_missed_msat,
             "unknown_amount": report.node_unknown_amount,
             "rejected": report.node_rejected,
+            "missed_raw_msat": report.node_missed_raw_msat,
         },
     }
 
@@ -262,6 +263,12 @@ def report_from_doc(doc: object, *, source: str = "the report") -> AnalysisRepor
         node_missed_msat=r.int_(node, "missed_msat", "node"),
         node_unknown_amount=r.opt_int(node, "unknown_amount", "node") or 0,
         node_rejected=r.opt_int(node, "rejected", "node") or 0,
+        # (absent from reports saved before it existed: their raw sum is not known)
+        node_missed_raw_msat=(
+            r.int_(node, "missed_raw_msat", "node")
+            if "missed_raw_msat" in node
+            else r.int_(node, "missed_msat", "node")
+        ),
     )
 
 

@@ -368,6 +368,8 @@ def routing_policy(policy: lightning_pb2.RoutingPolicy) -> RoutingPolicy:
         max_htlc_msat=policy.max_htlc_msat,
         disabled=policy.disabled,
         last_update_s=policy.last_update,
+        inbound_fee_base_msat=policy.inbound_fee_base_msat,
+        inbound_fee_rate_ppm=policy.inbound_fee_rate_milli_msat,
     )
 
 

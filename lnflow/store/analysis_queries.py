@@ -270,6 +270,14 @@ _DETAIL = (
     .where(_unindexed(forward_attempts.c.node_id) == bindparam("node"))
 )
 
+# A channel's fee offers: its FEE_INSUFFICIENT failures as _DETAIL reads them, each with
+# its incoming channel's SCID (0 for none), whose inbound fee lnd added to ours
+_in_ref = channel_refs.alias("in_ref")
+_OFFERS = (
+    _DETAIL.add_columns(func.coalesce(_in_ref.c.chan_id, 0))
+    .select_from(forward_attempts)
+    .outerjoin(_in_ref, _in_ref.c.id == forward_attempts.c.incoming_chan_ref)
+)
 
 # The same for several channels at once (the channels an analysis will ask about), each
 # attempt with the SCID of its ref
@@ -285,11 +293,18 @@ _of_channels = (
     forward_attempts.c.outgoing_amt_msat.is_not(None),
     _unindexed(forward_attempts.c.node_id) == bindparam("node"),
 )
-_DETAIL_MANY = select(
-    _out_ref.c.chan_id,
-    forward_attempts.c.missed_fee_msat,
-    forward_attempts.c.outgoing_amt_msat,
-).where(*_of_channels)
+_OFFERS_MANY = (
+    select(
+        _out_ref.c.chan_id,
+        forward_attempts.c.missed_fee_msat,
+        forward_attempts.c.outgoing_amt_msat,
+        func.coalesce(_in_ref.c.chan_id, 0),
+    )
+    .select_from(_out_ref)
+    .join(forward_attempts, forward_attempts.c.outgoing_chan_ref == _out_ref.c.id)
+    .outerjoin(_in_ref, _in_ref.c.id == forward_attempts.c.incoming_chan_ref)
+    .where(*_of_channels)
+)
 # (each channel's amounts as one text, "a,b,c": tens of thousands of values come back
 # as one row per channel, parsed in C by json.loads, instead of a driver tuple each)
 _AMOUNTS_MANY = (
@@ -512,7 +527,7 @@ class StoreFailureDetails:
     _amounts: dict[tuple[int, FailureClass], tuple[int, ...]] = field(
         default_factory=dict, repr=False
     )
-    _offers: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict, repr=False)
+    _offers: dict[int, tuple[tuple[int, int, int], ...]] = field(default_factory=dict, repr=False)
     _counts: dict[tuple[int, FailureClass], int] = field(default_factory=dict, repr=False)
     _fees: dict[int, tuple[FeePoint, ...]] = field(default_factory=dict, repr=False)
     _fees_batched: bool = field(default=False, repr=False)  # likely[FEE]'s histories read
@@ -590,12 +605,12 @@ class StoreFailureDetails:
             "node": self.node_id,
         }
         if cls is FailureClass.FEE:
-            found: dict[int, list[tuple[int, int]]] = {to_signed64(c): [] for c in chan_ids}
-            for out, fee, amount in _rows(self.conn, _DETAIL_MANY, params):
-                found[out].append((fee, amount))
+            found: dict[int, list[tuple[int, int, int]]] = {to_signed64(c): [] for c in chan_ids}
+            for out, fee, amount, incoming in _rows(self.conn, _OFFERS_MANY, params):
+                found[out].append((fee, amount, from_signed64(incoming)))
             for out, failures in found.items():
                 chan = from_signed64(out)
-                self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount in failures))
+                self._amounts[(chan, cls)] = tuple(sorted(amount for _, amount, _ in failures))
                 self._offers[chan] = tuple(failures)
             return
         # channels counted with many amounts are ranked in SQL (amount_percentiles)
@@ -643,13 +658,26 @@ class StoreFailureDetails:
             result.append(int(value))
         return tuple(result)
 
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
+    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]:
         if chan_id not in self._offers:
             batch = self.likely.get(FailureClass.FEE, frozenset())
             if chan_id in batch:
                 self._read_amounts(FailureClass.FEE, batch)
             else:
-                self._offers[chan_id] = tuple(self._local_failures(chan_id, FailureClass.FEE))
+                rows = self._run(
+                    _OFFERS,
+                    {
+                        "out": to_signed64(chan_id),
+                        "cls": int(FailureClass.FEE),
+                        "since": self.since_ns,
+                        "until": self.until_ns,
+                        "node": self.node_id,
+                    },
+                )
+                self._offers[chan_id] = tuple(
+                    (int(fee), int(amount), from_signed64(incoming))
+                    for fee, amount, incoming in rows
+                )
         return self._offers[chan_id]
 
     def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
@@ -766,7 +794,7 @@ def load_analysis_input(
     baseline = _span(since_ns - settings.baseline_days * 24 * NS_PER_HOUR, since_ns)
     window_ledger = _ledger(conn, node_id, window.parts)
     window_totals = _forward_totals(conn, node_id, window)
-    by_id, node_failures, node_missed = _failures(conn, node_id, window)
+    by_id, node_failures, node_missed, node_missed_raw = _failures(conn, node_id, window)
     aliases = alias_map(conn, node_id)  # a channel's other ids count for it (channel_ids)
     failures = fold_failures(by_id, aliases)
     unknown_amount, node_rejected = _unknown_and_rejected(conn, node_id, since_ns, until_ns)
@@ -798,6 +826,7 @@ def load_analysis_input(
         node_missed_msat=node_missed,
         unknown_amount=unknown_amount,
         node_rejected=node_rejected,
+        node_missed_raw_msat=node_missed_raw,
     )
 
 
@@ -876,6 +905,8 @@ _CHANNELS = (
         _first.c.id.label("first_id"),
         _first.c.uptime_s.label("first_uptime_s"),
         _first.c.lifetime_s.label("first_lifetime_s"),
+        _latest.c.inbound_fee_base_msat,
+        _latest.c.inbound_fee_rate_ppm,
     )
     .select_from(
         channels.join(_latest, _latest.c.id == _latest_id).outerjoin(
@@ -948,6 +979,8 @@ def _channels(
         first_id,
         first_uptime_s,
         first_lifetime_s,
+        inbound_base,
+        inbound_ppm,
     ) in rows:
         uptime_ratio = None
         if first_id is not None:  # the latest sample is in the window too
@@ -972,6 +1005,8 @@ def _channels(
             max_htlc_msat=max_htlc,
             min_local_ratio=lowest.get(signed_id),
             uptime_ratio=uptime_ratio,
+            inbound_fee_base_msat=inbound_base,
+            inbound_fee_rate_ppm=inbound_ppm,
         )
     return result
 
@@ -981,8 +1016,9 @@ def _channels(
 
 def _failures(
     conn: Connection, node_id: int, window: _Span
-) -> tuple[dict[int, ChannelFailures], int, int]:
-    """Per outgoing channel (foreign ones included), plus node failures and dedup missed."""
+) -> tuple[dict[int, ChannelFailures], int, int, int]:
+    """Per outgoing channel (foreign ones included), plus the node totals: failures, missed
+    fees deduplicated and raw."""
     acc: dict[int, _FailureSums] = {}  # by signed outgoing channel id
     if window.has_rollups:
         _add_rollup_failures(conn, node_id, window, acc)
@@ -998,7 +1034,8 @@ def _failures(
     }
     node_failures = sum(f.failures for f in result.values())
     node_missed = sum(f.missed_dedup_msat for f in result.values())
-    return result, node_failures, node_missed
+    node_missed_raw = sum(f.missed_raw_msat for f in result.values())
+    return result, node_failures, node_missed, node_missed_raw
 
 
 # Local failures lnd gave no amount for (mailbox add failures, dust exposure, malformed

@@ -90,7 +90,7 @@ class _Details(Protocol):
     def amount_percentiles(
         self, chan_id: int, cls: FailureClass, percents: Sequence[int]
     ) -> Sequence[int]: ...
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]: ...
+    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]: ...
     def fee_history(self, chan_id: int) -> Sequence[FeePoint]: ...
 
 
@@ -137,7 +137,7 @@ class AliasedFailureDetails:
         values = [a for i in (chan_id, *others) for a in self.inner.amounts_msat(i, cls)]
         return tuple(percentile(values, p) for p in percents) if values else ()
 
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
+    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]:
         others = self.other_ids.get(chan_id, ())
         return tuple(o for i in (chan_id, *others) for o in self.inner.fee_offers(i))
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 
+from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Attempt, AttemptTracker, Outcome
 from lnflow.clusters import ClusterAssigner, ClusterUpdate
 from lnflow.domain import HtlcEvent, from_signed64, to_signed64
@@ -86,9 +87,10 @@ class Ingestor:
         self.tracker = AttemptTracker(attempt_timeout_ns, attempt_linger_ns)
         with engine.connect() as conn:
             last_cluster = conn.scalar(select(func.max(failure_clusters.c.id))) or 0
-        self.clusters = ClusterAssigner(
-            dedup_window_ns, first_id=last_cluster + 1, max_span_ns=cluster_max_span_ns
-        )
+            self.clusters = ClusterAssigner(
+                dedup_window_ns, first_id=last_cluster + 1, max_span_ns=cluster_max_span_ns
+            )
+            _reopen_clusters(conn, node_id, self.clusters, dedup_window_ns)
         self._insert_events = BulkStatement(
             engine, insert_ignoring_duplicates(engine, htlc_events), _EVENT_COLUMNS
         )
@@ -265,7 +267,7 @@ class Ingestor:
             # has its outcome already (and keeps it), so it is no new failure.
             for att in self._undecided(conn, malformed):
                 count_local_failure(att, att.resolved_ns or att.first_seen_ns)
-            self.clusters.expire(now_ns)
+            self.clusters.expire()  # by event time: never the wall clock (DESIGN §4)
             # every channel an attempt or cluster names (a cluster's is its attempts')
             ref = self._chan_refs(conn, changed.values()) if changed else {}
             if changed:
@@ -433,6 +435,84 @@ class Ingestor:
             row["last_ns"] = max(row["last_ns"], ts_ns)
             row["members"] = u.members
             row["missed_fee_msat"] = u.missed_fee_msat
+
+
+def _reopen_clusters(
+    conn: Connection, node_id: int, clusters: ClusterAssigner, window_ns: int
+) -> int:
+    """Reload the clusters a previous run left open, so a restart splits no demand.
+
+    The clusters' clock is the newest local failure recorded (the per-channel hourly
+    rollups hold each hour's latest); a channel's open cluster is its newest one, open
+    when it had a failure within the window before that clock. Its members give back the
+    incoming channels and outgoing amounts the membership test compares. Returns how many
+    were reopened.
+    """
+    h = failure_channel_hourly
+    newest_hour = conn.scalar(select(func.max(h.c.hour)).where(h.c.node_id == node_id))
+    if newest_hour is None:
+        return 0
+    latest = conn.scalar(
+        select(func.max(h.c.last_ns)).where(h.c.node_id == node_id, h.c.hour == newest_hour)
+    )
+    if latest is None:
+        return 0
+    clusters.advance(int(latest))
+    cutoff = int(latest) - window_ns
+    recent = conn.scalars(
+        select(h.c.outgoing_channel_id)
+        .distinct()
+        .where(h.c.node_id == node_id)
+        .where(h.c.hour >= cutoff // NS_PER_HOUR)
+        .where(h.c.last_ns >= cutoff)
+    ).all()
+    a, c, r = forward_attempts, failure_clusters, channel_refs
+    # (a ref belongs to one node; the outcome as a literal lets SQLite use the partial
+    # index ix_forward_attempts_local, whose WHERE is outcome = 2)
+    local = a.c.outcome == literal_column(str(int(_FAILED_LOCAL)))
+    classes = a.c.failure_class.in_([literal_column(str(int(cls))) for cls in FailureClass])
+    reopened = 0
+    for signed_out in recent:
+        ref = conn.scalar(select(r.c.id).where(r.c.node_id == node_id, r.c.chan_id == signed_out))
+        if ref is None:
+            continue
+        # the newest cluster with a member at or after the cutoff (ix_forward_attempts_local)
+        newest = conn.scalar(
+            select(func.max(a.c.cluster_id)).where(
+                a.c.outgoing_chan_ref == ref, classes, a.c.resolved_ns >= cutoff, local
+            )
+        )
+        if newest is None:
+            continue
+        row = conn.execute(
+            select(c.c.first_ns, c.c.last_ns, c.c.members, c.c.missed_fee_msat).where(
+                c.c.id == newest, c.c.node_id == node_id
+            )
+        ).first()
+        replaced = conn.scalar(
+            select(c.c.id).where(c.c.id > newest, c.c.outgoing_chan_ref == ref).limit(1)
+        )
+        if row is None or replaced is not None or row.last_ns < cutoff:
+            continue
+        members = conn.execute(
+            select(func.coalesce(r.c.chan_id, 0), func.coalesce(a.c.outgoing_amt_msat, 0))
+            .select_from(a.outerjoin(r, r.c.id == a.c.incoming_chan_ref))
+            .where(a.c.outgoing_chan_ref == ref, classes, local)
+            .where(a.c.resolved_ns.between(row.first_ns, row.last_ns))
+            .where(a.c.cluster_id == newest)
+        ).all()
+        clusters.restore(
+            from_signed64(signed_out),
+            int(newest),
+            first_ns=int(row.first_ns),
+            last_ns=int(row.last_ns),
+            members=int(row.members),
+            missed_fee_msat=int(row.missed_fee_msat),
+            incoming_channel_ids=(from_signed64(inc) for inc, _ in members),
+            amounts_msat=(int(amount) for _, amount in members),
+        )
+        reopened += 1
+    return reopened
 
 
 _EVENT_COLUMNS = (

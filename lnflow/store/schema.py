@@ -327,6 +327,9 @@ channel_samples = Table(
     Column("peer_min_htlc_msat", BigInteger),
     Column("peer_max_htlc_msat", BigInteger),
     Column("peer_disabled", Boolean),
+    # our inbound fee on the channel (lnd >= 0.18; 0014), None when no policy was known
+    Column("inbound_fee_base_msat", BigInteger),
+    Column("inbound_fee_rate_ppm", BigInteger),
     Index("ix_channel_samples_ts", "ts_ns"),
 )
 # A channel's samples in time order (ties: insertion order), with what the analysis reads
@@ -393,7 +396,8 @@ analysis_runs = Table(
     Column("duration_ms", Integer, nullable=False),
     Column("opportunities", Integer, nullable=False),  # how many rows the run has
     Column("node_failures", Integer, nullable=False),
-    Column("node_missed_msat", BigInteger, nullable=False),
+    Column("node_missed_msat", BigInteger, nullable=False),  # deduplicated
+    Column("node_missed_raw_msat", BigInteger, nullable=False, server_default="0"),  # 0014
     # of node_failures, those lnd gave no amount for; HTLCs an interceptor rejected (0013)
     Column("node_unknown_amount", Integer, nullable=False, server_default="0"),
     Column("node_rejected", Integer, nullable=False, server_default="0"),

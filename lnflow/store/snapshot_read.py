@@ -96,6 +96,11 @@ def report_of(db: sqlite3.Connection, run_id: int) -> AnalysisReport | None:
         node_missed_msat=run["node_missed_msat"],
         node_unknown_amount=run["node_unknown_amount"],
         node_rejected=run["node_rejected"],
+        # (a store not yet upgraded to 0014 has no raw sum: the deduplicated one bounds it)
+        node_missed_raw_msat=run[
+            # (sqlite3.Row: `in` looks at the values, keys() at the column names)
+            "node_missed_raw_msat" if "node_missed_raw_msat" in run.keys() else "node_missed_msat"  # noqa: SIM118
+        ],
     )
 
 

@@ -50,6 +50,7 @@ class SnapshotWriter:
                     node_missed_msat=report.node_missed_msat,
                     node_unknown_amount=report.node_unknown_amount,
                     node_rejected=report.node_rejected,
+                    node_missed_raw_msat=report.node_missed_raw_msat,
                 )
             ).inserted_primary_key
             assert key is not None

@@ -373,4 +373,6 @@ def _sample_row(node_id: int, now_ns: int, s: ChannelSample) -> dict[str, Any]:
         "peer_min_htlc_msat": peer.min_htlc_msat if peer else None,
         "peer_max_htlc_msat": peer.max_htlc_msat if peer else None,
         "peer_disabled": peer.disabled if peer else None,
+        "inbound_fee_base_msat": ours.inbound_fee_base_msat if ours else None,
+        "inbound_fee_rate_ppm": ours.inbound_fee_rate_ppm if ours else None,
     }
