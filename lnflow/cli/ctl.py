@@ -29,7 +29,7 @@ __all__ = ["iso", "main"]
 
 
 def _status(args: argparse.Namespace, db_path: Path) -> int:
-    from lnflow.store.db import open_readonly_engine
+    from lnflow.store.db import open_readonly_engine, wal_bytes
     from lnflow.store.queries import status_report
 
     engine = open_readonly_engine(db_path)
@@ -39,6 +39,7 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
             rep = status_report(conn, now)
     finally:
         engine.dispose()
+    size = {"store_bytes": db_path.stat().st_size, "wal_bytes": wal_bytes(db_path)}
     doc: dict[str, Any] = {
         "store": str(db_path),
         "daemon": {
@@ -70,6 +71,7 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
             "channels": rep.channels,
             "open_channels": rep.open_channels,
         },
+        "size": size,
     }
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
@@ -110,6 +112,7 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
         stream += f" to {iso(last.to_ns)}" if last.to_ns else " (ongoing)"
     rows = [
         ("store", str(db_path)),
+        ("size", f"{_mib(size['store_bytes'])} + WAL {_mib(size['wal_bytes'])}"),
         ("daemon", daemon),
         ("lnd", lnd),
         ("stream", stream),
@@ -121,6 +124,10 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
     for label, value in rows:
         print(f"{label:<12} {value}")
     return 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):,.1f} MiB"
 
 
 # --------------------------------------------------------------------------- entry point

@@ -53,6 +53,7 @@ __all__ = [
     "nodes",
     "opportunities",
     "rebalance_moves",
+    "recording_marks",
     "run_gaps",
     "stream_sessions",
 ]
@@ -359,6 +360,8 @@ analysis_runs = Table(
     Column("node_failures", Integer, nullable=False),
     Column("node_missed_msat", BigInteger, nullable=False),
     Index("ix_analysis_runs_generated_ns", "generated_ns"),
+    # ns of the window the HTLC stream was connected (0012; None: runs from before)
+    Column("observed_ns", BigInteger),
 )
 
 run_gaps = Table(
@@ -538,3 +541,19 @@ failure_channel_6h = _failure_channel_table(
     Column("last_hour", Integer, nullable=False),
 )
 forward_channel_6h = _forward_channel_table("forward_channel_6h", "block")
+
+
+# --------------------------------------------------------------------------- 0012
+
+# When lnflow recorded its raw rows, without a byte more per row: row ids only grow in
+# recording order, so "every row up to these ids was stored by recorded_ns" (one row per
+# prune run, written by retention) lets retention expire raw rows by when they were
+# recorded, whatever time the node stamped on them (lnflow.store.retention).
+recording_marks = Table(
+    "recording_marks",
+    metadata,
+    Column("recorded_ns", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", Integer),  # max(htlc_events.id) then
+    Column("attempt_id", Integer),  # max(forward_attempts.id)
+    Column("cluster_id", Integer),  # max(failure_clusters.id)
+)
