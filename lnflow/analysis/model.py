@@ -258,3 +258,13 @@ class AnalysisReport:
     gaps: tuple[Gap, ...] = ()
     node_failures: int = 0
     node_missed_msat: int = 0
+    #: ns of the window an HTLC stream was connected (None: not known, e.g. older files)
+    observed_ns: int | None = None
+
+    @property
+    def observed_share(self) -> float | None:
+        """The observed part of the window, 0..1 (None when not known)."""
+        span = self.until_ns - self.since_ns
+        if self.observed_ns is None or span <= 0:
+            return None
+        return min(1.0, self.observed_ns / span)

@@ -46,7 +46,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import add
 from typing import Any
 
@@ -89,7 +89,7 @@ from lnflow.analysis.model import (
 from lnflow.analysis.opportunities import analyze, deciding_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
-from lnflow.store.queries import stream_gaps
+from lnflow.store.queries import observed_ns, stream_gaps
 from lnflow.store.rollups import BLOCK_HOURS, CLASS_COLUMNS, HOURS_PER_DAY
 from lnflow.store.schema import (
     channel_refs,
@@ -750,7 +750,9 @@ def analyze_window(
     """
     with collector_paused():
         inp = load_analysis_input(conn, node_id, until_ns=until_ns, hours=hours, settings=settings)
-        return analyze(inp, settings, until_ns if generated_ns is None else generated_ns)
+        report = analyze(inp, settings, until_ns if generated_ns is None else generated_ns)
+    observed = observed_ns(conn, node_id, report.since_ns, report.until_ns)
+    return replace(report, observed_ns=observed)
 
 
 def load_analysis_input(

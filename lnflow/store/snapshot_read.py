@@ -94,6 +94,7 @@ def report_of(db: sqlite3.Connection, run_id: int) -> AnalysisReport | None:
         gaps=gaps,
         node_failures=run["node_failures"],
         node_missed_msat=run["node_missed_msat"],
+        observed_ns=run["observed_ns"] if "observed_ns" in run.keys() else None,  # noqa: SIM118
     )
 
 

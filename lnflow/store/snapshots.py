@@ -48,6 +48,7 @@ class SnapshotWriter:
                     opportunities=len(report.opportunities),
                     node_failures=report.node_failures,
                     node_missed_msat=report.node_missed_msat,
+                    observed_ns=report.observed_ns,
                 )
             ).inserted_primary_key
             assert key is not None
