@@ -6,6 +6,7 @@ before the cutoff.
 """
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -552,7 +553,10 @@ def _fill(store: Store, table: Table, n: int, first_ns: int) -> None:
 
 
 def _used_mib(store: Store) -> float:
+    """Pages in use plus the WAL, once a checkpoint emptied the WAL (as the daemon's
+    prune run ends)."""
     pruner = Pruner(store.engine, KEEP_ALL)
+    pruner.checkpoint()
     used = pruner.used_bytes()
     assert used is not None
     return used / 1024 / 1024
@@ -694,3 +698,21 @@ def test_daemon_prune_job_runs_in_batches_and_logs_a_summary(store: Store) -> No
     (done,) = [e for e in logs if e["event"] == "prune_done"]
     assert done["expired"] == {"htlc_events": 250}
     assert done["batches"] >= 4 and done["complete"]  # 100 + 100 + 50, then nothing
+
+
+def test_the_wal_counts_in_the_size_budget_and_a_checkpoint_truncates_it(store: Store) -> None:
+    pruner = Pruner(store.engine, KEEP_ALL, max_db_mb=16)
+    reader = sqlite3.connect(store.path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM htlc_events").fetchone()  # pins the WAL
+    _fill(store, htlc_events, 3000, NOW)
+    pinned = pruner.checkpoint()
+    assert pinned is not None and pinned.busy and pinned.wal_bytes > 2 * 1024 * 1024
+    with store.engine.connect() as conn:
+        pages = int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
+        page = int(conn.exec_driver_sql("PRAGMA page_size").scalar_one())
+    assert pruner.used_bytes() == pytest.approx(pages * page + pinned.wal_bytes, rel=0.02)
+    reader.rollback()
+    reader.close()
+    done = pruner.checkpoint()
+    assert done is not None and not done.busy and done.wal_bytes == 0

@@ -11,8 +11,9 @@ the node's timestamps: a node clock set in the past must not have fresh events d
 at the next prune. Row ids only grow in recording order, so each prune first writes a
 *recording mark* (:meth:`Pruner.mark`: now and the newest id of each raw table), and a
 raw row expires once a mark at or after its id is older than the cutoff; rows are
-therefore kept up to one prune interval longer than their TTL. Marks go once they are
-older than every such TTL.
+therefore kept up to one prune interval longer than their TTL. Deleting a table's
+newest rows lets SQLite hand their ids out again, so marks above the highest id left
+are lowered to it. Marks go once they are older than every such TTL.
 
 Boundary rule: a row expires when its time is strictly older than the cutoff
 ``now_ns − days × 86 400 s``; a row exactly at the cutoff is kept, one nanosecond older
@@ -48,6 +49,7 @@ from sqlalchemy import (
     insert,
     select,
     tuple_,
+    update,
 )
 
 from lnflow.store.db import BUSY_TIMEOUT_MS, wal_bytes
@@ -447,7 +449,20 @@ def _delete_recorded_before(conn: Connection, spec: Retained, limit: int, cutoff
         return 0
     key = spec.table.c.id
     picked = select(key).where(key <= boundary).order_by(key).limit(limit)
-    return int(conn.execute(delete(spec.table).where(key.in_(picked))).rowcount or 0)
+    deleted = int(conn.execute(delete(spec.table).where(key.in_(picked))).rowcount or 0)
+    _clamp_marks(conn, spec)
+    return deleted
+
+
+def _clamp_marks(conn: Connection, spec: Retained) -> None:
+    """Lower marks above the table's highest id to it. Deleting the newest rows lets
+    SQLite hand their ids out again (a new row gets max(id) + 1); a mark above that
+    would cover rows recorded after it."""
+    if spec.marked is None:
+        return
+    m = recording_marks.c[spec.marked]
+    newest = select(func.coalesce(func.max(spec.table.c.id), 0)).scalar_subquery()
+    conn.execute(update(recording_marks).where(m > newest).values({m: newest}))
 
 
 def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | None) -> int:
@@ -457,6 +472,7 @@ def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | N
     picked = select(*(oldest.c[c.name] for c in key))
     target = key[0] if len(key) == 1 else tuple_(*key)
     result = conn.execute(delete(table).where(target.in_(picked)))
+    _clamp_marks(conn, spec)
     return int(result.rowcount or 0)
 
 
