@@ -411,6 +411,7 @@ def test_unobserved_time_of_the_window_is_disclosed(tmp_path: Path) -> None:
     doc = json.loads(out)
     assert doc["observed_hours"] == pytest.approx(recorded_h, abs=0.001)
     assert doc["window_hours"] == 24 and "node" in doc and "gaps" in doc  # fields kept
+    print(f"\nobserved {doc['observed_hours']} h of a 24 h window")
 
     rc, out, err = run_lnflowctl("--db", str(path), "analyze", "--hours", "24")
     assert rc == 0, err
