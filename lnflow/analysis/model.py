@@ -199,6 +199,8 @@ class AnalysisInput:
     # node totals, including failures on channels that are not ours (foreign SCIDs)
     node_failures: int = 0
     node_missed_msat: int = 0
+    #: ns of the window an HTLC stream was connected (None: not known)
+    observed_ns: int | None = None
 
 
 # --------------------------------------------------------------------------- outputs

@@ -670,6 +670,7 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
         gaps=inp.gaps,
         node_failures=inp.node_failures,
         node_missed_msat=inp.node_missed_msat,
+        observed_ns=inp.observed_ns,
     )
 
 

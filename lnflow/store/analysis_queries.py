@@ -46,7 +46,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from operator import add
 from typing import Any
 
@@ -750,9 +750,7 @@ def analyze_window(
     """
     with collector_paused():
         inp = load_analysis_input(conn, node_id, until_ns=until_ns, hours=hours, settings=settings)
-        report = analyze(inp, settings, until_ns if generated_ns is None else generated_ns)
-    observed = observed_ns(conn, node_id, report.since_ns, report.until_ns)
-    return replace(report, observed_ns=observed)
+        return analyze(inp, settings, until_ns if generated_ns is None else generated_ns)
 
 
 def load_analysis_input(
@@ -788,6 +786,7 @@ def load_analysis_input(
             window_failures=failures,
         ),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
+        observed_ns=observed_ns(conn, node_id, since_ns, until_ns),
         node_failures=node_failures,
         node_missed_msat=node_missed,
     )
