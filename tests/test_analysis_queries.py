@@ -362,6 +362,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
         gaps=(Gap(SINCE + 2 * H, SINCE + 3 * H),),
         node_failures=7,
         node_missed_msat=4_100 + 4_000 + 500,
+        # sessions cover the window but for the gap: SINCE..+2 h and +3 h..UNTIL
+        observed_ns=(UNTIL - SINCE) - 1 * H,
     )
 
 
