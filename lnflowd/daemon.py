@@ -36,7 +36,7 @@ from lnflow.recording import (
     sleep_or_stop,
 )
 from lnflow.store.analysis_queries import analyze_window
-from lnflow.store.db import open_engine
+from lnflow.store.db import WAL_SIZE_LIMIT, open_engine
 from lnflow.store.ingest import Ingestor
 from lnflow.store.retention import Pruner, PruneReport
 from lnflow.store.snapshots import SnapshotWriter
@@ -371,6 +371,7 @@ class Daemon:
         """One store call per batch, so event writes queue in between and never stall."""
         r = self.settings.retention
         now_ns = self.clock_ns()
+        await store.call(pruner.mark, now_ns)  # raw rows expire by when they were recorded
         report = PruneReport()
         for _ in range(r.max_batches):
             if self.stop.is_set():
@@ -402,6 +403,11 @@ class Daemon:
                 max_db_mb=r.max_db_mb,
                 reason="no raw rows left to drop; rollups and the ledger are kept",
             )
+        cp = await store.call(pruner.checkpoint)  # truncate the WAL when no reader holds it
+        if cp is not None:
+            log.debug("wal_checkpoint", busy=cp.busy, wal_bytes=cp.wal_bytes)
+            if cp.busy and cp.wal_bytes > WAL_SIZE_LIMIT:
+                log.warning("wal_held_by_reader", wal_bytes=cp.wal_bytes)
         trim_heap()
 
     def _schedule_analysis_job(

@@ -376,6 +376,8 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
         node_missed_msat=4_100 + 4_000 + 500,  # deduplicated, the foreign X's included
         node_missed_raw_msat=6_100 + 4_000 + 500,
         unknown_amount={A: 1},  # htlc 7: lnd gave no outgoing amount
+        # sessions cover the window but for the gap: SINCE..+2 h and +3 h..UNTIL
+        observed_ns=(UNTIL - SINCE) - 1 * H,
     )
 
 

@@ -89,6 +89,7 @@ TOP_KEYS = [
     "rebalance_plan",
     "gaps",
     "node",
+    "observed_hours",
 ]
 
 

@@ -6,6 +6,7 @@ before the cutoff.
 """
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +65,21 @@ class Store:
     path: Path
 
     def add(self, table: Table, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            with self.engine.begin() as conn:
-                conn.execute(insert(table), rows)
+        """Insert ``rows``; raw rows as if each was recorded at its own time (a mark)."""
+        spec = next((s for s in RETAINED if s.table is table and s.marked), None)
+        with self.engine.begin() as conn:
+            if spec is None:
+                if rows:
+                    conn.execute(insert(table), rows)
+                return
+            for row in rows:
+                row_id = conn.execute(insert(table).values(row)).inserted_primary_key[0]
+                conn.exec_driver_sql(
+                    f"INSERT INTO recording_marks (recorded_ns, {spec.marked}) VALUES (?, ?)"
+                    f" ON CONFLICT (recorded_ns) DO UPDATE SET {spec.marked} ="
+                    f" max(coalesce({spec.marked}, 0), excluded.{spec.marked})",
+                    (row[spec.column], row_id),
+                )
 
     def count(self, table: Table) -> int:
         with self.engine.connect() as conn:
@@ -478,16 +491,50 @@ def test_batches_delete_oldest_first_and_max_batches_bounds_a_run(store: Store) 
     assert rest.expired == {"channel_samples": 18} and rest.complete
 
 
-def test_unindexed_tables_expire_in_insertion_order_with_bounded_scans(store: Store) -> None:
-    # htlc_events has no time index: each step looks at the batch_rows lowest ids only
-    old = NOW - 100 * NS_PER_DAY
-    times = [old + i for i in range(10)] + [NOW] + [old + 100 + i for i in range(5)]
-    store.add(htlc_events, [_event(store, i, t) for i, t in enumerate(times)])
+@pytest.mark.parametrize("spec", [s for s in RETAINED if s.marked], ids=lambda s: s.table.name)
+def test_raw_rows_expire_by_recording_time_not_by_the_nodes_clock(
+    store: Store, spec: Retained
+) -> None:
+    """A node clock 100 days behind stamps fresh rows in the past; one ahead stamps old
+    rows in the future: both expire by when they were recorded (their marks)."""
+    assert spec.marked is not None
     pruner = Pruner(store.engine, DEFAULT_TTL)
+    cutoff = pruner.cutoff(spec, NOW)
+    assert cutoff is not None
+    make = ROWS[spec.table.name]
+    # recorded long ago, stamped "now" by a clock ahead: 12 rows in 4-row steps
+    old = [make(store, i, NOW) for i in range(12)]
+    # recorded now, stamped 100 days back by a clock behind
+    fresh = [make(store, 100 + i, NOW - 100 * NS_PER_DAY) for i in range(3)]
+    with store.engine.begin() as conn:
+        for rows, recorded in ((old, cutoff - 1), (fresh, NOW)):
+            conn.execute(insert(spec.table), rows)
+            top = conn.scalar(select(func.max(spec.table.c.id)))
+            conn.exec_driver_sql(
+                f"INSERT INTO recording_marks (recorded_ns, {spec.marked}) VALUES (?, ?)",
+                (recorded, top),
+            )
     report = pruner.prune(NOW, batch_rows=4, max_batches=100)
-    # every expired row goes, the fresh one between them stays
-    assert report.expired == {"htlc_events": 15} and report.complete
-    assert store.times(RETAINED[0]) == [NOW]
+    assert report.expired == {spec.table.name: 12} and report.complete
+    assert store.times(spec) == [NOW - 100 * NS_PER_DAY] * 3
+
+
+def test_a_prune_marks_what_was_recorded_and_drops_marks_no_table_needs(store: Store) -> None:
+    pruner = Pruner(store.engine, DEFAULT_TTL)
+    store.add(stream_sessions, [])  # nothing recorded yet: no mark
+    assert not pruner.mark(NOW - 40 * NS_PER_DAY)
+    with store.engine.begin() as conn:
+        conn.execute(insert(htlc_events), [_event(store, 1, 5)])
+    assert pruner.mark(NOW - 40 * NS_PER_DAY)
+    assert not pruner.mark(NOW - 39 * NS_PER_DAY)  # nothing new since
+    with store.engine.begin() as conn:
+        conn.execute(insert(htlc_events), [_event(store, 2, 5)])
+    assert pruner.mark(NOW - 35 * NS_PER_DAY)
+    assert pruner.prune(NOW, 100, 10).expired == {"htlc_events": 2}
+    with store.engine.connect() as conn:
+        marks = conn.exec_driver_sql("SELECT recorded_ns FROM recording_marks").scalars()
+        # 40 d is older than every TTL and a newer mark bounds the same rows: dropped
+        assert sorted(marks) == [NOW - 35 * NS_PER_DAY]
 
 
 # -- size budget -----------------------------------------------------------------------
@@ -506,7 +553,10 @@ def _fill(store: Store, table: Table, n: int, first_ns: int) -> None:
 
 
 def _used_mib(store: Store) -> float:
+    """Pages in use plus the WAL, once a checkpoint emptied the WAL (as the daemon's
+    prune run ends)."""
     pruner = Pruner(store.engine, KEEP_ALL)
+    pruner.checkpoint()
     used = pruner.used_bytes()
     assert used is not None
     return used / 1024 / 1024
@@ -648,3 +698,21 @@ def test_daemon_prune_job_runs_in_batches_and_logs_a_summary(store: Store) -> No
     (done,) = [e for e in logs if e["event"] == "prune_done"]
     assert done["expired"] == {"htlc_events": 250}
     assert done["batches"] >= 4 and done["complete"]  # 100 + 100 + 50, then nothing
+
+
+def test_the_wal_counts_in_the_size_budget_and_a_checkpoint_truncates_it(store: Store) -> None:
+    pruner = Pruner(store.engine, KEEP_ALL, max_db_mb=16)
+    reader = sqlite3.connect(store.path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM htlc_events").fetchone()  # pins the WAL
+    _fill(store, htlc_events, 3000, NOW)
+    pinned = pruner.checkpoint()
+    assert pinned is not None and pinned.busy and pinned.wal_bytes > 2 * 1024 * 1024
+    with store.engine.connect() as conn:
+        pages = int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
+        page = int(conn.exec_driver_sql("PRAGMA page_size").scalar_one())
+    assert pruner.used_bytes() == pytest.approx(pages * page + pinned.wal_bytes, rel=0.02)
+    reader.rollback()
+    reader.close()
+    done = pruner.checkpoint()
+    assert done is not None and not done.busy and done.wal_bytes == 0

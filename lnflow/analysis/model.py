@@ -211,6 +211,8 @@ class AnalysisInput:
     unknown_amount: Mapping[int, int] = field(default_factory=dict)
     node_rejected: int = 0
     node_missed_raw_msat: int = 0
+    #: ns of the window an HTLC stream was connected (None: not known)
+    observed_ns: int | None = None
 
 
 # --------------------------------------------------------------------------- outputs
@@ -273,3 +275,13 @@ class AnalysisReport:
     node_missed_raw_msat: int = 0
     node_unknown_amount: int = 0  # of node_failures: missed fee unknown (not in the sums)
     node_rejected: int = 0  # HTLCs an interceptor rejected: no local failure, no missed fee
+    #: ns of the window an HTLC stream was connected (None: not known, e.g. older files)
+    observed_ns: int | None = None
+
+    @property
+    def observed_share(self) -> float | None:
+        """The observed part of the window, 0..1 (None when not known)."""
+        span = self.until_ns - self.since_ns
+        if self.observed_ns is None or span <= 0:
+            return None
+        return min(1.0, self.observed_ns / span)

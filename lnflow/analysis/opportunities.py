@@ -779,6 +779,7 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
         node_unknown_amount=sum(inp.unknown_amount.values()),
         node_rejected=inp.node_rejected,
         node_missed_raw_msat=inp.node_missed_raw_msat,
+        observed_ns=inp.observed_ns,
     )
 
 

@@ -165,11 +165,16 @@ def emit_report(report: AnalysisReport, as_json: bool, *, now_ns: int | None = N
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: never half a file."""
+    """Write ``text`` to ``path`` via a temporary file and a rename: never half a file.
+
+    The file is private (0600): a report names channels, peers and balances.
+    """
     path = path.expanduser()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a stale temporary file keeps its mode otherwise
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

@@ -32,7 +32,7 @@ __all__ = ["iso", "main"]
 
 
 def _status(args: argparse.Namespace, db_path: Path) -> int:
-    from lnflow.store.db import open_readonly_engine
+    from lnflow.store.db import open_readonly_engine, wal_bytes
     from lnflow.store.queries import status_report
 
     engine = open_readonly_engine(db_path)
@@ -45,6 +45,7 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
     stale = not rep.daemon.running and rep.daemon.stopped_ns is None and rep.daemon.pid is not None
     # a silent daemon whose process lives: it cannot write the store (disk full, ...)
     alive = _process_alive(rep.daemon.pid) if stale and rep.daemon.pid is not None else None
+    size = {"store_bytes": db_path.stat().st_size, "wal_bytes": wal_bytes(db_path)}
     doc: dict[str, Any] = {
         "store": str(db_path),
         "daemon": {
@@ -77,6 +78,7 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
             "channels": rep.channels,
             "open_channels": rep.open_channels,
         },
+        "size": size,
     }
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
@@ -122,6 +124,7 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
         stream += f" to {iso(last.to_ns)}" if last.to_ns else " (ongoing)"
     rows = [
         ("store", str(db_path)),
+        ("size", f"{_mib(size['store_bytes'])} + WAL {_mib(size['wal_bytes'])}"),
         ("daemon", daemon),
         ("lnd", lnd),
         ("stream", stream),
@@ -150,6 +153,10 @@ def _process_alive(pid: int) -> bool | None:
     except OSError:
         return True  # hidden (ProtectProc) or not Linux: trust the pid
     return b"lnflowd" in cmdline  # the pid may have been reused by another program
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):,.1f} MiB"
 
 
 # --------------------------------------------------------------------------- entry point

@@ -10,6 +10,7 @@ integer msat, with ``*_sats`` convenience numbers beside it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
@@ -40,6 +41,8 @@ _U64 = 1 << 64
 # A bigger number, or an inf or nan, is no report lnflow wrote, and would overflow
 # the arithmetic of the rendering.
 _MAX_INT = (1 << 63) - 1
+
+_NS_PER_HOUR = 3_600_000_000_000
 _SUGGESTIONS = ("suggested_fee_ppm", "suggested_amount_sat", "suggested_max_htlc_msat")
 
 
@@ -63,6 +66,9 @@ def report_to_doc(report: AnalysisReport) -> JsonObject:
             "rejected": report.node_rejected,
             "missed_raw_msat": report.node_missed_raw_msat,
         },
+        "observed_hours": None
+        if report.observed_ns is None
+        else round(report.observed_ns / _NS_PER_HOUR, 4),
     }
 
 
@@ -269,7 +275,18 @@ def report_from_doc(doc: object, *, source: str = "the report") -> AnalysisRepor
             if "missed_raw_msat" in node
             else r.int_(node, "missed_msat", "node")
         ),
+        observed_ns=_observed(r, top),
     )
+
+
+def _observed(r: _Reader, top: Mapping[str, object]) -> int | None:
+    """``observed_hours`` back in ns; None in files from before it existed."""
+    if top.get("observed_hours") is None:
+        return None
+    hours = r.num(top, "observed_hours", "")
+    if not math.isfinite(hours) or hours < 0:
+        raise r.fail("observed_hours", "a number of hours >= 0")
+    return round(hours * _NS_PER_HOUR)
 
 
 def _opportunity(r: _Reader, o: Mapping[str, object], path: str) -> Opportunity:

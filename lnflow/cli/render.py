@@ -165,6 +165,23 @@ def _gap_warning(gaps: Sequence[Gap], report: AnalysisReport) -> str:
     )
 
 
+#: below this share of its window observed, a report says so
+OBSERVED_WARN_SHARE = 0.9
+
+
+def _observed_warning(report: AnalysisReport) -> str | None:
+    """One line when less than 90 % of the window was observed (the HTLC stream was
+    connected): e.g. a store recorded for a minute, analysed over a day."""
+    share = report.observed_share
+    if share is None or share >= OBSERVED_WARN_SHARE or report.observed_ns is None:
+        return None
+    return (
+        f"WARNING: only {duration(report.observed_ns)} ({share:.1%}) of this "
+        f"{report.hours} h window was observed: lnflowd was not recording the rest, "
+        "so failures and missed revenue are lower bounds"
+    )
+
+
 def _plan_lines(plan: Sequence[RebalanceMove]) -> list[str]:
     lines = ["", "REBALANCE PLAN", ""]
     for m in plan:
@@ -204,6 +221,9 @@ def opportunities_lines(report: AnalysisReport, *, now_ns: int | None = None) ->
     ]
     if report.gaps:
         lines.append(_gap_warning(report.gaps, report))
+    observed = _observed_warning(report)
+    if observed:
+        lines.append(observed)
     lines.append("")
     opps = report.opportunities
     if not opps:

@@ -90,7 +90,7 @@ from lnflow.analysis.opportunities import analyze, deciding_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.channel_ids import AliasedFailureDetails, alias_map, fold_counts, fold_failures
-from lnflow.store.queries import stream_gaps
+from lnflow.store.queries import observed_ns, stream_gaps
 from lnflow.store.rollups import BLOCK_HOURS, CLASS_COLUMNS, HOURS_PER_DAY
 from lnflow.store.schema import (
     channel_refs,
@@ -822,6 +822,7 @@ def load_analysis_input(
             aliases,
         ),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
+        observed_ns=observed_ns(conn, node_id, since_ns, until_ns),
         node_failures=node_failures,
         node_missed_msat=node_missed,
         unknown_amount=unknown_amount,

@@ -7,6 +7,7 @@ conflict-ignoring insert) sit behind :func:`insert_ignoring_duplicates` and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -28,18 +29,24 @@ from lnflow.store.readonly import (
     check_revision,
     connect_readonly,
     existing_store,
+    permission_denied,
 )
 
 __all__ = [
+    "BUSY_TIMEOUT_MS",
+    "WAL_SIZE_LIMIT",
     "BulkStatement",
     "dialect_insert",
     "insert_ignoring_duplicates",
+    "make_private_dir",
     "migrations_dir",
     "open_engine",
     "open_readonly_engine",
     "sqlite_connection",
     "upgrade_in_child",
     "upsert_adding",
+    "wal_bytes",
+    "wal_path",
 ]
 
 
@@ -51,6 +58,25 @@ def migrations_dir() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
+BUSY_TIMEOUT_MS = 5000
+
+#: bytes a WAL file keeps after a checkpoint restarted it (SQLite's journal_size_limit)
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
+
+
+def wal_path(path: Path) -> Path:
+    """The WAL file beside the store at ``path``."""
+    return path.with_name(path.name + "-wal")
+
+
+def wal_bytes(path: Path) -> int:
+    """Size of the store's WAL file (0 when there is none)."""
+    try:
+        return wal_path(path).stat().st_size
+    except OSError:
+        return 0
+
+
 def _on_connect(dbapi_conn: Any, _record: Any) -> None:
     if isinstance(dbapi_conn, sqlite3.Connection):
         cur = dbapi_conn.cursor()
@@ -58,9 +84,12 @@ def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # steps (PRAGMA incremental_vacuum) instead of a long full VACUUM.
         cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
+        # A WAL that grew behind a long reader is cut back to this size once it restarts
+        # (retention's checkpoints truncate it to zero when no reader holds it).
+        cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
 
 
@@ -73,13 +102,16 @@ def open_engine(path: Path, *, migrate: bool = True, migrate_in_child: bool = Fa
     """
     path = path.expanduser()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except PermissionError as exc:
+        raise permission_denied(path) from exc
     except OSError as exc:
         raise StoreError(
             f"cannot create the store at {path} ({exc.strerror}): pass --db with a writable path"
         ) from exc
+    refuse_foreign(path)
     engine = create_engine(f"sqlite:///{path}")
     event.listen(engine, "connect", _on_connect)
     try:
@@ -96,6 +128,41 @@ def open_engine(path: Path, *, migrate: bool = True, migrate_in_child: bool = Fa
             engine.dispose()
             raise
     return engine
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) as 0700 whatever the umask; an existing
+    directory keeps its mode (the operator chose it)."""
+    missing = []
+    for p in (path, *path.parents):
+        if p.is_dir():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            p.mkdir(mode=0o700)
+            os.chmod(p, 0o700)  # mkdir's mode is masked by the umask
+
+
+def refuse_foreign(path: Path) -> None:
+    """Refuse, before anything writes to it, a file at ``path`` that is not an lnflow
+    store (another application's database, a non-SQLite file); an empty file passes.
+
+    Checked on a read-only connection without lnflow's pragmas: opening the store for
+    writing switches it to WAL, which would already change someone else's file.
+    """
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise permission_denied(path)
+    if path.stat().st_size == 0:
+        return
+    try:
+        conn = connect_readonly(path)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store at {path} ({exc}): check --db") from exc
+    try:
+        check_revision(conn, path, allow_empty=True)
+    finally:
+        conn.close()
 
 
 def open_readonly_engine(path: Path) -> Engine:
@@ -115,15 +182,16 @@ def _alembic_config(engine: Engine) -> Any:
     return cfg
 
 
-def check_schema(engine: Engine, path: Path) -> str | None:
-    """Return the store's revision; raise if it is newer than this code or unreadable."""
+def check_schema(engine: Engine, path: Path, *, allow_empty: bool = False) -> str | None:
+    """Return the store's revision; raise if it is not an lnflow store, newer than this
+    code, or unreadable (``allow_empty``: None for a database without tables yet)."""
     try:
         conn = engine.connect()
     except Exception as exc:
         reason = getattr(exc, "orig", None) or exc
         raise StoreError(f"{path} is not an lnflow store ({reason}): check --db") from exc
     with conn:
-        return check_revision(sqlite_connection(conn), path)
+        return check_revision(sqlite_connection(conn), path, allow_empty=allow_empty)
 
 
 def sqlite_connection(conn: Connection) -> sqlite3.Connection:
@@ -140,15 +208,56 @@ def upgrade(engine: Engine, path: Path, revision: str = "head") -> None:
     A store already at the newest revision does not load Alembic at all (it would
     stay in the daemon's memory for nothing).
     """
-    current = check_schema(engine, path)
+    current = check_schema(engine, path, allow_empty=True)
     if revision == "head" and current == SCHEMA_REVISIONS[-1]:
         return
     from alembic import command
 
+    _migrate(engine, path, current, lambda cfg: command.upgrade(cfg, revision))
+
+
+def _migrate(engine: Engine, path: Path, current: str | None, run: Any) -> None:
+    """Run Alembic ``run(cfg)`` in one transaction that covers its DDL too.
+
+    pysqlite commits before (and does not begin a transaction for) CREATE, DROP and
+    ALTER, so a migration failing halfway would leave half a schema. Here the driver's
+    own transaction handling is off and BEGIN is emitted explicitly: SQLite rolls the
+    whole upgrade back on any error, and the file keeps its previous revision.
+    """
+    if engine.dialect.name != "sqlite":
+        cfg = _alembic_config(engine)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            run(cfg)
+        return
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy.pool import NullPool
+
+    ddl = create_engine(engine.url, poolclass=NullPool)
+
+    @event.listens_for(ddl, "connect")
+    def _connect(dbapi_conn: Any, record: Any) -> None:
+        _on_connect(dbapi_conn, record)
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(ddl, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
     cfg = _alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    try:
+        with ddl.begin() as conn:
+            cfg.attributes["connection"] = conn
+            run(cfg)
+    except (sa_exc.DBAPIError, sqlite3.Error) as exc:
+        reason = getattr(exc, "orig", None) or exc
+        at = f"revision {current}" if current else "empty"
+        raise StoreError(
+            f"cannot migrate the store at {path} ({reason}): nothing was changed, the store "
+            f"is still {at}; free disk space or restore it from a backup"
+        ) from exc
+    finally:
+        ddl.dispose()
 
 
 def upgrade_in_child(engine: Engine, path: Path) -> None:
@@ -158,7 +267,7 @@ def upgrade_in_child(engine: Engine, path: Path) -> None:
     Alembic, Mako and the migration scripts cost the process that loads them ~9 MB
     that Python does not give back; a long-running process keeps them out this way.
     """
-    if check_schema(engine, path) == SCHEMA_REVISIONS[-1]:
+    if check_schema(engine, path, allow_empty=True) == SCHEMA_REVISIONS[-1]:
         return
     import subprocess
 
@@ -193,10 +302,13 @@ def downgrade(engine: Engine, revision: str) -> None:
     """Revert migrations down to ``revision`` (tests, operators rolling back)."""
     from alembic import command
 
-    cfg = _alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
+    current = check_schema(engine, path_of(engine), allow_empty=True)
+    _migrate(engine, path_of(engine), current, lambda cfg: command.downgrade(cfg, revision))
+
+
+def path_of(engine: Engine) -> Path:
+    """The file of a SQLite engine ("" for anything else)."""
+    return Path(engine.url.database or "")
 
 
 def dialect_insert(engine: Engine, table: Table) -> SqliteInsert | PgInsert:

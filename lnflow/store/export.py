@@ -10,22 +10,25 @@ Conventions of every export:
   does not know is given as its decimal string;
 - missing values are None; money is integer msat (or sat where the name says so).
 
+Rows are streamed in time order (the ledger: per node, then in time order), read in
+chunks of :data:`_CHUNK` rows by their order key, each chunk in its own short read:
+iterate them while ``conn`` is open. No read stays open while the consumer is slow
+(``lnflowctl export | less`` left waiting): a read held open would pin the store's
+WAL, which then grows for as long as the daemon writes.
+
 :func:`csv_cell` turns a value into its CSV cell (see its docstring); JSON lines keep
 the values exact.
-
-Rows are streamed in time order (the ledger: per node, then in time order) with
-``yield_per``, never fetched all at once: iterate them while ``conn`` is open.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, func, select
+from sqlalchemy import Connection, Select, Table, func, select, tuple_
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
@@ -52,7 +55,7 @@ __all__ = ["EXPORTABLE", "csv_cell", "export_rows", "iso_utc"]
 
 EXPORTABLE = ("events", "attempts", "forwards", "opportunities")
 
-_YIELD_PER = 1000
+_CHUNK = 1000
 
 
 def iso_utc(ts_ns: int | None) -> str | None:
@@ -339,28 +342,58 @@ _EXPORTS: dict[str, _Export] = {
 }
 assert tuple(_EXPORTS) == EXPORTABLE
 
+# The columns each export is ordered by (a unique key): the next chunk starts after the
+# last row's key.
+_ORDER_KEYS: dict[str, tuple[str, ...]] = {
+    "events": ("id",),
+    "attempts": ("id",),
+    "forwards": ("node_id", "timestamp_ns"),
+    "opportunities": ("generated_ns", "run_id", "rank"),
+}
+assert tuple(_ORDER_KEYS) == EXPORTABLE
+
 
 def export_rows(
-    conn: Connection, what: str, since_ns: int
+    conn: Connection, what: str, since_ns: int, *, chunk: int = _CHUNK
 ) -> tuple[list[str], Iterator[tuple[object, ...]]]:
     """The header and a row stream of ``what`` (one of :data:`EXPORTABLE`) since ``since_ns``.
 
-    The query runs now (so a broken store fails here); rows are converted as they are
-    iterated, which must happen while ``conn`` is open.
+    The first chunk is read now (so a broken store fails here); later chunks are read
+    as the stream is iterated, which must happen while ``conn`` is open.
     """
     try:
         header, query, convert = _EXPORTS[what]
     except KeyError:
         raise ValueError(f"cannot export '{what}': choose one of {', '.join(EXPORTABLE)}") from None
-    result = conn.execute(query(since_ns).execution_options(yield_per=_YIELD_PER))
-    return list(header), _stream(result, convert)
+    base = query(since_ns)
+    keys = _ORDER_KEYS[what]
+    order = [base.selected_columns[k] for k in keys]
+
+    def read(after: tuple[Any, ...] | None) -> list[_Row]:
+        q = base if after is None else base.where(tuple_(*order) > tuple_(*after))
+        # fetched whole, then the read ends before any row is handed out
+        rows = list(conn.execute(q.limit(chunk)))
+        conn.rollback()
+        return rows
+
+    first = read(None)
+    return list(header), _stream(first, read, keys, chunk, convert)
 
 
 def _stream(
-    rows: Iterable[_Row], convert: Callable[[_Row], tuple[object, ...]]
+    rows: list[_Row],
+    read: Callable[[tuple[Any, ...] | None], list[_Row]],
+    keys: tuple[str, ...],
+    chunk: int,
+    convert: Callable[[_Row], tuple[object, ...]],
 ) -> Iterator[tuple[object, ...]]:
-    for row in rows:
-        yield convert(row)
+    while rows:
+        for row in rows:
+            yield convert(row)
+        if len(rows) < chunk:
+            return
+        last = rows[-1]
+        rows = read(tuple(getattr(last, k) for k in keys))
 
 
 # A spreadsheet reads a text cell starting with one of these as a formula.

@@ -26,6 +26,7 @@ __all__ = [
     "StatusReport",
     "StreamStatus",
     "liveness",
+    "observed_ns",
     "status_report",
     "stream_gaps",
 ]
@@ -100,6 +101,30 @@ def stream_gaps(conn: Connection, since_ns: int, until_ns: int) -> list[Gap]:
     if rows and rows[-1].ended_ns is not None:
         gaps.append(Gap(rows[-1].ended_ns, None))
     return [g for g in gaps if g.from_ns <= until_ns and (g.to_ns is None or g.to_ns >= since_ns)]
+
+
+def observed_ns(conn: Connection, node_id: int, since_ns: int, until_ns: int) -> int:
+    """How much of [since_ns, until_ns) an HTLC stream of ``node_id`` was connected: the
+    union of its stream sessions inside the window (a session still open counts up to
+    ``until_ns``). Time before the first session and after the last one ended is not
+    observed: failures then went unseen.
+    """
+    s = stream_sessions
+    rows = conn.execute(
+        select(s.c.started_ns, s.c.ended_ns)
+        .where(s.c.node_id == node_id, s.c.started_ns < until_ns)
+        .where((s.c.ended_ns.is_(None)) | (s.c.ended_ns > since_ns))
+        .order_by(s.c.started_ns)
+    ).all()
+    total = 0
+    reach = since_ns  # observed time is counted up to here
+    for started, ended in rows:
+        start = max(started, reach)
+        end = min(until_ns if ended is None else ended, until_ns)
+        if end > start:
+            total += end - start
+            reach = end
+    return total
 
 
 @dataclass(frozen=True, slots=True)

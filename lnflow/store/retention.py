@@ -6,6 +6,15 @@ transaction, then hands back a bounded number of free pages to the file system
 (``PRAGMA incremental_vacuum``), so the single writer thread is never held long: the
 daemon runs one step per store call and event batches are written in between.
 
+Raw rows (events, attempts, clusters) expire by when lnflow *recorded* them, not by
+the node's timestamps: a node clock set in the past must not have fresh events deleted
+at the next prune. Row ids only grow in recording order, so each prune first writes a
+*recording mark* (:meth:`Pruner.mark`: now and the newest id of each raw table), and a
+raw row expires once a mark at or after its id is older than the cutoff; rows are
+therefore kept up to one prune interval longer than their TTL. Deleting a table's
+newest rows lets SQLite hand their ids out again, so marks above the highest id left
+are lowered to it. Marks go once they are older than every such TTL.
+
 Boundary rule: a row expires when its time is strictly older than the cutoff
 ``now_ns − days × 86 400 s``; a row exactly at the cutoff is kept, one nanosecond older
 is deleted. Hour columns compare whole hours: an hour expires once it ends at or before
@@ -13,7 +22,8 @@ the cutoff (``hour < cutoff_ns // NS_PER_HOUR``), so the hour holding the cutoff
 day columns (UTC days) likewise, so the day holding the cutoff is kept.
 
 Optional size budget (``max_db_mb``, SQLite only): while the pages in use
-(``page_count − freelist_count``) × ``page_size`` exceed it, the oldest raw rows are
+(``page_count − freelist_count``) × ``page_size`` plus the WAL file exceed it (the WAL
+first truncated by a checkpoint when no reader holds it), the oldest raw rows are
 dropped before their TTL, in :data:`SIZE_BUDGET_ORDER`; rollups and the forwards ledger
 never are.
 
@@ -22,8 +32,10 @@ Time is always passed in; nothing here reads a clock.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from sqlalchemy import (
@@ -34,10 +46,13 @@ from sqlalchemy import (
     Table,
     delete,
     func,
+    insert,
     select,
     tuple_,
+    update,
 )
 
+from lnflow.store.db import BUSY_TIMEOUT_MS, wal_bytes
 from lnflow.store.schema import (
     analysis_runs,
     channel_samples,
@@ -55,6 +70,7 @@ from lnflow.store.schema import (
     nodes,
     opportunities,
     rebalance_moves,
+    recording_marks,
     run_gaps,
     stream_sessions,
 )
@@ -65,6 +81,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RETAINED",
     "SIZE_BUDGET_ORDER",
+    "Checkpoint",
     "PruneReport",
     "PruneStepResult",
     "Pruner",
@@ -91,15 +108,20 @@ class Retained:
     #: no index on ``column``: rows are inserted in time order, so look only at the
     #: ``limit`` lowest ids (a bounded scan) and delete those among them that expired
     id_ordered: bool = False
+    #: expire by recording time: the recording_marks column holding this table's ids
+    marked: str | None = None
 
 
 # Pruned in this order (referencing tables before the tables they point to). Adding a
 # table is one line here (plus its key in RetentionSettings).
 RETAINED: tuple[Retained, ...] = (
     # tables written in time order carry no time index (it would cost bytes per event)
-    Retained(htlc_events, "timestamp_ns", 1, "events_days", id_ordered=True),
-    Retained(forward_attempts, "first_seen_ns", 1, "attempts_days", id_ordered=True),
-    Retained(failure_clusters, "last_ns", 1, "attempts_days", id_ordered=True),
+    # ... and expire by recording time (their ids, via recording_marks)
+    Retained(htlc_events, "timestamp_ns", 1, "events_days", id_ordered=True, marked="event_id"),
+    Retained(
+        forward_attempts, "first_seen_ns", 1, "attempts_days", id_ordered=True, marked="attempt_id"
+    ),
+    Retained(failure_clusters, "last_ns", 1, "attempts_days", id_ordered=True, marked="cluster_id"),
     Retained(channel_samples, "ts_ns", 1, "samples_days"),
     # ended_ns is NULL while a session is open, and NULL is never older than the cutoff.
     Retained(stream_sessions, "ended_ns", 1, "sessions_days"),
@@ -130,6 +152,19 @@ SIZE_BUDGET_ORDER: tuple[Retained, ...] = tuple(
 
 
 Cause = Literal["ttl", "size"]
+
+#: how long a checkpoint waits for readers to leave the WAL, in ms
+CHECKPOINT_WAIT_MS = 200
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What :meth:`Pruner.checkpoint` did: ``busy`` when a reader (or writer) kept the
+    WAL from being truncated; sizes of the WAL file before and after."""
+
+    busy: bool
+    wal_bytes_before: int
+    wal_bytes: int
 
 
 @dataclass(frozen=True)
@@ -210,6 +245,7 @@ class Pruner:
         self._budget_bytes = max_db_mb * MIB
         self._vacuum_pages = vacuum_pages
         self._sqlite = engine.dialect.name == "sqlite"
+        self._path = Path(engine.url.database) if self._sqlite and engine.url.database else None
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: RetentionSettings) -> Pruner:
@@ -244,7 +280,9 @@ class Pruner:
         )
 
     def prune(self, now_ns: int, batch_rows: int, max_batches: int) -> PruneReport:
-        """Steps until nothing is left to do or ``max_batches`` steps were taken."""
+        """:meth:`mark`, then steps until nothing is left to do or ``max_batches`` steps
+        were taken."""
+        self.mark(now_ns)
         report = PruneReport()
         for _ in range(max_batches):
             step = self.prune_step(now_ns, batch_rows)
@@ -253,12 +291,64 @@ class Pruner:
                 break
         return report
 
+    def mark(self, now_ns: int) -> bool:
+        """Note that every raw row stored so far was recorded by ``now_ns`` (the daemon's
+        clock); the first thing of each prune run. Returns whether a mark was written
+        (not when nothing was recorded since the last one, nor for a clock that went back).
+        """
+        marked = [spec for spec in self._tables if spec.marked is not None]
+        if not marked:
+            return False
+        m = recording_marks
+        with self._engine.begin() as conn:
+            self._expire_marks(conn, now_ns)
+            ids = {
+                spec.marked: conn.scalar(select(func.max(spec.table.c.id)))
+                for spec in marked
+                if spec.marked is not None
+            }
+            last = conn.execute(select(m).order_by(m.c.recorded_ns.desc()).limit(1)).first()
+            if last is not None and (
+                last.recorded_ns >= now_ns or all(getattr(last, k) == v for k, v in ids.items())
+            ):
+                return False
+            if all(v is None for v in ids.values()):
+                return False
+            conn.execute(insert(m).values(recorded_ns=now_ns, **ids))
+        return True
+
     def used_bytes(self) -> int | None:
-        """Bytes of the pages in use (the WAL not counted); None off SQLite."""
+        """Bytes of the pages in use plus the WAL file; None off SQLite."""
         if not self._sqlite:
             return None
         with self._engine.connect() as conn:
-            return _used_bytes(conn)
+            return _used_bytes(conn) + self.wal_bytes()
+
+    def wal_bytes(self) -> int:
+        """Size of the WAL file (0 off SQLite or without one)."""
+        return wal_bytes(self._path) if self._path is not None else 0
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Copy the WAL into the store and truncate it to zero bytes, when no reader
+        holds it; waits at most :data:`CHECKPOINT_WAIT_MS` for readers (the store thread
+        must not stall). None off SQLite.
+        """
+        if self._path is None:
+            return None
+        before = self.wal_bytes()
+        busy = True
+        with self._engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            raw.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+            try:
+                row = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                busy = bool(row[0])
+            except sqlite3.OperationalError:  # a writer or reader held on past the wait
+                pass
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return Checkpoint(busy=busy, wal_bytes_before=before, wal_bytes=self.wal_bytes())
 
     # -- internals -------------------------------------------------------------------
 
@@ -268,16 +358,33 @@ class Pruner:
             if cutoff is None:
                 continue
             with self._engine.begin() as conn:
-                deleted = _delete_oldest(conn, spec, batch_rows, cutoff)
+                if spec.marked is not None:
+                    deleted = _delete_recorded_before(conn, spec, batch_rows, cutoff)
+                else:
+                    deleted = _delete_oldest(conn, spec, batch_rows, cutoff)
             if deleted:
                 return PruneStepResult(table=spec.table.name, deleted=deleted, cause="ttl")
         return None
 
+    def _expire_marks(self, conn: Connection, now_ns: int) -> None:
+        """Marks older than every raw table's cutoff are no longer needed."""
+        cutoffs = [self.cutoff(spec, now_ns) for spec in self._tables if spec.marked]
+        if not cutoffs or any(c is None for c in cutoffs):
+            return  # a table kept forever: its marks stay (one row per prune run)
+        oldest = min(c for c in cutoffs if c is not None)
+        m = recording_marks
+        # keep the newest mark before the cutoff: it still bounds the tables
+        keep = conn.scalar(select(func.max(m.c.recorded_ns)).where(m.c.recorded_ns < oldest))
+        if keep is not None:
+            conn.execute(delete(m).where(m.c.recorded_ns < keep))
+
     def _shrink(self, batch_rows: int) -> PruneStepResult:
         if not self._budget_bytes or not self._sqlite:
             return PruneStepResult()
+        if self.wal_bytes() and (self.used_bytes() or 0) > self._budget_bytes:
+            self.checkpoint()  # the WAL counts: truncate it before dropping any row
         with self._engine.begin() as conn:
-            if _used_bytes(conn) <= self._budget_bytes:
+            if _used_bytes(conn) + self.wal_bytes() <= self._budget_bytes:
                 return PruneStepResult()
             for spec in self._size_budget_order:
                 newest = conn.scalar(select(func.max(_oldest(spec, batch_rows).subquery().c.t)))
@@ -330,6 +437,34 @@ def _oldest(spec: Retained, limit: int, cutoff: int | None = None) -> Select[tup
     return query.order_by(*order).limit(limit)
 
 
+def _delete_recorded_before(conn: Connection, spec: Retained, limit: int, cutoff_ns: int) -> int:
+    """Delete up to ``limit`` rows (lowest ids first) recorded before ``cutoff_ns``."""
+    assert spec.marked is not None
+    boundary = conn.scalar(
+        select(func.max(recording_marks.c[spec.marked])).where(
+            recording_marks.c.recorded_ns < cutoff_ns
+        )
+    )
+    if boundary is None:
+        return 0
+    key = spec.table.c.id
+    picked = select(key).where(key <= boundary).order_by(key).limit(limit)
+    deleted = int(conn.execute(delete(spec.table).where(key.in_(picked))).rowcount or 0)
+    _clamp_marks(conn, spec)
+    return deleted
+
+
+def _clamp_marks(conn: Connection, spec: Retained) -> None:
+    """Lower marks above the table's highest id to it. Deleting the newest rows lets
+    SQLite hand their ids out again (a new row gets max(id) + 1); a mark above that
+    would cover rows recorded after it."""
+    if spec.marked is None:
+        return
+    m = recording_marks.c[spec.marked]
+    newest = select(func.coalesce(func.max(spec.table.c.id), 0)).scalar_subquery()
+    conn.execute(update(recording_marks).where(m > newest).values({m: newest}))
+
+
 def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | None) -> int:
     table = spec.table
     key = list(table.primary_key.columns)
@@ -337,6 +472,7 @@ def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | N
     picked = select(*(oldest.c[c.name] for c in key))
     target = key[0] if len(key) == 1 else tuple_(*key)
     result = conn.execute(delete(table).where(target.in_(picked)))
+    _clamp_marks(conn, spec)
     return int(result.rowcount or 0)
 
 

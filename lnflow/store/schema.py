@@ -55,6 +55,7 @@ __all__ = [
     "nodes",
     "opportunities",
     "rebalance_moves",
+    "recording_marks",
     "run_gaps",
     "stream_sessions",
 ]
@@ -402,6 +403,8 @@ analysis_runs = Table(
     Column("node_unknown_amount", Integer, nullable=False, server_default="0"),
     Column("node_rejected", Integer, nullable=False, server_default="0"),
     Index("ix_analysis_runs_generated_ns", "generated_ns"),
+    # ns of the window the HTLC stream was connected (0015; None: runs from before)
+    Column("observed_ns", BigInteger),
 )
 
 run_gaps = Table(
@@ -596,4 +599,20 @@ channel_aliases = Table(
     Column("scid", BigInteger, primary_key=True, autoincrement=False),
     Column("chan_id", BigInteger, nullable=False),
     Column("confirmed", Boolean, nullable=False),  # the real SCID of a zero-conf channel
+)
+
+
+# --------------------------------------------------------------------------- 0015
+
+# When lnflow recorded its raw rows, without a byte more per row: row ids only grow in
+# recording order, so "every row up to these ids was stored by recorded_ns" (one row per
+# prune run, written by retention) lets retention expire raw rows by when they were
+# recorded, whatever time the node stamped on them (lnflow.store.retention).
+recording_marks = Table(
+    "recording_marks",
+    metadata,
+    Column("recorded_ns", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", Integer),  # max(htlc_events.id) then
+    Column("attempt_id", Integer),  # max(forward_attempts.id)
+    Column("cluster_id", Integer),  # max(failure_clusters.id)
 )

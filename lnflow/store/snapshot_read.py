@@ -101,6 +101,7 @@ def report_of(db: sqlite3.Connection, run_id: int) -> AnalysisReport | None:
             # (sqlite3.Row: `in` looks at the values, keys() at the column names)
             "node_missed_raw_msat" if "node_missed_raw_msat" in run.keys() else "node_missed_msat"  # noqa: SIM118
         ],
+        observed_ns=run["observed_ns"] if "observed_ns" in run.keys() else None,  # noqa: SIM118
     )
 
 

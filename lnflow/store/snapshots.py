@@ -51,6 +51,7 @@ class SnapshotWriter:
                     node_unknown_amount=report.node_unknown_amount,
                     node_rejected=report.node_rejected,
                     node_missed_raw_msat=report.node_missed_raw_msat,
+                    observed_ns=report.observed_ns,
                 )
             ).inserted_primary_key
             assert key is not None
