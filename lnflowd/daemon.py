@@ -166,7 +166,7 @@ class Daemon:
         try:
             engine = await asyncio.to_thread(open_engine, db_path, migrate_in_child=True)
         except BaseException:
-            lock.release()
+            lock.release(remove=True)
             raise
         identity = StoreIdentity(db_path)
         self._identity = identity

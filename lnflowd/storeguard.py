@@ -24,6 +24,7 @@ from pathlib import Path
 import structlog
 
 from lnflow.errors import StoreError
+from lnflow.store.db import make_private_dir
 
 __all__ = ["StoreIdentity", "StoreLock", "StoreMovedError", "stop_now"]
 
@@ -47,11 +48,16 @@ class StoreLock:
         self.path = lock_path(db)
         self._db = db
         self._fd: int | None = None
+        self._created = False  # this process made the lock file
 
     def acquire(self) -> StoreLock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            make_private_dir(self.path.parent)  # 0700 whatever the umask, as the store's
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                self._created = True
+            except FileExistsError:
+                fd = os.open(self.path, os.O_RDWR)
         except OSError as exc:
             raise StoreError(
                 f"cannot create the store at {self._db} ({exc.strerror}): "
@@ -72,10 +78,16 @@ class StoreLock:
         self._fd = fd
         return self
 
-    def release(self) -> None:
+    def release(self, *, remove: bool = False) -> None:
+        """Drop the lock; with ``remove``, also the lock file if this process made it (the
+        store was refused: nothing of lnflow's is left beside another program's file)."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the descriptor drops the lock
+        if fd is None:
+            return
+        if remove and self._created:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        os.close(fd)  # closing the descriptor drops the lock
 
 
 def _read_pid(fd: int) -> int | None:
