@@ -123,8 +123,7 @@ def check_revision(
         if "disk I/O error" in str(exc) or "disk is full" in str(exc):
             # reading a WAL store writes its -shm index: a full disk fails here first
             raise StoreError(
-                f"cannot open the store at {path} ({exc}): free space on its disk, "
-                "or check --db"
+                f"cannot open the store at {path} ({exc}): free space on its disk, or check --db"
             ) from exc
         raise StoreError(f"{path} is not a readable lnflow store ({exc}): check --db") from exc
     current = str(row[0]) if row is not None and row[0] is not None else None
