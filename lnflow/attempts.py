@@ -266,6 +266,8 @@ class AttemptTracker:
         self._linger_ns = linger_ns
         self._tracks: dict[tuple[int, int], _Track] = {}
         self._pending = 0
+        #: attempts resolved so far, indexed by the Outcome they first resolved with
+        self.resolved = [0] * len(Outcome)
         # Min-heaps of (deadline_ns, key). Entries are hints, checked against the
         # track when popped, so stale ones (a track resolved, re-dated or gone)
         # cost nothing but their slot until their deadline.
@@ -323,6 +325,7 @@ class AttemptTracker:
         if nxt is not phase:
             if phase is _P.PENDING:
                 self._pending -= 1
+                self.resolved[_PHASE_OUTCOME[nxt]] += 1
             track.phase = nxt
             track.resolved_ns = ts
             if nxt is _P.FAILED_LOCAL:
@@ -382,6 +385,7 @@ class AttemptTracker:
             track.phase = _P.EXPIRED
             track.resolved_ns = now_ns
             self._pending -= 1
+            self.resolved[track.outcome()] += 1
             heapq.heappush(self._lingers, (now_ns + self._linger_ns, key))
             expired.append(track.snapshot())
 
