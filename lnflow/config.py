@@ -24,6 +24,7 @@ from lnflow.paths import default_db_path
 
 __all__ = [
     "AnalysisConfig",
+    "MetricsSettings",
     "RetentionSettings",
     "Settings",
     "analysis_settings",
@@ -118,6 +119,14 @@ class ManageSettings(_Section):
     url: str = ""  # lnd-manageJ base URL, e.g. http://127.0.0.1:8081; "" = off
 
 
+class MetricsSettings(_Section):
+    """The Prometheus endpoint (lnflowd.metrics): ``listen`` "" turns it off."""
+
+    listen: str = "127.0.0.1:9109"
+    refresh_s: float = Field(default=15.0, gt=0, le=3600)  # snapshot, channels, ledger
+    store_refresh_s: float = Field(default=300.0, gt=0, le=86_400)  # file size, row counts
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -139,6 +148,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     analysis: AnalysisConfig = AnalysisConfig()
     manage: ManageSettings = ManageSettings()
+    metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 
     @classmethod
