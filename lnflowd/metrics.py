@@ -394,8 +394,8 @@ class DaemonMetrics:
 
     @classmethod
     def start(cls, settings: Settings, engine: Engine) -> DaemonMetrics | None:
-        """Listen on ``[metrics] listen`` (None when it is ""). Raises ConfigError when
-        the address cannot be bound."""
+        """Listen on ``[metrics] listen``; None when it is "" or cannot be bound (logged).
+        Raises ConfigError for an address that is not host:port."""
         where = parse_listen(settings.metrics.listen)
         if where is None:
             return None
@@ -404,10 +404,15 @@ class DaemonMetrics:
         try:
             server, _thread = start_http_server(port, host, registry=metrics.registry)
         except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on {settings.metrics.listen}: {exc.strerror};"
-                ' change [metrics] listen or set it to ""'
-            ) from exc
+            # Recording matters more than its metrics: say so and go on without them
+            # (Prometheus' up == 0 shows the missing target).
+            log.error(
+                "metrics_unavailable",
+                listen=settings.metrics.listen,
+                error=exc.strerror or str(exc),
+                fix='change [metrics] listen, or set it to "" to turn the endpoint off',
+            )
+            return None
         metrics._server = server
         metrics.state.set_store(_store_bytes(metrics._db), None)
         log.info("metrics_listening", listen=settings.metrics.listen)

@@ -328,3 +328,18 @@ def test_a_real_prometheus_scrapes_lnflowd(tmp_path: Path) -> None:
         assert float(found[0]["value"][1]) > 0
         built = prom.wait_for("lnflow_build_info")
         assert built[0]["metric"]["version"]
+
+
+@pytest.mark.timeout(120)
+def test_a_taken_port_leaves_recording_running(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sim = SimNode(tmp_path / "lnd", args=("--rate", "50", "--seed", "3"))
+        with sim, Daemon(sim, tmp_path / "lnflow.db", env=daemon_env(port)) as d:
+            d.wait_for(lambda c: count(c, "SELECT count(*) FROM htlc_events") > 0)
+            (problem,) = d.events("metrics_unavailable")
+            assert problem["listen"] == f"127.0.0.1:{port}"
