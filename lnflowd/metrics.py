@@ -24,21 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import operator
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from sqlalchemy import Engine
 
 from lnflow import __version__
@@ -49,6 +44,8 @@ from lnflow.domain import EventKind, EventType
 from lnflow.errors import ConfigError
 from lnflow.store import metrics_read
 from lnflow.store.ingest import Ingestor, IngestResult
+
+from .exposition import MetricsServer, family, labels
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -97,9 +94,14 @@ class MetricsState:
         self.events: dict[tuple[int, int], int] = {}
         self.attempt_base: dict[int, int] = {}
         self.resolved: list[int] | None = None  # the tracker's live counts
-        self.failures: dict[tuple[int, int], tuple[int, int, int, int]] = {}
-        self.forwards: dict[int, tuple[int, int]] = {}
+        self.failures: dict[tuple[int, int], tuple[int, ...]] = {}
+        self.forwards: dict[int, tuple[int, ...]] = {}
         self.forwards_last_id = 0
+        # the same summed by label string ("other" for SCIDs not in _ours), kept as they
+        # change so that a scrape only joins lines; rebuilt when the channel set changes
+        self._ours: frozenset[int] = frozenset()
+        self.failures_by_label: dict[str, tuple[int, ...]] = {}
+        self.forwards_by_label: dict[str, tuple[int, ...]] = {}
         self.sessions = 0
         # gauges
         self.newest_event_ns = 0
@@ -107,6 +109,7 @@ class MetricsState:
         self.stream_connected: Callable[[], bool] | None = None
         self.stream_state: str | None = None
         self.view: metrics_read.RefreshView | None = None
+        self.view_text = ""
         self.store_bytes: int | None = None
         self.budget_bytes = budget_bytes
         self.rows: dict[str, int] = {}
@@ -120,6 +123,7 @@ class MetricsState:
             self.resolved = resolved
             self.failures = dict(totals.failures)
             self.newest_event_ns = totals.newest_event_ns
+            self._relabel()
 
     def add_batch(self, result: IngestResult, committed_ns: int) -> None:
         """One committed batch: a handful of dict updates per distinct key, no per-event
@@ -138,9 +142,12 @@ class MetricsState:
                 k = (int(key[0]), int(key[1]))
                 events[k] = events.get(k, 0) + n
             failures = self.failures
-            for key, (n, c, raw, dedup) in per_channel.items():
-                old = failures.get(key, (0, 0, 0, 0))
-                failures[key] = (old[0] + n, old[1] + c, old[2] + raw, old[3] + dedup)
+            by_label = self.failures_by_label
+            ours = self._ours
+            for (out, cls), acc in per_channel.items():
+                failures[(out, cls)] = _plus(failures.get((out, cls)), acc)
+                lbl = _failure_labels(out if out in ours else None, cls)
+                by_label[lbl] = _plus(by_label.get(lbl), acc)
             if result.newest_event_ns:
                 self.newest_event_ns = max(self.newest_event_ns, result.newest_event_ns)
                 self.ingest_lag_s = max(0, committed_ns - result.newest_event_ns) / _NS
@@ -148,14 +155,23 @@ class MetricsState:
     def add_forwards(self, found: metrics_read.ForwardTotals) -> None:
         with self.lock:
             fw = self.forwards
-            for chan, (n, fee) in found.by_channel.items():
-                old = fw.get(chan, (0, 0))
-                fw[chan] = (old[0] + n, old[1] + fee)
+            by_label = self.forwards_by_label
+            ours = self._ours
+            for chan, acc in found.by_channel.items():
+                fw[chan] = _plus(fw.get(chan), acc)
+                lbl = _chan_out_labels(chan if chan in ours else None)
+                by_label[lbl] = _plus(by_label.get(lbl), acc)
             self.forwards_last_id = found.last_id
 
     def set_view(self, view: metrics_read.RefreshView) -> None:
+        text = _render_view(view)  # here, not per scrape: it changes once per refresh
+        ours = frozenset(view.peers)
         with self.lock:
             self.view = view
+            self.view_text = text
+            if ours != self._ours:
+                self._ours = ours
+                self._relabel()
             self.sessions = view.sessions
             self.stream_state = view.stream_state
 
@@ -165,9 +181,24 @@ class MetricsState:
             if rows is not None:
                 self.rows = rows
 
+    def _relabel(self) -> None:
+        """Sum the raw figures by label again (under the lock): the channel set changed."""
+        ours = self._ours
+        fails: dict[str, tuple[int, ...]] = {}
+        for (out, cls), acc in sorted(self.failures.items()):
+            lbl = _failure_labels(out if out in ours else None, cls)
+            fails[lbl] = _plus(fails.get(lbl), acc)
+        self.failures_by_label = fails
+        fwd: dict[str, tuple[int, ...]] = {}
+        for chan, acc in sorted(self.forwards.items()):
+            lbl = _chan_out_labels(chan if chan in ours else None)
+            fwd[lbl] = _plus(fwd.get(lbl), acc)
+        self.forwards_by_label = fwd
+
     # -- reading -----------------------------------------------------------------------
 
-    def families(self, now_ns: int) -> Iterator[Metric]:
+    def render(self, now_ns: int) -> str:
+        """The exposition text of everything but the histograms."""
         with self.lock:
             events = dict(self.events)
             attempts = dict(self.attempt_base)
@@ -175,9 +206,9 @@ class MetricsState:
                 for outcome, n in enumerate(self.resolved):
                     if n:
                         attempts[outcome] = attempts.get(outcome, 0) + n
-            failures = dict(self.failures)
-            fwd = dict(self.forwards)
-            view = self.view
+            failures = list(self.failures_by_label.items())  # values are replaced, not
+            fwd = list(self.forwards_by_label.items())  # changed: a consistent copy
+            view_text = self.view_text
             sessions = self.sessions
             newest_ns = self.newest_event_ns
             lag = self.ingest_lag_s
@@ -186,175 +217,222 @@ class MetricsState:
             store_bytes = self.store_bytes
             rows = dict(self.rows)
             lnd_version = self.lnd_version
-        peers = view.peers if view is not None else {}
-
-        info = InfoMetricFamily("lnflow_build", "lnflow and lnd versions", labels=None)
-        info.add_metric([], {"version": __version__, "lnd_version": lnd_version})
-        yield info
-
-        m = CounterMetricFamily(
-            "lnflow_htlc_events",
-            "HTLC events recorded, by lnd event kind and event_type",
-            labels=["event", "event_type"],
-        )
-        for (kind, etype), n in sorted(events.items()):
-            m.add_metric([_KIND_LABEL.get(kind, str(kind)), _TYPE_LABEL.get(etype, str(etype))], n)
-        yield m
-
-        m = CounterMetricFamily(
-            "lnflow_forward_attempts",
-            "Forward attempts resolved, by the outcome they first resolved with",
-            labels=["outcome"],
-        )
-        for outcome, label in _OUTCOME_LABEL.items():
-            m.add_metric([label], attempts.get(outcome, 0))
-        yield m
-
-        merged: dict[tuple[str, str], list[int]] = {}
-        for (out, cls), values in failures.items():
-            key = (str(out) if out in peers else "other", _class_label(cls))
-            cur = merged.get(key)
-            if cur is None:
-                merged[key] = list(values)
-            else:
-                for i, v in enumerate(values):
-                    cur[i] += v
-        for i, (name, doc) in enumerate(
-            (
-                ("lnflow_local_failures", "Forwards failed at this node, by outgoing channel"),
-                ("lnflow_failure_clusters", "Demand clusters opened by local failures"),
-                ("lnflow_missed_fees_msat", "Fees of local failures (raw: retries included)"),
+        out = [
+            family(
+                "lnflow_build_info",
+                "gauge",
+                "lnflow and lnd versions",
+                [(labels((("lnd_version", lnd_version), ("version", __version__))), 1)],
+            ),
+            family(
+                "lnflow_htlc_events_total",
+                "counter",
+                "HTLC events recorded, by lnd event kind and event_type",
+                ((_event_labels(kind, etype), n) for (kind, etype), n in sorted(events.items())),
+            ),
+            family(
+                "lnflow_forward_attempts_total",
+                "counter",
+                "Forward attempts resolved, by the outcome they first resolved with",
                 (
-                    "lnflow_missed_fees_dedup_msat",
-                    "Fees of local failures, deduplicated by demand cluster",
+                    (_OUTCOME_LABELS[outcome], attempts.get(outcome, 0))
+                    for outcome in _OUTCOME_LABELS
                 ),
+            ),
+        ]
+        for i, (name, doc) in enumerate(_FAILURE_FAMILIES):
+            out.append(family(name, "counter", doc, [(lbl, v[i]) for lbl, v in failures]))
+        fw_ordered = fwd
+        out.append(
+            family(
+                "lnflow_forwards_total",
+                "counter",
+                "Settled forwards in the ledger, by outgoing channel",
+                ((lbl, v[0]) for lbl, v in fw_ordered),
             )
-        ):
-            fam = CounterMetricFamily(name, doc, labels=["chan_out", "failure_class"])
-            for (chan_label, cls_label), sums in sorted(merged.items()):
-                fam.add_metric([chan_label, cls_label], sums[i])
-            yield fam
-
-        fw_merged: dict[str, list[int]] = {}
-        for out, (n, fee) in fwd.items():
-            label = str(out) if out in peers else "other"
-            cur = fw_merged.setdefault(label, [0, 0])
-            cur[0] += n
-            cur[1] += fee
-        forwards_m = CounterMetricFamily(
-            "lnflow_forwards",
-            "Settled forwards in the ledger, by outgoing channel",
-            labels=["chan_out"],
         )
-        fees_m = CounterMetricFamily(
-            "lnflow_fees_earned_msat",
-            "Fees earned (forwards ledger), by outgoing channel",
-            labels=["chan_out"],
+        out.append(
+            family(
+                "lnflow_fees_earned_msat_total",
+                "counter",
+                "Fees earned (forwards ledger), by outgoing channel",
+                ((lbl, v[1]) for lbl, v in fw_ordered),
+            )
         )
-        for chan, (n, fee) in sorted(fw_merged.items()):
-            forwards_m.add_metric([chan], n)
-            fees_m.add_metric([chan], fee)
-        yield forwards_m
-        yield fees_m
-
-        m = CounterMetricFamily(
-            "lnflow_stream_sessions",
-            "HTLC stream sessions opened (the first connection and every reconnect)",
+        out.append(
+            family(
+                "lnflow_stream_sessions_total",
+                "counter",
+                "HTLC stream sessions opened (the first connection and every reconnect)",
+                [("", sessions)],
+            )
         )
-        m.add_metric([], sessions)
-        yield m
-
         up = connected() if connected is not None else stream_state == "connected"
-        yield GaugeMetricFamily(
-            "lnflow_stream_connected", "1 while the HTLC event stream is connected", value=up
+        out.append(
+            family(
+                "lnflow_stream_connected",
+                "gauge",
+                "1 while the HTLC event stream is connected",
+                [("", int(up))],
+            )
         )
         if newest_ns:
-            yield GaugeMetricFamily(
-                "lnflow_htlc_last_event_age_seconds",
-                "Seconds since the newest recorded HTLC event (lnd's timestamp)",
-                value=max(0, now_ns - newest_ns) / _NS,
+            out.append(
+                family(
+                    "lnflow_htlc_last_event_age_seconds",
+                    "gauge",
+                    "Seconds since the newest recorded HTLC event (lnd's timestamp)",
+                    [("", max(0, now_ns - newest_ns) / _NS)],
+                )
             )
         if lag is not None:
-            yield GaugeMetricFamily(
-                "lnflow_ingest_lag_seconds",
-                "From the newest event of the last batch to its commit in the store",
-                value=lag,
+            out.append(
+                family(
+                    "lnflow_ingest_lag_seconds",
+                    "gauge",
+                    "From the newest event of the last batch to its commit in the store",
+                    [("", lag)],
+                )
             )
         if store_bytes is not None:
-            yield GaugeMetricFamily(
-                "lnflow_store_size_bytes", "Store file size (database and WAL)", value=store_bytes
+            out.append(
+                family(
+                    "lnflow_store_size_bytes",
+                    "gauge",
+                    "Store file size (database and WAL)",
+                    [("", store_bytes)],
+                )
             )
-        yield GaugeMetricFamily(
-            "lnflow_store_budget_bytes",
-            "The store's size budget ([retention] max_db_mb), 0 when there is none",
-            value=self.budget_bytes,
+        out.append(
+            family(
+                "lnflow_store_budget_bytes",
+                "gauge",
+                "The store's size budget ([retention] max_db_mb), 0 when there is none",
+                [("", self.budget_bytes)],
+            )
         )
-        table_rows = GaugeMetricFamily(
-            "lnflow_store_rows", "Rows per store table", labels=["table"]
+        out.append(
+            family(
+                "lnflow_store_rows",
+                "gauge",
+                "Rows per store table",
+                ((labels((("table", t),)), n) for t, n in sorted(rows.items())),
+            )
         )
-        for table, n in rows.items():
-            table_rows.add_metric([table], n)
-        yield table_rows
-
-        if view is not None:
-            yield from _view_families(view)
+        out.append(view_text)
+        return "".join(out)
 
 
-def _view_families(view: metrics_read.RefreshView) -> Iterable[Metric]:
-    labels = ["chan_id", "peer", "action"]
-    urgency = GaugeMetricFamily(
-        "lnflow_opportunity_urgency_score", "Urgency (0-100) in the latest snapshot", labels=labels
+def _plus(old: tuple[int, ...] | None, add: Sequence[int]) -> tuple[int, ...]:
+    return tuple(add) if old is None else tuple(map(operator.add, old, add))
+
+
+_FAILURE_FAMILIES = (
+    ("lnflow_local_failures_total", "Forwards failed at this node, by outgoing channel"),
+    ("lnflow_failure_clusters_total", "Demand clusters opened by local failures"),
+    ("lnflow_missed_fees_msat_total", "Fees of local failures (raw: retries included)"),
+    (
+        "lnflow_missed_fees_dedup_msat_total",
+        "Fees of local failures, deduplicated by demand cluster",
+    ),
+)
+_OUTCOME_LABELS = {
+    outcome: labels((("outcome", label),)) for outcome, label in _OUTCOME_LABEL.items()
+}
+
+
+@functools.cache
+def _event_labels(kind: int, etype: int) -> str:
+    return labels(
+        (
+            ("event", _KIND_LABEL.get(kind, str(kind))),
+            ("event_type", _TYPE_LABEL.get(etype, str(etype))),
+        )
     )
-    missed = GaugeMetricFamily(
-        "lnflow_opportunity_missed_msat",
-        "Missed fees (deduplicated) in the latest snapshot's window",
-        labels=labels,
+
+
+@functools.lru_cache(maxsize=65_536)
+def _failure_labels(chan: int | None, cls: int) -> str:
+    """Label string of (outgoing channel or None for "other", class): built once per key."""
+    return labels(
+        (("chan_out", "other" if chan is None else str(chan)), ("failure_class", _class_label(cls)))
     )
-    monthly = GaugeMetricFamily(
-        "lnflow_opportunity_potential_monthly_sats",
-        "Missed fees extrapolated to 30 days, in the latest snapshot",
-        labels=labels,
-    )
+
+
+@functools.lru_cache(maxsize=65_536)
+def _chan_out_labels(chan: int | None) -> str:
+    return labels((("chan_out", "other" if chan is None else str(chan)),))
+
+
+def _render_view(view: metrics_read.RefreshView) -> str:
+    """The latest snapshot's and channel samples' families."""
+    opp: list[tuple[str, int, int, float]] = []
     report = view.report
+    out = []
     if report is not None:
         for o in report.opportunities:
-            values = [str(o.channel_id), o.peer_pubkey, str(o.recommended_action)]
-            urgency.add_metric(values, o.urgency_score)
-            missed.add_metric(values, o.missed_msat)
-            monthly.add_metric(values, o.potential_monthly_msat / 1000)
-        yield GaugeMetricFamily(
-            "lnflow_analysis_last_run_timestamp_seconds",
-            "When the latest snapshot was generated",
-            value=report.generated_ns / _NS,
+            lbl = labels(
+                (
+                    ("action", str(o.recommended_action)),
+                    ("chan_id", str(o.channel_id)),
+                    ("peer", o.peer_pubkey),
+                )
+            )
+            opp.append((lbl, o.urgency_score, o.missed_msat, o.potential_monthly_msat / 1000))
+        out.append(
+            family(
+                "lnflow_analysis_last_run_timestamp_seconds",
+                "gauge",
+                "When the latest snapshot was generated",
+                [("", report.generated_ns / _NS)],
+            )
         )
-    yield urgency
-    yield missed
-    yield monthly
-    ratio = GaugeMetricFamily(
-        "lnflow_channel_local_balance_ratio",
-        "local / (local + remote) balance in the latest channel sample",
-        labels=["chan_id", "peer"],
+    out.append(
+        family(
+            "lnflow_opportunity_urgency_score",
+            "gauge",
+            "Urgency (0-100) in the latest snapshot",
+            ((lbl, u) for lbl, u, _, _ in opp),
+        )
     )
-    active = GaugeMetricFamily(
-        "lnflow_channel_active",
-        "1 when lnd reported the channel active",
-        labels=["chan_id", "peer"],
+    out.append(
+        family(
+            "lnflow_opportunity_missed_msat",
+            "gauge",
+            "Missed fees (deduplicated) in the latest snapshot's window",
+            ((lbl, m) for lbl, _, m, _ in opp),
+        )
     )
+    out.append(
+        family(
+            "lnflow_opportunity_potential_monthly_sats",
+            "gauge",
+            "Missed fees extrapolated to 30 days, in the latest snapshot",
+            ((lbl, p) for lbl, _, _, p in opp),
+        )
+    )
+    chans: list[tuple[str, float, int]] = []
     for ch in view.channels:
-        values = [str(ch.chan_id), ch.peer_pubkey]
         total = ch.local_balance_sat + ch.remote_balance_sat
-        ratio.add_metric(values, ch.local_balance_sat / total if total else 0.0)
-        active.add_metric(values, 1 if ch.active else 0)
-    yield ratio
-    yield active
-
-
-class _Collector(Collector):
-    def __init__(self, state: MetricsState) -> None:
-        self._state = state
-
-    def collect(self) -> Iterable[Metric]:
-        return self._state.families(time.time_ns())
+        lbl = labels((("chan_id", str(ch.chan_id)), ("peer", ch.peer_pubkey)))
+        chans.append((lbl, ch.local_balance_sat / total if total else 0.0, int(ch.active)))
+    out.append(
+        family(
+            "lnflow_channel_local_balance_ratio",
+            "gauge",
+            "local / (local + remote) balance in the latest channel sample",
+            ((lbl, r) for lbl, r, _ in chans),
+        )
+    )
+    out.append(
+        family(
+            "lnflow_channel_active",
+            "gauge",
+            "1 when lnd reported the channel active",
+            ((lbl, a) for lbl, _, a in chans),
+        )
+    )
+    return "".join(out)
 
 
 def _store_bytes(db: Path) -> int:
@@ -373,8 +451,7 @@ class DaemonMetrics:
         self._engine = engine
         self._db = settings.store.path
         self.state = MetricsState(budget_bytes=settings.retention.max_db_mb * 1024 * 1024)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self.state))
+        self.registry = CollectorRegistry(auto_describe=False)  # the histograms
         self.batch_seconds = Histogram(
             "lnflow_store_batch_write_duration_seconds",
             "Time to write one batch of HTLC events and what derives from it",
@@ -389,7 +466,7 @@ class DaemonMetrics:
         )
         self._node_id: int | None = None
         self._runs_seen: int | None = None  # None: runs before start-up are not observed
-        self._server: object | None = None
+        self._server: MetricsServer | None = None
         self._refreshing = asyncio.Lock()
 
     @classmethod
@@ -402,7 +479,7 @@ class DaemonMetrics:
         metrics = cls(settings, engine)
         host, port = where
         try:
-            server, _thread = start_http_server(port, host, registry=metrics.registry)
+            server = MetricsServer(host, port, metrics.render)
         except OSError as exc:
             # Recording matters more than its metrics: say so and go on without them
             # (Prometheus' up == 0 shows the missing target).
@@ -492,8 +569,11 @@ class DaemonMetrics:
         with self._engine.connect() as conn:
             return metrics_read.table_rows(conn)
 
+    def render(self) -> bytes:
+        """One scrape: the state's text and the histograms (prometheus_client's)."""
+        return self.state.render(time.time_ns()).encode() + generate_latest(self.registry)
+
     def close(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()  # type: ignore[attr-defined]
-            server.server_close()  # type: ignore[attr-defined]
+            server.close()
