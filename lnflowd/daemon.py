@@ -152,7 +152,7 @@ class Daemon:
             self._schedule_sync_jobs(scheduler, client, store, node_id, info.pubkey)
             self._schedule_analysis_job(scheduler, engine, store, node_id)
             if metrics is not None:
-                await metrics.attach(node_id, version.version, scheduler)
+                metrics.attach(node_id, version.version, scheduler)
             if not version.has_htlc_events:
                 log.warning(
                     "live_failure_capture_off",
@@ -189,7 +189,7 @@ class Daemon:
                 clock_ns=self.clock_ns,
             )
             if metrics is not None:
-                await metrics.watch(ingestor, recorder)
+                metrics.watch(store, ingestor, recorder)
             await recorder.run(self.stop)
             log.info("daemon_stopping", events_stored=recorder.stored)
             return 0

@@ -50,7 +50,8 @@ from .exposition import MetricsServer, family, labels
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-    from lnflow.recording import Recorder
+    from lnflow.recording import Recorder, StoreThread
+    from lnflow.store.writer import StoreWriter
 
 __all__ = ["DaemonMetrics", "MetricsState", "parse_listen"]
 
@@ -116,10 +117,21 @@ class MetricsState:
 
     # -- writers -----------------------------------------------------------------------
 
-    def start_totals(self, totals: metrics_read.RecordingTotals, resolved: list[int]) -> None:
+    def start_totals(
+        self,
+        totals: metrics_read.RecordingTotals,
+        resolved: list[int],
+        already: Sequence[int] = (),
+    ) -> None:
+        """``resolved``: the tracker's live counts; ``already``: those of them that the
+        totals include (subtracted from the base)."""
         with self.lock:
             self.events = dict(totals.events)
-            self.attempt_base = dict(totals.attempts)
+            base = dict(totals.attempts)
+            for outcome, n in enumerate(already):
+                if n:
+                    base[outcome] = base.get(outcome, 0) - n
+            self.attempt_base = base
             self.resolved = resolved
             self.failures = dict(totals.failures)
             self.newest_event_ns = totals.newest_event_ns
@@ -468,6 +480,7 @@ class DaemonMetrics:
         self._runs_seen: int | None = None  # None: runs before start-up are not observed
         self._server: MetricsServer | None = None
         self._refreshing = asyncio.Lock()
+        self._loading: asyncio.Future[None] | None = None
 
     @classmethod
     def start(cls, settings: Settings, engine: Engine) -> DaemonMetrics | None:
@@ -495,14 +508,13 @@ class DaemonMetrics:
         log.info("metrics_listening", listen=settings.metrics.listen)
         return metrics
 
-    async def attach(self, node_id: int, lnd_version: str, scheduler: AsyncIOScheduler) -> None:
-        """lnd is connected: read what the gauges follow now, then on the refresh timers."""
+    def attach(self, node_id: int, lnd_version: str, scheduler: AsyncIOScheduler) -> None:
+        """lnd is connected: the refresh jobs start now (in the scheduler, so a large
+        store's first row counts never hold up the HTLC subscription)."""
         from datetime import UTC, datetime
 
         self._node_id = node_id
         self.state.lnd_version = lnd_version
-        await self.refresh()
-        await self.refresh_store()
         s = self._settings
         for job_id, job, every_s in (
             ("metrics_refresh", self.refresh, s.refresh_s),
@@ -519,14 +531,32 @@ class DaemonMetrics:
                 next_run_time=datetime.now(UTC),
             )
 
-    async def watch(self, ingestor: Ingestor, recorder: Recorder) -> None:
+    def watch(
+        self, store: StoreThread[StoreWriter], ingestor: Ingestor, recorder: Recorder
+    ) -> None:
         """The HTLC stream is about to start: counters from the store's totals, then per
-        batch. Call before the recorder runs, so no batch falls between the two."""
+        batch. Call just before the recorder runs.
+
+        The totals are read on the store thread, queued ahead of the recorder's first
+        write: the subscription starts at once (events wait in the recorder's buffer,
+        not in lnd, while a large store is summed), and every batch is either in the
+        totals or observed after them, never both and never neither.
+        """
         assert self._node_id is not None, "attach() first"
-        totals = await asyncio.to_thread(self._totals, self._node_id)
-        self.state.start_totals(totals, ingestor.tracker.resolved)
+        node_id = self._node_id
+        resolved_before = list(ingestor.tracker.resolved)
+
+        def load() -> None:
+            totals = self._totals(node_id)
+            # attempts resolved by batches written before this point are in the totals
+            already = [
+                n - b for n, b in zip(ingestor.tracker.resolved, resolved_before, strict=True)
+            ]
+            self.state.start_totals(totals, ingestor.tracker.resolved, already)
+            ingestor.observer = self.observe_batch
+
+        self._loading = asyncio.ensure_future(store.call(load))
         self.state.stream_connected = recorder.connected.is_set
-        ingestor.observer = self.observe_batch
 
     def _totals(self, node_id: int) -> metrics_read.RecordingTotals:
         with self._engine.connect() as conn:
