@@ -16,8 +16,9 @@ the SCIDs of the node's channels (open or closed, from the ``channels`` table); 
 other outgoing SCID (a foreign one named by UNKNOWN_NEXT_PEER, or 0) is reported as
 ``chan_out="other"``. So a family has at most channels × 6 failure classes series.
 
-prometheus_client's HTTP server runs in its own daemon thread; the lock below is held
-only to swap or copy plain dicts, never while rendering.
+The text is written by :mod:`lnflowd.exposition` (why: see there) and served by its HTTP
+server in a daemon thread; the lock below is held only to update or copy plain dicts,
+never while rendering. prometheus_client keeps the two histograms.
 """
 
 from __future__ import annotations
