@@ -44,8 +44,9 @@ prometheus-tools:
 		|| { echo "apt-get could not install prometheus"; [ "$$CI" != true ]; }; \
 	else \
 		echo "promtool/prometheus missing and apt-get unusable: tests/test_metrics.py skips"; \
-		echo "  test_contrib_rules_pass_promtool, test_a_real_prometheus_scrapes_lnflowd and the"; \
-		echo "  promtool lint at the end of test_every_family_equals_the_store_and_survives_a_restart"; \
+		echo "  test_contrib_rules_pass_promtool, test_each_alert_fires_on_its_condition_only,"; \
+		echo "  test_a_real_prometheus_scrapes_lnflowd and the promtool lint at the end of"; \
+		echo "  test_every_family_equals_the_store_and_survives_a_restart"; \
 		[ "$$CI" != true ]; \
 	fi
 

@@ -27,6 +27,7 @@ from lnflowd.metrics import parse_listen
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "contrib" / "prometheus" / "lnflow.rules.yml"
 DASHBOARD = ROOT / "contrib" / "grafana" / "lnflow.json"
+RULE_TESTS = ROOT / "tests" / "prometheus" / "lnflow.rules.test.yml"
 NS = 1_000_000_000
 Figures = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
@@ -274,6 +275,16 @@ def test_contrib_rules_pass_promtool() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS: 5 rules found" in out.stdout
+
+
+def test_each_alert_fires_on_its_condition_only() -> None:
+    """promtool's rule unit tests: every alert fires on the series that should fire it
+    and stays quiet on its near misses (urgency 79, no budget, inactive channels, ...)."""
+    promtool = need("promtool")
+    out = subprocess.run(
+        [promtool, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_dashboard_takes_its_data_source_from_a_variable() -> None:
