@@ -42,7 +42,6 @@ from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
 from lnflow.config import Settings
 from lnflow.domain import EventKind, EventType
-from lnflow.errors import ConfigError
 from lnflow.store import metrics_read
 from lnflow.store.ingest import Ingestor, IngestResult
 
@@ -54,7 +53,7 @@ if TYPE_CHECKING:
     from lnflow.recording import Recorder, StoreThread
     from lnflow.store.writer import StoreWriter
 
-__all__ = ["DaemonMetrics", "MetricsState", "parse_listen"]
+__all__ = ["DaemonMetrics", "MetricsState"]
 
 log = structlog.get_logger("lnflowd.metrics")
 
@@ -66,20 +65,6 @@ _TYPE_LABEL = {int(t): t.name.lower() for t in EventType}
 # seconds: a batch write takes milliseconds, an analysis run up to minutes
 _BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _ANALYSIS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
-
-def parse_listen(listen: str) -> tuple[str, int] | None:
-    """``host:port`` (``[::1]:9109`` for IPv6) → (host, port); "" → None (off)."""
-    text = listen.strip()
-    if not text:
-        return None
-    host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(
-            f"bad [metrics] listen '{listen}': use host:port, e.g. 127.0.0.1:9109, or \"\" for off"
-        )
-    return host, int(port)
 
 
 def _class_label(cls: int) -> str:
@@ -485,9 +470,9 @@ class DaemonMetrics:
 
     @classmethod
     def start(cls, settings: Settings, engine: Engine) -> DaemonMetrics | None:
-        """Listen on ``[metrics] listen``; None when it is "" or cannot be bound (logged).
-        Raises ConfigError for an address that is not host:port."""
-        where = parse_listen(settings.metrics.listen)
+        """Listen on ``[metrics] listen`` (validated with the settings); None when it is ""
+        or cannot be bound (logged)."""
+        where = settings.metrics.address
         if where is None:
             return None
         metrics = cls(settings, engine)

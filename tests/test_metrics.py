@@ -20,9 +20,10 @@ from simnode import SimNode
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
+from lnflow.config import load_settings
 from lnflow.domain import EventKind, EventType, from_signed64
+from lnflow.errors import ConfigError
 from lnflow.store.schema import metadata
-from lnflowd.metrics import parse_listen
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "contrib" / "prometheus" / "lnflow.rules.yml"
@@ -311,15 +312,14 @@ def test_dashboard_takes_its_data_source_from_a_variable() -> None:
     ids=["ipv4", "ipv6", "any", "off", "blank-off"],
 )
 def test_listen_address_parses(text: str, parsed: tuple[str, int] | None) -> None:
-    assert parse_listen(text) == parsed
+    settings = load_settings(overrides={"metrics": {"listen": text}})
+    assert settings.metrics.address == parsed
 
 
 @pytest.mark.parametrize("text", ["9109", "localhost", ":9109", "host:0", "host:70000", "h:x"])
-def test_bad_listen_address_is_a_config_error(text: str) -> None:
-    from lnflow.errors import ConfigError
-
-    with pytest.raises(ConfigError, match=r"\[metrics\] listen"):
-        parse_listen(text)
+def test_bad_listen_address_is_refused_with_the_settings(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"metrics\.listen.*host:port"):
+        load_settings(overrides={"metrics": {"listen": text}})
 
 
 @pytest.mark.timeout(180)
