@@ -20,20 +20,32 @@ Outcome rules, whatever order the events arrive in (the table is
 * SETTLE, or FINAL settled=True → SETTLED
 * LINK_FAIL (failed at our node) → FAILED_LOCAL, with its failure class
 * FORWARD_FAIL (a later hop failed) → FAILED_DOWNSTREAM
+* FORWARD_FAIL with no FORWARD seen and outgoing_htlc_id 0 → REJECTED_LOCAL:
+  the HTLC was failed back before it was ever added to an outgoing channel,
+  with no reason given. In lnd only an HTLC interceptor (circuitbreaker,
+  ``requireinterceptor``, the interceptor's near-expiry auto-fail) does that;
+  lnd emits FORWARD before FORWARD_FAIL on one stream, so a forward that did
+  leave us is never mistaken for it. Should a FORWARD still arrive later, the
+  attempt becomes FAILED_DOWNSTREAM, as it would have in stream order.
 * FORWARD and FINAL settled=False only record facts.
 * The first definitive outcome is kept; a contradicting later event (settle
   after a link fail, which lnd does not produce) changes nothing.
 * Pending longer than ``timeout_ns`` (since the earliest event timestamp) the
   attempt expires: FAILED_DOWNSTREAM when a FORWARD and a FINAL settled=False
-  were seen (the HTLC left us, then failed back), else UNRESOLVED. Expiry is an
-  inference, not a verdict: a definitive event arriving later still decides it.
+  were seen (the HTLC left us, then failed back); FAILED_LOCAL of class OTHER
+  with an unknown missed fee, dated by its FINAL, when a FINAL settled=False
+  was all there was (a malformed onion: lnd fails it back with no link-fail
+  event); else UNRESOLVED. Expiry is an inference, not a verdict: a definitive
+  event arriving later still decides it (a local failure is counted once).
 
 Merging is idempotent, so a replayed event is a no-op and ``feed`` returns
 None: timestamps merge by minimum (``first_seen_ns``; ``resolved_ns`` is the
 earliest event that proves the outcome, or ``now_ns`` for an expiry), amounts
 and the failure by "first known". Amounts of 0 count as unknown: that is
-proto3's default, and lnd leaves the outgoing amount 0 on incoming-side link
-failures (onion errors and the like), whose missed fee is therefore 0.
+proto3's default: lnd leaves the outgoing amount 0 on incoming-side link
+failures (onion errors and the like) and every amount 0 on HTLC_ADD_FAILED
+(mailbox) failures. The missed fee of a local failure with an unknown amount
+is unknown (None), never 0.
 
 Memory: an attempt is dropped ``linger_ns`` after it resolved (kept meanwhile so
 late FINAL events and replays merge into it), a pending one becomes resolved
@@ -47,6 +59,7 @@ from __future__ import annotations
 import enum
 import heapq
 from dataclasses import dataclass
+from typing import Any
 
 from lnflow.analysis.classify import FailureClass, classify, missed_fee_msat
 from lnflow.domain import EventKind, EventType, HtlcEvent
@@ -60,6 +73,7 @@ class Outcome(enum.IntEnum):
     FAILED_LOCAL = 2
     FAILED_DOWNSTREAM = 3
     UNRESOLVED = 4
+    REJECTED_LOCAL = 5  # failed back before forwarding, no reason: an HTLC interceptor
 
     @property
     def label(self) -> str:
@@ -73,8 +87,10 @@ class Attempt:
     ``outgoing_channel_id`` is the channel the HTLC went out on (FORWARD,
     SETTLE, FORWARD_FAIL), else the one a LINK_FAIL names (the requested next
     hop, possibly not our channel); 0 if none is known. ``missed_fee_msat`` is
-    0 unless the outcome is FAILED_LOCAL; ``final_settled`` is lnd's FINAL
-    verdict on the incoming HTLC (None if not seen, e.g. lnd < 0.16).
+    0 unless the outcome is FAILED_LOCAL, and None (unknown) for a local
+    failure whose incoming or outgoing amount lnd did not give;
+    ``final_settled`` is lnd's FINAL verdict on the incoming HTLC (None if not
+    seen, e.g. lnd < 0.16).
     """
 
     incoming_channel_id: int
@@ -89,7 +105,7 @@ class Attempt:
     failure_class: FailureClass | None
     wire_failure: int | None
     failure_detail: int | None
-    missed_fee_msat: int
+    missed_fee_msat: int | None
     final_settled: bool | None
 
     @property
@@ -110,6 +126,7 @@ class _Signal(enum.IntEnum):
     LINK_FAIL = 4
     FINAL_SETTLED = 5
     FINAL_FAILED = 6
+    REJECTED = 7  # FORWARD_FAIL with no FORWARD seen and outgoing_htlc_id 0
 
 
 class _Phase(enum.IntEnum):
@@ -118,6 +135,7 @@ class _Phase(enum.IntEnum):
     FAILED_LOCAL = 2
     FAILED_DOWNSTREAM = 3
     EXPIRED = 4  # timed out; outcome inferred from the facts, see _Track.outcome()
+    REJECTED_LOCAL = 5
 
 
 _P = _Phase
@@ -132,12 +150,22 @@ _TRANSITIONS: dict[tuple[_Phase, _Signal], _Phase] = {
     (_P.PENDING, _S.FINAL_SETTLED): _P.SETTLED,
     (_P.PENDING, _S.LINK_FAIL): _P.FAILED_LOCAL,
     (_P.PENDING, _S.FORWARD_FAIL): _P.FAILED_DOWNSTREAM,
+    (_P.PENDING, _S.REJECTED): _P.REJECTED_LOCAL,
     (_P.EXPIRED, _S.FORWARD): _P.EXPIRED,
     (_P.EXPIRED, _S.FINAL_FAILED): _P.EXPIRED,
     (_P.EXPIRED, _S.SETTLE): _P.SETTLED,
     (_P.EXPIRED, _S.FINAL_SETTLED): _P.SETTLED,
     (_P.EXPIRED, _S.LINK_FAIL): _P.FAILED_LOCAL,
     (_P.EXPIRED, _S.FORWARD_FAIL): _P.FAILED_DOWNSTREAM,
+    (_P.EXPIRED, _S.REJECTED): _P.REJECTED_LOCAL,
+    # a FORWARD after the fail proves the HTLC did leave us (stream order would
+    # have said FAILED_DOWNSTREAM); nothing else changes a rejection
+    (_P.REJECTED_LOCAL, _S.FORWARD): _P.FAILED_DOWNSTREAM,
+    **{
+        (_P.REJECTED_LOCAL, signal): _P.REJECTED_LOCAL
+        for signal in _Signal
+        if signal is not _S.FORWARD
+    },
     **{
         (decided, signal): decided
         for decided in (_P.SETTLED, _P.FAILED_LOCAL, _P.FAILED_DOWNSTREAM)
@@ -152,6 +180,7 @@ _PROVES: dict[_Signal, _Phase] = {
     _S.FINAL_SETTLED: _P.SETTLED,
     _S.LINK_FAIL: _P.FAILED_LOCAL,
     _S.FORWARD_FAIL: _P.FAILED_DOWNSTREAM,
+    _S.REJECTED: _P.REJECTED_LOCAL,
 }
 
 _SIGNAL_OF_KIND: dict[int, _Signal] = {
@@ -164,6 +193,7 @@ _SIGNAL_OF_KIND: dict[int, _Signal] = {
 # Events that name the circuit the HTLC really used (a LINK_FAIL names the
 # requested next hop, which non-strict forwarding may have replaced).
 _CARRIES_CIRCUIT = frozenset({_S.FORWARD, _S.SETTLE, _S.FORWARD_FAIL})
+_FINALS = frozenset({_S.FINAL_SETTLED, _S.FINAL_FAILED})
 
 _RECEIVE_GRACE_NS = 60 * 1_000_000_000
 _FINAL = int(EventKind.FINAL)
@@ -176,6 +206,7 @@ _PHASE_OUTCOME = {
     _P.SETTLED: Outcome.SETTLED,
     _P.FAILED_LOCAL: Outcome.FAILED_LOCAL,
     _P.FAILED_DOWNSTREAM: Outcome.FAILED_DOWNSTREAM,
+    _P.REJECTED_LOCAL: Outcome.REJECTED_LOCAL,
 }
 
 
@@ -217,13 +248,20 @@ class _Track:
 
     def outcome(self) -> Outcome:
         if self.phase is _P.EXPIRED:
-            if self.forwarded and self.final_settled is False:
-                return Outcome.FAILED_DOWNSTREAM
+            if self.final_settled is False:
+                return Outcome.FAILED_DOWNSTREAM if self.forwarded else Outcome.FAILED_LOCAL
             return Outcome.UNRESOLVED
         return _PHASE_OUTCOME[self.phase]
 
+    def copy(self) -> _Track:
+        twin = _Track.__new__(_Track)
+        for name in _Track.__slots__:
+            setattr(twin, name, getattr(self, name))
+        return twin
+
     def snapshot(self) -> Attempt:
-        failed_local = self.phase is _P.FAILED_LOCAL
+        outcome = self.outcome()
+        failed_local = outcome is Outcome.FAILED_LOCAL
         return Attempt(
             incoming_channel_id=self.key[0],
             incoming_htlc_id=self.key[1],
@@ -233,12 +271,16 @@ class _Track:
             resolved_ns=self.resolved_ns,
             incoming_amt_msat=self.incoming_amt_msat,
             outgoing_amt_msat=self.outgoing_amt_msat,
-            outcome=self.outcome(),
+            outcome=outcome,
             failure_class=self.failure_class,
             wire_failure=self.wire_failure,
             failure_detail=self.failure_detail,
             missed_fee_msat=(
-                missed_fee_msat(self.incoming_amt_msat, self.outgoing_amt_msat)
+                (
+                    None
+                    if self.incoming_amt_msat is None or self.outgoing_amt_msat is None
+                    else missed_fee_msat(self.incoming_amt_msat, self.outgoing_amt_msat)
+                )
                 if failed_local
                 else 0
             ),
@@ -276,6 +318,13 @@ class AttemptTracker:
         # Incoming keys of RECEIVE events → forget-after deadline.
         self._receive_keys: dict[tuple[int, int], int] = {}
         self._receive_heap: list[tuple[int, tuple[int, int]]] = []
+        # Since the last savepoint(): each track as it was before its first change
+        # (None: it did not exist), and the rest of the state, for rollback().
+        self._undo: dict[tuple[int, int], _Track | None] | None = None
+        self._saved: tuple[Any, ...] = ()
+        #: whether the last :meth:`feed` decided its attempt's outcome (the event that
+        #: makes a failure count, once)
+        self.decided = False
 
     @property
     def pending(self) -> int:
@@ -303,12 +352,22 @@ class AttemptTracker:
                 return None
             signal = found
             track = self._tracks.get(key)
+            if (
+                signal is _S.FORWARD_FAIL
+                and not ev.outgoing_htlc_id
+                and (track is None or not track.forwarded)
+            ):
+                signal = _S.REJECTED
         else:
             if ev.event_type == _TYPE_RECEIVE:
                 self._remember_receive(key, ev.timestamp_ns)
             return None
 
+        if self._undo is not None and key not in self._undo:
+            self._undo[key] = None if track is None else track.copy()
         ts = ev.timestamp_ns
+        self.decided = False
+        before = Outcome.PENDING if track is None else track.outcome()
         if track is None:
             track = _Track(key, ts)
             self._tracks[key] = track
@@ -326,8 +385,10 @@ class AttemptTracker:
             if phase is _P.PENDING:
                 self._pending -= 1
                 self.resolved[_PHASE_OUTCOME[nxt]] += 1
+            if phase is not _P.REJECTED_LOCAL:  # a late FORWARD: the fail's time stands
+                track.resolved_ns = ts
             track.phase = nxt
-            track.resolved_ns = ts
+            self.decided = track.outcome() is not before
             if nxt is _P.FAILED_LOCAL:
                 track.wire_failure = ev.wire_failure
                 track.failure_detail = ev.failure_detail
@@ -365,8 +426,9 @@ class AttemptTracker:
     def expire(self, now_ns: int) -> list[Attempt]:
         """Give up on attempts pending longer than the timeout; forget old ones.
 
-        Returns the attempts that expired now (UNRESOLVED, or FAILED_DOWNSTREAM
-        when a FORWARD and a FINAL settled=False were seen). Resolved attempts
+        Returns the attempts that expired now (UNRESOLVED; FAILED_DOWNSTREAM when
+        a FORWARD and a FINAL settled=False were seen; FAILED_LOCAL, class OTHER,
+        when only a FINAL settled=False was: a malformed onion). Resolved attempts
         older than ``linger_ns`` and stale RECEIVE keys are dropped.
         """
         expired: list[Attempt] = []
@@ -382,8 +444,13 @@ class AttemptTracker:
                 or track.first_seen_ns + timeout >= now_ns
             ):
                 continue  # stale hint
+            self._keep(key, track)
             track.phase = _P.EXPIRED
             track.resolved_ns = now_ns
+            if track.final_settled is False and not track.forwarded:
+                # a malformed onion: failed when its FINAL came, not when we gave up
+                track.failure_class = FailureClass.OTHER
+                track.resolved_ns = track.first_seen_ns
             self._pending -= 1
             self.resolved[track.outcome()] += 1
             heapq.heappush(self._lingers, (now_ns + self._linger_ns, key))
@@ -398,6 +465,7 @@ class AttemptTracker:
                 continue  # stale hint
             deadline = track.resolved_ns + linger
             if deadline < now_ns:
+                self._keep(key, track)
                 del tracks[key]
             else:  # resolved again later (an expiry overruled by a late event)
                 heapq.heappush(heap, (deadline, key))
@@ -411,6 +479,47 @@ class AttemptTracker:
                 del receive_keys[key]
         return expired
 
+    # ------------------------------------------------------------------ savepoints
+
+    def savepoint(self) -> None:
+        """Remember the state now; :meth:`rollback` returns to it.
+
+        For a store transaction that may fail after its events were fed: its retry
+        must find the tracker as it was, or the events would read as replays. Cheap:
+        the containers are copied shallowly, a track only when first changed.
+        """
+        self._undo = {}
+        self._saved = (
+            self._pending,
+            list(self._timeouts),
+            list(self._lingers),
+            dict(self._receive_keys),
+            list(self._receive_heap),
+            list(self.resolved),
+        )
+
+    def rollback(self) -> None:
+        """Undo every feed and expire since :meth:`savepoint` (which stays in force)."""
+        if self._undo is None:
+            raise RuntimeError("rollback() without savepoint()")
+        for key, before in self._undo.items():
+            if before is None:
+                self._tracks.pop(key, None)
+            else:
+                self._tracks[key] = before
+        pending, timeouts, lingers, receive_keys, receive_heap, resolved = self._saved
+        self._pending = pending
+        self.resolved[:] = resolved  # in place: readers hold the list
+        self._timeouts = list(timeouts)
+        self._lingers = list(lingers)
+        self._receive_keys = dict(receive_keys)
+        self._receive_heap = list(receive_heap)
+        self._undo = {}
+
+    def _keep(self, key: tuple[int, int], track: _Track) -> None:
+        if self._undo is not None and key not in self._undo:
+            self._undo[key] = track.copy()
+
     # ------------------------------------------------------------------ internals
 
     def _merge(self, track: _Track, ev: HtlcEvent, signal: _Signal) -> bool:
@@ -419,7 +528,15 @@ class AttemptTracker:
         if ev.timestamp_ns < track.first_seen_ns:
             track.first_seen_ns = ev.timestamp_ns
             changed = True
-        if signal in _CARRIES_CIRCUIT:
+        if signal is _S.REJECTED:  # names the requested next hop, like a LINK_FAIL
+            if (
+                not track.circuit_actual
+                and not track.outgoing_channel_id
+                and ev.outgoing_channel_id
+            ):
+                track.outgoing_channel_id = ev.outgoing_channel_id
+                changed = True
+        elif signal in _CARRIES_CIRCUIT:
             if signal is _S.FORWARD and not track.forwarded:
                 track.forwarded = True
                 if track.phase is _P.EXPIRED:  # may turn UNRESOLVED into FAILED_DOWNSTREAM
@@ -442,7 +559,7 @@ class AttemptTracker:
                 track.outgoing_channel_id = ev.outgoing_channel_id
                 track.outgoing_htlc_id = ev.outgoing_htlc_id
                 changed = True
-        elif track.final_settled is None:  # FINAL: the first verdict stands
+        elif signal in _FINALS and track.final_settled is None:  # the first verdict stands
             track.final_settled = signal is _S.FINAL_SETTLED
             changed = True
         if track.incoming_amt_msat is None and ev.incoming_amt_msat:

@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from lnflow.analysis.model import AnalysisSettings
 from lnflow.errors import ConfigError
+from lnflow.limits import ANALYSIS_RANGES
+from lnflow.netaddr import rpc_address
 from lnflow.paths import default_db_path
 
 __all__ = [
@@ -34,7 +36,9 @@ __all__ = [
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every number has an upper bound below, and no float may be inf or nan: a value
+    # the timers or the arithmetic cannot take is refused at load, also by --check
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LndSettings(_Section):
@@ -43,7 +47,15 @@ class LndSettings(_Section):
     rpcserver: str = "localhost:10009"
     tlscertpath: str = ""  # "" = <lnddir>/tls.cert
     macaroonpath: str = ""  # "" = <lnddir>/data/chain/bitcoin/<network>/readonly.macaroon
-    timeout_s: float = Field(default=15.0, gt=0)
+    timeout_s: float = Field(default=15.0, gt=0, le=3600)
+
+    @field_validator("rpcserver")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        # empty is refused here (an explicit "" is no address), unlike the library's
+        # LndCredentials.resolve, where it stands for the default
+        rpc_address(value)
+        return value
 
 
 class StoreSettings(_Section):
@@ -58,21 +70,26 @@ class RecorderSettings(_Section):
     flush_interval_s: float = Field(default=1.0, gt=0, le=10)
     batch_size: int = Field(default=5000, ge=1, le=100_000)
     heartbeat_s: int = Field(default=5, ge=1, le=3600)
-    reconnect_max_s: float = Field(default=30.0, ge=1)
+    reconnect_max_s: float = Field(default=30.0, ge=1, le=3600)  # ignored: see reconnect_probe_s
+    probe_every_s: float = Field(default=10.0, ge=0.5, le=3600)
+    probe_timeout_s: float = Field(default=5.0, ge=0.1, le=60)
+    reconnect_probe_s: float = Field(default=0.5, ge=0.1, le=60)
     shutdown_drain_s: float = Field(default=0.5, ge=0, le=10)
-    attempt_timeout_s: float = Field(default=600.0, gt=0)
-    attempt_linger_s: float = Field(default=2.0, ge=0)
-    dedup_window_s: float = Field(default=60.0, ge=0)
-    cluster_max_span_s: float = Field(default=600.0, ge=0)
+    attempt_timeout_s: float = Field(default=600.0, gt=0, le=14 * 86_400)
+    attempt_linger_s: float = Field(default=2.0, ge=0, le=3600)
+    dedup_window_s: float = Field(default=60.0, ge=0, le=86_400)
+    cluster_max_span_s: float = Field(default=600.0, ge=0, le=86_400)
+    # events kept in memory while store writes fail (about 0.5 KB each), then exit
+    max_held_events: int = Field(default=100_000, ge=1_000, le=100_000_000)
 
 
 class LedgerSettings(_Section):
-    sync_interval_s: int = Field(default=60, ge=5)
+    sync_interval_s: int = Field(default=60, ge=5, le=86_400)
     page_size: int = Field(default=1_000, ge=100, le=50_000)
 
 
 class ChannelSettings(_Section):
-    sample_interval_s: int = Field(default=300, ge=10)
+    sample_interval_s: int = Field(default=300, ge=10, le=86_400)
 
 
 class RetentionSettings(_Section):
@@ -101,19 +118,25 @@ class RetentionSettings(_Section):
 _ANALYSIS = AnalysisSettings()  # the thresholds' defaults live with the analysis
 
 
+def _threshold(name: str) -> Any:
+    """The Field of one analysis threshold: its default and its range (lnflow.limits)."""
+    lo, hi = ANALYSIS_RANGES[name]
+    return Field(default=getattr(_ANALYSIS, name), ge=lo, le=hi)
+
+
 class AnalysisConfig(_Section):
     """The analysis job's timing plus every :class:`AnalysisSettings` threshold."""
 
     interval_s: int = Field(default=600, ge=10, le=86_400)
     window_hours: int = Field(default=24, ge=1, le=24 * 366)
-    min_failure_count: int = Field(default=_ANALYSIS.min_failure_count, ge=1, le=1_000_000)
-    min_missed_sats: int = Field(default=_ANALYSIS.min_missed_sats, ge=0, le=21_000_000 * 10**8)
-    gossip_grace_h: int = Field(default=_ANALYSIS.gossip_grace_h, ge=0, le=24 * 14)
-    min_fee_ppm: int = Field(default=_ANALYSIS.min_fee_ppm, ge=0, le=1_000_000)
-    baseline_days: int = Field(default=_ANALYSIS.baseline_days, ge=1, le=366)
-    max_cost_share: float = Field(default=_ANALYSIS.max_cost_share, gt=0, le=1)
-    inbound_ratio: float = Field(default=_ANALYSIS.inbound_ratio, gt=0, le=1)
-    source_ratio: float = Field(default=_ANALYSIS.source_ratio, gt=0, le=1)
+    min_failure_count: int = _threshold("min_failure_count")
+    min_missed_sats: int = _threshold("min_missed_sats")
+    gossip_grace_h: int = _threshold("gossip_grace_h")
+    min_fee_ppm: int = _threshold("min_fee_ppm")
+    baseline_days: int = _threshold("baseline_days")
+    max_cost_share: float = _threshold("max_cost_share")
+    inbound_ratio: float = _threshold("inbound_ratio")
+    source_ratio: float = _threshold("source_ratio")
 
 
 class ManageSettings(_Section):
@@ -215,6 +238,11 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found: fix --config or create it") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 text: binary garbage, another encoding
+        raise ConfigError(
+            f"config file {path} is not valid TOML (not UTF-8 text): "
+            "give the TOML file of config/lnflow.example.toml"
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
 
@@ -225,9 +253,16 @@ def _one_line(exc: ValidationError, source: str) -> str:
     if err["type"] == "extra_forbidden":
         what = f"unknown key '{key}'"
     else:
-        what = f"bad value for '{key}': {err['msg']}"
+        given = err.get("input")
+        shown = (
+            f" (given: {repr(given)[:60]})"
+            if isinstance(given, int | float | str) and err["type"] != "value_error"
+            else ""
+        )
+        msg = err["msg"].removeprefix("Value error, ")  # our validators' own sentences
+        what = f"bad value for '{key}': {msg}{shown}"
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{what}{more} in {source}: see config/lnflow.example.toml for the keys"
+    return f"{what}{more} in {source}: see config/lnflow.example.toml for the keys and ranges"
 
 
 def _env_problem() -> str | None:

@@ -25,6 +25,7 @@ __all__ = [
     "HtlcEvent",
     "LndVersion",
     "NodeInfo",
+    "RejectedForward",
     "RoutingPolicy",
     "StreamSubscribed",
     "WireFailure",
@@ -208,7 +209,11 @@ class HtlcEvent:
 
     @property
     def key(self) -> tuple[int, int, int, int, int]:
-        """Identity across stream replays: (kind, in chan, in htlc, out chan, out htlc)."""
+        """Identity across stream replays: (kind, in chan, in htlc, out chan, out htlc).
+
+        Not for SEND link fails (own payments failing at the first hop): lnd gives them
+        all the key (kind, 0, 0, chan, 0); the store tells them apart by timestamp.
+        """
         return (
             int(self.kind),
             self.incoming_channel_id,
@@ -246,6 +251,12 @@ class LndVersion:
         """SubscribedEvent and FinalHtlcEvent exist since lnd 0.16."""
         return self.triple >= (0, 16, 0)
 
+    @property
+    def has_ping_policy(self) -> bool:
+        """lnd sets a gRPC keepalive policy (client pings every 5 s allowed) since 0.17;
+        before, grpc-go's default punishes client pings less than 5 min apart."""
+        return self.triple >= (0, 17, 0)
+
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
@@ -272,6 +283,22 @@ class ChannelInfo:
     peer_alias: str
     uptime_s: int
     lifetime_s: int
+    # other ids lnd may name the channel by (lnd >= 0.15.1): its alias SCIDs, and for a
+    # zero-conf channel that confirmed, the real SCID its graph edge moved to (0: none).
+    # chan_id, the id ListChannels reports, is the channel's id everywhere in lnflow.
+    alias_scids: tuple[int, ...] = ()
+    confirmed_scid: int = 0
+
+    @property
+    def other_ids(self) -> frozenset[int]:
+        """Every id of the channel but ``chan_id``."""
+        ids = {*self.alias_scids, self.confirmed_scid} - {0, self.chan_id}
+        return frozenset(ids)
+
+    @property
+    def graph_id(self) -> int:
+        """The id its graph edge (GetChanInfo) is under: the confirmed SCID if any."""
+        return self.confirmed_scid or self.chan_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +362,36 @@ class ForwardRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedForward:
+    """A ``ForwardingHistory`` record with a value the store cannot hold (or lnd never
+    writes), kept out of the ledger; the fields say which record it was, as lnd sent it."""
+
+    timestamp_s: int
+    timestamp_ns: int  # 0 from lnd < 0.13
+    chan_id_in: int
+    chan_id_out: int
+    amt_in_msat: int
+    amt_out_msat: int
+    fee_msat: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ForwardingPage:
+    """One ``ForwardingHistory`` answer.
+
+    ``events`` and ``rejected`` together are the records lnd returned; ``last_second_s``
+    is the whole second of the last of them and ``last_second_count`` how many records at
+    the end of the page share it (what a pager needs to go on from that second).
+    """
+
     events: tuple[ForwardRecord, ...]
     last_offset_index: int
+    rejected: tuple[RejectedForward, ...] = ()
+    last_second_s: int = 0
+    last_second_count: int = 0
+
+    @property
+    def size(self) -> int:
+        """How many records lnd returned."""
+        return len(self.events) + len(self.rejected)

@@ -8,7 +8,8 @@ non-zero. Anything else is a bug and keeps its traceback.
     ├── ConfigError              bad config file, key, value or flag
     │   └── PolicyFileError      a policies file lnflow cannot honour (file:line named)
     ├── StoreError               the SQLite store cannot be used
-    │   └── StoreTooNewError     schema newer than this code
+    │   ├── StoreTooNewError     schema newer than this code
+    │   └── StoreWriteError      a write failed (disk full, read-only store, ...)
     ├── UnknownChannelError      a channel id the store has never seen
     ├── ReportFileError          a saved report that is not an lnflow analysis
     ├── ManageError              lnd-manageJ unreachable or answering nonsense
@@ -37,6 +38,7 @@ __all__ = [
     "ReportFileError",
     "StoreError",
     "StoreTooNewError",
+    "StoreWriteError",
     "TlsMismatchError",
     "UnknownChannelError",
 ]
@@ -65,6 +67,14 @@ class StoreError(LnflowError):
 
 class StoreTooNewError(StoreError):
     pass
+
+
+class StoreWriteError(StoreError):
+    """A write to the store failed; ``reason`` is SQLite's own words for it."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class UnknownChannelError(LnflowError):

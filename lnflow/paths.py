@@ -29,9 +29,19 @@ def resolve_db_path(flag: str | None, config_file: Path | None = None) -> Path:
 
         try:
             with config_file.expanduser().open("rb") as fh:
-                db = tomllib.load(fh).get("store", {}).get("db", "")
+                store = tomllib.load(fh).get("store", {})
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {config_file} is not valid TOML (not UTF-8 text): "
+                "give the TOML file of config/lnflow.example.toml"
+            ) from exc
+        if not isinstance(store, dict):
+            raise ConfigError(f'{config_file}: [store] must be a table, e.g. db = "/path.db"')
+        db = store.get("db", "")
+        if not isinstance(db, str):
+            raise ConfigError(f"{config_file}: [store].db must be a path string, not {db!r}")
         if db:
             return Path(db).expanduser()
     return default_db_path()

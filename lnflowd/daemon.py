@@ -4,24 +4,27 @@ scheduler, and runs them under one supervisor until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import os
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.config import Settings, analysis_settings
 from lnflow.domain import LndVersion, NodeInfo
-from lnflow.errors import LnflowError, NodeUnreachableError
+from lnflow.errors import ConfigError, LnflowError, NodeUnreachableError, StoreWriteError
 from lnflow.lnd import LndClient, LndCredentials
 from lnflow.recording import (
-    Backoff,
     ChannelSampler,
     ChannelSource,
     HtlcSource,
@@ -42,6 +45,7 @@ from lnflow.store.writer import StoreWriter
 from .memory import trim_heap
 from .metrics import DaemonMetrics
 from .notify import notify, watchdog_enabled
+from .storeguard import StoreIdentity, StoreLock, StoreMovedError, stop_now
 
 __all__ = ["Daemon", "LndLike", "credentials_from"]
 
@@ -74,10 +78,35 @@ def _analyze_store(
         return analyze_window(conn, node_id, until_ns=until_ns, hours=hours, settings=settings)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _quiet_when_cancelled(job: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R | None]]:
+    """A scheduler job that ends quietly when it is cancelled.
+
+    On exit (SIGTERM, or lnd's credentials missing at start) the daemon shuts the
+    scheduler down, which cancels the jobs still running: the first prune, a ledger page.
+    APScheduler logs each such cancellation as a job failure with a 15-line traceback.
+    Only the cancellation is quiet; any other exception propagates as before.
+    """
+
+    @functools.wraps(job)
+    async def run(*args: _P.args, **kwargs: _P.kwargs) -> _R | None:
+        try:
+            return await job(*args, **kwargs)
+        except asyncio.CancelledError:
+            log.debug("job_cancelled", job=getattr(job, "__name__", "?"))
+            return None
+
+    return run
+
+
 def _trimmed(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
     """The job, then its freed heap pages back to the kernel (a ledger page of 10 000
     forwards leaves megabytes free in malloc's arenas otherwise)."""
 
+    @_quiet_when_cancelled
     async def run() -> None:
         try:
             await job()
@@ -87,8 +116,38 @@ def _trimmed(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]
     return run
 
 
+def _guard_connect(identity: StoreIdentity) -> Callable[[object, object], None]:
+    def check(dbapi_connection: object, connection_record: object) -> None:
+        try:
+            identity.check()
+        except StoreMovedError as exc:
+            stop_now(exc, identity)
+
+    return check
+
+
+# Tests only: divides the HTLC stream's keepalive times, so a simulator whose ping
+# policy is scaled alike proves a long quiet stream in a short run (tests/faults).
+KEEPALIVE_SCALE_ENV = "_LNFLOW_KEEPALIVE_SCALE"
+
+
+def _keepalive_scale() -> float:
+    text = os.environ.get(KEEPALIVE_SCALE_ENV, "1")
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = 0.0
+    if not scale > 0:
+        raise ConfigError(f"{KEEPALIVE_SCALE_ENV}={text!r} is not a positive number: unset it")
+    return scale
+
+
 def _real_client(settings: Settings) -> LndLike:
-    return LndClient(credentials_from(settings), timeout_s=settings.lnd.timeout_s)
+    return LndClient(
+        credentials_from(settings),
+        timeout_s=settings.lnd.timeout_s,
+        keepalive_scale=_keepalive_scale(),
+    )
 
 
 @dataclass
@@ -97,13 +156,24 @@ class Daemon:
     client_factory: Callable[[Settings], LndLike] = _real_client
     clock_ns: Callable[[], int] = time.time_ns
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _heartbeat_failing: bool = field(default=False, init=False)
+    _identity: StoreIdentity | None = field(default=None, init=False)
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status. LnflowErrors propagate (fatal)."""
         settings = self.settings
         db_path = settings.store.path
-        engine = await asyncio.to_thread(open_engine, db_path, migrate_in_child=True)
-        store = StoreThread(StoreWriter(engine))
+        lock = StoreLock(db_path).acquire()  # before anything is written
+        try:
+            engine = await asyncio.to_thread(open_engine, db_path, migrate_in_child=True)
+        except BaseException:
+            lock.release()
+            raise
+        identity = StoreIdentity(db_path)
+        self._identity = identity
+        # a new connection must open our file, never one put in its place
+        event.listen(engine, "connect", _guard_connect(identity), insert=True)
+        store = StoreThread(StoreWriter(engine), label=str(db_path))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
@@ -131,6 +201,7 @@ class Daemon:
             )
             scheduler.start()
             client = self.client_factory(settings)
+            client.prepare_stream()  # its reader starts while lnd is asked who it is
             connected = await self._connect(client, store)
             if connected is None:
                 return 0
@@ -184,8 +255,11 @@ class Daemon:
                 lnd_version=version.version,
                 batch_size=settings.recorder.batch_size,
                 flush_interval_s=settings.recorder.flush_interval_s,
-                reconnect_max_s=settings.recorder.reconnect_max_s,
                 shutdown_drain_s=settings.recorder.shutdown_drain_s,
+                max_held_events=settings.recorder.max_held_events,
+                probe_every_s=settings.recorder.probe_every_s,
+                probe_timeout_s=settings.recorder.probe_timeout_s,
+                reconnect_probe_s=settings.recorder.reconnect_probe_s,
                 clock_ns=self.clock_ns,
             )
             if metrics is not None:
@@ -194,9 +268,13 @@ class Daemon:
             log.info("daemon_stopping", events_stored=recorder.stored)
             return 0
         except LnflowError as exc:
-            await store.call(
-                store.target.daemon_state, self.clock_ns(), lnd_state="error", last_error=str(exc)
-            )
+            with contextlib.suppress(StoreWriteError):  # the store may be what failed
+                await store.call(
+                    store.target.daemon_state,
+                    self.clock_ns(),
+                    lnd_state="error",
+                    last_error=str(exc),
+                )
             raise
         finally:
             if scheduler.running:
@@ -205,9 +283,12 @@ class Daemon:
                 await client.close()
             if metrics is not None:
                 metrics.close()
-            await store.call(store.target.daemon_stopped, self.clock_ns())
+            with contextlib.suppress(StoreWriteError):
+                await store.call(store.target.daemon_stopped, self.clock_ns())
             store.close()
             engine.dispose()
+            identity.close()
+            lock.release()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             log.info("daemon_stopped")
@@ -221,9 +302,13 @@ class Daemon:
     async def _connect(
         self, client: LndLike, store: StoreThread[StoreWriter]
     ) -> tuple[NodeInfo, LndVersion] | None:
-        """GetInfo + GetVersion, retrying only while LND is unreachable (may be starting)."""
-        backoff = Backoff(self.settings.recorder.reconnect_max_s)
-        reported = False
+        """GetInfo + GetVersion, retrying only while LND is unreachable (may be starting).
+
+        Retries at the recorder's reconnect pace (``reconnect_probe_s``, jittered):
+        each attempt is one cheap call, and lnd is reached as soon as it answers.
+        """
+        pace = self.settings.recorder.reconnect_probe_s
+        reported = ""
         first = True
         while not self.stop.is_set():
             try:
@@ -235,7 +320,7 @@ class Daemon:
                 if first:
                     notify("READY=1", "STATUS=waiting for lnd (unreachable)")
                     first = False
-                if not reported:
+                if str(exc) != reported:  # each new reason once, not every attempt
                     log.warning("lnd_unreachable", error=str(exc))
                     await store.call(
                         store.target.daemon_state,
@@ -243,8 +328,8 @@ class Daemon:
                         lnd_state="unreachable",
                         last_error=str(exc),
                     )
-                    reported = True
-                await sleep_or_stop(self.stop, backoff.next())
+                    reported = str(exc)
+                await sleep_or_stop(self.stop, pace * random.uniform(0.8, 1.2))
         return None
 
     def _schedule_sync_jobs(
@@ -280,10 +365,9 @@ class Daemon:
         """Retention: first run now, then every prune_interval_s, whether LND is up or not."""
         every_s = self.settings.retention.prune_interval_s
         scheduler.add_job(
-            self._prune,
+            guarded("prune", functools.partial(self._prune, store, pruner)),
             "interval",
             seconds=every_s,
-            args=[store, pruner],
             id="prune",
             next_run_time=datetime.now(UTC),
             coalesce=True,
@@ -291,6 +375,7 @@ class Daemon:
             misfire_grace_time=every_s,
         )
 
+    @_quiet_when_cancelled
     async def _prune(self, store: StoreThread[StoreWriter], pruner: Pruner) -> None:
         """One store call per batch, so event writes queue in between and never stall."""
         r = self.settings.retention
@@ -349,6 +434,7 @@ class Daemon:
             misfire_grace_time=every_s,
         )
 
+    @_quiet_when_cancelled
     async def _analyze(
         self,
         engine: Engine,
@@ -378,6 +464,9 @@ class Daemon:
             if self.stop.is_set():
                 return None
             run_id = await store.call(snapshots.write_run, node_id, report, duration_ms)
+        except StoreWriteError as exc:
+            log.warning("analysis_not_saved", hours=hours, error=exc.reason)
+            return None
         except Exception:
             log.exception("analysis_failed", hours=hours)
             return None
@@ -396,7 +485,27 @@ class Daemon:
         )
         return run_id
 
+    @_quiet_when_cancelled
     async def _heartbeat(self, store: StoreThread[StoreWriter]) -> None:
-        await store.call(store.target.daemon_state, self.clock_ns())
+        """The store's sign of life; systemd's watchdog is fed even while the store cannot
+        be written (the recorder holds events meanwhile and stops past its bound). A store
+        moved or deleted under the daemon stops it first."""
+        if self._identity is not None:
+            try:
+                self._identity.check()
+            except StoreMovedError as exc:
+                stop_now(exc, self._identity)
+        try:
+            await store.call(store.target.daemon_state, self.clock_ns())
+        except asyncio.CancelledError:
+            return  # the daemon is exiting under it (e.g. after giving up on the store)
+        except StoreWriteError as exc:
+            if not self._heartbeat_failing:
+                log.warning("heartbeat_not_written", error=exc.reason, store=store.label)
+            self._heartbeat_failing = True
+        else:
+            if self._heartbeat_failing:
+                log.info("heartbeat_written_again")
+            self._heartbeat_failing = False
         if watchdog_enabled():
             notify("WATCHDOG=1")

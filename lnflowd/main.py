@@ -13,6 +13,7 @@ from typing import Any
 from lnflow import __version__
 from lnflow.config import Settings, load_settings
 from lnflow.errors import LnflowError
+from lnflow.text import printable
 
 from .memory import limit_malloc_arenas
 
@@ -31,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="TOML config file (see config/lnflow.example.toml)")
     p.add_argument("--lnddir", help="lnd's directory (default ~/.lnd)")
     p.add_argument(
-        "--network", help="mainnet, testnet, signet, regtest or simnet (default mainnet)"
+        "--network",
+        help="mainnet, testnet, testnet4, signet, regtest or simnet (default mainnet)",
     )
     p.add_argument("--rpcserver", help="lnd gRPC host:port (default localhost:10009)")
     p.add_argument("--tlscertpath", help="lnd's tls.cert (default <lnddir>/tls.cert)")
@@ -74,9 +76,10 @@ async def _check(settings: Settings) -> int:
 
     async with LndClient(credentials_from(settings), timeout_s=settings.lnd.timeout_s) as client:
         info, version = await client.check()
-    print(f"alias:   {info.alias}")
-    print(f"version: {version.version}")
-    print(f"network: {info.network}")
+    # the node's own words: its alias is whatever its operator set
+    print(f"alias:   {printable(info.alias)}")
+    print(f"version: {printable(version.version)}")
+    print(f"network: {printable(info.network)}")
     return 0
 
 
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(settings.log.level, settings.log.format)
         return asyncio.run(_run(settings))
     except LnflowError as exc:
-        print(f"lnflowd: error: {exc}", file=sys.stderr)
+        print(f"lnflowd: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

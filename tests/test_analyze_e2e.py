@@ -234,7 +234,12 @@ def test_analyze_json_equals_the_hand_computed_expectation(tmp_path: Path) -> No
     doc = json.loads(out.stdout)
     assert doc["window_hours"] == 1
     assert doc["gaps"] == []
-    assert doc["node"] == {"failures": 8, "missed_msat": 150_000 + 255_000 + 7_000}
+    assert doc["node"] == {
+        "failures": 8,
+        "missed_msat": 150_000 + 255_000 + 7_000,
+        "unknown_amount": 0,
+        "rejected": 0,
+    }
     got = doc["opportunities"]
     expected = expected_opportunities()
     assert [o["channel_id"] for o in got] == [B, A]

@@ -243,10 +243,12 @@ def test_link_fail_final_without_forward_is_failed_local(events: list[HtlcEvent]
             attempt(
                 outgoing_channel_id=0,
                 outgoing_htlc_id=0,
-                resolved_ns=AFTER_TIMEOUT,
+                resolved_ns=T0,  # the FINAL's time, not the wall clock's
                 incoming_amt_msat=None,
                 outgoing_amt_msat=None,
-                outcome=Outcome.UNRESOLVED,
+                outcome=Outcome.FAILED_LOCAL,
+                failure_class=FailureClass.OTHER,
+                missed_fee_msat=None,
                 final_settled=False,
             ),
         ),
@@ -261,7 +263,7 @@ def test_link_fail_final_without_forward_is_failed_local(events: list[HtlcEvent]
         "forward-alone-unresolved",
         "forward-final-failed-is-downstream",
         "final-settled-alone",
-        "final-failed-alone-unresolved",
+        "final-failed-alone-is-a-malformed-onion",
         "settled-no-final",
     ],
 )
@@ -298,7 +300,7 @@ def test_link_fail_records_its_class(wire: int, detail: int, expected: FailureCl
     assert got.missed_fee_msat == FEE
 
 
-def test_incoming_side_link_fail_has_no_outgoing_side_and_no_missed_fee() -> None:
+def test_incoming_side_link_fail_has_no_outgoing_side_and_an_unknown_missed_fee() -> None:
     # lnd: onion errors fail on the incoming link; outgoing fields and amount are 0
     event = link_fail(
         wire=WireFailure.INVALID_ONION_HMAC,
@@ -311,7 +313,7 @@ def test_incoming_side_link_fail_has_no_outgoing_side_and_no_missed_fee() -> Non
     got = only(latest)
     assert got.outcome is Outcome.FAILED_LOCAL
     assert got.failure_class is FailureClass.OTHER
-    assert (got.outgoing_channel_id, got.outgoing_amt_msat, got.missed_fee_msat) == (0, None, 0)
+    assert (got.outgoing_channel_id, got.outgoing_amt_msat, got.missed_fee_msat) == (0, None, None)
     assert got.incoming_amt_msat == IN_AMT
 
 
@@ -410,6 +412,22 @@ def test_final_of_a_received_htlc_makes_no_attempt() -> None:
     assert tracker.feed(final(settled=True)) is None
     tracker.expire(T0 + TIMEOUT + LINGER + 1)
     assert tracker.feed(final(settled=True)) is not None
+
+
+def test_failed_invoice_final_is_no_malformed_onion() -> None:
+    # an invoice HTLC we failed: RECEIVE link fail, then FINAL(false) with no other event
+    tracker = AttemptTracker(TIMEOUT, LINGER)
+    receive_fail = link_fail(
+        T0,
+        event_type=EventType.RECEIVE,
+        wire=WireFailure.INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
+        detail=FailureDetail.UNKNOWN_INVOICE,
+        out_chan=0,
+    )
+    assert tracker.feed(receive_fail) is None
+    assert tracker.feed(final(settled=False, ts=T0 + 1)) is None
+    assert tracker.expire(AFTER_TIMEOUT) == []
+    assert tracker.tracked == 0
 
 
 # ------------------------------------------------------------------ late events, memory
@@ -555,7 +573,63 @@ def test_outcome_labels() -> None:
         "failed_local",
         "failed_downstream",
         "unresolved",
+        "rejected_local",
     ]
+
+
+# ------------------------------------------------------------------ lnd's odd shapes
+
+
+def test_forward_fail_without_forward_is_rejected_locally() -> None:
+    # an HTLC interceptor failed it: FORWARD_FAIL naming the requested hop, htlc id 0
+    _, latest = run([forward_fail(T0, out_htlc=0), final(False, T0 + 1)])
+    got = only(latest)
+    assert got.outcome is Outcome.REJECTED_LOCAL
+    assert (got.outgoing_channel_id, got.outgoing_htlc_id) == (OUT_CHAN, 0)
+    assert (got.resolved_ns, got.missed_fee_msat, got.failure_class) == (T0, 0, None)
+
+
+@pytest.mark.parametrize(
+    "events",
+    _orderings(forward=forward(T0, out_htlc=0), forward_fail=forward_fail(T0 + S, out_htlc=0)),
+)
+def test_forward_fail_of_a_forwarded_first_htlc_is_downstream(events: list[HtlcEvent]) -> None:
+    # outgoing htlc id 0 is also the first HTLC of a channel: the FORWARD decides
+    _, latest = run(events)
+    got = only(latest)
+    assert (got.outcome, got.resolved_ns) == (Outcome.FAILED_DOWNSTREAM, T0 + S)
+
+
+def test_forward_fail_with_an_outgoing_htlc_id_is_downstream_even_alone() -> None:
+    _, latest = run([forward_fail(T0, out_htlc=5)])
+    assert only(latest).outcome is Outcome.FAILED_DOWNSTREAM
+
+
+@pytest.mark.parametrize(
+    ("wire", "detail"),
+    [
+        (WireFailure.TEMPORARY_CHANNEL_FAILURE, FailureDetail.HTLC_ADD_FAILED),
+        (WireFailure.TEMPORARY_CHANNEL_FAILURE, FailureDetail.NO_DETAIL),
+    ],
+    ids=["htlc-add-failed", "dust-exposure"],
+)
+def test_zero_amount_link_fail_is_liquidity_with_an_unknown_missed_fee(
+    wire: int, detail: int
+) -> None:
+    # lnd's mailbox FailAdd: every amount and timelock 0, the chosen outgoing link named
+    _, latest = run([link_fail(wire=wire, detail=detail, in_amt=0, out_amt=0, out_htlc=0)])
+    got = only(latest)
+    assert (got.outcome, got.failure_class) == (Outcome.FAILED_LOCAL, FailureClass.LIQUIDITY)
+    assert (got.outgoing_channel_id, got.missed_fee_msat) == (OUT_CHAN, None)
+
+
+def test_a_malformed_onion_counts_once_even_if_its_link_fail_comes_late() -> None:
+    tracker = AttemptTracker(TIMEOUT, LINGER)
+    tracker.feed(final(False, T0))
+    (expired,) = tracker.expire(AFTER_TIMEOUT)
+    assert (expired.outcome, expired.failure_class) == (Outcome.FAILED_LOCAL, FailureClass.OTHER)
+    tracker.feed(link_fail(T0 - 1))
+    assert tracker.decided is False  # already counted as a local failure
 
 
 # ------------------------------------------------------------------ order independence
@@ -591,7 +665,15 @@ SCENARIOS: dict[str, tuple[Scenario, Outcome]] = {
         Outcome.FAILED_DOWNSTREAM,
     ),
     "forward-only": (lambda k, t: [forward(t, **k)], Outcome.UNRESOLVED),
-    "final-failed-only": (lambda k, t: [final(False, t, **k)], Outcome.UNRESOLVED),
+    "final-failed-only": (lambda k, t: [final(False, t, **k)], Outcome.FAILED_LOCAL),
+    "rejected-by-interceptor": (
+        lambda k, t: [forward_fail(t, out_htlc=0, **k), final(False, t + 1, **k)],
+        Outcome.REJECTED_LOCAL,
+    ),
+    "failed-downstream-first-htlc": (
+        lambda k, t: [forward(t, out_htlc=0, **k), forward_fail(t + 1, out_htlc=0, **k)],
+        Outcome.FAILED_DOWNSTREAM,
+    ),
 }
 
 
@@ -639,8 +721,9 @@ def test_any_order_with_replays_gives_the_same_attempts(
     assert tracker_b.tracked == tracker_a.tracked == len(expected)
     assert tracker_b.pending == 0
     for a in any_order.values():
-        assert a.missed_fee_msat == (
-            a.incoming_amt_msat - a.outgoing_amt_msat  # type: ignore[operator]
-            if a.outcome is Outcome.FAILED_LOCAL
-            else 0
-        )
+        if a.outcome is not Outcome.FAILED_LOCAL:
+            assert a.missed_fee_msat == 0
+        elif a.incoming_amt_msat is None or a.outgoing_amt_msat is None:
+            assert a.missed_fee_msat is None  # unknown, never 0
+        else:
+            assert a.missed_fee_msat == a.incoming_amt_msat - a.outgoing_amt_msat

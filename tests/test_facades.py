@@ -331,6 +331,8 @@ class _FakeStream:
         self.items = items
         self.error = error
         self.cancelled = False
+        self.established = True
+        self.received = 0
 
     def __aiter__(self) -> _FakeStream:
         return self
@@ -363,6 +365,12 @@ class _FakeLnd:
 
     def subscribe_htlc_events(self) -> _FakeStream:
         return self.streams.pop(0)
+
+    async def probe(self, timeout_s: float) -> None:
+        return None
+
+    def prepare_stream(self) -> None:
+        pass
 
     async def list_channels(self) -> list[Any]:
         return []

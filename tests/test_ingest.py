@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from daemonproc import ATTEMPTS_SCID
 
+from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
 from lnflow.domain import EventKind, EventType, FailureDetail, HtlcEvent, NodeInfo, WireFailure
 from lnflow.store.db import open_engine
@@ -265,3 +266,67 @@ def test_an_attempt_whose_channel_has_no_ref_gets_one(tmp_path: Path) -> None:
         (1, IN, OUT, int(Outcome.PENDING)),
         (7, IN, c, int(Outcome.UNRESOLVED)),
     ]
+
+
+def _send_link_fail(t: int) -> HtlcEvent:
+    # lnd: an own payment failing at the first hop has no incoming side and no htlc id
+    return HtlcEvent(
+        timestamp_ns=T0 + t,
+        kind=EventKind.LINK_FAIL,
+        event_type=int(EventType.SEND),
+        incoming_channel_id=0,
+        incoming_htlc_id=0,
+        outgoing_channel_id=OUT,
+        outgoing_htlc_id=0,
+        outgoing_amt_msat=50_000_000,
+        wire_failure=int(WireFailure.TEMPORARY_CHANNEL_FAILURE),
+        failure_detail=int(FailureDetail.INSUFFICIENT_BALANCE),
+        failure_string="insufficient bandwidth to route htlc",
+    )
+
+
+@pytest.mark.parametrize("batching", ["one batch", "one event per batch"])
+def test_own_payments_failing_at_the_first_hop_are_all_kept(tmp_path: Path, batching: str) -> None:
+    store = Store(tmp_path)
+    sends = [_send_link_fail(t) for t in (1, 2, 3)]
+    batches = [sends] if batching == "one batch" else [[e] for e in sends]
+    new = [store.ingestor.ingest(store.session, b, T0).new_events for b in batches]
+    assert sum(new) == 3
+    # a replay of them (same events, same times) still adds nothing
+    assert store.ingestor.ingest(store.session, [*sends, sends[0]], T0).new_events == 0
+    assert store.q(f"SELECT timestamp_ns - {T0}, event_type FROM htlc_events ORDER BY id") == [
+        (1, 1),
+        (2, 1),
+        (3, 1),
+    ]
+    assert store.outcomes() == {}  # own payments are no forwards
+
+
+def _rollup_failures(store: Store) -> int:
+    return int(store.q("SELECT coalesce(sum(failures), 0) FROM failure_rollups_hourly")[0][0])  # type: ignore[arg-type]
+
+
+def test_a_malformed_onion_counts_once_as_a_local_failure(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.feed([final(1, 0, False)])  # lnd sends nothing else for a malformed onion
+    assert store.outcomes() == {1: int(Outcome.PENDING)}
+    store.feed([], now_s=61)
+    store.feed([], now_s=62)
+    assert store.outcomes() == {1: int(Outcome.FAILED_LOCAL)}
+    ((cls, missed, amt_out, resolved),) = store.q(
+        "SELECT failure_class, missed_fee_msat, outgoing_amt_msat, resolved_ns"
+        " FROM forward_attempts"
+    )
+    assert (cls, missed, amt_out, resolved) == (int(FailureClass.OTHER), 0, None, T0)
+    assert _rollup_failures(store) == 1
+
+
+def test_a_final_after_a_restart_is_no_second_failure(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.feed([link_fail(1, 0)])
+    store.restart()  # the daemon restarted between lnd's LINK_FAIL and its FINAL
+    store.feed([final(1, 1, False)])
+    store.feed([], now_s=62)
+    assert store.outcomes() == {1: int(Outcome.FAILED_LOCAL)}
+    assert store.q("SELECT failure_class FROM forward_attempts") == [(int(FailureClass.LIQUIDITY),)]
+    assert _rollup_failures(store) == 1

@@ -80,3 +80,17 @@ def test_an_empty_batch_reports_no_events(tmp_path: Path) -> None:
     assert result.new_events == 0 and not result.events_by_type and result.newest_event_ns == 0
     (result,) = observed(store, [[link_fail(1, 0)]])
     assert sum(v[0] for v in result.failure_rollup.values()) == 1
+
+
+def test_a_rolled_back_batch_leaves_no_resolution_counted(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    tracker = store.ingestor.tracker
+    counts = tracker.resolved  # the list the metrics hold
+    tracker.savepoint()
+    tracker.feed(forward(1, 0))
+    tracker.feed(settle(1, 1))
+    assert counts[Outcome.SETTLED] == 1
+    tracker.rollback()
+    assert counts == [0] * len(Outcome) and tracker.resolved is counts
+    observed(store, [[forward(1, 0), settle(1, 1)]])  # the retry counts it once
+    assert counts[Outcome.SETTLED] == 1

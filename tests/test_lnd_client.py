@@ -569,6 +569,11 @@ BAD_ROOTS = (
     "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:33513: "
     "Failed to create security handshaker."
 )
+# a frozen lnd (SIGSTOP) at start-up, once grpc's 20 s connect attempt gives up
+HANDSHAKE_CUT = (
+    "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:46405: "
+    "Handshake read failed (Endpoint closing)"
+)
 REFUSED = (
     "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:52867: "
     "Failed to connect to remote host: Connection refused"
@@ -700,10 +705,18 @@ SIG_MISMATCH = "verification failed: signature mismatch after caveat verificatio
         pytest.param(
             "DEADLINE_EXCEEDED",
             "Deadline Exceeded",
-            {"connecting": False},
-            LndRpcError,
-            ["LND GetInfo failed with DEADLINE_EXCEEDED: Deadline Exceeded"],
+            {"connecting": False, "timeout_s": 3},
+            NodeUnreachableError,
+            ["LND at localhost:10009 timed out: GetInfo got no answer within 3s", "frozen"],
             id="deadline-while-connected",
+        ),
+        pytest.param(
+            "UNAVAILABLE",
+            HANDSHAKE_CUT,
+            {},
+            NodeUnreachableError,
+            ["timed out", "did not answer the TLS handshake (Handshake read failed"],
+            id="tls-handshake-timeout",
         ),
         pytest.param(
             "UNKNOWN",

@@ -389,3 +389,46 @@ def test_0011_bounds_each_failure_hour_by_its_attempts_and_drops_them_again(
             rollups, key=lambda r: (r[1], r[2])
         )
     engine.dispose()
+
+
+def test_0013_keeps_every_own_payment_first_hop_failure(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0011")
+    row = (
+        "INSERT INTO htlc_events (node_id, session_id, timestamp_ns, kind, event_type,"
+        " incoming_chan_ref, incoming_htlc_id, outgoing_chan_ref, outgoing_htlc_id)"
+        " VALUES (1, 1, ?, ?, ?, 0, 0, 5, 0)"
+    )
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO nodes (id, pubkey, alias, network, first_seen_ns)"
+            " VALUES (1, 'p', '', '', 0)"
+        )
+        conn.execute(row, (10, 4, 1))  # a SEND link fail, as 0011 stored it
+    db.upgrade(engine, path, "0013")
+    with sqlite3.connect(path) as conn:
+        conn.execute(row, (11, 4, 1))  # a second payment failing at the same first hop
+        conn.execute(
+            "INSERT OR IGNORE INTO htlc_events (node_id, session_id, timestamp_ns, kind,"
+            " event_type, incoming_chan_ref, incoming_htlc_id, outgoing_chan_ref,"
+            " outgoing_htlc_id) VALUES (1, 1, 11, 4, 1, 0, 0, 5, 0)"
+        )  # its replay
+        conn.execute(row, (12, 2, 3))  # a forward-fail...
+        conn.execute(
+            "INSERT OR IGNORE INTO htlc_events (node_id, session_id, timestamp_ns, kind,"
+            " event_type, incoming_chan_ref, incoming_htlc_id, outgoing_chan_ref,"
+            " outgoing_htlc_id) VALUES (1, 1, 13, 2, 3, 0, 0, 5, 0)"
+        )  # ...and its replay with a later time: still one row
+        assert conn.execute("SELECT timestamp_ns FROM htlc_events ORDER BY id").fetchall() == [
+            (10,),
+            (11,),
+            (12,),
+        ]
+    db.downgrade(engine, "0011")  # the old key again: the first of each key stays
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT timestamp_ns FROM htlc_events ORDER BY id").fetchall() == [
+            (10,),
+            (12,),
+        ]
+    engine.dispose()

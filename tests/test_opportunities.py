@@ -737,6 +737,23 @@ def test_report_carries_window_and_node_totals() -> None:
     assert (report.node_failures, report.node_missed_msat) == (45, 9_500_000)
 
 
+def test_failures_with_unknown_amount_are_named_and_counted() -> None:
+    # lnd gives mailbox add failures and malformed onions no amount: their missed fee is
+    # unknown, so the reason says how many of the figures it could not count
+    inp = make_input(
+        [channel(A), channel(B)],
+        [failures(A, {C.LIQUIDITY: (12, 900_000)}), failures(B)],
+        node_failures=17,
+        unknown_amount={A: 7, 0: 2},
+        node_rejected=4,
+    )
+    report = run(inp)
+    reasons = {o.channel_id: o.reason for o in report.opportunities}
+    assert reasons[A].endswith("; 7 failures with unknown amount")
+    assert "unknown amount" not in reasons[B]
+    assert (report.node_unknown_amount, report.node_rejected) == (9, 4)
+
+
 def test_rejects_empty_window() -> None:
     with pytest.raises(ValueError):
         run(make_input([channel()], hours=0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from lnflow.sim.events import SimEvent, event_from_json, event_to_json
 from lnflow.sim.hub import Hub, htlc_event_message, htlc_event_payload
 from lnflow.sim.main import event_loop_factory
 from lnflow.sim.main import main as sim_main
-from lnflow.sim.model import TrafficModel, TrafficParams
+from lnflow.sim.model import TrafficModel, TrafficParams, _check_forward
 from lnflow.sim.script import ChannelOp, ScriptError, apply_channel_op, parse_script
 from lnflow.sim.state import ForwardLog, NodeState, model_channels, parse_version
 
@@ -49,6 +50,9 @@ QUIET = TrafficParams(
     cheap_sender_share=0,
     cltv_fail_share=0,
     onion_fail_share=0,
+    intercept_share=0,
+    add_failed_share=0,
+    dust_share=0,
     circular_share=0,
     receive_share=0,
     send_share=0,
@@ -127,14 +131,14 @@ LIQUIDITY = (int(WireFailure.TEMPORARY_CHANNEL_FAILURE), int(FailureDetail.INSUF
         pytest.param(
             {"active": False},
             QUIET,
-            (WireFailure.UNKNOWN_NEXT_PEER, FailureDetail.LINK_NOT_ELIGIBLE),
-            id="peer-offline",
+            (WireFailure.UNKNOWN_NEXT_PEER, FailureDetail.NO_DETAIL),
+            id="peer-offline-link-removed",
         ),
         pytest.param(
-            {"disabled": True},
-            QUIET,
+            {},
+            replace(QUIET, reject_htlc=True),
             (WireFailure.CHANNEL_DISABLED, FailureDetail.FORWARDS_DISABLED),
-            id="disabled",
+            id="node-rejects-htlcs",
         ),
     ],
 )
@@ -158,14 +162,89 @@ def test_model_failures_follow_the_state(
         assert not node.forwards
 
 
+def test_a_disabled_policy_does_not_stop_forwarding() -> None:
+    # lnd disables a channel's policy (gossip) but still forwards over its link
+    node = two_channel_node(disabled=True)
+    events = run(TrafficModel(node, 9, QUIET), seconds=2, rate=100)
+    assert [e for e in events if e.kind == "forward"]
+    assert not [e for e in events if e.kind == "link_fail"]
+
+
+def _chans(local_sat: int = 2_000_000, **ours: Any) -> tuple[Any, Any]:
+    node = two_channel_node(local_balance_sat=local_sat, **ours)
+    return node.channels[1 << 40], node.channels[2 << 40]
+
+
+H = 880_000
+
+
+@pytest.mark.parametrize(
+    ("fee_first", "expected"),
+    [(True, WireFailure.FEE_INSUFFICIENT), (False, WireFailure.TEMPORARY_CHANNEL_FAILURE)],
+    ids=["0.18-fee-first", "0.17-balance-first"],
+)
+def test_policy_check_order_follows_the_version(fee_first: bool, expected: int) -> None:
+    # short of fee and of balance at once: which failure lnd reports depends on its version
+    source, target = _chans(local_sat=60_000)
+    amt_out = 100_000_000
+    got = _check_forward(source, target, amt_out, amt_out, H + 200, H + 100, H, fee_first=fee_first)
+    assert got is not None and got[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("in_lock", "out_lock", "expected"),
+    [
+        (H + 13 + 80, H + 13, WireFailure.EXPIRY_TOO_SOON),
+        (H + 14 + 80, H + 14, None),
+        (H + 2017 + 80, H + 2017, WireFailure.EXPIRY_TOO_FAR),
+        (H + 100 + 79, H + 100, WireFailure.INCORRECT_CLTV_EXPIRY),
+    ],
+    ids=["too-soon-at-height-plus-13", "just-in-time", "too-far", "cltv-delta"],
+)
+def test_expiry_checks_like_lnd(in_lock: int, out_lock: int, expected: int | None) -> None:
+    source, target = _chans()
+    amt_out = 1_000_000
+    amt_in = amt_out + target.ours.fee_msat(amt_out)
+    got = _check_forward(source, target, amt_in, amt_out, in_lock, out_lock, H)
+    assert (got[0] if got else None) == expected
+
+
+def test_a_link_not_ready_is_not_eligible_and_a_gone_one_is_an_unknown_peer() -> None:
+    source, target = _chans()
+    args = (source, target, 1_100_000, 1_000_000, H + 180, H + 100, H)
+    got = _check_forward(*args, link_ready=False)
+    assert got and got[:2] == (WireFailure.UNKNOWN_NEXT_PEER, FailureDetail.LINK_NOT_ELIGIBLE)
+    target.online = False
+    got = _check_forward(*args, link_ready=False)
+    assert got and got[:2] == (WireFailure.UNKNOWN_NEXT_PEER, FailureDetail.NO_DETAIL)
+
+
 def test_model_mix_has_every_outcome() -> None:
     node = NodeState(4, parse_version("0.18.3"), "n", "regtest", start_ns=T0)
     node.channels = {c.chan_id: c for c in model_channels(8, 4)}
     events = run(TrafficModel(node, 4), seconds=30, rate=100)
     kinds = Counter(e.kind for e in events)
     assert {"forward", "settle", "forward_fail", "link_fail", "final"} <= set(kinds)
-    onion = [e for e in events if e.failure_detail == FailureDetail.ONION_DECODE]
-    assert onion and all(e.outgoing_channel_id == 0 == e.outgoing_amt_msat for e in onion)
+    assert not [e for e in events if e.failure_detail == FailureDetail.ONION_DECODE]
+    by_key: dict[tuple[int, int], list[SimEvent]] = {}
+    for e in events:
+        if e.event_type in (EventType.FORWARD, EventType.UNKNOWN):
+            by_key.setdefault((e.incoming_channel_id, e.incoming_htlc_id), []).append(e)
+    shapes = Counter(tuple(e.kind for e in evs) for evs in by_key.values())
+    assert shapes[("final",)] > 0  # malformed onions: lnd sends only the FINAL
+    assert shapes[("forward_fail", "final")] > 0  # interceptor: no FORWARD before it
+    rejected = [evs[0] for evs in by_key.values() if evs[0].kind == "forward_fail"]
+    assert all(e.outgoing_htlc_id == 0 and e.outgoing_channel_id for e in rejected)
+    mailbox = [e for e in events if e.kind == "link_fail" and not e.incoming_amt_msat]
+    assert {(e.wire_failure, e.failure_detail) for e in mailbox} == {
+        (WireFailure.TEMPORARY_CHANNEL_FAILURE, FailureDetail.HTLC_ADD_FAILED),
+        (WireFailure.TEMPORARY_CHANNEL_FAILURE, FailureDetail.NO_DETAIL),
+    }
+    assert all(
+        e.outgoing_amt_msat == e.incoming_timelock == e.outgoing_timelock == 0
+        and e.outgoing_channel_id
+        for e in mailbox
+    )
     sends = [e for e in events if e.event_type == EventType.SEND]
     assert sends and all(e.incoming_channel_id == 0 and e.kind != "final" for e in sends)
     assert any(c.chan_id >= 1 << 63 for c in node.channels.values())
@@ -496,6 +575,32 @@ def test_subscribed_and_final_events_need_0_16(
     assert kinds == (["subscribed_event", *expected] if subscribed else [expected[0], expected[2]])
 
 
+@pytest.mark.parametrize(("version", "headers_first"), [("0.16.0", True), ("0.15.5", False)])
+def test_old_lnd_sends_no_headers_until_the_first_event(
+    node_factory: Any, channels: Any, version: str, headers_first: bool
+) -> None:
+    script = [
+        {"op": "wait_subscribers", "count": 1, "timeout_s": 15},
+        {"op": "sleep", "seconds": 3},
+        MARKER,
+    ]
+    call = subscribe(node_factory(script=script, lnd_version=version), channels)
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.append(call.initial_metadata()), daemon=True)
+    reader.start()
+    if headers_first:
+        reader.join(timeout=10)
+        assert got == [()]  # at once, before any event
+    else:
+        reader.join(timeout=1)
+        assert got == []  # a quiet stream: nothing at all on the wire yet
+    first = next(call)
+    reader.join(timeout=10)
+    assert got == [()]
+    assert first.WhichOneof("event") == ("subscribed_event" if headers_first else "settle_event")
+    call.cancel()
+
+
 def test_scripted_event_arrives_unchanged(node_factory: Any, channels: Any) -> None:
     script = [
         {"op": "wait_subscribers", "count": 1, "timeout_s": 15},
@@ -622,3 +727,19 @@ def test_hub_is_idle_only_when_every_stream_wrote_what_it_was_given() -> None:
     assert not hub.idle.is_set()
     hub.drop("UNAVAILABLE", "lnd is shutting down")
     assert hub.idle.is_set()
+
+
+def test_rejecthtlc_fails_every_forward_at_our_node(node_factory: Any, channels: Any) -> None:
+    sim = node_factory(args=("--rate", "400", "--seed", "7", "--rejecthtlc"))
+    fails = []
+    deadline = time.monotonic() + 20
+    for event in subscribe(sim, channels):
+        if event.event_type == 3:  # own payments still go out; nothing is forwarded
+            assert event.WhichOneof("event") != "forward_event"
+        if event.WhichOneof("event") == "link_fail_event" and event.event_type == 3:
+            fails.append(event.link_fail_event)
+        if len(fails) >= 20 or time.monotonic() > deadline:
+            break
+    assert {(f.wire_failure, f.failure_detail) for f in fails} == {
+        (WireFailure.CHANNEL_DISABLED, FailureDetail.FORWARDS_DISABLED)
+    }

@@ -3,7 +3,8 @@
 The rule table, first match wins::
 
     class         rule
-    liquidity     failure_detail INSUFFICIENT_BALANCE
+    liquidity     failure_detail INSUFFICIENT_BALANCE | HTLC_ADD_FAILED,
+                  or wire TEMPORARY_CHANNEL_FAILURE with NO_DETAIL
     max_htlc      failure_detail HTLC_EXCEEDS_MAX
     fee           wire FEE_INSUFFICIENT
     availability  wire CHANNEL_DISABLED | UNKNOWN_NEXT_PEER,
@@ -15,6 +16,11 @@ The rule table, first match wins::
 The class numbers are in rule order, so "first match" is the smallest class
 found by looking the detail and the wire code up separately. That is two dict
 lookups per event: :func:`classify` runs on the recording hot path.
+
+HTLC_ADD_FAILED (the outgoing link's mailbox gave up: commitment slots, in-flight
+limit, fee buffer, dust exposure, mailbox expiry) and a bare TEMPORARY_CHANNEL_FAILURE
+(dust exposure) are capacity problems of the chosen outgoing channel, so liquidity;
+lnd gives them no amounts, so their missed fee is unknown (see docs/lnd-versions.md).
 """
 
 from __future__ import annotations
@@ -45,11 +51,14 @@ class FailureClass(enum.IntEnum):
 # (looked up: Enum.name is a Python-level descriptor, and reasons name a class per report line)
 _LABELS = {cls: cls.name.lower() for cls in FailureClass}
 _OTHER = FailureClass.OTHER
+_TEMPORARY = int(WireFailure.TEMPORARY_CHANNEL_FAILURE)
+_NO_DETAIL = int(FailureDetail.NO_DETAIL)
 
 # Keyed by plain ints (IntEnum members hash as their value), so numbers read
 # from the wire or the store need no conversion; None and unknown numbers miss.
 _BY_DETAIL: dict[int | None, FailureClass] = {
     FailureDetail.INSUFFICIENT_BALANCE: FailureClass.LIQUIDITY,
+    FailureDetail.HTLC_ADD_FAILED: FailureClass.LIQUIDITY,
     FailureDetail.HTLC_EXCEEDS_MAX: FailureClass.MAX_HTLC,
     FailureDetail.LINK_NOT_ELIGIBLE: FailureClass.AVAILABILITY,
     FailureDetail.FORWARDS_DISABLED: FailureClass.AVAILABILITY,
@@ -68,6 +77,8 @@ _BY_WIRE: dict[int | None, FailureClass] = {
 
 def classify(wire_failure: int | None, failure_detail: int | None) -> FailureClass:
     """The class of a local failure from lnd's wire code and failure detail."""
+    if wire_failure == _TEMPORARY and failure_detail == _NO_DETAIL:
+        return FailureClass.LIQUIDITY
     by_detail = _BY_DETAIL.get(failure_detail, _OTHER)
     by_wire = _BY_WIRE.get(wire_failure, _OTHER)
     return by_detail if by_detail <= by_wire else by_wire

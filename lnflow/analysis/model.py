@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .classify import FailureClass
@@ -199,6 +199,10 @@ class AnalysisInput:
     # node totals, including failures on channels that are not ours (foreign SCIDs)
     node_failures: int = 0
     node_missed_msat: int = 0
+    # local failures lnd gave no amount for (missed fee unknown, counted as 0 above), by
+    # outgoing channel (0: none), and HTLCs an interceptor rejected (no missed fee)
+    unknown_amount: Mapping[int, int] = field(default_factory=dict)
+    node_rejected: int = 0
 
 
 # --------------------------------------------------------------------------- outputs
@@ -258,3 +262,5 @@ class AnalysisReport:
     gaps: tuple[Gap, ...] = ()
     node_failures: int = 0
     node_missed_msat: int = 0
+    node_unknown_amount: int = 0  # of node_failures: missed fee unknown (not in the sums)
+    node_rejected: int = 0  # HTLCs an interceptor rejected: no local failure, no missed fee

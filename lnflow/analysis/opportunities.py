@@ -464,6 +464,9 @@ def _regular(
     attempts = failures.failures + successes
     advice = recommend(channel, failures, inp.details, settings)
     reason = advice.reason + ("; channel closed" if channel.closed else "")
+    unknown = inp.unknown_amount.get(channel.chan_id, 0)
+    if unknown:  # their missed fee is unknown, not 0: say so beside the figures
+        reason += f"; {_plural(unknown, 'failure')} with unknown amount"
     missed = failures.missed_dedup_msat
     return Opportunity(
         rank=rank,
@@ -670,6 +673,8 @@ def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -
         gaps=inp.gaps,
         node_failures=inp.node_failures,
         node_missed_msat=inp.node_missed_msat,
+        node_unknown_amount=sum(inp.unknown_amount.values()),
+        node_rejected=inp.node_rejected,
     )
 
 

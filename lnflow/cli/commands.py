@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.domain import format_scid, parse_scid
 from lnflow.errors import ConfigError, LnflowError, StoreError, UnknownChannelError
+from lnflow.limits import ANALYSIS_RANGES
+from lnflow.text import printable
 
 from .jsondoc import ReportFileError, parse_iso_ns, report_from_doc, report_to_doc
 from .render import CLASS_ABBREV, iso, msat_as_sats, opportunities_lines, table
@@ -77,7 +79,8 @@ def print_json(doc: object) -> None:
 
 
 def print_lines(lines: Sequence[str]) -> None:
-    sys.stdout.write("\n".join(lines) + "\n")
+    """Human output: every line made printable (lnflow.text), whatever it quotes."""
+    sys.stdout.write("\n".join(printable(line) for line in lines) + "\n")
 
 
 def analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
@@ -92,11 +95,16 @@ def analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
 
     def take(name: str, value: object, where: str) -> None:
         kind = type(getattr(defaults, name))
+        lo, hi = ANALYSIS_RANGES[name]  # the ranges lnflowd's settings check too
         if isinstance(value, str):
             with contextlib.suppress(ValueError):
                 value = kind(value)
-        if isinstance(value, bool) or not isinstance(value, kind | int):
-            raise ConfigError(f"{where} must be a {kind.__name__}, not {value!r}")
+        # a whole number for an int threshold; nan and inf fail the range
+        if isinstance(value, bool) or not isinstance(value, kind | int) or not lo <= value <= hi:
+            what = "a whole number" if kind is int else "a number"
+            raise ConfigError(
+                f"{where} must be {what} from {_number(lo)} to {_number(hi)}, not {value!r}"
+            )
         values[name] = kind(value)
 
     config: Path | None = getattr(args, "config", None)
@@ -106,6 +114,13 @@ def analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
                 section = tomllib.load(fh).get("analysis", {})
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {config} is not valid TOML (not UTF-8 text): "
+                "give the TOML file of config/lnflow.example.toml"
+            ) from exc
+        if not isinstance(section, dict):
+            raise ConfigError(f"{config}: [analysis] must be a table of thresholds")
         for f in dataclasses.fields(AnalysisSettings):
             if f.name in section:
                 take(f.name, section[f.name], f"{config}: [analysis].{f.name}")
@@ -118,6 +133,10 @@ def analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
     if getattr(args, "min_missed_sats", None) is not None:
         values["min_missed_sats"] = args.min_missed_sats
     return AnalysisSettings(**values)
+
+
+def _number(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 def run_analysis(
@@ -211,6 +230,11 @@ def load_report_file(path: Path) -> AnalysisReport:
     except OSError as exc:
         raise ReportFileError(
             f"cannot read {path} ({exc.strerror or exc}): "
+            "give a file written by `lnflowctl analyze --output`"
+        ) from exc
+    except UnicodeDecodeError as exc:  # binary, or not the UTF-8 `analyze --output` writes
+        raise ReportFileError(
+            f"{path} is not JSON (not UTF-8 text): "
             "give a file written by `lnflowctl analyze --output`"
         ) from exc
     try:
@@ -364,8 +388,10 @@ def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
     try:
         if not args.json:
             print(
-                f"monitoring {db_path} for {args.duration:g} h, a line every {interval:g} s "
-                "(Ctrl-C stops and analyzes)",
+                printable(
+                    f"monitoring {db_path} for {args.duration:g} h, a line every {interval:g} s "
+                    "(Ctrl-C stops and analyzes)"
+                ),
                 flush=True,
             )
         with engine.connect() as conn:
@@ -384,7 +410,7 @@ def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
                 if args.json:
                     print(json.dumps(_live_doc(stats, now)), flush=True)
                 else:
-                    print(_live_line(stats, now), flush=True)
+                    print(printable(_live_line(stats, now)), flush=True)
         except KeyboardInterrupt:
             if not args.json:
                 print("\nstopped; analyzing the monitored period ...", flush=True)
@@ -435,11 +461,14 @@ def _trend_row(day: TrendDay) -> list[str]:
     ]
 
 
-def _trend_doc(chan_id: int, days: int, until_ns: int, rows: Sequence[TrendDay]) -> dict[str, Any]:
+def _trend_doc(
+    chan_id: int, days: int, requested: int, until_ns: int, rows: Sequence[TrendDay]
+) -> dict[str, Any]:
     return {
         "channel_id": chan_id,
         "scid": format_scid(chan_id),
         "days": days,
+        "days_requested": requested,
         "until": iso(until_ns),
         "series": [
             {
@@ -468,7 +497,7 @@ def channel_arg(text: str) -> int:
 
 def cmd_trend(args: argparse.Namespace, db_path: Path) -> int:
     """Daily series of one channel."""
-    from lnflow.store.trend import channel_known, channel_trend
+    from lnflow.store.trend import NS_PER_DAY, channel_known, channel_trend, first_day_held
 
     chan_id = channel_arg(args.channel)
     now = time.time_ns()
@@ -478,13 +507,19 @@ def cmd_trend(args: argparse.Namespace, db_path: Path) -> int:
                 f"channel {format_scid(chan_id)} ({chan_id}) is not in the store {db_path}: "
                 "`lnflowctl opportunities` or `lnflowctl status` show what it holds"
             )
-        rows = channel_trend(conn, chan_id, until_ns=now, days=args.days)
+        # no more days than the store holds (at least today's)
+        first = first_day_held(conn)
+        held = 1 if first is None else max(1, (now - 1) // NS_PER_DAY - first + 1)
+        days = min(args.days, held)
+        rows = channel_trend(conn, chan_id, until_ns=now, days=days)
     if args.json:
-        print_json(_trend_doc(chan_id, args.days, now, rows))
+        print_json(_trend_doc(chan_id, days, args.days, now, rows))
         return 0
+    cut = f" (--days {args.days} cut to the days the store holds)" if days < args.days else ""
+    last = f"last {days} day{'s' if days != 1 else ''}"
     lines = [
-        f"channel {format_scid(chan_id)} ({chan_id}), daily, last {args.days} days "
-        f"to {(iso(now) or '')[:10]} (UTC)",
+        f"channel {format_scid(chan_id)} ({chan_id}), daily, {last} "
+        f"to {(iso(now) or '')[:10]} (UTC){cut}",
         "",
         *table(TREND_COLUMNS, [_trend_row(d) for d in rows], (False, *([True] * 6))),
     ]
@@ -507,7 +542,10 @@ def parse_since(text: str | None, now_ns: int) -> int:
         return 0
     match = _DURATION.match(text)
     if match:
-        return max(0, now_ns - int(float(match[1]) * _UNIT_S[match[2]] * NS))
+        back_s = float(match[1]) * _UNIT_S[match[2]]  # inf for a number too long for a float
+        if back_s * NS >= now_ns:  # before 1970: everything
+            return 0
+        return now_ns - int(back_s * NS)
     try:
         return parse_iso_ns(text)
     except ValueError:
@@ -525,7 +563,7 @@ def _json_value(value: object) -> object:
 
 def cmd_export(args: argparse.Namespace, db_path: Path) -> int:
     """Stream rows to stdout as CSV or JSON lines."""
-    from lnflow.store.export import EXPORTABLE, export_rows
+    from lnflow.store.export import EXPORTABLE, csv_cell, export_rows
 
     if args.what not in EXPORTABLE:
         raise ConfigError(
@@ -540,7 +578,7 @@ def cmd_export(args: argparse.Namespace, db_path: Path) -> int:
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(header)
             for row in rows:
-                writer.writerow(["" if v is None else _json_value(v) for v in row])
+                writer.writerow([csv_cell(v) for v in row])
         else:
             dumps = json.dumps
             for row in rows:

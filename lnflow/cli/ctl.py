@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -18,6 +19,8 @@ from typing import Any
 
 from lnflow import __version__
 from lnflow.errors import LnflowError, StoreError
+from lnflow.limits import MAX_SATS
+from lnflow.text import printable
 
 from .render import ago as _ago
 from .render import iso
@@ -39,10 +42,14 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
             rep = status_report(conn, now)
     finally:
         engine.dispose()
+    stale = not rep.daemon.running and rep.daemon.stopped_ns is None and rep.daemon.pid is not None
+    # a silent daemon whose process lives: it cannot write the store (disk full, ...)
+    alive = _process_alive(rep.daemon.pid) if stale and rep.daemon.pid is not None else None
     doc: dict[str, Any] = {
         "store": str(db_path),
         "daemon": {
             "running": rep.daemon.running,
+            "alive_not_writing": alive is True,
             "pid": rep.daemon.pid,
             "started_at": iso(rep.daemon.started_ns),
             "heartbeat_at": iso(rep.daemon.heartbeat_ns),
@@ -80,6 +87,11 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
         daemon = f"running (pid {d.pid}, heartbeat {_ago(d.heartbeat_ns, now)})"
     elif d.stopped_ns is not None:
         daemon = f"stopped {_ago(d.stopped_ns, now)}"
+    elif alive:
+        daemon = (
+            f"alive (pid {d.pid}) but cannot write the store: last heartbeat"
+            f" {_ago(d.heartbeat_ns, now)} (disk full or store not writable? see its log)"
+        )
     elif d.heartbeat_ns is not None:
         daemon = f"not responding (last heartbeat {_ago(d.heartbeat_ns, now)})"
     else:
@@ -118,9 +130,26 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
         ("forwards", f"{rep.forwards:,} in the ledger"),
         ("channels", f"{rep.open_channels:,} open, {rep.channels - rep.open_channels:,} closed"),
     ]
-    for label, value in rows:
-        print(f"{label:<12} {value}")
+    for label, value in rows:  # the alias, version and last error come from the node
+        print(f"{label:<12} {printable(value)}")
     return 0
+
+
+def _process_alive(pid: int) -> bool | None:
+    """Whether lnflowd still runs as ``pid`` on this host (None: cannot tell)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process (the lnflow service user): it exists
+    except OSError:
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # hidden (ProtectProc) or not Linux: trust the pid
+    return b"lnflowd" in cmdline  # the pid may have been reused by another program
 
 
 # --------------------------------------------------------------------------- entry point
@@ -148,37 +177,62 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     return common
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+# The range of every number lnflowctl takes (README "lnflowctl", docs/reliability.md).
+# A window or a series longer than the store can hold only costs memory and time.
+MAX_HOURS = 24 * 366  # analyze --hours, monitor --duration: as [analysis].window_hours
+MAX_DAYS = 36_500  # trend --days, before it is clamped to the days the store holds
+MAX_INTERVAL_S = 86_400.0  # monitor --interval
+MIN_INTERVAL_S = 0.01
+MAX_FAILURES = 1_000_000  # --min-failures
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+def _whole(unit: str, lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of ``unit`` from ``lo`` to ``hi``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number of {unit} from {lo:,} to {hi:,}, not '{text}'"
+            )
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
+def _number(unit: str, lo: float, hi: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number of ``unit`` from ``lo`` (``above``: more than it) to ``hi``;
+    inf and nan are refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        low_ok = value > lo if above else value >= lo
+        if not (low_ok and value <= hi):  # nan fails both comparisons
+            start = f"more than {lo:,g}" if above else f"from {lo:,g}"
+            raise argparse.ArgumentTypeError(
+                f"must be a number of {unit} {start} to {hi:,g}, not '{text}'"
+            )
+        return value
+
+    return parse
 
 
 def _thresholds(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-failures",
-        type=_non_negative_int,
+        type=_whole("failures", 0, MAX_FAILURES),
         metavar="N",
         help="report a channel from N local failures on (default 3, or [analysis] of --config)",
     )
     p.add_argument(
         "--min-missed-sats",
-        type=_non_negative_int,
+        type=_whole("sats", 0, MAX_SATS),
         metavar="N",
         help="report a channel from N missed sats on (default 100, or [analysis] of --config)",
     )
@@ -216,7 +270,11 @@ def _parser() -> argparse.ArgumentParser:
         "for lnflowd's next snapshot. Same output as `opportunities`.",
     )
     analyze.add_argument(
-        "--hours", type=_positive_int, default=24, metavar="N", help="window (default 24)"
+        "--hours",
+        type=_whole("hours", 1, MAX_HOURS),
+        default=24,
+        metavar="N",
+        help=f"window (default 24, at most {MAX_HOURS})",
     )
     analyze.add_argument(
         "--output",
@@ -234,17 +292,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     monitor.add_argument(
         "--duration",
-        type=_positive_float,
+        type=_number("hours", 0, MAX_HOURS, above=True),
         default=24.0,
         metavar="HOURS",
-        help="how long to monitor (default 24)",
+        help=f"how long to monitor (default 24, at most {MAX_HOURS})",
     )
     monitor.add_argument(
         "--interval",
-        type=_positive_float,
+        type=_number("seconds", MIN_INTERVAL_S, MAX_INTERVAL_S),
         default=60.0,
         metavar="SECONDS",
-        help="seconds between stat lines (default 60)",
+        help=f"seconds between stat lines (default 60, {MIN_INTERVAL_S:g} to {MAX_INTERVAL_S:g})",
     )
     _thresholds(monitor)
     report = command(
@@ -261,7 +319,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     trend.add_argument("channel", metavar="CHANNEL", help="decimal SCID or BLOCKxTXxOUTPUT")
     trend.add_argument(
-        "--days", type=_positive_int, default=30, metavar="N", help="days back (default 30)"
+        "--days",
+        type=_whole("days", 1, MAX_DAYS),
+        default=30,
+        metavar="N",
+        help="days back (default 30; cut to the days the store holds)",
     )
     export = command(
         "export",
@@ -305,13 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         db_path = resolve_db_path(args.db, args.config)
         return _command(args.command)(args, db_path)
     except LnflowError as exc:
-        print(f"lnflowctl: error: {exc}", file=sys.stderr)
+        print(f"lnflowctl: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except sqlite3.Error as exc:
         # the plain-sqlite3 readers (opportunities): e.g. a store lnflowd has not
         # upgraded yet, or one locked for longer than the busy timeout
         err = StoreError(f"cannot read the store {db_path} ({exc}): start lnflowd to upgrade it")
-        print(f"lnflowctl: error: {err}", file=sys.stderr)
+        print(f"lnflowctl: error: {printable(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         return 130

@@ -36,6 +36,10 @@ JsonObject = dict[str, Any]
 
 _E = TypeVar("_E", Action, Confidence)
 _U64 = 1 << 64
+# The largest count or amount a report may hold: what the store can (signed 64-bit).
+# A bigger number, or an inf or nan, is no report lnflow wrote, and would overflow
+# the arithmetic of the rendering.
+_MAX_INT = (1 << 63) - 1
 _SUGGESTIONS = ("suggested_fee_ppm", "suggested_amount_sat", "suggested_max_htlc_msat")
 
 
@@ -52,7 +56,12 @@ def report_to_doc(report: AnalysisReport) -> JsonObject:
         "opportunities": [_opportunity_doc(o) for o in report.opportunities],
         "rebalance_plan": [_move_doc(m) for m in report.rebalance_plan],
         "gaps": [{"from": iso(g.from_ns), "to": iso(g.to_ns)} for g in report.gaps],
-        "node": {"failures": report.node_failures, "missed_msat": report.node_missed_msat},
+        "node": {
+            "failures": report.node_failures,
+            "missed_msat": report.node_missed_msat,
+            "unknown_amount": report.node_unknown_amount,
+            "rejected": report.node_rejected,
+        },
     }
 
 
@@ -148,8 +157,8 @@ class _Reader:
 
     def int_(self, obj: Mapping[str, object], key: str, path: str, *, lo: int = 0) -> int:
         value = self.field(obj, key, path)
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise self.fail(_join(path, key), f"an integer >= {lo}")
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= _MAX_INT:
+            raise self.fail(_join(path, key), f"an integer from {lo} to {_MAX_INT}")
         return value
 
     def opt_int(self, obj: Mapping[str, object], key: str, path: str) -> int | None:
@@ -167,8 +176,12 @@ class _Reader:
 
     def num(self, obj: Mapping[str, object], key: str, path: str) -> float:
         value = self.field(obj, key, path)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(_join(path, key), "a number")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not -_MAX_INT <= value <= _MAX_INT  # also refuses nan and inf
+        ):
+            raise self.fail(_join(path, key), "a finite number")
         return float(value)
 
     def str_(self, obj: Mapping[str, object], key: str, path: str) -> str:
@@ -247,6 +260,8 @@ def report_from_doc(doc: object, *, source: str = "the report") -> AnalysisRepor
         gaps=tuple(gaps),
         node_failures=r.int_(node, "failures", "node"),
         node_missed_msat=r.int_(node, "missed_msat", "node"),
+        node_unknown_amount=r.opt_int(node, "unknown_amount", "node") or 0,
+        node_rejected=r.opt_int(node, "rejected", "node") or 0,
     )
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import Action, AnalysisReport, Gap, Opportunity, RebalanceMove
 from lnflow.domain import format_scid
+from lnflow.text import printable
 
 __all__ = [
     "ACTION_TITLES",
@@ -79,16 +80,23 @@ def msat_as_sats(msat: int, decimals: int = 2) -> str:
 
 
 def peer_label(alias: str, pubkey: str, width: int = _PEER_WIDTH) -> str:
-    """The peer's alias, else the start of its pubkey; cut to ``width`` with an ellipsis."""
-    label = alias.strip() or (pubkey[:16] + "…" if pubkey else "?")
+    """The peer's alias, else the start of its pubkey; cut to ``width`` with an ellipsis.
+
+    Controls are escaped before the cut (lnflow.text), so no cut leaves a sequence open.
+    """
+    label = printable(alias.strip() or (pubkey[:16] + "…" if pubkey else "?"))
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
 def table(
     headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool] = ()
 ) -> list[str]:
-    """Column-aligned lines: header, a rule, then the rows. ``right[i]``: right-align i."""
-    body = [list(r) for r in rows]
+    """Column-aligned lines: header, a rule, then the rows. ``right[i]``: right-align i.
+
+    Cells are made printable (lnflow.text) before they are measured: a newline or an
+    escape sequence in a cell can neither forge a row nor shift the columns.
+    """
+    body = [[printable(c) for c in r] for r in rows]
     widths = [len(h) for h in headers]
     for row in body:
         for i, cell in enumerate(row):
@@ -182,7 +190,17 @@ def opportunities_lines(report: AnalysisReport, *, now_ns: int | None = None) ->
         f"window: {report.hours} h, {iso(report.since_ns)} to {iso(report.until_ns)}; "
         f"generated {generated}",
         f"node: {report.node_failures:,} local failures, "
-        f"{msat_as_sats(report.node_missed_msat)} sats missed on all channels",
+        f"{msat_as_sats(report.node_missed_msat)} sats missed on all channels"
+        + (
+            f" ({report.node_unknown_amount:,} with unknown amount)"
+            if report.node_unknown_amount
+            else ""
+        )
+        + (
+            f"; {report.node_rejected:,} rejected by an HTLC interceptor"
+            if report.node_rejected
+            else ""
+        ),
     ]
     if report.gaps:
         lines.append(_gap_warning(report.gaps, report))
@@ -199,7 +217,7 @@ def opportunities_lines(report: AnalysisReport, *, now_ns: int | None = None) ->
     for o, text in zip(opps, rendered[2:], strict=True):
         lines.append(text)
         lines += textwrap.wrap(
-            o.reason,
+            printable(o.reason),
             width,
             initial_indent=f"{indent}↳ ",
             subsequent_indent=f"{indent}  ",

@@ -57,7 +57,6 @@ _BATCH_SIZE = 5000
 _FLUSH_INTERVAL_S = 1.0
 _LEDGER_INTERVAL_S = 60
 _SAMPLE_INTERVAL_S = 300
-_RECONNECT_MAX_S = 30.0
 _ATTEMPT_TIMEOUT_S = 600
 _ATTEMPT_LINGER_S = 2
 _DEDUP_WINDOW_S = 60
@@ -174,7 +173,6 @@ class HTLCMonitor:
             lnd_version=version.version,
             batch_size=_BATCH_SIZE,
             flush_interval_s=_FLUSH_INTERVAL_S,
-            reconnect_max_s=_RECONNECT_MAX_S,
             shutdown_drain_s=0.0,
             clock_ns=self._now,
         )

@@ -6,6 +6,7 @@ Everything returned is a :mod:`lnflow.domain` record; every failure is an
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from types import TracebackType
 from typing import Any
@@ -32,18 +33,54 @@ from ._proto import (
 )
 from .credentials import LndCredentials
 from .errors import classify, from_rpc_error, is_not_found
-from .stream import HtlcStream, ReaderConfig
+from .stream import HtlcStream, ReaderConfig, spawn_reader, stop_spare
 
-__all__ = ["CHANNEL_OPTIONS", "LndClient"]
+__all__ = ["CHANNEL_OPTIONS", "LndClient", "stream_options"]
 
 # lncli and lnd use 200 MiB (MaxGrpcMsgSize); grpc's default of 4 MiB is too small for
 # ListChannels / ForwardingHistory on big nodes. lnd refuses client pings more often than
-# every 5 s; 30 s keeps NAT state alive without tripping that limit.
+# every 5 s; 30 s keeps NAT state alive without tripping that limit. grpc's reconnect
+# backoff grows to 2 min by default: capped at 0.5 s, a node that comes back is reached
+# by the next probe (the daemon's pace, not grpc's).
 CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 200 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 500),
 )
+
+# The HTLC stream's keepalive, by lnd version. lnd >= 0.17 allows client pings every 5 s;
+# before, grpc-go's default policy counts a ping less than 5 min after the previous one
+# as a strike (reset only when lnd sends something) and ends the connection with GOAWAY
+# "too_many_pings" on the third: a quiet stream must ping less often than that (at 30 s
+# it was cut after 2 min). After two pings without client data grpc slows to one a
+# minute unless max_pings_without_data is 0; with 0 the chosen interval holds. A frozen
+# lnd is found by probes on the other connection (lnflow.recording), never by pings.
+STREAM_KEEPALIVE_S = 30.0  # lnd >= 0.17
+OLD_LND_KEEPALIVE_S = 360.0  # lnd < 0.17 (or not known): 6 min > 5 min, never a strike
+KEEPALIVE_TIMEOUT_S = 20.0
+
+
+def stream_options(version: LndVersion | None, scale: float = 1.0) -> tuple[tuple[str, Any], ...]:
+    """Channel options of the HTLC stream for this lnd version.
+
+    ``scale`` divides the keepalive times (tests prove the 15-minute case against a
+    simulator whose ping policy is scaled alike).
+    """
+    every_s = (
+        STREAM_KEEPALIVE_S
+        if version is not None and version.has_ping_policy
+        else OLD_LND_KEEPALIVE_S
+    )
+    keepalive = (
+        ("grpc.keepalive_time_ms", max(1, round(every_s * 1000 / scale))),
+        ("grpc.keepalive_timeout_ms", max(1, round(KEEPALIVE_TIMEOUT_S * 1000 / scale))),
+        ("grpc.http2.max_pings_without_data", 0),
+    )
+    skip = {name for name, _ in keepalive}
+    return tuple(o for o in CHANNEL_OPTIONS if o[0] not in skip) + keepalive
+
 
 _AioRpcError = grpc.aio.AioRpcError
 _CONNECTED = grpc.ChannelConnectivity.READY
@@ -68,14 +105,20 @@ class LndClient:
     readiness) with a deadline of ``timeout_s``.
     """
 
-    def __init__(self, credentials: LndCredentials, *, timeout_s: float = 15.0) -> None:
+    def __init__(
+        self, credentials: LndCredentials, *, timeout_s: float = 15.0, keepalive_scale: float = 1.0
+    ) -> None:
         self.credentials = credentials
         self.timeout_s = timeout_s
+        #: lnd's version once :meth:`get_version` answered (picks the stream's keepalive)
+        self.version: LndVersion | None = None
+        self._keepalive_scale = keepalive_scale
         self._channel: Any = None
         self._lightning: Any = None
         self._router: Any = None
         self._versioner: Any = None
         self._streams: weakref.WeakSet[HtlcStream] = weakref.WeakSet()
+        self._spare: asyncio.Future[asyncio.subprocess.Process] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,6 +140,9 @@ class LndClient:
             stream.cancel()
         for stream in list(self._streams):
             await stream.aclose()
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await stop_spare(spare)
         channel, self._channel = self._channel, None
         self._lightning = self._router = self._versioner = None
         if channel is not None:
@@ -125,14 +171,16 @@ class LndClient:
         channel = self._channel
         return channel is not None and channel.get_state(False) != _CONNECTED
 
-    def _error(self, exc: Any, method: str, *, established: bool = False) -> LndError:
+    def _error(
+        self, exc: Any, method: str, *, established: bool = False, timeout_s: float | None = None
+    ) -> LndError:
         return from_rpc_error(
             exc,
             method=method,
             credentials=self.credentials,
             connecting=self._connecting(),
             established=established,
-            timeout_s=self.timeout_s,
+            timeout_s=self.timeout_s if timeout_s is None else timeout_s,
         )
 
     @property
@@ -179,8 +227,26 @@ class LndClient:
                     f"LND has no Versioner service and GetInfo's version '{info.version}' "
                     "cannot be parsed: upgrade lnd to 0.10 or newer"
                 ) from exc
+            self.version = version
             return version
-        return convert.lnd_version(resp)
+        self.version = convert.lnd_version(resp)
+        return self.version
+
+    async def probe(self, timeout_s: float) -> None:
+        """Prove lnd answers: one GetVersion with a short deadline (any answer counts).
+
+        Raises :class:`NodeUnreachableError` when it does not answer within
+        ``timeout_s`` (frozen, overloaded) or cannot be reached, and the mapped
+        :class:`LndError` for a refusal (e.g. a macaroon no longer accepted).
+        """
+        self._open()
+        try:
+            await self._versioner.GetVersion(
+                verrpc_pb2.VersionRequest(), timeout=timeout_s, wait_for_ready=False
+            )
+        except _AioRpcError as exc:
+            if exc.code().name != "UNIMPLEMENTED":  # lnd without verrpc: still an answer
+                raise self._error(exc, "GetVersion", timeout_s=timeout_s) from exc
 
     async def check(self) -> tuple[NodeInfo, LndVersion]:
         """GetInfo then GetVersion: proves address, certificate and macaroon work."""
@@ -231,8 +297,10 @@ class LndClient:
     ) -> ForwardingPage:
         """One page of settled forwards in [start, end] (seconds; end 0 = now).
 
-        Page by sending ``index_offset = page.last_offset_index`` with the same
-        window until a page comes back empty.
+        lnd walks ``index_offset`` records from ``start_time_s`` on every call: page by
+        advancing ``start_time_s`` (see :class:`lnflow.recording.LedgerSync`), with an
+        offset only into the start second (the contract of
+        :func:`lnflow.lnd.convert.forwarding_page` for lnd < 0.13).
         """
         resp = await self._call(
             "ForwardingHistory",
@@ -244,7 +312,13 @@ class LndClient:
                 num_max_events=num_max_events,
             ),
         )
-        return convert.forwarding_page(resp)
+        return convert.forwarding_page(resp, start_time_s=start_time_s, index_offset=index_offset)
+
+    def prepare_stream(self) -> None:
+        """Start the next stream's reader process now, while waiting to reconnect
+        (call from a running event loop); the next subscribe uses it."""
+        if self._spare is None:
+            self._spare = asyncio.ensure_future(spawn_reader())
 
     def subscribe_htlc_events(self) -> HtlcStream:
         """Start ``SubscribeHtlcEvents`` (call from a running event loop).
@@ -255,7 +329,8 @@ class LndClient:
         """
         self._open()  # missing certificate / macaroon files raise here, as for any RPC
         cert, macaroon_hex = self.credentials.load()
-        config = ReaderConfig(self.credentials.rpcserver, cert, macaroon_hex, CHANNEL_OPTIONS)
+        options = stream_options(self.version, self._keepalive_scale)
+        config = ReaderConfig(self.credentials.rpcserver, cert, macaroon_hex, options)
         credentials = self.credentials
 
         def map_error(code: str, details: str, established: bool) -> LndError:
@@ -268,6 +343,7 @@ class LndClient:
                 established=established,
             )
 
-        stream = HtlcStream(config, map_error)
+        spare, self._spare = self._spare, None
+        stream = HtlcStream(config, map_error, spare)
         self._streams.add(stream)
         return stream

@@ -11,13 +11,13 @@ from lnflow.errors import (
     MacaroonMissingError,
     TlsMismatchError,
 )
+from lnflow.netaddr import rpc_address
 
 __all__ = ["DEFAULT_LNDDIR", "DEFAULT_NETWORK", "DEFAULT_RPCSERVER", "NETWORKS", "LndCredentials"]
 
 DEFAULT_LNDDIR = "~/.lnd"
 DEFAULT_NETWORK = "mainnet"
 DEFAULT_RPCSERVER = "localhost:10009"
-DEFAULT_RPC_PORT = 10009
 NETWORKS = ("mainnet", "testnet", "testnet4", "signet", "regtest", "simnet")
 
 # Tried in this order when no --macaroonpath is given: the least privileged first.
@@ -31,10 +31,11 @@ def _path(value: str | Path) -> Path:
 
 
 def _with_port(rpcserver: str) -> str:
-    """Append lnd's gRPC port to a bare host name or IPv4 address."""
-    if ":" in rpcserver:  # host:port, [v6]:port, or a bare v6 address: leave as given
-        return rpcserver
-    return f"{rpcserver}:{DEFAULT_RPC_PORT}"
+    """Append lnd's gRPC port to a bare host name or IPv4 address; refuse a bad port."""
+    try:
+        return rpc_address(rpcserver)
+    except ValueError as exc:
+        raise ConfigError(f"bad --rpcserver: {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,11 @@ grpcio 1.85 (details of the failed call):
   UNKNOWN: ipv4:127.0.0.1:PORT: Failed to connect to remote host: Connection refused"
 * unknown host: ``UNAVAILABLE`` "errors resolving HOST:PORT: [field:hostname
   lookup error:address lookup failed for HOST:PORT: Domain name not found]"
-* peer accepts TCP but never answers: ``DEADLINE_EXCEEDED`` "Deadline Exceeded"
-  while the channel is still CONNECTING
+* peer accepts TCP but never answers (a frozen lnd, SIGSTOP): ``DEADLINE_EXCEEDED``
+  "Deadline Exceeded" while the channel is still CONNECTING; once grpc's connect
+  attempt gives up (20 s), ``UNAVAILABLE`` "...: Handshake read failed (Endpoint
+  closing)": a handshake that timed out, not a certificate mismatch
+* lnd frozen after the connection was made: ``DEADLINE_EXCEEDED`` on a READY channel
 * server going away mid-stream: ``UNAVAILABLE`` "Cancelling all calls"
 
 lnd itself answers auth problems with ``UNKNOWN``: "verification failed:
@@ -76,6 +79,9 @@ _NOT_READY = (
     "the rpc server is in the process of starting up",
     "server is still in the process of starting",
 )
+# A TLS handshake that never completed (the peer stopped answering), as opposed to
+# one the peer answered with something we reject.
+_HANDSHAKE_CUT = ("read failed", "write failed", "timed out", "endpoint closing", "deadline")
 _ADDRESS_PREFIX = re.compile(r"^(?:[A-Z_]+: )?(?:ipv4|ipv6|unix|unix-abstract|vsock):\S+: ")
 _MAX_REASON = 160
 
@@ -146,6 +152,12 @@ def classify(
             f"LND refused {method}: the macaroon {credentials.macaroonpath} lacks "
             f"{permission} ({one}): pass --macaroonpath with a macaroon that grants it{admin}"
         )
+    if code == "UNAVAILABLE" and "handshake" in low and any(h in low for h in _HANDSHAKE_CUT):
+        return NodeUnreachableError(
+            f"LND at {target} timed out: it accepted the connection but did not answer "
+            f"the TLS handshake ({_short_reason(details)}): lnd is frozen, overloaded or "
+            "still starting; is lnd running and is --rpcserver its gRPC port?"
+        )
     if code == "UNAVAILABLE" and any(h in low for h in _TLS_HINTS):
         return _tls_error(details, credentials)
     if code == "UNKNOWN" and low.startswith(_NOT_READY):
@@ -163,11 +175,16 @@ def classify(
         return NodeUnreachableError(
             f"cannot reach LND at {target} ({reason}): is lnd running and is --rpcserver right?"
         )
-    if code == "DEADLINE_EXCEEDED" and connecting:
+    if code == "DEADLINE_EXCEEDED":
         waited = f" within {timeout_s:g}s" if timeout_s is not None else ""
+        if connecting:
+            return NodeUnreachableError(
+                f"cannot reach LND at {target} (no answer{waited}): "
+                "is lnd running and is --rpcserver right?"
+            )
         return NodeUnreachableError(
-            f"cannot reach LND at {target} (no answer{waited}): "
-            "is lnd running and is --rpcserver right?"
+            f"LND at {target} timed out: {method} got no answer{waited} on an open "
+            "connection: lnd is frozen or overloaded"
         )
     return LndRpcError(f"LND {method} failed with {code}: {one}")
 

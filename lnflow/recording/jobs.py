@@ -9,8 +9,15 @@ from typing import Protocol
 
 import structlog
 
-from lnflow.domain import ChannelEdge, ChannelInfo, ChannelSample, ForwardingPage
-from lnflow.errors import LndError
+from lnflow.domain import (
+    ChannelEdge,
+    ChannelInfo,
+    ChannelSample,
+    ForwardingPage,
+    RejectedForward,
+    format_scid,
+)
+from lnflow.errors import LndError, StoreWriteError
 from lnflow.recording.storethread import StoreThread
 from lnflow.store.writer import StoreWriter
 
@@ -37,11 +44,19 @@ class ChannelSource(Protocol):
 
 
 class LedgerSync:
-    """Incremental ForwardingHistory sync (lnd-api §2 recipe).
+    """Incremental ForwardingHistory sync (lnd-api §2, paging by time).
 
-    Start from the second of the newest stored forward (0 on first run: full
-    backfill), end at lnd's "now", page with ``index_offset`` until an empty
-    page, no cap; dedupe on ``timestamp_ns`` in the store.
+    Start from the second of the newest stored forward (0 on first run: full backfill)
+    and end at lnd's "now". lnd walks ``index_offset`` records from ``start_time`` on
+    every call, so paging by offset alone costs O(n^2) over a long history; instead
+    each next page starts at the second of the previous page's last record, skipping
+    with ``index_offset`` only the records of that second already read (a page that
+    lies wholly inside one second advances the offset within it). A page shorter than
+    asked for is the end. The store dedupes on the ledger key (``timestamp_ns``, see
+    :func:`lnflow.lnd.convert.forwarding_page` for lnd < 0.13).
+
+    Records the store cannot hold arrive in ``page.rejected``: each is logged once with
+    its identity and counted in ``rejected_total``; the sync goes on past them.
     """
 
     def __init__(
@@ -57,15 +72,17 @@ class LedgerSync:
         self._node_id = node_id
         self._page_size = page_size
         self._lock = asyncio.Lock()
+        self._rejected_seen: set[RejectedForward] = set()
+        self.rejected_total = 0
 
     async def run(self) -> int:
         """One sync pass; returns how many new forwards were stored."""
         async with self._lock:
             writer = self._store.target
             last_ns = await self._store.call(writer.last_forward_ns, self._node_id)
-            start_s = last_ns // 1_000_000_000
+            from_s = start_s = last_ns // 1_000_000_000
             offset = 0
-            new = pages = 0
+            new = pages = rejected = 0
             while True:
                 page = await self._source.forwarding_history(
                     start_time_s=start_s,
@@ -76,14 +93,54 @@ class LedgerSync:
                     index_offset=offset,
                     num_max_events=self._page_size,
                 )
-                if not page.events:
+                log.debug("ledger_page", start_s=start_s, index_offset=offset, records=page.size)
+                if not page.size:
                     break
                 pages += 1
-                new += await self._store.call(writer.insert_forwards, self._node_id, page.events)
-                offset = page.last_offset_index
-            if new:
-                log.info("ledger_synced", new_forwards=new, pages=pages, from_s=start_s)
+                if page.events:
+                    new += await self._store.call(
+                        writer.insert_forwards, self._node_id, page.events
+                    )
+                rejected += self._reject(page.rejected)
+                if page.size < self._page_size:
+                    break
+                if page.last_second_s == start_s:
+                    offset += page.size  # the whole page inside the start second
+                else:
+                    start_s, offset = page.last_second_s, page.last_second_count
+            if new or rejected:
+                log.info(
+                    "ledger_synced",
+                    new_forwards=new,
+                    pages=pages,
+                    from_s=from_s,
+                    rejected=rejected,
+                    rejected_total=self.rejected_total,
+                )
             return new
+
+    def _reject(self, records: tuple[RejectedForward, ...]) -> int:
+        """Log and count records not seen before (a re-read second brings them again)."""
+        fresh = 0
+        for r in records:
+            if r in self._rejected_seen:
+                continue
+            self._rejected_seen.add(r)
+            self.rejected_total += 1
+            fresh += 1
+            log.warning(
+                "ledger_record_rejected",
+                reason=r.reason,
+                timestamp_s=r.timestamp_s,
+                timestamp_ns=r.timestamp_ns,
+                chan_id_in=format_scid(r.chan_id_in),
+                chan_id_out=format_scid(r.chan_id_out),
+                amt_in_msat=r.amt_in_msat,
+                amt_out_msat=r.amt_out_msat,
+                fee_msat=r.fee_msat,
+                rejected_total=self.rejected_total,
+            )
+        return fresh
 
 
 class ChannelSampler:
@@ -109,7 +166,10 @@ class ChannelSampler:
 
     async def _sample(self, info: ChannelInfo) -> ChannelSample:
         async with self._sem:
-            edge = await self._source.get_chan_info(info.chan_id)
+            # a zero-conf channel's edge moves to its real SCID once it confirms
+            edge = await self._source.get_chan_info(info.graph_id)
+            if edge is None and info.graph_id != info.chan_id:
+                edge = await self._source.get_chan_info(info.chan_id)
             alias = info.peer_alias or self._aliases.get(info.remote_pubkey, "")
             if not alias:
                 alias = await self._source.get_node_alias(info.remote_pubkey) or ""
@@ -130,17 +190,28 @@ class ChannelSampler:
 
 
 def guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-    """A periodic job that survives LND being away: logged once per outage, no traceback,
-    tried again on its next run."""
+    """A periodic job that survives LND being away or the store refusing writes: logged
+    once per outage, no traceback, tried again on its next run.
+
+    Any other exception is a bug: logged once with its traceback (until the job
+    succeeds again), and the job still runs on its next interval, so one bad input
+    never stops the daemon's other work.
+    """
     failing = False
 
     async def run() -> None:
         nonlocal failing
         try:
             await job()
-        except LndError as exc:
+        except asyncio.CancelledError:
+            return  # the daemon is exiting under it
+        except (LndError, StoreWriteError) as exc:
             if not failing:
                 log.warning("job_failed", job=name, error=str(exc))
+            failing = True
+        except Exception as exc:
+            if not failing:
+                log.exception("job_crashed", job=name, error=repr(exc))
             failing = True
         else:
             if failing:

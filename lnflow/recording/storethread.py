@@ -9,6 +9,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, ParamSpec, TypeVar
 
+from sqlalchemy.exc import OperationalError
+
+from lnflow.errors import StoreWriteError
+
 __all__ = ["StoreThread"]
 
 T = TypeVar("T")
@@ -17,19 +21,32 @@ R = TypeVar("R")
 
 
 class StoreThread(Generic[T]):
-    def __init__(self, target: T) -> None:
+    def __init__(self, target: T, label: str = "") -> None:
         #: the object whose methods run on the thread: ``call(st.target.method, ...)``
         self.target = target
+        #: how errors name the store (its path)
+        self.label = label
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
 
     async def call(self, method: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``method(*args, **kwargs)`` (a method of ``target``) on the store thread.
 
-        The write completes even if the awaiting task is cancelled meanwhile.
+        The write completes even if the awaiting task is cancelled meanwhile. SQLite
+        refusing it (disk full, read-only file, I/O error, locked) raises
+        :class:`~lnflow.errors.StoreWriteError`; any other error is a bug and stays as is.
         """
         loop = asyncio.get_running_loop()
         bound = functools.partial(method, *args, **kwargs)
-        return await asyncio.shield(loop.run_in_executor(self._pool, bound))
+        try:
+            return await asyncio.shield(loop.run_in_executor(self._pool, bound))
+        except OperationalError as exc:
+            reason = str(exc.orig) if exc.orig is not None else str(exc)
+            where = f" {self.label}" if self.label else ""
+            raise StoreWriteError(
+                f"cannot write the store{where}: {reason}"
+                " (free space on its disk, or make the file writable)",
+                reason,
+            ) from exc
 
     def close(self) -> None:
         """Wait for queued writes, then stop the thread."""

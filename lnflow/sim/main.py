@@ -28,7 +28,7 @@ import grpc
 from lnflow.domain import LndVersion
 from lnflow.sim.credentials import ensure_macaroons, ensure_tls, write_json_atomic
 from lnflow.sim.hub import EventLog, Hub
-from lnflow.sim.model import preload_history
+from lnflow.sim.model import TrafficParams, preload_history
 from lnflow.sim.runner import Driver
 from lnflow.sim.script import ChannelOp, Op, parse_script, split_setup
 from lnflow.sim.server import MacaroonInterceptor, SimServicer, rpc_handlers
@@ -43,11 +43,39 @@ _SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),  # a second sim on the same port must fail, not share it
     ("grpc.max_send_message_length", _MAX_MSG),
     ("grpc.max_receive_message_length", _MAX_MSG),
-    ("grpc.keepalive_time_ms", 60_000),  # lnd pings idle clients after a minute
-    ("grpc.keepalive_timeout_ms", 20_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),  # lnd: client pings >= 5 s
 ]
+
+
+def ping_policy(version: LndVersion, scale: float = 1.0) -> list[tuple[str, int]]:
+    """lnd's gRPC keepalive, as grpc C-core server options (times divided by ``scale``).
+
+    lnd >= 0.17 (lnd.go): pings an idle client after 1 min (20 s timeout) and lets
+    clients ping every 5 s, not without a stream. Before 0.17 lnd set nothing, so
+    grpc-go's defaults applied: the server pings after 2 h, and a client ping less
+    than 5 min after the previous one is a strike unless the server sent data in
+    between; the third strike ends the connection with GOAWAY "too_many_pings".
+    ``scale`` (hidden ``--ping-scale``, for tests) shortens every interval alike,
+    so the same ratios are proven in less time.
+    """
+
+    def ms(seconds: float) -> int:
+        return max(1, round(seconds * 1000 / scale))
+
+    if version.has_ping_policy:
+        return [
+            ("grpc.keepalive_time_ms", ms(60)),
+            ("grpc.keepalive_timeout_ms", ms(20)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", ms(5)),
+            ("grpc.http2.max_ping_strikes", 2),
+        ]
+    return [
+        ("grpc.keepalive_time_ms", ms(2 * 3600)),
+        ("grpc.keepalive_timeout_ms", ms(20)),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(5 * 60)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
 
 
 DEFAULT_VERSION = parse_version("0.18.3")
@@ -66,6 +94,8 @@ class SimConfig:
     alias: str = "lnflow-sim"
     history: int = 0
     event_log: Path | None = None
+    reject_htlc: bool = False  # lnd's rejecthtlc: the model refuses every forward
+    ping_scale: float = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,12 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", default="lnflow-sim", help="node alias")
     p.add_argument("--history", type=int, default=0, help="settled forwards to preload")
     p.add_argument("--event-log", type=Path, help="append every event sent (JSON lines)")
+    p.add_argument(
+        "--rejecthtlc",
+        action="store_true",
+        help="like lnd's rejecthtlc: the model fails every forward (FORWARDS_DISABLED)",
+    )
+    # tests only: divide the keepalive policy's intervals (see ping_policy)
+    p.add_argument("--ping-scale", type=float, default=1.0, help=argparse.SUPPRESS)
     return p
 
 
 def _config(args: argparse.Namespace) -> SimConfig:
     if not 0 <= args.port < 65536:
         raise ValueError(f"--port {args.port} is not a port number")
+    if not args.ping_scale > 0:
+        raise ValueError("--ping-scale must be positive")
     if args.channels < 0 or args.history < 0 or args.rate < 0:
         raise ValueError("--channels, --history and --rate must not be negative")
     if args.event_log is not None and not args.event_log.parent.is_dir():
@@ -110,6 +149,8 @@ def _config(args: argparse.Namespace) -> SimConfig:
         alias=args.alias,
         history=args.history,
         event_log=args.event_log,
+        reject_htlc=args.rejecthtlc,
+        ping_scale=args.ping_scale,
     )
 
 
@@ -159,7 +200,7 @@ async def serve(cfg: SimConfig) -> int:
     now = time.time_ns()
     node = build_node(cfg, now)
     hub = Hub(cfg.version)
-    driver = Driver(node, hub, cfg.seed)
+    driver = Driver(node, hub, cfg.seed, TrafficParams(reject_htlc=cfg.reject_htlc))
     setup, rest = split_setup(list(cfg.ops or ()))
     for op in setup:  # channels and ledger exist before the first client connects
         await driver.run(op)
@@ -214,7 +255,8 @@ def _listen(cfg: SimConfig, servicer: SimServicer) -> tuple[Any, int]:
     cfg.lnddir.mkdir(parents=True, exist_ok=True)
     cert, key = ensure_tls(cfg.lnddir)
     macaroons = ensure_macaroons(cfg.lnddir, cfg.network)
-    server = grpc.aio.server(interceptors=[MacaroonInterceptor(macaroons)], options=_SERVER_OPTIONS)
+    options = _SERVER_OPTIONS + ping_policy(cfg.version, cfg.ping_scale)
+    server = grpc.aio.server(interceptors=[MacaroonInterceptor(macaroons)], options=options)
     server.add_generic_rpc_handlers(tuple(rpc_handlers(servicer)))
     try:
         port = server.add_secure_port(

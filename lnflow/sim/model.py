@@ -5,8 +5,19 @@ and time is passed in, so the same calls give the same events. The model
 mutates the :class:`~lnflow.sim.state.NodeState` it is given (balances, HTLC
 counters, the forwarding log) and returns the HTLC events lnd would emit.
 
-Outcomes follow the state, checked in lnd's order: peer offline or channel
-disabled, then the outgoing policy (max_htlc, fee, CLTV), then the balance.
+Outcomes follow the state, checked in the simulated lnd version's order
+(docs/lnd-versions.md): the node-wide reject flag, a circular route, the peer
+(offline: its link is gone, UNKNOWN_NEXT_PEER; back online but its link not
+ready yet: LINK_NOT_ELIGIBLE), then the outgoing policy and the balance — lnd
+>= 0.18 checks the fee first, older versions after the balance. A disabled
+policy does not stop forwarding (lnd only stops announcing the channel).
+
+Shapes lnd produces that carry less than a full LINK_FAIL: an HTLC interceptor
+failing an HTLC (FORWARD_FAIL with no FORWARD, outgoing htlc id 0), a malformed
+onion (only a FINAL settled=false, so nothing before lnd 0.16), and the
+outgoing link's mailbox failing the add (HTLC_ADD_FAILED, or a bare
+TEMPORARY_CHANNEL_FAILURE for dust exposure) with all-zero amounts.
+
 A forward resolves a little later: settle (balances move, a ledger record is
 written) or forward-fail (a later hop failed; probes always do). Senders
 retry local failures within seconds with the same amount.
@@ -34,6 +45,8 @@ RECEIVE = int(EventType.RECEIVE)
 SEND = int(EventType.SEND)
 UNKNOWN = int(EventType.UNKNOWN)
 _MAX_MISSES = 20  # consecutive arrivals that found no incoming channel: stop this tick
+OUTGOING_CLTV_REJECT_DELTA = 13  # lnd: an outgoing expiry this close to the tip is too soon
+MAX_OUTGOING_CLTV_EXPIRY = 2016  # lnd: ...and this far above it too far
 
 # failure_string of detailed link errors (htlcswitch FailureDetail.FailureString)
 _DETAIL_TEXT = {
@@ -42,7 +55,7 @@ _DETAIL_TEXT = {
     Detail.LINK_NOT_ELIGIBLE: "link not eligible",
     Detail.FORWARDS_DISABLED: "node configured to disallow forwards",
     Detail.CIRCULAR_ROUTE: "same incoming and outgoing channel",
-    Detail.ONION_DECODE: "could not decode onion",
+    Detail.HTLC_ADD_FAILED: "could not add downstream htlc",
     Detail.UNKNOWN_INVOICE: "invoice not found",
 }
 
@@ -61,7 +74,12 @@ class TrafficParams:
     stale_sender_share: float = 0.5  # senders still using our previous fee...
     gossip_delay_s: float = 120.0  # ...for this long after it changed
     cltv_fail_share: float = 0.01  # wrong or too-close timelocks
-    onion_fail_share: float = 0.004  # onion cannot be decoded (incoming side)
+    onion_fail_share: float = 0.004  # malformed onion: lnd sends only FINAL(settled=false)
+    intercept_share: float = 0.003  # an HTLC interceptor fails it before forwarding
+    add_failed_share: float = 0.003  # the outgoing link's mailbox cannot add it
+    dust_share: float = 0.001  # ...because of dust exposure
+    link_ready_s: float = 5.0  # after a peer reconnects, its link is not eligible yet
+    reject_htlc: bool = False  # lnd's node-wide rejecthtlc: every forward is refused
     circular_share: float = 0.002
     receive_share: float = 0.02  # payments to us (some for unknown invoices)...
     send_share: float = 0.02  # ...and by us, so neither drains the channels
@@ -117,6 +135,8 @@ class TrafficModel:
         self._rate = -1.0
         self._clock = 0
         self._log_median = math.log(self.params.median_amount_sat)
+        self._fee_first = node.at_least(0, 18)
+        self._link_ready_ns: dict[int, int] = {}  # channel -> when its link is eligible
 
     @property
     def in_flight(self) -> int:
@@ -192,6 +212,7 @@ class TrafficModel:
             if now_ns >= chan.offline_until_ns:
                 chan.offline_until_ns = 0
                 chan.set_online(True, now_ns)
+                self._link_ready_ns[chan.chan_id] = now_ns + int(p.link_ready_s * NS)
                 chan.ours = replace(chan.ours, disabled=False)
             elif not chan.ours.disabled and now_ns >= (
                 chan.offline_since_ns + (chan.offline_until_ns - chan.offline_since_ns) // 2
@@ -284,40 +305,80 @@ class TrafficModel:
         in_lock = out_lock + target.ours.time_lock_delta
         roll = rng.random()
         if roll < p.onion_fail_share:
-            self._onion_failure(source, in_htlc, amt_in, in_lock, now_ns, out)
+            out.append(self._final(source.chan_id, in_htlc, False, now_ns))  # malformed onion
             return
-        if roll < p.onion_fail_share + p.cltv_fail_share:
+        roll -= p.onion_fail_share
+        if roll < p.intercept_share:
+            self._intercepted(source, in_htlc, target, attempt, now_ns, out)
+            return
+        roll -= p.intercept_share
+        if roll < p.cltv_fail_share:
             if rng.random() < 0.5:
                 in_lock = out_lock + rng.randrange(1, max(2, target.ours.time_lock_delta))
             else:
                 out_lock, in_lock = height + 2, height + 2 + target.ours.time_lock_delta
         failure = _check_forward(
-            source, target, amt_in, attempt.amt_out_msat, in_lock, out_lock, height
+            source,
+            target,
+            amt_in,
+            attempt.amt_out_msat,
+            in_lock,
+            out_lock,
+            height,
+            fee_first=self._fee_first,
+            link_ready=self._link_ready_ns.get(target.chan_id, 0) <= now_ns,
+            reject_htlc=p.reject_htlc,
         )
         out_htlc, kind, wire, detail, text = 0, "forward", 0, 0, ""
+        mailbox = None
+        if failure is None:
+            add_roll = rng.random()
+            if add_roll < p.add_failed_share:
+                mailbox = failure = _fail(
+                    WireFailure.TEMPORARY_CHANNEL_FAILURE, Detail.HTLC_ADD_FAILED
+                )
+            elif add_roll < p.add_failed_share + p.dust_share:
+                mailbox = failure = _plain(
+                    WireFailure.TEMPORARY_CHANNEL_FAILURE, "TemporaryChannelFailure"
+                )
         if failure is None:
             out_htlc = target.next_out_htlc
             target.next_out_htlc += 1
         else:
             kind, (wire, detail, text) = "link_fail", failure
-        out.append(
-            SimEvent(
-                kind=kind,
-                event_type=FORWARD,
-                incoming_channel_id=source.chan_id,
-                incoming_htlc_id=in_htlc,
-                outgoing_channel_id=target.chan_id,
-                outgoing_htlc_id=out_htlc,
-                timestamp_ns=self._stamp(now_ns),
-                incoming_amt_msat=amt_in,
-                outgoing_amt_msat=attempt.amt_out_msat,
-                incoming_timelock=in_lock,
-                outgoing_timelock=out_lock,
-                wire_failure=wire,
-                failure_detail=detail,
-                failure_string=text,
+        if mailbox is not None:  # lnd's mailbox FailAdd: every amount and timelock 0
+            out.append(
+                SimEvent(
+                    kind="link_fail",
+                    event_type=FORWARD,
+                    incoming_channel_id=source.chan_id,
+                    incoming_htlc_id=in_htlc,
+                    outgoing_channel_id=target.chan_id,
+                    timestamp_ns=self._stamp(now_ns),
+                    wire_failure=wire,
+                    failure_detail=detail,
+                    failure_string=text,
+                )
             )
-        )
+        else:
+            out.append(
+                SimEvent(
+                    kind=kind,
+                    event_type=FORWARD,
+                    incoming_channel_id=source.chan_id,
+                    incoming_htlc_id=in_htlc,
+                    outgoing_channel_id=target.chan_id,
+                    outgoing_htlc_id=out_htlc,
+                    timestamp_ns=self._stamp(now_ns),
+                    incoming_amt_msat=amt_in,
+                    outgoing_amt_msat=attempt.amt_out_msat,
+                    incoming_timelock=in_lock,
+                    outgoing_timelock=out_lock,
+                    wire_failure=wire,
+                    failure_detail=detail,
+                    failure_string=text,
+                )
+            )
         if failure is None:
             self._lock(source, target, amt_in, attempt.amt_out_msat)
             settle = not attempt.probe and rng.random() >= p.downstream_fail_share
@@ -355,30 +416,34 @@ class TrafficModel:
         source.num_updates += 1
         target.num_updates += 1
 
-    def _onion_failure(
+    def _intercepted(
         self,
         source: Channel,
         in_htlc: int,
-        amt_in: int,
-        in_lock: int,
+        target: Channel,
+        attempt: _Attempt,
         now_ns: int,
         out: list[SimEvent],
     ) -> None:
+        """An HTLC interceptor fails the HTLC before the switch forwards it.
+
+        lnd resolves it on the incoming link with the requested next hop and no
+        outgoing htlc id: a FORWARD_FAIL that no FORWARD preceded.
+        """
         out.append(
             SimEvent(
-                kind="link_fail",
+                kind="forward_fail",
                 event_type=FORWARD,
                 incoming_channel_id=source.chan_id,
                 incoming_htlc_id=in_htlc,
+                outgoing_channel_id=target.chan_id,
                 timestamp_ns=self._stamp(now_ns),
-                incoming_amt_msat=amt_in,
-                incoming_timelock=in_lock,
-                wire_failure=int(WireFailure.INVALID_ONION_HMAC),
-                failure_detail=int(Detail.ONION_DECODE),
-                failure_string=_DETAIL_TEXT[Detail.ONION_DECODE],
             )
         )
         out.append(self._final(source.chan_id, in_htlc, False, now_ns))
+        p = self.params
+        if attempt.attempt < p.max_attempts and self._rng.random() < p.retry_share:
+            self._later(now_ns, p.retry_s, replace(attempt, attempt=attempt.attempt + 1))
 
     def _send(self, now_ns: int, out: list[SimEvent]) -> None:
         """A payment of our own: SEND events keyed by the outgoing HTLC only."""
@@ -524,29 +589,47 @@ def _check_forward(
     in_lock: int,
     out_lock: int,
     height: int,
+    *,
+    fee_first: bool = True,
+    link_ready: bool = True,
+    reject_htlc: bool = False,
 ) -> tuple[int, int, str] | None:
-    """lnd's link/switch checks for a forward: (wire_failure, detail, string) or None."""
+    """lnd's switch and link checks for a forward: (wire_failure, detail, string) or None.
+
+    ``fee_first``: lnd >= 0.18 checks fee, min, max, expiry too soon, expiry too far,
+    balance, CLTV delta; older versions min, max, too soon, too far, balance, then
+    fee and CLTV delta. A disabled policy is not checked: lnd forwards anyway.
+    """
+    if reject_htlc:
+        return _fail(WireFailure.CHANNEL_DISABLED, Detail.FORWARDS_DISABLED)
     if source.chan_id == target.chan_id:
         return _fail(WireFailure.TEMPORARY_CHANNEL_FAILURE, Detail.CIRCULAR_ROUTE)
-    if not target.online:
-        if target.ours.disabled:
-            return _fail(WireFailure.CHANNEL_DISABLED, Detail.FORWARDS_DISABLED)
+    if not target.online:  # lnd removes a peer's links when it disconnects
+        return _plain(WireFailure.UNKNOWN_NEXT_PEER, "UnknownNextPeer")
+    if not link_ready:
         return _fail(WireFailure.UNKNOWN_NEXT_PEER, Detail.LINK_NOT_ELIGIBLE)
     policy = target.ours
-    if policy.disabled:
-        return _fail(WireFailure.CHANNEL_DISABLED, Detail.FORWARDS_DISABLED)
+    fee = (
+        _plain(WireFailure.FEE_INSUFFICIENT, f"FeeInsufficient(htlc_amt=={amt_in} mSAT)")
+        if amt_in - amt_out < policy.fee_msat(amt_out)
+        else None
+    )
+    if fee_first and fee:
+        return fee
     if amt_out < policy.min_htlc_msat:
         return _plain(WireFailure.AMOUNT_BELOW_MINIMUM, f"AmountBelowMinimum(amt={amt_out} mSAT)")
     if policy.max_htlc_msat and amt_out > policy.max_htlc_msat:
         return _fail(WireFailure.TEMPORARY_CHANNEL_FAILURE, Detail.HTLC_EXCEEDS_MAX)
-    if amt_in - amt_out < policy.fee_msat(amt_out):
-        return _plain(WireFailure.FEE_INSUFFICIENT, f"FeeInsufficient(htlc_amt=={amt_in} mSAT)")
-    if out_lock <= height + 3:
+    if out_lock <= height + OUTGOING_CLTV_REJECT_DELTA:
         return _plain(WireFailure.EXPIRY_TOO_SOON, "ExpiryTooSoon")
-    if in_lock - out_lock < policy.time_lock_delta:
-        return _plain(WireFailure.INCORRECT_CLTV_EXPIRY, f"IncorrectCltvExpiry(expiry={in_lock})")
+    if out_lock - height > MAX_OUTGOING_CLTV_EXPIRY:
+        return _plain(WireFailure.EXPIRY_TOO_FAR, "ExpiryTooFar")
     if target.spendable_msat < amt_out:
         return _fail(WireFailure.TEMPORARY_CHANNEL_FAILURE, Detail.INSUFFICIENT_BALANCE)
+    if fee:
+        return fee
+    if in_lock - out_lock < policy.time_lock_delta:
+        return _plain(WireFailure.INCORRECT_CLTV_EXPIRY, f"IncorrectCltvExpiry(expiry={in_lock})")
     return None
 
 

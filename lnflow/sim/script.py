@@ -122,6 +122,9 @@ _CHANNEL_FIELDS: dict[str, type] = {
     "active": bool,
     "private": bool,
     "initiator": bool,
+    "announced": bool,
+    "alias_scids": list,
+    "zero_conf_confirmed_scid": int,
     "fee_base_msat": int,
     "fee_rate_ppm": int,
     "time_lock_delta": int,
@@ -248,7 +251,7 @@ def _scid(args: Mapping[str, Any], name: str) -> int:
 
 def _channel_op(args: Mapping[str, Any]) -> ChannelOp:
     chan_id = _scid(args, "chan_id")
-    fields = []
+    fields: list[tuple[str, Any]] = []
     for name, value in args.items():
         if name == "chan_id":
             continue
@@ -259,6 +262,9 @@ def _channel_op(args: Mapping[str, Any]) -> ChannelOp:
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ScriptError(f"{name} must be of type {kind.__name__}, got {value!r}")
+        if isinstance(value, list):  # SCIDs
+            fields.append((name, tuple(_scid({name: v}, name) for v in value)))
+            continue
         negative = isinstance(value, int | float) and value < 0
         if negative and not name.startswith("inbound_"):
             raise ScriptError(f"{name} must not be negative")

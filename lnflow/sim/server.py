@@ -34,6 +34,7 @@ __all__ = ["MacaroonInterceptor", "SimServicer", "rpc_handlers"]
 WRITE_METHODS = frozenset({"/lnrpc.Lightning/UpdateChannelPolicy"})
 _MISMATCH = "verification failed: signature mismatch after caveat verification"
 _DAY_NS = 86_400 * NS
+_NO_NODE = "unable to find node"  # lnd's graph error for a node it has no announcement of
 
 
 def _identity(data: bytes) -> bytes:
@@ -182,10 +183,16 @@ class SimServicer:
             uptime=c.uptime_ns(node.start_ns, now) // NS,
             local_constraints=self._constraints(c, c.local_reserve_sat, c.ours),
             remote_constraints=self._constraints(c, c.remote_reserve_sat, c.peer),
-            alias_scids=[c.chan_id] if alias_scid else [],
-            zero_conf=alias_scid,
-            peer_alias=c.peer_alias if alias_lookup and node.at_least(0, 16) else "",
+            alias_scids=list(c.alias_scids) or ([c.chan_id] if alias_scid else []),
+            zero_conf=alias_scid or bool(c.zero_conf_confirmed_scid),
+            zero_conf_confirmed_scid=c.zero_conf_confirmed_scid,
+            peer_alias=self._peer_alias(c) if alias_lookup and node.at_least(0, 16) else "",
         )
+
+    @staticmethod
+    def _peer_alias(c: Channel) -> str:
+        """lnd puts the lookup error into the field for a peer missing from its graph."""
+        return c.peer_alias if c.announced else f"unable to lookup peer alias: {_NO_NODE}"
 
     @staticmethod
     def _constraints(c: Channel, reserve_sat: int, policy: Policy) -> Any:
@@ -221,7 +228,7 @@ class SimServicer:
         )
 
     async def get_chan_info(self, request: Any, context: Any) -> Any:
-        chan = self.node.channels.get(request.chan_id)
+        chan = self.node.channel_by_graph_id(request.chan_id) if request.chan_id else None
         by_point = not request.chan_id and request.chan_point and self.node.at_least(0, 18, 3)
         if chan is None and by_point:
             txid, _, index = request.chan_point.partition(":")
@@ -234,7 +241,7 @@ class SimServicer:
         ours, theirs = self._policy(chan.ours), self._policy(chan.peer)
         we_are_node1 = self.node.pubkey < chan.remote_pubkey
         return ln.ChannelEdge(
-            channel_id=chan.chan_id,
+            channel_id=chan.zero_conf_confirmed_scid or chan.chan_id,
             chan_point=chan.channel_point,
             last_update=max(chan.ours.last_update_s, chan.peer.last_update_s),
             node1_pub=self.node.pubkey if we_are_node1 else chan.remote_pubkey,
@@ -262,7 +269,7 @@ class SimServicer:
         node, pubkey = self.node, request.pub_key.lower()
         alias = node.peer_alias(pubkey)
         if alias is None:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, "unable to find node")
+            await _abort(context, grpc.StatusCode.NOT_FOUND, _NO_NODE)
         if pubkey == node.pubkey:
             shared = list(node.channels.values())
         else:
@@ -357,11 +364,19 @@ class SimServicer:
             fee_msat=r.fee_msat,
             amt_in_msat=r.amt_in_msat,
             amt_out_msat=r.amt_out_msat,
-            timestamp_ns=r.timestamp_ns,
         )
+        if self.node.at_least(0, 13):
+            msg.timestamp_ns = r.timestamp_ns  # before 0.13 only whole seconds
         if alias_lookup:
-            msg.peer_alias_in = self.node.alias_of_channel(r.chan_id_in)
-            msg.peer_alias_out = self.node.alias_of_channel(r.chan_id_out)
+            # lnd's texts, the missing space in the second one included
+            alias_in = self.node.alias_of_channel(r.chan_id_in)
+            alias_out = self.node.alias_of_channel(r.chan_id_out)
+            msg.peer_alias_in = (
+                f"unable to lookup peer alias: {_NO_NODE}" if alias_in is None else alias_in
+            )
+            msg.peer_alias_out = (
+                f"unable to lookup peeralias: {_NO_NODE}" if alias_out is None else alias_out
+            )
         if self.node.at_least(0, 19, 2):
             if r.incoming_htlc_id is not None:
                 msg.incoming_htlc_id = r.incoming_htlc_id
@@ -372,11 +387,13 @@ class SimServicer:
     # ---- HTLC events
 
     async def subscribe_htlc_events(self, request: Any, context: Any) -> None:
-        await context.send_initial_metadata(())
+        # lnd < 0.16 sends nothing, not even the response headers, until the first
+        # event (router_server.go); from 0.16 the SubscribedEvent goes out at once
         sub = self.hub.subscribe()
         log = self.event_log
         try:
             if self.node.at_least(0, 16):
+                await context.send_initial_metadata(())
                 marker = Outgoing(SimEvent(kind="subscribed", event_type=0))
                 await context.write(marker.payload)
                 if log:

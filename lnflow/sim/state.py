@@ -128,6 +128,11 @@ class Channel:
     peer: Policy
     private: bool = False
     initiator: bool = True
+    announced: bool = True  # the peer's node announcement is in our graph
+    # lnd >= 0.15.1: the channel's alias SCIDs; a zero-conf channel that confirmed keeps
+    # its alias as chan_id and has its graph edge under the real SCID
+    alias_scids: tuple[int, ...] = ()
+    zero_conf_confirmed_scid: int = 0
     online: bool = True
     unsettled_msat: int = 0
     next_in_htlc: int = 0  # the peer's next add index (our incoming HTLC ids)
@@ -286,11 +291,20 @@ class ForwardLog:
         incoming: Sequence[int] = (),
         outgoing: Sequence[int] = (),
     ) -> list[ForwardRecord]:
-        """lnd's ``Query``: ascending, ``start_ns <= key <= end_ns``, skip ``offset`` matches."""
+        """lnd's ``Query``: ascending, ``start_ns <= key <= end_ns``, skip ``offset`` matches.
+
+        Like lnd's cursor, the skip steps over the records one by one from the first key
+        at or after ``start_ns`` (a seek), so paging by ``index_offset`` alone costs what
+        it costs on a real node: quadratic in the length of the window.
+        """
         pos = bisect.bisect_left(self._keys, start_ns)
         stop = bisect.bisect_right(self._keys, end_ns)
         if not incoming and not outgoing:
-            first = pos + offset
+            first = pos
+            skip = offset
+            while skip and first < stop:  # lnd: recordsToSkip--, cursor.Next()
+                skip -= 1
+                first += 1
             return self._records[first : min(stop, first + limit)]
         ins, outs = set(incoming), set(outgoing)
         matches = (
@@ -335,13 +349,28 @@ class NodeState:
         if pubkey == self.pubkey:
             return self.alias
         for chan in self.channels.values():
-            if chan.remote_pubkey == pubkey:
+            if chan.remote_pubkey == pubkey and chan.announced:
                 return chan.peer_alias
         return None
 
-    def alias_of_channel(self, chan_id: int) -> str:
+    def alias_of_channel(self, chan_id: int) -> str | None:
+        """The peer's alias ("" for an unknown channel); None when the peer's node is
+        missing from the graph."""
         chan = self.channels.get(chan_id)
-        return chan.peer_alias if chan else ""
+        if chan is None:
+            return ""
+        return chan.peer_alias if chan.announced else None
+
+    def channel_by_graph_id(self, scid: int) -> Channel | None:
+        """The channel whose graph edge is under ``scid`` (GetChanInfo): a confirmed
+        zero-conf channel's edge is under its real SCID only."""
+        chan = self.channels.get(scid)
+        if chan is not None:
+            return None if chan.zero_conf_confirmed_scid else chan
+        for chan in self.channels.values():
+            if chan.zero_conf_confirmed_scid == scid:
+                return chan
+        return None
 
     def channel_by_point(self, txid: str, output_index: int) -> Channel | None:
         wanted = f"{txid}:{output_index}"

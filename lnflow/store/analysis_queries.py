@@ -89,6 +89,7 @@ from lnflow.analysis.model import (
 from lnflow.analysis.opportunities import analyze, deciding_class
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
+from lnflow.store.channel_ids import AliasedFailureDetails, alias_map, fold_counts, fold_failures
 from lnflow.store.queries import stream_gaps
 from lnflow.store.rollups import BLOCK_HOURS, CLASS_COLUMNS, HOURS_PER_DAY
 from lnflow.store.schema import (
@@ -765,7 +766,10 @@ def load_analysis_input(
     baseline = _span(since_ns - settings.baseline_days * 24 * NS_PER_HOUR, since_ns)
     window_ledger = _ledger(conn, node_id, window.parts)
     window_totals = _forward_totals(conn, node_id, window)
-    failures, node_failures, node_missed = _failures(conn, node_id, window)
+    by_id, node_failures, node_missed = _failures(conn, node_id, window)
+    aliases = alias_map(conn, node_id)  # a channel's other ids count for it (channel_ids)
+    failures = fold_failures(by_id, aliases)
+    unknown_amount, node_rejected = _unknown_and_rejected(conn, node_id, since_ns, until_ns)
     history_from_ns = since_ns - settings.gossip_grace_h * NS_PER_HOUR
     channel_states = _channels(conn, node_id, since_ns, until_ns, settings.inbound_ratio)
     return AnalysisInput(
@@ -774,20 +778,26 @@ def load_analysis_input(
         hours=hours,
         channels=channel_states,
         failures=failures,
-        successes=_successes(window_totals, window_ledger),
+        successes=fold_counts(_successes(window_totals, window_ledger), aliases),
         inbound=_inbound(conn, node_id, window_totals, window_ledger, baseline),
-        details=StoreFailureDetails(
-            conn,
-            node_id,
-            since_ns,
-            until_ns,
-            history_from_ns,
-            likely=_likely(failures, channel_states, settings),
-            window_failures=failures,
+        details=AliasedFailureDetails.over(
+            StoreFailureDetails(
+                conn,
+                node_id,
+                since_ns,
+                until_ns,
+                history_from_ns,
+                likely=_likely(failures, channel_states, settings),
+                window_failures=by_id,
+            ),
+            by_id,
+            aliases,
         ),
         gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
         node_failures=node_failures,
         node_missed_msat=node_missed,
+        unknown_amount=unknown_amount,
+        node_rejected=node_rejected,
     )
 
 
@@ -989,6 +999,37 @@ def _failures(
     node_failures = sum(f.failures for f in result.values())
     node_missed = sum(f.missed_dedup_msat for f in result.values())
     return result, node_failures, node_missed
+
+
+# Local failures lnd gave no amount for (mailbox add failures, dust exposure, malformed
+# onions, incoming-side link fails: missed fee unknown) and HTLCs an interceptor rejected,
+# resolved in [lo, hi): few rows, each set on its own small partial index (0013).
+_fa = forward_attempts
+_UNKNOWN_AMOUNT = (
+    select(func.coalesce(channel_refs.c.chan_id, 0), func.count())
+    .select_from(_fa.outerjoin(channel_refs, channel_refs.c.id == _fa.c.outgoing_chan_ref))
+    .where(_fa.c.outcome == literal_column(str(_FAILED_LOCAL)))
+    .where(_fa.c.outgoing_amt_msat.is_(None))
+    .where(_fa.c.resolved_ns >= bindparam("lo"), _fa.c.resolved_ns < bindparam("hi"))
+    .where(_unindexed(_fa.c.node_id) == bindparam("node"))
+    .group_by(_fa.c.outgoing_chan_ref)
+)
+_REJECTED = (
+    select(func.count())
+    .select_from(_fa)
+    .where(_fa.c.outcome == literal_column(str(int(Outcome.REJECTED_LOCAL))))
+    .where(_fa.c.resolved_ns >= bindparam("lo"), _fa.c.resolved_ns < bindparam("hi"))
+    .where(_unindexed(_fa.c.node_id) == bindparam("node"))
+)
+
+
+def _unknown_and_rejected(
+    conn: Connection, node_id: int, lo: int, hi: int
+) -> tuple[dict[int, int], int]:
+    """Failures with an unknown amount by outgoing channel (0: none), and rejections."""
+    params = {"node": node_id, "lo": lo, "hi": hi}
+    unknown = {from_signed64(chan): int(n) for chan, n in conn.execute(_UNKNOWN_AMOUNT, params)}
+    return unknown, int(conn.scalar(_REJECTED, params) or 0)
 
 
 _CLASSES = tuple(FailureClass)

@@ -10,6 +10,9 @@ Conventions of every export:
   does not know is given as its decimal string;
 - missing values are None; money is integer msat (or sat where the name says so).
 
+:func:`csv_cell` turns a value into its CSV cell (see its docstring); JSON lines keep
+the values exact.
+
 Rows are streamed in time order (the ledger: per node, then in time order) with
 ``yield_per``, never fetched all at once: iterate them while ``conn`` is open.
 """
@@ -17,6 +20,7 @@ Rows are streamed in time order (the ledger: per node, then in time order) with
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -42,8 +46,9 @@ from lnflow.store.schema import (
     nodes,
     opportunities,
 )
+from lnflow.text import printable
 
-__all__ = ["EXPORTABLE", "export_rows", "iso_utc"]
+__all__ = ["EXPORTABLE", "csv_cell", "export_rows", "iso_utc"]
 
 EXPORTABLE = ("events", "attempts", "forwards", "opportunities")
 
@@ -356,3 +361,29 @@ def _stream(
 ) -> Iterator[tuple[object, ...]]:
     for row in rows:
         yield convert(row)
+
+
+# A spreadsheet reads a text cell starting with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
+def csv_cell(value: object) -> object:
+    """One CSV cell: None is empty, booleans ``true``/``false`` (as in JSON), bytes hex,
+    numbers as they are; text (an alias, a failure string) is made printable
+    (lnflow.text), and when it starts with ``= + - @`` it gets a leading ``'`` so that a
+    spreadsheet shows it instead of evaluating it. A text that is a plain number
+    (an unknown enum value such as ``-5``) is left as it is: it is no formula.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.hex()
+    if not isinstance(value, str):
+        return value
+    text = printable(value)
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text

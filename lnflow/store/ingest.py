@@ -9,6 +9,7 @@ so replays after a reconnect can never count a failure twice.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -16,11 +17,22 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    case,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 
 from lnflow.attempts import Attempt, AttemptTracker, Outcome
 from lnflow.clusters import ClusterAssigner, ClusterUpdate
-from lnflow.domain import EventKind, HtlcEvent, from_signed64, to_signed64
+from lnflow.domain import HtlcEvent, from_signed64, to_signed64
 from lnflow.store.db import (
     BulkStatement,
     dialect_insert,
@@ -48,7 +60,6 @@ __all__ = ["BatchObserver", "IngestResult", "Ingestor"]
 
 _DECIDED = (int(Outcome.SETTLED), int(Outcome.FAILED_LOCAL), int(Outcome.FAILED_DOWNSTREAM))
 assert tuple(range(_DECIDED[0], _DECIDED[-1] + 1)) == _DECIDED
-_LINK_FAIL = EventKind.LINK_FAIL
 _FAILED_LOCAL = Outcome.FAILED_LOCAL
 
 
@@ -121,7 +132,14 @@ class Ingestor:
         stmt = dialect_insert(engine, t)
         ex = stmt.excluded
         # SETTLED, FAILED_LOCAL, FAILED_DOWNSTREAM (a range: IN cannot be used with executemany)
-        decided = t.c.outcome.between(_DECIDED[0], _DECIDED[-1])
+        # a rejection stands too, unless a late FORWARD proved the HTLC left us
+        decided = or_(
+            t.c.outcome.between(_DECIDED[0], _DECIDED[-1]),
+            and_(
+                t.c.outcome == literal_column(str(int(Outcome.REJECTED_LOCAL))),
+                ex.outcome != literal_column(str(int(Outcome.FAILED_DOWNSTREAM))),
+            ),
+        )
 
         def keep_if_decided(col: str) -> Any:
             return case((decided, t.c[col]), else_=ex[col])
@@ -192,12 +210,18 @@ class Ingestor:
         """Store a batch and everything derived from it, in one transaction.
 
         An empty batch (``session_id`` may then be None) only expires attempts.
+        When the transaction fails, the pairing and clustering state is put back as
+        it was, so a retry of the same batch stores what a first success would have.
         """
         started = time.perf_counter()
+        self.tracker.savepoint()
+        clusters = copy.deepcopy(self.clusters)  # small: the channels failing lately
         try:
             result = self._ingest(session_id, events, now_ns)
         except BaseException:
             self._refs = None  # refs added by the failed transaction were rolled back
+            self.tracker.rollback()
+            self.clusters = clusters
             raise
         if self.observer is not None:
             self.observer(result, time.perf_counter() - started)
@@ -215,45 +239,52 @@ class Ingestor:
             rollup: dict[tuple[int, int, int, int], list[int]] = {}
             per_channel = FailureChannelBatch()
             feed = self.tracker.feed
+
+            def count_local_failure(att: Attempt, ts_ns: int) -> None:
+                missed = att.missed_fee_msat or 0  # unknown: nothing to add
+                update_ = self.clusters.assign(
+                    att.outgoing_channel_id,
+                    att.incoming_channel_id,
+                    att.outgoing_amt_msat or 0,
+                    missed,
+                    ts_ns,
+                )
+                cluster_of[att.key] = update_.cluster_id
+                self._note_cluster(clusters, update_, att, ts_ns)
+                cls = int(att.failure_class or 0)
+                key = (ts_ns // NS_PER_HOUR, att.outgoing_channel_id, att.incoming_channel_id, cls)
+                acc = rollup.setdefault(key, [0, 0, 0, 0])
+                acc[0] += 1
+                acc[1] += 1 if update_.is_new else 0
+                acc[2] += missed
+                acc[3] += update_.missed_delta_msat
+                per_channel.add(
+                    ts_ns,
+                    att.outgoing_channel_id,
+                    att.incoming_channel_id,
+                    cls,
+                    missed,
+                    update_.is_new,
+                    update_.missed_delta_msat,
+                )
+
             for ev in new_events:
                 att = feed(ev)
                 if att is None:
                     continue
                 changed[att.key] = att
-                if ev.kind is _LINK_FAIL and att.outcome is _FAILED_LOCAL:
-                    update_ = self.clusters.assign(
-                        att.outgoing_channel_id,
-                        att.incoming_channel_id,
-                        att.outgoing_amt_msat or 0,
-                        att.missed_fee_msat,
-                        ev.timestamp_ns,
-                    )
-                    cluster_of[att.key] = update_.cluster_id
-                    self._note_cluster(clusters, update_, att, ev.timestamp_ns)
-                    cls = int(att.failure_class or 0)
-                    hour = ev.timestamp_ns // NS_PER_HOUR
-                    key = (
-                        hour,
-                        att.outgoing_channel_id,
-                        att.incoming_channel_id,
-                        cls,
-                    )
-                    acc = rollup.setdefault(key, [0, 0, 0, 0])
-                    acc[0] += 1
-                    acc[1] += 1 if update_.is_new else 0
-                    acc[2] += att.missed_fee_msat
-                    acc[3] += update_.missed_delta_msat
-                    per_channel.add(
-                        ev.timestamp_ns,
-                        att.outgoing_channel_id,
-                        att.incoming_channel_id,
-                        cls,
-                        att.missed_fee_msat,
-                        update_.is_new,
-                        update_.missed_delta_msat,
-                    )
+                # a local failure counts once, when an event decides it
+                if att.outcome is _FAILED_LOCAL and self.tracker.decided:
+                    count_local_failure(att, ev.timestamp_ns)
+            malformed = []
             for att in self.tracker.expire(now_ns):
                 changed[att.key] = att
+                if att.outcome is _FAILED_LOCAL:  # a malformed onion
+                    malformed.append(att)
+            # A lone FINAL whose other events came before a daemon restart: the store
+            # has its outcome already (and keeps it), so it is no new failure.
+            for att in self._undecided(conn, malformed):
+                count_local_failure(att, att.resolved_ns or att.first_seen_ns)
             self.clusters.expire(now_ns)
             # every channel an attempt or cluster names (a cluster's is its attempts')
             ref = self._chan_refs(conn, changed.values()) if changed else {}
@@ -294,6 +325,36 @@ class Ingestor:
                 newest_event_ns=max(map(_TIMESTAMP, events), default=0),
             )
 
+    def _undecided(self, conn: Connection, attempts: list[Attempt]) -> list[Attempt]:
+        """The attempts the store holds no decided outcome for (few: malformed onions)."""
+        if not attempts:
+            return []
+        ref = self._chan_refs(conn, attempts)
+        t = forward_attempts
+        decided: set[tuple[int, int]] = set()
+        for first in range(0, len(attempts), 200):  # well below SQLite's expression depth
+            keys = [
+                and_(
+                    t.c.incoming_chan_ref == ref[a.incoming_channel_id],
+                    t.c.incoming_htlc_id == _s64(a.incoming_htlc_id),
+                )
+                for a in attempts[first : first + 200]
+            ]
+            decided.update(
+                (chan_ref, htlc)
+                for chan_ref, htlc, outcome in conn.execute(
+                    select(t.c.incoming_chan_ref, t.c.incoming_htlc_id, t.c.outcome)
+                    .where(t.c.node_id == self._node_id)
+                    .where(or_(*keys))
+                )
+                if outcome in _DECIDED or outcome == int(Outcome.REJECTED_LOCAL)
+            )
+        return [
+            a
+            for a in attempts
+            if (ref[a.incoming_channel_id], _s64(a.incoming_htlc_id)) not in decided
+        ]
+
     def _store_events(
         self, conn: Connection, session_id: int | None, events: Sequence[HtlcEvent]
     ) -> list[HtlcEvent]:
@@ -331,20 +392,23 @@ class Ingestor:
         # Some were replays: the new ones are the rows this batch added (ids above the
         # previous maximum; ids only grow).
         key_cols = (
+            htlc_events.c.timestamp_ns,
             htlc_events.c.kind,
             htlc_events.c.incoming_chan_ref,
             htlc_events.c.incoming_htlc_id,
             htlc_events.c.outgoing_chan_ref,
             htlc_events.c.outgoing_htlc_id,
         )
-        inserted = set(
+        # with the timestamp, so two own payments' first-hop failures (same circuit key,
+        # both stored) are both new, and of a replay inside the batch only the stored one
+        inserted = Counter(
             map(tuple, conn.execute(select(*key_cols).where(htlc_events.c.id > newest_before)))
         )
         fresh = []
         for ev, row in zip(events, rows, strict=True):
-            key = (row[3], *row[5:9])  # kind and the four circuit ids
-            if key in inserted:
-                inserted.discard(key)  # a duplicate inside the batch counts once
+            key = (row[2], row[3], *row[5:9])  # time, kind and the four circuit ids
+            if inserted[key] > 0:
+                inserted[key] -= 1  # a duplicate inside the batch counts once
                 fresh.append(ev)
         return fresh
 
@@ -460,7 +524,7 @@ def _attempt_row(
         int(a.failure_class) if a.failure_class is not None else None,
         a.wire_failure,
         a.failure_detail,
-        a.missed_fee_msat,
+        a.missed_fee_msat or 0,  # unknown: the attempt's amounts are NULL
         a.final_settled,
         cluster_id,
     )

@@ -24,7 +24,7 @@ __all__ = [
 
 # Every Alembic revision this code knows, oldest first (a test keeps it equal to
 # migrations/versions). lnflowctl checks a store against it without importing Alembic.
-SCHEMA_REVISIONS = tuple(f"{n:04d}" for n in range(1, 12))
+SCHEMA_REVISIONS = tuple(f"{n:04d}" for n in range(1, 14))
 
 
 def existing_store(path: Path) -> Path:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from lnflow.domain import FAILURE_CLASS_NAMES
@@ -33,6 +34,7 @@ from lnflow.store.readonly import SCHEMA_REVISIONS
 __all__ = [
     "SCHEMA_REVISIONS",
     "analysis_runs",
+    "channel_aliases",
     "channel_refs",
     "channel_samples",
     "channels",
@@ -116,16 +118,32 @@ htlc_events = Table(
     Column("failure_string", Text),
     Column("settled", Boolean),  # final events
     Column("offchain", Boolean),  # final events
-    # Replays after a reconnect carry the same key: the store keeps the first.
-    UniqueConstraint(
-        "node_id",
-        "kind",
-        "incoming_chan_ref",
-        "incoming_htlc_id",
-        "outgoing_chan_ref",
-        "outgoing_htlc_id",
-        name="uq_htlc_events_key",
-    ),
+)
+# Replays after a reconnect carry the same key: the store keeps the first. Own payments
+# failing at the first hop (SEND link fails, event_type 1, kind 4) all carry the key
+# (0, 0, chan, 0), one per failed payment: their timestamp tells them apart (0013).
+_SEND_LINK_FAIL = text("event_type = 1 AND kind = 4")
+_NOT_SEND_LINK_FAIL = text("NOT (event_type = 1 AND kind = 4)")
+Index(
+    "uq_htlc_events_key",
+    htlc_events.c.node_id,
+    htlc_events.c.kind,
+    htlc_events.c.incoming_chan_ref,
+    htlc_events.c.incoming_htlc_id,
+    htlc_events.c.outgoing_chan_ref,
+    htlc_events.c.outgoing_htlc_id,
+    unique=True,
+    sqlite_where=_NOT_SEND_LINK_FAIL,
+    postgresql_where=_NOT_SEND_LINK_FAIL,
+)
+Index(
+    "uq_htlc_events_send_fail_key",
+    htlc_events.c.node_id,
+    htlc_events.c.outgoing_chan_ref,
+    htlc_events.c.timestamp_ns,
+    unique=True,
+    sqlite_where=_SEND_LINK_FAIL,
+    postgresql_where=_SEND_LINK_FAIL,
 )
 
 # One row per daemon instance that ever ran against this store (id 1 today).
@@ -214,6 +232,24 @@ Index(
     forward_attempts.c.outcome,
     sqlite_where=forward_attempts.c.outcome == 2,
     postgresql_where=forward_attempts.c.outcome == 2,
+)
+
+# The analysis' node totals of what has no missed fee to sum (0013): local failures lnd
+# gave no amount for, and HTLCs an interceptor rejected (outcome 5, REJECTED_LOCAL).
+Index(
+    "ix_forward_attempts_unknown_amount",
+    forward_attempts.c.resolved_ns,
+    forward_attempts.c.outgoing_chan_ref,
+    forward_attempts.c.node_id,
+    sqlite_where=text("outcome = 2 AND outgoing_amt_msat IS NULL"),
+    postgresql_where=text("outcome = 2 AND outgoing_amt_msat IS NULL"),
+)
+Index(
+    "ix_forward_attempts_rejected",
+    forward_attempts.c.resolved_ns,
+    forward_attempts.c.node_id,
+    sqlite_where=text("outcome = 5"),
+    postgresql_where=text("outcome = 5"),
 )
 
 # Demand clusters (DESIGN §4); ids are assigned by lnflow.clusters.ClusterAssigner.
@@ -358,6 +394,9 @@ analysis_runs = Table(
     Column("opportunities", Integer, nullable=False),  # how many rows the run has
     Column("node_failures", Integer, nullable=False),
     Column("node_missed_msat", BigInteger, nullable=False),
+    # of node_failures, those lnd gave no amount for; HTLCs an interceptor rejected (0013)
+    Column("node_unknown_amount", Integer, nullable=False, server_default="0"),
+    Column("node_rejected", Integer, nullable=False, server_default="0"),
     Index("ix_analysis_runs_generated_ns", "generated_ns"),
 )
 
@@ -538,3 +577,19 @@ failure_channel_6h = _failure_channel_table(
     Column("last_hour", Integer, nullable=False),
 )
 forward_channel_6h = _forward_channel_table("forward_channel_6h", "block")
+
+
+# --------------------------------------------------------------------------- 0012
+
+# The other ids lnd may name one of our channels by (ListChannels: alias_scids, and
+# zero_conf_confirmed_scid), each mapped to the channel's id in ``channels`` (the
+# chan_id ListChannels reports): failures an event names by an alias, or forwards by
+# the confirmed SCID, count for that channel. An id maps to one channel for good.
+channel_aliases = Table(
+    "channel_aliases",
+    metadata,
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True),
+    Column("scid", BigInteger, primary_key=True, autoincrement=False),
+    Column("chan_id", BigInteger, nullable=False),
+    Column("confirmed", Boolean, nullable=False),  # the real SCID of a zero-conf channel
+)

@@ -94,6 +94,8 @@ def report_of(db: sqlite3.Connection, run_id: int) -> AnalysisReport | None:
         gaps=gaps,
         node_failures=run["node_failures"],
         node_missed_msat=run["node_missed_msat"],
+        node_unknown_amount=run["node_unknown_amount"],
+        node_rejected=run["node_rejected"],
     )
 
 

@@ -48,6 +48,8 @@ class SnapshotWriter:
                     opportunities=len(report.opportunities),
                     node_failures=report.node_failures,
                     node_missed_msat=report.node_missed_msat,
+                    node_unknown_amount=report.node_unknown_amount,
+                    node_rejected=report.node_rejected,
                 )
             ).inserted_primary_key
             assert key is not None

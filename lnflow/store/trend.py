@@ -40,7 +40,7 @@ from lnflow.store.schema import (
 )
 from lnflow.store.writer import NS_PER_HOUR
 
-__all__ = ["NS_PER_DAY", "TrendDay", "channel_known", "channel_trend"]
+__all__ = ["NS_PER_DAY", "TrendDay", "channel_known", "channel_trend", "first_day_held"]
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 _HOURS_PER_DAY = 24
@@ -96,6 +96,27 @@ class _Day:
     by_class: dict[FailureClass, int] = field(
         default_factory=lambda: dict.fromkeys(FailureClass, 0)
     )
+
+
+def first_day_held(conn: Connection) -> int | None:
+    """The oldest UTC day (days since 1970) the store holds anything a trend shows:
+    rollups, the ledger, samples or snapshots; None for a store without any.
+
+    ``lnflowctl trend`` cuts ``--days`` to the days from this one on: a series of
+    empty days before the store's first row costs memory and time, and shows nothing.
+    Each minimum is read from an index (per node where the key starts with it).
+    """
+    any_node = select(nodes.c.id)
+    fr, wr, fw = failure_rollups_hourly, forward_rollups_hourly, forwards
+    oldest_ns = [
+        select(func.min(fr.c.hour) * NS_PER_HOUR).where(fr.c.node_id.in_(any_node)),
+        select(func.min(wr.c.hour) * NS_PER_HOUR).where(wr.c.node_id.in_(any_node)),
+        select(func.min(fw.c.timestamp_ns)).where(fw.c.node_id.in_(any_node)),
+        select(func.min(channel_samples.c.ts_ns)),
+        select(func.min(opportunities.c.generated_ns)),
+    ]
+    found = [v for v in (conn.scalar(q) for q in oldest_ns) if v is not None]
+    return min(int(v) for v in found) // NS_PER_DAY if found else None
 
 
 def channel_trend(conn: Connection, chan_id: int, *, until_ns: int, days: int) -> list[TrendDay]:

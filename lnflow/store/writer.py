@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from lnflow.domain import (
     ChannelSample,
@@ -27,6 +27,7 @@ from lnflow.store.rollups import (
     forward_channel_upsert,
 )
 from lnflow.store.schema import (
+    channel_aliases,
     channel_samples,
     channels,
     daemon_state,
@@ -313,7 +314,37 @@ class StoreWriter:
                 conn.execute(
                     insert(channel_samples), [_sample_row(node_id, now_ns, s) for s in samples]
                 )
+            _record_aliases(conn, node_id, samples)
             return len(samples)
+
+
+def _record_aliases(conn: Connection, node_id: int, samples: Sequence[ChannelSample]) -> None:
+    """Map the channels' other ids (alias SCIDs, confirmed SCID) to their chan_id.
+
+    An id keeps the channel it was first seen for: lnd never hands an alias to two
+    channels, and a closed channel's ids stay where its failures were counted.
+    """
+    wanted = {
+        to_signed64(scid): (to_signed64(s.info.chan_id), scid == s.info.confirmed_scid)
+        for s in samples
+        for scid in s.info.other_ids
+    }
+    if not wanted:
+        return
+    known = set(
+        conn.scalars(
+            select(channel_aliases.c.scid)
+            .where(channel_aliases.c.node_id == node_id)
+            .where(channel_aliases.c.scid.in_(list(wanted)))
+        )
+    )
+    rows = [
+        {"node_id": node_id, "scid": scid, "chan_id": chan, "confirmed": confirmed}
+        for scid, (chan, confirmed) in sorted(wanted.items())
+        if scid not in known
+    ]
+    if rows:
+        conn.execute(insert(channel_aliases), rows)
 
 
 def _sample_row(node_id: int, now_ns: int, s: ChannelSample) -> dict[str, Any]:

@@ -1,0 +1,184 @@
+"""Guards around the store file: one daemon per store, and the file staying the same file.
+
+* :class:`StoreLock` — an exclusive ``flock`` on ``<db>.lock`` (which holds the owner's
+  pid), taken before anything is written: a second ``lnflowd`` on the same store stops
+  with one line naming the first one's pid. Readers (``lnflowctl``) never take it.
+  The lock goes with the process (crash or kill included); the file stays.
+* :class:`StoreIdentity` — the store's (device, inode) when it was opened. A store
+  deleted, moved away or replaced by another file while the daemon runs would
+  otherwise go unnoticed (the daemon keeps writing into the unlinked file) or mix our
+  WAL into the other file. :meth:`StoreIdentity.check` runs on every heartbeat and
+  before every new SQLite connection; on a mismatch the daemon stops at once
+  (:func:`stop_now`) without another write: the file at the path is not ours, and the
+  original may be gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+from pathlib import Path
+
+import structlog
+
+from lnflow.errors import StoreError
+
+__all__ = ["StoreIdentity", "StoreLock", "StoreMovedError", "stop_now"]
+
+log = structlog.get_logger("lnflowd")
+
+EXIT_STORE_MOVED = StoreError.exit_code
+
+
+class StoreMovedError(StoreError):
+    """The store file at the path is no longer the one the daemon opened."""
+
+
+def lock_path(db: Path) -> Path:
+    return db.with_name(db.name + ".lock")
+
+
+class StoreLock:
+    """Exclusive, non-blocking lock for the daemon's lifetime (``release`` or exit)."""
+
+    def __init__(self, db: Path) -> None:
+        self.path = lock_path(db)
+        self._db = db
+        self._fd: int | None = None
+
+    def acquire(self) -> StoreLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the store at {self._db} ({exc.strerror}): "
+                "pass --db with a writable path"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = _read_pid(fd)
+            os.close(fd)
+            who = f"pid {owner}" if owner else "pid unknown"
+            raise StoreError(
+                f"another lnflowd ({who}) is recording into {self._db}: stop it first "
+                "(one daemon per store), or pass --db with another store"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the lock
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+class StoreIdentity:
+    """The store file as opened; :meth:`check` raises :class:`StoreMovedError` once the
+    path names another file or none. Holds the original open (read-only) to say where
+    it went."""
+
+    def __init__(self, db: Path) -> None:
+        self.path = db
+        self._fd = os.open(db, os.O_RDONLY)
+        st = os.fstat(self._fd)
+        self._id = (st.st_dev, st.st_ino)
+
+    def check(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise StoreMovedError(self._message(None)) from None
+        if (st.st_dev, st.st_ino) != self._id:
+            raise StoreMovedError(self._message((st.st_dev, st.st_ino)))
+
+    def _message(self, now: tuple[int, int] | None) -> str:
+        where = self._original_now()
+        if now is None:
+            what = "deleted" if where is None else f"moved to {where}"
+        else:
+            original = "deleted" if where is None else f"now at {where}"
+            what = (
+                f"replaced by another file (inode {now[1]}, was {self._id[1]}; ours is {original})"
+            )
+        return (
+            f"the store {self.path} was {what} while lnflowd was recording: stopped at once; "
+            "nothing was written at the path, the events received since the last write (at "
+            "most about a second) were not stored; put the store back, or restart lnflowd "
+            "to start a new one"
+        )
+
+    def _original_now(self) -> str | None:
+        """Where the file we opened is now (Linux /proc); None once it is unlinked."""
+        try:
+            target = os.readlink(f"/proc/self/fd/{self._fd}")
+        except OSError:
+            return None
+        return None if target.endswith(" (deleted)") else target
+
+    def detach_wal(self) -> None:
+        """Move our WAL next to the store where it went, or remove it with the store.
+
+        Only files this process holds open are touched (another store's WAL at the
+        path is not ours); SQLite rebuilds ``-shm`` from the WAL on the next open.
+        """
+        ours = _open_inodes()
+        where = self._original_now()
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            try:
+                st = os.stat(side)
+            except FileNotFoundError:
+                continue
+            if (st.st_dev, st.st_ino) not in ours:
+                continue
+            beside = Path(where + suffix) if where is not None else None
+            if suffix == "-wal" and beside is not None and not beside.exists():
+                os.rename(side, beside)
+            else:
+                os.unlink(side)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def _open_inodes() -> set[tuple[int, int]]:
+    found: set[tuple[int, int]] = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError, ValueError):
+            st = os.fstat(int(fd))
+            found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def stop_now(exc: StoreMovedError, identity: StoreIdentity) -> None:
+    """Exit at once with one line: no flush, no session end, no new connection.
+
+    Every write path would go through SQLite connections whose file is no longer the
+    store (or, for a new connection, into a file that is not ours). Our ``-wal`` and
+    ``-shm`` files at the path go with the store (:meth:`StoreIdentity.detach_wal`):
+    left there they would be read as part of whatever file is put at the path next.
+    The reader child dies with us (PR_SET_PDEATHSIG).
+    """
+    log.error("store_moved", error=str(exc))
+    with contextlib.suppress(OSError):
+        identity.detach_wal()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.write(f"lnflowd: error: {exc}\n")
+        sys.stderr.flush()
+    os._exit(EXIT_STORE_MOVED)
