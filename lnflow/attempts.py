@@ -308,6 +308,8 @@ class AttemptTracker:
         self._linger_ns = linger_ns
         self._tracks: dict[tuple[int, int], _Track] = {}
         self._pending = 0
+        #: attempts resolved so far, indexed by the Outcome they first resolved with
+        self.resolved = [0] * len(Outcome)
         # Min-heaps of (deadline_ns, key). Entries are hints, checked against the
         # track when popped, so stale ones (a track resolved, re-dated or gone)
         # cost nothing but their slot until their deadline.
@@ -382,6 +384,7 @@ class AttemptTracker:
         if nxt is not phase:
             if phase is _P.PENDING:
                 self._pending -= 1
+                self.resolved[_PHASE_OUTCOME[nxt]] += 1
             if phase is not _P.REJECTED_LOCAL:  # a late FORWARD: the fail's time stands
                 track.resolved_ns = ts
             track.phase = nxt
@@ -449,6 +452,7 @@ class AttemptTracker:
                 track.failure_class = FailureClass.OTHER
                 track.resolved_ns = track.first_seen_ns
             self._pending -= 1
+            self.resolved[track.outcome()] += 1
             heapq.heappush(self._lingers, (now_ns + self._linger_ns, key))
             expired.append(track.snapshot())
 
@@ -491,6 +495,7 @@ class AttemptTracker:
             list(self._lingers),
             dict(self._receive_keys),
             list(self._receive_heap),
+            list(self.resolved),
         )
 
     def rollback(self) -> None:
@@ -502,8 +507,9 @@ class AttemptTracker:
                 self._tracks.pop(key, None)
             else:
                 self._tracks[key] = before
-        pending, timeouts, lingers, receive_keys, receive_heap = self._saved
+        pending, timeouts, lingers, receive_keys, receive_heap, resolved = self._saved
         self._pending = pending
+        self.resolved[:] = resolved  # in place: readers hold the list
         self._timeouts = list(timeouts)
         self._lingers = list(lingers)
         self._receive_keys = dict(receive_keys)

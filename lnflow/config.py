@@ -26,9 +26,11 @@ from lnflow.paths import default_db_path
 
 __all__ = [
     "AnalysisConfig",
+    "MetricsSettings",
     "RetentionSettings",
     "Settings",
     "analysis_settings",
+    "listen_address",
     "load_settings",
 ]
 
@@ -141,6 +143,39 @@ class ManageSettings(_Section):
     url: str = ""  # lnd-manageJ base URL, e.g. http://127.0.0.1:8081; "" = off
 
 
+def listen_address(text: str) -> tuple[str, int] | None:
+    """``host:port`` (``[::1]:9109`` for IPv6) -> (host, port); "" -> None (off).
+
+    Raises ValueError naming the expected form."""
+    text = text.strip()
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{text}' is not host:port (e.g. 127.0.0.1:9109; \"\" turns it off)")
+    return host, int(port)
+
+
+class MetricsSettings(_Section):
+    """The Prometheus endpoint (lnflowd.metrics): ``listen`` "" turns it off."""
+
+    listen: str = "127.0.0.1:9109"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        listen_address(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return listen_address(self.listen)
+
+    refresh_s: float = Field(default=15.0, gt=0, le=3600)  # snapshot, channels, ledger
+    store_refresh_s: float = Field(default=300.0, gt=0, le=86_400)  # file size, row counts
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -162,6 +197,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     analysis: AnalysisConfig = AnalysisConfig()
     manage: ManageSettings = ManageSettings()
+    metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

@@ -43,6 +43,7 @@ from lnflow.store.snapshots import SnapshotWriter
 from lnflow.store.writer import StoreWriter
 
 from .memory import trim_heap
+from .metrics import DaemonMetrics
 from .notify import notify, watchdog_enabled
 from .storeguard import StoreIdentity, StoreLock, StoreMovedError, stop_now
 
@@ -178,7 +179,9 @@ class Daemon:
             loop.add_signal_handler(sig, self._request_stop, sig)
         scheduler = AsyncIOScheduler()
         client: LndLike | None = None
+        metrics: DaemonMetrics | None = None
         try:
+            metrics = DaemonMetrics.start(settings, engine)
             await store.call(store.target.close_dangling_sessions, self.clock_ns())
             await store.call(
                 store.target.daemon_started, self.clock_ns(), settings.recorder.heartbeat_s
@@ -219,6 +222,8 @@ class Daemon:
             )
             self._schedule_sync_jobs(scheduler, client, store, node_id, info.pubkey)
             self._schedule_analysis_job(scheduler, engine, store, node_id)
+            if metrics is not None:
+                metrics.attach(node_id, version.version, scheduler)
             if not version.has_htlc_events:
                 log.warning(
                     "live_failure_capture_off",
@@ -257,6 +262,8 @@ class Daemon:
                 reconnect_probe_s=settings.recorder.reconnect_probe_s,
                 clock_ns=self.clock_ns,
             )
+            if metrics is not None:
+                metrics.watch(store, ingestor, recorder)
             await recorder.run(self.stop)
             log.info("daemon_stopping", events_stored=recorder.stored)
             return 0
@@ -274,6 +281,8 @@ class Daemon:
                 scheduler.shutdown(wait=False)
             if client is not None:
                 await client.close()
+            if metrics is not None:
+                metrics.close()
             with contextlib.suppress(StoreWriteError):
                 await store.call(store.target.daemon_stopped, self.clock_ns())
             store.close()

@@ -54,6 +54,7 @@ def proc_state(pid: int) -> str | None:
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LNFLOW_")}
     env.pop("NOTIFY_SOCKET", None)
+    env["LNFLOW_METRICS__LISTEN"] = ""  # no port 9109 shared by parallel runs; opt in
     env.update(extra or {})
     return env
 

@@ -846,6 +846,7 @@ def test_no_command_imports_grpc(store: Store, tmp_path: Path) -> None:
             assert code == 0, (argv, code)
             assert "grpc" not in sys.modules, argv
             assert "pydantic" not in sys.modules, argv
+            assert "prometheus_client" not in sys.modules, argv
         print("ok", len(runs))
         """
     )

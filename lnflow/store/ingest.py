@@ -10,9 +10,11 @@ so replays after a reconnect can never count a failure twice.
 from __future__ import annotations
 
 import copy
+import time
 from collections import Counter
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -55,7 +57,7 @@ from lnflow.store.schema import (
 )
 from lnflow.store.writer import NS_PER_HOUR
 
-__all__ = ["IngestResult", "Ingestor"]
+__all__ = ["BatchObserver", "IngestResult", "Ingestor"]
 
 _DECIDED = (int(Outcome.SETTLED), int(Outcome.FAILED_LOCAL), int(Outcome.FAILED_DOWNSTREAM))
 assert tuple(range(_DECIDED[0], _DECIDED[-1] + 1)) == _DECIDED
@@ -67,6 +69,19 @@ class IngestResult:
     new_events: int
     attempts_changed: int
     local_failures: int
+    #: new events per (kind, event_type)
+    events_by_type: Mapping[tuple[int, int], int] = field(default_factory=dict)
+    #: the failure rollup rows this batch added: (hour, outgoing channel, incoming
+    #: channel, class) -> [failures, clusters, missed raw msat, missed dedup msat]
+    failure_rollup: Mapping[tuple[int, int, int, int], Sequence[int]] = field(default_factory=dict)
+    #: the newest event timestamp of the batch, replays included (0: none)
+    newest_event_ns: int = 0
+
+
+#: called on the store thread after each committed batch with its result and write seconds
+BatchObserver = Callable[[IngestResult, float], None]
+_KIND_TYPE = attrgetter("kind", "event_type")
+_TIMESTAMP = attrgetter("timestamp_ns")
 
 
 class Ingestor:
@@ -85,6 +100,7 @@ class Ingestor:
         self._engine = engine
         self._node_id = node_id
         self.tracker = AttemptTracker(attempt_timeout_ns, attempt_linger_ns)
+        self.observer: BatchObserver | None = None
         with engine.connect() as conn:
             last_cluster = conn.scalar(select(func.max(failure_clusters.c.id))) or 0
             self.clusters = ClusterAssigner(
@@ -199,15 +215,19 @@ class Ingestor:
         When the transaction fails, the pairing and clustering state is put back as
         it was, so a retry of the same batch stores what a first success would have.
         """
+        started = time.perf_counter()
         self.tracker.savepoint()
         clusters = copy.deepcopy(self.clusters)  # small: the channels failing lately
         try:
-            return self._ingest(session_id, events, now_ns)
+            result = self._ingest(session_id, events, now_ns)
         except BaseException:
             self._refs = None  # refs added by the failed transaction were rolled back
             self.tracker.rollback()
             self.clusters = clusters
             raise
+        if self.observer is not None:
+            self.observer(result, time.perf_counter() - started)
+        return result
 
     def _ingest(
         self, session_id: int | None, events: Sequence[HtlcEvent], now_ns: int
@@ -302,6 +322,9 @@ class Ingestor:
                 new_events=len(new_events),
                 attempts_changed=len(changed),
                 local_failures=len(cluster_of),
+                events_by_type=Counter(map(_KIND_TYPE, new_events)),
+                failure_rollup=rollup,
+                newest_event_ns=max(map(_TIMESTAMP, events), default=0),
             )
 
     def _undecided(self, conn: Connection, attempts: list[Attempt]) -> list[Attempt]:
