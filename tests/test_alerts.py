@@ -8,17 +8,16 @@ import asyncio
 import itertools
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from webhook import Hook
 
 from lnflow.alerts import (
     Alert,
@@ -279,49 +278,6 @@ def test_json_body_is_the_documented_document() -> None:
 
 
 # ------------------------------------------------------------------- delivery
-
-
-class Hook:
-    """A local HTTP server that records each POST and answers ``status`` (a list is
-    consumed one status per request); ``hold`` makes it wait before answering."""
-
-    def __init__(self, statuses: list[int] | None = None, delay_s: float = 0.0) -> None:
-        self.statuses = statuses or [200]
-        self.delay_s = delay_s
-        self.requests: list[tuple[float, str, dict[str, str], bytes]] = []
-        self.hold = threading.Event()
-        self.hold.set()
-        self.got = threading.Event()
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                hook.requests.append((time.monotonic(), self.path, dict(self.headers), body))
-                hook.got.set()
-                hook.hold.wait(30)
-                time.sleep(hook.delay_s)
-                status = hook.statuses.pop(0) if len(hook.statuses) > 1 else hook.statuses[0]
-                self.send_response(status)
-                self.send_header("Content-Length", "7")
-                self.end_headers()
-                self.wfile.write(b"nope/ok")
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/hook/SECRETTOKEN?auth=PASSWORD") -> str:
-        return f"http://user:PW@127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.hold.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -613,3 +569,62 @@ def test_open_conditions_are_read_back_for_a_restart(tmp_path: Path, hook: Hook)
         assert open_conditions(conn, 1) == set()
     engine.dispose()
     assert replace(found[0], deliveries=()).detail["scid"] == "0x0x5"
+
+
+# ------------------------------------------------------------------- lnflowctl alerts
+
+
+def test_lnflowctl_alerts_escapes_hostile_text_and_keeps_json_exact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lnflow.cli import ctl
+    from lnflow.store.alerts import AlertLog, Delivery
+
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path)
+    writer = StoreWriter(engine)
+    node_id = writer.upsert_node(NodeInfo(PEER, "al", "0.18.0-beta", "regtest", 1, True), T0)
+    now = time.time_ns()
+    log = AlertLog(engine, node_id, keep_days=400)
+    (hostile,) = rules().snapshot(report(opp(5, 99)), now - 3600 * S)  # alias "peer\x1b[2J"
+    old = log.record_alert(replace(hostile, fired_ns=now - 10 * 86_400 * S))
+    new = log.record_alert(hostile)
+    log.record_delivery(new, Delivery("phone", now, False, 5, "HTTP 500: \x1b]0;pwned\x07"))
+    engine.dispose()
+    assert old < new
+
+    assert ctl.main(["--db", str(path), "alerts", "--since", "2d"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "peer\\x1b[2J" in out and "phone failed (HTTP 500: \\x1b]0;pwned\\x07)" in out
+    assert out.count("opportunity on 0x0x5") == 1  # the one older than 2 days is left out
+
+    assert ctl.main(["--db", str(path), "--json", "alerts"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [a["id"] for a in doc] == [old, new]
+    assert "peer\x1b[2J" in doc[1]["message"]
+    assert doc[1]["deliveries"] == [
+        {
+            "target": "phone",
+            "at": doc[1]["deliveries"][0]["at"],
+            "ok": False,
+            "attempts": 5,
+            "error": "HTTP 500: \x1b]0;pwned\x07",
+        }
+    ]
+    assert doc[1]["detail"]["urgency"] == 99
+
+
+def test_docs_describe_every_status_and_alerts_field() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "json.md").read_text()
+    for field in (
+        "metrics.listen",
+        "alert_targets[].name",
+        "alert_targets[].last_delivery_at",
+        "alert_targets[].ok",
+        "alert_targets[].error",
+        "deliveries[].target",
+        "subject",
+        "detail",
+    ):
+        assert f"`{field}`" in docs, field

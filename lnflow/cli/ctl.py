@@ -79,6 +79,17 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
             "open_channels": rep.open_channels,
         },
         "size": size,
+        "metrics": {"listen": rep.metrics_listen},
+        "alert_targets": [
+            {
+                "name": name,
+                "last_delivery_at": iso(d.done_ns) if d else None,
+                "ok": d.ok if d else None,
+                "attempts": d.attempts if d else None,
+                "error": d.error if d else None,
+            }
+            for name, d in rep.alert_targets.items()
+        ],
     }
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
@@ -132,7 +143,19 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
         ("attempts", attempts),
         ("forwards", f"{rep.forwards:,} in the ledger"),
         ("channels", f"{rep.open_channels:,} open, {rep.channels - rep.open_channels:,} closed"),
+        ("metrics", f"http://{rep.metrics_listen}/metrics" if rep.metrics_listen else "off"),
     ]
+    for name, dl in rep.alert_targets.items():
+        if dl is None:
+            shown = "no delivery yet"
+        elif dl.ok:
+            shown = f"ok {_ago(dl.done_ns, now)} ({iso(dl.done_ns)})"
+        else:
+            shown = f"FAILED {_ago(dl.done_ns, now)} ({iso(dl.done_ns)}) after {dl.attempts}"
+            shown += f" tr{'ies' if dl.attempts != 1 else 'y'}: {dl.error or '?'}"
+        rows.append(("alerts", f"{name}: {shown}"))
+    if not rep.alert_targets:
+        rows.append(("alerts", "no targets (alerts are recorded only: lnflowctl alerts)"))
     for label, value in rows:  # the alias, version and last error come from the node
         print(f"{label:<12} {printable(value)}")
     return 0
@@ -353,6 +376,17 @@ def _parser() -> argparse.ArgumentParser:
         choices=("csv", "jsonl"),
         default="csv",
         help="csv (default) or jsonl; --json means jsonl",
+    )
+    alerts = command(
+        "alerts",
+        "the alerts lnflowd fired and their deliveries",
+        "Alerts lnflowd fired ([alerts] in its config), oldest first: when a condition "
+        "started or cleared, or a policy change, with each target's delivery outcome.",
+    )
+    alerts.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="ISO-8601 time or a duration back from now (24h, 7d); default: everything",
     )
     return p
 
