@@ -628,3 +628,60 @@ def test_docs_describe_every_status_and_alerts_field() -> None:
         "detail",
     ):
         assert f"`{field}`" in docs, field
+
+
+# ------------------------------------------------------------------- settings
+
+
+def _example_targets() -> str:
+    """The commented [[alerts.targets]] examples of config/lnflow.example.toml, uncommented."""
+    text = (Path(__file__).resolve().parent.parent / "config" / "lnflow.example.toml").read_text()
+    block = text[text.index("# [[alerts.targets]]") : text.index("[log]")]
+    return "\n".join(line.removeprefix("# ").split("  #")[0] for line in block.splitlines())
+
+
+def test_the_example_targets_load(tmp_path: Path) -> None:
+    from lnflow.config import load_settings
+
+    path = tmp_path / "c.toml"
+    path.write_text(_example_targets())
+    labels = [t.label for t in load_settings(path).alerts.targets]
+    assert labels == ["phone", "webhook https://api.telegram.org/…", "command notify-me"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        pytest.param(
+            '[[alerts.targets]]\ntype = "webhook"\nurl = "ftp://u:SECRET@x/y"\n',
+            "give the http:// or https:// URL",
+            id="not-http",
+        ),
+        pytest.param(
+            '[[alerts.targets]]\ntype = "webhook"\nurl = "https://x/SECRET"\nformat = "telegram"\n',
+            "needs chat_id",
+            id="telegram-without-chat",
+        ),
+        pytest.param(
+            '[[alerts.targets]]\ntype = "webhook"\nurl = "https://x/SECRET"\n'
+            '[[alerts.targets]]\ntype = "webhook"\nurl = "https://x/SECRET2"\n',
+            "two targets are named 'webhook https://x/…'",
+            id="same-name",
+        ),
+        pytest.param('[[alerts.targets]]\ntype = "pager"\n', "alerts.targets.0", id="unknown-type"),
+        pytest.param("[alerts]\nmin_urgency = 101\n", "alerts.min_urgency", id="urgency-range"),
+    ],
+)
+def test_bad_alert_settings_are_one_line_without_the_secret(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    from lnflow.config import load_settings
+    from lnflow.errors import ConfigError
+
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    text = str(err.value)
+    assert message in text and "\n" not in text
+    assert "SECRET" not in text

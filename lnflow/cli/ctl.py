@@ -155,7 +155,7 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
             shown += f" tr{'ies' if dl.attempts != 1 else 'y'}: {dl.error or '?'}"
         rows.append(("alerts", f"{name}: {shown}"))
     if not rep.alert_targets:
-        rows.append(("alerts", "no targets (alerts are recorded only: lnflowctl alerts)"))
+        rows.append(("alerts", "no targets (alerts are only recorded: lnflowctl alerts)"))
     for label, value in rows:  # the alias, version and last error come from the node
         print(f"{label:<12} {printable(value)}")
     return 0
