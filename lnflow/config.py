@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lnflow.alerts import redact_url
 from lnflow.analysis.model import AnalysisSettings
 from lnflow.errors import ConfigError
 from lnflow.limits import ANALYSIS_RANGES
@@ -212,8 +213,6 @@ class WebhookTarget(_Section):
 
     @property
     def label(self) -> str:
-        from lnflow.alerts import redact_url
-
         return self.name or f"webhook {redact_url(self.url)}"
 
 

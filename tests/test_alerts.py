@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -685,3 +686,43 @@ def test_bad_alert_settings_are_one_line_without_the_secret(
     text = str(err.value)
     assert message in text and "\n" not in text
     assert "SECRET" not in text
+
+
+def test_status_shows_the_metrics_address_and_each_targets_last_delivery(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lnflow.cli import ctl
+    from lnflow.store.alerts import AlertLog, Delivery
+
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path)
+    writer = StoreWriter(engine)
+    now = time.time_ns()
+    writer.daemon_started(now, 5, metrics_listen="[::1]:9109")
+    node_id = writer.upsert_node(NodeInfo(PEER, "al", "0.18.0-beta", "regtest", 1, True), now)
+    writer.daemon_state(now, alert_targets=json.dumps(["phone", "pager", "never"]))
+    log = AlertLog(engine, node_id, keep_days=400)
+    failing = rules().analysis("boom", now)
+    assert failing is not None
+    alert_id = log.record_alert(failing)
+    log.record_delivery(alert_id, Delivery("phone", now - 120 * S, True, 1, None))
+    log.record_delivery(alert_id, Delivery("pager", now - 60 * S, False, 5, "HTTP 500: down"))
+    log.record_delivery(alert_id, Delivery("phone", now - 60 * S, False, 2, "timed out after 10 s"))
+    engine.dispose()
+
+    assert ctl.main(["--db", str(path), "status"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith(("metrics", "alerts"))]
+    assert lines[0] == "metrics      http://[::1]:9109/metrics"
+    assert lines[1].startswith("alerts       never: no delivery yet")
+    assert re.match(r"alerts       pager: FAILED \d+ (s|min) ago \(", lines[2])
+    assert lines[2].endswith(") after 5 tries: HTTP 500: down")
+    assert lines[3].endswith(") after 2 tries: timed out after 10 s")  # phone: the latest
+
+    assert ctl.main(["--db", str(path), "status", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["metrics"] == {"listen": "[::1]:9109"}
+    assert [(t["name"], t["ok"], t["attempts"], t["error"]) for t in doc["alert_targets"]] == [
+        ("never", None, None, None),
+        ("pager", False, 5, "HTTP 500: down"),
+        ("phone", False, 2, "timed out after 10 s"),
+    ]
