@@ -496,7 +496,7 @@ class DaemonMetrics:
 
     @property
     def listening(self) -> str | None:
-        """``host:port`` the endpoint is bound to (the real port when ``listen`` gave 0)."""
+        """``host:port`` the endpoint is bound to, None when it is off or failed to bind."""
         if self._server is None:
             return None
         host, _ = self._settings.address or ("", 0)

@@ -726,3 +726,31 @@ def test_status_shows_the_metrics_address_and_each_targets_last_delivery(
         ("pager", False, 5, "HTTP 500: down"),
         ("phone", False, 2, "timed out after 10 s"),
     ]
+
+
+def test_a_flood_of_snapshots_reaches_the_webhook_once_per_condition(
+    tmp_path: Path, hook: Hook
+) -> None:
+    settings = _settings(tmp_path, _webhook(hook.url()), queue_size=1000)
+    chans = [2000 + i for i in range(120)]
+
+    async def body(service: AlertService, store: Any) -> None:
+        for i in range(40):
+            service.analysis_done(report(*(opp(c, 81 + i % 19) for c in chans)))
+        await _until(lambda: len(hook.requests) == len(chans))
+        service.analysis_done(report())
+        await _until(lambda: len(hook.requests) == 2 * len(chans))
+        await _until(
+            lambda: (
+                sum(len(a.deliveries) for a in _stored(settings.store.path)[0]) == 2 * len(chans)
+            )
+        )
+        assert service.dropped == 0
+
+    asyncio.run(_with_service(settings, body))
+    docs = [json.loads(b) for *_, b in hook.requests]
+    starts = sorted(int(d["key"]) for d in docs if d["state"] == "start")
+    clears = sorted(int(d["key"]) for d in docs if d["state"] == "clear")
+    assert starts == chans and clears == chans
+    found, _ = _stored(settings.store.path)
+    assert len(found) == 2 * len(chans)
