@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, select
 
 from lnflow.alerts import Alert, AlertKind, Phase
 from lnflow.store.schema import alert_deliveries, alerts
@@ -94,13 +95,13 @@ class AlertLog:
             )
 
 
-def _delivery(row: object) -> Delivery:
+def _delivery(row: Row[Any]) -> Delivery:
     return Delivery(
-        target=row.target,  # type: ignore[attr-defined]
-        done_ns=row.done_ns,  # type: ignore[attr-defined]
-        ok=bool(row.ok),  # type: ignore[attr-defined]
-        attempts=row.attempts,  # type: ignore[attr-defined]
-        error=row.error,  # type: ignore[attr-defined]
+        target=row.target,
+        done_ns=row.done_ns,
+        ok=bool(row.ok),
+        attempts=row.attempts,
+        error=row.error,
     )
 
 
