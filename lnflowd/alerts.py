@@ -262,7 +262,12 @@ class AlertService:
         """The HTLC stream starts now; ``connected()`` tells whether it is up."""
         self._connected = connected
 
-    async def close(self) -> None:
+    async def close(self, drain_s: float = 1.0) -> None:
+        """Stop; alerts already queued are recorded first (for at most ``drain_s``),
+        deliveries still being tried are cut."""
+        if self._tasks and not self._tasks[0].done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), drain_s)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -335,6 +340,7 @@ class AlertService:
             document = alert_document(
                 alert, node_pubkey=self._node["pubkey"], node_alias=self._node["alias"]
             )
+            self._queue.task_done()
             for worker in self._workers:
                 try:
                     worker.queue.put_nowait((alert_id, alert, document))

@@ -754,3 +754,18 @@ def test_a_flood_of_snapshots_reaches_the_webhook_once_per_condition(
     assert starts == chans and clears == chans
     found, _ = _stored(settings.store.path)
     assert len(found) == 2 * len(chans)
+
+
+def test_alerts_queued_at_shutdown_are_recorded_before_it_stops(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}/down"  # deliveries fail and are retried
+    settings = _settings(tmp_path, _webhook(url, name="down"), attempts=20, retry_s=5)
+
+    async def body(service: AlertService, store: Any) -> None:
+        for chan in range(5):
+            service.policy_change("applied", chan, "fee 500 -> 300 ppm")
+        # returning closes the service at once
+
+    asyncio.run(_with_service(settings, body))
+    found, last = _stored(settings.store.path)
+    assert [a.subject for a in found] == ["0", "1", "2", "3", "4"]
+    assert last == {}  # the deliveries still being tried were cut, not recorded as done
