@@ -769,3 +769,18 @@ def test_alerts_queued_at_shutdown_are_recorded_before_it_stops(tmp_path: Path) 
     found, last = _stored(settings.store.path)
     assert [a.subject for a in found] == ["0", "1", "2", "3", "4"]
     assert last == {}  # the deliveries still being tried were cut, not recorded as done
+
+
+@pytest.mark.parametrize("command", ["status", "alerts"])
+def test_a_store_lnflowd_has_not_upgraded_yet_is_one_line(tmp_path: Path, command: str) -> None:
+    from daemonproc import run_lnflowctl
+
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0015")
+    engine.dispose()
+    status, out, err = run_lnflowctl("--db", str(path), command)
+    assert status != 0 and out == "" and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"lnflowctl: error: cannot read the store {path} (no such ")
+    assert line.endswith("): start lnflowd to upgrade it")

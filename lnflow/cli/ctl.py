@@ -410,12 +410,6 @@ def main(argv: list[str] | None = None) -> int:
     except LnflowError as exc:
         print(f"lnflowctl: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except sqlite3.Error as exc:
-        # the plain-sqlite3 readers (opportunities): e.g. a store lnflowd has not
-        # upgraded yet, or one locked for longer than the busy timeout
-        err = StoreError(f"cannot read the store {db_path} ({exc}): start lnflowd to upgrade it")
-        print(f"lnflowctl: error: {printable(str(err))}", file=sys.stderr)
-        return err.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -424,6 +418,16 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        # sqlite3 errors, bare (the plain-sqlite3 readers: opportunities) or wrapped by
+        # SQLAlchemy (.orig): e.g. a store lnflowd has not upgraded yet (a table or
+        # column it adds is missing), or one locked for longer than the busy timeout
+        orig = exc if isinstance(exc, sqlite3.Error) else getattr(exc, "orig", None)
+        if not isinstance(orig, sqlite3.Error):
+            raise
+        err = StoreError(f"cannot read the store {db_path} ({orig}): start lnflowd to upgrade it")
+        print(f"lnflowctl: error: {printable(str(err))}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":
