@@ -13,11 +13,19 @@ import os
 import tomllib
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lnflow.alerts import redact_url
 from lnflow.analysis.model import AnalysisSettings
 from lnflow.errors import ConfigError
 from lnflow.limits import ANALYSIS_RANGES
@@ -25,10 +33,13 @@ from lnflow.netaddr import rpc_address
 from lnflow.paths import default_db_path
 
 __all__ = [
+    "AlertsSettings",
     "AnalysisConfig",
+    "CommandTarget",
     "MetricsSettings",
     "RetentionSettings",
     "Settings",
+    "WebhookTarget",
     "analysis_settings",
     "listen_address",
     "load_settings",
@@ -176,6 +187,74 @@ class MetricsSettings(_Section):
     store_refresh_s: float = Field(default=300.0, gt=0, le=86_400)  # file size, row counts
 
 
+class WebhookTarget(_Section):
+    """HTTP POST of each alert to ``url`` in ``format`` (lnflow.alerts.webhook_request)."""
+
+    type: Literal["webhook"]
+    url: str
+    format: Literal["json", "ntfy", "slack", "discord", "mattermost", "telegram"] = "json"
+    chat_id: str = ""  # telegram: the chat to send to
+    name: str = ""  # "" = the URL's scheme, host and port (its path is a secret)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        # never echo the URL: it holds the webhook's secret
+        if not value.startswith(("http://", "https://")) or len(value) < 10:
+            raise ValueError("give the http:// or https:// URL of the webhook")
+        return value
+
+    @model_validator(mode="after")
+    def _telegram_chat(self) -> WebhookTarget:
+        if self.format == "telegram" and not self.chat_id:
+            raise ValueError('format = "telegram" needs chat_id (the chat to send to)')
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or f"webhook {redact_url(self.url)}"
+
+
+class CommandTarget(_Section):
+    """Run ``command`` (program and arguments, no shell) with the alert as JSON on stdin."""
+
+    type: Literal["command"]
+    command: list[str] = Field(min_length=1)
+    name: str = ""  # "" = the program's file name
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"command {Path(self.command[0]).name}"
+
+
+AlertTarget = Annotated[WebhookTarget | CommandTarget, Field(discriminator="type")]
+
+
+class AlertsSettings(_Section):
+    """Built-in notifications (lnflowd.alerts); no targets: alerts are only recorded."""
+
+    targets: list[AlertTarget] = []
+    min_urgency: int = Field(default=80, ge=0, le=100)
+    stream_down_s: float = Field(default=300.0, ge=0.5, le=86_400)
+    store_budget_pct: int = Field(default=90, ge=10, le=100)  # of [retention] max_db_mb
+    check_s: float = Field(default=10.0, ge=0.1, le=3600)  # stream and store checks
+    attempts: int = Field(default=5, ge=1, le=20)  # deliveries tried per alert and target
+    retry_s: float = Field(default=5.0, ge=0.01, le=3600)  # first wait, doubled per retry
+    retry_max_s: float = Field(default=300.0, ge=0.01, le=86_400)
+    queue_size: int = Field(default=1000, ge=10, le=1_000_000)  # alerts waiting to be sent
+    keep_days: int = Field(default=400, ge=1, le=36_500)  # recorded alerts
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertsSettings:
+        labels = [t.label for t in self.targets]
+        for label in labels:
+            if labels.count(label) > 1:
+                raise ValueError(f"two targets are named '{label}': give each a distinct name")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -198,6 +277,7 @@ class Settings(BaseSettings):
     analysis: AnalysisConfig = AnalysisConfig()
     manage: ManageSettings = ManageSettings()
     metrics: MetricsSettings = MetricsSettings()
+    alerts: AlertsSettings = AlertsSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

@@ -42,6 +42,7 @@ from lnflow.store.retention import Pruner, PruneReport
 from lnflow.store.snapshots import SnapshotWriter
 from lnflow.store.writer import StoreWriter
 
+from .alerts import AlertService
 from .memory import trim_heap
 from .metrics import DaemonMetrics
 from .notify import notify, watchdog_enabled
@@ -158,6 +159,7 @@ class Daemon:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _heartbeat_failing: bool = field(default=False, init=False)
     _identity: StoreIdentity | None = field(default=None, init=False)
+    alerts: AlertService | None = field(default=None, init=False)
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status. LnflowErrors propagate (fatal)."""
@@ -182,9 +184,13 @@ class Daemon:
         metrics: DaemonMetrics | None = None
         try:
             metrics = DaemonMetrics.start(settings, engine)
+            self.alerts = AlertService(settings, engine, store, clock_ns=self.clock_ns)
             await store.call(store.target.close_dangling_sessions, self.clock_ns())
             await store.call(
-                store.target.daemon_started, self.clock_ns(), settings.recorder.heartbeat_s
+                store.target.daemon_started,
+                self.clock_ns(),
+                settings.recorder.heartbeat_s,
+                metrics_listen=metrics.listening if metrics is not None else None,
             )
             log.info("daemon_started", db=str(db_path), rpcserver=settings.lnd.rpcserver)
             scheduler.add_job(
@@ -224,6 +230,7 @@ class Daemon:
             self._schedule_analysis_job(scheduler, engine, store, node_id)
             if metrics is not None:
                 metrics.attach(node_id, version.version, scheduler)
+            await self.alerts.attach(node_id, info.pubkey, info.alias, scheduler)
             if not version.has_htlc_events:
                 log.warning(
                     "live_failure_capture_off",
@@ -264,6 +271,7 @@ class Daemon:
             )
             if metrics is not None:
                 metrics.watch(store, ingestor, recorder)
+            self.alerts.watch_stream(recorder.connected.is_set)
             await recorder.run(self.stop)
             log.info("daemon_stopping", events_stored=recorder.stored)
             return 0
@@ -283,6 +291,8 @@ class Daemon:
                 await client.close()
             if metrics is not None:
                 metrics.close()
+            if self.alerts is not None:
+                await self.alerts.close()
             with contextlib.suppress(StoreWriteError):
                 await store.call(store.target.daemon_stopped, self.clock_ns())
             store.close()
@@ -472,12 +482,18 @@ class Daemon:
             run_id = await store.call(snapshots.write_run, node_id, report, duration_ms)
         except StoreWriteError as exc:
             log.warning("analysis_not_saved", hours=hours, error=exc.reason)
+            if self.alerts is not None:
+                self.alerts.analysis_failed(f"snapshot not saved: {exc.reason}")
             return None
-        except Exception:
+        except Exception as exc:
             log.exception("analysis_failed", hours=hours)
+            if self.alerts is not None:
+                self.alerts.analysis_failed(f"{type(exc).__name__}: {exc}")
             return None
         finally:
             trim_heap()
+        if self.alerts is not None:
+            self.alerts.analysis_done(report)
         log.info(
             "analysis_done",
             run_id=run_id,

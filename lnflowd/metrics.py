@@ -494,6 +494,15 @@ class DaemonMetrics:
         log.info("metrics_listening", listen=settings.metrics.listen)
         return metrics
 
+    @property
+    def listening(self) -> str | None:
+        """``host:port`` the endpoint is bound to, None when it is off or failed to bind."""
+        if self._server is None:
+            return None
+        host, _ = self._settings.address or ("", 0)
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{self._server.port}"
+
     def attach(self, node_id: int, lnd_version: str, scheduler: AsyncIOScheduler) -> None:
         """lnd is connected: the refresh jobs start now (in the scheduler, so a large
         store's first row counts never hold up the HTLC subscription)."""

@@ -55,7 +55,7 @@ IN1 = (800_100 << 40) | (1 << 16)
 IN2 = (800_200 << 40) | (2 << 16) | 1
 PEER_A = "03" + "a1" * 32
 PEER_BIG = "02" + "b2" * 32
-COMMANDS = ("status", "opportunities", "analyze", "monitor", "report", "trend", "export")
+COMMANDS = ("status", "opportunities", "analyze", "monitor", "report", "trend", "export", "alerts")
 OPPORTUNITY_KEYS = [
     "rank",
     "channel_id",
@@ -839,6 +839,7 @@ def test_no_command_imports_grpc(store: Store, tmp_path: Path) -> None:
             ["report", {str(saved)!r}],
             ["--db", {db!r}, "trend", {format_scid(CHAN_A)!r}],
             ["--db", {db!r}, "export", "--what", "events"],
+            ["--db", {db!r}, "alerts"],
         ]
         for argv in runs:
             with contextlib.redirect_stdout(io.StringIO()):

@@ -473,3 +473,41 @@ def test_0014_adds_inbound_fees_and_the_raw_node_total_and_drops_them_again(
         assert conn.execute("SELECT count(*) FROM channel_samples").fetchone() == (1,)
     db.upgrade(engine, path)
     engine.dispose()
+
+
+def test_0016_adds_the_alert_tables_and_daemon_columns_and_drops_them_again(
+    tmp_path: Path,
+) -> None:
+    """Upgrading keeps the daemon's row (new columns NULL); downgrading drops the alert
+    tables and the columns and keeps the row."""
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0015")
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO nodes VALUES (1, 'a', '', '', 0)")
+        conn.execute(
+            "INSERT INTO daemon_state (id, pid, started_ns, heartbeat_ns, heartbeat_interval_s,"
+            " lnd_state, stream_state) VALUES (1, 7, 1, 2, 5, 'connected', 'connected')"
+        )
+    db.upgrade(engine, path, "0016")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(
+            "SELECT pid, metrics_listen, alert_targets FROM daemon_state"
+        ).fetchall() == [(7, None, None)]
+        conn.execute(
+            "INSERT INTO alerts (node_id, fired_ns, kind, phase, subject, title, message,"
+            " detail) VALUES (1, 5, 'stream_down', 'start', '', 't', 'm', '{}')"
+        )
+        conn.execute(
+            "INSERT INTO alert_deliveries (node_id, alert_id, target, done_ns, ok, attempts)"
+            " VALUES (1, 1, 'phone', 6, 1, 1)"
+        )
+    db.downgrade(engine, "0015")
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert not {"alerts", "alert_deliveries"} & tables
+        names = [r[1] for r in conn.execute("PRAGMA table_info(daemon_state)")]
+        assert not {"metrics_listen", "alert_targets"} & set(names)
+        assert conn.execute("SELECT pid FROM daemon_state").fetchall() == [(7,)]
+    db.upgrade(engine, path)
+    engine.dispose()

@@ -1,4 +1,5 @@
-"""The analytics commands of lnflowctl: opportunities, analyze, monitor, report, trend, export.
+"""The analytics commands of lnflowctl: opportunities, analyze, monitor, report, trend,
+export, alerts.
 
 Each command is ``cmd_NAME(args, db_path) -> exit status``. They only read the
 store (a read-only SQLite connection); the heavy imports (SQLAlchemy, the
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXPORT_KINDS",
     "analysis_settings",
+    "cmd_alerts",
     "cmd_analyze",
     "cmd_export",
     "cmd_monitor",
@@ -590,4 +592,58 @@ def cmd_export(args: argparse.Namespace, db_path: Path) -> int:
                 obj = {k: _json_value(v) for k, v in zip(header, row, strict=True)}
                 out.write(dumps(obj) + "\n")
     out.flush()
+    return 0
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+def cmd_alerts(args: argparse.Namespace, db_path: Path) -> int:
+    """The alerts lnflowd fired (oldest first) and how each was delivered."""
+    from lnflow.store.alerts import alerts_since
+
+    now = time.time_ns()
+    since = parse_since(args.since, now)
+    with reading(db_path) as conn:
+        found = alerts_since(conn, since)
+    if args.json:
+        print_json(
+            [
+                {
+                    "id": a.id,
+                    "at": iso(a.fired_ns),
+                    "kind": a.kind,
+                    "state": a.phase,
+                    "subject": a.subject,
+                    "title": a.title,
+                    "message": a.message,
+                    "detail": a.detail,
+                    "deliveries": [
+                        {
+                            "target": d.target,
+                            "at": iso(d.done_ns),
+                            "ok": d.ok,
+                            "attempts": d.attempts,
+                            "error": d.error,
+                        }
+                        for d in a.deliveries
+                    ],
+                }
+                for a in found
+            ]
+        )
+        return 0
+    if not found:
+        print("no alerts" + (" in that time" if args.since else " recorded yet"))
+        return 0
+    lines = []
+    for a in found:
+        sent = ", ".join(
+            f"{d.target} " + ("ok" if d.ok else f"failed ({d.error or '?'})") for d in a.deliveries
+        )
+        lines.append(f"{iso(a.fired_ns)}  {a.phase:<5}  {a.title}")
+        lines.append(f"    {a.message}")
+        if sent:
+            lines.append(f"    sent: {sent}")
+    print_lines(lines)
     return 0

@@ -79,6 +79,17 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
             "open_channels": rep.open_channels,
         },
         "size": size,
+        "metrics": {"listen": rep.metrics_listen},
+        "alert_targets": [
+            {
+                "name": name,
+                "last_delivery_at": iso(d.done_ns) if d else None,
+                "ok": d.ok if d else None,
+                "attempts": d.attempts if d else None,
+                "error": d.error if d else None,
+            }
+            for name, d in rep.alert_targets.items()
+        ],
     }
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
@@ -132,7 +143,19 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
         ("attempts", attempts),
         ("forwards", f"{rep.forwards:,} in the ledger"),
         ("channels", f"{rep.open_channels:,} open, {rep.channels - rep.open_channels:,} closed"),
+        ("metrics", f"http://{rep.metrics_listen}/metrics" if rep.metrics_listen else "off"),
     ]
+    for name, dl in rep.alert_targets.items():
+        if dl is None:
+            shown = "no delivery yet"
+        elif dl.ok:
+            shown = f"ok {_ago(dl.done_ns, now)} ({iso(dl.done_ns)})"
+        else:
+            shown = f"FAILED {_ago(dl.done_ns, now)} ({iso(dl.done_ns)}) after {dl.attempts}"
+            shown += f" tr{'ies' if dl.attempts != 1 else 'y'}: {dl.error or '?'}"
+        rows.append(("alerts", f"{name}: {shown}"))
+    if not rep.alert_targets:
+        rows.append(("alerts", "no targets (alerts are only recorded: lnflowctl alerts)"))
     for label, value in rows:  # the alias, version and last error come from the node
         print(f"{label:<12} {printable(value)}")
     return 0
@@ -354,6 +377,17 @@ def _parser() -> argparse.ArgumentParser:
         default="csv",
         help="csv (default) or jsonl; --json means jsonl",
     )
+    alerts = command(
+        "alerts",
+        "the alerts lnflowd fired and their deliveries",
+        "Alerts lnflowd fired ([alerts] in its config), oldest first: when a condition "
+        "started or cleared, or a policy change, with each target's delivery outcome.",
+    )
+    alerts.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="ISO-8601 time or a duration back from now (24h, 7d); default: everything",
+    )
     return p
 
 
@@ -376,12 +410,6 @@ def main(argv: list[str] | None = None) -> int:
     except LnflowError as exc:
         print(f"lnflowctl: error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except sqlite3.Error as exc:
-        # the plain-sqlite3 readers (opportunities): e.g. a store lnflowd has not
-        # upgraded yet, or one locked for longer than the busy timeout
-        err = StoreError(f"cannot read the store {db_path} ({exc}): start lnflowd to upgrade it")
-        print(f"lnflowctl: error: {printable(str(err))}", file=sys.stderr)
-        return err.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -390,6 +418,16 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        # sqlite3 errors, bare (the plain-sqlite3 readers: opportunities) or wrapped by
+        # SQLAlchemy (.orig): e.g. a store lnflowd has not upgraded yet (a table or
+        # column it adds is missing), or one locked for longer than the busy timeout
+        orig = exc if isinstance(exc, sqlite3.Error) else getattr(exc, "orig", None)
+        if not isinstance(orig, sqlite3.Error):
+            raise
+        err = StoreError(f"cannot read the store {db_path} ({orig}): start lnflowd to upgrade it")
+        print(f"lnflowctl: error: {printable(str(err))}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select
 
 from lnflow.attempts import Outcome
 from lnflow.domain import EventKind
+from lnflow.store.alerts import Delivery, last_deliveries
 from lnflow.store.schema import (
     channels,
     daemon_state,
@@ -81,6 +83,10 @@ class StatusReport:
     forwards: int
     channels: int
     open_channels: int
+    metrics_listen: str | None = None  # where lnflowd serves /metrics; None: off
+    # each alert target: the configured ones (lnflowd's last start) and any that has a
+    # delivery recorded, with its latest delivery (None: none yet)
+    alert_targets: dict[str, Delivery | None] = field(default_factory=dict)
 
 
 def stream_gaps(conn: Connection, since_ns: int, until_ns: int) -> list[Gap]:
@@ -197,6 +203,19 @@ def status_report(conn: Connection, now_ns: int) -> StatusReport:
     n_channels, n_open = conn.execute(
         select(func.count(), func.count().filter(channels.c.closed_ns.is_(None)))
     ).one()
+    state = conn.execute(
+        select(daemon_state.c.metrics_listen, daemon_state.c.alert_targets)
+        .order_by(daemon_state.c.heartbeat_ns.desc())
+        .limit(1)
+    ).first()
+    targets: dict[str, Delivery | None] = {}
+    if state is not None and state.alert_targets:
+        try:
+            names = json.loads(state.alert_targets)
+        except ValueError:
+            names = []
+        targets = {str(n): None for n in names if isinstance(n, str)}
+    targets.update(last_deliveries(conn))
     return StatusReport(
         daemon=live.daemon,
         lnd=live.lnd,
@@ -206,4 +225,6 @@ def status_report(conn: Connection, now_ns: int) -> StatusReport:
         forwards=int(n_forwards),
         channels=int(n_channels),
         open_channels=int(n_open or 0),
+        metrics_listen=state.metrics_listen if state is not None else None,
+        alert_targets=dict(sorted(targets.items())),
     )

@@ -33,6 +33,8 @@ from lnflow.store.readonly import SCHEMA_REVISIONS
 
 __all__ = [
     "SCHEMA_REVISIONS",
+    "alert_deliveries",
+    "alerts",
     "analysis_runs",
     "channel_aliases",
     "channel_refs",
@@ -164,6 +166,8 @@ daemon_state = Table(
     Column("lnd_state", String(32), nullable=False, default="starting"),
     Column("stream_state", String(32), nullable=False, default="idle"),
     Column("last_error", Text),
+    Column("metrics_listen", Text),  # 0016: the address /metrics is served on, None: off
+    Column("alert_targets", Text),  # 0016: JSON list of the alert targets' names
 )
 
 
@@ -615,4 +619,41 @@ recording_marks = Table(
     Column("event_id", Integer),  # max(htlc_events.id) then
     Column("attempt_id", Integer),  # max(forward_attempts.id)
     Column("cluster_id", Integer),  # max(failure_clusters.id)
+)
+
+
+# --------------------------------------------------------------------------- 0016
+
+# Built-in alerts (lnflow.alerts, lnflowd.alerts): one row per alert fired, one per
+# delivery to a target (its last try). A target's name never holds a URL's secret
+# (lnflow.alerts.redact_url). Few rows (one per condition start or end), kept
+# ``[alerts] keep_days``.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("fired_ns", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),  # lnflow.alerts.AlertKind
+    Column("phase", String(8), nullable=False),  # lnflow.alerts.Phase
+    Column("subject", Text, nullable=False),  # the condition's key: a decimal SCID or ""
+    Column("title", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("detail", Text, nullable=False),  # JSON object
+    Index("ix_alerts_fired_ns", "fired_ns"),
+)
+
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("alert_id", Integer, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("done_ns", BigInteger, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("attempts", SmallInteger, nullable=False),
+    Column("error", Text),  # the last try's, secrets removed
+    Index("ix_alert_deliveries_alert_id", "alert_id"),
+    Index("ix_alert_deliveries_target", "target", "id"),
 )

@@ -85,8 +85,12 @@ class StoreWriter:
                 )
             return int(node_id)
 
-    def daemon_started(self, now_ns: int, heartbeat_interval_s: int) -> None:
+    def daemon_started(
+        self, now_ns: int, heartbeat_interval_s: int, *, metrics_listen: str | None = None
+    ) -> None:
         values = {
+            "metrics_listen": metrics_listen,
+            "alert_targets": None,
             "pid": os.getpid(),
             "started_ns": now_ns,
             "heartbeat_ns": now_ns,

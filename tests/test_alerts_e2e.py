@@ -1,0 +1,108 @@
+"""Alerts end to end: the real lnflowd against the simulated node loses its HTLC stream
+for longer than ``stream_down_s``; a local webhook receives "stream down" then "stream
+up", and ``lnflowctl alerts`` and ``lnflowctl status`` show them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from daemonproc import Daemon, run_lnflowctl
+from simnode import SimNode
+from webhook import Hook
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not in {timeout}s")
+        time.sleep(0.05)
+
+
+def _states(hook: Hook) -> list[tuple[str, str]]:
+    docs = [json.loads(body) for _, _, _, body in hook.requests]
+    return [(d["kind"], d["state"]) for d in docs]
+
+
+def test_stream_down_then_up_reaches_the_webhook_and_the_cli(tmp_path: Path) -> None:
+    hook = Hook()
+    metrics_port = _free_port()
+    config = tmp_path / "lnflow.toml"
+    config.write_text(
+        "[alerts]\n"
+        "stream_down_s = 1.5\n"
+        "check_s = 0.2\n"
+        "retry_s = 0.1\n"
+        "[[alerts.targets]]\n"
+        'type = "webhook"\n'
+        f'url = "{hook.url()}"\n'
+        'name = "local hook"\n'
+    )
+    db = tmp_path / "s.db"
+    env = {"LNFLOW_METRICS__LISTEN": f"127.0.0.1:{metrics_port}"}
+    sim = SimNode(tmp_path / "lnd").start()
+    try:
+        with Daemon(sim, db, args=["--config", str(config)], env=env) as d:
+            d.wait_for(
+                lambda c: (
+                    c.execute("SELECT stream_state FROM daemon_state").fetchall()
+                    == [("connected",)]
+                )
+            )
+            # the stream is up: no alert
+            assert hook.requests == []
+            sim.stop()
+            _wait(lambda: _states(hook) == [("stream_down", "start")], "stream down")
+            time.sleep(0.5)  # still down: nothing more is sent
+            assert _states(hook) == [("stream_down", "start")]
+            sim.start()
+            _wait(
+                lambda: _states(hook) == [("stream_down", "start"), ("stream_down", "clear")],
+                "stream up",
+            )
+            d.wait_for(
+                lambda c: c.execute("SELECT count(*) FROM alert_deliveries").fetchone()[0] == 2
+            )
+            status, out, err = run_lnflowctl("--db", str(db), "alerts", "--json")
+            assert (status, err) == (0, "")
+            alerts = json.loads(out)
+            assert [(a["kind"], a["state"], a["title"]) for a in alerts] == [
+                ("stream_down", "start", "stream down"),
+                ("stream_down", "clear", "stream up"),
+            ]
+            assert all(
+                [(x["target"], x["ok"], x["attempts"]) for x in a["deliveries"]]
+                == [("local hook", True, 1)]
+                for a in alerts
+            )
+            status, out, _ = run_lnflowctl("--db", str(db), "alerts")
+            assert status == 0 and "stream down" in out and "stream up" in out
+            assert "sent: local hook ok" in out
+            status, out, _ = run_lnflowctl("--db", str(db), "status", "--json")
+            doc = json.loads(out)
+            assert doc["metrics"] == {"listen": f"127.0.0.1:{metrics_port}"}
+            (target,) = doc["alert_targets"]
+            assert (target["name"], target["ok"], target["error"]) == ("local hook", True, None)
+            status, out, _ = run_lnflowctl("--db", str(db), "status")
+            assert f"metrics      http://127.0.0.1:{metrics_port}/metrics" in out
+            assert "alerts       local hook: ok " in out
+            assert d.stop() == 0
+        log = d.log()
+    finally:
+        sim.stop()
+        hook.close()
+    doc = json.loads(hook.requests[1][3])
+    assert doc["node"]["alias"] == "lnflow-sim"
+    assert doc["message"].startswith("the HTLC event stream is connected again after")
+    for secret in ("SECRETTOKEN", "PASSWORD", "user:PW"):
+        assert secret not in log
