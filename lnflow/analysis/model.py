@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .classify import FailureClass
+from lnflow.domain import FailureClass
 
 __all__ = [
     "INCOMING_CAP",

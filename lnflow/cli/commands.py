@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
-from lnflow.domain import format_scid, parse_scid
+from lnflow.domain import NS_PER_S, format_scid, parse_scid
 from lnflow.errors import ConfigError, LnflowError, StoreError, UnknownChannelError
 from lnflow.limits import ANALYSIS_RANGES
 from lnflow.text import printable
@@ -50,7 +50,7 @@ __all__ = [
     "run_analysis",
 ]
 
-NS = 1_000_000_000
+NS = NS_PER_S
 EXPORT_KINDS = ("events", "attempts", "forwards", "opportunities")
 NO_SNAPSHOT = (
     "no analysis yet: lnflowd writes one every 10 min; run `lnflowctl analyze` for a fresh one"
@@ -309,9 +309,8 @@ def live_stats(
     """
     from sqlalchemy import func, select
 
-    from lnflow.analysis.classify import FailureClass, classify
-    from lnflow.attempts import Outcome
-    from lnflow.domain import EventKind, EventType
+    from lnflow.analysis.classify import classify
+    from lnflow.domain import EventKind, EventType, FailureClass, Outcome
     from lnflow.store.queries import liveness
     from lnflow.store.schema import failure_clusters, forward_attempts, htlc_events
 
@@ -352,8 +351,7 @@ def live_stats(
 
 def _live_line(stats: LiveStats, now_ns: int) -> str:
     fails = sum(stats.failures_by_class.values())
-    labels = {cls.label: abbrev for cls, abbrev in CLASS_ABBREV.items()}
-    mix = ", ".join(f"{labels.get(k, k)} {v}" for k, v in stats.failures_by_class.items())
+    mix = ", ".join(f"{CLASS_ABBREV.get(k, k)} {v}" for k, v in stats.failures_by_class.items())
     if not stats.daemon_running:
         stream = "lnflowd is not running: nothing new gets recorded"
     elif stats.stream_connected:
@@ -449,8 +447,7 @@ TREND_COLUMNS = (
 def _failures_cell(day: TrendDay) -> str:
     if not day.failures:
         return "0"
-    labels = {cls.label: abbrev for cls, abbrev in CLASS_ABBREV.items()}
-    mix = " ".join(f"{labels.get(k, k)} {v}" for k, v in day.failures_by_class.items() if v)
+    mix = " ".join(f"{CLASS_ABBREV.get(k, k)} {v}" for k, v in day.failures_by_class.items() if v)
     return f"{day.failures:,} ({mix})" if mix else f"{day.failures:,}"
 
 

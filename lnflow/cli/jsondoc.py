@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
     Action,
     AnalysisReport,
@@ -25,7 +24,7 @@ from lnflow.analysis.model import (
     Opportunity,
     RebalanceMove,
 )
-from lnflow.domain import format_scid
+from lnflow.domain import NS_PER_HOUR, NS_PER_S, FailureClass, format_scid
 from lnflow.errors import ReportFileError
 
 from .render import iso
@@ -42,7 +41,6 @@ _U64 = 1 << 64
 # the arithmetic of the rendering.
 _MAX_INT = (1 << 63) - 1
 
-_NS_PER_HOUR = 3_600_000_000_000
 _SUGGESTIONS = ("suggested_fee_ppm", "suggested_amount_sat", "suggested_max_htlc_msat")
 
 
@@ -68,7 +66,7 @@ def report_to_doc(report: AnalysisReport) -> JsonObject:
         },
         "observed_hours": None
         if report.observed_ns is None
-        else round(report.observed_ns / _NS_PER_HOUR, 4),
+        else round(report.observed_ns / NS_PER_HOUR, 4),
     }
 
 
@@ -137,7 +135,7 @@ def parse_iso_ns(text: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    return (delta.days * 86_400 + delta.seconds) * NS_PER_S + delta.microseconds * 1000
 
 
 class _Reader:
@@ -286,7 +284,7 @@ def _observed(r: _Reader, top: Mapping[str, object]) -> int | None:
     hours = r.num(top, "observed_hours", "")
     if not math.isfinite(hours) or hours < 0:
         raise r.fail("observed_hours", "a number of hours >= 0")
-    return round(hours * _NS_PER_HOUR)
+    return round(hours * NS_PER_HOUR)
 
 
 def _opportunity(r: _Reader, o: Mapping[str, object], path: str) -> Opportunity:

@@ -33,7 +33,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
-from lnflow.domain import LndVersion, NodeInfo
+from lnflow.domain import NS_PER_S, LndVersion, NodeInfo
 from lnflow.errors import LndError
 from lnflow.recording import (
     ChannelSampler,
@@ -51,7 +51,7 @@ from lnflow.store.writer import StoreWriter
 
 __all__ = ["HTLCMonitor", "HtlcStreamLike", "MonitorSource"]
 
-NS = 1_000_000_000
+NS = NS_PER_S
 # The daemon's defaults ([recorder], [ledger], [channels] of config/lnflow.example.toml).
 _BATCH_SIZE = 5000
 _FLUSH_INTERVAL_S = 1.0

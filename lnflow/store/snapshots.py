@@ -17,9 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert
 
-from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import AnalysisReport, Opportunity
-from lnflow.domain import to_signed64
+from lnflow.domain import FailureClass, to_signed64
 from lnflow.store import snapshot_read
 from lnflow.store.db import sqlite_connection
 from lnflow.store.schema import analysis_runs, opportunities, rebalance_moves, run_gaps
