@@ -35,7 +35,11 @@ from lnflow.paths import default_db_path
 
 __all__ = [
     "AnalysisConfig",
+    "ChannelSettings",
+    "LedgerSettings",
+    "LndSettings",
     "MetricsSettings",
+    "RecorderSettings",
     "RetentionSettings",
     "Settings",
     "analysis_settings",
