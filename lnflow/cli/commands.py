@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
-from lnflow.domain import NS_PER_S, format_scid, parse_scid
+from lnflow.domain import NS_PER_HOUR, NS_PER_S, format_scid, parse_scid
 from lnflow.errors import ConfigError, LnflowError, StoreError, UnknownChannelError
 from lnflow.text import printable
 
@@ -388,7 +388,7 @@ def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
             if not args.json:
                 print("\nstopped; analyzing the monitored period ...", flush=True)
         now = time.time_ns()
-        hours = max(1, math.ceil((now - start) / (3600 * NS)))
+        hours = max(1, math.ceil((now - start) / NS_PER_HOUR))
         with engine.connect() as conn:
             report = run_analysis(conn, db_path, hours, settings, now)
     finally:

@@ -122,8 +122,8 @@ def _opportunity_row(run_id: int, generated_ns: int, o: Opportunity) -> dict[str
     }
     for cls in FailureClass:
         stats = o.by_class.get(cls)
-        row[f"{cls.label}_failures"] = stats.failures if stats else None
-        row[f"{cls.label}_missed_msat"] = stats.missed_msat if stats else None
+        row[cls.failures_column] = stats.failures if stats else None
+        row[cls.missed_column] = stats.missed_msat if stats else None
     return row
 
 
