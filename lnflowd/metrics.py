@@ -39,7 +39,15 @@ from sqlalchemy import Engine
 
 from lnflow import __version__
 from lnflow.config import Settings
-from lnflow.domain import NS_PER_S, EventKind, EventType, FailureClass, Outcome, StreamState
+from lnflow.domain import (
+    MSAT_PER_SAT,
+    NS_PER_S,
+    EventKind,
+    EventType,
+    FailureClass,
+    Outcome,
+    StreamState,
+)
 from lnflow.store import metrics_read
 from lnflow.store.ingest import Ingestor, IngestResult
 
@@ -372,7 +380,9 @@ def _render_view(view: metrics_read.RefreshView) -> str:
                     ("peer", o.peer_pubkey),
                 )
             )
-            opp.append((lbl, o.urgency_score, o.missed_msat, o.potential_monthly_msat / 1000))
+            opp.append(
+                (lbl, o.urgency_score, o.missed_msat, o.potential_monthly_msat / MSAT_PER_SAT)
+            )
         out.append(
             family(
                 "lnflow_analysis_last_run_timestamp_seconds",

@@ -24,7 +24,7 @@ from lnflow.analysis.model import (
     Opportunity,
     RebalanceMove,
 )
-from lnflow.domain import NS_PER_HOUR, NS_PER_S, FailureClass, format_scid
+from lnflow.domain import MSAT_PER_SAT, NS_PER_HOUR, NS_PER_S, FailureClass, format_scid
 from lnflow.errors import ReportFileError
 
 from .render import iso
@@ -83,8 +83,8 @@ def _opportunity_doc(o: Opportunity) -> JsonObject:
         "failure_rate": o.failure_rate,
         "missed_msat": o.missed_msat,
         "missed_raw_msat": o.missed_raw_msat,
-        "missed_sats": o.missed_msat / 1000,
-        "potential_monthly_sats": o.potential_monthly_msat / 1000,
+        "missed_sats": o.missed_msat / MSAT_PER_SAT,
+        "potential_monthly_sats": o.potential_monthly_msat / MSAT_PER_SAT,
         "urgency_score": o.urgency_score,
         "confidence": o.confidence.value,
         "recommended_action": o.recommended_action.value,
@@ -309,7 +309,7 @@ def _opportunity(r: _Reader, o: Mapping[str, object], path: str) -> Opportunity:
         failure_rate=r.num(o, "failure_rate", path),
         missed_msat=r.int_(o, "missed_msat", path),
         missed_raw_msat=r.int_(o, "missed_raw_msat", path),
-        potential_monthly_msat=round(r.num(o, "potential_monthly_sats", path) * 1000),
+        potential_monthly_msat=round(r.num(o, "potential_monthly_sats", path) * MSAT_PER_SAT),
         urgency_score=r.int_(o, "urgency_score", path),
         confidence=r.enum(o, "confidence", path, Confidence),
         recommended_action=r.enum(o, "recommended_action", path, Action),
