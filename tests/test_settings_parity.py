@@ -12,6 +12,7 @@ import pytest
 from lnflow.cli import ctl
 from lnflow.cli.commands import analysis_settings, ctl_settings
 from lnflow.config import load_settings
+from lnflow.errors import ConfigError
 from lnflow.paths import default_db_path
 from lnflowd import main as lnflowd_main
 
@@ -193,3 +194,38 @@ def test_thresholds_layer_like_the_daemons(
     assert analysis_settings(ctl_args).min_failure_count == used
     if flag is None:  # lnflowd has no threshold flags: the same file and environment
         assert daemon.analysis.min_failure_count == used
+
+
+def _bounded_keys() -> list[tuple[str, str, object]]:
+    """(section, key, a value above the key's highest) of every bounded number."""
+    from annotated_types import Le
+    from pydantic import BaseModel
+
+    from lnflow.config import Settings
+
+    found = []
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for key, info in model.model_fields.items():
+            hi = next((m.le for m in info.metadata if isinstance(m, Le)), None)
+            if hi is not None:
+                found.append((section, key, int(hi) + 1 if info.annotation is int else hi * 2))
+    return found
+
+
+@pytest.mark.parametrize(("section", "key", "value"), _bounded_keys(), ids=lambda v: str(v))
+def test_every_bounded_key_is_refused_alike_above_its_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, section: str, key: str, value: object
+) -> None:
+    for name in [k for k in os.environ if k.startswith("LNFLOW_")]:
+        monkeypatch.delenv(name)
+    config = _file(tmp_path, f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as daemon:
+        args = lnflowd_main._parser().parse_args(config)
+        load_settings(args.config, lnflowd_main._overrides(args))
+    with pytest.raises(ConfigError) as ctl_err:
+        ctl_settings(ctl._parser().parse_args([*config, "status"]))
+    assert str(daemon.value) == str(ctl_err.value)
+    assert f"bad value for '{section}.{key}': must be " in str(daemon.value)
+    assert f"(given: {value})" in str(daemon.value)
