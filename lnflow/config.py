@@ -264,11 +264,11 @@ def _number(value: object) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,g}"
 
 
-def _range(loc: tuple[int | str, ...]) -> str | None:
+def _range(model: type[Settings], loc: tuple[int | str, ...]) -> str | None:
     """``a whole number from 1 to 1,000,000`` for a bounded number key, else None."""
-    if len(loc) != 2 or loc[0] not in Settings.model_fields:
+    if len(loc) != 2 or loc[0] not in model.model_fields:
         return None
-    section = Settings.model_fields[str(loc[0])].annotation
+    section = model.model_fields[str(loc[0])].annotation
     assert isinstance(section, type) and issubclass(section, BaseModel)
     field = section.model_fields.get(str(loc[1]))
     if field is None or field.annotation not in (int, float):
@@ -299,12 +299,12 @@ _NUMBER_ERRORS = frozenset(
 )
 
 
-def _one_line(exc: ValidationError, source: str) -> str:
+def _one_line(model: type[Settings], exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     given = err.get("input")
     shown = f" (given: {repr(given)[:60]})" if isinstance(given, int | float | str) else ""
-    wanted = _range(err["loc"]) if err["type"] in _NUMBER_ERRORS else None
+    wanted = _range(model, err["loc"]) if err["type"] in _NUMBER_ERRORS else None
     if err["type"] == "extra_forbidden":
         what = f"unknown key '{key}'"
     elif wanted is not None:
@@ -320,16 +320,16 @@ def _one_line(exc: ValidationError, source: str) -> str:
     return f"{what}{more} in {source}: see config/lnflow.example.toml for the keys and ranges"
 
 
-def _env_problem() -> str | None:
+def _env_problem(model: type[Settings]) -> str | None:
     """Unknown LNFLOW_* variables are errors, not silently ignored typos."""
-    sections = {name for name in Settings.model_fields}
+    sections = {name for name in model.model_fields}
     for name in os.environ:
         if not name.startswith("LNFLOW_"):
             continue
         parts = name[len("LNFLOW_") :].lower().split("__")
         if len(parts) != 2 or parts[0] not in sections:
             return f"unknown environment variable {name}: use LNFLOW_<SECTION>__<KEY>"
-        section_model = Settings.model_fields[parts[0]].annotation
+        section_model = model.model_fields[parts[0]].annotation
         assert isinstance(section_model, type) and issubclass(section_model, BaseModel)
         if parts[1] not in section_model.model_fields:
             return f"unknown environment variable {name}: no key '{parts[1]}' in [{parts[0]}]"
@@ -337,11 +337,17 @@ def _env_problem() -> str | None:
 
 
 def load_settings(
-    config_file: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+    config_file: Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    *,
+    model: type[Settings] = Settings,
 ) -> Settings:
-    """Build the settings; ``overrides`` are the flags given (section → key → value)."""
+    """Build the settings; ``overrides`` are the flags given (section → key → value).
+
+    ``model`` is :class:`Settings` (a subclass with more sections is loaded, checked and
+    worded the same way)."""
     file_values = _read_file(config_file) if config_file else {}
-    problem = _env_problem()
+    problem = _env_problem(model)
     if problem:
         raise ConfigError(problem)
     flags = {
@@ -351,15 +357,15 @@ def load_settings(
     # Validate the file alone first, so its errors name the file.
     if file_values:
         try:
-            Settings.model_validate(file_values)
+            model.model_validate(file_values)
         except ValidationError as exc:
-            raise ConfigError(_one_line(exc, str(config_file))) from exc
+            raise ConfigError(_one_line(model, exc, str(config_file))) from exc
     try:
         # env beats file: pydantic-settings gives init kwargs precedence, so merge the
         # file under the environment by letting env fill what the file lacks.
-        from_env = Settings()
+        from_env = model()
         env_set = from_env.model_dump(exclude_unset=True)
         merged = _deep_merge(_deep_merge(file_values, env_set), flags)
-        return Settings(**merged)
+        return model(**merged)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, "the environment or flags")) from exc
+        raise ConfigError(_one_line(model, exc, "the environment or flags")) from exc

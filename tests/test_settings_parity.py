@@ -3,15 +3,17 @@ accepted or refused by both, in the same words, and the environment and the flag
 override the file in the same order."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from pydantic import Field
 
 from lnflow.cli import ctl
 from lnflow.cli.commands import analysis_settings, ctl_settings
-from lnflow.config import load_settings
+from lnflow.config import Settings, _Section, load_settings
 from lnflow.errors import ConfigError
 from lnflow.paths import default_db_path
 from lnflowd import main as lnflowd_main
@@ -229,3 +231,63 @@ def test_every_bounded_key_is_refused_alike_above_its_range(
     assert str(daemon.value) == str(ctl_err.value)
     assert f"bad value for '{section}.{key}': must be " in str(daemon.value)
     assert f"(given: {value})" in str(daemon.value)
+
+
+# --------------------------------------------------------------------------- a new section
+
+
+class _Policy(_Section):
+    every_s: int = Field(default=60, ge=10, le=3600)
+    mode: str = "dry-run"
+
+
+class _WithPolicy(Settings):
+    policy: _Policy = _Policy()
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "flags", "want"),
+    [
+        (None, {}, {}, (60, "dry-run")),
+        ("[policy]\nevery_s = 20\n", {}, {}, (20, "dry-run")),
+        ("[policy]\nevery_s = 20\n", {"LNFLOW_POLICY__EVERY_S": "30"}, {}, (30, "dry-run")),
+        (
+            "[policy]\nevery_s = 20\n",
+            {"LNFLOW_POLICY__EVERY_S": "30"},
+            {"every_s": 40},
+            (40, "dry-run"),
+        ),
+        (
+            "[policy]\nevery_s = 5\n",
+            {},
+            {},
+            "bad value for 'policy.every_s': must be a whole number from 10 to 3,600 (given: 5)",
+        ),
+        ("[policy]\nevry_s = 20\n", {}, {}, "unknown key 'policy.evry_s'"),
+        (None, {"LNFLOW_POLICY__MODEE": "x"}, {}, "no key 'modee' in [policy]"),
+    ],
+    ids=["default", "file", "env", "flag", "range", "typo", "env-typo"],
+)
+def test_a_new_section_is_one_class_and_one_field(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    text: str | None,
+    env: dict[str, str],
+    flags: dict[str, int],
+    want: tuple[int, str] | str,
+) -> None:
+    for name in [k for k in os.environ if k.startswith("LNFLOW_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    path = None
+    if text is not None:
+        path = tmp_path / "policy.toml"
+        path.write_text(text)
+    if isinstance(want, str):
+        with pytest.raises(ConfigError, match=re.escape(want)):
+            load_settings(path, {"policy": flags}, model=_WithPolicy)
+        return
+    settings = load_settings(path, {"policy": flags}, model=_WithPolicy)
+    assert isinstance(settings, _WithPolicy)
+    assert (settings.policy.every_s, settings.policy.mode) == want
