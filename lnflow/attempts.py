@@ -61,23 +61,10 @@ import heapq
 from dataclasses import dataclass
 from typing import Any
 
-from lnflow.analysis.classify import FailureClass, classify, missed_fee_msat
-from lnflow.domain import EventKind, EventType, HtlcEvent
+from lnflow.analysis.classify import classify, missed_fee_msat
+from lnflow.domain import NS_PER_S, EventKind, EventType, FailureClass, HtlcEvent, Outcome
 
-__all__ = ["Attempt", "AttemptTracker", "Outcome"]
-
-
-class Outcome(enum.IntEnum):
-    PENDING = 0
-    SETTLED = 1
-    FAILED_LOCAL = 2
-    FAILED_DOWNSTREAM = 3
-    UNRESOLVED = 4
-    REJECTED_LOCAL = 5  # failed back before forwarding, no reason: an HTLC interceptor
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
+__all__ = ["Attempt", "AttemptTracker", "Outcome"]  # Outcome: lnflow.domain's, re-exported
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +182,7 @@ _SIGNAL_OF_KIND: dict[int, _Signal] = {
 _CARRIES_CIRCUIT = frozenset({_S.FORWARD, _S.SETTLE, _S.FORWARD_FAIL})
 _FINALS = frozenset({_S.FINAL_SETTLED, _S.FINAL_FAILED})
 
-_RECEIVE_GRACE_NS = 60 * 1_000_000_000
+_RECEIVE_GRACE_NS = 60 * NS_PER_S
 _FINAL = int(EventKind.FINAL)
 _TYPE_FORWARD = int(EventType.FORWARD)
 _TYPE_RECEIVE = int(EventType.RECEIVE)

@@ -1,10 +1,18 @@
-"""Daemon settings: TOML file < ``LNFLOW_*`` environment < command-line flags.
+"""Settings of lnflowd and lnflowctl: TOML file < ``LNFLOW_*`` environment < flags.
+
+One loader, :func:`load_settings`, for both programs: the same file is accepted or
+refused by both, with the same one-line message (an unknown key, a value out of
+range), and the environment and the flags override it in the same order. Each
+program only maps its own flags onto keys (lnflowd/main.py, lnflow/cli/commands.py).
 
 The file format is documented key by key in ``config/lnflow.example.toml``.
 pydantic-settings does the layering and the type checks; this module only
 declares the keys and turns validation errors into one-line messages.
 Environment variables use ``__`` between section and key, e.g.
 ``LNFLOW_LND__RPCSERVER=10.0.0.2:10009`` or ``LNFLOW_STORE__DB=/srv/lnflow.db``.
+
+A new section is one :class:`_Section` subclass and one field of :class:`Settings`;
+its keys, ranges, environment variables and messages follow from them.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from annotated_types import Ge, Gt, Le
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -35,8 +44,12 @@ from lnflow.paths import default_db_path
 __all__ = [
     "AlertsSettings",
     "AnalysisConfig",
+    "ChannelSettings",
     "CommandTarget",
+    "LedgerSettings",
+    "LndSettings",
     "MetricsSettings",
+    "RecorderSettings",
     "RetentionSettings",
     "Settings",
     "WebhookTarget",
@@ -327,34 +340,76 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
 
 
-def _one_line(exc: ValidationError, source: str) -> str:
+def _number(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:,g}"
+
+
+def _range(model: type[Settings], loc: tuple[int | str, ...]) -> str | None:
+    """``a whole number from 1 to 1,000,000`` for a bounded number key, else None."""
+    if len(loc) != 2 or loc[0] not in model.model_fields:
+        return None
+    section = model.model_fields[str(loc[0])].annotation
+    assert isinstance(section, type) and issubclass(section, BaseModel)
+    field = section.model_fields.get(str(loc[1]))
+    if field is None or field.annotation not in (int, float):
+        return None
+    lo = next((m for m in field.metadata if isinstance(m, Ge | Gt)), None)
+    hi = next((m.le for m in field.metadata if isinstance(m, Le)), None)
+    if lo is None or hi is None:
+        return None
+    kind = "a whole number" if field.annotation is int else "a number"
+    start = f"more than {_number(lo.gt)}" if isinstance(lo, Gt) else f"from {_number(lo.ge)}"
+    return f"{kind} {start} to {_number(hi)}"
+
+
+# pydantic's error types of a number that is no number, or out of its range
+_NUMBER_ERRORS = frozenset(
+    {
+        "int_parsing",
+        "int_from_float",
+        "int_type",
+        "float_parsing",
+        "float_type",
+        "finite_number",
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+    }
+)
+
+
+def _one_line(model: type[Settings], exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    given = err.get("input")
+    shown = f" (given: {repr(given)[:60]})" if isinstance(given, int | float | str) else ""
+    wanted = _range(model, err["loc"]) if err["type"] in _NUMBER_ERRORS else None
     if err["type"] == "extra_forbidden":
         what = f"unknown key '{key}'"
+    elif wanted is not None:
+        what = f"bad value for '{key}': must be {wanted}{shown}"
+    elif err["type"] in ("model_type", "dict_type") and len(err["loc"]) == 1:
+        what = f"bad value for '{key}': [{key}] must be a table of keys{shown}"
     else:
-        given = err.get("input")
-        shown = (
-            f" (given: {repr(given)[:60]})"
-            if isinstance(given, int | float | str) and err["type"] != "value_error"
-            else ""
-        )
-        msg = err["msg"].removeprefix("Value error, ")  # our validators' own sentences
+        if err["type"] == "value_error":
+            shown = ""  # our validators' own sentences quote the value
+        msg = err["msg"].removeprefix("Value error, ")
         what = f"bad value for '{key}': {msg}{shown}"
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"{what}{more} in {source}: see config/lnflow.example.toml for the keys and ranges"
 
 
-def _env_problem() -> str | None:
+def _env_problem(model: type[Settings]) -> str | None:
     """Unknown LNFLOW_* variables are errors, not silently ignored typos."""
-    sections = {name for name in Settings.model_fields}
+    sections = {name for name in model.model_fields}
     for name in os.environ:
         if not name.startswith("LNFLOW_"):
             continue
         parts = name[len("LNFLOW_") :].lower().split("__")
         if len(parts) != 2 or parts[0] not in sections:
             return f"unknown environment variable {name}: use LNFLOW_<SECTION>__<KEY>"
-        section_model = Settings.model_fields[parts[0]].annotation
+        section_model = model.model_fields[parts[0]].annotation
         assert isinstance(section_model, type) and issubclass(section_model, BaseModel)
         if parts[1] not in section_model.model_fields:
             return f"unknown environment variable {name}: no key '{parts[1]}' in [{parts[0]}]"
@@ -362,11 +417,17 @@ def _env_problem() -> str | None:
 
 
 def load_settings(
-    config_file: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None
+    config_file: Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    *,
+    model: type[Settings] = Settings,
 ) -> Settings:
-    """Build the settings; ``overrides`` are the flags given (section → key → value)."""
+    """Build the settings; ``overrides`` are the flags given (section → key → value).
+
+    ``model`` is :class:`Settings` (a subclass with more sections is loaded, checked and
+    worded the same way)."""
     file_values = _read_file(config_file) if config_file else {}
-    problem = _env_problem()
+    problem = _env_problem(model)
     if problem:
         raise ConfigError(problem)
     flags = {
@@ -376,15 +437,15 @@ def load_settings(
     # Validate the file alone first, so its errors name the file.
     if file_values:
         try:
-            Settings.model_validate(file_values)
+            model.model_validate(file_values)
         except ValidationError as exc:
-            raise ConfigError(_one_line(exc, str(config_file))) from exc
+            raise ConfigError(_one_line(model, exc, str(config_file))) from exc
     try:
         # env beats file: pydantic-settings gives init kwargs precedence, so merge the
         # file under the environment by letting env fill what the file lacks.
-        from_env = Settings()
+        from_env = model()
         env_set = from_env.model_dump(exclude_unset=True)
         merged = _deep_merge(_deep_merge(file_values, env_set), flags)
-        return Settings(**merged)
+        return model(**merged)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, "the environment or flags")) from exc
+        raise ConfigError(_one_line(model, exc, "the environment or flags")) from exc

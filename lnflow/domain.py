@@ -3,21 +3,38 @@
 Every other layer speaks in these types. Units are in the names (``_msat``,
 ``_sat``, ``_ns``, ``_s``); money is always an integer. SCIDs are unsigned
 64-bit integers here; only the store maps them to signed 64-bit.
+
+One word, one place: the failure class, a forward attempt's outcome and the
+daemon's and stream's states are enums here, and every table column, metric
+label, export column and display abbreviation derives from them. Their stored
+values (ints for classes and outcomes, strings for states) are the enum values,
+so rows and JSON read back into members unchanged. Time units and the few
+number helpers every layer needs (signed 64-bit mapping, nearest-rank
+percentile, sats on display) are defined here once.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 __all__ = [
     "FAILURE_CLASS_NAMES",
+    "MSAT_PER_SAT",
+    "NS_PER_DAY",
+    "NS_PER_HOUR",
+    "NS_PER_S",
     "ChannelEdge",
     "ChannelInfo",
     "ChannelSample",
+    "DaemonState",
     "EventKind",
     "EventType",
+    "FailureClass",
     "FailureDetail",
     "FeeReportEntry",
     "ForwardRecord",
@@ -25,28 +42,80 @@ __all__ = [
     "HtlcEvent",
     "LndVersion",
     "NodeInfo",
+    "Outcome",
     "RejectedForward",
     "RoutingPolicy",
+    "StreamState",
     "StreamSubscribed",
     "WireFailure",
     "format_scid",
     "from_signed64",
+    "nearest_rank",
     "parse_scid",
+    "percentile",
+    "sats_text",
     "to_signed64",
+    "wrap_signed64",
 ]
 
 _U64 = 1 << 64
 _I63 = 1 << 63
 
+# --------------------------------------------------------------------------- units
+
+NS_PER_S = 1_000_000_000
+NS_PER_HOUR = 3_600 * NS_PER_S
+NS_PER_DAY = 24 * NS_PER_HOUR
+MSAT_PER_SAT = 1_000
+
+
+def sats_text(msat: int, decimals: int | None = None) -> str:
+    """Sats for display from msat (the store keeps exact msat).
+
+    ``decimals`` None: exact, whole sats without decimals (``1,234.567``, ``1,234``);
+    else rounded to that many places (``1,234.57`` for 2).
+    """
+    if decimals is not None:
+        return f"{msat / MSAT_PER_SAT:,.{decimals}f}"
+    sats, rest = divmod(msat, MSAT_PER_SAT)
+    if rest == 0:
+        return f"{sats:,}"
+    return f"{sats:,}.{rest:03d}".rstrip("0")
+
+
+def nearest_rank(count: int, p: float | Fraction) -> int:
+    """The 1-based nearest rank of ``p`` percent among ``count`` values: ⌈p·count/100⌉,
+    at least 1 (p0 is the smallest value)."""
+    rank = -(-p * count // 100) if isinstance(p, int) else math.ceil(Fraction(p) * count / 100)
+    return max(rank, 1)
+
+
+def percentile(values: Iterable[int], p: float | Fraction) -> int:
+    """Nearest-rank percentile: the smallest value with at least ``p`` % of values at or below.
+
+    ``p`` is in [0, 100]; p50 is the median (for an even count, the lower middle).
+    """
+    if not 0 <= p <= 100:
+        raise ValueError(f"percentile {p} is outside 0..100")
+    ordered: Sequence[int] = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of no values")
+    return ordered[nearest_rank(len(ordered), p) - 1]
+
 
 # --------------------------------------------------------------------------- SCIDs
+
+
+def wrap_signed64(value: int) -> int:
+    """:func:`to_signed64` without its range check, for hot paths holding uint64s."""
+    return value - _U64 if value >= _I63 else value
 
 
 def to_signed64(value: int) -> int:
     """Map an unsigned 64-bit integer onto SQLite's signed INTEGER range."""
     if not 0 <= value < _U64:
         raise ValueError(f"not a uint64: {value}")
-    return value - _U64 if value >= _I63 else value
+    return wrap_signed64(value)
 
 
 def from_signed64(value: int) -> int:
@@ -176,7 +245,88 @@ class WireFailure(enum.IntEnum):
     UNREADABLE_FAILURE = 999
 
 
-FAILURE_CLASS_NAMES = ("liquidity", "max_htlc", "fee", "availability", "policy", "other")
+class FailureClass(enum.IntEnum):
+    """Why our node failed a forward (DESIGN §4); the value is the rule's precedence
+    (:func:`lnflow.analysis.classify.classify`) and the number stored.
+
+    Each member carries its words: ``label`` (JSON, metrics, CSV), ``abbrev`` (compact
+    cells: "liq 3, fee 2") and the rollup and opportunity columns ``failures_column`` and
+    ``missed_column``. A new class is one line here (plus its Alembic revision adding
+    the columns, and its rule in ``classify``).
+    """
+
+    label: str
+    abbrev: str
+    failures_column: str
+    missed_column: str
+
+    # (abbrev defaults only for the type checker: FailureClass(3) looks a member up)
+    def __new__(cls, value: int, abbrev: str = "") -> FailureClass:
+        member = int.__new__(cls, value)
+        member._value_ = value
+        return member
+
+    def __init__(self, value: int, abbrev: str = "") -> None:
+        # plain attributes, not properties: labels are looked up per event and report line
+        self.label = self.name.lower()
+        self.abbrev = abbrev
+        self.failures_column = f"{self.label}_failures"
+        self.missed_column = f"{self.label}_missed_msat"
+
+    LIQUIDITY = 1, "liq"
+    MAX_HTLC = 2, "max"
+    FEE = 3, "fee"
+    AVAILABILITY = 4, "avail"
+    POLICY = 5, "pol"
+    OTHER = 6, "oth"
+
+    @classmethod
+    def of_stored(cls, value: int) -> FailureClass:
+        """The class of a stored number; numbers this code does not know are OTHER."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.OTHER
+
+
+#: the labels in class order (the store's column prefixes)
+FAILURE_CLASS_NAMES = tuple(c.label for c in FailureClass)
+
+
+class Outcome(enum.IntEnum):
+    """How a forward attempt ended (:mod:`lnflow.attempts`); stored as the number."""
+
+    PENDING = 0
+    SETTLED = 1
+    FAILED_LOCAL = 2
+    FAILED_DOWNSTREAM = 3
+    UNRESOLVED = 4
+    REJECTED_LOCAL = 5  # failed back before forwarding, no reason: an HTLC interceptor
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class StreamState(enum.StrEnum):
+    """The HTLC event stream's state (``daemon_state.stream_state``; stored as the text)."""
+
+    IDLE = "idle"  # not subscribed yet
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    UNREACHABLE = "unreachable"
+    UNSUPPORTED = "unsupported"  # lnd too old for HTLC events
+    STOPPED = "stopped"
+
+
+class DaemonState(enum.StrEnum):
+    """lnflowd's connection to lnd (``daemon_state.lnd_state``; stored as the text)."""
+
+    STARTING = "starting"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    UNREACHABLE = "unreachable"
+    ERROR = "error"
 
 
 # --------------------------------------------------------------------------- records

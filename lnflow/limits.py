@@ -1,5 +1,5 @@
-"""The ranges of the analysis thresholds, shared by lnflowd's settings (pydantic) and
-lnflowctl (which reads ``[analysis]`` without pydantic): one table, one truth.
+"""The ranges of the analysis thresholds: the settings' checks (lnflow.config) and
+lnflowctl's threshold flags take them from here: one table, one truth.
 
 Each range is inclusive, ``(lowest, highest)``; the ratios start at 0.01 because 0 would
 turn their rule off silently. Documented in config/lnflow.example.toml.

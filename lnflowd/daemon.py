@@ -21,7 +21,7 @@ from sqlalchemy import Engine, event
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.config import Settings, analysis_settings
-from lnflow.domain import LndVersion, NodeInfo
+from lnflow.domain import DaemonState, LndVersion, NodeInfo, StreamState
 from lnflow.errors import ConfigError, LnflowError, NodeUnreachableError, StoreWriteError
 from lnflow.lnd import LndClient, LndCredentials
 from lnflow.recording import (
@@ -220,7 +220,7 @@ class Daemon:
                 lnd_alias=info.alias,
                 lnd_version=info.version,
                 lnd_network=info.network,
-                lnd_state="connected",
+                lnd_state=DaemonState.CONNECTED,
                 last_error=None,
             )
             log.info(
@@ -237,7 +237,7 @@ class Daemon:
                     reason=f"lnd {version.version} has no HTLC event stream (needs 0.10+)",
                 )
                 await store.call(
-                    store.target.daemon_state, self.clock_ns(), stream_state="unsupported"
+                    store.target.daemon_state, self.clock_ns(), stream_state=StreamState.UNSUPPORTED
                 )
                 await self.stop.wait()
                 return 0
@@ -280,7 +280,7 @@ class Daemon:
                 await store.call(
                     store.target.daemon_state,
                     self.clock_ns(),
-                    lnd_state="error",
+                    lnd_state=DaemonState.ERROR,
                     last_error=str(exc),
                 )
             raise
@@ -335,7 +335,7 @@ class Daemon:
                     await store.call(
                         store.target.daemon_state,
                         self.clock_ns(),
-                        lnd_state="unreachable",
+                        lnd_state=DaemonState.UNREACHABLE,
                         last_error=str(exc),
                     )
                     reported = str(exc)

@@ -38,10 +38,16 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from sqlalchemy import Engine
 
 from lnflow import __version__
-from lnflow.analysis.classify import FailureClass
-from lnflow.attempts import Outcome
 from lnflow.config import Settings
-from lnflow.domain import EventKind, EventType
+from lnflow.domain import (
+    MSAT_PER_SAT,
+    NS_PER_S,
+    EventKind,
+    EventType,
+    FailureClass,
+    Outcome,
+    StreamState,
+)
 from lnflow.store import metrics_read
 from lnflow.store.ingest import Ingestor, IngestResult
 
@@ -57,8 +63,6 @@ __all__ = ["DaemonMetrics", "MetricsState"]
 
 log = structlog.get_logger("lnflowd.metrics")
 
-_NS = 1_000_000_000
-_CLASS_LABEL = {int(c): c.label for c in FailureClass}
 _OUTCOME_LABEL = {int(o): o.label for o in Outcome if o is not Outcome.PENDING}
 _KIND_LABEL = {int(k): k.label for k in EventKind}
 _TYPE_LABEL = {int(t): t.name.lower() for t in EventType}
@@ -68,7 +72,7 @@ _ANALYSIS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.
 
 
 def _class_label(cls: int) -> str:
-    return _CLASS_LABEL.get(cls, "other")
+    return FailureClass.of_stored(cls).label
 
 
 class MetricsState:
@@ -148,7 +152,7 @@ class MetricsState:
                 by_label[lbl] = _plus(by_label.get(lbl), acc)
             if result.newest_event_ns:
                 self.newest_event_ns = max(self.newest_event_ns, result.newest_event_ns)
-                self.ingest_lag_s = max(0, committed_ns - result.newest_event_ns) / _NS
+                self.ingest_lag_s = max(0, committed_ns - result.newest_event_ns) / NS_PER_S
 
     def add_forwards(self, found: metrics_read.ForwardTotals) -> None:
         with self.lock:
@@ -265,7 +269,7 @@ class MetricsState:
                 [("", sessions)],
             )
         )
-        up = connected() if connected is not None else stream_state == "connected"
+        up = connected() if connected is not None else stream_state == StreamState.CONNECTED
         out.append(
             family(
                 "lnflow_stream_connected",
@@ -280,7 +284,7 @@ class MetricsState:
                     "lnflow_htlc_last_event_age_seconds",
                     "gauge",
                     "Seconds since the newest recorded HTLC event (lnd's timestamp)",
-                    [("", max(0, now_ns - newest_ns) / _NS)],
+                    [("", max(0, now_ns - newest_ns) / NS_PER_S)],
                 )
             )
         if lag is not None:
@@ -376,13 +380,15 @@ def _render_view(view: metrics_read.RefreshView) -> str:
                     ("peer", o.peer_pubkey),
                 )
             )
-            opp.append((lbl, o.urgency_score, o.missed_msat, o.potential_monthly_msat / 1000))
+            opp.append(
+                (lbl, o.urgency_score, o.missed_msat, o.potential_monthly_msat / MSAT_PER_SAT)
+            )
         out.append(
             family(
                 "lnflow_analysis_last_run_timestamp_seconds",
                 "gauge",
                 "When the latest snapshot was generated",
-                [("", report.generated_ns / _NS)],
+                [("", report.generated_ns / NS_PER_S)],
             )
         )
     out.append(

@@ -25,31 +25,12 @@ lnd gives them no amounts, so their missed fee is unknown (see docs/lnd-versions
 
 from __future__ import annotations
 
-import enum
+from lnflow.domain import FailureClass, FailureDetail, WireFailure
 
-from lnflow.domain import FailureDetail, WireFailure
-
+# FailureClass is lnflow.domain's (its labels, columns and abbreviations live there);
+# re-exported here, beside the rules that pick it
 __all__ = ["FailureClass", "classify", "missed_fee_msat"]
 
-
-class FailureClass(enum.IntEnum):
-    """Why our node failed a forward; the value is the rule's precedence."""
-
-    LIQUIDITY = 1
-    MAX_HTLC = 2
-    FEE = 3
-    AVAILABILITY = 4
-    POLICY = 5
-    OTHER = 6
-
-    @property
-    def label(self) -> str:
-        """Lowercase name, as in :data:`lnflow.domain.FAILURE_CLASS_NAMES`."""
-        return _LABELS[self]
-
-
-# (looked up: Enum.name is a Python-level descriptor, and reasons name a class per report line)
-_LABELS = {cls: cls.name.lower() for cls in FailureClass}
 _OTHER = FailureClass.OTHER
 _TEMPORARY = int(WireFailure.TEMPORARY_CHANNEL_FAILURE)
 _NO_DETAIL = int(FailureDetail.NO_DETAIL)

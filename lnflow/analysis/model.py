@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .classify import FailureClass
+from lnflow.domain import MSAT_PER_SAT, FailureClass
 
 __all__ = [
     "INCOMING_CAP",
@@ -246,11 +246,11 @@ class Opportunity:
 
     @property
     def missed_sats(self) -> float:
-        return self.missed_msat / 1000
+        return self.missed_msat / MSAT_PER_SAT
 
     @property
     def potential_monthly_sats(self) -> float:
-        return self.potential_monthly_msat / 1000
+        return self.potential_monthly_msat / MSAT_PER_SAT
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,15 +19,13 @@ import os
 import re
 import sys
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
-from lnflow.domain import format_scid, parse_scid
+from lnflow.domain import NS_PER_HOUR, NS_PER_S, format_scid, parse_scid
 from lnflow.errors import ConfigError, LnflowError, StoreError, UnknownChannelError
-from lnflow.limits import ANALYSIS_RANGES
 from lnflow.text import printable
 
 from .jsondoc import ReportFileError, parse_iso_ns, report_from_doc, report_to_doc
@@ -36,6 +34,7 @@ from .render import CLASS_ABBREV, iso, msat_as_sats, opportunities_lines, table
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
+    from lnflow.config import Settings
     from lnflow.store.trend import TrendDay
 
 __all__ = [
@@ -48,11 +47,12 @@ __all__ = [
     "cmd_opportunities",
     "cmd_report",
     "cmd_trend",
+    "ctl_settings",
     "parse_since",
     "run_analysis",
 ]
 
-NS = 1_000_000_000
+NS = NS_PER_S
 EXPORT_KINDS = ("events", "attempts", "forwards", "opportunities")
 NO_SNAPSHOT = (
     "no analysis yet: lnflowd writes one every 10 min; run `lnflowctl analyze` for a fresh one"
@@ -85,60 +85,30 @@ def print_lines(lines: Sequence[str]) -> None:
     sys.stdout.write("\n".join(printable(line) for line in lines) + "\n")
 
 
+def ctl_settings(args: argparse.Namespace) -> Settings:
+    """lnflowctl's settings, through lnflowd's loader (:func:`lnflow.config.load_settings`):
+    --config, ``LNFLOW_*`` variables, then the flags (--db, --min-failures,
+    --min-missed-sats). A file or variable lnflowd refuses is refused here, in its words."""
+    from lnflow.config import load_settings
+
+    return load_settings(
+        getattr(args, "config", None),
+        {
+            "store": {"db": getattr(args, "db", None)},
+            "analysis": {
+                "min_failure_count": getattr(args, "min_failures", None),
+                "min_missed_sats": getattr(args, "min_missed_sats", None),
+            },
+        },
+    )
+
+
 def analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
-    """The analysis thresholds, layered like lnflowd's: defaults, ``[analysis]`` of
-    --config, ``LNFLOW_ANALYSIS__<KEY>`` variables, then the flags.
+    """The analysis thresholds of :func:`ctl_settings` (``[analysis]``, its timing keys
+    left out), as lnflowd's analysis job gets them."""
+    from lnflow.config import analysis_settings as of_settings
 
-    The TOML is read with tomllib, not the daemon's config loader: lnflowctl
-    stays free of pydantic and starts fast.
-    """
-    defaults = AnalysisSettings()
-    values: dict[str, Any] = {}  # field name → int or float, checked by take()
-
-    def take(name: str, value: object, where: str) -> None:
-        kind = type(getattr(defaults, name))
-        lo, hi = ANALYSIS_RANGES[name]  # the ranges lnflowd's settings check too
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = kind(value)
-        # a whole number for an int threshold; nan and inf fail the range
-        if isinstance(value, bool) or not isinstance(value, kind | int) or not lo <= value <= hi:
-            what = "a whole number" if kind is int else "a number"
-            raise ConfigError(
-                f"{where} must be {what} from {_number(lo)} to {_number(hi)}, not {value!r}"
-            )
-        values[name] = kind(value)
-
-    config: Path | None = getattr(args, "config", None)
-    if config is not None:
-        try:
-            with config.expanduser().open("rb") as fh:
-                section = tomllib.load(fh).get("analysis", {})
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {config}: {exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"config file {config} is not valid TOML (not UTF-8 text): "
-                "give the TOML file of config/lnflow.example.toml"
-            ) from exc
-        if not isinstance(section, dict):
-            raise ConfigError(f"{config}: [analysis] must be a table of thresholds")
-        for f in dataclasses.fields(AnalysisSettings):
-            if f.name in section:
-                take(f.name, section[f.name], f"{config}: [analysis].{f.name}")
-    for f in dataclasses.fields(AnalysisSettings):
-        env = f"LNFLOW_ANALYSIS__{f.name.upper()}"
-        if os.environ.get(env):
-            take(f.name, os.environ[env], env)
-    if getattr(args, "min_failures", None) is not None:
-        values["min_failure_count"] = args.min_failures
-    if getattr(args, "min_missed_sats", None) is not None:
-        values["min_missed_sats"] = args.min_missed_sats
-    return AnalysisSettings(**values)
-
-
-def _number(value: float) -> str:
-    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+    return of_settings(ctl_settings(args))
 
 
 def run_analysis(
@@ -311,9 +281,8 @@ def live_stats(
     """
     from sqlalchemy import func, select
 
-    from lnflow.analysis.classify import FailureClass, classify
-    from lnflow.attempts import Outcome
-    from lnflow.domain import EventKind, EventType
+    from lnflow.analysis.classify import classify
+    from lnflow.domain import EventKind, EventType, FailureClass, Outcome
     from lnflow.store.queries import liveness
     from lnflow.store.schema import failure_clusters, forward_attempts, htlc_events
 
@@ -354,8 +323,7 @@ def live_stats(
 
 def _live_line(stats: LiveStats, now_ns: int) -> str:
     fails = sum(stats.failures_by_class.values())
-    labels = {cls.label: abbrev for cls, abbrev in CLASS_ABBREV.items()}
-    mix = ", ".join(f"{labels.get(k, k)} {v}" for k, v in stats.failures_by_class.items())
+    mix = ", ".join(f"{CLASS_ABBREV.get(k, k)} {v}" for k, v in stats.failures_by_class.items())
     if not stats.daemon_running:
         stream = "lnflowd is not running: nothing new gets recorded"
     elif stats.stream_connected:
@@ -422,7 +390,7 @@ def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
             if not args.json:
                 print("\nstopped; analyzing the monitored period ...", flush=True)
         now = time.time_ns()
-        hours = max(1, math.ceil((now - start) / (3600 * NS)))
+        hours = max(1, math.ceil((now - start) / NS_PER_HOUR))
         with engine.connect() as conn:
             report = run_analysis(conn, db_path, hours, settings, now)
     finally:
@@ -451,8 +419,7 @@ TREND_COLUMNS = (
 def _failures_cell(day: TrendDay) -> str:
     if not day.failures:
         return "0"
-    labels = {cls.label: abbrev for cls, abbrev in CLASS_ABBREV.items()}
-    mix = " ".join(f"{labels.get(k, k)} {v}" for k, v in day.failures_by_class.items() if v)
+    mix = " ".join(f"{CLASS_ABBREV.get(k, k)} {v}" for k, v in day.failures_by_class.items() if v)
     return f"{day.failures:,} ({mix})" if mix else f"{day.failures:,}"
 
 

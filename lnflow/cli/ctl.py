@@ -19,7 +19,7 @@ from typing import Any
 
 from lnflow import __version__
 from lnflow.errors import LnflowError, StoreError
-from lnflow.limits import MAX_SATS
+from lnflow.limits import ANALYSIS_RANGES
 from lnflow.text import printable
 
 from .render import ago as _ago
@@ -199,7 +199,8 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=default,
-        help="read [store].db and the [analysis] thresholds from this TOML file",
+        help="lnflowd's TOML config file: its [store].db and [analysis] thresholds apply, "
+        "and it is checked as lnflowd checks it",
     )
     common.add_argument(
         "--json", action="store_true", default=default or False, help="machine-readable output"
@@ -213,7 +214,6 @@ MAX_HOURS = 24 * 366  # analyze --hours, monitor --duration: as [analysis].windo
 MAX_DAYS = 36_500  # trend --days, before it is clamped to the days the store holds
 MAX_INTERVAL_S = 86_400.0  # monitor --interval
 MIN_INTERVAL_S = 0.01
-MAX_FAILURES = 1_000_000  # --min-failures
 
 
 def _whole(unit: str, lo: int, hi: int) -> Callable[[str], int]:
@@ -253,16 +253,22 @@ def _number(unit: str, lo: float, hi: float, *, above: bool = False) -> Callable
     return parse
 
 
+def _int_range(key: str) -> tuple[int, int]:
+    """The range of an [analysis] whole-number key (lnflow.limits, as the loader checks it)."""
+    lo, hi = ANALYSIS_RANGES[key]
+    return int(lo), int(hi)
+
+
 def _thresholds(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-failures",
-        type=_whole("failures", 0, MAX_FAILURES),
+        type=_whole("failures", *_int_range("min_failure_count")),
         metavar="N",
         help="report a channel from N local failures on (default 3, or [analysis] of --config)",
     )
     p.add_argument(
         "--min-missed-sats",
-        type=_whole("sats", 0, MAX_SATS),
+        type=_whole("sats", *_int_range("min_missed_sats")),
         metavar="N",
         help="report a channel from N missed sats on (default 100, or [analysis] of --config)",
     )
@@ -402,10 +408,10 @@ def _command(name: str) -> Callable[[argparse.Namespace, Path], int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from lnflow.paths import resolve_db_path
+    from .commands import ctl_settings
 
     try:
-        db_path = resolve_db_path(args.db, args.config)
+        db_path = ctl_settings(args).store.path
         return _command(args.command)(args, db_path)
     except LnflowError as exc:
         print(f"lnflowctl: error: {printable(str(exc))}", file=sys.stderr)

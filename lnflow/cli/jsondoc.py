@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
     Action,
     AnalysisReport,
@@ -25,7 +24,7 @@ from lnflow.analysis.model import (
     Opportunity,
     RebalanceMove,
 )
-from lnflow.domain import format_scid
+from lnflow.domain import MSAT_PER_SAT, NS_PER_HOUR, NS_PER_S, FailureClass, format_scid
 from lnflow.errors import ReportFileError
 
 from .render import iso
@@ -42,7 +41,6 @@ _U64 = 1 << 64
 # the arithmetic of the rendering.
 _MAX_INT = (1 << 63) - 1
 
-_NS_PER_HOUR = 3_600_000_000_000
 _SUGGESTIONS = ("suggested_fee_ppm", "suggested_amount_sat", "suggested_max_htlc_msat")
 
 
@@ -68,7 +66,7 @@ def report_to_doc(report: AnalysisReport) -> JsonObject:
         },
         "observed_hours": None
         if report.observed_ns is None
-        else round(report.observed_ns / _NS_PER_HOUR, 4),
+        else round(report.observed_ns / NS_PER_HOUR, 4),
     }
 
 
@@ -85,8 +83,8 @@ def _opportunity_doc(o: Opportunity) -> JsonObject:
         "failure_rate": o.failure_rate,
         "missed_msat": o.missed_msat,
         "missed_raw_msat": o.missed_raw_msat,
-        "missed_sats": o.missed_msat / 1000,
-        "potential_monthly_sats": o.potential_monthly_msat / 1000,
+        "missed_sats": o.missed_msat / MSAT_PER_SAT,
+        "potential_monthly_sats": o.potential_monthly_msat / MSAT_PER_SAT,
         "urgency_score": o.urgency_score,
         "confidence": o.confidence.value,
         "recommended_action": o.recommended_action.value,
@@ -137,7 +135,7 @@ def parse_iso_ns(text: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    return (delta.days * 86_400 + delta.seconds) * NS_PER_S + delta.microseconds * 1000
 
 
 class _Reader:
@@ -286,7 +284,7 @@ def _observed(r: _Reader, top: Mapping[str, object]) -> int | None:
     hours = r.num(top, "observed_hours", "")
     if not math.isfinite(hours) or hours < 0:
         raise r.fail("observed_hours", "a number of hours >= 0")
-    return round(hours * _NS_PER_HOUR)
+    return round(hours * NS_PER_HOUR)
 
 
 def _opportunity(r: _Reader, o: Mapping[str, object], path: str) -> Opportunity:
@@ -311,7 +309,7 @@ def _opportunity(r: _Reader, o: Mapping[str, object], path: str) -> Opportunity:
         failure_rate=r.num(o, "failure_rate", path),
         missed_msat=r.int_(o, "missed_msat", path),
         missed_raw_msat=r.int_(o, "missed_raw_msat", path),
-        potential_monthly_msat=round(r.num(o, "potential_monthly_sats", path) * 1000),
+        potential_monthly_msat=round(r.num(o, "potential_monthly_sats", path) * MSAT_PER_SAT),
         urgency_score=r.int_(o, "urgency_score", path),
         confidence=r.enum(o, "confidence", path, Confidence),
         recommended_action=r.enum(o, "recommended_action", path, Action),

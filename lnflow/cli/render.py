@@ -10,9 +10,8 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import Action, AnalysisReport, Gap, Opportunity, RebalanceMove
-from lnflow.domain import format_scid
+from lnflow.domain import NS_PER_S, FailureClass, format_scid, sats_text
 from lnflow.text import printable
 
 __all__ = [
@@ -35,15 +34,8 @@ ACTION_TITLES: dict[Action, str] = {
     Action.INVESTIGATE: "Investigate",
 }
 
-# Short class names for compact cells ("liq 3, fee 2").
-CLASS_ABBREV: dict[FailureClass, str] = {
-    FailureClass.LIQUIDITY: "liq",
-    FailureClass.MAX_HTLC: "max",
-    FailureClass.FEE: "fee",
-    FailureClass.AVAILABILITY: "avail",
-    FailureClass.POLICY: "pol",
-    FailureClass.OTHER: "oth",
-}
+# Short class names for compact cells ("liq 3, fee 2"), by class label.
+CLASS_ABBREV: dict[str, str] = {cls.label: cls.abbrev for cls in FailureClass}
 
 _PEER_WIDTH = 20
 
@@ -52,13 +44,13 @@ def iso(ts_ns: int | None) -> str | None:
     """ISO-8601 UTC with a Z, second precision; None stays None."""
     if ts_ns is None:
         return None
-    dt = datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC)
+    dt = datetime.fromtimestamp(ts_ns // NS_PER_S, tz=UTC)
     return dt.isoformat().replace("+00:00", "Z")
 
 
 def duration(ns: int) -> str:
     """A span as ``45 s``, ``12 min``, ``3.5 h`` or ``2.0 d``."""
-    secs = max(0, ns) // 1_000_000_000
+    secs = max(0, ns) // NS_PER_S
     if secs < 120:
         return f"{secs} s"
     if secs < 7200:
@@ -76,7 +68,7 @@ def ago(ts_ns: int | None, now_ns: int) -> str:
 
 def msat_as_sats(msat: int, decimals: int = 2) -> str:
     """``1,234.56`` sats from msat (display only: the store keeps exact msat)."""
-    return f"{msat / 1000:,.{decimals}f}"
+    return sats_text(msat, decimals)
 
 
 def peer_label(alias: str, pubkey: str, width: int = _PEER_WIDTH) -> str:
@@ -148,14 +140,14 @@ def _gap_warning(gaps: Sequence[Gap], report: AnalysisReport) -> str:
 
     # whole seconds, as the header shows them: a saved report renders the same line
     def sec(ns: int) -> int:
-        return ns // 1_000_000_000
+        return ns // NS_PER_S
 
     since, until = sec(report.since_ns), sec(report.until_ns)
     down = 0
     for g in gaps:
         start = max(sec(g.from_ns), since)
         end = min(sec(g.to_ns) if g.to_ns is not None else until, until)
-        down += max(0, end - start) * 1_000_000_000
+        down += max(0, end - start) * NS_PER_S
     n = len(gaps)
     spans = f"{n} span{'s' if n != 1 else ''}"
     ongoing = " (still down)" if any(g.to_ns is None for g in gaps) else ""

@@ -33,7 +33,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
-from lnflow.domain import LndVersion, NodeInfo
+from lnflow.config import ChannelSettings, LedgerSettings, LndSettings, RecorderSettings
+from lnflow.domain import NS_PER_S, LndVersion, NodeInfo
 from lnflow.errors import LndError
 from lnflow.recording import (
     ChannelSampler,
@@ -51,17 +52,12 @@ from lnflow.store.writer import StoreWriter
 
 __all__ = ["HTLCMonitor", "HtlcStreamLike", "MonitorSource"]
 
-NS = 1_000_000_000
-# The daemon's defaults ([recorder], [ledger], [channels] of config/lnflow.example.toml).
-_BATCH_SIZE = 5000
-_FLUSH_INTERVAL_S = 1.0
-_LEDGER_INTERVAL_S = 60
-_SAMPLE_INTERVAL_S = 300
-_ATTEMPT_TIMEOUT_S = 600
-_ATTEMPT_LINGER_S = 2
-_DEDUP_WINDOW_S = 60
-_CLUSTER_MAX_SPAN_S = 600
-_CONNECT_TIMEOUT_S = 15.0
+# The daemon's defaults ([recorder], [ledger], [channels], [lnd] of the settings), not the
+# environment's: a script's monitor does not change with LNFLOW_* variables.
+_RECORDER = RecorderSettings()
+_LEDGER_INTERVAL_S = LedgerSettings().sync_interval_s
+_SAMPLE_INTERVAL_S = ChannelSettings().sample_interval_s
+_CONNECT_TIMEOUT_S = LndSettings().timeout_s
 
 
 class MonitorSource(HtlcSource, LedgerSource, ChannelSource, Protocol):
@@ -153,10 +149,10 @@ class HTLCMonitor:
                 Ingestor,
                 self._require_engine(),
                 node_id,
-                attempt_timeout_ns=_ATTEMPT_TIMEOUT_S * NS,
-                attempt_linger_ns=_ATTEMPT_LINGER_S * NS,
-                dedup_window_ns=_DEDUP_WINDOW_S * NS,
-                cluster_max_span_ns=_CLUSTER_MAX_SPAN_S * NS,
+                attempt_timeout_ns=int(_RECORDER.attempt_timeout_s * NS_PER_S),
+                attempt_linger_ns=int(_RECORDER.attempt_linger_s * NS_PER_S),
+                dedup_window_ns=int(_RECORDER.dedup_window_s * NS_PER_S),
+                cluster_max_span_ns=int(_RECORDER.cluster_max_span_s * NS_PER_S),
             )
             await store.call(self._ingestor.expire_stale_attempts, self._now())
         self._ledger = LedgerSync(self.client, store, node_id)
@@ -171,8 +167,8 @@ class HTLCMonitor:
             self._ingestor,
             node_id=node_id,
             lnd_version=version.version,
-            batch_size=_BATCH_SIZE,
-            flush_interval_s=_FLUSH_INTERVAL_S,
+            batch_size=_RECORDER.batch_size,
+            flush_interval_s=_RECORDER.flush_interval_s,
             shutdown_drain_s=0.0,
             clock_ns=self._now,
         )

@@ -12,9 +12,8 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import Action, AnalysisReport, AnalysisSettings, Opportunity
-from lnflow.domain import format_scid
+from lnflow.domain import FailureClass, format_scid
 from lnflow.errors import LnflowError
 
 from .htlc_monitor import HTLCMonitor

@@ -16,6 +16,7 @@ import re
 import structlog
 
 from lnflow.domain import (
+    NS_PER_S,
     ChannelEdge,
     ChannelInfo,
     EventKind,
@@ -180,7 +181,7 @@ def _htlc_event(msg: router_pb2.HtlcEvent) -> HtlcEvent | StreamSubscribed:
     )
 
 
-_NS = 1_000_000_000
+_NS = NS_PER_S
 _I63 = 1 << 63
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from lnflow.domain import LndVersion
+from lnflow.domain import NS_PER_HOUR, LndVersion
 
 from .model import EdgePolicy, PolicyDecision
 
@@ -38,7 +38,7 @@ __all__ = [
 INBOUND_FEES_SINCE = (0, 18, 0)  # UpdateChannelPolicy.inbound_fee
 STATUS_SINCE = (0, 13, 0)  # Router.UpdateChanStatus
 
-_HOUR_NS = 3_600 * 1_000_000_000
+_HOUR_NS = NS_PER_HOUR
 
 
 @dataclass(frozen=True, slots=True)

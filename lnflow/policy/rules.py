@@ -31,9 +31,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
-from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import Action
-from lnflow.domain import parse_scid
+from lnflow.domain import FailureClass, parse_scid
 from lnflow.errors import PolicyFileError
 
 __all__ = [

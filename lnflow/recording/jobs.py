@@ -10,6 +10,7 @@ from typing import Protocol
 import structlog
 
 from lnflow.domain import (
+    NS_PER_S,
     ChannelEdge,
     ChannelInfo,
     ChannelSample,
@@ -80,7 +81,7 @@ class LedgerSync:
         async with self._lock:
             writer = self._store.target
             last_ns = await self._store.call(writer.last_forward_ns, self._node_id)
-            from_s = start_s = last_ns // 1_000_000_000
+            from_s = start_s = last_ns // NS_PER_S
             offset = 0
             new = pages = rejected = 0
             while True:

@@ -34,7 +34,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 import structlog
 
-from lnflow.domain import HtlcEvent, StreamSubscribed
+from lnflow.domain import NS_PER_S, HtlcEvent, StreamState, StreamSubscribed
 from lnflow.errors import LndError, NodeUnreachableError, StoreWriteError
 from lnflow.recording.storethread import StoreThread
 from lnflow.store.ingest import Ingestor
@@ -144,7 +144,7 @@ class Recorder:
         self._stream: HtlcStreamLike | None = None
         self._stop: asyncio.Event | None = None
         self.stored = 0
-        self.state = "idle"
+        self.state = StreamState.IDLE
         #: set while a stream session is open
         self.connected = asyncio.Event()
         # store writes failing: events handed over and not yet written, the bound
@@ -317,7 +317,7 @@ class Recorder:
             failed_for_s=round(failed_for, 1),
             held_events=self.held,
         )
-        since = datetime.fromtimestamp(self._failing_since_ns / 1e9, UTC)
+        since = datetime.fromtimestamp(self._failing_since_ns / NS_PER_S, UTC)
         await self._note_state(
             stream_state=self.state,
             last_error=(
@@ -335,7 +335,7 @@ class Recorder:
 
     # -- internals ---------------------------------------------------------------------
 
-    async def _set_state(self, state: str, **values: object) -> None:
+    async def _set_state(self, state: StreamState, **values: object) -> None:
         if state != self.state:
             self.state = state
             await self._note_state(stream_state=state, **values)
@@ -379,7 +379,7 @@ class Recorder:
                 if not await self._probe(stop):
                     return
             except NodeUnreachableError as exc:
-                await self._set_state("unreachable", last_error=str(exc))
+                await self._set_state(StreamState.UNREACHABLE, last_error=str(exc))
                 pause = self._reconnect_probe_s * random.uniform(0.8, 1.2)
                 pause = max(0.0, pause - (loop.time() - began))
                 log.debug("stream_reconnect_scheduled", in_s=round(pause, 3), error=str(exc))
@@ -399,9 +399,9 @@ class Recorder:
                 await self._probe()
         except NodeUnreachableError as exc:
             stream.cancel()
-            if self.state != "unreachable":
+            if self.state != StreamState.UNREACHABLE:
                 log.warning("stream_unreachable", error=str(exc))
-            await self._set_state("unreachable", last_error=str(exc))
+            await self._set_state(StreamState.UNREACHABLE, last_error=str(exc))
             return
         self._heard()
         started = self._last_heard_ns
@@ -411,7 +411,7 @@ class Recorder:
         )
         self._stream = stream
         self.connected.set()
-        await self._set_state("connected", last_error=None)
+        await self._set_state(StreamState.CONNECTED, last_error=None)
         log.info("stream_connected", session=self._session_id)
         reason = "closed by lnd"
         drainer = asyncio.create_task(self._cancel_after_stop(stop, stream), name="drainer")
@@ -454,7 +454,7 @@ class Recorder:
             self._stream = None
             self.connected.clear()
         log.info("stream_ended", session=self._session_id, reason=reason)
-        await self._set_state("stopped" if stop.is_set() else "reconnecting")
+        await self._set_state(StreamState.STOPPED if stop.is_set() else StreamState.RECONNECTING)
 
     async def _watch(self, stream: HtlcStreamLike) -> None:
         """While the stream is quiet, probe the node; end the stream when it stops answering."""
@@ -475,7 +475,7 @@ class Recorder:
                     continue  # it spoke meanwhile: slow, not gone
                 log.warning("lnd_stopped_answering", error=str(exc))
                 self._lost = exc
-                await self._set_state("unreachable", last_error=str(exc))
+                await self._set_state(StreamState.UNREACHABLE, last_error=str(exc))
                 stream.cancel()
                 return
             except LndError:

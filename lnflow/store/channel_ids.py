@@ -20,10 +20,8 @@ from typing import Protocol
 
 from sqlalchemy import Connection, select
 
-from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import ChannelFailures, ClassStats, FeePoint
-from lnflow.analysis.opportunities import percentile
-from lnflow.domain import from_signed64
+from lnflow.domain import FailureClass, from_signed64, percentile
 from lnflow.store.schema import channel_aliases
 
 __all__ = ["AliasedFailureDetails", "alias_map", "fold_counts", "fold_failures"]

@@ -30,12 +30,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, Table, func, select, tuple_
 
-from lnflow.analysis.classify import FailureClass
-from lnflow.attempts import Outcome
 from lnflow.domain import (
+    NS_PER_S,
     EventKind,
     EventType,
+    FailureClass,
     FailureDetail,
+    Outcome,
     WireFailure,
     format_scid,
     from_signed64,
@@ -62,7 +63,7 @@ def iso_utc(ts_ns: int | None) -> str | None:
     """``YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`` (UTC, nanoseconds); None stays None."""
     if ts_ns is None:
         return None
-    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    seconds, nanos = divmod(ts_ns, NS_PER_S)
     stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{nanos:09d}Z"
 
@@ -266,7 +267,7 @@ _FORWARDS: _Export = (
 )
 
 _CLASS_COLUMNS = tuple(
-    f"{cls.label}_{what}" for cls in FailureClass for what in ("failures", "missed_msat")
+    col for cls in FailureClass for col in (cls.failures_column, cls.missed_column)
 )
 _OPPORTUNITY_VALUES = (
     "peer_pubkey",

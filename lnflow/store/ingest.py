@@ -30,10 +30,16 @@ from sqlalchemy import (
     update,
 )
 
-from lnflow.analysis.classify import FailureClass
-from lnflow.attempts import Attempt, AttemptTracker, Outcome
+from lnflow.attempts import Attempt, AttemptTracker
 from lnflow.clusters import ClusterAssigner, ClusterUpdate
-from lnflow.domain import HtlcEvent, from_signed64, to_signed64
+from lnflow.domain import (
+    FailureClass,
+    HtlcEvent,
+    Outcome,
+    from_signed64,
+    to_signed64,
+    wrap_signed64,
+)
 from lnflow.store.db import (
     BulkStatement,
     dialect_insert,
@@ -578,13 +584,7 @@ _ATTEMPT_COLUMNS = (
     "cluster_id",
 )
 
-_U64 = 1 << 64
-_I63 = 1 << 63
-
-
-def _s64(value: int) -> int:
-    """:func:`lnflow.domain.to_signed64` without its range check (ids come from uint64s)."""
-    return value - _U64 if value >= _I63 else value
+_s64 = wrap_signed64  # ids come from uint64s: no range check
 
 
 def _attempt_row(

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select
 
-from lnflow.attempts import Outcome
-from lnflow.domain import EventKind
+from lnflow.domain import NS_PER_S, EventKind, Outcome, StreamState
 from lnflow.store.alerts import Delivery, last_deliveries
 from lnflow.store.schema import (
     channels,
@@ -150,7 +149,7 @@ def liveness(conn: Connection, now_ns: int) -> Liveness:
     ).first()
     running = False
     if state is not None and state.stopped_ns is None:
-        grace_ns = (_HEARTBEAT_GRACE * state.heartbeat_interval_s + 2) * 1_000_000_000
+        grace_ns = (_HEARTBEAT_GRACE * state.heartbeat_interval_s + 2) * NS_PER_S
         running = now_ns - state.heartbeat_ns <= grace_ns
     daemon = DaemonStatus(
         running=running,
@@ -171,7 +170,7 @@ def liveness(conn: Connection, now_ns: int) -> Liveness:
     open_since = conn.scalar(
         select(func.max(stream_sessions.c.started_ns)).where(stream_sessions.c.ended_ns.is_(None))
     )
-    connected = running and state is not None and state.stream_state == "connected"
+    connected = running and state is not None and state.stream_state == StreamState.CONNECTED
     stream = StreamStatus(
         connected=connected,
         state=state.stream_state if state else None,

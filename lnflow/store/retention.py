@@ -52,6 +52,7 @@ from sqlalchemy import (
     update,
 )
 
+from lnflow.domain import NS_PER_DAY, NS_PER_HOUR
 from lnflow.store.db import BUSY_TIMEOUT_MS, wal_bytes
 from lnflow.store.schema import (
     analysis_runs,
@@ -88,8 +89,6 @@ __all__ = [
     "Retained",
 ]
 
-NS_PER_DAY = 86_400 * 1_000_000_000
-NS_PER_HOUR = 3_600 * 1_000_000_000
 MIB = 1024 * 1024
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, case, or_
 from sqlalchemy.sql.dml import Insert
 
-from lnflow.domain import FAILURE_CLASS_NAMES, to_signed64
+from lnflow.domain import NS_PER_HOUR, FailureClass, to_signed64
 from lnflow.store.db import dialect_insert
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 HOURS_PER_DAY = 24
-NS_PER_HOUR = 3600 * 1_000_000_000
 #: hours per block of the 6-hour rollups (block = hour // BLOCK_HOURS; 4 blocks a UTC day)
 BLOCK_HOURS = 6
 
@@ -39,9 +38,9 @@ _Rows = list[dict[str, Any]]
 
 #: (failures, missed_msat) column names of each class, in class order 1..6
 CLASS_COLUMNS: tuple[tuple[str, str], ...] = tuple(
-    (f"{label}_failures", f"{label}_missed_msat") for label in FAILURE_CLASS_NAMES
+    (cls.failures_column, cls.missed_column) for cls in FailureClass
 )
-_OTHER = len(FAILURE_CLASS_NAMES) - 1
+_OTHER = len(CLASS_COLUMNS) - 1
 
 
 def class_index(failure_class: int) -> int:

@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
 )
 
-from lnflow.domain import FAILURE_CLASS_NAMES
+from lnflow.domain import DaemonState, FailureClass, StreamState
 from lnflow.store.readonly import SCHEMA_REVISIONS
 
 __all__ = [
@@ -163,8 +163,8 @@ daemon_state = Table(
     Column("lnd_alias", Text),
     Column("lnd_version", Text),
     Column("lnd_network", String(16)),
-    Column("lnd_state", String(32), nullable=False, default="starting"),
-    Column("stream_state", String(32), nullable=False, default="idle"),
+    Column("lnd_state", String(32), nullable=False, default=DaemonState.STARTING.value),
+    Column("stream_state", String(32), nullable=False, default=StreamState.IDLE.value),
     Column("last_error", Text),
     Column("metrics_listen", Text),  # 0016: the address /metrics is served on, None: off
     Column("alert_targets", Text),  # 0016: JSON list of the alert targets' names
@@ -452,9 +452,9 @@ opportunities = Table(
     # by_class: <class>_failures and <class>_missed_msat (raw) per failure class label,
     # both NULL when the class is absent from the opportunity's by_class
     *(
-        Column(f"{label}_{what}", type_)
-        for label in FAILURE_CLASS_NAMES
-        for what, type_ in (("failures", Integer), ("missed_msat", BigInteger))
+        Column(name, type_)
+        for cls in FailureClass
+        for name, type_ in ((cls.failures_column, Integer), (cls.missed_column, BigInteger))
     ),
     Index("ix_opportunities_channel_run", "channel_id", "run_id"),
     Index("ix_opportunities_generated_ns", "generated_ns"),
@@ -518,9 +518,9 @@ def _failure_channel_table(name: str, period: str, *extra: Column[int]) -> Table
         Column("clusters", Integer, nullable=False),
         Column("missed_dedup_msat", BigInteger, nullable=False),
         *(
-            Column(f"{label}_{what}", type_, nullable=False)
-            for label in FAILURE_CLASS_NAMES
-            for what, type_ in (("failures", Integer), ("missed_msat", BigInteger))
+            Column(name, type_, nullable=False)
+            for cls in FailureClass
+            for name, type_ in ((cls.failures_column, Integer), (cls.missed_column, BigInteger))
         ),
         Column("incoming_lo", BigInteger, nullable=False),
         Column("incoming_hi", BigInteger, nullable=False),

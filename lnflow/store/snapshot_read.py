@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
     Action,
     AnalysisReport,
@@ -21,13 +20,11 @@ from lnflow.analysis.model import (
     Opportunity,
     RebalanceMove,
 )
-from lnflow.domain import from_signed64, to_signed64
+from lnflow.domain import FailureClass, from_signed64, to_signed64
 
 __all__ = ["latest_report", "latest_run_id", "report_of", "urgency_history"]
 
-_CLASS_COLUMNS = tuple(
-    (cls, f"{cls.label}_failures", f"{cls.label}_missed_msat") for cls in FailureClass
-)
+_CLASS_COLUMNS = tuple((cls, cls.failures_column, cls.missed_column) for cls in FailureClass)
 
 
 def _rows(db: sqlite3.Connection, sql: str, *params: Any) -> list[sqlite3.Row]:

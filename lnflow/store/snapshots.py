@@ -17,9 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert
 
-from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import AnalysisReport, Opportunity
-from lnflow.domain import to_signed64
+from lnflow.domain import FailureClass, to_signed64
 from lnflow.store import snapshot_read
 from lnflow.store.db import sqlite_connection
 from lnflow.store.schema import analysis_runs, opportunities, rebalance_moves, run_gaps
@@ -123,8 +122,8 @@ def _opportunity_row(run_id: int, generated_ns: int, o: Opportunity) -> dict[str
     }
     for cls in FailureClass:
         stats = o.by_class.get(cls)
-        row[f"{cls.label}_failures"] = stats.failures if stats else None
-        row[f"{cls.label}_missed_msat"] = stats.missed_msat if stats else None
+        row[cls.failures_column] = stats.failures if stats else None
+        row[cls.missed_column] = stats.missed_msat if stats else None
     return row
 
 

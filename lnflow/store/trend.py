@@ -23,8 +23,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, exists, func, or_, select
 
-from lnflow.analysis.classify import FailureClass
-from lnflow.domain import to_signed64
+from lnflow.domain import NS_PER_DAY, NS_PER_HOUR, FailureClass, to_signed64
 from lnflow.store.analysis_queries import failure_class_of
 from lnflow.store.schema import (
     channel_refs,
@@ -38,11 +37,9 @@ from lnflow.store.schema import (
     nodes,
     opportunities,
 )
-from lnflow.store.writer import NS_PER_HOUR
 
 __all__ = ["NS_PER_DAY", "TrendDay", "channel_known", "channel_trend", "first_day_held"]
 
-NS_PER_DAY = 86_400 * 1_000_000_000
 _HOURS_PER_DAY = 24
 
 

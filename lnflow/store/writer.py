@@ -14,8 +14,10 @@ from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from lnflow.domain import (
     ChannelSample,
+    DaemonState,
     ForwardRecord,
     NodeInfo,
+    StreamState,
     from_signed64,
     to_signed64,
 )
@@ -96,8 +98,8 @@ class StoreWriter:
             "heartbeat_ns": now_ns,
             "heartbeat_interval_s": heartbeat_interval_s,
             "stopped_ns": None,
-            "lnd_state": "connecting",
-            "stream_state": "idle",
+            "lnd_state": DaemonState.CONNECTING,
+            "stream_state": StreamState.IDLE,
             "last_error": None,
         }
         with self._engine.begin() as conn:
@@ -119,7 +121,7 @@ class StoreWriter:
             )
 
     def daemon_stopped(self, now_ns: int) -> None:
-        self.daemon_state(now_ns, stopped_ns=now_ns, stream_state="stopped")
+        self.daemon_state(now_ns, stopped_ns=now_ns, stream_state=StreamState.STOPPED)
 
     # -- stream sessions -------------------------------------------------------------
 

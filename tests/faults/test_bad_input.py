@@ -232,7 +232,7 @@ def _one_line_error(code: int, out: str, err: str, want_code: int, *fragments: s
         (("monitor", "--duration", "nan"), ("--duration", "'nan'")),
         (("monitor", "--interval", "1e20"), ("--interval", "from 0.01 to 86,400")),
         (("monitor", "--interval", "0"), ("--interval", "from 0.01")),
-        (("analyze", "--min-failures", "-1"), ("--min-failures", "from 0 to 1,000,000")),
+        (("analyze", "--min-failures", "0"), ("--min-failures", "from 1 to 1,000,000")),
         (("analyze", "--min-missed-sats", "1e30"), ("--min-missed-sats", "from 0 to 2,100,")),
     ],
     ids=lambda a: " ".join(a) if isinstance(a, tuple) and a and a[0][0] != "-" else None,
@@ -376,7 +376,7 @@ def test_random_bytes_for_a_file(tmp_path: Path) -> None:
     ("toml", "fragment"),
     [
         ("store = 5\n", "[store] must be a table"),
-        ("[store]\ndb = 5\n", "[store].db must be a path string"),
+        ("[store]\ndb = 5\n", "bad value for 'store.db'"),
         ("analysis = 5\n", "[analysis] must be a table"),
     ],
 )
@@ -447,7 +447,7 @@ def test_threshold_type_error_reads_as_english(hostile_store: Path, tmp_path: Pa
     config = tmp_path / "lnflow.toml"
     config.write_text('[analysis]\nmin_failure_count = "many"\n')
     code, out, err = run_lnflowctl("--db", str(hostile_store), "--config", str(config), "analyze")
-    last = _one_line_error(code, out, err, 2, "min_failure_count must be a whole number from 1")
+    last = _one_line_error(code, out, err, 2, "min_failure_count': must be a whole number from 1")
     assert "a int" not in last
 
 
