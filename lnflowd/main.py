@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lnflowd",
         description="Record every HTLC event of an LND node into the lnflow store.",
+        epilog="lnflowd policy {check,plan,apply,rollback}: the fee policy engine (see"
+        " lnflowd policy --help)",
     )
     p.add_argument("--config", type=Path, help="TOML config file (see config/lnflow.example.toml)")
     p.add_argument("--lnddir", help="lnd's directory (default ~/.lnd)")
@@ -85,6 +87,11 @@ async def _check(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()  # before any thread starts (bench/README.md: memory)
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["policy"]:
+        from .policy_cmd import policy_main
+
+        return policy_main(given[1:])
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.config, _overrides(args))

@@ -1,0 +1,280 @@
+"""The policy engine end to end: lnflowd policy check/plan/apply/rollback against the
+simulated node over real gRPC, with a real store; the node's policy is read back over
+gRPC after every step and the recorded history is checked row by row."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemonproc import query, run_lnflowctl, run_lnflowd, sim_flags
+from simnode import SimNode, make_channel
+
+from lnflow.lnd import LndClient
+from lnflow.lnd._proto import lightning_pb2, lightning_pb2_grpc
+from lnflow.lnd.credentials import LndCredentials
+from lnflow.policy import GuardSettings, load_rules
+from lnflow.policy.engine import apply_plan, gather
+from lnflow.store import db as store_db
+
+A = "800000x1x0"  # the channel the rules change
+B = "800001x2x1"
+C = "800002x3x0"
+A_ID = (800000 << 40) | (1 << 16)
+B_ID = (800001 << 40) | (2 << 16) | 1
+C_ID = (800002 << 40) | (3 << 16)
+
+SCRIPT = [
+    {"op": "channel", "chan_id": A, "fee_rate_ppm": 1000, "fee_base_msat": 500,
+     "time_lock_delta": 60},
+    {"op": "channel", "chan_id": B, "fee_rate_ppm": 300},
+    {"op": "channel", "chan_id": C, "fee_rate_ppm": 200},
+]  # fmt: skip
+
+RULES = """\
+[lower]
+chan.id = 800000x1x0
+strategy = static
+fee_ppm = 700
+base_fee_msat = 500
+max_htlc_msat = 400_000_000
+
+[default]
+strategy = ignore
+"""
+
+
+def _policy(sim: SimNode, chan_id: int) -> Any:
+    """Our policy of the channel as the node reports it (GetChanInfo), plus the
+    FeeReport and ListChannels figures that must agree with it."""
+    channel = make_channel(sim, "readonly")
+    try:
+        stub = lightning_pb2_grpc.LightningStub(channel)  # type: ignore[no-untyped-call]
+        me = stub.GetInfo(lightning_pb2.GetInfoRequest()).identity_pubkey
+        edge = stub.GetChanInfo(lightning_pb2.ChanInfoRequest(chan_id=chan_id))
+        ours = edge.node1_policy if edge.node1_pub == me else edge.node2_policy
+        fees = {f.chan_id: f for f in stub.FeeReport(lightning_pb2.FeeReportRequest()).channel_fees}
+        assert fees[chan_id].fee_per_mil == ours.fee_rate_milli_msat
+        assert fees[chan_id].base_fee_msat == ours.fee_base_msat
+        listed = {
+            c.chan_id: c for c in stub.ListChannels(lightning_pb2.ListChannelsRequest()).channels
+        }
+        assert listed[chan_id].local_constraints.min_htlc_msat == ours.min_htlc
+        return ours
+    finally:
+        channel.close()
+
+
+def _flags(sim: SimNode, tmp_path: Path, macaroon: str = "admin") -> list[str]:
+    return [
+        *sim_flags(sim),
+        "--policy-macaroonpath",
+        str(sim.macaroon_path(macaroon)),
+        "--db",
+        str(tmp_path / "lnflow.db"),
+        "--rules",
+        str(tmp_path / "policies.conf"),
+    ]
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Any:
+    with SimNode(tmp_path / "lnd", script=SCRIPT, lnd_version="0.18.3") as node:
+        yield node
+
+
+def test_plan_apply_history_and_rollback(sim: SimNode, tmp_path: Path) -> None:
+    (tmp_path / "policies.conf").write_text(RULES)
+    flags = _flags(sim, tmp_path)
+    code, out, err = run_lnflowd("policy", "check", *flags)
+    assert (code, err) == (0, "")
+    assert "1 section(s), 1 final, with [default]: ok" in out
+
+    # plan: read-only, names the section, before → after, and changes nothing
+    code, out, err = run_lnflowd("policy", "plan", "--json", *flags)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [c["chan_id"] for c in doc["changes"]] == [A_ID]
+    fields = doc["changes"][0]["fields"]
+    assert fields["fee_ppm"] == {"before": 1000, "after": 700}
+    assert fields["max_htlc_msat"]["after"] == 400_000_000
+    assert "base_fee_msat" not in fields  # unchanged: not a change
+    assert _policy(sim, A_ID).fee_rate_milli_msat == 1000
+    assert not (tmp_path / "lnflow.db").exists() or query(
+        tmp_path / "lnflow.db", "SELECT count(*) FROM policy_changes"
+    ) == [(0,)]
+
+    # apply: the node has the new fee and max_htlc; what the rules left alone was
+    # re-sent from the current policy (time_lock_delta 60, base fee 500)
+    code, out, err = run_lnflowd("policy", "apply", "--yes", *flags)
+    assert code == 0, (out, err)
+    assert "applied, 0 failed" in out
+    ours = _policy(sim, A_ID)
+    assert (ours.fee_rate_milli_msat, ours.max_htlc_msat) == (700, 400_000_000)
+    assert (ours.fee_base_msat, ours.time_lock_delta) == (500, 60)
+    assert _policy(sim, B_ID).fee_rate_milli_msat == 300
+    rows = query(
+        tmp_path / "lnflow.db",
+        "SELECT id, run_id, chan_id, section, strategy, before_fee_ppm, after_fee_ppm,"
+        " before_time_lock_delta, after_time_lock_delta, after_base_fee_msat, result,"
+        " error, applied_ns IS NOT NULL FROM policy_changes",
+    )
+    assert len(rows) == 1
+    change_id, run_id = rows[0][0], rows[0][1]
+    assert rows[0][2:] == (A_ID, "lower", "static", 1000, 700, 60, None, None, "applied", None, 1)
+
+    # a second apply is held back by the cooldown and changes nothing
+    code, out, err = run_lnflowd("policy", "apply", "--yes", *flags)
+    assert code == 0, err
+    assert "refused: changed 0 h ago (min_hours_between_changes 24)" in out
+    assert query(tmp_path / "lnflow.db", "SELECT count(*) FROM policy_changes") == [(1,)]
+
+    code, out, err = run_lnflowctl("--db", str(tmp_path / "lnflow.db"), "policy", "history")
+    assert code == 0, err
+    assert "fee_ppm 1000 → 700" in out and "applied" in out
+
+    # rollback restores what the change set, and says so in the history
+    code, out, err = run_lnflowd("policy", "rollback", str(change_id), *flags)
+    assert code == 0, (out, err)
+    ours = _policy(sim, A_ID)
+    assert ours.fee_rate_milli_msat == 1000
+    rows = query(
+        tmp_path / "lnflow.db",
+        "SELECT strategy, before_fee_ppm, after_fee_ppm, after_time_lock_delta, result,"
+        " undoes_id FROM policy_changes WHERE id > ?",
+        change_id,
+    )
+    assert rows == [("rollback", 700, 1000, None, "rolled_back", change_id)]
+    code, out, err = run_lnflowd("policy", "rollback", "--run", str(run_id + 1), *flags)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "has no applied change" in err
+
+    code, out, err = run_lnflowctl(
+        "--db", str(tmp_path / "lnflow.db"), "policy", "history", "--channel", B
+    )
+    assert code == 0 and "no policy change" in out
+
+
+def test_bad_rules_file_is_one_line_and_nothing_is_recorded(sim: SimNode, tmp_path: Path) -> None:
+    (tmp_path / "policies.conf").write_text("[x]\nstrategy = static\nonchain.min_fee_rate = 5\n")
+    for action in (["check"], ["plan"], ["apply", "--yes"]):
+        code, out, err = run_lnflowd("policy", *action, *_flags(sim, tmp_path))
+        assert code == 2 and out == "", action
+        assert err.count("\n") == 1 and "policies.conf:3: [x] onchain.min_fee_rate" in err
+    assert not (tmp_path / "lnflow.db").exists()
+    assert _policy(sim, A_ID).fee_rate_milli_msat == 1000
+
+
+def test_read_only_macaroon_names_offchain_write_and_records_the_failure(
+    sim: SimNode, tmp_path: Path
+) -> None:
+    (tmp_path / "policies.conf").write_text(RULES)
+    code, out, err = run_lnflowd("policy", "apply", "--yes", *_flags(sim, tmp_path, "readonly"))
+    assert code == 1
+    assert err.count("\n") == 1
+    assert "lacks offchain:write" in err and "lncli bakemacaroon" in err
+    assert "Traceback" not in err
+    assert _policy(sim, A_ID).fee_rate_milli_msat == 1000
+    rows = query(tmp_path / "lnflow.db", "SELECT chan_id, result, error FROM policy_changes")
+    assert len(rows) == 1 and rows[0][:2] == (A_ID, "failed")
+    assert "offchain:write" in rows[0][2]
+
+
+def _client(sim: SimNode, macaroon: str) -> LndClient:
+    return LndClient(
+        LndCredentials.resolve(
+            lnddir=sim.lnddir,
+            network=sim.network,
+            rpcserver=sim.rpcserver,
+            macaroonpath=sim.macaroon_path(macaroon),
+        ),
+        timeout_s=5,
+    )
+
+
+def _history_db(tmp_path: Path) -> sqlite3.Connection:
+    path = tmp_path / "lnflow.db"
+    store_db.open_engine(path).dispose()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO nodes (pubkey, alias, network, first_seen_ns) VALUES ('n', '', '', 0)")
+    db.commit()
+    return db
+
+
+THREE = """\
+[all]
+strategy = static
+fee_ppm = 150
+"""
+
+
+def test_refused_update_is_recorded_per_channel(sim: SimNode, tmp_path: Path) -> None:
+    """lnd's failed_updates for one channel: that change is failed with lnd's words,
+    the others applied."""
+    (tmp_path / "policies.conf").write_text(THREE)
+    rules = load_rules(tmp_path / "policies.conf")
+    db = _history_db(tmp_path)
+
+    async def run() -> Any:
+        async with _client(sim, "readonly") as reader:
+            plan = await gather(
+                reader, db, rules, guards=GuardSettings(), analysis_window_s=86_400,
+                max_fee_step_percent=25,
+            )  # fmt: skip
+        # above the capacity: lnd refuses this one channel in failed_updates
+        too_big = [
+            replace(d, change=replace(d.change, max_htlc_msat=2_000_000_000))
+            if d.chan_id == B_ID
+            else d
+            for d in plan.changes
+        ]
+        async with _client(sim, "admin") as writer:
+            return await apply_plan(replace(plan, changes=tuple(too_big)), writer, db, 1)
+
+    report = asyncio.run(run())
+    assert (report.applied, report.failed, report.stopped) == (2, 1, None)
+    rows = dict(
+        (chan, (result, error))
+        for chan, result, error in db.execute("SELECT chan_id, result, error FROM policy_changes")
+    )
+    assert rows[A_ID] == ("applied", None) and rows[C_ID] == ("applied", None)
+    assert rows[B_ID] == (
+        "failed",
+        "UPDATE_FAILURE_INVALID_PARAMETER: max htlc amount exceeds channel capacity",
+    )
+    assert _policy(sim, B_ID).fee_rate_milli_msat == 300
+    assert _policy(sim, C_ID).fee_rate_milli_msat == 150
+    db.close()
+
+
+def test_lnd_going_away_mid_apply_says_what_was_applied(sim: SimNode, tmp_path: Path) -> None:
+    (tmp_path / "policies.conf").write_text(THREE)
+    rules = load_rules(tmp_path / "policies.conf")
+    db = _history_db(tmp_path)
+
+    async def run() -> Any:
+        async with _client(sim, "readonly") as reader:
+            plan = await gather(
+                reader, db, rules, guards=GuardSettings(), analysis_window_s=86_400,
+                max_fee_step_percent=25,
+            )  # fmt: skip
+        async with _client(sim, "admin") as writer:
+            # lnd stops once the first change is through
+            return await apply_plan(
+                plan, writer, db, 1, on_result=lambda o: sim.stop() if o.result else None
+            )
+
+    report = asyncio.run(run())
+    assert report.applied == 1 and report.failed == 2
+    assert report.stopped is not None and report.stopped.startswith("lnd went away mid-run")
+    assert "\n" not in report.stopped
+    rows = db.execute("SELECT result, error FROM policy_changes ORDER BY id").fetchall()
+    assert rows[0] == ("applied", None)
+    assert rows[1][0] == "failed" and rows[1][1].startswith("not known to be applied: ")
+    assert rows[2][0] == "failed" and rows[2][1].startswith("not sent: lnd went away")
+    db.close()
