@@ -128,7 +128,11 @@ def test_plan_apply_history_and_rollback(sim: SimNode, tmp_path: Path) -> None:
     change_id, run_id = rows[0][0], rows[0][1]
     assert rows[0][2:] == (A_ID, "lower", "static", 1000, 700, 60, None, None, "applied", None, 1)
 
-    # a second apply is held back by the cooldown and changes nothing
+    # the same rules again: nothing left to change
+    code, out, err = run_lnflowd("policy", "plan", *flags)
+    assert code == 0 and "0 change(s), 0 refused, 3 unchanged" in out
+    # another fee within the cooldown is refused, and nothing is recorded or sent
+    (tmp_path / "policies.conf").write_text(RULES.replace("fee_ppm = 700", "fee_ppm = 650"))
     code, out, err = run_lnflowd("policy", "apply", "--yes", *flags)
     assert code == 0, err
     assert "refused: changed 0 h ago (min_hours_between_changes 24)" in out
@@ -174,7 +178,7 @@ def test_read_only_macaroon_names_offchain_write_and_records_the_failure(
     sim: SimNode, tmp_path: Path
 ) -> None:
     (tmp_path / "policies.conf").write_text(RULES)
-    code, out, err = run_lnflowd("policy", "apply", "--yes", *_flags(sim, tmp_path, "readonly"))
+    code, _, err = run_lnflowd("policy", "apply", "--yes", *_flags(sim, tmp_path, "readonly"))
     assert code == 1
     assert err.count("\n") == 1
     assert "lacks offchain:write" in err and "lncli bakemacaroon" in err

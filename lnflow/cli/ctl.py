@@ -354,12 +354,44 @@ def _parser() -> argparse.ArgumentParser:
         default="csv",
         help="csv (default) or jsonl; --json means jsonl",
     )
+    policy = command(
+        "policy",
+        "the policy engine's changes (history) and their measured effects",
+        "history: every planned, applied, failed, rolled-back and reverted fee policy "
+        "change lnflowd recorded; effects: each applied change's forwards, fees and "
+        "failures in the --hours before and after it, with the revert verdict.",
+    )
+    policy.add_argument("view", choices=("history", "effects"))
+    policy.add_argument("--channel", metavar="C", help="history of one channel (SCID)")
+    policy.add_argument("--verbose", "-v", action="store_true", help="history: the reasons")
+    policy.add_argument(
+        "--hours",
+        type=_number("hours", 0.01, MAX_HOURS),
+        default=72.0,
+        help="effects: window before and after each change (default 72, [policy] evaluate_hours)",
+    )
+    policy.add_argument(
+        "--threshold-percent",
+        type=_number("percent", 0, 100),
+        default=20.0,
+        help="effects: the revert threshold the verdict applies (default 20)",
+    )
+    policy.add_argument(
+        "--min-forwards",
+        type=_whole("forwards", 0, 1_000_000),
+        default=10,
+        help="effects: forwards needed in the before-window to judge (default 10)",
+    )
     return p
 
 
 def _command(name: str) -> Callable[[argparse.Namespace, Path], int]:
     if name == "status":
         return _status
+    if name == "policy":
+        from .policy_views import cmd_policy
+
+        return cmd_policy
     from . import commands
 
     fn: Callable[[argparse.Namespace, Path], int] = getattr(commands, f"cmd_{name}")
