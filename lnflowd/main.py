@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, _overrides(args))
         if args.check:
             return asyncio.run(_check(settings))
+        if settings.policy.mode != "off":  # a bad rules file stops the start, in one line
+            from .policy_cmd import rules_of
+
+            rules_of(settings)
         from .logs import configure_logging
 
         configure_logging(settings.log.level, settings.log.format)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import query, run_lnflowctl, run_lnflowd, sim_flags
+from daemonproc import Daemon, query, run_lnflowctl, run_lnflowd, sim_flags
 from simnode import SimNode, make_channel
 
+from lnflow.domain import from_signed64
 from lnflow.lnd import LndClient
 from lnflow.lnd._proto import lightning_pb2, lightning_pb2_grpc
 from lnflow.lnd.credentials import LndCredentials
@@ -282,3 +283,82 @@ def test_lnd_going_away_mid_apply_says_what_was_applied(sim: SimNode, tmp_path: 
     assert rows[1][0] == "failed" and rows[1][1].startswith("not known to be applied: ")
     assert rows[2][0] == "failed" and rows[2][1].startswith("not sent: lnd went away")
     db.close()
+
+
+def _channels(sim: SimNode) -> list[int]:
+    channel = make_channel(sim, "readonly")
+    try:
+        stub = lightning_pb2_grpc.LightningStub(channel)  # type: ignore[no-untyped-call]
+        return [c.chan_id for c in stub.ListChannels(lightning_pb2.ListChannelsRequest()).channels]
+    finally:
+        channel.close()
+
+
+def test_daemon_applies_measures_and_reverts_a_change_that_cut_the_fees(tmp_path: Path) -> None:
+    """[policy] mode = apply: the daemon applies the rules (every fee down to 1 ppm and
+    no base fee), measures each change over the evaluate_hours before and after it, and
+    with revert_if_worse restores the old fees, recording the figures."""
+    rules = tmp_path / "policies.conf"
+    rules.write_text("[cheap]\nstrategy = static\nfee_ppm = 1\nbase_fee_msat = 0\n")
+    args = ("--rate", "60", "--seed", "5", "--channels", "3")
+    with SimNode(tmp_path / "lnd", args=args, lnd_version="0.18.3") as sim:
+        config = tmp_path / "lnflow.toml"
+        config.write_text(
+            "[ledger]\nsync_interval_s = 5\n"
+            "[policy]\n"
+            f'file = "{rules}"\nmode = "apply"\ninterval_s = 20\n'
+            f'macaroonpath = "{sim.macaroon_path("admin")}"\n'
+            "max_gap_minutes = 527040\nevaluate_hours = 0.01\n"
+            "revert_if_worse = true\nmin_forwards_to_judge = 1\n"
+        )
+        chans = _channels(sim)
+        old = {c: _policy(sim, c) for c in chans}
+        db = tmp_path / "lnflow.db"
+        with Daemon(sim, db, args=["--config", str(config)]) as d:
+            d.wait_for(
+                lambda c: (
+                    c.execute(
+                        "SELECT count(*) FROM policy_changes WHERE result = 'applied'"
+                    ).fetchone()[0]
+                    == len(chans)
+                ),
+                timeout=90,
+            )
+            for chan in chans:
+                ours = _policy(sim, chan)
+                assert (ours.fee_rate_milli_msat, ours.fee_base_msat) == (1, 0)
+            d.wait_for(
+                lambda c: (
+                    c.execute(
+                        "SELECT count(*) FROM policy_changes WHERE result = 'reverted'"
+                    ).fetchone()[0]
+                    == len(chans)
+                ),
+                timeout=150,
+            )
+        for chan in chans:
+            ours = _policy(sim, chan)
+            assert ours.fee_rate_milli_msat == old[chan].fee_rate_milli_msat
+            assert ours.fee_base_msat == old[chan].fee_base_msat
+        applied = query(
+            db,
+            "SELECT id, chan_id, forwards_before, fees_out_before_msat, fees_out_after_msat,"
+            " verdict FROM policy_changes WHERE strategy = 'static' ORDER BY id",
+        )
+        applied = [(i, from_signed64(c), *rest) for i, c, *rest in applied]
+        assert sorted(r[1] for r in applied) == sorted(chans)
+        for _, _, forwards, before, after, why in applied:
+            assert forwards >= 1 and after * 100 < before * 80
+            assert why.startswith("revert: fees earned out")
+        reverted = query(
+            db,
+            "SELECT undoes_id, before_fee_ppm, after_fee_ppm, reason, verdict FROM"
+            " policy_changes WHERE result = 'reverted' ORDER BY undoes_id",
+        )
+        assert [r[0] for r in reverted] == [r[0] for r in applied]
+        for (_, chan, *_), (_, now, restored, reason, why) in zip(applied, reverted, strict=True):
+            assert (now, restored) == (1, old[chan].fee_rate_milli_msat)
+            assert "revert: fees earned out" in reason and why.startswith("revert:")
+        code, out, err = run_lnflowctl("--db", str(db), "policy", "effects", "--hours", "0.01")
+        assert code == 0, err
+        assert out.count("revert: fees earned out") == len(chans)

@@ -531,6 +531,7 @@ async def rollback(
     change_ids: Sequence[int] = (),
     run_id: int | None = None,
     result: str = "rolled_back",
+    why: str | None = None,
     on_result: Callable[[Outcome], None] | None = None,
 ) -> ApplyReport:
     """Restore the "before" values of applied changes (by id, or every one of a run).
@@ -585,7 +586,7 @@ async def rollback(
             before=_before(ours),
             after=restore,
             snapshot_run_id=None,
-            reason=f"restores change {row.id} (run {row.run_id})",
+            reason=f"restores change {row.id} (run {row.run_id})" + (f": {why}" if why else ""),
             undoes_id=row.id,
         )
         jobs.append((change_id, row.chan_id, points[row.chan_id], ours, restore))

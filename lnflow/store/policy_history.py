@@ -11,9 +11,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lnflow.domain import from_signed64, to_signed64
+
+if TYPE_CHECKING:
+    from lnflow.policy.effects import Effects
 
 __all__ = [
     "FIELDS",
@@ -21,9 +24,11 @@ __all__ = [
     "ChangeRow",
     "PolicyValues",
     "changes",
+    "evaluated",
     "insert_change",
     "last_changed_ns",
     "next_run_id",
+    "set_effects",
     "set_result",
 ]
 
@@ -224,6 +229,42 @@ def changes(
     finally:
         db.row_factory = saved
     return [_row(r) for r in rows]
+
+
+def evaluated(db: sqlite3.Connection, change_id: int) -> bool:
+    row = db.execute("SELECT evaluated_ns FROM policy_changes WHERE id = ?", (change_id,))
+    got = row.fetchone()
+    return got is not None and got[0] is not None
+
+
+def set_effects(
+    db: sqlite3.Connection, change_id: int, effects: Effects, verdict: str, *, evaluated_ns: int
+) -> None:
+    """Store a change's measured effects and the verdict on them (the caller commits)."""
+    b, a = effects.before, effects.after
+    db.execute(
+        "UPDATE policy_changes SET evaluated_ns = ?, effect_hours = ?, forwards_before = ?,"
+        " forwards_after = ?, fees_out_before_msat = ?, fees_out_after_msat = ?,"
+        " fees_in_before_msat = ?, fees_in_after_msat = ?, failures_before = ?,"
+        " failures_after = ?, missed_before_msat = ?, missed_after_msat = ?, verdict = ?"
+        " WHERE id = ?",
+        (
+            evaluated_ns,
+            effects.hours,
+            b.forwards_out,
+            a.forwards_out,
+            b.fees_out_msat,
+            a.fees_out_msat,
+            b.fees_in_msat,
+            a.fees_in_msat,
+            b.failures,
+            a.failures,
+            b.missed_msat,
+            a.missed_msat,
+            verdict,
+            change_id,
+        ),
+    )
 
 
 def last_changed_ns(db: sqlite3.Connection, node_id: int) -> dict[int, int]:
