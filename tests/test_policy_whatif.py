@@ -422,3 +422,16 @@ def test_lnflowctl_whatif_unknown_channel(store: Store, tmp_path: Path) -> None:
     assert err.count("\n") == 1 and "channel 1x2x3" in err and "not in the store" in err
     code, out, err = run_lnflowctl("--db", db, "whatif", "nonsense")
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_lnflowctl_whatif_without_a_policy_sample(store: Store, tmp_path: Path) -> None:
+    store.fail(time.time_ns() - H, fee=1_500)  # known channel, never sampled
+    db = str(tmp_path / "s.db")
+    code, out, err = run_lnflowctl("--db", db, "whatif", str(A), "--fee-ppm", "500")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "give both --fee-ppm and --base-fee-msat" in err
+    code, out, err = run_lnflowctl(
+        "--db", db, "whatif", str(A), "--fee-ppm", "500", "--base-fee-msat", "0", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["fee_failures_recovered"] == 1  # 1,500 >= 0 + 500
