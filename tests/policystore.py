@@ -94,7 +94,7 @@ class Store:
         chan: int = A,
         local_sat: int = 5_000_000,
         base: int = 1_000,
-        ppm: int = 100,
+        ppm: int = 1_000,
         max_htlc: int = 990_000_000,
         aliases: tuple[int, ...] = (),
     ) -> None:

@@ -191,6 +191,7 @@ MAX_DAYS = 36_500  # trend --days, before it is clamped to the days the store ho
 MAX_INTERVAL_S = 86_400.0  # monitor --interval
 MIN_INTERVAL_S = 0.01
 MAX_FAILURES = 1_000_000  # --min-failures
+MAX_POLICY_U32 = 2**32 - 1  # whatif --fee-ppm, --base-fee-msat: uint32 in a channel_update
 
 
 def _whole(unit: str, lo: int, hi: int) -> Callable[[str], int]:
@@ -331,6 +332,40 @@ def _parser() -> argparse.ArgumentParser:
         default=30,
         metavar="N",
         help="days back (default 30; cut to the days the store holds)",
+    )
+    whatif = command(
+        "whatif",
+        "estimate what a proposed fee or max_htlc would have earned on one channel",
+        "Replay the channel's last --hours of recorded forwards and fee / max_htlc "
+        "failures against a proposed policy (fields not given stay as the channel has "
+        "them) and estimate the fees per month before and after, with the counts behind "
+        "them. An estimate: docs/policy.md lists what it assumes.",
+    )
+    whatif.add_argument("channel", metavar="CHANNEL", help="decimal SCID or BLOCKxTXxOUTPUT")
+    whatif.add_argument(
+        "--fee-ppm",
+        type=_whole("ppm", 0, MAX_POLICY_U32),
+        metavar="N",
+        help="proposed fee rate (default: the channel's)",
+    )
+    whatif.add_argument(
+        "--base-fee-msat",
+        type=_whole("msat", 0, MAX_POLICY_U32),
+        metavar="N",
+        help="proposed base fee (default: the channel's)",
+    )
+    whatif.add_argument(
+        "--max-htlc-msat",
+        type=_whole("msat", 1, MAX_SATS * 1_000),
+        metavar="N",
+        help="proposed max_htlc (default: the channel's)",
+    )
+    whatif.add_argument(
+        "--hours",
+        type=_number("hours", 0, MAX_HOURS, above=True),
+        default=24.0,
+        metavar="H",
+        help=f"the recorded window to replay (default 24, at most {MAX_HOURS})",
     )
     export = command(
         "export",
