@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from lnflow.cli.render import msat_as_sats
 from lnflow.config import Settings, load_settings
 from lnflow.domain import format_scid
 from lnflow.errors import ConfigError, LnflowError
@@ -30,6 +31,7 @@ from lnflow.policy.engine import (
     gather,
     plan_doc,
     rollback,
+    with_whatif,
 )
 from lnflow.store import db as store_db
 from lnflow.store.readonly import open_readonly
@@ -127,10 +129,11 @@ def guard_settings(settings: Settings) -> GuardSettings:
 
 
 async def make_plan(settings: Settings, rules: Rules, lnd: LndClient) -> Plan:
+    """The plan, with the what-if estimate of each fee or max_htlc change."""
     path = settings.store.path
     reader = open_readonly(path) if path.exists() else None
     try:
-        return await gather(
+        plan = await gather(
             lnd,
             reader,
             rules,
@@ -141,6 +144,14 @@ async def make_plan(settings: Settings, rules: Rules, lnd: LndClient) -> Plan:
     finally:
         if reader is not None:
             reader.close()
+    if reader is None or not plan.changes:
+        return plan
+    engine = store_db.open_readonly_engine(path)
+    try:
+        with engine.connect() as conn:
+            return with_whatif(plan, conn, hours=settings.analysis.window_hours)
+    finally:
+        engine.dispose()
 
 
 def plan_lines(plan: Plan) -> list[str]:
@@ -152,6 +163,12 @@ def plan_lines(plan: Plan) -> list[str]:
             f" {d.strategy.value if d.strategy else ''}: {printable(d.change.describe(d.before))}"
         )
         lines.append(f"    why: {printable(d.reason)}")
+        if d.chan_id in plan.whatif:
+            before, after = plan.whatif[d.chan_id]
+            lines.append(
+                f"    what-if (estimate): fees per month {msat_as_sats(before)}"
+                f" → {msat_as_sats(after)} sats"
+            )
     for r in plan.refusals:
         lines.append(f"{format_scid(r.decision.chan_id)}  refused: {printable(r.reason)}")
     unchanged = sum(not d.changed for d in plan.decisions)

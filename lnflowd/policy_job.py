@@ -29,7 +29,7 @@ from lnflow.config import Settings
 from lnflow.lnd import LndClient
 from lnflow.policy import Rules, load_rules
 from lnflow.policy.effects import NS_PER_HOUR, measure, verdict
-from lnflow.policy.engine import apply_plan, gather, record_planned, rollback
+from lnflow.policy.engine import apply_plan, gather, record_planned, rollback, with_whatif
 from lnflow.recording.jobs import guarded
 from lnflow.store import policy_history as history
 
@@ -89,6 +89,9 @@ class PolicyJob:
                 max_fee_step_percent=s.policy.max_fee_step_percent,
                 now_ns=self.clock_ns(),
             )
+        if plan.changes:
+            with self.engine.connect() as conn:
+                plan = with_whatif(plan, conn, hours=s.analysis.window_hours)
         for refusal in plan.refusals:
             log.info("policy_refused", chan_id=refusal.decision.chan_id, reason=refusal.reason)
         if not plan.changes:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lnflow.analysis.model import Opportunity
 from lnflow.domain import (
@@ -57,6 +57,9 @@ from .model import (
 )
 from .rules import Rules
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
 __all__ = [
     "ApplyReport",
     "Evidence",
@@ -71,6 +74,7 @@ __all__ = [
     "read_evidence",
     "read_node",
     "rollback",
+    "with_whatif",
 ]
 
 _NS = 1_000_000_000
@@ -251,6 +255,9 @@ class Plan:
     decisions: tuple[PolicyDecision, ...]  # every channel's
     changes: tuple[PolicyDecision, ...]  # to apply, most urgent first
     refusals: tuple[Refusal, ...]
+    # chan_id -> (fees per month before, after) msat: the what-if estimate of each change
+    # of fee or max_htlc (lnflow.policy.whatif), where the store has the channel's window
+    whatif: Mapping[int, tuple[int, int]] = field(default_factory=dict)
 
     def channel_point(self, chan_id: int) -> str:
         return next(c.channel_point for c in self.node.channels if c.chan_id == chan_id)
@@ -326,6 +333,35 @@ async def gather(
     )
 
 
+def with_whatif(plan: Plan, conn: Connection, *, hours: float) -> Plan:
+    """The plan with the what-if estimate of every change of fee or max_htlc."""
+    from .whatif import estimate
+
+    node_id = plan.evidence.node_id
+    if node_id is None:
+        return plan
+    got: dict[int, tuple[int, int]] = {}
+    for d in plan.changes:
+        c = d.change
+        if c.fee_ppm is None and c.base_fee_msat is None and c.max_htlc_msat is None:
+            continue
+        try:
+            w = estimate(
+                conn,
+                node_id=node_id,
+                chan_id=d.chan_id,
+                fee_ppm=c.fee_ppm,
+                base_fee_msat=c.base_fee_msat,
+                max_htlc_msat=c.max_htlc_msat,
+                hours=hours,
+                now_ns=plan.made_ns,
+            )
+        except LnflowError:
+            continue  # e.g. nothing recorded for the channel: no estimate
+        got[d.chan_id] = (w.fees_month_before_msat, w.fees_month_after_msat)
+    return replace(plan, whatif=got)
+
+
 def _before(p: EdgePolicy) -> PolicyValues:
     return PolicyValues(
         base_fee_msat=p.fee_base_msat,
@@ -375,7 +411,17 @@ def plan_doc(plan: Plan) -> dict[str, Any]:
         "node": plan.node.info.pubkey,
         "lnd_version": plan.node.version.version,
         "snapshot_run_id": plan.evidence.snapshot_run_id,
-        "changes": [_change_doc(d) for d in plan.changes],
+        "changes": [
+            {
+                **_change_doc(d),
+                "whatif_month_msat": (
+                    {"before": plan.whatif[d.chan_id][0], "after": plan.whatif[d.chan_id][1]}
+                    if d.chan_id in plan.whatif
+                    else None
+                ),
+            }
+            for d in plan.changes
+        ],
         "refused": [{**_change_doc(r.decision), "refused": r.reason} for r in plan.refusals],
         "unchanged": [
             {"chan_id": d.chan_id, "reason": d.reason} for d in plan.decisions if not d.changed
@@ -404,6 +450,7 @@ def record_planned(
                 after=_after(d.change),
                 snapshot_run_id=plan.evidence.snapshot_run_id,
                 reason=d.reason,
+                whatif=plan.whatif.get(d.chan_id),
             )
         )
     db.commit()
