@@ -401,7 +401,7 @@ def _parser() -> argparse.ArgumentParser:
     policy.add_argument("--verbose", "-v", action="store_true", help="history: the reasons")
     policy.add_argument(
         "--hours",
-        type=_number("hours", 0.01, MAX_HOURS),
+        type=_number("hours", 0.001, MAX_HOURS),
         default=72.0,
         help="effects: window before and after each change (default 72, [policy] evaluate_hours)",
     )
