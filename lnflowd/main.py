@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             return asyncio.run(_check(settings))
         if settings.policy.mode != "off":  # a bad rules file stops the start, in one line
-            from .policy_cmd import rules_of
+            from lnflow.policy.runner import rules_of
 
             rules_of(settings)
         from .logs import configure_logging

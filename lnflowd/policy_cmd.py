@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 import sys
-import time
 from pathlib import Path
 
 from lnflow.cli.render import msat_as_sats
@@ -21,26 +19,25 @@ from lnflow.config import Settings, load_settings
 from lnflow.domain import format_scid
 from lnflow.errors import ConfigError, LnflowError
 from lnflow.lnd import LndClient
-from lnflow.lnd.credentials import LndCredentials
-from lnflow.policy import GuardSettings, Rules, load_rules
+from lnflow.policy import runner
 from lnflow.policy.engine import (
     ApplyReport,
     Outcome,
     Plan,
     apply_plan,
-    gather,
     plan_doc,
     rollback,
-    with_whatif,
 )
-from lnflow.store import db as store_db
-from lnflow.store.readonly import open_readonly
-from lnflow.store.writer import StoreWriter
+from lnflow.policy.runner import (
+    make_plan,
+    open_history,
+    policy_credentials,
+    read_credentials,
+    rules_of,
+)
 from lnflow.text import printable
 
-from .daemon import credentials_from
-
-__all__ = ["policy_credentials", "policy_main", "rules_of"]
+__all__ = ["plan_lines", "policy_main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,67 +90,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def rules_of(settings: Settings) -> Rules:
-    if not settings.policy.file:
-        raise ConfigError("no rules file: set [policy] file or pass --rules")
-    return load_rules(Path(settings.policy.file).expanduser())
-
-
-def policy_credentials(settings: Settings) -> LndCredentials:
-    """The lnd credentials with the policy macaroon (default: policy.macaroon)."""
-    lnd = settings.lnd
-    macaroon = settings.policy.macaroonpath or str(
-        Path(lnd.lnddir).expanduser()
-        / "data"
-        / "chain"
-        / "bitcoin"
-        / lnd.network
-        / "policy.macaroon"
-    )
-    return LndCredentials.resolve(
-        lnddir=lnd.lnddir,
-        network=lnd.network,
-        rpcserver=lnd.rpcserver,
-        tlscertpath=lnd.tlscertpath or None,
-        macaroonpath=macaroon,
-    )
-
-
-def guard_settings(settings: Settings) -> GuardSettings:
-    p = settings.policy
-    return GuardSettings(
-        min_hours_between_changes=p.min_hours_between_changes,
-        max_channels_per_run=p.max_channels_per_run,
-        max_gap_minutes=p.max_gap_minutes,
-    )
-
-
-async def make_plan(settings: Settings, rules: Rules, lnd: LndClient) -> Plan:
-    """The plan, with the what-if estimate of each fee or max_htlc change."""
-    path = settings.store.path
-    reader = open_readonly(path) if path.exists() else None
-    try:
-        plan = await gather(
-            lnd,
-            reader,
-            rules,
-            guards=guard_settings(settings),
-            analysis_window_s=settings.analysis.window_hours * 3600,
-            max_fee_step_percent=settings.policy.max_fee_step_percent,
-        )
-    finally:
-        if reader is not None:
-            reader.close()
-    if reader is None or not plan.changes:
-        return plan
-    engine = store_db.open_readonly_engine(path)
-    try:
-        with engine.connect() as conn:
-            return with_whatif(plan, conn, hours=settings.analysis.window_hours)
-    finally:
-        engine.dispose()
-
-
 def plan_lines(plan: Plan) -> list[str]:
     lines = []
     for d in plan.changes:
@@ -184,15 +120,6 @@ def _outcome_line(o: Outcome) -> str:
     return f"{format_scid(o.chan_id)}  change {o.change_id} {printable(what)}"
 
 
-def open_history(settings: Settings) -> sqlite3.Connection:
-    """The store for writing (migrated to the newest schema)."""
-    engine = store_db.open_engine(settings.store.path)
-    engine.dispose()
-    db = sqlite3.connect(settings.store.path, timeout=30)
-    db.execute("PRAGMA foreign_keys = ON")
-    return db
-
-
 def _finish(report: ApplyReport, verb: str) -> int:
     if report.stopped is not None:
         print(f"lnflowd: error: {printable(report.stopped)}", file=sys.stderr)
@@ -205,7 +132,7 @@ def _finish(report: ApplyReport, verb: str) -> int:
 
 async def _plan(settings: Settings, as_json: bool) -> int:
     rules = rules_of(settings)
-    async with LndClient(credentials_from(settings), timeout_s=settings.lnd.timeout_s) as lnd:
+    async with LndClient(read_credentials(settings), timeout_s=settings.lnd.timeout_s) as lnd:
         plan = await make_plan(settings, rules, lnd)
     if as_json:
         print(json.dumps(plan_doc(plan), indent=2))
@@ -216,7 +143,7 @@ async def _plan(settings: Settings, as_json: bool) -> int:
 
 async def _apply(settings: Settings, yes: bool) -> int:
     rules = rules_of(settings)
-    async with LndClient(credentials_from(settings), timeout_s=settings.lnd.timeout_s) as lnd:
+    async with LndClient(read_credentials(settings), timeout_s=settings.lnd.timeout_s) as lnd:
         plan = await make_plan(settings, rules, lnd)
     print("\n".join(plan_lines(plan)))
     if not plan.changes:
@@ -228,7 +155,7 @@ async def _apply(settings: Settings, yes: bool) -> int:
             return 0
     db = open_history(settings)
     try:
-        node_id = _node_id(settings, plan)
+        node_id = runner.node_id(settings, plan.node.info)
         async with LndClient(
             policy_credentials(settings), timeout_s=settings.lnd.timeout_s
         ) as writer:
@@ -239,14 +166,6 @@ async def _apply(settings: Settings, yes: bool) -> int:
     finally:
         db.close()
     return _finish(report, "applied")
-
-
-def _node_id(settings: Settings, plan: Plan) -> int:
-    engine = store_db.open_engine(settings.store.path, migrate=False)
-    try:
-        return StoreWriter(engine).upsert_node(plan.node.info, time.time_ns())
-    finally:
-        engine.dispose()
 
 
 async def _rollback(settings: Settings, change_id: int | None, run_id: int | None) -> int:

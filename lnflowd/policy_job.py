@@ -30,11 +30,9 @@ from lnflow.lnd import LndClient
 from lnflow.policy import Rules, load_rules
 from lnflow.policy.effects import NS_PER_HOUR, measure, verdict
 from lnflow.policy.engine import apply_plan, gather, record_planned, rollback, with_whatif
+from lnflow.policy.runner import guard_settings, policy_credentials, read_credentials
 from lnflow.recording.jobs import guarded
 from lnflow.store import policy_history as history
-
-from .daemon import credentials_from
-from .policy_cmd import guard_settings, policy_credentials
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -79,7 +77,7 @@ class PolicyJob:
 
     async def plan_and_apply(self, db: sqlite3.Connection) -> None:
         s = self.settings
-        async with LndClient(credentials_from(s), timeout_s=s.lnd.timeout_s) as reader:
+        async with LndClient(read_credentials(s), timeout_s=s.lnd.timeout_s) as reader:
             plan = await gather(
                 reader,
                 db,

@@ -362,3 +362,32 @@ def test_daemon_applies_measures_and_reverts_a_change_that_cut_the_fees(tmp_path
         code, out, err = run_lnflowctl("--db", str(db), "policy", "effects", "--hours", "0.01")
         assert code == 0, err
         assert out.count("revert: fees earned out") == len(chans)
+
+
+def test_policy_manager_plans_applies_and_rolls_back(sim: SimNode, tmp_path: Path) -> None:
+    """The seed's PolicyManager runs the same code as lnflowd policy."""
+    from lnflow import PolicyManager
+
+    (tmp_path / "policies.conf").write_text(RULES)
+    manager = PolicyManager(
+        config_file=tmp_path / "policies.conf",
+        lnd_grpc_host=sim.rpcserver,
+        lnd_dir=sim.lnddir,
+        network=sim.network,
+        macaroon_path=sim.macaroon_path("readonly"),
+        policy_macaroon_path=sim.macaroon_path("admin"),
+        db_path=tmp_path / "lnflow.db",
+    )
+    plan = asyncio.run(manager.plan())
+    assert [(d.chan_id, d.change.fee_ppm) for d in plan.changes] == [(A_ID, 700)]
+    report = asyncio.run(manager.apply(plan))
+    assert (report.applied, report.failed, report.stopped) == (1, 0, None)
+    assert _policy(sim, A_ID).fee_rate_milli_msat == 700
+    undone = asyncio.run(manager.rollback(report.outcomes[0].change_id))
+    assert (undone.applied, undone.failed) == (0, 0)  # "applied" counts applies only
+    assert [o.result for o in undone.outcomes] == ["rolled_back"]
+    assert _policy(sim, A_ID).fee_rate_milli_msat == 1000
+    assert query(tmp_path / "lnflow.db", "SELECT result FROM policy_changes ORDER BY id") == [
+        ("applied",),
+        ("rolled_back",),
+    ]
