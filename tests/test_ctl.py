@@ -64,6 +64,7 @@ COMMANDS = (
     "trend",
     "whatif",
     "export",
+    "policy",
 )
 OPPORTUNITY_KEYS = [
     "rank",
@@ -850,6 +851,7 @@ def test_no_command_imports_grpc(store: Store, tmp_path: Path) -> None:
             ["--db", {db!r}, "whatif", {format_scid(CHAN_A)!r}, "--fee-ppm", "1",
              "--base-fee-msat", "0"],
             ["--db", {db!r}, "export", "--what", "events"],
+            ["--db", {db!r}, "policy", "effects"],
         ]
         for argv in runs:
             with contextlib.redirect_stdout(io.StringIO()):

@@ -391,3 +391,18 @@ def test_policy_manager_plans_applies_and_rolls_back(sim: SimNode, tmp_path: Pat
         ("applied",),
         ("rolled_back",),
     ]
+
+
+def test_inbound_fees_are_refused_before_lnd_0_18(tmp_path: Path) -> None:
+    (tmp_path / "policies.conf").write_text(
+        "[discount]\nchan.id = 800000x1x0\nstrategy = static\nfee_ppm = 1000\n"
+        "inbound_fee_ppm = -200\n"
+    )
+    with SimNode(tmp_path / "lnd", script=SCRIPT, lnd_version="0.17.5") as old:
+        code, out, err = run_lnflowd("policy", "plan", *_flags(old, tmp_path))
+        assert code == 0, err
+        assert "refused: inbound fees need lnd 0.18 or newer (the node runs 0.17.5)" in out
+        assert "0 change(s), 1 refused" in out
+        code, out, err = run_lnflowd("policy", "apply", "--yes", *_flags(old, tmp_path))
+        assert code == 0 and "0 change(s), 1 refused" in out
+    assert not (tmp_path / "lnflow.db").exists()
