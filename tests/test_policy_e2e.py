@@ -406,3 +406,74 @@ def test_inbound_fees_are_refused_before_lnd_0_18(tmp_path: Path) -> None:
         code, out, err = run_lnflowd("policy", "apply", "--yes", *_flags(old, tmp_path))
         assert code == 0 and "0 change(s), 1 refused" in out
     assert not (tmp_path / "lnflow.db").exists()
+
+
+def test_opportunity_raises_max_htlc_from_the_snapshot_and_its_failures_stop(
+    tmp_path: Path,
+) -> None:
+    """failures → plan → apply → fewer failures: the daemon records max_htlc failures,
+    its snapshot suggests a max_htlc, the opportunity strategy applies it, and the
+    channel's max_htlc failures drop in the same time after the change."""
+    rules = tmp_path / "policies.conf"
+    rules.write_text(
+        "[evidence]\nlnflow.recommendation = raise_max_htlc\nstrategy = opportunity\n"
+        "[default]\nstrategy = ignore\n"
+    )
+    args = ("--rate", "60", "--seed", "7", "--channels", "8")
+    with SimNode(tmp_path / "lnd", args=args, lnd_version="0.18.3") as sim:
+        config = tmp_path / "lnflow.toml"
+        config.write_text(
+            "[ledger]\nsync_interval_s = 5\n[analysis]\ninterval_s = 10\nwindow_hours = 1\n"
+            f'[policy]\nfile = "{rules}"\nmax_gap_minutes = 60\n'
+            f'macaroonpath = "{sim.macaroon_path("admin")}"\n'
+        )
+        db = tmp_path / "lnflow.db"
+        wanted = (
+            "SELECT channel_id, suggested_max_htlc_msat, run_id FROM opportunities"
+            " WHERE recommended_action = 'raise_max_htlc'"
+            " AND run_id = (SELECT max(id) FROM analysis_runs)"
+        )
+        with Daemon(sim, db, args=["--config", str(config)]) as d:
+            d.wait_for(lambda c: bool(c.execute(wanted).fetchall()), timeout=90)
+            code, out, err = run_lnflowd(
+                "policy", "apply", "--yes", "--config", str(config), *sim_flags(sim),
+                "--db", str(db),
+            )  # fmt: skip
+            assert code == 0, (out, err)
+            rows = query(
+                db,
+                "SELECT chan_id, before_max_htlc_msat, after_max_htlc_msat, snapshot_run_id,"
+                " applied_ns, result FROM policy_changes",
+            )
+            assert rows and all(r[5] == "applied" for r in rows)
+            for signed, old, new, run, _, _ in rows:
+                # the value the snapshot the plan read suggested
+                assert query(
+                    db,
+                    "SELECT suggested_max_htlc_msat FROM opportunities"
+                    " WHERE run_id = ? AND channel_id = ?",
+                    run,
+                    signed,
+                ) == [(new,)]
+                assert _policy(sim, from_signed64(signed)).max_htlc_msat == new > old
+            applied_ns = rows[0][4]
+            chan = from_signed64(rows[0][0])
+            # the daemon records on for as long as it had recorded before the change
+            recorded = query(db, "SELECT min(started_ns) FROM stream_sessions")[0][0]
+            d.wait_for(
+                lambda c: (
+                    c.execute("SELECT max(first_seen_ns) FROM forward_attempts").fetchone()[0]
+                    > 2 * applied_ns - recorded
+                ),
+                timeout=120,
+            )
+        span = applied_ns - recorded
+        max_htlc_fails = (
+            "SELECT count(*) FROM forward_attempts a JOIN channel_refs r"
+            " ON r.id = a.outgoing_chan_ref WHERE r.chan_id = ? AND a.failure_class = 2"
+            " AND a.first_seen_ns >= ? AND a.first_seen_ns < ?"
+        )
+        signed = rows[0][0]
+        (before,) = query(db, max_htlc_fails, signed, applied_ns - span, applied_ns)[0]
+        (after,) = query(db, max_htlc_fails, signed, applied_ns, applied_ns + span)[0]
+        assert before > 0 and after < before, (chan, before, after)
