@@ -294,6 +294,7 @@ def _channels(sim: SimNode) -> list[int]:
         channel.close()
 
 
+@pytest.mark.timeout(400)
 def test_daemon_applies_measures_and_reverts_a_change_that_cut_the_fees(tmp_path: Path) -> None:
     """[policy] mode = apply: the daemon applies the rules (every fee down to 1 ppm and
     no base fee), measures each change over the evaluate_hours before and after it, and
@@ -408,6 +409,7 @@ def test_inbound_fees_are_refused_before_lnd_0_18(tmp_path: Path) -> None:
     assert not (tmp_path / "lnflow.db").exists()
 
 
+@pytest.mark.timeout(400)
 def test_opportunity_raises_max_htlc_from_the_snapshot_and_its_failures_stop(
     tmp_path: Path,
 ) -> None:
@@ -477,3 +479,33 @@ def test_opportunity_raises_max_htlc_from_the_snapshot_and_its_failures_stop(
         (before,) = query(db, max_htlc_fails, signed, applied_ns - span, applied_ns)[0]
         (after,) = query(db, max_htlc_fails, signed, applied_ns, applied_ns + span)[0]
         assert before > 0 and after < before, (chan, before, after)
+
+
+def test_daemon_in_plan_mode_records_and_changes_nothing(sim: SimNode, tmp_path: Path) -> None:
+    (tmp_path / "policies.conf").write_text(RULES)
+    config = tmp_path / "lnflow.toml"
+    config.write_text(
+        f'[policy]\nfile = "{tmp_path / "policies.conf"}"\nmode = "plan"\ninterval_s = 10\n'
+        "max_gap_minutes = 527040\n"
+    )
+    db = tmp_path / "lnflow.db"
+    with Daemon(sim, db, args=["--config", str(config)]) as d:
+        d.wait_for(
+            lambda c: (
+                c.execute("SELECT count(DISTINCT run_id) FROM policy_changes").fetchone()[0] >= 2
+            ),
+            timeout=60,
+        )
+    rows = query(db, "SELECT chan_id, before_fee_ppm, after_fee_ppm, result FROM policy_changes")
+    assert {r for r in rows} == {(A_ID, 1000, 700, "planned")}
+    assert _policy(sim, A_ID).fee_rate_milli_msat == 1000
+
+
+def test_daemon_refuses_to_start_on_a_bad_rules_file(sim: SimNode, tmp_path: Path) -> None:
+    (tmp_path / "policies.conf").write_text("[x]\nstrategy = cost\n")
+    config = tmp_path / "lnflow.toml"
+    config.write_text(f'[policy]\nfile = "{tmp_path / "policies.conf"}"\nmode = "apply"\n')
+    code, out, err = run_lnflowd(*sim_flags(sim), "--db", str(tmp_path / "s.db"),
+                                 "--config", str(config))  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "policies.conf:2: [x] strategy" in err
