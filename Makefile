@@ -4,11 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO   := demo
 DEMO_SECONDS ?= 30
+POLICY_DEMO_SECONDS ?= 45
 
-.PHONY: help install protos lint typecheck test check demo bench clean prometheus-tools
+.PHONY: help install protos lint typecheck test check demo demo-policy bench clean prometheus-tools
 
 help:
 	@echo "make demo    - simulated node + daemon for $(DEMO_SECONDS) s, then the opportunities table"
+	@echo "make demo-policy - failures, plan, apply, fewer failures, measured effects ($(POLICY_DEMO_SECONDS) s a phase)"
 	@echo "make test    - ruff (lint + format), mypy, pytest"
 	@echo "make protos  - regenerate lnflow/lnd/_proto from protos/"
 
@@ -57,6 +59,9 @@ check: test
 
 demo: install
 	@bash tools/demo.sh "$(BIN)" "$(DEMO)" "$(DEMO_SECONDS)"
+
+demo-policy: install
+	@bash tools/demo_policy.sh "$(BIN)" "$(DEMO)" "$(POLICY_DEMO_SECONDS)"
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .mypy_cache .ruff_cache build dist

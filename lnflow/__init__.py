@@ -3,6 +3,7 @@
 The seed's programmatic names load lazily (``import lnflow`` stays light)::
 
     from lnflow import AsyncLNDgRPCClient, HTLCMonitor, LndManageClient, OpportunityAnalyzer
+    from lnflow import PolicyManager
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
         LndManageClient,
         MissedOpportunity,
         OpportunityAnalyzer,
+        PolicyManager,
     )
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "LndManageClient",
     "MissedOpportunity",
     "OpportunityAnalyzer",
+    "PolicyManager",
     "__version__",
 ]
 

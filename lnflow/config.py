@@ -49,6 +49,7 @@ __all__ = [
     "LedgerSettings",
     "LndSettings",
     "MetricsSettings",
+    "PolicySettings",
     "RecorderSettings",
     "RetentionSettings",
     "Settings",
@@ -268,6 +269,25 @@ class AlertsSettings(_Section):
         return self
 
 
+class PolicySettings(_Section):
+    """The policy engine (DESIGN §9, docs/policy.md): its rules file, mode and guard rails."""
+
+    file: str = ""  # the rules (charge-lnd's format); "" = none (check/plan/apply refuse)
+    # off: never runs in the daemon; plan: records what it would change; apply: changes it
+    mode: Literal["off", "plan", "apply"] = "off"
+    interval_s: int = Field(default=3_600, ge=10, le=7 * 86_400)  # after a fresh analysis
+    # needs offchain:write, unlike [lnd] macaroonpath; "" = <lnddir>/.../policy.macaroon
+    macaroonpath: str = ""
+    min_hours_between_changes: int = Field(default=24, ge=0, le=24 * 366)
+    max_channels_per_run: int = Field(default=10, ge=1, le=100_000)
+    max_gap_minutes: int = Field(default=30, ge=0, le=24 * 60 * 366)
+    max_fee_step_percent: int = Field(default=25, ge=1, le=100)
+    evaluate_hours: float = Field(default=72.0, gt=0, le=24 * 366)
+    revert_if_worse: bool = False
+    revert_threshold_percent: int = Field(default=20, ge=1, le=100)
+    min_forwards_to_judge: int = Field(default=10, ge=1, le=1_000_000)
+
+
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -291,6 +311,7 @@ class Settings(BaseSettings):
     manage: ManageSettings = ManageSettings()
     metrics: MetricsSettings = MetricsSettings()
     alerts: AlertsSettings = AlertsSettings()
+    policy: PolicySettings = PolicySettings()
     log: LogSettings = LogSettings()
 
     @classmethod

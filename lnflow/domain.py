@@ -34,6 +34,7 @@ __all__ = [
     "DaemonState",
     "EventKind",
     "EventType",
+    "FailedPolicyUpdate",
     "FailureClass",
     "FailureDetail",
     "FeeReportEntry",
@@ -438,6 +439,13 @@ class ChannelInfo:
     # chan_id, the id ListChannels reports, is the channel's id everywhere in lnflow.
     alias_scids: tuple[int, ...] = ()
     confirmed_scid: int = 0
+    # what the policy engine's criteria and lnd's update checks read (lnflow.policy)
+    initiator: bool = False
+    commit_fee_sat: int = 0
+    # (incoming, amount_sat, expiration_height) per HTLC in flight
+    pending_htlcs: tuple[tuple[bool, int, int], ...] = ()
+    min_htlc_floor_msat: int = 0  # local_constraints.min_htlc_msat
+    max_pending_msat: int = 0  # local_constraints.max_pending_amt_msat; 0 = not known
 
     @property
     def other_ids(self) -> frozenset[int]:
@@ -499,6 +507,15 @@ class FeeReportEntry:
     channel_point: str
     base_fee_msat: int
     fee_rate_ppm: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailedPolicyUpdate:
+    """One channel UpdateChannelPolicy did not update (PolicyUpdateResponse.failed_updates)."""
+
+    channel_point: str  # txid:index
+    reason: str  # UpdateFailure name, e.g. UPDATE_FAILURE_INVALID_PARAMETER
+    error: str  # lnd's update_error
 
 
 @dataclass(frozen=True, slots=True)

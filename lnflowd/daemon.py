@@ -228,6 +228,13 @@ class Daemon:
             )
             self._schedule_sync_jobs(scheduler, client, store, node_id, info.pubkey)
             self._schedule_analysis_job(scheduler, engine, store, node_id)
+            if settings.policy.mode != "off":
+                from .policy_job import schedule_policy_job
+
+                analyze = functools.partial(
+                    self._analyze, engine, store, SnapshotWriter(engine), node_id
+                )
+                schedule_policy_job(scheduler, settings, engine, node_id, analyze, self.clock_ns)
             if metrics is not None:
                 metrics.attach(node_id, version.version, scheduler)
             await self.alerts.attach(node_id, info.pubkey, info.alias, scheduler)

@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lnflowd",
         description="Record every HTLC event of an LND node into the lnflow store.",
+        epilog="lnflowd policy {check,plan,apply,rollback}: the fee policy engine (see"
+        " lnflowd policy --help)",
     )
     p.add_argument("--config", type=Path, help="TOML config file (see config/lnflow.example.toml)")
     p.add_argument("--lnddir", help="lnd's directory (default ~/.lnd)")
@@ -85,11 +87,20 @@ async def _check(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()  # before any thread starts (bench/README.md: memory)
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["policy"]:
+        from .policy_cmd import policy_main
+
+        return policy_main(given[1:])
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.config, _overrides(args))
         if args.check:
             return asyncio.run(_check(settings))
+        if settings.policy.mode != "off":  # a bad rules file stops the start, in one line
+            from lnflow.policy.runner import rules_of
+
+            rules_of(settings)
         from .logs import configure_logging
 
         configure_logging(settings.log.level, settings.log.format)

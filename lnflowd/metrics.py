@@ -50,6 +50,7 @@ from lnflow.domain import (
 )
 from lnflow.store import metrics_read
 from lnflow.store.ingest import Ingestor, IngestResult
+from lnflow.store.policy_history import RESULTS
 
 from .exposition import MetricsServer, family, labels
 
@@ -434,6 +435,17 @@ def _render_view(view: metrics_read.RefreshView) -> str:
             "gauge",
             "1 when lnd reported the channel active",
             ((lbl, a) for lbl, _, a in chans),
+        )
+    )
+    out.append(
+        family(
+            "lnflow_policy_changes_total",
+            "counter",
+            "Fee policy changes the policy engine recorded, by result",
+            (
+                (labels((("result", result),)), view.policy_changes.get(result, 0))
+                for result in RESULTS
+            ),
         )
     )
     return "".join(out)

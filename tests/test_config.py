@@ -34,8 +34,10 @@ def test_flags_beat_environment_beats_file(tmp_path: Path, monkeypatch: pytest.M
         ("[recorder]\nbatch_size = 0\n", "bad value for 'recorder.batch_size'"),
         ("[log]\nlevel = 'loud'\n", "bad value for 'log.level'"),
         ("[lnd\n", "not valid TOML"),
+        ("[policy]\nmode = 'auto'\n", "bad value for 'policy.mode'"),
+        ("[policy]\nmax_fee_step_percent = 0\n", "bad value for 'policy.max_fee_step_percent'"),
     ],
-    ids=["typo", "range", "choice", "syntax"],
+    ids=["typo", "range", "choice", "syntax", "policy-mode", "policy-step"],
 )
 def test_bad_file_is_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:

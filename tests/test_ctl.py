@@ -55,7 +55,18 @@ IN1 = (800_100 << 40) | (1 << 16)
 IN2 = (800_200 << 40) | (2 << 16) | 1
 PEER_A = "03" + "a1" * 32
 PEER_BIG = "02" + "b2" * 32
-COMMANDS = ("status", "opportunities", "analyze", "monitor", "report", "trend", "export", "alerts")
+COMMANDS = (
+    "status",
+    "opportunities",
+    "analyze",
+    "monitor",
+    "report",
+    "trend",
+    "whatif",
+    "export",
+    "alerts",
+    "policy",
+)
 OPPORTUNITY_KEYS = [
     "rank",
     "channel_id",
@@ -839,8 +850,11 @@ def test_no_command_imports_grpc(store: Store, tmp_path: Path) -> None:
             ["--db", {db!r}, "monitor", "--duration", "0.00003", "--interval", "0.05"],
             ["report", {str(saved)!r}],
             ["--db", {db!r}, "trend", {format_scid(CHAN_A)!r}],
+            ["--db", {db!r}, "whatif", {format_scid(CHAN_A)!r}, "--fee-ppm", "1",
+             "--base-fee-msat", "0"],
             ["--db", {db!r}, "export", "--what", "events"],
             ["--db", {db!r}, "alerts"],
+            ["--db", {db!r}, "policy", "effects"],
         ]
         for argv in runs:
             with contextlib.redirect_stdout(io.StringIO()):

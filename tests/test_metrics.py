@@ -50,6 +50,7 @@ COMPARED = (
     "lnflow_opportunity_potential_monthly_sats",
     "lnflow_channel_local_balance_ratio",
     "lnflow_channel_active",
+    "lnflow_policy_changes_total",
 )
 # Counters that a restart must continue (not restart from zero).
 CONTINUED = COMPARED[:8]
@@ -139,6 +140,9 @@ def store_figures(db: Path, *, connected: bool) -> Figures:
         labels = (("chan_id", str(from_signed64(chan_id))), ("peer", peer))
         fig["lnflow_channel_local_balance_ratio"][labels] = local / (local + remote)
         fig["lnflow_channel_active"][labels] = 1.0 if active else 0.0
+    results = dict(query(db, "SELECT result, count(*) FROM policy_changes GROUP BY result"))
+    for result in ("planned", "applied", "failed", "rolled_back", "reverted"):
+        fig["lnflow_policy_changes_total"][(("result", result),)] = results.get(result, 0)
     return fig
 
 

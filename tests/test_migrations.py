@@ -511,3 +511,33 @@ def test_0016_adds_the_alert_tables_and_daemon_columns_and_drops_them_again(
         assert conn.execute("SELECT pid FROM daemon_state").fetchall() == [(7,)]
     db.upgrade(engine, path)
     engine.dispose()
+
+
+def test_0017_adds_the_policy_history_and_drops_it_again(tmp_path: Path) -> None:
+    """A filled 0016 store gains an empty policy_changes table that takes a row with
+    only its required columns (the effects come later); downgrading drops it alone."""
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0016")
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO nodes VALUES (1, 'a', '', '', 0)")
+    db.upgrade(engine, path, "0017")
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO policy_changes (node_id, run_id, created_ns, chan_id, section,"
+            " strategy, before_fee_ppm, after_fee_ppm, reason, result)"
+            " VALUES (1, 1, 5, 42, 'lower', 'opportunity', 1000, 750, 'r', 'planned')"
+        )
+        assert conn.execute(
+            "SELECT before_fee_ppm, after_fee_ppm, after_base_fee_msat, forwards_before"
+            " FROM policy_changes"
+        ).fetchall() == [(1000, 750, None, None)]
+    db.downgrade(engine, "0016")
+    with sqlite3.connect(path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "policy_changes" not in tables
+        assert conn.execute("SELECT count(*) FROM nodes").fetchone() == (1,)
+    db.upgrade(engine, path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM policy_changes").fetchone() == (0,)
+    engine.dispose()

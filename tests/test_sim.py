@@ -743,3 +743,32 @@ def test_rejecthtlc_fails_every_forward_at_our_node(node_factory: Any, channels:
     assert {(f.wire_failure, f.failure_detail) for f in fails} == {
         (WireFailure.CHANNEL_DISABLED, FailureDetail.FORWARDS_DISABLED)
     }
+
+
+def test_policy_updates_move_the_traffic() -> None:
+    """UpdateChannelPolicy reaches the traffic model: senders whose budget failed on our
+    fee go through once the fee is lowered to it, and payments above max_htlc pass once
+    it is raised."""
+    from lnflow.sim.state import PolicyUpdate
+
+    def fails(node: NodeState, model: TrafficModel, start_s: int) -> Counter[int]:
+        events = []
+        for tick in range(1, 301):
+            events += model.advance(T0 + start_s * NS + tick * NS // 100, 100)
+        return Counter(e.failure_detail if e.wire_failure != WireFailure.FEE_INSUFFICIENT
+                       else -1 for e in events if e.kind == "link_fail")  # fmt: skip
+
+    node = two_channel_node(fee_rate_ppm=5_000, max_htlc_msat=5_000_000)
+    out = node.channels[2 << 40]
+    model = TrafficModel(node, 9, replace(QUIET, cheap_sender_share=0.5))
+    model.advance(T0, 0)
+    before = fails(node, model, 0)
+    assert before[-1] > 20 and before[FailureDetail.HTLC_EXCEEDS_MAX] > 5
+    update = PolicyUpdate(
+        base_fee_msat=0, fee_rate=0.0, fee_rate_ppm=1, time_lock_delta=80,
+        max_htlc_msat=out.capacity_sat * 900,
+    )  # fmt: skip
+    assert node.update_policy(update, [out], T0 + 10 * NS) == []
+    model.advance(T0 + 400 * NS, 0)  # past the gossip delay: no stale sender is left
+    after = fails(node, model, 400)
+    assert after[-1] == 0 and after[FailureDetail.HTLC_EXCEEDS_MAX] == 0

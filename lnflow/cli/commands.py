@@ -1,4 +1,4 @@
-"""The analytics commands of lnflowctl: opportunities, analyze, monitor, report, trend,
+"""The analytics commands of lnflowctl: opportunities, analyze, monitor, report, trend, whatif,
 export, alerts.
 
 Each command is ``cmd_NAME(args, db_path) -> exit status``. They only read the
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from lnflow.config import Settings
+    from lnflow.policy.whatif import WhatIf
     from lnflow.store.trend import TrendDay
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "cmd_opportunities",
     "cmd_report",
     "cmd_trend",
+    "cmd_whatif",
     "ctl_settings",
     "parse_since",
     "run_analysis",
@@ -500,6 +502,107 @@ def cmd_trend(args: argparse.Namespace, db_path: Path) -> int:
     if not rows:
         lines.append("(no activity recorded in these days)")
     print_lines(lines)
+    return 0
+
+
+# --------------------------------------------------------------------------- whatif
+
+
+def _whatif_doc(w: WhatIf) -> dict[str, Any]:
+    doc: dict[str, Any] = {"channel_id": w.chan_id, "scid": format_scid(w.chan_id)}
+    doc["estimate"] = True
+    doc["since"], doc["until"] = iso(w.since_ns), iso(w.until_ns)
+    doc |= {k: v for k, v in dataclasses.asdict(w).items() if k not in ("chan_id",)}
+    doc.pop("since_ns")
+    doc.pop("until_ns")
+    doc["fees_month_change_msat"] = w.fees_month_change_msat
+    return doc
+
+
+def _signed_sats(msat: int) -> str:
+    return ("+" if msat >= 0 else "-") + msat_as_sats(abs(msat), 3)
+
+
+def _whatif_lines(w: WhatIf) -> list[str]:
+    def field(now: int | None, new: int | None, unit: str) -> str:
+        def show(v: int | None) -> str:
+            return "unknown" if v is None else f"{v:,} {unit}"
+
+        return show(now) if now == new else f"{show(now)} -> {show(new)}"
+
+    cls = (
+        ("fee failures recovered", w.fee_failures_recovered, w.fee_clusters, w.fee_failures),
+        (
+            "max_htlc failures recovered",
+            w.max_htlc_failures_recovered,
+            w.max_htlc_clusters,
+            w.max_htlc_failures,
+        ),
+    )
+    lines = [
+        f"channel {format_scid(w.chan_id)} ({w.chan_id}): what-if over the last {w.hours:g} h "
+        f"to {iso(w.until_ns)} (an estimate)",
+        "",
+        f"  fee rate        {field(w.current_fee_rate_ppm, w.fee_rate_ppm, 'ppm')}",
+        f"  base fee        {field(w.current_fee_base_msat, w.fee_base_msat, 'msat')}",
+        f"  max_htlc        {field(w.current_max_htlc_msat, w.max_htlc_msat, 'msat')}",
+        "",
+        f"  fees per month  {msat_as_sats(w.fees_month_before_msat, 3)} -> "
+        f"{msat_as_sats(w.fees_month_after_msat, 3)} sats "
+        f"({_signed_sats(w.fees_month_change_msat)})",
+        f"  in the window   {msat_as_sats(w.fees_before_msat, 3)} -> "
+        f"{msat_as_sats(w.fees_after_msat, 3)} sats",
+        "",
+        f"  forwards repriced            {w.forwards_repriced:,} of {w.forwards:,} "
+        f"({_signed_sats(w.repriced_delta_msat)} sats)",
+    ]
+    if w.forwards_over_max_htlc:
+        lines.append(
+            f"  forwards above the max_htlc  {w.forwards_over_max_htlc:,} "
+            f"(-{msat_as_sats(w.lost_fees_msat, 3)} sats)"
+        )
+    for label, recovered, clusters, raw in cls:
+        lines.append(
+            f"  {label:<28} {recovered:,} of {clusters:,} payments "
+            f"({raw:,} attempt{'s' if raw != 1 else ''})"
+        )
+    lines.append(f"  earned by the recovered      {msat_as_sats(w.recovered_fees_msat, 3)} sats")
+    if w.served_anyway:
+        lines.append(f"  settled anyway on a retry    {w.served_anyway:,} (not counted again)")
+    if w.short_of_balance:
+        lines.append(f"  short of local balance       {w.short_of_balance:,} (not recovered)")
+    return lines
+
+
+def cmd_whatif(args: argparse.Namespace, db_path: Path) -> int:
+    """What a proposed policy would have earned over the channel's recorded window."""
+    from lnflow.policy.whatif import estimate
+    from lnflow.store.analysis_queries import node_id_of
+    from lnflow.store.trend import channel_known
+
+    chan_id = channel_arg(args.channel)
+    now = time.time_ns()
+    with reading(db_path) as conn:
+        node_id = node_id_of(conn)
+        if node_id is None or not channel_known(conn, chan_id):
+            raise UnknownChannelError(
+                f"channel {format_scid(chan_id)} ({chan_id}) is not in the store {db_path}: "
+                "`lnflowctl opportunities` or `lnflowctl status` show what it holds"
+            )
+        result = estimate(
+            conn,
+            node_id=node_id,
+            chan_id=chan_id,
+            fee_ppm=args.fee_ppm,
+            base_fee_msat=args.base_fee_msat,
+            max_htlc_msat=args.max_htlc_msat,
+            hours=args.hours,
+            now_ns=now,
+        )
+    if args.json:
+        print_json(_whatif_doc(result))
+    else:
+        print_lines(_whatif_lines(result))
     return 0
 
 

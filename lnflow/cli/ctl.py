@@ -19,7 +19,7 @@ from typing import Any
 
 from lnflow import __version__
 from lnflow.errors import LnflowError, StoreError
-from lnflow.limits import ANALYSIS_RANGES
+from lnflow.limits import ANALYSIS_RANGES, MAX_SATS
 from lnflow.text import printable
 
 from .render import ago as _ago
@@ -214,6 +214,7 @@ MAX_HOURS = 24 * 366  # analyze --hours, monitor --duration: as [analysis].windo
 MAX_DAYS = 36_500  # trend --days, before it is clamped to the days the store holds
 MAX_INTERVAL_S = 86_400.0  # monitor --interval
 MIN_INTERVAL_S = 0.01
+MAX_POLICY_U32 = 2**32 - 1  # whatif --fee-ppm, --base-fee-msat: uint32 in a channel_update
 
 
 def _whole(unit: str, lo: int, hi: int) -> Callable[[str], int]:
@@ -361,6 +362,40 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="days back (default 30; cut to the days the store holds)",
     )
+    whatif = command(
+        "whatif",
+        "estimate what a proposed fee or max_htlc would have earned on one channel",
+        "Replay the channel's last --hours of recorded forwards and fee / max_htlc "
+        "failures against a proposed policy (fields not given stay as the channel has "
+        "them) and estimate the fees per month before and after, with the counts behind "
+        "them. An estimate: docs/policy.md lists what it assumes.",
+    )
+    whatif.add_argument("channel", metavar="CHANNEL", help="decimal SCID or BLOCKxTXxOUTPUT")
+    whatif.add_argument(
+        "--fee-ppm",
+        type=_whole("ppm", 0, MAX_POLICY_U32),
+        metavar="N",
+        help="proposed fee rate (default: the channel's)",
+    )
+    whatif.add_argument(
+        "--base-fee-msat",
+        type=_whole("msat", 0, MAX_POLICY_U32),
+        metavar="N",
+        help="proposed base fee (default: the channel's)",
+    )
+    whatif.add_argument(
+        "--max-htlc-msat",
+        type=_whole("msat", 1, MAX_SATS * 1_000),
+        metavar="N",
+        help="proposed max_htlc (default: the channel's)",
+    )
+    whatif.add_argument(
+        "--hours",
+        type=_number("hours", 0, MAX_HOURS, above=True),
+        default=24.0,
+        metavar="H",
+        help=f"the recorded window to replay (default 24, at most {MAX_HOURS})",
+    )
     export = command(
         "export",
         "stream stored rows as CSV or JSON lines",
@@ -394,12 +429,44 @@ def _parser() -> argparse.ArgumentParser:
         metavar="WHEN",
         help="ISO-8601 time or a duration back from now (24h, 7d); default: everything",
     )
+    policy = command(
+        "policy",
+        "the policy engine's changes (history) and their measured effects",
+        "history: every planned, applied, failed, rolled-back and reverted fee policy "
+        "change lnflowd recorded; effects: each applied change's forwards, fees and "
+        "failures in the --hours before and after it, with the revert verdict.",
+    )
+    policy.add_argument("view", choices=("history", "effects"))
+    policy.add_argument("--channel", metavar="C", help="history of one channel (SCID)")
+    policy.add_argument("--verbose", "-v", action="store_true", help="history: the reasons")
+    policy.add_argument(
+        "--hours",
+        type=_number("hours", 0.001, MAX_HOURS),
+        default=72.0,
+        help="effects: window before and after each change (default 72, [policy] evaluate_hours)",
+    )
+    policy.add_argument(
+        "--threshold-percent",
+        type=_number("percent", 0, 100),
+        default=20.0,
+        help="effects: the revert threshold the verdict applies (default 20)",
+    )
+    policy.add_argument(
+        "--min-forwards",
+        type=_whole("forwards", 0, 1_000_000),
+        default=10,
+        help="effects: forwards needed in the before-window to judge (default 10)",
+    )
     return p
 
 
 def _command(name: str) -> Callable[[argparse.Namespace, Path], int]:
     if name == "status":
         return _status
+    if name == "policy":
+        from .policy_views import cmd_policy
+
+        return cmd_policy
     from . import commands
 
     fn: Callable[[argparse.Namespace, Path], int] = getattr(commands, f"cmd_{name}")

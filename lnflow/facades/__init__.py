@@ -8,6 +8,7 @@ name                   over                                       module
 AsyncLNDgRPCClient     :class:`lnflow.lnd.LndClient`              ``facades.lnd_grpc``
 HTLCMonitor            the store's writer and ingestor            ``facades.htlc_monitor``
 OpportunityAnalyzer    :func:`lnflow.analysis.analyze`            ``facades.opportunity_analyzer``
+PolicyManager          :mod:`lnflow.policy` (plan/apply/rollback) ``facades.policy_manager``
 LndManageClient        httpx, read-only GETs                      :mod:`lnflow.manage`
 =====================  =========================================  ==========================
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .htlc_monitor import HTLCMonitor
     from .lnd_grpc import AsyncLNDgRPCClient
     from .opportunity_analyzer import MissedOpportunity, OpportunityAnalyzer
+    from .policy_manager import PolicyManager
 
 __all__ = [
     "AsyncLNDgRPCClient",
@@ -33,6 +35,7 @@ __all__ = [
     "LndManageClient",
     "MissedOpportunity",
     "OpportunityAnalyzer",
+    "PolicyManager",
 ]
 
 MODULES = {
@@ -41,6 +44,7 @@ MODULES = {
     "LndManageClient": "lnflow.manage",
     "MissedOpportunity": "lnflow.facades.opportunity_analyzer",
     "OpportunityAnalyzer": "lnflow.facades.opportunity_analyzer",
+    "PolicyManager": "lnflow.facades.policy_manager",
 }
 
 

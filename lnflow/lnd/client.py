@@ -16,6 +16,7 @@ import grpc
 from lnflow.domain import (
     ChannelEdge,
     ChannelInfo,
+    FailedPolicyUpdate,
     FeeReportEntry,
     ForwardingPage,
     LndVersion,
@@ -276,6 +277,17 @@ class LndClient:
         )
         return None if resp is None else convert.channel_edge(resp)
 
+    async def get_node_stats(self, pubkey: str) -> tuple[int, int] | None:
+        """(channels, total capacity in sat) of a node in lnd's graph; None: not known."""
+        resp = await self._call_or_none(
+            "GetNodeInfo",
+            self._ln.GetNodeInfo,
+            lightning_pb2.NodeInfoRequest(pub_key=pubkey, include_channels=False),
+            "unable to find node",
+            "node not found",
+        )
+        return None if resp is None else (int(resp.num_channels), int(resp.total_capacity))
+
     async def get_node_alias(self, pubkey: str) -> str | None:
         """The node's announced alias (may be empty); None when lnd has never seen it."""
         resp = await self._call_or_none(
@@ -313,6 +325,53 @@ class LndClient:
             ),
         )
         return convert.forwarding_page(resp, start_time_s=start_time_s, index_offset=index_offset)
+
+    async def update_channel_policy(
+        self,
+        channel_point: str,
+        *,
+        base_fee_msat: int,
+        fee_rate_ppm: int,
+        time_lock_delta: int,
+        max_htlc_msat: int = 0,
+        min_htlc_msat: int | None = None,
+        inbound: tuple[int, int] | None = None,
+    ) -> list[FailedPolicyUpdate]:
+        """``UpdateChannelPolicy`` for one channel (needs offchain:write).
+
+        lnd always applies base fee, rate and time_lock_delta: pass the current values
+        for those left as they are (as charge-lnd does). ``max_htlc_msat`` 0 and
+        ``min_htlc_msat`` None keep them; ``inbound`` (base msat, ppm) is lnd >= 0.18
+        only, None keeps it. The rate goes as fee_rate_ppm on lnd >= 0.14.2 (exact), as
+        the fee_rate fraction before. Returns lnd's failed_updates (empty: applied).
+        """
+        txid, _, index = channel_point.rpartition(":")
+        request = lightning_pb2.PolicyUpdateRequest(
+            chan_point=lightning_pb2.ChannelPoint(funding_txid_str=txid, output_index=int(index)),
+            base_fee_msat=base_fee_msat,
+            time_lock_delta=time_lock_delta,
+            max_htlc_msat=max_htlc_msat,
+            min_htlc_msat=min_htlc_msat or 0,
+            min_htlc_msat_specified=min_htlc_msat is not None,
+        )
+        if self.version is not None and self.version.triple < (0, 14, 2):
+            request.fee_rate = fee_rate_ppm / 1_000_000
+        else:
+            request.fee_rate_ppm = fee_rate_ppm
+        if inbound is not None:
+            request.inbound_fee.base_fee_msat, request.inbound_fee.fee_rate_ppm = inbound
+        resp = await self._call("UpdateChannelPolicy", self._ln.UpdateChannelPolicy, request)
+        return [
+            FailedPolicyUpdate(
+                channel_point=(
+                    f"{f.outpoint.txid_str or f.outpoint.txid_bytes[::-1].hex()}"
+                    f":{f.outpoint.output_index}"
+                ),
+                reason=lightning_pb2.UpdateFailure.Name(f.reason),
+                error=f.update_error,
+            )
+            for f in resp.failed_updates
+        ]
 
     def prepare_stream(self) -> None:
         """Start the next stream's reader process now, while waiting to reconnect

@@ -347,6 +347,15 @@ def channel_info(ch: lightning_pb2.Channel) -> ChannelInfo:
         lifetime_s=ch.lifetime,
         alias_scids=tuple(ch.alias_scids),
         confirmed_scid=ch.zero_conf_confirmed_scid,
+        initiator=ch.initiator,
+        commit_fee_sat=ch.commit_fee,
+        pending_htlcs=tuple((h.incoming, h.amount, h.expiration_height) for h in ch.pending_htlcs),
+        min_htlc_floor_msat=(
+            ch.local_constraints.min_htlc_msat if ch.HasField("local_constraints") else 0
+        ),
+        max_pending_msat=(
+            ch.local_constraints.max_pending_amt_msat if ch.HasField("local_constraints") else 0
+        ),
     )
 
 

@@ -111,6 +111,7 @@ class _View:
     share: _PeerShare
     block_height: int
     analysis_window_s: int
+    max_fee_step_percent: int = DEFAULT_MAX_FEE_STEP_PERCENT  # when the section sets none
 
     def activity(self, period_s: int) -> ChannelActivity:
         try:
@@ -338,7 +339,9 @@ def _match_peer(props: Properties, channel: ChannelState) -> _Target:
     )
 
 
-def _opportunity(props: Properties, channel: ChannelState, ours: EdgePolicy) -> _Target:
+def _opportunity(
+    props: Properties, channel: ChannelState, ours: EdgePolicy, default_step_percent: int
+) -> _Target:
     target = replace(_fees(props), fee_ppm=None)
     opp = channel.opportunity
     if opp is None:
@@ -346,7 +349,7 @@ def _opportunity(props: Properties, channel: ChannelState, ours: EdgePolicy) -> 
     action = opp.recommended_action
     if action is Action.LOWER_FEES and opp.suggested_fee_ppm is not None:
         current = ours.fee_rate_ppm
-        percent = props.max_fee_step_percent or DEFAULT_MAX_FEE_STEP_PERCENT
+        percent = props.max_fee_step_percent or default_step_percent
         step = max(1, current * percent // 100)
         ppm = max(opp.suggested_fee_ppm, current - step)
         if props.min_fee_ppm is not None:
@@ -390,7 +393,7 @@ def _strategy_target(
     elif strategy is Strategy.PROPORTIONAL:
         target = _proportional(props, view)
     elif strategy is Strategy.OPPORTUNITY:
-        target = _opportunity(props, channel, ours)
+        target = _opportunity(props, channel, ours, view.max_fee_step_percent)
     else:  # pragma: no cover - use_config is resolved before
         raise AssertionError(strategy)
     # opportunity reads max_htlc_msat(_ratio) as the ceiling of its suggestion only
@@ -556,11 +559,14 @@ def evaluate(
     *,
     block_height: int,
     analysis_window_s: int,
+    max_fee_step_percent: int = DEFAULT_MAX_FEE_STEP_PERCENT,
 ) -> tuple[PolicyDecision, ...]:
     """One decision per channel, in the order given.
 
     ``block_height`` dates the channels (chan.*_age, pending HTLC expiry); each channel's
     ``activity`` must hold every period of ``rules.activity_periods_s(analysis_window_s)``.
+    ``max_fee_step_percent`` bounds ``opportunity``'s steps where a section sets none
+    (``[policy] max_fee_step_percent``).
     """
     shares: dict[str, _PeerShare] = {}
     for channel in channels:
@@ -573,6 +579,7 @@ def evaluate(
                 share=shares[channel.peer_pubkey],
                 block_height=block_height,
                 analysis_window_s=analysis_window_s,
+                max_fee_step_percent=max_fee_step_percent,
             ),
         )
         for channel in channels

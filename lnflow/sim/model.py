@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from lnflow.domain import EventType, ForwardRecord, WireFailure
 from lnflow.domain import FailureDetail as Detail
 from lnflow.sim.events import SimEvent
-from lnflow.sim.state import NS, Channel, NodeState
+from lnflow.sim.state import NS, Channel, NodeState, Policy
 
 __all__ = ["TrafficModel", "TrafficParams", "preload_history"]
 
@@ -127,6 +127,7 @@ class TrafficModel:
         self._queue: list[tuple[int, int, _Attempt | _Resolution]] = []
         self._seq = itertools.count()
         self._last_ns: int | None = None
+        self._market: dict[int, Policy] = {}  # chan_id -> our policy when first seen
         self._budget = 0.0
         self._chans: list[Channel] = []
         self._cum_in: list[float] = []
@@ -281,7 +282,12 @@ class TrafficModel:
         if chan.previous_ours and recent and rng.random() < p.stale_sender_share:
             return chan.previous_ours.fee_msat(attempt.amt_out_msat)
         if rng.random() < p.cheap_sender_share:
-            return int(required * rng.uniform(0.2, 0.9))
+            # a sender whose budget is below the fee the channel asked when the model
+            # first saw it: it offers its budget and fails (FEE_INSUFFICIENT) while our
+            # fee is above it, and pays our fee once the fee comes down to the budget
+            market = self._market.setdefault(chan.chan_id, chan.ours)
+            budget = int(market.fee_msat(attempt.amt_out_msat) * rng.uniform(0.2, 0.9))
+            return min(required, budget)
         return required
 
     def _attempt(self, attempt: _Attempt, now_ns: int, out: list[SimEvent]) -> None:

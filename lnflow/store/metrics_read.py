@@ -16,7 +16,7 @@ Two kinds of reads, neither on a scrape (``lnflowd.metrics`` serves from memory)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, select
 
@@ -32,6 +32,7 @@ from lnflow.store.schema import (
     forwards,
     htlc_events,
     metadata,
+    policy_changes,
     stream_sessions,
 )
 from lnflow.store.snapshots import latest_report
@@ -92,6 +93,9 @@ class RefreshView:
     new_runs: tuple[tuple[int, int], ...]
     stream_state: str | None
     sessions: int
+    #: the policy engine's recorded changes by result (planned, applied, failed, ...);
+    #: only a run in progress moves rows from planned to their result
+    policy_changes: Mapping[str, int] = field(default_factory=dict)
 
 
 def recording_totals(conn: Connection, node_id: int) -> RecordingTotals:
@@ -194,6 +198,13 @@ def refresh_view(conn: Connection, node_id: int, runs_after: int) -> RefreshView
         .select_from(stream_sessions)
         .where(stream_sessions.c.node_id == node_id)
     )
+    p = policy_changes
+    policy = {
+        str(result): int(n)
+        for result, n in conn.execute(
+            select(p.c.result, func.count()).where(p.c.node_id == node_id).group_by(p.c.result)
+        )
+    }
     return RefreshView(
         peers=peers,
         channels=views,
@@ -201,6 +212,7 @@ def refresh_view(conn: Connection, node_id: int, runs_after: int) -> RefreshView
         new_runs=runs,
         stream_state=None if state is None else str(state),
         sessions=int(sessions or 0),
+        policy_changes=policy,
     )
 
 

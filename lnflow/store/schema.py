@@ -56,6 +56,7 @@ __all__ = [
     "metadata",
     "nodes",
     "opportunities",
+    "policy_changes",
     "rebalance_moves",
     "recording_marks",
     "run_gaps",
@@ -656,4 +657,61 @@ alert_deliveries = Table(
     Column("error", Text),  # the last try's, secrets removed
     Index("ix_alert_deliveries_alert_id", "alert_id"),
     Index("ix_alert_deliveries_target", "target", "id"),
+)
+
+# --------------------------------------------------------------------------- 0017
+
+# The fee policy engine's history (lnflow.policy, DESIGN §9): one row per channel and
+# run, planned, applied, failed, rolled back or reverted. before_*: our policy when the
+# row was written; after_*: the value set (None: the field was left as it was). A
+# rollback or revert is a row of its own naming the change it undoes.
+_POLICY_FIELDS = (
+    ("base_fee_msat", BigInteger),
+    ("fee_ppm", BigInteger),
+    ("min_htlc_msat", BigInteger),
+    ("max_htlc_msat", BigInteger),
+    ("time_lock_delta", Integer),
+    ("inbound_base_fee_msat", BigInteger),
+    ("inbound_fee_ppm", BigInteger),
+    ("disabled", Boolean),
+)
+
+policy_changes = Table(
+    "policy_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), nullable=False),
+    Column("run_id", Integer, nullable=False),  # one plan/apply/rollback/revert run
+    Column("created_ns", BigInteger, nullable=False),
+    Column("chan_id", BigInteger, nullable=False),
+    Column("section", Text, nullable=False),  # the matched sections, "" for a rollback
+    Column("strategy", String(16), nullable=False),  # or "rollback" / "revert"
+    *(Column(f"before_{name}", type_) for name, type_ in _POLICY_FIELDS),
+    *(Column(f"after_{name}", type_) for name, type_ in _POLICY_FIELDS),
+    Column("snapshot_run_id", Integer),  # the analysis run the decision read
+    Column("reason", Text, nullable=False),
+    # planned, applied, failed, rolled_back, reverted (lnflow.policy.engine.Result)
+    Column("result", String(16), nullable=False),
+    Column("error", Text),
+    Column("applied_ns", BigInteger),  # when lnd accepted it
+    Column("undoes_id", Integer),  # rolled_back / reverted: the change restored
+    # estimated fees per month at the old and the new policy (what-if), if computed
+    Column("whatif_before_msat", BigInteger),
+    Column("whatif_after_msat", BigInteger),
+    # measured effects, same-length windows before and after (evaluate_hours)
+    Column("evaluated_ns", BigInteger),
+    Column("effect_hours", Float),
+    Column("forwards_before", Integer),
+    Column("forwards_after", Integer),
+    Column("fees_out_before_msat", BigInteger),
+    Column("fees_out_after_msat", BigInteger),
+    Column("fees_in_before_msat", BigInteger),
+    Column("fees_in_after_msat", BigInteger),
+    Column("failures_before", Integer),
+    Column("failures_after", Integer),
+    Column("missed_before_msat", BigInteger),
+    Column("missed_after_msat", BigInteger),
+    Column("verdict", Text),  # the revert verdict's reason
+    Index("ix_policy_changes_node_id", "node_id", "chan_id", "created_ns"),
+    Index("ix_policy_changes_run_id", "run_id"),
 )

@@ -1,0 +1,125 @@
+"""The policy engine with lnflow's settings: credentials, guard rails, plan, history.
+
+Shared by ``lnflowd policy``, the daemon's policy job and the Python API
+(:class:`lnflow.facades.PolicyManager`), so all three run the same code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from lnflow.config import Settings
+from lnflow.domain import NodeInfo
+from lnflow.errors import ConfigError
+from lnflow.lnd import LndClient
+from lnflow.lnd.credentials import LndCredentials
+from lnflow.store import db as store_db
+from lnflow.store.readonly import open_readonly
+from lnflow.store.writer import StoreWriter
+
+from .engine import Plan, gather, with_whatif
+from .guards import GuardSettings
+from .rules import Rules, load_rules
+
+__all__ = [
+    "guard_settings",
+    "make_plan",
+    "node_id",
+    "open_history",
+    "policy_credentials",
+    "read_credentials",
+    "rules_of",
+]
+
+
+def read_credentials(settings: Settings) -> LndCredentials:
+    """The recorder's (read-only) credentials: enough to plan."""
+    lnd = settings.lnd
+    return LndCredentials.resolve(
+        lnddir=lnd.lnddir,
+        network=lnd.network,
+        rpcserver=lnd.rpcserver,
+        tlscertpath=lnd.tlscertpath or None,
+        macaroonpath=lnd.macaroonpath or None,
+    )
+
+
+def rules_of(settings: Settings) -> Rules:
+    if not settings.policy.file:
+        raise ConfigError("no rules file: set [policy] file or pass --rules")
+    return load_rules(Path(settings.policy.file).expanduser())
+
+
+def policy_credentials(settings: Settings) -> LndCredentials:
+    """The lnd credentials with the policy macaroon (default: policy.macaroon)."""
+    lnd = settings.lnd
+    macaroon = settings.policy.macaroonpath or str(
+        Path(lnd.lnddir).expanduser()
+        / "data"
+        / "chain"
+        / "bitcoin"
+        / lnd.network
+        / "policy.macaroon"
+    )
+    return LndCredentials.resolve(
+        lnddir=lnd.lnddir,
+        network=lnd.network,
+        rpcserver=lnd.rpcserver,
+        tlscertpath=lnd.tlscertpath or None,
+        macaroonpath=macaroon,
+    )
+
+
+def guard_settings(settings: Settings) -> GuardSettings:
+    p = settings.policy
+    return GuardSettings(
+        min_hours_between_changes=p.min_hours_between_changes,
+        max_channels_per_run=p.max_channels_per_run,
+        max_gap_minutes=p.max_gap_minutes,
+    )
+
+
+async def make_plan(settings: Settings, rules: Rules, lnd: LndClient) -> Plan:
+    """The plan, with the what-if estimate of each fee or max_htlc change."""
+    path = settings.store.path
+    reader = open_readonly(path) if path.exists() else None
+    try:
+        plan = await gather(
+            lnd,
+            reader,
+            rules,
+            guards=guard_settings(settings),
+            analysis_window_s=settings.analysis.window_hours * 3600,
+            max_fee_step_percent=settings.policy.max_fee_step_percent,
+        )
+    finally:
+        if reader is not None:
+            reader.close()
+    if reader is None or not plan.changes:
+        return plan
+    engine = store_db.open_readonly_engine(path)
+    try:
+        with engine.connect() as conn:
+            return with_whatif(plan, conn, hours=settings.analysis.window_hours)
+    finally:
+        engine.dispose()
+
+
+def open_history(settings: Settings) -> sqlite3.Connection:
+    """The store for writing (migrated to the newest schema)."""
+    engine = store_db.open_engine(settings.store.path)
+    engine.dispose()
+    db = sqlite3.connect(settings.store.path, timeout=30)
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def node_id(settings: Settings, info: NodeInfo) -> int:
+    """The node's id in the store (its row created on first sight)."""
+    engine = store_db.open_engine(settings.store.path)
+    try:
+        return StoreWriter(engine).upsert_node(info, time.time_ns())
+    finally:
+        engine.dispose()

@@ -1,0 +1,187 @@
+"""The daemon's policy job (``[policy] mode = "plan" | "apply"``), every ``interval_s``.
+
+One run:
+
+1. **evaluate**: every applied change whose ``evaluate_hours`` after-window has passed
+   (by the daemon's heartbeat) is measured against the same-length window before it
+   (:func:`lnflow.policy.effects.measure`); the figures and the verdict go into its
+   history row. With ``revert_if_worse``, a change the verdict condemns is reverted
+   (a ``reverted`` row naming it and the verdict), unless the channel changed since;
+2. a fresh **analysis** snapshot (the daemon's own analysis run);
+3. **plan** on it, and in ``plan`` mode record the changes as ``planned``; in ``apply``
+   mode send them (:func:`lnflow.policy.engine.apply_plan`) with the policy macaroon.
+
+The history is written with plain sqlite3 on the store file (a few rows an hour,
+beside the daemon's writer; SQLite's busy timeout orders them).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+from sqlalchemy import Engine
+
+from lnflow.config import Settings
+from lnflow.lnd import LndClient
+from lnflow.policy import Rules, load_rules
+from lnflow.policy.effects import NS_PER_HOUR, measure, verdict
+from lnflow.policy.engine import apply_plan, gather, record_planned, rollback, with_whatif
+from lnflow.policy.runner import guard_settings, policy_credentials, read_credentials
+from lnflow.recording.jobs import guarded
+from lnflow.store import policy_history as history
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+__all__ = ["PolicyJob", "schedule_policy_job"]
+
+log = structlog.get_logger("lnflowd.policy")
+
+
+class PolicyJob:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        node_id: int,
+        rules: Rules,
+        analyze: Callable[[], Awaitable[int | None]],
+        clock_ns: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.node_id = node_id
+        self.rules = rules
+        self.analyze = analyze
+        self.clock_ns = clock_ns
+
+    def _db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.settings.store.path, timeout=30)
+        db.execute("PRAGMA foreign_keys = ON")
+        return db
+
+    async def run(self) -> None:
+        db = self._db()
+        try:
+            await self.evaluate(db)
+            if await self.analyze() is None:
+                log.warning("policy_skipped", reason="no fresh analysis snapshot")
+                return
+            await self.plan_and_apply(db)
+        finally:
+            db.close()
+
+    async def plan_and_apply(self, db: sqlite3.Connection) -> None:
+        s = self.settings
+        async with LndClient(read_credentials(s), timeout_s=s.lnd.timeout_s) as reader:
+            plan = await gather(
+                reader,
+                db,
+                self.rules,
+                guards=guard_settings(s),
+                analysis_window_s=s.analysis.window_hours * 3600,
+                max_fee_step_percent=s.policy.max_fee_step_percent,
+                now_ns=self.clock_ns(),
+            )
+        if plan.changes:
+            with self.engine.connect() as conn:
+                plan = with_whatif(plan, conn, hours=s.analysis.window_hours)
+        for refusal in plan.refusals:
+            log.info("policy_refused", chan_id=refusal.decision.chan_id, reason=refusal.reason)
+        if not plan.changes:
+            log.info("policy_no_change", channels=len(plan.decisions))
+            return
+        if s.policy.mode == "plan":
+            run_id, ids = record_planned(db, plan, self.node_id)
+            log.info("policy_planned", run_id=run_id, changes=len(ids))
+            return
+        async with LndClient(policy_credentials(s), timeout_s=s.lnd.timeout_s) as writer:
+            writer.version = plan.node.version
+            report = await apply_plan(plan, writer, db, self.node_id)
+        for o in report.outcomes:
+            log.info("policy_change", change_id=o.change_id, chan_id=o.chan_id, result=o.result,
+                     error=o.error)  # fmt: skip
+        if report.stopped is not None:
+            log.warning("policy_apply_stopped", run_id=report.run_id, error=report.stopped)
+
+    async def evaluate(self, db: sqlite3.Connection) -> None:
+        p = self.settings.policy
+        span_ns = round(p.evaluate_hours * NS_PER_HOUR)
+        now = self.clock_ns()
+        due = [
+            r
+            for r in history.changes(db, node_id=self.node_id, results=("applied",))
+            if r.applied_ns is not None and r.applied_ns + span_ns <= now
+            and not history.evaluated(db, r.id)
+        ]  # fmt: skip
+        for row in due:
+            assert row.applied_ns is not None
+            with self.engine.connect() as conn:
+                effects = measure(
+                    conn,
+                    node_id=self.node_id,
+                    chan_id=row.chan_id,
+                    at_ns=row.applied_ns,
+                    hours=p.evaluate_hours,
+                )
+            if not effects.complete:
+                continue  # the daemon has not recorded the after-window to its end yet
+            judged = verdict(
+                effects,
+                threshold_percent=p.revert_threshold_percent,
+                min_forwards=p.min_forwards_to_judge,
+            )
+            later = [
+                r
+                for r in history.changes(db, node_id=self.node_id, chan_id=row.chan_id)
+                if r.id > row.id and r.result in ("applied", "rolled_back", "reverted")
+            ]
+            reason = judged.reason
+            revert = p.revert_if_worse and judged.revert
+            if revert and later:
+                reason = f"{reason}; not reverted: the channel changed again (change {later[0].id})"
+                revert = False
+            elif judged.revert and not p.revert_if_worse:
+                reason = f"{reason}; not reverted: revert_if_worse is off"
+            history.set_effects(db, row.id, effects, reason, evaluated_ns=now)
+            db.commit()
+            log.info("policy_effects", change_id=row.id, chan_id=row.chan_id, verdict=reason)
+            if revert:
+                s = self.settings
+                async with LndClient(policy_credentials(s), timeout_s=s.lnd.timeout_s) as writer:
+                    await writer.get_version()
+                    report = await rollback(
+                        writer, db, change_ids=(row.id,), result="reverted", why=judged.reason
+                    )
+                for o in report.outcomes:
+                    history.set_effects(db, o.change_id, effects, judged.reason, evaluated_ns=now)
+                    db.commit()
+                    log.info("policy_reverted", change_id=o.change_id, undoes=row.id,
+                             result=o.result, error=o.error)  # fmt: skip
+
+
+def schedule_policy_job(
+    scheduler: AsyncIOScheduler,
+    settings: Settings,
+    engine: Engine,
+    node_id: int,
+    analyze: Callable[[], Awaitable[int | None]],
+    clock_ns: Callable[[], int],
+) -> None:
+    """Register the policy job (mode plan/apply): first run one interval from now."""
+    every_s = settings.policy.interval_s
+    job = PolicyJob(settings, engine, node_id, load_rules(settings.policy.file), analyze, clock_ns)
+    scheduler.add_job(
+        guarded("policy", job.run),
+        "interval",
+        seconds=every_s,
+        id="policy",
+        next_run_time=datetime.now(UTC) + timedelta(seconds=every_s),
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=every_s,
+    )
