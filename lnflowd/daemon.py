@@ -234,7 +234,15 @@ class Daemon:
                 analyze = functools.partial(
                     self._analyze, engine, store, SnapshotWriter(engine), node_id
                 )
-                schedule_policy_job(scheduler, settings, engine, node_id, analyze, self.clock_ns)
+                schedule_policy_job(
+                    scheduler,
+                    settings,
+                    engine,
+                    node_id,
+                    analyze,
+                    self.clock_ns,
+                    on_change=self.alerts.policy_change,
+                )
             if metrics is not None:
                 metrics.attach(node_id, version.version, scheduler)
             await self.alerts.attach(node_id, info.pubkey, info.alias, scheduler)

@@ -34,12 +34,21 @@ from lnflow.policy.runner import guard_settings, policy_credentials, read_creden
 from lnflow.recording.jobs import guarded
 from lnflow.store import policy_history as history
 
+from .alerts import PolicyResult
+
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 __all__ = ["PolicyJob", "schedule_policy_job"]
 
 log = structlog.get_logger("lnflowd.policy")
+
+# the results that are an alert (a rolled-back change is the operator's own doing)
+_ALERTED: dict[str, PolicyResult] = {
+    "applied": "applied",
+    "failed": "failed",
+    "reverted": "reverted",
+}
 
 
 class PolicyJob:
@@ -51,8 +60,11 @@ class PolicyJob:
         rules: Rules,
         analyze: Callable[[], Awaitable[int | None]],
         clock_ns: Callable[[], int],
+        on_change: Callable[[PolicyResult, int, str], None] | None = None,
     ) -> None:
         self.settings = settings
+        # (result, chan_id, detail) of each change applied, failed or reverted: the alerts
+        self.on_change = on_change
         self.engine = engine
         self.node_id = node_id
         self.rules = rules
@@ -105,6 +117,7 @@ class PolicyJob:
         for o in report.outcomes:
             log.info("policy_change", change_id=o.change_id, chan_id=o.chan_id, result=o.result,
                      error=o.error)  # fmt: skip
+            self._tell(o.result, o.chan_id, f"change {o.change_id}", o.error)
         if report.stopped is not None:
             log.warning("policy_apply_stopped", run_id=report.run_id, error=report.stopped)
 
@@ -162,6 +175,12 @@ class PolicyJob:
                     db.commit()
                     log.info("policy_reverted", change_id=o.change_id, undoes=row.id,
                              result=o.result, error=o.error)  # fmt: skip
+                    self._tell(o.result, o.chan_id, f"change {row.id}: {judged.reason}", o.error)
+
+    def _tell(self, result: str, chan_id: int, detail: str, error: str | None) -> None:
+        alerted = _ALERTED.get(result)
+        if self.on_change is not None and alerted is not None:
+            self.on_change(alerted, chan_id, f"{detail}: {error}" if error else detail)
 
 
 def schedule_policy_job(
@@ -171,10 +190,13 @@ def schedule_policy_job(
     node_id: int,
     analyze: Callable[[], Awaitable[int | None]],
     clock_ns: Callable[[], int],
+    on_change: Callable[[PolicyResult, int, str], None] | None = None,
 ) -> None:
     """Register the policy job (mode plan/apply): first run one interval from now."""
     every_s = settings.policy.interval_s
-    job = PolicyJob(settings, engine, node_id, load_rules(settings.policy.file), analyze, clock_ns)
+    job = PolicyJob(
+        settings, engine, node_id, load_rules(settings.policy.file), analyze, clock_ns, on_change
+    )
     scheduler.add_job(
         guarded("policy", job.run),
         "interval",

@@ -15,7 +15,7 @@ import pytest
 from daemonproc import Daemon, query, run_lnflowctl, run_lnflowd, sim_flags
 from simnode import SimNode, make_channel
 
-from lnflow.domain import from_signed64
+from lnflow.domain import format_scid, from_signed64
 from lnflow.lnd import LndClient
 from lnflow.lnd._proto import lightning_pb2, lightning_pb2_grpc
 from lnflow.lnd.credentials import LndCredentials
@@ -301,7 +301,9 @@ def test_daemon_applies_measures_and_reverts_a_change_that_cut_the_fees(tmp_path
     with revert_if_worse restores the old fees, recording the figures."""
     rules = tmp_path / "policies.conf"
     rules.write_text("[cheap]\nstrategy = static\nfee_ppm = 1\nbase_fee_msat = 0\n")
-    args = ("--rate", "60", "--seed", "5", "--channels", "3")
+    # senders learn the new fee at once (no stale senders paying the old one), so fees
+    # earned out of every channel fall with it and every change is judged worse
+    args = ("--rate", "60", "--seed", "5", "--channels", "3", "--gossip-delay", "0")
     with SimNode(tmp_path / "lnd", args=args, lnd_version="0.18.3") as sim:
         config = tmp_path / "lnflow.toml"
         config.write_text(
@@ -363,6 +365,13 @@ def test_daemon_applies_measures_and_reverts_a_change_that_cut_the_fees(tmp_path
         code, out, err = run_lnflowctl("--db", str(db), "policy", "effects", "--hours", "0.01")
         assert code == 0, err
         assert out.count("revert: fees earned out") == len(chans)
+        # each change applied and each revert is one alert (recorded even with no target)
+        titles = query(db, "SELECT title FROM alerts WHERE kind = 'policy_change'")
+        assert sorted(t for (t,) in titles) == sorted(
+            f"policy change {result} on {format_scid(chan)}"
+            for chan in chans
+            for result in ("applied", "reverted")
+        )
 
 
 def test_policy_manager_plans_applies_and_rolls_back(sim: SimNode, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import grpc
 from lnflow.domain import LndVersion
 from lnflow.sim.credentials import ensure_macaroons, ensure_tls, write_json_atomic
 from lnflow.sim.hub import EventLog, Hub
-from lnflow.sim.model import TrafficParams, preload_history
+from lnflow.sim.model import GOSSIP_DELAY_S, TrafficParams, preload_history
 from lnflow.sim.runner import Driver
 from lnflow.sim.script import ChannelOp, Op, parse_script, split_setup
 from lnflow.sim.server import MacaroonInterceptor, SimServicer, rpc_handlers
@@ -96,6 +96,7 @@ class SimConfig:
     event_log: Path | None = None
     reject_htlc: bool = False  # lnd's rejecthtlc: the model refuses every forward
     ping_scale: float = 1.0
+    gossip_delay_s: float = GOSSIP_DELAY_S
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="like lnd's rejecthtlc: the model fails every forward (FORWARDS_DISABLED)",
     )
+    p.add_argument(
+        "--gossip-delay",
+        type=float,
+        default=GOSSIP_DELAY_S,
+        metavar="S",
+        help="seconds after a policy change during which half the senders still pay the "
+        "previous fee (default %(default)s; 0: every sender knows the new policy at once)",
+    )
     # tests only: divide the keepalive policy's intervals (see ping_policy)
     p.add_argument("--ping-scale", type=float, default=1.0, help=argparse.SUPPRESS)
     return p
@@ -130,8 +139,8 @@ def _config(args: argparse.Namespace) -> SimConfig:
         raise ValueError(f"--port {args.port} is not a port number")
     if not args.ping_scale > 0:
         raise ValueError("--ping-scale must be positive")
-    if args.channels < 0 or args.history < 0 or args.rate < 0:
-        raise ValueError("--channels, --history and --rate must not be negative")
+    if args.channels < 0 or args.history < 0 or args.rate < 0 or not args.gossip_delay >= 0:
+        raise ValueError("--channels, --history, --rate and --gossip-delay must not be negative")
     if args.event_log is not None and not args.event_log.parent.is_dir():
         raise ValueError(f"--event-log: no directory {args.event_log.parent}")
     ops = None
@@ -151,6 +160,7 @@ def _config(args: argparse.Namespace) -> SimConfig:
         event_log=args.event_log,
         reject_htlc=args.rejecthtlc,
         ping_scale=args.ping_scale,
+        gossip_delay_s=args.gossip_delay,
     )
 
 
@@ -200,7 +210,8 @@ async def serve(cfg: SimConfig) -> int:
     now = time.time_ns()
     node = build_node(cfg, now)
     hub = Hub(cfg.version)
-    driver = Driver(node, hub, cfg.seed, TrafficParams(reject_htlc=cfg.reject_htlc))
+    params = TrafficParams(reject_htlc=cfg.reject_htlc, gossip_delay_s=cfg.gossip_delay_s)
+    driver = Driver(node, hub, cfg.seed, params)
     setup, rest = split_setup(list(cfg.ops or ()))
     for op in setup:  # channels and ledger exist before the first client connects
         await driver.run(op)

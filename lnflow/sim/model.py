@@ -38,7 +38,10 @@ from lnflow.domain import FailureDetail as Detail
 from lnflow.sim.events import SimEvent
 from lnflow.sim.state import NS, Channel, NodeState, Policy
 
-__all__ = ["TrafficModel", "TrafficParams", "preload_history"]
+__all__ = ["GOSSIP_DELAY_S", "TrafficModel", "TrafficParams", "preload_history"]
+
+# seconds after our policy changed during which stale senders still pay the old fee
+GOSSIP_DELAY_S = 120.0
 
 FORWARD = int(EventType.FORWARD)
 RECEIVE = int(EventType.RECEIVE)
@@ -72,7 +75,7 @@ class TrafficParams:
     downstream_fail_share: float = 0.12  # real payments failing at a later hop
     cheap_sender_share: float = 0.03  # senders offering less than our fee
     stale_sender_share: float = 0.5  # senders still using our previous fee...
-    gossip_delay_s: float = 120.0  # ...for this long after it changed
+    gossip_delay_s: float = GOSSIP_DELAY_S  # ...for this long after it changed
     cltv_fail_share: float = 0.01  # wrong or too-close timelocks
     onion_fail_share: float = 0.004  # malformed onion: lnd sends only FINAL(settled=false)
     intercept_share: float = 0.003  # an HTLC interceptor fails it before forwarding
