@@ -52,8 +52,13 @@ prometheus-tools:
 		[ "$$CI" != true ]; \
 	fi
 
+# Four workers on two cores: most end-to-end time is waiting on outages, timeouts and
+# the simulated node, not CPU. Tests marked xdist_group("<name>") share one worker.
+# `pytest -m "not e2e"` runs the in-process tests alone, in seconds.
+PYTEST_WORKERS ?= 4
+
 test: lint typecheck prometheus-tools
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 check: test
 

@@ -1,5 +1,10 @@
 """Composition root: builds the store, the LND client, the recorder and the
-scheduler, and runs them under one supervisor until SIGTERM/SIGINT."""
+scheduler, and runs them under one supervisor until SIGTERM/SIGINT.
+
+Periodic work is registered in :meth:`Daemon.jobs_at_start` (runs whether lnd is up
+or not) or :meth:`Daemon.jobs_when_connected` (needs the node); long-running work in
+:meth:`Daemon._tasks`. The recording parts come from :class:`lnflow.recording.app.Parts`,
+each replaceable by a test."""
 
 from __future__ import annotations
 
@@ -10,10 +15,9 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -25,19 +29,17 @@ from lnflow.domain import DaemonState, LndVersion, NodeInfo, StreamState
 from lnflow.errors import ConfigError, LnflowError, NodeUnreachableError, StoreWriteError
 from lnflow.lnd import LndClient, LndCredentials
 from lnflow.recording import (
-    ChannelSampler,
     ChannelSource,
     HtlcSource,
     LedgerSource,
-    LedgerSync,
     Recorder,
     StoreThread,
     guarded,
     sleep_or_stop,
 )
+from lnflow.recording.app import Job, Parts, schedule, supervise
 from lnflow.store.analysis_queries import analyze_window
 from lnflow.store.db import WAL_SIZE_LIMIT, open_engine
-from lnflow.store.ingest import Ingestor
 from lnflow.store.retention import Pruner, PruneReport
 from lnflow.store.snapshots import SnapshotWriter
 from lnflow.store.writer import StoreWriter
@@ -156,6 +158,7 @@ class Daemon:
     settings: Settings
     client_factory: Callable[[Settings], LndLike] = _real_client
     clock_ns: Callable[[], int] = time.time_ns
+    parts: Parts = field(default_factory=Parts)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _heartbeat_failing: bool = field(default=False, init=False)
     _identity: StoreIdentity | None = field(default=None, init=False)
@@ -193,18 +196,7 @@ class Daemon:
                 metrics_listen=metrics.listening if metrics is not None else None,
             )
             log.info("daemon_started", db=str(db_path), rpcserver=settings.lnd.rpcserver)
-            scheduler.add_job(
-                self._heartbeat,
-                "interval",
-                seconds=settings.recorder.heartbeat_s,
-                args=[store],
-                id="heartbeat",
-                coalesce=True,
-                max_instances=1,
-            )
-            self._schedule_prune_job(
-                scheduler, store, Pruner.from_settings(engine, settings.retention)
-            )
+            schedule(scheduler, self.jobs_at_start(engine, store))
             scheduler.start()
             client = self.client_factory(settings)
             client.prepare_stream()  # its reader starts while lnd is asked who it is
@@ -226,8 +218,9 @@ class Daemon:
             log.info(
                 "lnd_connected", alias=info.alias, version=version.version, network=info.network
             )
-            self._schedule_sync_jobs(scheduler, client, store, node_id, info.pubkey)
-            self._schedule_analysis_job(scheduler, engine, store, node_id)
+            schedule(
+                scheduler, self.jobs_when_connected(client, engine, store, node_id, info.pubkey)
+            )
             if settings.policy.mode != "off":
                 from .policy_job import schedule_policy_job
 
@@ -256,38 +249,25 @@ class Daemon:
                 )
                 await self.stop.wait()
                 return 0
-            rec = settings.recorder
             ingestor = await asyncio.to_thread(
-                Ingestor,
-                engine,
-                node_id,
-                attempt_timeout_ns=int(rec.attempt_timeout_s * 1e9),
-                attempt_linger_ns=int(rec.attempt_linger_s * 1e9),
-                dedup_window_ns=int(rec.dedup_window_s * 1e9),
-                cluster_max_span_ns=int(rec.cluster_max_span_s * 1e9) or None,
+                self.parts.ingestor, engine, node_id, settings.recorder
             )
             expired = await store.call(ingestor.expire_stale_attempts, self.clock_ns())
             if expired:
                 log.info("stale_attempts_unresolved", count=expired)
-            recorder = Recorder(
+            recorder = self.parts.recorder(
                 client,
                 store,
                 ingestor,
+                settings.recorder,
                 node_id=node_id,
                 lnd_version=version.version,
-                batch_size=settings.recorder.batch_size,
-                flush_interval_s=settings.recorder.flush_interval_s,
-                shutdown_drain_s=settings.recorder.shutdown_drain_s,
-                max_held_events=settings.recorder.max_held_events,
-                probe_every_s=settings.recorder.probe_every_s,
-                probe_timeout_s=settings.recorder.probe_timeout_s,
-                reconnect_probe_s=settings.recorder.reconnect_probe_s,
                 clock_ns=self.clock_ns,
             )
             if metrics is not None:
                 metrics.watch(store, ingestor, recorder)
             self.alerts.watch_stream(recorder.connected.is_set)
-            await recorder.run(self.stop)
+            await supervise(*self._tasks(recorder))
             log.info("daemon_stopping", events_stored=recorder.stored)
             return 0
         except LnflowError as exc:
@@ -357,48 +337,67 @@ class Daemon:
                 await sleep_or_stop(self.stop, pace * random.uniform(0.8, 1.2))
         return None
 
-    def _schedule_sync_jobs(
+    # -- what runs: one line per job or task --------------------------------------------
+
+    def jobs_at_start(self, engine: Engine, store: StoreThread[StoreWriter]) -> list[Job]:
+        """From the start, whether lnd is up or not: the heartbeat, and retention
+        (first run now, then every prune_interval_s)."""
+        s = self.settings
+        pruner = Pruner.from_settings(engine, s.retention)
+        every_prune_s = s.retention.prune_interval_s
+        return [
+            Job("heartbeat", functools.partial(self._heartbeat, store), s.recorder.heartbeat_s),
+            Job(
+                "prune",
+                guarded("prune", functools.partial(self._prune, store, pruner)),
+                every_prune_s,
+                first_now=True,
+                misfire_grace_s=every_prune_s,
+            ),
+        ]
+
+    def jobs_when_connected(
         self,
-        scheduler: AsyncIOScheduler,
         client: LndLike,
+        engine: Engine,
         store: StoreThread[StoreWriter],
         node_id: int,
         our_pubkey: str,
-    ) -> None:
-        """Ledger sync and channel sampling: first run now, then on their intervals."""
+    ) -> list[Job]:
+        """Once lnd answered. Ledger sync and channel sampling: first run now, then on
+        their intervals. Analysis snapshots every interval_s, the first one interval
+        after lnd connected, so that a fresh store has its first channel samples and
+        ledger pages by then."""
         s = self.settings
-        ledger = LedgerSync(client, store, node_id, page_size=s.ledger.page_size)
-        sampler = ChannelSampler(client, store, node_id, our_pubkey, clock_ns=self.clock_ns)
-        for job_id, job, every_s in (
-            ("ledger_sync", ledger.run, s.ledger.sync_interval_s),
-            ("channel_sampler", sampler.run, s.channels.sample_interval_s),
-        ):
-            scheduler.add_job(
-                _trimmed(guarded(job_id, job)),
-                "interval",
-                seconds=every_s,
-                id=job_id,
-                next_run_time=datetime.now(UTC),
-                coalesce=True,
-                max_instances=1,
-                misfire_grace_time=every_s,
-            )
+        ledger = self.parts.ledger(client, store, node_id, s.ledger)
+        sampler = self.parts.sampler(client, store, node_id, our_pubkey, clock_ns=self.clock_ns)
+        every_analysis_s = s.analysis.interval_s
+        return [
+            *(
+                Job(
+                    job_id,
+                    _trimmed(guarded(job_id, job)),
+                    every_s,
+                    first_now=True,
+                    misfire_grace_s=every_s,
+                )
+                for job_id, job, every_s in (
+                    ("ledger_sync", ledger.run, s.ledger.sync_interval_s),
+                    ("channel_sampler", sampler.run, s.channels.sample_interval_s),
+                )
+            ),
+            Job(
+                "analysis",
+                functools.partial(self._analyze, engine, store, SnapshotWriter(engine), node_id),
+                every_analysis_s,
+                misfire_grace_s=every_analysis_s,
+            ),
+        ]
 
-    def _schedule_prune_job(
-        self, scheduler: AsyncIOScheduler, store: StoreThread[StoreWriter], pruner: Pruner
-    ) -> None:
-        """Retention: first run now, then every prune_interval_s, whether LND is up or not."""
-        every_s = self.settings.retention.prune_interval_s
-        scheduler.add_job(
-            guarded("prune", functools.partial(self._prune, store, pruner)),
-            "interval",
-            seconds=every_s,
-            id="prune",
-            next_run_time=datetime.now(UTC),
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=every_s,
-        )
+    def _tasks(self, recorder: Recorder) -> list[Coroutine[Any, Any, object]]:
+        """Long-running work under one supervisor (:func:`supervise`) until stop is
+        set; the first to fail ends the others and the daemon."""
+        return [recorder.run(self.stop)]
 
     @_quiet_when_cancelled
     async def _prune(self, store: StoreThread[StoreWriter], pruner: Pruner) -> None:

@@ -22,15 +22,30 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from simnode import SimNode
 
-from lnflow.domain import EventKind, EventType, FailureDetail, HtlcEvent, WireFailure
+from lnflow.domain import (
+    EventKind,
+    EventType,
+    FailureDetail,
+    HtlcEvent,
+    WireFailure,
+    to_signed64,
+)
 
-__all__ = ["Daemon", "children", "proc_state", "query", "run_lnflowctl", "run_lnflowd"]
+__all__ = [
+    "Daemon",
+    "children",
+    "proc_state",
+    "query",
+    "run_lnflowctl",
+    "run_lnflowd",
+    "stored",
+]
 
 
 def children(pid: int) -> list[int]:
@@ -106,6 +121,33 @@ EVENTS_SCID = (
 )
 # the same for forward_attempts (channel refs since 0009)
 ATTEMPTS_SCID = EVENTS_SCID.replace("htlc_events e", "forward_attempts e")
+
+
+def stored(event: Mapping[str, Any]) -> Callable[[sqlite3.Connection], bool]:
+    """``Daemon.wait_for`` predicate, the flush barrier: ``event`` (a script event) is in
+    the store. The node sends a stream's events in order and lnflowd writes them in
+    the order received, so once the last event sent is stored, every event sent before
+    it on that stream has been through the store (stored, or dropped as a replay):
+    nothing more is coming, without sleeping to make sure."""
+    key = (
+        int(EventKind[str(event["event"]).upper()]),
+        to_signed64(int(event["incoming_channel_id"])),
+        to_signed64(int(event["incoming_htlc_id"])),
+        to_signed64(int(event["outgoing_channel_id"])),
+        to_signed64(int(event["outgoing_htlc_id"])),
+        int(event["timestamp_ns"]),
+    )
+
+    def check(conn: sqlite3.Connection) -> bool:
+        row = conn.execute(
+            f"SELECT count(*) FROM {EVENTS_SCID} WHERE kind = ? AND incoming_channel_id = ?"
+            " AND incoming_htlc_id = ? AND outgoing_channel_id = ? AND outgoing_htlc_id = ?"
+            " AND timestamp_ns = ?",
+            key,
+        ).fetchone()
+        return bool(row[0])
+
+    return check
 
 
 def sent_before_but_not_stored(
@@ -210,8 +252,11 @@ class Daemon:
         return self.stop(signal.SIGKILL)
 
     def wait_for(
-        self, predicate: Callable[[sqlite3.Connection], bool], timeout: float = 20
+        self, predicate: Callable[[sqlite3.Connection], bool], timeout: float = 60
     ) -> None:
+        """Poll the store until ``predicate`` holds. ``timeout`` is a deadline for a
+        failing run, not a speed requirement: generous, as `make test` runs several
+        end-to-end tests at once on two cores."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:

@@ -53,7 +53,7 @@ class SimNode:
         args: Sequence[str] = (),
         port: int = 0,
         network: str = "regtest",
-        start_timeout: float = 15.0,
+        start_timeout: float = 45.0,
     ) -> None:
         self.lnddir = Path(lnddir)
         self.port = port

@@ -9,11 +9,12 @@ import gc
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import RealStore
 from daemonproc import ATTEMPTS_SCID, link_fail
 from hypothesis import given
 from hypothesis import settings as hyp_settings
@@ -135,11 +136,9 @@ class Store:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    engine = open_engine(tmp_path / "s.db")
-    writer = StoreWriter(engine)
-    yield Store(engine, writer, writer.upsert_node(NODE, 1))
-    engine.dispose()
+def store(open_store: Callable[..., RealStore]) -> Store:
+    s = open_store(node=NODE)
+    return Store(s.engine, s.writer, s.node_id)
 
 
 def make_ingestor(s: Store) -> Ingestor:

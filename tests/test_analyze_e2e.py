@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemonproc import Daemon
 from simnode import SimNode
 
 from lnflow.domain import format_scid
+
+pytestmark = pytest.mark.e2e  # every test here starts a process
 
 A = (810_000 << 40) | (1 << 16)  # liquidity-starved outbound channel
 B = (810_001 << 40) | (2 << 16)  # too expensive: senders offer less than our fee

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from daemonproc import Daemon, query
 from simnode import SimNode
 
@@ -29,6 +30,7 @@ def sampled(d: Daemon, channels: int) -> None:
     )
 
 
+@pytest.mark.e2e
 def test_an_alias_lookup_error_is_never_stored_as_the_peer_alias(tmp_path: Path) -> None:
     """lnd >= 0.16 with peer_alias_lookup writes "unable to lookup peer alias: ..." for a
     peer whose node announcement it lacks; that falls back as an empty alias would."""
@@ -63,6 +65,7 @@ def link_fail(htlc: int, out: int, fee: int, wire: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.e2e
 def test_a_zero_conf_channel_is_one_channel_under_all_its_ids(tmp_path: Path) -> None:
     """A confirmed zero-conf channel: ListChannels names it by its alias, the graph by its
     real SCID; failures come under both (fee checks under the real SCID, a peer offline

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemonproc import ATTEMPTS_SCID, link_fail
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,6 +35,8 @@ from lnflow.store.schema import (
     forwards,
 )
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
+
+pytestmark = pytest.mark.e2e  # every test here starts a process
 
 S = 1_000_000_000
 H = NS_PER_HOUR

@@ -637,6 +637,7 @@ def test_trend_by_bxtxo_and_decimal_id(store: Store, capsys: pytest.CaptureFixtu
     assert 0.5 in [d["local_ratio"] for d in doc["series"]]
 
 
+@pytest.mark.e2e
 def test_unknown_channel_is_one_line_without_traceback(store: Store) -> None:
     for channel, expected in (
         ("1x2x3", "channel 1x2x3 (1099511758851) is not in the store"),
@@ -702,6 +703,7 @@ def test_since_times() -> None:
 # --------------------------------------------------------------------------- monitor
 
 
+@pytest.mark.e2e
 def test_monitor_prints_live_lines_then_the_analysis(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -729,6 +731,7 @@ def test_monitor_prints_live_lines_then_the_analysis(
     assert any(line.startswith("window: 1 h, ") for line in lines)
 
 
+@pytest.mark.e2e
 def test_monitor_stops_on_ctrl_c_and_analyzes(tmp_path: Path) -> None:
     st = build_store(tmp_path / "s.db")
     proc = subprocess.Popen(
@@ -813,6 +816,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in listing
 
 
+@pytest.mark.e2e
 def test_opportunities_reads_without_sqlalchemy(tmp_path: Path) -> None:
     """The quick look at the node stays quick: SQLAlchemy alone costs ~150 ms to import."""
     store = build_store(tmp_path / "s.db")
@@ -836,6 +840,7 @@ def test_opportunities_reads_without_sqlalchemy(tmp_path: Path) -> None:
     assert out.stdout.strip() == str(len(_report().opportunities))
 
 
+@pytest.mark.e2e
 def test_no_command_imports_grpc(store: Store, tmp_path: Path) -> None:
     saved = tmp_path / "saved.json"
     db = str(store.path)

@@ -17,10 +17,13 @@ from daemonproc import (
     run_lnflowd,
     sent_before_but_not_stored,
     sim_flags,
+    stored,
 )
 from simnode import SimNode
 
 from lnflow.domain import EventKind, from_signed64
+
+pytestmark = pytest.mark.e2e  # every test here starts a process
 
 T0 = 1_764_000_000_000_000_000
 ALIAS_SCID = (16_000_321 << 40) | (5 << 16) | 1  # an alias SCID, >= 2**63
@@ -210,8 +213,8 @@ def test_stream_dropped_and_replayed_is_stored_once_in_two_sessions(tmp_path: Pa
         *second,
     ]
     with SimNode(tmp_path / "lnd", script=script) as sim, Daemon(sim, tmp_path / "s.db") as d:
-        d.wait_for(lambda c: count(c, "htlc_events") == len(EVENTS))
-        time.sleep(1.5)  # the replayed events had every chance to be stored twice
+        # the replays were sent before the last event: through the store once it is
+        d.wait_for(stored(EVENTS[-1]))
         assert d.stop() == 0
     db = tmp_path / "s.db"
     assert stored_rows(db) == [expected_row(e) for e in EVENTS]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import ATTEMPTS_SCID, EVENTS_SCID, Daemon, query, run_lnflowctl
+from daemonproc import ATTEMPTS_SCID, EVENTS_SCID, Daemon, query, run_lnflowctl, stored
 from simnode import SimNode, make_channel
 
 from lnflow.analysis.classify import FailureClass
@@ -136,6 +136,7 @@ def duplicate_keys(db: Path) -> list[tuple[Any, ...]]:
 # ------------------------------------------------------------------------- node restart
 
 
+@pytest.mark.e2e
 def test_node_restart_mid_stream_reconnects_records_the_gap_and_stores_replays_once(
     tmp_path: Path,
 ) -> None:
@@ -260,6 +261,7 @@ def two_subscribers() -> Iterator[Any]:
         channel.close()
 
 
+@pytest.mark.e2e
 def test_ledger_of_25000_forwards_is_paged_in_once_and_resumed_from_the_last_second(
     tmp_path: Path, two_subscribers: Any
 ) -> None:
@@ -322,6 +324,7 @@ def test_ledger_of_25000_forwards_is_paged_in_once_and_resumed_from_the_last_sec
 # ------------------------------------------------------------------------- kill -9
 
 
+@pytest.mark.e2e
 def test_kill_9_mid_stream_leaves_a_sound_store_and_recording_resumes(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     args = ("--rate", "300", "--seed", "11", "--channels", "6")
@@ -371,6 +374,7 @@ def test_kill_9_mid_stream_leaves_a_sound_store_and_recording_resumes(tmp_path: 
     assert failed_local[0] > 0
 
 
+@pytest.mark.e2e
 def test_a_crashed_session_ends_no_earlier_than_the_events_it_stored(tmp_path: Path) -> None:
     """Otherwise the gap reported after a crash covers time whose failures were seen."""
     db = tmp_path / "s.db"
@@ -404,16 +408,17 @@ VERSION_SCRIPT = [
     [("0.15.5", 3, False), ("0.18.3", 4, True)],
     ids=["0.15-no-subscribed-event", "0.18-subscribed-event"],
 )
+@pytest.mark.e2e
 def test_stream_works_with_and_without_subscribed_event(
     tmp_path: Path, version: str, events: int, subscribed: bool
 ) -> None:
     db = tmp_path / "s.db"
-    script = stamped(VERSION_SCRIPT, time.time_ns() - 10 * NS)
+    barrier = forward(CHAN_A, 9, CHAN_B, 9, 1_001_000, 1_000_000)  # sent by every version
+    script = stamped([*VERSION_SCRIPT, barrier], time.time_ns() - 10 * NS)
     with SimNode(tmp_path / "lnd", script=script, lnd_version=version) as sim, Daemon(sim, db) as d:
-        d.wait_for(lambda c: count(c, "htlc_events") == events)
-        time.sleep(0.3)  # nothing else is coming
+        d.wait_for(stored(script[-1]))  # so every event sent before it is through the store
         assert d.stop() == 0
-    assert count_rows(db, "htlc_events") == events
+    assert count_rows(db, "htlc_events") == events + 1
     ((subscribed_ns, lnd_version, reason),) = query(
         db, "SELECT subscribed_ns, lnd_version, end_reason FROM stream_sessions"
     )
@@ -423,6 +428,7 @@ def test_stream_works_with_and_without_subscribed_event(
     assert not d.events("live_failure_capture_off")
 
 
+@pytest.mark.e2e
 def test_lnd_without_htlc_events_syncs_the_ledger_and_says_capture_is_off(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     env = {"LNFLOW_RECORDER__HEARTBEAT_S": "1"}
@@ -558,6 +564,7 @@ EXPECTED_CLUSTERS = sorted(
 )
 
 
+@pytest.mark.e2e
 def test_attempts_from_out_of_order_and_replayed_events(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     t0 = time.time_ns() - 20 * NS

@@ -42,6 +42,7 @@ def _env() -> dict[str, str]:
 # --------------------------------------------------------------------------- import cost
 
 
+@pytest.mark.e2e
 def test_import_lnflow_is_light_and_names_load_lazily() -> None:
     script = (
         "import sys, lnflow\n"
@@ -246,6 +247,7 @@ def _script() -> list[dict[str, Any]]:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.e2e
 def test_monitor_records_and_the_analyzer_ranks(tmp_path: Path) -> None:
     from lnflow import AsyncLNDgRPCClient, HTLCMonitor, LndManageClient, OpportunityAnalyzer
 
@@ -290,6 +292,7 @@ def test_monitor_records_and_the_analyzer_ranks(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.e2e
 def test_example_script_runs_against_the_simulated_node(tmp_path: Path) -> None:
     with SimNode(tmp_path / "lnd", args=("--rate", "200")) as sim:
         out = subprocess.run(

@@ -8,11 +8,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemonproc import Daemon, query
 from simnode import SimNode, make_channel
 
 from lnflow.domain import to_signed64
 from lnflow.lnd._proto import lightning_pb2, lightning_pb2_grpc
+
+pytestmark = pytest.mark.e2e  # every test here starts a process
 
 NS = 1_000_000_000
 CHAN_A = (810_000 << 40) | (1 << 16)

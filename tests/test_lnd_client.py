@@ -1173,6 +1173,7 @@ async def collect(stream: HtlcStream) -> list[HtlcEvent | StreamSubscribed]:
     return [event async for event in stream]
 
 
+@pytest.mark.e2e
 def test_stream_yields_domain_events_and_ends_on_ok(tmp_path: Path, certs: Certs) -> None:
     node = FakeLnd(stream=StreamScript(events=STREAM_EVENTS))
 
@@ -1196,6 +1197,7 @@ def test_stream_yields_domain_events_and_ends_on_ok(tmp_path: Path, certs: Certs
     run(body)
 
 
+@pytest.mark.e2e
 def test_stream_many_events_arrive_in_order(tmp_path: Path, certs: Certs) -> None:
     events = [
         router_pb2.HtlcEvent(incoming_htlc_id=i, forward_fail_event=router_pb2.ForwardFailEvent())
@@ -1213,6 +1215,7 @@ def test_stream_many_events_arrive_in_order(tmp_path: Path, certs: Certs) -> Non
     run(body)
 
 
+@pytest.mark.e2e
 def test_stream_unavailable_abort_raises_mapped_error(tmp_path: Path, certs: Certs) -> None:
     script = StreamScript(
         events=STREAM_EVENTS[:2], abort=(grpc.StatusCode.UNAVAILABLE, "lnd is shutting down")
@@ -1237,6 +1240,7 @@ def test_stream_unavailable_abort_raises_mapped_error(tmp_path: Path, certs: Cer
     run(body)
 
 
+@pytest.mark.e2e
 def test_stream_other_error_names_code_and_details(tmp_path: Path, certs: Certs) -> None:
     detail = "unknown fail resolution"
     script = StreamScript(abort=(grpc.StatusCode.UNKNOWN, detail))
@@ -1252,6 +1256,7 @@ def test_stream_other_error_names_code_and_details(tmp_path: Path, certs: Certs)
     run(body)
 
 
+@pytest.mark.e2e
 def test_wait_connected_quiet_stream_then_cancel(tmp_path: Path, certs: Certs) -> None:
     """lnd < 0.16 sends nothing until the first event: a live call counts as connected."""
 
@@ -1270,6 +1275,7 @@ def test_wait_connected_quiet_stream_then_cancel(tmp_path: Path, certs: Certs) -
     run(body)
 
 
+@pytest.mark.e2e
 def test_wait_connected_after_subscribed_event(tmp_path: Path, certs: Certs) -> None:
     async def body() -> None:
         node = FakeLnd(stream=StreamScript(events=STREAM_EVENTS[:1], hold=True))
@@ -1288,6 +1294,7 @@ def test_wait_connected_after_subscribed_event(tmp_path: Path, certs: Certs) -> 
     run(body)
 
 
+@pytest.mark.e2e
 def test_wait_connected_raises_when_call_fails(tmp_path: Path, certs: Certs) -> None:
     async def body() -> None:
         creds = write_credentials(tmp_path, free_port(), certs.node.cert_pem, MACAROON)

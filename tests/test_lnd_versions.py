@@ -24,7 +24,7 @@ from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
 from lnflow.domain import EventKind, EventType, FailureDetail, WireFailure, to_signed64
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]  # every test here starts a process
 
 NS = 1_000_000_000
 A = (810_000 << 40) | (1 << 16)  # payments come in here

@@ -197,6 +197,7 @@ def names_used(text: str) -> set[str]:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.e2e
 def test_every_family_equals_the_store_and_survives_a_restart(tmp_path: Path) -> None:
     port = free_port()
     db = tmp_path / "lnflow.db"
@@ -273,6 +274,7 @@ def test_every_family_equals_the_store_and_survives_a_restart(tmp_path: Path) ->
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.e2e
 def test_contrib_rules_pass_promtool() -> None:
     promtool = need("promtool")
     out = subprocess.run(
@@ -282,6 +284,7 @@ def test_contrib_rules_pass_promtool() -> None:
     assert "SUCCESS: 5 rules found" in out.stdout
 
 
+@pytest.mark.e2e
 def test_each_alert_fires_on_its_condition_only() -> None:
     """promtool's rule unit tests: every alert fires on the series that should fire it
     and stays quiet on its near misses (urgency 79, no budget, inactive channels, ...)."""
@@ -327,6 +330,7 @@ def test_bad_listen_address_is_refused_with_the_settings(text: str) -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.e2e
 def test_a_real_prometheus_scrapes_lnflowd(tmp_path: Path) -> None:
     need("prometheus")
     port = free_port()
@@ -346,6 +350,7 @@ def test_a_real_prometheus_scrapes_lnflowd(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.e2e
 def test_a_taken_port_leaves_recording_running(tmp_path: Path) -> None:
     import socket
 

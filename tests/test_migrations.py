@@ -63,6 +63,7 @@ def test_store_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
 
 
+@pytest.mark.e2e
 def test_store_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     db.open_engine(path).dispose()
@@ -312,6 +313,7 @@ def test_0010_moves_cluster_channels_to_refs_and_back(tmp_path: Path) -> None:
     engine.dispose()
 
 
+@pytest.mark.e2e
 def test_daemon_migrates_a_new_store_in_a_child_process(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     engine = db.open_engine(path, migrate_in_child=True)

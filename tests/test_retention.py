@@ -7,20 +7,20 @@ before the cutoff.
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from conftest import RealStore
 from sqlalchemy import Engine, Table, func, insert, select
 
 from lnflow.config import RetentionSettings, Settings, load_settings
 from lnflow.domain import ForwardRecord, NodeInfo
 from lnflow.errors import ConfigError
 from lnflow.recording import StoreThread
-from lnflow.store.db import open_engine
 from lnflow.store.retention import (
     NS_PER_DAY,
     NS_PER_HOUR,
@@ -96,14 +96,10 @@ class Store:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    path = tmp_path / "s.db"
-    engine = open_engine(path)
-    writer = StoreWriter(engine)
-    node_id = writer.upsert_node(NODE, 1)
-    session_id = writer.open_session(node_id, 1, "0.18.3-beta")  # open: never pruned
-    yield Store(engine, writer, node_id, session_id, path)
-    engine.dispose()
+def store(open_store: Callable[..., RealStore]) -> Store:
+    s = open_store(node=NODE)
+    session_id = s.open_session(1, "0.18.3-beta")  # open: never pruned
+    return Store(s.engine, s.writer, s.node_id, session_id, s.path)
 
 
 # -- rows ------------------------------------------------------------------------------
@@ -682,12 +678,13 @@ def test_pruner_from_settings_uses_every_ttl(store: Store) -> None:
 def test_daemon_prune_job_runs_in_batches_and_logs_a_summary(store: Store) -> None:
     store.add(htlc_events, [_event(store, i, NOW - 20 * NS_PER_DAY + i) for i in range(250)])
     settings = Settings(retention=RetentionSettings(batch_rows=100, max_batches=50))
-    daemon = Daemon(settings, clock_ns=lambda: NOW)
+    daemon = Daemon(settings, clock_ns=lambda: NOW)  # the default TTLs: DEFAULT_TTL
     thread = StoreThread(store.writer)
-    pruner = Pruner(store.engine, DEFAULT_TTL)
+    (prune,) = [job for job in daemon.jobs_at_start(store.engine, thread) if job.id == "prune"]
+    assert prune.first_now and prune.every_s == settings.retention.prune_interval_s
 
     async def run() -> None:
-        await asyncio.wait_for(daemon._prune(thread, pruner), timeout=30)
+        await asyncio.wait_for(prune.run(), timeout=30)
 
     try:
         with structlog.testing.capture_logs() as logs:

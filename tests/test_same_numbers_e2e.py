@@ -23,6 +23,8 @@ from simnode import SimNode
 
 from lnflow.domain import from_signed64
 
+pytestmark = pytest.mark.e2e  # every test here starts a process
+
 S = 1_000_000_000
 A = (820_000 << 40) | (1 << 16)  # liquidity-starved outbound channel
 B = (820_001 << 40) | (2 << 16)  # too expensive

@@ -383,6 +383,7 @@ def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
     return info.value
 
 
+@pytest.mark.e2e
 def test_macaroons_are_checked_like_lnd(node_factory: Any, channels: Any) -> None:
     sim = node_factory(args=("--rate", "0"))
     bare = lightning(channels(sim, None))
@@ -440,6 +441,7 @@ def replace_request(msg: Any, **fields: Any) -> Any:
     return copy
 
 
+@pytest.mark.e2e
 def test_info_rpcs(node_factory: Any, channels: Any) -> None:
     sim = node_factory(args=("--rate", "0", "--seed", "5", "--alias", "simmy"))
     stub = lightning(channels(sim, "readonly"))
@@ -503,6 +505,7 @@ def history(stub: Any, **request: Any) -> tuple[list[int], int]:
     return [e.timestamp_ns for e in resp.forwarding_events], resp.last_offset_index
 
 
+@pytest.mark.e2e
 def test_forwarding_history_pages_like_lnd(node_factory: Any, channels: Any) -> None:
     sim = node_factory(script=ledger_script())
     stub = lightning(channels(sim, "readonly"))
@@ -535,6 +538,7 @@ def test_forwarding_history_pages_like_lnd(node_factory: Any, channels: Any) -> 
     assert not event.HasField("incoming_htlc_id")  # set only from 0.19.2
 
 
+@pytest.mark.e2e
 def test_forwarding_history_filters_and_htlc_ids_on_0_20(node_factory: Any, channels: Any) -> None:
     sim = node_factory(script=ledger_script(), lnd_version="0.20.0")
     stub = lightning(channels(sim, "readonly"))
@@ -556,6 +560,7 @@ MARKER = {"event": "settle", "incoming_channel_id": 9, "incoming_htlc_id": 99}
 
 
 @pytest.mark.parametrize(("version", "subscribed"), [("0.18.3", True), ("0.15.5", False)])
+@pytest.mark.e2e
 def test_subscribed_and_final_events_need_0_16(
     node_factory: Any, channels: Any, version: str, subscribed: bool
 ) -> None:
@@ -576,6 +581,7 @@ def test_subscribed_and_final_events_need_0_16(
 
 
 @pytest.mark.parametrize(("version", "headers_first"), [("0.16.0", True), ("0.15.5", False)])
+@pytest.mark.e2e
 def test_old_lnd_sends_no_headers_until_the_first_event(
     node_factory: Any, channels: Any, version: str, headers_first: bool
 ) -> None:
@@ -601,6 +607,7 @@ def test_old_lnd_sends_no_headers_until_the_first_event(
     call.cancel()
 
 
+@pytest.mark.e2e
 def test_scripted_event_arrives_unchanged(node_factory: Any, channels: Any) -> None:
     script = [
         {"op": "wait_subscribers", "count": 1, "timeout_s": 15},
@@ -638,6 +645,7 @@ def test_scripted_event_arrives_unchanged(node_factory: Any, channels: Any) -> N
     assert (info.incoming_timelock, info.outgoing_timelock) == (900_100, 900_020)
 
 
+@pytest.mark.e2e
 def test_drop_streams_then_replay(node_factory: Any, channels: Any) -> None:
     script = [
         {"op": "wait_subscribers", "count": 1, "timeout_s": 15},
@@ -657,6 +665,7 @@ def test_drop_streams_then_replay(node_factory: Any, channels: Any) -> None:
     assert next(second) == original
 
 
+@pytest.mark.e2e
 def test_restart_keeps_credentials(node_factory: Any, channels: Any) -> None:
     sim = node_factory(args=("--rate", "0"))
     cert, macaroon, port = sim.tlscert, sim.macaroon("readonly"), sim.port
@@ -670,6 +679,7 @@ def test_restart_keeps_credentials(node_factory: Any, channels: Any) -> None:
     assert info.identity_pubkey == pubkey
 
 
+@pytest.mark.e2e
 def test_traffic_model_over_grpc_with_event_log(
     node_factory: Any, channels: Any, tmp_path: Path
 ) -> None:
@@ -729,6 +739,7 @@ def test_hub_is_idle_only_when_every_stream_wrote_what_it_was_given() -> None:
     assert hub.idle.is_set()
 
 
+@pytest.mark.e2e
 def test_rejecthtlc_fails_every_forward_at_our_node(node_factory: Any, channels: Any) -> None:
     sim = node_factory(args=("--rate", "400", "--seed", "7", "--rejecthtlc"))
     fails = []

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 import structlog
+from conftest import RealStore
 from sqlalchemy import Engine, Table, func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -26,12 +26,12 @@ from lnflow.analysis.model import (
 from lnflow.config import AnalysisConfig, Settings
 from lnflow.domain import NodeInfo
 from lnflow.recording import StoreThread
-from lnflow.store.db import open_engine
+from lnflow.recording.app import Job
 from lnflow.store.retention import NS_PER_DAY, RETAINED, Pruner
 from lnflow.store.schema import analysis_runs, opportunities, rebalance_moves, run_gaps
 from lnflow.store.snapshots import SnapshotWriter, latest_report, report_of, urgency_history
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
-from lnflowd.daemon import Daemon
+from lnflowd.daemon import Daemon, LndLike
 
 NODE = NodeInfo("02" + "aa" * 32, "alice", "0.18.3-beta", "regtest", 1, True)
 T0 = 1_790_000_000 * 1_000_000_000
@@ -52,11 +52,9 @@ class Store:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    engine = open_engine(tmp_path / "s.db")
-    writer = StoreWriter(engine)
-    yield Store(engine, writer, SnapshotWriter(engine), writer.upsert_node(NODE, 1))
-    engine.dispose()
+def store(open_store: Callable[..., RealStore]) -> Store:
+    s = open_store(node=NODE)
+    return Store(s.engine, s.writer, SnapshotWriter(s.engine), s.node_id)
 
 
 BASE = Opportunity(
@@ -255,16 +253,27 @@ def test_retention_prunes_expired_runs_children_first_in_bounded_batches(store: 
 # -- the daemon job --------------------------------------------------------------------
 
 
+def analysis_job(
+    daemon: Daemon, store: Store, thread: StoreThread[StoreWriter], node_id: int
+) -> Job:
+    """The daemon's analysis job as it registers it once lnd answered (the client is
+    only handed to the ledger sync and the channel sampler, which do not run here)."""
+    no_client = cast(LndLike, None)
+    jobs = daemon.jobs_when_connected(no_client, store.engine, thread, node_id, NODE.pubkey)
+    (job,) = [job for job in jobs if job.id == "analysis"]
+    return job
+
+
 def test_daemon_analysis_job_saves_a_snapshot_and_logs_it(store: Store) -> None:
     now = T0 + 30 * 60 * 10**9
     settings = Settings(analysis=AnalysisConfig(window_hours=6))
     daemon = Daemon(settings, clock_ns=lambda: now)
     thread = StoreThread(store.writer)
+    analysis = analysis_job(daemon, store, thread, store.node_id)
+    assert not analysis.first_now and analysis.every_s == settings.analysis.interval_s
 
-    async def run() -> int | None:
-        return await asyncio.wait_for(
-            daemon._analyze(store.engine, thread, store.snapshots, store.node_id), timeout=30
-        )
+    async def run() -> object:
+        return await asyncio.wait_for(analysis.run(), timeout=30)
 
     try:
         with structlog.testing.capture_logs() as logs:
@@ -286,12 +295,11 @@ def test_daemon_analysis_job_saves_a_snapshot_and_logs_it(store: Store) -> None:
 def test_daemon_analysis_job_logs_a_failure_and_keeps_going(store: Store) -> None:
     daemon = Daemon(Settings(), clock_ns=lambda: T0)
     thread = StoreThread(store.writer)
+    # a node id that does not exist: the run row violates its foreign key
+    analysis = analysis_job(daemon, store, thread, 999)
 
-    async def run() -> int | None:
-        # a node id that does not exist: the run row violates its foreign key
-        return await asyncio.wait_for(
-            daemon._analyze(store.engine, thread, store.snapshots, 999), timeout=30
-        )
+    async def run() -> object:
+        return await asyncio.wait_for(analysis.run(), timeout=30)
 
     try:
         with structlog.testing.capture_logs() as logs:

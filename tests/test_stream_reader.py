@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemonproc import Daemon, proc_state, query, sent_before_but_not_stored
 from simnode import SimNode
 
 from lnflow.lnd.stream import READER
+
+pytestmark = pytest.mark.e2e  # every test here starts a process
 
 
 def count(conn: Any, table: str, where: str = "") -> int:

@@ -12,6 +12,8 @@ import pytest
 from daemonproc import Daemon
 from simnode import SimNode
 
+pytestmark = pytest.mark.e2e  # every test here starts a process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

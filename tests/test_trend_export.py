@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
+from conftest import RealStore
 from sqlalchemy import Engine, insert, select
 
 from lnflow.analysis.classify import FailureClass
@@ -30,7 +30,6 @@ from lnflow.domain import (
     format_scid,
     to_signed64,
 )
-from lnflow.store.db import open_engine
 from lnflow.store.export import EXPORTABLE, export_rows, iso_utc
 from lnflow.store.ingest import Ingestor
 from lnflow.store.schema import channel_refs, failure_rollups_hourly, htlc_events
@@ -97,21 +96,10 @@ class Store:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    engine = open_engine(tmp_path / "s.db")
-    writer = StoreWriter(engine)
-    node_id = writer.upsert_node(NODE, 1)
-    session = writer.open_session(node_id, D0 - 10 * NS_PER_DAY, "0.18.3-beta")
-    ingestor = Ingestor(
-        engine,
-        node_id,
-        attempt_timeout_ns=600 * S,
-        attempt_linger_ns=10 * S,
-        dedup_window_ns=60 * S,
-        cluster_max_span_ns=600 * S,
-    )
-    yield Store(engine, writer, node_id, session, ingestor)
-    engine.dispose()
+def store(open_store: Callable[..., RealStore]) -> Store:
+    s = open_store(node=NODE)
+    session = s.open_session(D0 - 10 * NS_PER_DAY, "0.18.3-beta")
+    return Store(s.engine, s.writer, s.node_id, session, s.ingestor())
 
 
 def opportunity(chan: int, urgency: int) -> Opportunity:

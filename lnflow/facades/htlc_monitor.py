@@ -33,8 +33,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
-from lnflow.config import ChannelSettings, LedgerSettings, LndSettings, RecorderSettings
-from lnflow.domain import NS_PER_S, LndVersion, NodeInfo
+from lnflow.config import (
+    AnalysisConfig,
+    ChannelSettings,
+    LedgerSettings,
+    LndSettings,
+    RecorderSettings,
+)
+from lnflow.domain import LndVersion, NodeInfo
 from lnflow.errors import LndError
 from lnflow.recording import (
     ChannelSampler,
@@ -47,17 +53,15 @@ from lnflow.recording import (
     StoreThread,
     guarded,
 )
+from lnflow.recording.app import Job, Parts, schedule, supervise
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
 
 __all__ = ["HTLCMonitor", "HtlcStreamLike", "MonitorSource"]
 
-# The daemon's defaults ([recorder], [ledger], [channels], [lnd] of the settings), not the
-# environment's: a script's monitor does not change with LNFLOW_* variables.
-_RECORDER = RecorderSettings()
-_LEDGER_INTERVAL_S = LedgerSettings().sync_interval_s
-_SAMPLE_INTERVAL_S = ChannelSettings().sample_interval_s
-_CONNECT_TIMEOUT_S = LndSettings().timeout_s
+# The daemon's defaults: the settings classes of lnflowd's [analysis] section and the
+# analysis thresholds (config/lnflow.example.toml).
+_ANALYSIS = AnalysisConfig()
 
 
 class MonitorSource(HtlcSource, LedgerSource, ChannelSource, Protocol):
@@ -74,17 +78,26 @@ class HTLCMonitor:
     :meth:`analysis_report` covers by default; ``min_failure_count`` and
     ``min_missed_sats`` are the reporting thresholds of the analysis (DESIGN §5).
     ``db_path`` None: a temporary store, removed by :meth:`close`.
+
+    ``recorder``, ``ledger`` and ``channels`` are lnflowd's settings sections of the
+    same names (default: lnflowd's defaults); ``parts`` builds the recording parts
+    (:class:`lnflow.recording.app.Parts`). Unlike lnflowd, stopping does not wait
+    for lnd to send more (no ``shutdown_drain_s``): what was received is written.
     """
 
     def __init__(
         self,
         grpc_client: MonitorSource,
-        history_hours: int = 24,
-        min_failure_count: int = 3,
-        min_missed_sats: int = 100,
+        history_hours: int = _ANALYSIS.window_hours,
+        min_failure_count: int = _ANALYSIS.min_failure_count,
+        min_missed_sats: int = _ANALYSIS.min_missed_sats,
         db_path: str | Path | None = None,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
+        recorder: RecorderSettings | None = None,
+        ledger: LedgerSettings | None = None,
+        channels: ChannelSettings | None = None,
+        parts: Parts | None = None,
     ) -> None:
         if history_hours < 1:
             raise ValueError("history_hours must be at least 1")
@@ -99,6 +112,10 @@ class HTLCMonitor:
             db_path = self._tmpdir / "lnflow.db"
         self.db_path = Path(db_path).expanduser()
         self._now = clock_ns
+        self._rec = recorder or RecorderSettings()
+        self._ledger_settings = ledger or LedgerSettings()
+        self._channels = channels or ChannelSettings()
+        self._parts = parts or Parts()
         self._engine: Engine | None = None
         self._store: StoreThread[StoreWriter] | None = None
         self._ingestor: Ingestor | None = None
@@ -146,50 +163,50 @@ class HTLCMonitor:
         self.node_id = node_id = await store.call(store.target.upsert_node, info, self._now())
         if self._ingestor is None:
             self._ingestor = await asyncio.to_thread(
-                Ingestor,
-                self._require_engine(),
-                node_id,
-                attempt_timeout_ns=int(_RECORDER.attempt_timeout_s * NS_PER_S),
-                attempt_linger_ns=int(_RECORDER.attempt_linger_s * NS_PER_S),
-                dedup_window_ns=int(_RECORDER.dedup_window_s * NS_PER_S),
-                cluster_max_span_ns=int(_RECORDER.cluster_max_span_s * NS_PER_S),
+                self._parts.ingestor, self._require_engine(), node_id, self._rec
             )
             await store.call(self._ingestor.expire_stale_attempts, self._now())
-        self._ledger = LedgerSync(self.client, store, node_id)
-        self._sampler = ChannelSampler(self.client, store, node_id, info.pubkey, clock_ns=self._now)
+        parts = self._parts
+        self._ledger = parts.ledger(self.client, store, node_id, self._ledger_settings)
+        self._sampler = parts.sampler(self.client, store, node_id, info.pubkey, clock_ns=self._now)
         await self.sample_channels()
         await self.sync_ledger()
         self._stop = asyncio.Event()
         self.failure = None
-        recorder = self._recorder = Recorder(
+        recorder = self._recorder = parts.recorder(
             self.client,
             store,
             self._ingestor,
+            self._rec,
             node_id=node_id,
             lnd_version=version.version,
-            batch_size=_RECORDER.batch_size,
-            flush_interval_s=_RECORDER.flush_interval_s,
-            shutdown_drain_s=0.0,
             clock_ns=self._now,
+            shutdown_drain_s=0.0,
         )
-        self._task = asyncio.create_task(recorder.run(self._stop), name="lnflow-monitor")
+        # the one background task: the recorder under the same supervisor as lnflowd's
+        self._task = asyncio.create_task(supervise(recorder.run(self._stop)), name="lnflow-monitor")
         connected = asyncio.create_task(recorder.connected.wait())
         done, _ = await asyncio.wait(
-            {self._task, connected}, timeout=_CONNECT_TIMEOUT_S, return_when="FIRST_COMPLETED"
+            {self._task, connected},
+            timeout=LndSettings().timeout_s,
+            return_when="FIRST_COMPLETED",
         )
         connected.cancel()
         if self._task in done:  # the recorder gave up: a fatal LND error
             task, self._task = self._task, None
             task.result()
         self.started_ns, self.stopped_ns = self._now(), None
+        ledger_every_s = self._ledger_settings.sync_interval_s
+        sample_s = self._channels.sample_interval_s
         self._scheduler = AsyncIOScheduler()
-        for name, job, every_s in (
-            ("ledger_sync", self.sync_ledger, _LEDGER_INTERVAL_S),
-            ("channel_sampler", self.sample_channels, _SAMPLE_INTERVAL_S),
-        ):
-            self._scheduler.add_job(
-                guarded(name, job), "interval", seconds=every_s, coalesce=True, max_instances=1
-            )
+        # first runs one interval later: the first sync and sample were taken above
+        schedule(
+            self._scheduler,
+            [
+                Job("ledger_sync", guarded("ledger_sync", self.sync_ledger), ledger_every_s),
+                Job("channel_sampler", guarded("channel_sampler", self.sample_channels), sample_s),
+            ],
+        )
         self._scheduler.start()
 
     async def stop_monitoring(self) -> None:

@@ -135,6 +135,7 @@ def hostile_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ],
     ids=lambda c: c[0],
 )
+@pytest.mark.e2e
 def test_human_output_escapes_hostile_text(hostile_store: Path, command: tuple[str, ...]) -> None:
     code, out, err = run_lnflowctl("--db", str(hostile_store), *command)
     assert code == 0, err
@@ -151,6 +152,7 @@ def test_human_output_escapes_hostile_text(hostile_store: Path, command: tuple[s
         assert len(rows) == 1
 
 
+@pytest.mark.e2e
 def test_saved_report_renders_escaped(hostile_store: Path, tmp_path: Path) -> None:
     saved = tmp_path / "report.json"
     code, out, err = run_lnflowctl(
@@ -167,6 +169,7 @@ def test_saved_report_renders_escaped(hostile_store: Path, tmp_path: Path) -> No
     assert "fine\\x1b[2J\\x0aforged" in out
 
 
+@pytest.mark.e2e
 def test_json_keeps_hostile_text_exact(hostile_store: Path) -> None:
     db = ("--db", str(hostile_store))
     code, out, _ = run_lnflowctl(*db, "status", "--json")
@@ -181,6 +184,7 @@ def test_json_keeps_hostile_text_exact(hostile_store: Path) -> None:
     assert [r["failure_string"] for r in fails if r["kind"] == "link_fail"] == [FAILURE_STRING] * 9
 
 
+@pytest.mark.e2e
 def test_csv_neutralises_controls_and_formulas(hostile_store: Path) -> None:
     db = ("--db", str(hostile_store))
     code, out, err = run_lnflowctl(*db, "export", "--what", "events")
@@ -201,6 +205,7 @@ def test_csv_neutralises_controls_and_formulas(hostile_store: Path) -> None:
     assert {r["estimated"] for r in rows} == {"false"}
 
 
+@pytest.mark.e2e
 def test_lnflowd_check_escapes_the_node_alias(tmp_path: Path) -> None:
     with SimNode(tmp_path / "lnd", args=("--alias", NODE_ALIAS)) as sim:
         code, out, err = run_lnflowd(*sim_flags(sim), "--check")
@@ -237,6 +242,7 @@ def _one_line_error(code: int, out: str, err: str, want_code: int, *fragments: s
     ],
     ids=lambda a: " ".join(a) if isinstance(a, tuple) and a and a[0][0] != "-" else None,
 )
+@pytest.mark.e2e
 def test_numeric_flags_are_bounded(
     tmp_path: Path, args: tuple[str, ...], fragments: tuple[str, ...]
 ) -> None:
@@ -244,6 +250,7 @@ def test_numeric_flags_are_bounded(
     _one_line_error(code, out, err, 2, "error: argument", *fragments)
 
 
+@pytest.mark.e2e
 def test_trend_days_are_cut_to_the_days_the_store_holds(hostile_store: Path) -> None:
     db = ("--db", str(hostile_store))
     code, out, err = run_lnflowctl(*db, "trend", format_scid(A), "--days", "36500", "--json")
@@ -286,6 +293,7 @@ def _run_env(module: str, *args: str, env: dict[str, str]) -> tuple[int, str, st
     ],
     ids=lambda v: v.split("\n")[1] if "\n" in v else None,
 )
+@pytest.mark.e2e
 def test_config_numbers_are_bounded_before_check(tmp_path: Path, toml: str, key: str) -> None:
     config = tmp_path / "lnflow.toml"
     config.write_text(toml)
@@ -306,6 +314,7 @@ def test_config_numbers_are_bounded_before_check(tmp_path: Path, toml: str, key:
     ],
     ids=lambda v: v if isinstance(v, str) and v.startswith("LNFLOW_") else None,
 )
+@pytest.mark.e2e
 def test_environment_numbers_are_bounded(
     hostile_store: Path, module: str, variable: str, value: str, fragment: str
 ) -> None:
@@ -317,6 +326,7 @@ def test_environment_numbers_are_bounded(
 # --------------------------------------------------------------------------- item 15
 
 
+@pytest.mark.e2e
 def test_lnflowd_without_lnd_dir_prints_one_line(tmp_path: Path) -> None:
     """The scheduler's first prune is still running when the credentials turn out missing:
     its cancellation used to print 15 lines of APScheduler traceback first."""
@@ -333,6 +343,7 @@ def test_lnflowd_without_lnd_dir_prints_one_line(tmp_path: Path) -> None:
         ]
 
 
+@pytest.mark.e2e
 def test_sigterm_while_connecting_exits_quietly(tmp_path: Path) -> None:
     sim = SimNode(tmp_path / "lnd")
     sim.start()
@@ -361,6 +372,7 @@ def _random_bytes(path: Path) -> Path:
     return path
 
 
+@pytest.mark.e2e
 def test_random_bytes_for_a_file(tmp_path: Path) -> None:
     junk = _random_bytes(tmp_path / "junk")
     code, out, err = run_lnflowctl("report", str(junk))
@@ -380,6 +392,7 @@ def test_random_bytes_for_a_file(tmp_path: Path) -> None:
         ("analysis = 5\n", "[analysis] must be a table"),
     ],
 )
+@pytest.mark.e2e
 def test_config_of_the_wrong_shape_for_lnflowctl(tmp_path: Path, toml: str, fragment: str) -> None:
     config = tmp_path / "lnflow.toml"
     config.write_text(toml)
@@ -395,6 +408,7 @@ def test_config_of_the_wrong_shape_for_lnflowctl(tmp_path: Path, toml: str, frag
     ("field", "value"),
     [("missed_msat", 10**400), ("potential_monthly_sats", 1e308), ("failure_rate", "NaN")],
 )
+@pytest.mark.e2e
 def test_report_with_numbers_out_of_range(
     hostile_store: Path, tmp_path: Path, field: str, value: object
 ) -> None:
@@ -415,6 +429,7 @@ def test_report_with_numbers_out_of_range(
 # --------------------------------------------------------------------------- item 16
 
 
+@pytest.mark.e2e
 def test_lnflowd_help_lists_every_network() -> None:
     code, out, _ = run_lnflowd("--help")
     assert code == 0
@@ -435,6 +450,7 @@ def test_lnflowd_help_lists_every_network() -> None:
         ("[::1", "is not [IPv6]:port"),
     ],
 )
+@pytest.mark.e2e
 def test_rpcserver_is_checked(tmp_path: Path, rpcserver: str, fragment: str) -> None:
     # "" used to become localhost:10009 silently; port 99999 said "Connection refused"
     code, out, err = run_lnflowd(
@@ -443,6 +459,7 @@ def test_rpcserver_is_checked(tmp_path: Path, rpcserver: str, fragment: str) -> 
     _one_line_error(code, out, err, 2, "lnd.rpcserver", fragment)
 
 
+@pytest.mark.e2e
 def test_threshold_type_error_reads_as_english(hostile_store: Path, tmp_path: Path) -> None:
     config = tmp_path / "lnflow.toml"
     config.write_text('[analysis]\nmin_failure_count = "many"\n')
@@ -462,6 +479,7 @@ def _window_hours(line: str) -> tuple[int, float]:
     return int(match[1]), (until - since).total_seconds() / 3600
 
 
+@pytest.mark.e2e
 def test_readme_windows_are_what_the_commands_print(hostile_store: Path) -> None:
     """The README's monitor (and opportunities) examples showed an hour-aligned window;
     the commands print exactly the last N hours."""

@@ -30,7 +30,8 @@ from lnflow.lnd.client import stream_options
 SCALE = float(os.environ.get("FAULTS_PING_SCALE", "15"))  # 1 s here is 15 s for lnd
 # 20 min at lnd's pace: three keepalive pings, enough for a GOAWAY if they were strikes
 QUIET_S = float(os.environ.get("FAULTS_QUIET_S", "80"))
-pytestmark = pytest.mark.timeout(QUIET_S + 180)
+# the keepalive ratios are timing: one worker runs the timing-bound fault tests in turn
+pytestmark = [pytest.mark.timeout(QUIET_S + 180), pytest.mark.xdist_group("timing")]
 OLD = "0.16.4"  # the last release without lnd's ping policy
 CHAN_A = (810_000 << 40) | (1 << 16)
 CHAN_B = (810_001 << 40) | (2 << 16) | 1
@@ -59,6 +60,7 @@ def test_stream_keepalive_is_picked_by_lnd_version(
     assert keepalive_ms(stream_options(version, scale=15)) == round(expected_ms / 15)
 
 
+@pytest.mark.e2e
 def test_quiet_stream_to_old_lnd_stays_up_for_15_minutes_at_scale(tmp_path: Path) -> None:
     db = tmp_path / "lnflow.db"
     script = [
@@ -127,6 +129,7 @@ def _subscribe_quietly(sim: SimNode, options: tuple[tuple[str, Any], ...], secon
         channel.close()
 
 
+@pytest.mark.e2e
 def test_the_simulated_old_lnd_cuts_a_stream_that_pings_like_for_lnd_0_17(
     tmp_path: Path,
 ) -> None:

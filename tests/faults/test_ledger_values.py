@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemonproc import Daemon, query
 from simnode import SimNode
 
 from lnflow.domain import format_scid
+
+pytestmark = pytest.mark.e2e  # every test here starts a process
 
 NS = 1_000_000_000
 CHAN_A = (810_000 << 40) | (1 << 16)

@@ -22,7 +22,9 @@ from simnode import SimNode
 
 from lnflow.domain import EventKind, from_signed64
 
-pytestmark = pytest.mark.timeout(180)
+# every test here starts a process; the outages are measured to the second, so one
+# worker runs the timing-bound fault tests in turn (tests/faults/test_keepalive.py)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180), pytest.mark.xdist_group("timing")]
 
 NS = 1_000_000_000
 RATE = "100"  # HTLC events per second from the model

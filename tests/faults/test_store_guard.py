@@ -21,7 +21,7 @@ import pytest
 from daemonproc import Daemon, query, run_lnflowctl, run_lnflowd, sim_flags
 from simnode import SimNode
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]  # every test here starts a process
 
 HEARTBEAT_S = 5  # the default; detection must come within a heartbeat or two
 

@@ -29,6 +29,8 @@ from simnode import SimNode
 from lnflow.store import db
 from lnflow.store.readonly import SCHEMA_REVISIONS
 
+pytestmark = pytest.mark.e2e  # every test here starts a process
+
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
 CHAN_IN = "810000x1x0"

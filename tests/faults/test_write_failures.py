@@ -329,6 +329,7 @@ heartbeat_s = 1
 """
 
 
+@pytest.mark.e2e
 def test_disk_full_mid_stream_holds_the_events_and_writes_them_when_space_returns(
     tmp_path: Path,
 ) -> None:
@@ -376,6 +377,7 @@ def test_disk_full_mid_stream_holds_the_events_and_writes_them_when_space_return
     _no_traceback(d)
 
 
+@pytest.mark.e2e
 def test_past_max_held_events_the_daemon_exits_with_one_line_and_the_store_intact(
     tmp_path: Path,
 ) -> None:
@@ -406,6 +408,7 @@ def test_past_max_held_events_the_daemon_exits_with_one_line_and_the_store_intac
     assert len(gave_up) == 1 and gave_up[0]["events_not_stored"] > 1000
 
 
+@pytest.mark.e2e
 def test_sigterm_while_writes_fail_retries_then_exits_with_one_line(tmp_path: Path) -> None:
     sim = SimNode(tmp_path / "lnd", script=_script(3000, pause_s=0.1))
     with sim:
@@ -428,6 +431,7 @@ def test_sigterm_while_writes_fail_retries_then_exits_with_one_line(tmp_path: Pa
 @pytest.mark.parametrize(
     "ended", [signal.SIGTERM, signal.SIGKILL], ids=["after a clean stop", "after a crash"]
 )
+@pytest.mark.e2e
 def test_starting_on_a_full_disk_ends_with_one_line(tmp_path: Path, ended: int) -> None:
     """Opening the store already writes (the WAL index after a clean stop, WAL recovery
     after a crash), so a restart on a full disk ends there, at once, each time."""
@@ -448,6 +452,7 @@ def test_starting_on_a_full_disk_ends_with_one_line(tmp_path: Path, ended: int) 
     assert query(d.db, "PRAGMA integrity_check") == [("ok",)]
 
 
+@pytest.mark.e2e
 def test_an_amount_of_2_63_or_more_is_kept_as_unknown_and_recording_goes_on(
     tmp_path: Path,
 ) -> None:
