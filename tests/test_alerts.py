@@ -502,6 +502,7 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path: Path) -> None:
         engine.dispose()
 
 
+@pytest.mark.e2e
 def test_command_target_gets_the_alert_on_stdin(tmp_path: Path) -> None:
     out = tmp_path / "got.json"
     script = f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read())"
@@ -637,7 +638,8 @@ def test_docs_describe_every_status_and_alerts_field() -> None:
 def _example_targets() -> str:
     """The commented [[alerts.targets]] examples of config/lnflow.example.toml, uncommented."""
     text = (Path(__file__).resolve().parent.parent / "config" / "lnflow.example.toml").read_text()
-    block = text[text.index("# [[alerts.targets]]") : text.index("[log]")]
+    start = text.index("# [[alerts.targets]]")
+    block = text[start : text.index("\n[", start)]  # up to the next section
     return "\n".join(line.removeprefix("# ").split("  #")[0] for line in block.splitlines())
 
 
@@ -771,6 +773,7 @@ def test_alerts_queued_at_shutdown_are_recorded_before_it_stops(tmp_path: Path) 
     assert last == {}  # the deliveries still being tried were cut, not recorded as done
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", ["status", "alerts"])
 def test_a_store_lnflowd_has_not_upgraded_yet_is_one_line(tmp_path: Path, command: str) -> None:
     from daemonproc import run_lnflowctl

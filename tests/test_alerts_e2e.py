@@ -10,9 +10,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from daemonproc import Daemon, run_lnflowctl
 from simnode import SimNode
 from webhook import Hook
+
+pytestmark = pytest.mark.e2e  # starts the simulated node, lnflowd or lnflowctl
 
 
 def _free_port() -> int:

@@ -23,6 +23,8 @@ from lnflow.policy import GuardSettings, load_rules
 from lnflow.policy.engine import apply_plan, gather
 from lnflow.store import db as store_db
 
+pytestmark = pytest.mark.e2e  # starts the simulated node, lnflowd or lnflowctl
+
 A = "800000x1x0"  # the channel the rules change
 B = "800001x2x1"
 C = "800002x3x0"

@@ -387,6 +387,7 @@ def test_estimate_needs_the_policy_when_no_sample(store: Store) -> None:
 # --------------------------------------------------------------------------- lnflowctl
 
 
+@pytest.mark.e2e
 def test_lnflowctl_whatif(store: Store, tmp_path: Path) -> None:
     now = time.time_ns()  # lnflowctl replays the hours before its own clock
     store.sample(now - 2 * H)
@@ -415,6 +416,7 @@ def test_lnflowctl_whatif(store: Store, tmp_path: Path) -> None:
     assert code == 2 and "--fee-ppm" in err
 
 
+@pytest.mark.e2e
 def test_lnflowctl_whatif_unknown_channel(store: Store, tmp_path: Path) -> None:
     db = str(tmp_path / "s.db")
     code, out, err = run_lnflowctl("--db", db, "whatif", "1x2x3", "--fee-ppm", "500")
@@ -424,6 +426,7 @@ def test_lnflowctl_whatif_unknown_channel(store: Store, tmp_path: Path) -> None:
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.e2e
 def test_lnflowctl_whatif_without_a_policy_sample(store: Store, tmp_path: Path) -> None:
     store.fail(time.time_ns() - H, fee=1_500)  # known channel, never sampled
     db = str(tmp_path / "s.db")

@@ -18,6 +18,8 @@ from lnflow.errors import ConfigError
 from lnflow.paths import default_db_path
 from lnflowd import main as lnflowd_main
 
+pytestmark = pytest.mark.e2e  # starts the simulated node, lnflowd or lnflowctl
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "lnflow.example.toml"
 

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemonproc import Daemon, run_lnflowctl
 from simnode import SimNode
 
 from lnflow.domain import format_scid
+
+pytestmark = pytest.mark.e2e  # starts the simulated node, lnflowd or lnflowctl
 
 B = (830_001 << 40) | (2 << 16)  # too expensive: senders offer less than our fee
 C = (830_002 << 40) | (3 << 16)  # incoming channels
