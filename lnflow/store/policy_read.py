@@ -100,34 +100,35 @@ def local_failures(
         .where(fa.c.outcome == _FAILED_LOCAL)
         .where(fa.c.node_id == node_id)
     )
-    rows = list(
-        conn.execute(
-            base.where(fa.c.failure_class.in_(sorted(int(c) for c in classes)))
-            .where(fa.c.resolved_ns >= since_ns)
-            .where(fa.c.resolved_ns < until_ns)
-            .order_by(fa.c.id)
-        )
+    in_window = (
+        base.where(fa.c.failure_class.in_(sorted(int(c) for c in classes)))
+        .where(fa.c.resolved_ns >= since_ns)
+        .where(fa.c.resolved_ns < until_ns)
     )
-    clusters = sorted({int(row[3]) for row in rows if row[3] is not None})
+    rows = list(conn.execute(in_window.order_by(fa.c.id)))
+    clusters = {int(row[3]) for row in rows if row[3] is not None}
     earlier: list[Sequence[Any]] = []
     if clusters:
         # a cluster's members all failed from its first_ns on: read the channel's
-        # failures from the earliest of those up to the window, keep the members
+        # failures from the earliest of those up to the window, keep the members (the
+        # clusters are named by a subquery: thousands of ids as parameters cost more)
+        fc = failure_clusters
         first = conn.scalar(
-            select(func.min(failure_clusters.c.first_ns))
-            .where(failure_clusters.c.node_id == node_id)
-            .where(failure_clusters.c.id.in_(clusters))
+            select(func.min(fc.c.first_ns))
+            .where(fc.c.node_id == node_id)
+            .where(fc.c.id.in_(in_window.with_only_columns(fa.c.cluster_id).scalar_subquery()))
         )
         if first is not None and first < since_ns:
-            earlier = list(
-                conn.execute(
+            earlier = [
+                row
+                for row in conn.execute(
                     base.where(fa.c.failure_class.in_([int(c) for c in _ALL_CLASSES]))
                     .where(fa.c.resolved_ns >= first)
                     .where(fa.c.resolved_ns < since_ns)
-                    .where(fa.c.cluster_id.in_(clusters))
                     .order_by(fa.c.id)
                 )
-            )
+                if row[3] in clusters
+            ]
     return [_failure(row) for row in (*earlier, *rows)]
 
 
