@@ -12,10 +12,8 @@ from lnflow.domain import EventKind
 from lnflow.store.schema import (
     channels,
     daemon_state,
-    forward_attempts,
-    forwards,
-    htlc_events,
     nodes,
+    row_counts,
     stream_sessions,
 )
 
@@ -177,23 +175,26 @@ def liveness(conn: Connection, now_ns: int) -> Liveness:
 
 
 def status_report(conn: Connection, now_ns: int) -> StatusReport:
-    """:func:`liveness` plus row counts (which scan the event table: not for polling)."""
+    """:func:`liveness` plus row counts, read from ``row_counts`` (kept as rows are
+    written): a few rows whatever the store holds."""
     live = liveness(conn, now_ns)
     counts = {kind.label: 0 for kind in EventKind if kind is not EventKind.UNKNOWN}
-    for kind, n in conn.execute(
-        select(htlc_events.c.kind, func.count()).group_by(htlc_events.c.kind)
-    ):
-        try:
-            label = EventKind(kind).label
-        except ValueError:
-            label = EventKind.UNKNOWN.label
-        counts[label] = counts.get(label, 0) + int(n)
     attempts = {outcome.label: 0 for outcome in Outcome}
-    for outcome, n in conn.execute(
-        select(forward_attempts.c.outcome, func.count()).group_by(forward_attempts.c.outcome)
-    ):
-        attempts[Outcome(outcome).label] += int(n)
-    n_forwards = conn.scalar(select(func.count()).select_from(forwards)) or 0
+    n_forwards = 0
+    r = row_counts
+    for table, value, n in conn.execute(select(r.c.table_name, r.c.value, r.c.n)):
+        if not n:
+            continue
+        if table == "htlc_events":
+            try:
+                label = EventKind(value).label
+            except ValueError:
+                label = EventKind.UNKNOWN.label
+            counts[label] = counts.get(label, 0) + int(n)
+        elif table == "forward_attempts":
+            attempts[Outcome(value).label] += int(n)
+        elif table == "forwards":
+            n_forwards += int(n)
     n_channels, n_open = conn.execute(
         select(func.count(), func.count().filter(channels.c.closed_ns.is_(None)))
     ).one()

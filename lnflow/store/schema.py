@@ -56,6 +56,7 @@ __all__ = [
     "opportunities",
     "rebalance_moves",
     "recording_marks",
+    "row_counts",
     "run_gaps",
     "stream_sessions",
 ]
@@ -615,4 +616,24 @@ recording_marks = Table(
     Column("event_id", Integer),  # max(htlc_events.id) then
     Column("attempt_id", Integer),  # max(forward_attempts.id)
     Column("cluster_id", Integer),  # max(failure_clusters.id)
+)
+
+
+# --------------------------------------------------------------------------- 0016
+
+# Row counts kept where the rows are written, so `lnflowctl status` reads a few rows
+# instead of counting the event tables: ``table_name`` is htlc_events (``value`` = kind),
+# forward_attempts (``value`` = outcome) or forwards (``value`` = 0). The ingest adds the
+# events a batch stored in the batch's transaction (the hot path: one statement per kind,
+# not a trigger per row; whoever else inserts into htlc_events must add them too);
+# triggers of migration 0016 count everything else as SQLite writes it: the attempts'
+# inserts, outcome changes and deletes, the ledger's inserts and deletes, the events'
+# deletes (retention). A failed transaction takes its counts back with its rows.
+row_counts = Table(
+    "row_counts",
+    metadata,
+    Column("table_name", String, primary_key=True),
+    Column("value", Integer, primary_key=True, autoincrement=False),
+    Column("n", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
