@@ -63,21 +63,9 @@ from typing import Any
 
 from lnflow.analysis.classify import FailureClass, classify, missed_fee_msat
 from lnflow.domain import EventKind, EventType, HtlcEvent
+from lnflow.kinds import Outcome
 
 __all__ = ["Attempt", "AttemptTracker", "Outcome"]
-
-
-class Outcome(enum.IntEnum):
-    PENDING = 0
-    SETTLED = 1
-    FAILED_LOCAL = 2
-    FAILED_DOWNSTREAM = 3
-    UNRESOLVED = 4
-    REJECTED_LOCAL = 5  # failed back before forwarding, no reason: an HTLC interceptor
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 @dataclass(frozen=True, slots=True)

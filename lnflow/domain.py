@@ -11,6 +11,8 @@ import enum
 import re
 from dataclasses import dataclass
 
+from lnflow.kinds import EventKind
+
 __all__ = [
     "FAILURE_CLASS_NAMES",
     "ChannelEdge",
@@ -83,21 +85,6 @@ def parse_scid(text: str) -> int:
 
 
 # --------------------------------------------------------------------------- enums
-
-
-class EventKind(enum.IntEnum):
-    """Which variant of lnd's ``HtlcEvent`` oneof an event carried."""
-
-    UNKNOWN = 0  # a variant newer than this code (kept, never dropped)
-    FORWARD = 1
-    FORWARD_FAIL = 2
-    SETTLE = 3
-    LINK_FAIL = 4
-    FINAL = 5
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 class EventType(enum.IntEnum):

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -43,6 +44,8 @@ from lnflow.domain import (
     WireFailure,
     format_scid,
 )
+from lnflow.kinds import Outcome
+from lnflow.store import db
 from lnflow.store.db import open_engine
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
@@ -822,6 +825,56 @@ def test_opportunities_reads_without_sqlalchemy(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(len(_report().opportunities))
+
+
+def test_status_reads_kept_counts_without_sqlalchemy(store: Store) -> None:
+    """status reads the counts kept as rows are written (no scan of the event tables),
+    through sqlite3 alone: its time stays flat as the store grows."""
+    script = textwrap.dedent(
+        f"""
+        import contextlib, io, json, sys
+        from lnflow.cli.ctl import main
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["--db", {str(store.path)!r}, "status", "--json"])
+        assert code == 0, code
+        assert "sqlalchemy" not in sys.modules
+        assert "lnflow.analysis" not in sys.modules
+        print(out.getvalue())
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    counts = json.loads(out.stdout)["counts"]
+    with sqlite3.connect(store.path) as conn:
+        kinds = dict(conn.execute("SELECT kind, count(*) FROM htlc_events GROUP BY kind"))
+        outcomes = dict(
+            conn.execute("SELECT outcome, count(*) FROM forward_attempts GROUP BY outcome")
+        )
+        (ledger,) = conn.execute("SELECT count(*) FROM forwards").fetchone()
+    assert counts["htlc_events"] == {
+        kind.label: kinds.get(int(kind), 0) for kind in EventKind if kind is not EventKind.UNKNOWN
+    }
+    assert counts["attempts"] == {o.label: outcomes.get(int(o), 0) for o in Outcome}
+    assert counts["forwards"] == ledger == 2
+    assert counts["htlc_events"]["link_fail"] == 9
+
+
+def test_status_of_a_store_from_before_kept_counts_counts_its_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store lnflowd has not upgraded yet (0015) still shows exact counts."""
+    built = build_store(tmp_path / "s.db")
+    code, want, _ = run(capsys, "--db", str(built.path), "status", "--json")
+    assert code == 0
+    engine = open_engine(built.path)
+    db.downgrade(engine, "0015")
+    engine.dispose()
+    code, got, err = run(capsys, "--db", str(built.path), "status", "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(got)["counts"] == json.loads(want)["counts"]
 
 
 def test_no_command_imports_grpc(store: Store, tmp_path: Path) -> None:

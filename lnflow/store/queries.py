@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
+import sqlite3
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
-from lnflow.attempts import Outcome
-from lnflow.domain import EventKind
-from lnflow.store.schema import (
-    channels,
-    daemon_state,
-    nodes,
-    row_counts,
-    stream_sessions,
+from lnflow.store import status_read
+from lnflow.store.schema import stream_sessions
+from lnflow.store.status_read import (
+    DaemonStatus,
+    Gap,
+    Liveness,
+    LndStatus,
+    StatusReport,
+    StreamStatus,
 )
 
 __all__ = [
     "DaemonStatus",
     "Gap",
     "Liveness",
+    "LndStatus",
     "StatusReport",
     "StreamStatus",
     "liveness",
@@ -29,76 +30,10 @@ __all__ = [
     "stream_gaps",
 ]
 
-# The daemon counts as alive while its heartbeat is younger than this many intervals.
-_HEARTBEAT_GRACE = 3
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonStatus:
-    running: bool
-    pid: int | None
-    started_ns: int | None
-    heartbeat_ns: int | None
-    stopped_ns: int | None
-    lnd_state: str | None
-    last_error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class LndStatus:
-    alias: str | None
-    version: str | None
-    network: str | None
-    pubkey: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """A span in which no HTLC stream was connected: failures then went unseen."""
-
-    from_ns: int
-    to_ns: int | None  # None: still disconnected
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStatus:
-    connected: bool
-    state: str | None
-    connected_since_ns: int | None
-    sessions: int
-    gaps: tuple[Gap, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StatusReport:
-    daemon: DaemonStatus
-    lnd: LndStatus
-    stream: StreamStatus
-    htlc_events: dict[str, int]  # by EventKind label, every kind present
-    attempts: dict[str, int]  # by Outcome label, every outcome present
-    forwards: int
-    channels: int
-    open_channels: int
-
 
 def stream_gaps(conn: Connection, since_ns: int, until_ns: int) -> list[Gap]:
-    """Gaps between consecutive stream sessions overlapping [since_ns, until_ns].
-
-    A gap starts when a session ends and lasts until the next one starts; after
-    the last session it is open (``to_ns`` None) unless that session is live.
-    """
-    rows = conn.execute(
-        select(stream_sessions.c.started_ns, stream_sessions.c.ended_ns).order_by(
-            stream_sessions.c.started_ns
-        )
-    ).all()
-    gaps: list[Gap] = []
-    for (_, ended), (next_start, _) in itertools.pairwise(rows):
-        if ended is not None and next_start > ended:
-            gaps.append(Gap(ended, next_start))
-    if rows and rows[-1].ended_ns is not None:
-        gaps.append(Gap(rows[-1].ended_ns, None))
-    return [g for g in gaps if g.from_ns <= until_ns and (g.to_ns is None or g.to_ns >= since_ns)]
+    """:func:`lnflow.store.status_read.stream_gaps` on a SQLAlchemy connection."""
+    return status_read.stream_gaps(_driver(conn), since_ns, until_ns)
 
 
 def observed_ns(conn: Connection, node_id: int, since_ns: int, until_ns: int) -> int:
@@ -125,86 +60,17 @@ def observed_ns(conn: Connection, node_id: int, since_ns: int, until_ns: int) ->
     return total
 
 
-@dataclass(frozen=True, slots=True)
-class Liveness:
-    daemon: DaemonStatus
-    lnd: LndStatus
-    stream: StreamStatus
-
-
 def liveness(conn: Connection, now_ns: int) -> Liveness:
-    """Daemon, node and stream state: small tables only, cheap enough to poll."""
-    state = conn.execute(
-        select(daemon_state, nodes.c.pubkey)
-        .select_from(daemon_state.outerjoin(nodes, daemon_state.c.node_id == nodes.c.id))
-        .order_by(daemon_state.c.heartbeat_ns.desc())
-        .limit(1)
-    ).first()
-    running = False
-    if state is not None and state.stopped_ns is None:
-        grace_ns = (_HEARTBEAT_GRACE * state.heartbeat_interval_s + 2) * 1_000_000_000
-        running = now_ns - state.heartbeat_ns <= grace_ns
-    daemon = DaemonStatus(
-        running=running,
-        pid=state.pid if state else None,
-        started_ns=state.started_ns if state else None,
-        heartbeat_ns=state.heartbeat_ns if state else None,
-        stopped_ns=state.stopped_ns if state else None,
-        lnd_state=state.lnd_state if state else None,
-        last_error=state.last_error if state else None,
-    )
-    lnd = LndStatus(
-        alias=state.lnd_alias if state else None,
-        version=state.lnd_version if state else None,
-        network=state.lnd_network if state else None,
-        pubkey=state.pubkey if state else None,
-    )
-    sessions = conn.scalar(select(func.count()).select_from(stream_sessions)) or 0
-    open_since = conn.scalar(
-        select(func.max(stream_sessions.c.started_ns)).where(stream_sessions.c.ended_ns.is_(None))
-    )
-    connected = running and state is not None and state.stream_state == "connected"
-    stream = StreamStatus(
-        connected=connected,
-        state=state.stream_state if state else None,
-        connected_since_ns=open_since if connected else None,
-        sessions=int(sessions),
-        gaps=tuple(stream_gaps(conn, 0, now_ns)),
-    )
-    return Liveness(daemon=daemon, lnd=lnd, stream=stream)
+    """:func:`lnflow.store.status_read.liveness` on a SQLAlchemy connection."""
+    return status_read.liveness(_driver(conn), now_ns)
 
 
 def status_report(conn: Connection, now_ns: int) -> StatusReport:
-    """:func:`liveness` plus row counts, read from ``row_counts`` (kept as rows are
-    written): a few rows whatever the store holds."""
-    live = liveness(conn, now_ns)
-    counts = {kind.label: 0 for kind in EventKind if kind is not EventKind.UNKNOWN}
-    attempts = {outcome.label: 0 for outcome in Outcome}
-    n_forwards = 0
-    r = row_counts
-    for table, value, n in conn.execute(select(r.c.table_name, r.c.value, r.c.n)):
-        if not n:
-            continue
-        if table == "htlc_events":
-            try:
-                label = EventKind(value).label
-            except ValueError:
-                label = EventKind.UNKNOWN.label
-            counts[label] = counts.get(label, 0) + int(n)
-        elif table == "forward_attempts":
-            attempts[Outcome(value).label] += int(n)
-        elif table == "forwards":
-            n_forwards += int(n)
-    n_channels, n_open = conn.execute(
-        select(func.count(), func.count().filter(channels.c.closed_ns.is_(None)))
-    ).one()
-    return StatusReport(
-        daemon=live.daemon,
-        lnd=live.lnd,
-        stream=live.stream,
-        htlc_events=counts,
-        attempts=attempts,
-        forwards=int(n_forwards),
-        channels=int(n_channels),
-        open_channels=int(n_open or 0),
-    )
+    """:func:`lnflow.store.status_read.status_report` on a SQLAlchemy connection."""
+    return status_read.status_report(_driver(conn), now_ns)
+
+
+def _driver(conn: Connection) -> sqlite3.Connection:
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    return raw
