@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 __all__ = ["default_db_path", "resolve_db_path"]
@@ -25,6 +24,8 @@ def resolve_db_path(flag: str | None, config_file: Path | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     if config_file is not None:
+        import tomllib  # only with a config file: a --db flag needs no TOML parser
+
         from lnflow.errors import ConfigError
 
         try:
