@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lnflow.kinds import EventKind, Outcome
 
@@ -31,8 +31,7 @@ __all__ = [
 _HEARTBEAT_GRACE = 3
 
 
-@dataclass(frozen=True, slots=True)
-class DaemonStatus:
+class DaemonStatus(NamedTuple):
     running: bool
     pid: int | None
     started_ns: int | None
@@ -42,24 +41,21 @@ class DaemonStatus:
     last_error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class LndStatus:
+class LndStatus(NamedTuple):
     alias: str | None
     version: str | None
     network: str | None
     pubkey: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Gap:
+class Gap(NamedTuple):
     """A span in which no HTLC stream was connected: failures then went unseen."""
 
     from_ns: int
     to_ns: int | None  # None: still disconnected
 
 
-@dataclass(frozen=True, slots=True)
-class StreamStatus:
+class StreamStatus(NamedTuple):
     connected: bool
     state: str | None
     connected_since_ns: int | None
@@ -67,8 +63,7 @@ class StreamStatus:
     gaps: tuple[Gap, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class StatusReport:
+class StatusReport(NamedTuple):
     daemon: DaemonStatus
     lnd: LndStatus
     stream: StreamStatus
@@ -79,8 +74,7 @@ class StatusReport:
     open_channels: int
 
 
-@dataclass(frozen=True, slots=True)
-class Liveness:
+class Liveness(NamedTuple):
     daemon: DaemonStatus
     lnd: LndStatus
     stream: StreamStatus
