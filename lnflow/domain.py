@@ -22,6 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+# the two enums the store counts by live in lnflow.kinds (standard library only, for
+# lnflowctl status); they are part of this vocabulary
+from lnflow.kinds import EventKind, Outcome
+
 __all__ = [
     "FAILURE_CLASS_NAMES",
     "MSAT_PER_SAT",
@@ -155,21 +159,6 @@ def parse_scid(text: str) -> int:
 # --------------------------------------------------------------------------- enums
 
 
-class EventKind(enum.IntEnum):
-    """Which variant of lnd's ``HtlcEvent`` oneof an event carried."""
-
-    UNKNOWN = 0  # a variant newer than this code (kept, never dropped)
-    FORWARD = 1
-    FORWARD_FAIL = 2
-    SETTLE = 3
-    LINK_FAIL = 4
-    FINAL = 5
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
 class EventType(enum.IntEnum):
     """lnd's ``HtlcEvent.EventType``; stored as a plain int (unknown numbers kept)."""
 
@@ -292,21 +281,6 @@ class FailureClass(enum.IntEnum):
 
 #: the labels in class order (the store's column prefixes)
 FAILURE_CLASS_NAMES = tuple(c.label for c in FailureClass)
-
-
-class Outcome(enum.IntEnum):
-    """How a forward attempt ended (:mod:`lnflow.attempts`); stored as the number."""
-
-    PENDING = 0
-    SETTLED = 1
-    FAILED_LOCAL = 2
-    FAILED_DOWNSTREAM = 3
-    UNRESOLVED = 4
-    REJECTED_LOCAL = 5  # failed back before forwarding, no reason: an HTLC interceptor
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
 
 
 class StreamState(enum.StrEnum):

@@ -7,7 +7,9 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -43,6 +45,8 @@ from lnflow.domain import (
     WireFailure,
     format_scid,
 )
+from lnflow.kinds import Outcome
+from lnflow.store import db
 from lnflow.store.db import open_engine
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
@@ -841,6 +845,57 @@ def test_opportunities_reads_without_sqlalchemy(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_status_reads_kept_counts_without_sqlalchemy(store: Store) -> None:
+    """status reads the counts kept as rows are written (no scan of the event tables),
+    through sqlite3 alone: its time stays flat as the store grows."""
+    script = textwrap.dedent(
+        f"""
+        import contextlib, io, json, sys
+        from lnflow.cli.ctl import main
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["--db", {str(store.path)!r}, "status", "--json"])
+        assert code == 0, code
+        assert "sqlalchemy" not in sys.modules
+        assert "lnflow.analysis" not in sys.modules
+        print(out.getvalue())
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    counts = json.loads(out.stdout)["counts"]
+    with sqlite3.connect(store.path) as conn:
+        kinds = dict(conn.execute("SELECT kind, count(*) FROM htlc_events GROUP BY kind"))
+        outcomes = dict(
+            conn.execute("SELECT outcome, count(*) FROM forward_attempts GROUP BY outcome")
+        )
+        (ledger,) = conn.execute("SELECT count(*) FROM forwards").fetchone()
+    assert counts["htlc_events"] == {
+        kind.label: kinds.get(int(kind), 0) for kind in EventKind if kind is not EventKind.UNKNOWN
+    }
+    assert counts["attempts"] == {o.label: outcomes.get(int(o), 0) for o in Outcome}
+    assert counts["forwards"] == ledger == 2
+    assert counts["htlc_events"]["link_fail"] == 9
+
+
+def test_status_of_a_store_from_before_kept_counts_counts_its_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store lnflowd has not upgraded yet (0017) still shows exact counts."""
+    built = build_store(tmp_path / "s.db")
+    code, want, _ = run(capsys, "--db", str(built.path), "status", "--json")
+    assert code == 0
+    engine = open_engine(built.path)
+    db.downgrade(engine, "0017")
+    engine.dispose()
+    code, got, err = run(capsys, "--db", str(built.path), "status", "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(got)["counts"] == json.loads(want)["counts"]
+
+
+@pytest.mark.e2e
 def test_no_command_imports_grpc(store: Store, tmp_path: Path) -> None:
     saved = tmp_path / "saved.json"
     db = str(store.path)
@@ -900,3 +955,26 @@ def test_a_report_saved_before_node_raw_totals_reads_back() -> None:
     del doc["node"]["missed_raw_msat"]
     report = report_from_doc(json.loads(json.dumps(doc)))
     assert (report.node_missed_msat, report.node_missed_raw_msat) == (3_000_000, 3_000_000)
+
+
+@pytest.mark.parametrize("state_dir", [None, "/srv/lnflow-state"])
+@pytest.mark.parametrize(
+    "argv",
+    [["status"], ["--db", "~/x.db", "status"], ["--db", "/a/b.db", "opportunities"], ["alerts"]],
+)
+def test_without_a_config_the_store_is_the_one_the_settings_loader_names(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], state_dir: str | None
+) -> None:
+    """status skips pydantic when nothing is to be layered: it must land on the same store."""
+    from lnflow.cli import ctl
+    from lnflow.cli.commands import ctl_settings
+
+    for name in list(os.environ):
+        if name.upper().startswith("LNFLOW_"):
+            monkeypatch.delenv(name)
+    if state_dir is None:
+        monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    else:
+        monkeypatch.setenv("STATE_DIRECTORY", state_dir)
+    args = ctl._parser().parse_args(argv)
+    assert ctl._store_path(args) == ctl_settings(args).store.path

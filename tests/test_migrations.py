@@ -543,3 +543,66 @@ def test_0017_adds_the_policy_history_and_drops_it_again(tmp_path: Path) -> None
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM policy_changes").fetchone() == (0,)
     engine.dispose()
+
+
+def test_0018_counts_the_rows_already_stored_and_keeps_counting(tmp_path: Path) -> None:
+    """Upgrading a filled 0017 store counts its rows; the triggers then follow the
+    attempts' outcomes, the ledger and deletes; downgrading drops table and triggers."""
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0017")
+    event = (
+        "INSERT INTO htlc_events (node_id, session_id, timestamp_ns, kind, event_type,"
+        " incoming_chan_ref, incoming_htlc_id, outgoing_chan_ref, outgoing_htlc_id)"
+        " VALUES (1, 1, ?, ?, 7, 1, ?, 2, ?)"
+    )
+    attempt = (
+        "INSERT INTO forward_attempts (node_id, incoming_chan_ref, incoming_htlc_id,"
+        " outgoing_chan_ref, outgoing_htlc_id, first_seen_ns, outcome, missed_fee_msat)"
+        " VALUES (1, 1, ?, 2, ?, 5, ?, 0)"
+    )
+    forward = (
+        "INSERT INTO forwards (node_id, timestamp_ns, chan_id_in, chan_id_out, amt_in_msat,"
+        " amt_out_msat, fee_msat) VALUES (1, ?, 1, 2, 1001, 1000, 1)"
+    )
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO nodes VALUES (1, 'a', '', '', 0)")
+        conn.executemany(event, [(i, 1 + i % 3, i, i) for i in range(7)])
+        conn.executemany(attempt, [(i, i, i % 2) for i in range(5)])
+        conn.executemany(forward, [(i,) for i in range(4)])
+    db.upgrade(engine, path, "0018")
+
+    def counts() -> dict[tuple[str, int], int]:
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT table_name, value, n FROM row_counts WHERE n != 0")
+            return {(t, v): n for t, v, n in rows}
+
+    assert counts() == {
+        ("htlc_events", 1): 3,
+        ("htlc_events", 2): 2,
+        ("htlc_events", 3): 2,
+        ("forward_attempts", 0): 3,
+        ("forward_attempts", 1): 2,
+        ("forwards", 0): 4,
+    }
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE forward_attempts SET outcome = 2 WHERE incoming_htlc_id < 2")
+        conn.execute("UPDATE forward_attempts SET outcome = 1, resolved_ns = 9")  # 2 unchanged
+        conn.execute("DELETE FROM forward_attempts WHERE incoming_htlc_id = 4")
+        conn.execute("DELETE FROM htlc_events WHERE kind = 2")
+        conn.execute(forward, (10,))
+        conn.execute("DELETE FROM forwards WHERE timestamp_ns = 0")
+    assert counts() == {
+        ("htlc_events", 1): 3,
+        ("htlc_events", 3): 2,
+        ("forward_attempts", 1): 4,
+        ("forwards", 0): 4,
+    }
+    db.downgrade(engine, "0017")
+    with sqlite3.connect(path) as conn:
+        names = set(conn.execute("SELECT name FROM sqlite_master").fetchall())
+        assert not {n for (n,) in names if n.startswith("row_counts")}
+        conn.execute("DELETE FROM forward_attempts")  # no trigger left to fire
+    db.upgrade(engine, path)
+    assert counts() == {("htlc_events", 1): 3, ("htlc_events", 3): 2, ("forwards", 0): 4}
+    engine.dispose()

@@ -7,10 +7,18 @@ from pathlib import Path
 
 from daemonproc import EVENTS_SCID
 
-from lnflow.domain import EventKind, EventType, HtlcEvent, NodeInfo, from_signed64
+from lnflow.domain import (
+    EventKind,
+    EventType,
+    ForwardRecord,
+    HtlcEvent,
+    NodeInfo,
+    from_signed64,
+)
 from lnflow.store.db import open_engine, open_readonly_engine
 from lnflow.store.ingest import Ingestor
 from lnflow.store.queries import status_report
+from lnflow.store.retention import RETAINED, Pruner
 from lnflow.store.writer import StoreWriter
 
 S = 1_000_000_000
@@ -130,3 +138,71 @@ def test_reader_sees_committed_batches_while_the_writer_writes(tmp_path: Path) -
     reader.dispose()
     assert seen == sorted(seen)  # never goes backwards
     assert all(n % 100 == 0 for n in seen)  # never half a batch
+
+
+def _scanned_counts(path: Path) -> tuple[dict[int, int], dict[int, int], int]:
+    """What the kept counts must equal: the event tables counted row by row."""
+    with sqlite3.connect(path) as conn:
+        kinds = dict(conn.execute("SELECT kind, count(*) FROM htlc_events GROUP BY kind"))
+        outcomes = dict(
+            conn.execute("SELECT outcome, count(*) FROM forward_attempts GROUP BY outcome")
+        )
+        (ledger,) = conn.execute("SELECT count(*) FROM forwards").fetchone()
+    return kinds, outcomes, ledger
+
+
+def _kept_counts(path: Path) -> tuple[dict[int, int], dict[int, int], int]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT table_name, value, n FROM row_counts WHERE n != 0").fetchall()
+    kinds = {v: n for t, v, n in rows if t == "htlc_events"}
+    outcomes = {v: n for t, v, n in rows if t == "forward_attempts"}
+    return kinds, outcomes, sum(n for t, _, n in rows if t == "forwards")
+
+
+def test_kept_counts_follow_replays_outcomes_the_ledger_and_pruning(tmp_path: Path) -> None:
+    """Status reads counts kept as rows are written: they equal a scan after replays,
+    attempts changing outcome, restarts expiring pending attempts, ledger syncs and
+    retention deleting events, attempts (by trigger) and nothing of the ledger."""
+    store, node_id, session, path = _writer(tmp_path)
+    t0 = 1_700_000_000 * S
+    fwd = [_forward(i) for i in range(20)]
+    assert store.insert_events(session, fwd) == 20
+    assert store.insert_events(session, fwd[10:]) == 0  # replayed: counted once
+    settles = [
+        HtlcEvent(
+            timestamp_ns=t0 + i,
+            kind=EventKind.SETTLE,
+            event_type=int(EventType.FORWARD),
+            incoming_channel_id=123,
+            incoming_htlc_id=i,
+            outgoing_channel_id=ALIAS_SCID,
+            outgoing_htlc_id=i,
+        )
+        for i in range(8)
+    ]
+    assert store.insert_events(session, settles) == 8
+    assert _kept_counts(path) == _scanned_counts(path)
+    # a restart: what a previous run left pending can no longer be paired
+    assert store.new_ingestor().expire_stale_attempts(t0) > 0
+    store.writer.insert_forwards(
+        node_id,
+        [ForwardRecord(t0 + i, 123, ALIAS_SCID, 1_001_000, 1_000_000, 1_000) for i in range(5)],
+    )
+    kinds, outcomes, ledger = _kept_counts(path)
+    assert (kinds, outcomes, ledger) == _scanned_counts(path)
+    assert sum(kinds.values()) == 28 and sum(outcomes.values()) == 20 and ledger == 5
+    # everything so far was recorded 40 days ago; retention drops it, the ledger stays
+    now = time.time_ns()
+    pruner = Pruner(store.engine, dict.fromkeys({spec.setting for spec in RETAINED}, 30))
+    assert pruner.mark(now - 40 * 86_400 * S)
+    assert store.insert_events(session, [_forward(100 + i) for i in range(3)]) == 3
+    report = pruner.prune(now, batch_rows=7, max_batches=100)
+    assert report.expired.get("htlc_events") == 28
+    assert _kept_counts(path) == _scanned_counts(path) == ({1: 3}, {0: 3}, 5)
+    engine = open_readonly_engine(path)
+    with engine.connect() as conn:
+        rep = status_report(conn, now)
+    engine.dispose()
+    assert rep.htlc_events["forward"] == 3 and sum(rep.htlc_events.values()) == 3
+    assert rep.attempts["pending"] == 3 and sum(rep.attempts.values()) == 3
+    assert rep.forwards == 5

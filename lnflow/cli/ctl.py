@@ -22,8 +22,8 @@ from lnflow.errors import LnflowError, StoreError
 from lnflow.limits import ANALYSIS_RANGES, MAX_SATS
 from lnflow.text import printable
 
-from .render import ago as _ago
-from .render import iso
+from .timefmt import ago as _ago
+from .timefmt import iso
 
 __all__ = ["iso", "main"]
 
@@ -32,20 +32,19 @@ __all__ = ["iso", "main"]
 
 
 def _status(args: argparse.Namespace, db_path: Path) -> int:
-    from lnflow.store.db import open_readonly_engine, wal_bytes
-    from lnflow.store.queries import status_report
+    from lnflow.store.readonly import open_readonly
+    from lnflow.store.status_read import status_report
 
-    engine = open_readonly_engine(db_path)
+    db = open_readonly(db_path)
     now = time.time_ns()
     try:
-        with engine.connect() as conn:
-            rep = status_report(conn, now)
+        rep = status_report(db, now)
     finally:
-        engine.dispose()
+        db.close()
     stale = not rep.daemon.running and rep.daemon.stopped_ns is None and rep.daemon.pid is not None
     # a silent daemon whose process lives: it cannot write the store (disk full, ...)
     alive = _process_alive(rep.daemon.pid) if stale and rep.daemon.pid is not None else None
-    size = {"store_bytes": db_path.stat().st_size, "wal_bytes": wal_bytes(db_path)}
+    size = {"store_bytes": db_path.stat().st_size, "wal_bytes": _wal_bytes(db_path)}
     doc: dict[str, Any] = {
         "store": str(db_path),
         "daemon": {
@@ -176,6 +175,14 @@ def _process_alive(pid: int) -> bool | None:
     except OSError:
         return True  # hidden (ProtectProc) or not Linux: trust the pid
     return b"lnflowd" in cmdline  # the pid may have been reused by another program
+
+
+def _wal_bytes(path: Path) -> int:
+    """Size of the store's WAL file (0 when there is none)."""
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size
+    except OSError:
+        return 0
 
 
 def _mib(n: int) -> str:
@@ -473,12 +480,29 @@ def _command(name: str) -> Callable[[argparse.Namespace, Path], int]:
     return fn
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _store_path(args: argparse.Namespace) -> Path:
+    """The store to read: lnflowd's settings loader decides it (file < LNFLOW_* < --db).
+
+    With no --config file and no ``LNFLOW_*`` variable there is nothing to layer or
+    check: the loader would return --db or the default path, so that is read directly,
+    without importing pydantic (~0.2-0.4 s of start-up that `status` cannot afford).
+    Flags that are thresholds are checked by the loader when the command reads them.
+    """
+    if getattr(args, "config", None) is None and not any(
+        name.upper().startswith("LNFLOW_") for name in os.environ
+    ):
+        from lnflow.paths import default_db_path
+
+        return Path(args.db).expanduser() if args.db else default_db_path()
     from .commands import ctl_settings
 
+    return ctl_settings(args).store.path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
-        db_path = ctl_settings(args).store.path
+        db_path = _store_path(args)
         return _command(args.command)(args, db_path)
     except LnflowError as exc:
         print(f"lnflowctl: error: {printable(str(exc))}", file=sys.stderr)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 
 from lnflow.analysis.model import Action, AnalysisReport, Gap, Opportunity, RebalanceMove
 from lnflow.domain import NS_PER_S, FailureClass, format_scid, sats_text
 from lnflow.text import printable
+
+from .timefmt import ago, duration, iso
 
 __all__ = [
     "ACTION_TITLES",
@@ -38,32 +39,6 @@ ACTION_TITLES: dict[Action, str] = {
 CLASS_ABBREV: dict[str, str] = {cls.label: cls.abbrev for cls in FailureClass}
 
 _PEER_WIDTH = 20
-
-
-def iso(ts_ns: int | None) -> str | None:
-    """ISO-8601 UTC with a Z, second precision; None stays None."""
-    if ts_ns is None:
-        return None
-    dt = datetime.fromtimestamp(ts_ns // NS_PER_S, tz=UTC)
-    return dt.isoformat().replace("+00:00", "Z")
-
-
-def duration(ns: int) -> str:
-    """A span as ``45 s``, ``12 min``, ``3.5 h`` or ``2.0 d``."""
-    secs = max(0, ns) // NS_PER_S
-    if secs < 120:
-        return f"{secs} s"
-    if secs < 7200:
-        return f"{secs // 60} min"
-    if secs < 172_800:
-        return f"{secs / 3600:.1f} h"
-    return f"{secs / 86_400:.1f} d"
-
-
-def ago(ts_ns: int | None, now_ns: int) -> str:
-    if ts_ns is None:
-        return "never"
-    return f"{duration(now_ns - ts_ns)} ago"
 
 
 def msat_as_sats(msat: int, decimals: int = 2) -> str:

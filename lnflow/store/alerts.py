@@ -7,13 +7,16 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, select
 
 from lnflow.alerts import Alert, AlertKind, Phase
+from lnflow.store import status_read
 from lnflow.store.schema import alert_deliveries, alerts
+from lnflow.store.status_read import Delivery  # read by lnflowctl status without SQLAlchemy
 
 __all__ = [
     "AlertLog",
@@ -25,15 +28,6 @@ __all__ = [
 ]
 
 _DAY_NS = 86_400 * 1_000_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    target: str
-    done_ns: int
-    ok: bool
-    attempts: int
-    error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,18 +139,10 @@ def alerts_since(conn: Connection, since_ns: int, limit: int = 10_000) -> list[A
 
 
 def last_deliveries(conn: Connection) -> dict[str, Delivery]:
-    """Each target's latest delivery, by target name."""
-    newest = (
-        select(func.max(alert_deliveries.c.id))
-        .group_by(alert_deliveries.c.target)
-        .scalar_subquery()
-    )
-    rows = conn.execute(
-        select(alert_deliveries)
-        .where(alert_deliveries.c.id.in_(newest))
-        .order_by(alert_deliveries.c.target)
-    )
-    return {r.target: _delivery(r) for r in rows}
+    """Each target's latest delivery, by target name (the status reader's query)."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    return status_read.last_deliveries(raw)
 
 
 def open_conditions(conn: Connection, node_id: int) -> set[tuple[AlertKind, str]]:

@@ -60,6 +60,7 @@ from lnflow.store.schema import (
     failure_rollups_hourly,
     forward_attempts,
     htlc_events,
+    row_counts,
 )
 from lnflow.store.writer import NS_PER_HOUR
 
@@ -125,6 +126,7 @@ class Ingestor:
             failure_rollups_hourly,
             ("failures", "clusters", "missed_raw_msat", "missed_dedup_msat"),
         )
+        self._add_row_counts = upsert_adding(engine, row_counts, ("n",))
         self._add_per_channel = ChannelRollupUpserts(
             engine,
             failure_channel_upsert,
@@ -241,6 +243,9 @@ class Ingestor:
         node_id = self._node_id
         with self._engine.begin() as conn:
             new_events = self._store_events(conn, session_id, events)
+            events_by_type = Counter(map(_KIND_TYPE, new_events))
+            if events_by_type:
+                self._count_events(conn, events_by_type)
             changed: dict[tuple[int, int], Attempt] = {}
             cluster_of: dict[tuple[int, int], int] = {}
             clusters: dict[int, dict[str, Any]] = {}
@@ -328,10 +333,20 @@ class Ingestor:
                 new_events=len(new_events),
                 attempts_changed=len(changed),
                 local_failures=len(cluster_of),
-                events_by_type=Counter(map(_KIND_TYPE, new_events)),
+                events_by_type=events_by_type,
                 failure_rollup=rollup,
                 newest_event_ns=max(map(_TIMESTAMP, events), default=0),
             )
+
+    def _count_events(self, conn: Connection, by_type: Counter[tuple[int, int]]) -> None:
+        """Add the batch's new events to ``row_counts`` (their deletes count by trigger)."""
+        by_kind: Counter[int] = Counter()
+        for (kind, _), n in by_type.items():
+            by_kind[int(kind)] += n
+        conn.execute(
+            self._add_row_counts,
+            [{"table_name": "htlc_events", "value": k, "n": n} for k, n in by_kind.items()],
+        )
 
     def _undecided(self, conn: Connection, attempts: list[Attempt]) -> list[Attempt]:
         """The attempts the store holds no decided outcome for (few: malformed onions)."""

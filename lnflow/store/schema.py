@@ -59,6 +59,7 @@ __all__ = [
     "policy_changes",
     "rebalance_moves",
     "recording_marks",
+    "row_counts",
     "run_gaps",
     "stream_sessions",
 ]
@@ -714,4 +715,23 @@ policy_changes = Table(
     Column("verdict", Text),  # the revert verdict's reason
     Index("ix_policy_changes_node_id", "node_id", "chan_id", "created_ns"),
     Index("ix_policy_changes_run_id", "run_id"),
+)
+
+# --------------------------------------------------------------------------- 0018
+
+# Row counts kept where the rows are written, so `lnflowctl status` reads a few rows
+# instead of counting the event tables: ``table_name`` is htlc_events (``value`` = kind),
+# forward_attempts (``value`` = outcome) or forwards (``value`` = 0). The ingest adds the
+# events a batch stored in the batch's transaction (the hot path: one statement per kind,
+# not a trigger per row; whoever else inserts into htlc_events must add them too);
+# triggers of migration 0018 count everything else as SQLite writes it: the attempts'
+# inserts, outcome changes and deletes, the ledger's inserts and deletes, the events'
+# deletes (retention). A failed transaction takes its counts back with its rows.
+row_counts = Table(
+    "row_counts",
+    metadata,
+    Column("table_name", String, primary_key=True),
+    Column("value", Integer, primary_key=True, autoincrement=False),
+    Column("n", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
