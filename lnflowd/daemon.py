@@ -19,7 +19,6 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, event
 
-from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.config import Settings, analysis_settings
 from lnflow.domain import LndVersion, NodeInfo
 from lnflow.errors import ConfigError, LnflowError, NodeUnreachableError, StoreWriteError
@@ -35,9 +34,9 @@ from lnflow.recording import (
     guarded,
     sleep_or_stop,
 )
-from lnflow.store.analysis_queries import analyze_window
 from lnflow.store.db import WAL_SIZE_LIMIT, open_engine
 from lnflow.store.ingest import Ingestor
+from lnflow.store.read import analyze_store
 from lnflow.store.retention import Pruner, PruneReport
 from lnflow.store.snapshots import SnapshotWriter
 from lnflow.store.writer import StoreWriter
@@ -67,15 +66,6 @@ def credentials_from(settings: Settings) -> LndCredentials:
         tlscertpath=lnd.tlscertpath or None,
         macaroonpath=lnd.macaroonpath or None,
     )
-
-
-def _analyze_store(
-    engine: Engine, node_id: int, *, until_ns: int, hours: int, settings: AnalysisSettings
-) -> AnalysisReport:
-    """Read the window and analyse it on one read connection (kept open for the lazy
-    failure details). Blocking: runs in a worker thread, never on the store thread."""
-    with engine.connect() as conn:
-        return analyze_window(conn, node_id, until_ns=until_ns, hours=hours, settings=settings)
 
 
 _P = ParamSpec("_P")
@@ -459,7 +449,7 @@ class Daemon:
         started = time.perf_counter()
         try:
             report = await asyncio.to_thread(
-                _analyze_store,
+                analyze_store,
                 engine,
                 node_id,
                 until_ns=now_ns,

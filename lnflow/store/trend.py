@@ -25,7 +25,7 @@ from sqlalchemy import Connection, exists, func, or_, select
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.domain import to_signed64
-from lnflow.store.analysis_queries import failure_class_of
+from lnflow.store.read import failure_class_of
 from lnflow.store.schema import (
     channel_refs,
     channel_samples,
