@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gc
 import random
 import re
 from collections import Counter
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from daemonproc import ATTEMPTS_SCID, link_fail
-from sqlalchemy import Engine, event, insert, select
+from sqlalchemy import Engine, bindparam, event, insert, select
 
 import lnflow.store.read.details as read_details
 from lnflow.analysis import decide, plan
@@ -61,6 +62,7 @@ from lnflow.store.read import (
     load_summary,
     node_id_of,
 )
+from lnflow.store.read.speed import collector_paused, rows
 from lnflow.store.schema import channel_aliases, channels, failure_clusters, forwards
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
 
@@ -1219,3 +1221,39 @@ def test_bad_analysis_value_is_one_line_naming_the_key(tmp_path: Path, text: str
     path.write_text(f"[analysis]\n{text}\n")
     with pytest.raises(ConfigError, match=f"bad value for '{key}'"):
         load_settings(path)
+
+
+def test_collector_pause_nests_and_keeps_a_collector_that_was_off() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still runs
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("an analysis that fails")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()
+
+
+def test_compiled_once_statements_answer_as_executed_ones(store: Store) -> None:
+    fill(store)
+    statement = (
+        select(channels.c.chan_id, channels.c.peer_alias.label("alias"))
+        .where(channels.c.node_id == bindparam("node"))
+        .order_by(channels.c.chan_id)
+        .limit(3)
+    )
+    with store.engine.connect() as conn:
+        expected = conn.execute(statement, {"node": store.node_id}).all()
+        for _ in range(2):  # compiled the first time, reused the second
+            found = rows(conn, statement, {"node": store.node_id})
+            assert found == expected
+            assert [row.alias for row in found] == [row.alias for row in expected]
+        assert rows(conn, statement, {"node": store.node_id + 1}) == []

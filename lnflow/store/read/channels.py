@@ -21,6 +21,7 @@ from sqlalchemy import (
 
 from lnflow.analysis.model import ChannelState
 from lnflow.domain import from_signed64
+from lnflow.store.read.speed import rows
 from lnflow.store.schema import channel_samples, channels
 
 __all__ = ["channel_states", "has_policy", "sample_of"]
@@ -123,10 +124,10 @@ def channel_states(
     channel is below it (or it has no sample in the window), and it stays None.
     """
     params = {"node": node_id, "since": since_ns, "until": until_ns}
-    rows = conn.execute(_CHANNELS, params).all()
+    sampled = rows(conn, _CHANNELS, params)
     full = [
         row.chan_id
-        for row in rows
+        for row in sampled
         if row.first_id is not None  # the latest sample is in the window
         and row.local_balance_sat + row.remote_balance_sat > 0
         and row.local_balance_sat / (row.local_balance_sat + row.remote_balance_sat)
@@ -134,10 +135,10 @@ def channel_states(
     ]
     lowest: dict[int, float] = {}
     if full:
-        ratios = conn.execute(_MIN_LOCAL_RATIO, params | {"chans": full})
+        ratios = conn.execute(_MIN_LOCAL_RATIO, params | {"chans": full}).all()
         lowest = {row.chan_id: float(row.lowest) for row in ratios}
     result: dict[int, ChannelState] = {}
-    for row in rows:
+    for row in sampled:
         uptime_ratio = None
         if row.first_id is not None:  # the latest sample is in the window too
             lifetime = row.lifetime_s - row.first_lifetime_s

@@ -32,6 +32,7 @@ from lnflow.analysis.model import AmountRequest, DetailFacts, DetailRequest, Fee
 from lnflow.analysis.ranks import nearest_rank, percentiles_of
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.read.channels import has_policy, sample_of
+from lnflow.store.read.speed import rows
 from lnflow.store.read.sql import FAILED_LOCAL, ref_of, unindexed
 from lnflow.store.rollups import NS_PER_HOUR
 from lnflow.store.schema import channel_refs, channel_samples, channels, forward_attempts
@@ -189,15 +190,15 @@ class _Reader:
     def counts(self, cls: FailureClass, chan_ids: Sequence[int]) -> dict[int, int]:
         """How many known amounts each channel's failures of the class have (no aliases)."""
         ids = self.ids_of(chan_ids)
-        rows = self.conn.execute(_COUNTS, self._params(cls, ids))
-        found = {ids[row.out]: int(row.amounts) for row in rows}
+        counted = self.conn.execute(_COUNTS, self._params(cls, ids)).all()
+        found = {ids[row.out]: int(row.amounts) for row in counted}
         return {chan: found.get(chan, 0) for chan in chan_ids}
 
     def amounts(self, cls: FailureClass, chan_ids: Sequence[int]) -> dict[int, list[int]]:
         """Each channel's known amounts of the class (its other ids' included), sorted."""
         ids = self.ids_of(chan_ids)
         result: dict[int, list[int]] = {chan: [] for chan in chan_ids}
-        for row in self.conn.execute(_AMOUNTS, self._params(cls, ids)):
+        for row in self.conn.execute(_AMOUNTS, self._params(cls, ids)).all():
             result[ids[row.out]].extend(json.loads(f"[{row.amounts}]"))
         for values in result.values():
             values.sort()
@@ -212,9 +213,9 @@ class _Reader:
         for p in percents if count else ():
             k = nearest_rank(count, p)
             if k <= count - k + 1:
-                value = self.conn.execute(_RANK_ASC, params | {"skip": k - 1}).scalar_one()
+                (value,) = rows(self.conn, _RANK_ASC, params | {"skip": k - 1})[0]
             else:
-                value = self.conn.execute(_RANK_DESC, params | {"skip": count - k}).scalar_one()
+                (value,) = rows(self.conn, _RANK_DESC, params | {"skip": count - k})[0]
             result[p] = int(value)
         return result
 
@@ -222,7 +223,7 @@ class _Reader:
         """(missed fee, amount, incoming channel) of each channel's fee failures."""
         ids = self.ids_of(chan_ids)
         found: dict[int, list[tuple[int, int, int]]] = {chan: [] for chan in chan_ids}
-        for row in self.conn.execute(_OFFERS, self._params(FailureClass.FEE, ids)):
+        for row in self.conn.execute(_OFFERS, self._params(FailureClass.FEE, ids)).all():
             offer = (
                 int(row.missed_fee_msat),
                 int(row.outgoing_amt_msat),
@@ -244,7 +245,7 @@ class _Reader:
         # the sample before
         points: dict[int, list[FeePoint]] = {chan: [] for chan in chan_ids}
         last: dict[int, tuple[int, int]] = {}
-        for row in self.conn.execute(_FEE_SAMPLES, params):
+        for row in self.conn.execute(_FEE_SAMPLES, params).all():
             if row.ts_ns is None:
                 continue
             chan = from_signed64(row.chan_id)

@@ -40,6 +40,7 @@ from sqlalchemy import (
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import INCOMING_CAP, ChannelFailures, ClassStats
 from lnflow.domain import from_signed64
+from lnflow.store.read.speed import rows
 from lnflow.store.read.sql import FAILED_LOCAL, REJECTED_LOCAL, number, unindexed
 from lnflow.store.read.window import Span
 from lnflow.store.rollups import CLASS_COLUMNS, NS_PER_HOUR
@@ -392,14 +393,14 @@ def _add_raw_failures(conn: Connection, params: Mapping[str, int], tallies: _Tal
     the growth of each cluster's largest fee within the range. Summed in SQL to a few
     rows per channel: the range may hold a million failures.
     """
-    for row in conn.execute(_RAW_FAILURES, params):
+    for row in rows(conn, _RAW_FAILURES, params):
         tally = tallies.of(row.out, row.first_ns, row.last_ns)
         tally.add_class(failure_class_of(row.failure_class), row.failures, row.missed_msat)
         tally.incoming.add(row.incoming)
         # each failure without a cluster stands alone
         tally.clusters += row.lone
         tally.dedup_msat += row.lone_msat
-    for row in conn.execute(_RAW_CLUSTERS, params):
+    for row in rows(conn, _RAW_CLUSTERS, params):
         tally = tallies[row.out]
         tally.clusters += row.clusters
         tally.dedup_msat += row.dedup_msat
@@ -424,12 +425,12 @@ def window_failures(conn: Connection, node_id: int, window: Span) -> WindowFailu
     tallies = _Tallies()
     if window.has_rollups:
         params = {"node": node_id} | window.range_params()
-        _add_rollup_rows(conn.execute(_ROLLUP_FAILURES, params), tallies)
+        _add_rollup_rows(rows(conn, _ROLLUP_FAILURES, params), tallies)
     for lo, hi in window.parts:
         # a channel whose failures of the hour all fall in [lo, hi): its hourly row;
         # any other channel failing in that hour: its raw rows
         params = {"node": node_id, "hour": lo // NS_PER_HOUR, "lo": lo, "hi": hi}
-        _add_rollup_rows(conn.execute(_HOUR_FAILURES, params), tallies)
+        _add_rollup_rows(rows(conn, _HOUR_FAILURES, params), tallies)
         _add_raw_failures(conn, params, tallies)
     by_channel = {
         from_signed64(out): tally.channel_failures(from_signed64(out))

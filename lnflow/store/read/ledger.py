@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Select, Table, bindparam, func, select, union
 
 from lnflow.analysis.model import InboundBaseline
 from lnflow.domain import from_signed64
+from lnflow.store.read.speed import rows
 from lnflow.store.read.window import Span
 from lnflow.store.schema import (
     forward_channel_6h,
@@ -96,15 +97,14 @@ def ledger_window(conn: Connection, node_id: int, span: Span) -> LedgerWindow:
     """The span's settled forwards: rollups for whole periods, the ledger for the parts."""
     totals: dict[int, _ChannelTotals] = {}
     if span.has_rollups:
-        for row in conn.execute(_ROLLUP_FORWARDS, {"node": node_id} | span.range_params()):
+        for row in rows(conn, _ROLLUP_FORWARDS, {"node": node_id} | span.range_params()):
             fees = int(row.fee_in_msat) if row.forwards_in else None
             totals[row.chan_id] = _ChannelTotals(int(row.forwards_out), fees)
     pairs: list[_PairSums] = []
     for lo, hi in span.parts:
-        rows = conn.execute(_LEDGER, {"node": node_id, "lo": lo, "hi": hi})
         pairs.extend(
             _PairSums(row.chan_id_in, row.chan_id_out, int(row.forwards), int(row.fee_msat))
-            for row in rows
+            for row in rows(conn, _LEDGER, {"node": node_id, "lo": lo, "hi": hi})
         )
     return LedgerWindow(totals, pairs)
 

@@ -15,6 +15,7 @@ from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.analysis.steps import decide, plan
 from lnflow.store.channel_ids import alias_map
 from lnflow.store.read.details import fetch_details
+from lnflow.store.read.speed import collector_paused
 from lnflow.store.read.summary import load_summary
 
 __all__ = ["analyze_store"]
@@ -31,11 +32,13 @@ def analyze_store(
 ) -> AnalysisReport:
     """The analysis of the ``hours`` before ``until_ns`` (``generated_ns``: when, by
     default ``until_ns``). Blocking: run it off an event loop."""
-    with engine.connect() as conn:
-        aliases = alias_map(conn, node_id)
-        summary = load_summary(
-            conn, node_id, aliases, until_ns=until_ns, hours=hours, settings=settings
-        )
-        request = plan(summary, settings)
-        facts = fetch_details(conn, node_id, request, aliases)
-    return decide(summary, facts, settings, until_ns if generated_ns is None else generated_ns)
+    now_ns = until_ns if generated_ns is None else generated_ns
+    with collector_paused():  # see .speed
+        with engine.connect() as conn:
+            aliases = alias_map(conn, node_id)
+            summary = load_summary(
+                conn, node_id, aliases, until_ns=until_ns, hours=hours, settings=settings
+            )
+            request = plan(summary, settings)
+            facts = fetch_details(conn, node_id, request, aliases)
+        return decide(summary, facts, settings, now_ns)
