@@ -194,7 +194,7 @@ class Gap:
     """A span in which no HTLC stream was connected: failures then went unseen."""
 
     from_ns: int
-    to_ns: int | None
+    to_ns: int | None  # None: still disconnected
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select
 
+from lnflow.analysis.model import Gap
 from lnflow.attempts import Outcome
 from lnflow.domain import EventKind
 from lnflow.store.schema import (
@@ -52,14 +53,6 @@ class LndStatus:
     version: str | None
     network: str | None
     pubkey: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """A span in which no HTLC stream was connected: failures then went unseen."""
-
-    from_ns: int
-    to_ns: int | None  # None: still disconnected
 
 
 @dataclass(frozen=True, slots=True)

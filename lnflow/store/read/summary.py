@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
-from lnflow.analysis.model import AnalysisSettings, AnalysisSummary, Gap
+from lnflow.analysis.model import AnalysisSettings, AnalysisSummary
 from lnflow.store.channel_ids import fold_counts, fold_failures
 from lnflow.store.queries import observed_ns, stream_gaps
 from lnflow.store.read.channels import channel_states
@@ -63,7 +63,7 @@ def load_summary(
         failures=fold_failures(failures.by_channel, aliases),
         successes=fold_counts(successes_out(forwards), aliases),
         inbound=inbound,
-        gaps=tuple(Gap(g.from_ns, g.to_ns) for g in stream_gaps(conn, since_ns, until_ns)),
+        gaps=tuple(stream_gaps(conn, since_ns, until_ns)),
         observed_ns=observed_ns(conn, node_id, since_ns, until_ns),
         node_failures=failures.failures,
         node_missed_msat=failures.missed_dedup_msat,
