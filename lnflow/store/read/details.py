@@ -223,13 +223,10 @@ class _Reader:
         """(missed fee, amount, incoming channel) of each channel's fee failures."""
         ids = self.ids_of(chan_ids)
         found: dict[int, list[tuple[int, int, int]]] = {chan: [] for chan in chan_ids}
-        for row in self.conn.execute(_OFFERS, self._params(FailureClass.FEE, ids)).all():
-            offer = (
-                int(row.missed_fee_msat),
-                int(row.outgoing_amt_msat),
-                from_signed64(row.incoming),
-            )
-            found[ids[row.out]].append(offer)
+        result = self.conn.execute(_OFFERS, self._params(FailureClass.FEE, ids))
+        # (the columns unpacked by name: a busy channel has thousands of offers)
+        for out, missed_fee_msat, amount_msat, incoming in result.all():
+            found[ids[out]].append((missed_fee_msat, amount_msat, from_signed64(incoming)))
         return {chan: tuple(offers) for chan, offers in found.items()}
 
     def fee_histories(self, chan_ids: Sequence[int]) -> dict[int, tuple[FeePoint, ...]]:
@@ -240,20 +237,25 @@ class _Reader:
             "until": self.request.until_ns,
             "chans": sorted(to_signed64(chan) for chan in chan_ids),
         }
-        # rows in channel, then sample order; one with no sample (None) for a channel that
-        # has none: keep each channel's first sample and those whose policy differs from
-        # the sample before
-        points: dict[int, list[FeePoint]] = {chan: [] for chan in chan_ids}
-        last: dict[int, tuple[int, int]] = {}
-        for row in self.conn.execute(_FEE_SAMPLES, params).all():
-            if row.ts_ns is None:
-                continue
-            chan = from_signed64(row.chan_id)
-            policy = (int(row.fee_base_msat), int(row.fee_rate_ppm))
-            if last.get(chan) != policy:
-                points[chan].append(FeePoint(int(row.ts_ns), *policy))
-                last[chan] = policy
-        return {chan: tuple(history) for chan, history in points.items()}
+        histories: dict[int, tuple[FeePoint, ...]] = {chan: () for chan in chan_ids}
+        # rows in channel, then sample order (~300 a channel for a day), one with no
+        # sample (None) for a channel that has none: keep each channel's first sample
+        # and those whose policy differs from the sample before
+        points: list[FeePoint] = []
+        last_chan = last_policy = None
+        for chan_id, ts_ns, fee_base_msat, fee_rate_ppm in self.conn.execute(
+            _FEE_SAMPLES, params
+        ).all():
+            if chan_id != last_chan:
+                if last_chan is not None:
+                    histories[from_signed64(last_chan)] = tuple(points)
+                points, last_chan, last_policy = [], chan_id, None
+            if ts_ns is not None and (fee_base_msat, fee_rate_ppm) != last_policy:
+                points.append(FeePoint(ts_ns, fee_base_msat, fee_rate_ppm))
+                last_policy = (fee_base_msat, fee_rate_ppm)
+        if last_chan is not None:
+            histories[from_signed64(last_chan)] = tuple(points)
+        return histories
 
 
 def _percentiles(
