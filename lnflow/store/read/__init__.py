@@ -12,6 +12,8 @@ module                 what it reads
 :mod:`.details`        the details a :class:`~lnflow.analysis.model.DetailRequest` names
 :mod:`.service`        :func:`analyze_store`: one connection, summary → plan → fetch →
                        (closed) → decide
+:mod:`.speed`          nothing: the only speed measures (statements compiled once, the
+                       collector paused for one analysis), measured in bench/README.md
 =====================  ===================================================================
 
 Reads only; nothing here writes or reads a clock.
