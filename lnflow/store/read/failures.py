@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import add, itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -64,6 +65,9 @@ _RESOLVE_SLACK_NS = NS_PER_HOUR
 _CLASSES = tuple(FailureClass)
 _FAILURE_COLUMNS = tuple(failures for failures, _ in CLASS_COLUMNS)
 _MISSED_COLUMNS = tuple(missed for _, missed in CLASS_COLUMNS)
+# a rollup row's failures and missed msat of each class, in class order
+_failures_of = itemgetter(*_FAILURE_COLUMNS)
+_missed_of = itemgetter(*_MISSED_COLUMNS)
 
 
 def failure_class_of(number: int) -> FailureClass:
@@ -231,13 +235,12 @@ def _incoming_many(row: Row[Any]) -> bool:
 def _add_rollup_rows(rows: Iterable[Row[Any]], tallies: _Tallies) -> None:
     """Rows of _ROLLUP_FAILURES' shape added to the tallies."""
     for row in rows:
-        values = row._mapping
         tally = tallies.of(row.out, row.first_ns, row.last_ns)
-        # SQLite's sums of integer columns are ints already
-        failures = [values[col] for col in _FAILURE_COLUMNS]
-        missed = [values[col] for col in _MISSED_COLUMNS]
-        tally.class_failures = [a + b for a, b in zip(tally.class_failures, failures, strict=True)]
-        tally.class_missed = [a + b for a, b in zip(tally.class_missed, missed, strict=True)]
+        # SQLite's sums of integer columns are ints already (~1 000 rows a window)
+        failures = _failures_of(row._mapping)
+        missed = _missed_of(row._mapping)
+        tally.class_failures = list(map(add, tally.class_failures, failures))
+        tally.class_missed = list(map(add, tally.class_missed, missed))
         tally.failures += sum(failures)
         tally.raw_msat += sum(missed)
         tally.clusters += row.clusters
