@@ -1,4 +1,5 @@
-"""What an event was and how an attempt ended: the two enums the store counts by.
+"""What an event was, how an attempt ended, and a gap in the stream: the records the
+store counts by and status shows.
 
 Standard library only, so ``lnflowctl status`` can name its counts without importing
 the recording and analysis modules (:mod:`lnflow.domain` and :mod:`lnflow.attempts`
@@ -8,8 +9,9 @@ re-export them).
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
-__all__ = ["EventKind", "Outcome"]
+__all__ = ["EventKind", "Gap", "Outcome"]
 
 
 class EventKind(enum.IntEnum):
@@ -38,3 +40,10 @@ class Outcome(enum.IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+class Gap(NamedTuple):
+    """A span in which no HTLC stream was connected: failures then went unseen."""
+
+    from_ns: int
+    to_ns: int | None  # None: still disconnected

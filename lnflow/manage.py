@@ -29,7 +29,7 @@ __all__ = [
     "ChannelBalance",
     "ChannelDetails",
     "ChannelFeeReport",
-    "ChannelInfo",
+    "ChannelOverview",
     "ChannelPolicies",
     "LndManageClient",
     "ManageError",
@@ -44,7 +44,7 @@ _FORBIDDEN_PREFIX = "/api/payments"
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelInfo:
+class ChannelOverview:
     """``/api/channel/{id}/``: the basic channel facts."""
 
     channel_id: int
@@ -188,9 +188,9 @@ class _Json:
         return ManageError(f"lnd-manageJ {self._where}: unexpected {key} {value!r}")
 
 
-def _channel_info(j: _Json) -> ChannelInfo:
+def _channel_info(j: _Json) -> ChannelOverview:
     status = j.sub("status")
-    return ChannelInfo(
+    return ChannelOverview(
         channel_id=j.chan("channelIdCompact"),
         channel_point=j.str_("channelPoint"),
         remote_pubkey=j.str_("remotePubkey"),
@@ -348,7 +348,7 @@ class LndManageClient:
 
     # -- channels ------------------------------------------------------------------------
 
-    async def get_channel_info(self, chan_id: int | str) -> ChannelInfo:
+    async def get_channel_info(self, chan_id: int | str) -> ChannelOverview:
         # the trailing slash matters: Spring Boot 3 does not match the path without it
         return _channel_info(await self._object(f"/api/channel/{_channel_path(chan_id)}/"))
 

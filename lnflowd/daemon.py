@@ -23,7 +23,6 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine, event
 
-from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.config import Settings, analysis_settings
 from lnflow.domain import DaemonState, LndVersion, NodeInfo, StreamState
 from lnflow.errors import ConfigError, LnflowError, NodeUnreachableError, StoreWriteError
@@ -38,8 +37,8 @@ from lnflow.recording import (
     sleep_or_stop,
 )
 from lnflow.recording.app import Job, Parts, schedule, supervise
-from lnflow.store.analysis_queries import analyze_window
 from lnflow.store.db import WAL_SIZE_LIMIT, open_engine
+from lnflow.store.read import analyze_store
 from lnflow.store.retention import Pruner, PruneReport
 from lnflow.store.snapshots import SnapshotWriter
 from lnflow.store.writer import StoreWriter
@@ -70,15 +69,6 @@ def credentials_from(settings: Settings) -> LndCredentials:
         tlscertpath=lnd.tlscertpath or None,
         macaroonpath=lnd.macaroonpath or None,
     )
-
-
-def _analyze_store(
-    engine: Engine, node_id: int, *, until_ns: int, hours: int, settings: AnalysisSettings
-) -> AnalysisReport:
-    """Read the window and analyse it on one read connection (kept open for the lazy
-    failure details). Blocking: runs in a worker thread, never on the store thread."""
-    with engine.connect() as conn:
-        return analyze_window(conn, node_id, until_ns=until_ns, hours=hours, settings=settings)
 
 
 _P = ParamSpec("_P")
@@ -483,7 +473,7 @@ class Daemon:
         started = time.perf_counter()
         try:
             report = await asyncio.to_thread(
-                _analyze_store,
+                analyze_store,
                 engine,
                 node_id,
                 until_ns=now_ns,

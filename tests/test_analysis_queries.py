@@ -1,4 +1,6 @@
-"""Building the analysis input from a real SQLite store filled the way the daemon fills it."""
+"""The analysis read side (lnflow.store.read) over a real SQLite store filled the way the
+daemon fills it: the window's summary, the failure details a request names, and the
+analysis as lnflowd and lnflowctl run it."""
 
 from __future__ import annotations
 
@@ -9,33 +11,32 @@ import gc
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RealStore
 from daemonproc import ATTEMPTS_SCID, link_fail
-from hypothesis import given
-from hypothesis import settings as hyp_settings
-from hypothesis import strategies as st
-from sqlalchemy import Connection, Engine, event, insert, select
+from sqlalchemy import Engine, bindparam, event, insert, select
 
-import lnflow.store.analysis_queries as analysis_queries
+import lnflow.store.read.details as read_details
+from lnflow.analysis import decide, plan
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
     INCOMING_CAP,
-    AnalysisInput,
+    AmountRequest,
     AnalysisSettings,
+    AnalysisSummary,
     ChannelFailures,
     ChannelState,
     ClassStats,
-    FailureDetails,
+    DetailFacts,
+    DetailRequest,
     FeePoint,
     Gap,
     InboundBaseline,
 )
-from lnflow.analysis.opportunities import analyze, percentile
+from lnflow.analysis.ranks import percentile
 from lnflow.attempts import Outcome
 from lnflow.config import Settings, analysis_settings, load_settings
 from lnflow.domain import (
@@ -50,20 +51,19 @@ from lnflow.domain import (
     to_signed64,
 )
 from lnflow.errors import ConfigError
-from lnflow.store.analysis_queries import (
-    RANK_IN_SQL_FROM_AMOUNTS,
-    RANK_IN_SQL_FROM_HOURS,
-    StoreFailureDetails,
-    _span,
-    analyze_window,
-    collector_paused,
-    load_analysis_input,
-    node_id_of,
-    window_for,
-)
+from lnflow.store.channel_ids import alias_map
 from lnflow.store.db import open_engine
 from lnflow.store.ingest import Ingestor
-from lnflow.store.schema import channels, failure_clusters, forwards
+from lnflow.store.read import (
+    RANK_IN_SQL_FROM_AMOUNTS,
+    RANK_IN_SQL_FROM_HOURS,
+    analyze_store,
+    fetch_details,
+    load_summary,
+    node_id_of,
+)
+from lnflow.store.read.speed import collector_paused, rows
+from lnflow.store.schema import channel_aliases, channels, failure_clusters, forwards
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
 
 S = 1_000_000_000
@@ -136,9 +136,11 @@ class Store:
 
 
 @pytest.fixture
-def store(open_store: Callable[..., RealStore]) -> Store:
-    s = open_store(node=NODE)
-    return Store(s.engine, s.writer, s.node_id)
+def store(tmp_path: Path) -> Iterator[Store]:
+    engine = open_engine(tmp_path / "s.db")
+    writer = StoreWriter(engine)
+    yield Store(engine, writer, writer.upsert_node(NODE, 1))
+    engine.dispose()
 
 
 def make_ingestor(s: Store) -> Ingestor:
@@ -262,8 +264,8 @@ def fill(s: Store) -> None:
     )
 
 
-def expected_input(details: FailureDetails) -> AnalysisInput:
-    """What ``fill`` must give (``details`` is checked by its own test)."""
+def expected_summary() -> AnalysisSummary:
+    """What ``fill`` must give."""
 
     def state(chan: int, **kw: Any) -> ChannelState:
         base: dict[str, Any] = {
@@ -277,7 +279,7 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
         }
         return ChannelState(**(base | kw))
 
-    return AnalysisInput(
+    return AnalysisSummary(
         since_ns=SINCE,
         until_ns=UNTIL,
         hours=24,
@@ -369,7 +371,6 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
             E: InboundBaseline(E, 1_000, 0),
             B: InboundBaseline(B, 0, 30),
         },
-        details=details,
         gaps=(Gap(SINCE + 2 * H, SINCE + 3 * H),),
         node_failures=7,
         node_missed_msat=4_100 + 4_000 + 500,  # deduplicated, the foreign X's included
@@ -378,31 +379,6 @@ def expected_input(details: FailureDetails) -> AnalysisInput:
         # sessions cover the window but for the gap: SINCE..+2 h and +3 h..UNTIL
         observed_ns=(UNTIL - SINCE) - 1 * H,
     )
-
-
-# -- the window ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("until_ns", "hours", "since_ns"),
-    [
-        (10 * H, 1, 9 * H),  # on an hour boundary: the hour that just ended
-        (10 * H + 1, 1, 9 * H + 1),  # one ns into hour 10: one hour back, to the ns
-        (10 * H + 7 * MIN, 1, 9 * H + 7 * MIN),  # 10:07, one hour: 09:07 onwards
-        (10 * H + 20 * MIN, 2, 8 * H + 20 * MIN),
-        (10 * H + 20 * MIN, 24, -14 * H + 20 * MIN),
-        (10 * H + 20 * MIN, 720, -710 * H + 20 * MIN),
-    ],
-    ids=["boundary", "just-after", "one-hour", "two-hours", "day", "month"],
-)
-def test_window_is_exactly_the_hours_before_until(until_ns: int, hours: int, since_ns: int) -> None:
-    assert window_for(until_ns, hours) == (since_ns, until_ns)
-    assert until_ns - since_ns == hours * H
-
-
-def test_window_needs_an_hour() -> None:
-    with pytest.raises(ValueError, match="hours"):
-        window_for(10 * H, 0)
 
 
 # -- the node --------------------------------------------------------------------------
@@ -427,137 +403,159 @@ def test_empty_store_has_no_node(tmp_path: Path) -> None:
     engine.dispose()
 
 
-# -- the input -------------------------------------------------------------------------
+# -- the summary -----------------------------------------------------------------------
 
 
-def test_input_equals_the_hand_written_one(store: Store) -> None:
+def load(s: Store, until_ns: int, hours: int, **settings: Any) -> AnalysisSummary:
+    """The window's summary, read as the analysis reads it."""
+    with s.engine.connect() as conn:
+        return load_summary(
+            conn,
+            s.node_id,
+            alias_map(conn, s.node_id),
+            until_ns=until_ns,
+            hours=hours,
+            settings=AnalysisSettings(**settings),
+        )
+
+
+def fetch(s: Store, request: DetailRequest) -> DetailFacts:
+    """The details ``request`` names, fetched as the analysis fetches them."""
+    with s.engine.connect() as conn:
+        return fetch_details(conn, s.node_id, request, alias_map(conn, s.node_id))
+
+
+def amounts_of(*asked: tuple[int, FailureClass, int]) -> tuple[AmountRequest, ...]:
+    """PERCENTS of (channel, class, failures bound) each."""
+    return tuple(AmountRequest(chan, cls, PERCENTS, bound) for chan, cls, bound in asked)
+
+
+def test_summary_equals_the_hand_written_one(store: Store) -> None:
     fill(store)
-    with store.engine.connect() as conn:
-        inp = load_analysis_input(
-            conn, store.node_id, until_ns=UNTIL, hours=24, settings=AnalysisSettings()
-        )
-    assert isinstance(inp.details, StoreFailureDetails)
-    assert inp == expected_input(inp.details)
+    assert load(store, UNTIL, 24) == expected_summary()
 
 
-def test_empty_store_gives_an_empty_input(store: Store) -> None:
-    with store.engine.connect() as conn:
-        inp = load_analysis_input(
-            conn, store.node_id, until_ns=UNTIL, hours=3, settings=AnalysisSettings()
-        )
-    assert (inp.since_ns, inp.until_ns, inp.hours) == (UNTIL - 3 * H, UNTIL, 3)
-    assert not (inp.channels or inp.failures or inp.successes or inp.inbound or inp.gaps)
-    assert (inp.node_failures, inp.node_missed_msat) == (0, 0)
+def test_empty_store_gives_an_empty_summary(store: Store) -> None:
+    summary = load(store, UNTIL, 3)
+    assert (summary.since_ns, summary.until_ns, summary.hours) == (UNTIL - 3 * H, UNTIL, 3)
+    assert not (summary.channels or summary.failures or summary.successes or summary.inbound)
+    assert (summary.node_failures, summary.node_missed_msat) == (0, 0)
+    assert plan(summary, AnalysisSettings()) == DetailRequest(
+        UNTIL - 3 * H, UNTIL, UNTIL - 3 * H - 6 * H
+    )
+    assert fetch(store, plan(summary, AnalysisSettings())) == DetailFacts()
 
 
 def test_settings_shape_fee_history_and_baseline(store: Store) -> None:
     fill(store)
     settings = AnalysisSettings(gossip_grace_h=0, baseline_days=1)
-    with store.engine.connect() as conn:
-        inp = load_analysis_input(conn, store.node_id, until_ns=UNTIL, hours=24, settings=settings)
-    assert isinstance(inp.details, StoreFailureDetails)
-    with store.engine.connect() as conn:
-        details = dataclasses.replace(inp.details, conn=conn)
-        # no grace: from since, where the policy in force is the one sampled 2 h before
-        assert details.fee_history(A) == (
-            FeePoint(SINCE - 2 * H, 1_000, 100),
-            FeePoint(SINCE + 1 * H, 1_000, 200),  # the rise, when it was first seen
-            FeePoint(UNTIL - 10 * MIN, 0, 200),
-        )
-    assert inp.inbound == {
+    summary = load(store, UNTIL, 24, gossip_grace_h=0, baseline_days=1)
+    request = plan(summary, settings)
+    assert request.history_from_ns == SINCE  # no grace: from since
+    facts = fetch(store, DetailRequest(SINCE, UNTIL, request.history_from_ns, fee_channels=(A,)))
+    # from since, where the policy in force is the one sampled 2 h before
+    assert facts.fee_history(A) == (
+        FeePoint(SINCE - 2 * H, 1_000, 100),
+        FeePoint(SINCE + 1 * H, 1_000, 200),  # the rise, when it was first seen
+        FeePoint(UNTIL - 10 * MIN, 0, 200),
+    )
+    assert summary.inbound == {
         IN1: InboundBaseline(IN1, 500, 30),  # a day before since: still in
         B: InboundBaseline(B, 0, 30),
     }
 
 
-# -- raw failure details ---------------------------------------------------------------
+# -- plan: which details the recommendations need ----------------------------------------
 
 
-def test_details_are_queried_only_when_asked_and_once(store: Store) -> None:
+def test_plan_names_the_deciding_class_of_each_reported_channel(store: Store) -> None:
     fill(store)
-    statements: list[str] = []
-
-    def record(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(store.engine, "before_cursor_execute", record)
-    try:
-        with store.engine.connect() as conn:
-            inp = load_analysis_input(
-                conn, store.node_id, until_ns=UNTIL, hours=24, settings=AnalysisSettings()
-            )
-            # loading read the raw failures of the partial first and last hour; from here
-            # on only the details read them
-            del statements[:]
-            details = inp.details
-            # the failure before the window is left out (values in no particular order)
-            liquidity = (1_000_000, 1_500_000, 2_000_000)
-            assert sorted(details.amounts_msat(A, FailureClass.LIQUIDITY)) == list(liquidity)
-            assert sorted(details.amounts_msat(A, FailureClass.LIQUIDITY)) == list(liquidity)
-            assert details.amounts_msat(A, FailureClass.OTHER) == ()  # amount unknown
-            assert details.amounts_msat(E, FailureClass.MAX_HTLC) == (3_000_000,)
-            assert details.amounts_msat(B, FailureClass.LIQUIDITY) == ()
-            assert details.fee_offers(A) == ((100, 400_000, IN3),)
-            assert details.fee_offers(A) == ((100, 400_000, IN3),)
-            # our policy from since − gossip_grace_h (6 h): the one in force then (sampled
-            # 10 h before since), then only its changes
-            history = (
-                FeePoint(SINCE - 10 * H, 1_000, 100),
-                FeePoint(SINCE + 1 * H, 1_000, 200),
-                FeePoint(UNTIL - 10 * MIN, 0, 200),
-            )
-            assert details.fee_history(A) == history
-            assert details.fee_history(A) == history
-            assert details.fee_history(B) == (FeePoint(SINCE + 1 * H, 0, 50),)
-            assert details.fee_history(E) == ()  # no policy known
-    finally:
-        event.remove(store.engine, "before_cursor_execute", record)
-    # one query per distinct question
-    assert len([s for s in statements if "forward_attempts" in s]) == 5
-    assert len([s for s in statements if "channel_samples" in s]) == 3
-
-
-def fresh(
-    details: StoreFailureDetails,
-    conn: Connection,
-    likely: Mapping[FailureClass, frozenset[int]],
-) -> StoreFailureDetails:
-    """The same questions through ``conn``, with nothing remembered yet."""
-    return StoreFailureDetails(
-        conn,
-        details.node_id,
-        details.since_ns,
-        details.until_ns,
-        details.fee_history_from_ns,
-        likely=likely,
+    settings = AnalysisSettings(min_failure_count=1, min_missed_sats=0)
+    summary = load(store, UNTIL, 24, min_failure_count=1, min_missed_sats=0)
+    # A: liquidity 6 000 of 6 100 msat missed; E: max_htlc alone; X is no channel of ours
+    assert plan(summary, settings) == DetailRequest(
+        since_ns=SINCE,
+        until_ns=UNTIL,
+        history_from_ns=SINCE - 6 * H,
+        amounts=(
+            AmountRequest(A, FailureClass.LIQUIDITY, (50, 90), 3),
+            AmountRequest(E, FailureClass.MAX_HTLC, (90,), 1),
+        ),
     )
+    # from 3 failures only A is reported; with thresholds none reaches, nothing
+    three = AnalysisSettings(min_failure_count=3, min_missed_sats=0)
+    assert plan(load(store, UNTIL, 24), three).amounts == (
+        AmountRequest(A, FailureClass.LIQUIDITY, (50, 90), 3),
+    )
+    strict = AnalysisSettings(min_failure_count=10**9)
+    assert plan(load(store, UNTIL, 24), strict) == DetailRequest(SINCE, UNTIL, SINCE - 6 * H)
 
 
-def test_fee_histories_of_the_likely_fee_channels_come_in_one_statement(store: Store) -> None:
+# -- fetch: raw failure details ----------------------------------------------------------
+
+
+def test_details_fetch_what_is_asked_in_one_statement_per_kind(store: Store) -> None:
     fill(store)
-    with store.engine.connect() as conn:
-        inp = load_analysis_input(
-            conn, store.node_id, until_ns=UNTIL, hours=24, settings=AnalysisSettings()
-        )
-    assert isinstance(inp.details, StoreFailureDetails)
-    asked = (A, B, E, F, C, D, X)  # X is no channel of ours: asked for on its own
-    with store.engine.connect() as conn:
-        one_by_one = fresh(inp.details, conn, {})
-        expected = {chan: one_by_one.fee_history(chan) for chan in asked}
-    assert expected[A] == (
+    request = DetailRequest(
+        SINCE,
+        UNTIL,
+        SINCE - 6 * H,
+        amounts=amounts_of(
+            (A, FailureClass.LIQUIDITY, 3),
+            (B, FailureClass.LIQUIDITY, 0),
+            (A, FailureClass.OTHER, 1),
+            (E, FailureClass.MAX_HTLC, 1),
+        ),
+        fee_channels=(A, B, E),
+    )
+    with recorded(store.engine) as statements:
+        facts = fetch(store, request)
+    # the failure before the window is left out
+    liquidity = (1_000_000, 1_500_000, 2_000_000)
+    assert facts.amount_percentiles(A, FailureClass.LIQUIDITY, PERCENTS) == tuple(
+        percentile(liquidity, p) for p in PERCENTS
+    )
+    assert facts.amount_percentiles(A, FailureClass.LIQUIDITY, (90, 50)) == (2_000_000, 1_500_000)
+    assert facts.amount_percentiles(A, FailureClass.OTHER, PERCENTS) == ()  # amount unknown
+    assert facts.amount_percentiles(E, FailureClass.MAX_HTLC, PERCENTS) == (3_000_000,) * 6
+    assert facts.amount_percentiles(B, FailureClass.LIQUIDITY, PERCENTS) == ()
+    assert facts.fee_offers(A) == ((100, 400_000, IN3),)
+    assert facts.fee_offers(B) == facts.fee_offers(E) == ()
+    # our policy from since − gossip_grace_h (6 h): the one in force then (sampled 10 h
+    # before since), then only its changes
+    assert facts.fee_history(A) == (
         FeePoint(SINCE - 10 * H, 1_000, 100),
         FeePoint(SINCE + 1 * H, 1_000, 200),
         FeePoint(UNTIL - 10 * MIN, 0, 200),
     )
-    assert expected[E] == expected[X] == ()
-    with recorded(store.engine) as statements, store.engine.connect() as conn:
-        batched = fresh(inp.details, conn, {FailureClass.FEE: frozenset(asked)})
-        assert {chan: batched.fee_history(chan) for chan in asked} == expected
-        assert {chan: batched.fee_history(chan) for chan in asked} == expected
-    # all of them in one statement, which finds no channel X: then X on its own
-    assert len(statements) == 2
-    assert "IN (" in statements[0][0]
-    assert to_signed64(X) in statements[1][1]
+    assert facts.fee_history(B) == (FeePoint(SINCE + 1 * H, 0, 50),)
+    assert facts.fee_history(E) == ()  # no policy known
+    # what was not asked for is a plan's bug, not an empty answer
+    with pytest.raises(KeyError):
+        facts.amount_percentiles(E, FailureClass.LIQUIDITY, PERCENTS)
+    with pytest.raises(KeyError):
+        facts.fee_history(F)
+    # one statement per class of amounts, one for the offers, one for the fee histories
+    assert len([s for s, _ in statements if "forward_attempts" in s]) == 3 + 1
+    assert len([s for s, _ in statements if "channel_samples" in s]) == 1
+
+
+def test_fee_histories_of_all_fee_channels_come_in_one_statement(store: Store) -> None:
+    fill(store)
+    asked = (A, B, E, F, C, D, X)  # X is no channel of ours
+    request = DetailRequest(SINCE, UNTIL, SINCE - 6 * H, fee_channels=asked)
+    with recorded(store.engine) as statements:
+        facts = fetch(store, request)
+    assert facts.fee_history(A) == (
+        FeePoint(SINCE - 10 * H, 1_000, 100),
+        FeePoint(SINCE + 1 * H, 1_000, 200),
+        FeePoint(UNTIL - 10 * MIN, 0, 200),
+    )
+    assert facts.fee_history(E) == facts.fee_history(X) == ()
+    assert set(facts.fee_histories) == set(asked)
+    samples = [s for s, _ in statements if "channel_samples" in s]
+    assert len(samples) == 1
+    assert "IN (" in samples[0]
 
 
 @pytest.mark.parametrize("many", [2, 3])
@@ -567,37 +565,78 @@ def test_failure_counts_spare_counting_amounts_of_short_windows(
     # A has 3 liquidity failures in the window, each with an amount: with the threshold
     # at 3 they are read without a count; at 2 they are counted, then ranked in SQL
     fill(store)
-    monkeypatch.setattr(analysis_queries, "RANK_IN_SQL_FROM_AMOUNTS", many)
-    with store.engine.connect() as conn:
-        inp = load_analysis_input(
-            conn, store.node_id, until_ns=UNTIL, hours=24, settings=AnalysisSettings()
-        )
-    assert inp.failures[A].by_class[FailureClass.LIQUIDITY].failures == 3
-    assert isinstance(inp.details, StoreFailureDetails)
+    monkeypatch.setattr(read_details, "RANK_IN_SQL_FROM_AMOUNTS", many)
+    summary = load(store, UNTIL, 24)
+    assert summary.failures[A].by_class[FailureClass.LIQUIDITY].failures == 3
     liquidity = (1_000_000, 1_500_000, 2_000_000)
     expected = tuple(percentile(liquidity, p) for p in PERCENTS)
-    with recorded(store.engine) as statements, store.engine.connect() as conn:
-        details = dataclasses.replace(
-            fresh(inp.details, conn, inp.details.likely), window_failures=inp.failures
-        )
-        assert details.amount_percentiles(A, FailureClass.LIQUIDITY, PERCENTS) == expected
-        assert details.amount_percentiles(B, FailureClass.LIQUIDITY, PERCENTS) == ()
-        assert details.amount_percentiles(X, FailureClass.MAX_HTLC, PERCENTS) == ()
+    request = DetailRequest(
+        SINCE,
+        UNTIL,
+        SINCE,
+        amounts=amounts_of(
+            (A, FailureClass.LIQUIDITY, 3),
+            (B, FailureClass.LIQUIDITY, 0),
+            (X, FailureClass.MAX_HTLC, 0),
+        ),
+    )
+    with recorded(store.engine) as statements:
+        facts = fetch(store, request)
+    assert facts.amount_percentiles(A, FailureClass.LIQUIDITY, PERCENTS) == expected
+    assert facts.amount_percentiles(B, FailureClass.LIQUIDITY, PERCENTS) == ()
+    assert facts.amount_percentiles(X, FailureClass.MAX_HTLC, PERCENTS) == ()
     counted = [st for st, _ in statements if "count(" in st]
     ranked = [st for st, _ in statements if "OFFSET" in st]
     assert (len(counted) > 0, len(ranked)) == ((False, 0) if many == 3 else (True, 6))
 
 
+def test_a_channels_other_ids_count_in_its_details(store: Store) -> None:
+    fill(store)
+    # E's failure under its own id, plus what lnd recorded under another id of A's
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(channel_aliases),
+            [
+                {
+                    "node_id": store.node_id,
+                    "scid": to_signed64(E),
+                    "chan_id": to_signed64(A),
+                    "confirmed": False,
+                }
+            ],
+        )
+    summary = load(store, UNTIL, 24)
+    assert E not in summary.failures  # folded into A
+    assert summary.failures[A].by_class[FailureClass.MAX_HTLC] == ClassStats(1, 4_000)
+    request = DetailRequest(
+        SINCE,
+        UNTIL,
+        SINCE - 6 * H,
+        amounts=amounts_of((A, FailureClass.MAX_HTLC, 1), (A, FailureClass.LIQUIDITY, 3)),
+        fee_channels=(A,),
+    )
+    facts = fetch(store, request)
+    assert facts.amount_percentiles(A, FailureClass.MAX_HTLC, (50,)) == (3_000_000,)
+    liquidity = (1_000_000, 1_500_000, 2_000_000)
+    assert facts.amount_percentiles(A, FailureClass.LIQUIDITY, (50, 100)) == liquidity[1:]
+    assert facts.fee_offers(A) == ((100, 400_000, IN3),)
+
+
 def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
     fill(store)
-    with recorded(store.engine) as statements, store.engine.connect() as conn:
-        inp = load_analysis_input(
-            conn, store.node_id, until_ns=UNTIL, hours=24, settings=AnalysisSettings()
-        )
+    with recorded(store.engine) as statements:
+        load(store, UNTIL, 24)
         loaded = len(statements)
-        inp.details.amounts_msat(A, FailureClass.LIQUIDITY)
-        inp.details.fee_offers(A)
-        inp.details.fee_history(A)
+        fetch(
+            store,
+            DetailRequest(
+                SINCE,
+                UNTIL,
+                SINCE - 6 * H,
+                amounts=amounts_of((A, FailureClass.LIQUIDITY, 3)),
+                fee_channels=(A,),
+            ),
+        )
     samples = [st for st in statements[:loaded] if "channel_samples" in st[0]]
     # all channels at once: their latest sample and their first in the window (one
     # statement), then the lowest local ratio of the one channel whose latest sample
@@ -619,23 +658,20 @@ def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
         "SEARCH channel_samples USING COVERING INDEX ix_channel_samples_chan_state "
         "(node_id=? AND chan_id=? AND ts_ns>? AND ts_ns<?)"
     ) in plans(store.engine, samples[1:]), sample_plans
-    # the failure details: one range of the partial covering index at the channel's ref
-    # (one lookup of the refs' key); no table rows for the amounts, the fee offers read
-    # each failure's incoming channel (whose inbound fee counts) from its row
+    # the failure details: one range of the partial covering index per channel ref; no
+    # table rows for the amounts, the fee offers read each failure's incoming channel
+    # (whose inbound fee counts) from its row
     details = [st for st in statements[loaded:] if "forward_attempts" in st[0]]
-    ref_lookup = [
-        "SCALAR SUBQUERY 1",
-        "SEARCH channel_refs USING COVERING INDEX sqlite_autoindex_channel_refs_1 "
-        "(node_id=? AND chan_id=?)",
-    ]
+    detail_plans = plans(store.engine, details)
     in_range = "(outgoing_chan_ref=? AND failure_class=? AND resolved_ns>? AND resolved_ns<?)"
-    assert plans(store.engine, details) == [
-        f"SEARCH forward_attempts USING COVERING INDEX ix_forward_attempts_local {in_range}",
-        *ref_lookup,
-        f"SEARCH forward_attempts USING INDEX ix_forward_attempts_local {in_range}",
-        *ref_lookup,
-        "SEARCH in_ref USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN",
-    ]
+    assert not [p for p in detail_plans if p.startswith("SCAN forward_attempts")], detail_plans
+    assert (
+        f"SEARCH forward_attempts USING COVERING INDEX ix_forward_attempts_local {in_range}"
+        in detail_plans
+    ), detail_plans
+    assert (
+        f"SEARCH forward_attempts USING INDEX ix_forward_attempts_local {in_range}" in detail_plans
+    ), detail_plans
     # the fee history: the channel's samples from the grace period's start
     history = [st for st in statements[loaded:] if "channel_samples" in st[0]]
     history_plans = plans(store.engine, history)
@@ -646,6 +682,29 @@ def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
         for p in history_plans
     ), history_plans
     assert not [p for p in history_plans if "USING INTEGER PRIMARY KEY" in p], history_plans
+
+
+# -- the analysis as lnflowd, lnflowctl and the facades run it ---------------------------
+
+
+def test_analyze_store_is_summary_plan_fetch_decide(store: Store) -> None:
+    fill(store)
+    settings = AnalysisSettings(min_failure_count=1, min_missed_sats=0)
+    summary = load(store, UNTIL, 24, min_failure_count=1, min_missed_sats=0)
+    facts = fetch(store, plan(summary, settings))
+    expected = decide(summary, facts, settings, UNTIL + 5)
+    report = analyze_store(
+        store.engine,
+        store.node_id,
+        until_ns=UNTIL,
+        hours=24,
+        settings=settings,
+        generated_ns=UNTIL + 5,
+    )
+    assert report == expected
+    assert report.generated_ns == UNTIL + 5
+    assert [o.channel_id for o in report.opportunities if not o.estimated] == [A, E]
+    assert store.engine.pool.checkedout() == 0  # its connection is back
 
 
 # -- exact windows: partial hours from raw rows, whole hours from rollups --------------
@@ -694,13 +753,6 @@ def fill_boundaries(s: Store) -> None:
     w.insert_forwards(node, ledger)
 
 
-def load(s: Store, until_ns: int, hours: int, **settings: Any) -> AnalysisInput:
-    with s.engine.connect() as conn:
-        return load_analysis_input(
-            conn, s.node_id, until_ns=until_ns, hours=hours, settings=AnalysisSettings(**settings)
-        )
-
-
 def test_mid_hour_window_counts_exactly_what_falls_inside(store: Store) -> None:
     fill_boundaries(store)
     inp = load(store, EX_UNTIL, 3, baseline_days=1)
@@ -726,11 +778,13 @@ def test_mid_hour_window_counts_exactly_what_falls_inside(store: Store) -> None:
         IN2: InboundBaseline(IN2, 2_000 + 4_000 + 8_000 + 16_000, 0),
     }
     # the raw details describe the same failures as the counts
-    with store.engine.connect() as conn:
-        details = StoreFailureDetails(conn, store.node_id, inp.since_ns, inp.until_ns)
-        assert details.amounts_msat(A, FailureClass.LIQUIDITY) == tuple(
-            1_000_000 + k for k in inside
-        )
+    request = DetailRequest(
+        inp.since_ns, inp.until_ns, inp.since_ns, amounts_of((A, FailureClass.LIQUIDITY, 4))
+    )
+    amounts = [1_000_000 + k for k in inside]
+    assert fetch(store, request).amount_percentiles(A, FailureClass.LIQUIDITY, PERCENTS) == tuple(
+        percentile(amounts, p) for p in PERCENTS
+    )
 
 
 def test_window_on_hour_boundaries_is_the_rollups_alone(store: Store) -> None:
@@ -855,7 +909,9 @@ def test_long_windows_read_whole_hours_from_rollups(store: Store) -> None:
     # lie in the window, then two statements for the others' raw rows (the sums per
     # channel pair and class, and the clusters' sums per channel)
     assert len([s for s in counted[0] if re.search(r"\bJOIN forward_attempts\b", s)]) == 4
-    hour_rows = r"^SELECT failure_channel_hourly.outgoing_channel_id, failure_channel_hourly.clu"
+    hour_rows = (
+        r"^SELECT failure_channel_hourly.outgoing_channel_id AS out, failure_channel_hourly.clu"
+    )
     assert len([s for s in counted[0] if re.search(hour_rows, s)]) == 2
     # and the month sees all the day saw
     assert runs[720][1].failures[A].failures == runs[24][1].failures[A].failures + 1
@@ -887,7 +943,7 @@ def plans(engine: Engine, statements: list[tuple[str, Any]]) -> list[str]:
         return [
             row[3]
             for statement, parameters in statements
-            if statement.lstrip().upper().startswith("SELECT")
+            if statement.lstrip().upper().startswith(("SELECT", "WITH"))
             for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
         ]
 
@@ -962,38 +1018,39 @@ def test_random_windows_match_a_brute_force_count(
     # a channel's failures in a partial hour are summed from the attempts, or read as
     # its hourly row when all of them fall inside the window: count both ways
     paths: collections.Counter[str] = collections.Counter()
-    real_rows = analysis_queries._rows
-
-    def rows(conn: Any, stmt: Any, params: Any) -> Any:
-        result = real_rows(conn, stmt, params)
-        paths["hour rows"] += len(result) if stmt is analysis_queries._HOUR_FAILURES else 0
-        paths["raw"] += len(result) if stmt is analysis_queries._RAW_FAILURES else 0
-        return result
-
-    monkeypatch.setattr(analysis_queries, "_rows", rows)
     for until, hours in windows:
         inp = load(store, until, hours, baseline_days=1)
         assert inp.failures == truth.failures(until - hours * H, until), (until, hours)
         assert inp.successes == truth.successes(until - hours * H, until)
         assert inp.inbound == truth.inbound(until - hours * H, until, 24 * H)
         assert inp.node_failures == sum(f.failures for f in inp.failures.values())
+        paths.update(truth.partial_hour_paths(until - hours * H, until))
         # percentiles of the failed amounts: read and sorted (short windows) or ranked in
         # SQL (from RANK_IN_SQL_FROM_HOURS), the same nearest ranks either way
         # every third window ranks the amounts of channels with more than 3 in SQL,
         # however short the window
         many = 3 if (until // S) % 3 == 0 else RANK_IN_SQL_FROM_AMOUNTS
-        monkeypatch.setattr(analysis_queries, "RANK_IN_SQL_FROM_AMOUNTS", many)
-        with store.engine.connect() as conn:
-            # every other window reads each class's amounts for all channels at once
-            likely = {c: frozenset(outs) for c in FailureClass} if hours % 2 else {}
-            details = StoreFailureDetails(conn, node, until - hours * H, until, likely=likely)
-            for out in outs:
-                for cls in (FailureClass.LIQUIDITY, FailureClass.FEE, FailureClass.MAX_HTLC):
-                    amounts = truth.amounts(out, cls, until - hours * H, until)
-                    expected = tuple(percentile(amounts, p) for p in PERCENTS) if amounts else ()
-                    assert details.amount_percentiles(out, cls, PERCENTS) == expected
-                offers = truth.offers(out, FailureClass.FEE, until - hours * H, until)
-                assert sorted(details.fee_offers(out)) == sorted(offers)
+        monkeypatch.setattr(read_details, "RANK_IN_SQL_FROM_AMOUNTS", many)
+        classes = (FailureClass.LIQUIDITY, FailureClass.FEE, FailureClass.MAX_HTLC)
+        # each channel's failures of the class bound its amounts, as the summary counts them
+        asked = [
+            (out, cls, inp.failures[out].by_class.get(cls, ClassStats(0, 0)).failures)
+            if out in inp.failures
+            else (out, cls, 0)
+            for out in outs
+            for cls in classes
+        ]
+        facts = fetch(
+            store,
+            DetailRequest(until - hours * H, until, until, amounts_of(*asked), fee_channels=outs),
+        )
+        for out in outs:
+            for cls in classes:
+                amounts = truth.amounts(out, cls, until - hours * H, until)
+                expected = tuple(percentile(amounts, p) for p in PERCENTS) if amounts else ()
+                assert facts.amount_percentiles(out, cls, PERCENTS) == expected
+            offers = truth.offers(out, FailureClass.FEE, until - hours * H, until)
+            assert sorted(facts.fee_offers(out)) == sorted(offers)
         ranked_in_sql += hours >= RANK_IN_SQL_FROM_HOURS
         short_ranked_in_sql += hours < RANK_IN_SQL_FROM_HOURS and many == 3
     assert ranked_in_sql >= (5 if max_hours > RANK_IN_SQL_FROM_HOURS else 2)
@@ -1063,6 +1120,22 @@ class RawTruth:
             for o, c, ts, a, fee, i in self.amount_rows
             if o == out and c == cls and since <= ts < until and a is not None
         ]
+
+    def partial_hour_paths(self, since: int, until: int) -> Counter[str]:
+        """How the summary reads each channel's failures of the window's partial hours:
+        its hourly row ("hour rows") when all of the hour's fall in the window, else the
+        attempts ("raw")."""
+        paths: Counter[str] = Counter()
+        for lo, hi in ((since, -(-since // H) * H), (until // H * H, until)):
+            if lo >= hi:
+                continue
+            hour = lo // H
+            for out in {r[0] for r in self.failures_rows}:
+                times = [r[3] for r in self.failures_rows if r[0] == out and r[3] // H == hour]
+                inside = [t for t in times if lo <= t < hi]
+                if inside:
+                    paths["hour rows" if len(inside) == len(times) else "raw"] += 1
+        return paths
 
     def failures(self, since: int, until: int) -> dict[int, ChannelFailures]:
         def whole_hour(ts: int) -> bool:
@@ -1150,92 +1223,6 @@ def test_bad_analysis_value_is_one_line_naming_the_key(tmp_path: Path, text: str
         load_settings(path)
 
 
-# -- how a window is split: days, 6-hour blocks, hours, partial hours ------------------
-
-
-@hyp_settings(max_examples=300, deadline=None)
-@given(lo=st.integers(0, 40 * 24 * H), length=st.integers(0, 40 * 24 * H))
-def test_span_covers_the_window_once_with_few_rows(lo: int, length: int) -> None:
-    span = _span(lo, lo + length)
-    pieces = [(a, b) for a, b in span.parts]
-
-    def add(rng: tuple[int, int], unit: int) -> None:
-        first, last = rng
-        if first <= last:
-            pieces.append((first * unit, (last + 1) * unit))
-
-    add(span.days, 24 * H)
-    for rng in span.blocks:
-        add(rng, 6 * H)
-    for rng in span.hours:
-        add(rng, H)
-    pieces.sort()
-    covered = lo
-    for a, b in pieces:  # back to back, no gap, no overlap
-        assert a == covered and b > a
-        covered = b
-    assert covered == lo + length
-    # at most 2 partial hours, 2 × 5 hours and 2 × 3 blocks around the days
-
-    def count(ranges: tuple[tuple[int, int], ...]) -> int:
-        return sum(max(0, last - first + 1) for first, last in ranges)
-
-    assert len(span.parts) <= 2
-    assert count(span.hours) <= 10
-    assert count(span.blocks) <= 6
-
-
-def test_batched_details_cover_only_channels_that_can_be_reported(store: Store) -> None:
-    fill(store)
-    reported = load(store, UNTIL, 24, min_failure_count=1, min_missed_sats=0)
-    assert isinstance(reported.details, StoreFailureDetails)
-    batched = set().union(*reported.details.likely.values())
-    assert batched
-    assert batched <= reported.channels.keys()  # no foreign SCIDs
-    # with thresholds no channel reaches, nothing is read ahead; a question still answers
-    strict = load(store, UNTIL, 24, min_failure_count=10**9)
-    assert isinstance(strict.details, StoreFailureDetails)
-    assert strict.details.likely == {}
-    for chan in batched:
-        cls = next(c for c, chans in reported.details.likely.items() if chan in chans)
-        with store.engine.connect() as conn:
-            ahead = dataclasses.replace(reported.details, conn=conn)
-            alone = dataclasses.replace(strict.details, conn=conn)
-            assert ahead.amount_percentiles(chan, cls, (50, 90)) == alone.amount_percentiles(
-                chan, cls, (50, 90)
-            )
-
-
-# -- the analysis as lnflowd and lnflowctl run it ------------------------------------------
-
-
-def test_analyze_window_is_load_then_analyze_with_the_collector_paused(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fill(store)
-    settings = AnalysisSettings()
-    seen: list[bool] = []
-    real_load = analysis_queries.load_analysis_input
-
-    def load(*args: Any, **kwargs: Any) -> AnalysisInput:
-        seen.append(gc.isenabled())
-        return real_load(*args, **kwargs)
-
-    with store.engine.connect() as conn:
-        expected = analyze(
-            real_load(conn, store.node_id, until_ns=UNTIL, hours=24, settings=settings),
-            settings,
-            UNTIL + 5,
-        )
-        monkeypatch.setattr(analysis_queries, "load_analysis_input", load)
-        report = analyze_window(
-            conn, store.node_id, until_ns=UNTIL, hours=24, settings=settings, generated_ns=UNTIL + 5
-        )
-    assert report == expected
-    assert seen == [False]
-    assert gc.isenabled()
-
-
 def test_collector_pause_nests_and_keeps_a_collector_that_was_off() -> None:
     assert gc.isenabled()
     with collector_paused():
@@ -1253,3 +1240,20 @@ def test_collector_pause_nests_and_keeps_a_collector_that_was_off() -> None:
         assert not gc.isenabled()  # off before: left off
     finally:
         gc.enable()
+
+
+def test_compiled_once_statements_answer_as_executed_ones(store: Store) -> None:
+    fill(store)
+    statement = (
+        select(channels.c.chan_id, channels.c.peer_alias.label("alias"))
+        .where(channels.c.node_id == bindparam("node"))
+        .order_by(channels.c.chan_id)
+        .limit(3)
+    )
+    with store.engine.connect() as conn:
+        expected = conn.execute(statement, {"node": store.node_id}).all()
+        for _ in range(2):  # compiled the first time, reused the second
+            found = rows(conn, statement, {"node": store.node_id})
+            assert found == expected
+            assert [row.alias for row in found] == [row.alias for row in expected]
+        assert rows(conn, statement, {"node": store.node_id + 1}) == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,9 @@ from daemonproc import Daemon, query
 from simnode import SimNode
 
 from lnflow.analysis.classify import FailureClass
-from lnflow.analysis.model import ChannelFailures, ClassStats, FeePoint
-from lnflow.analysis.opportunities import percentile
+from lnflow.analysis.model import ChannelFailures, ClassStats
 from lnflow.domain import to_signed64
-from lnflow.store.channel_ids import AliasedFailureDetails, fold_counts, fold_failures
+from lnflow.store.channel_ids import fold_counts, fold_failures
 
 CHAN_A = (810_000 << 40) | (1 << 16)
 CHAN_B = (810_001 << 40) | (2 << 16) | 1
@@ -144,28 +142,6 @@ def failures_of(chan: int, n: int, raw: int, incoming: int, first: int) -> Chann
     )
 
 
-class Amounts:
-    """Amounts per id, as the store would hold them."""
-
-    def __init__(self, amounts: dict[int, list[int]]) -> None:
-        self.amounts = amounts
-
-    def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
-        return sorted(self.amounts.get(chan_id, []))
-
-    def amount_percentiles(
-        self, chan_id: int, cls: FailureClass, percents: Sequence[int]
-    ) -> Sequence[int]:
-        values = self.amounts_msat(chan_id, cls)
-        return tuple(percentile(values, p) for p in percents) if values else ()
-
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int]]:
-        return [(1, a) for a in self.amounts.get(chan_id, [])]
-
-    def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
-        return [FeePoint(chan_id, 0, 0)]
-
-
 def test_folding_adds_a_channels_other_ids_into_it() -> None:
     aliases = {REAL_Z: ALIAS_Z}
     by_id = {
@@ -188,10 +164,3 @@ def test_folding_adds_a_channels_other_ids_into_it() -> None:
     )
     assert set(folded) == {CHAN_A, ALIAS_Z}
     assert fold_counts({REAL_Z: 2, ALIAS_Z: 1, CHAN_A: 4}, aliases) == {CHAN_A: 4, ALIAS_Z: 3}
-
-    store = Amounts({ALIAS_Z: [10, 40], REAL_Z: [20, 30, 50], CHAN_A: [7]})
-    details = AliasedFailureDetails.over(store, by_id, aliases)
-    assert details.amount_percentiles(ALIAS_Z, FailureClass.FEE, [50, 100]) == (30, 50)
-    assert details.amount_percentiles(CHAN_A, FailureClass.FEE, [50]) == (7,)
-    assert sorted(details.fee_offers(ALIAS_Z)) == [(1, a) for a in (10, 20, 30, 40, 50)]
-    assert AliasedFailureDetails.over(store, {CHAN_A: by_id[CHAN_A]}, aliases) is store

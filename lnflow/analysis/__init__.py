@@ -8,11 +8,12 @@ from .opportunities import (
     deciding_class,
     dominant_class,
     inbound_fee_msat,
-    percentile,
     rebalance_plan,
     recommend,
     urgency_score,
 )
+from .ranks import nearest_rank, percentile
+from .steps import decide, plan
 
 __all__ = [
     "FailureClass",
@@ -20,11 +21,14 @@ __all__ = [
     "analyze",
     "classify",
     "confidence",
+    "decide",
     "deciding_class",
     "dominant_class",
     "inbound_fee_msat",
     "missed_fee_msat",
+    "nearest_rank",
     "percentile",
+    "plan",
     "rebalance_plan",
     "recommend",
     "urgency_score",

@@ -14,17 +14,22 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from lnflow.domain import MSAT_PER_SAT, FailureClass
+from lnflow.kinds import Gap  # the status reader's gap record: one Gap for both
 
 __all__ = [
     "INCOMING_CAP",
     "Action",
+    "AmountRequest",
     "AnalysisInput",
     "AnalysisReport",
     "AnalysisSettings",
+    "AnalysisSummary",
     "ChannelFailures",
     "ChannelState",
     "ClassStats",
     "Confidence",
+    "DetailFacts",
+    "DetailRequest",
     "FailureDetails",
     "FeePoint",
     "Gap",
@@ -186,9 +191,84 @@ class InboundBaseline:
 
 
 @dataclass(frozen=True, slots=True)
-class Gap:
-    from_ns: int
-    to_ns: int | None
+class AnalysisSummary:
+    """The window's figures, read from the store in one go: what :func:`~lnflow.analysis.plan`
+    looks at to ask for details, and what :func:`~lnflow.analysis.decide` ranks."""
+
+    since_ns: int
+    until_ns: int
+    hours: int
+    channels: Mapping[int, ChannelState]
+    failures: Mapping[int, ChannelFailures]  # only channels with local failures
+    successes: Mapping[int, int]  # settled forwards OUT of the channel (ledger), in the window
+    inbound: Mapping[int, InboundBaseline]
+    gaps: tuple[Gap, ...] = ()
+    # node totals: every local failure in the window, foreign SCIDs included; missed fees
+    # deduplicated (demand clusters) and raw
+    node_failures: int = 0
+    node_missed_msat: int = 0
+    # local failures lnd gave no amount for (missed fee unknown, counted as 0 above), by
+    # outgoing channel (0: none), and HTLCs an interceptor rejected (no missed fee)
+    unknown_amount: Mapping[int, int] = field(default_factory=dict)
+    node_rejected: int = 0
+    node_missed_raw_msat: int = 0
+    #: ns of the window an HTLC stream was connected (None: not known)
+    observed_ns: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AmountRequest:
+    """Nearest-rank ``percents`` of the failed amounts of one channel and class.
+
+    ``failures`` is the channel's count of failures of the class in the window: it has at
+    most that many known amounts (a store may pick how to rank them by it).
+    """
+
+    chan_id: int
+    failure_class: FailureClass
+    percents: tuple[int, ...]
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class DetailRequest:
+    """Exactly the raw facts the recommendations of one window will use.
+
+    Amounts are those of failures resolved in ``[since_ns, until_ns)``; fee offers too;
+    our fee history runs from ``history_from_ns`` to ``until_ns``.
+    """
+
+    since_ns: int
+    until_ns: int
+    history_from_ns: int
+    amounts: tuple[AmountRequest, ...] = ()
+    fee_channels: tuple[int, ...] = ()  # their fee offers and our fee history
+
+
+@dataclass(frozen=True, slots=True)
+class DetailFacts:
+    """The answers to a :class:`DetailRequest`, as plain records (a :class:`FailureDetails`).
+
+    Asking for something that was not requested is a bug of the plan: it raises KeyError.
+    """
+
+    percentiles: Mapping[tuple[int, FailureClass], Mapping[int, int]] = field(
+        default_factory=dict
+    )  # (channel, class) -> percent -> amount msat; empty when no amount is known
+    offers: Mapping[int, tuple[tuple[int, int, int], ...]] = field(default_factory=dict)
+    fee_histories: Mapping[int, tuple[FeePoint, ...]] = field(default_factory=dict)
+
+    def amount_percentiles(
+        self, chan_id: int, cls: FailureClass, percents: Sequence[int]
+    ) -> Sequence[int]:
+        ranked = self.percentiles[(chan_id, cls)]
+        return tuple(ranked[p] for p in percents) if ranked else ()
+
+    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]:
+        return self.offers[chan_id]
+
+    def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
+        return self.fee_histories[chan_id]
 
 
 @dataclass(frozen=True, slots=True)

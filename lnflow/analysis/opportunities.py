@@ -69,12 +69,14 @@ Choices the table leaves open:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import partial
 from itertools import pairwise
 from operator import itemgetter
+
+from lnflow.domain import MSAT_PER_SAT, sats_text
 
 from .classify import FailureClass
 from .model import (
@@ -92,8 +94,10 @@ from .model import (
     Opportunity,
     RebalanceMove,
 )
+from .ranks import nearest_rank, percentile
 
 __all__ = [
+    "AMOUNT_PERCENTS",
     "Recommendation",
     "analyze",
     "confidence",
@@ -103,10 +107,10 @@ __all__ = [
     "percentile",
     "rebalance_plan",
     "recommend",
+    "reported",
     "urgency_score",
 ]
 
-_MSAT_PER_SAT = 1_000
 _PPM = 1_000_000
 _NS_PER_HOUR = 3_600 * 1_000_000_000
 _HOURS_PER_MONTH = 720  # 30 days, as the seed's "Potential/Month"
@@ -116,6 +120,12 @@ _RATE_WEIGHT = 30
 # urgency's revenue score is missed_sats / 1000 · 4 = missed_msat / 250 000
 _MSAT_PER_REVENUE_POINT = 250_000
 _REVENUE_CAP_MSAT = _REVENUE_CAP * _MSAT_PER_REVENUE_POINT
+
+#: the percentiles of the failed amounts :func:`recommend` weighs, by deciding class
+AMOUNT_PERCENTS: Mapping[FailureClass, tuple[int, ...]] = {
+    FailureClass.LIQUIDITY: (50, 90),
+    FailureClass.MAX_HTLC: (90,),
+}
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -132,7 +142,7 @@ def _ceil_div(num: int, den: int) -> int:
 
 def _sat_up(msat: int) -> int:
     """An amount to open or move: msat to sat, rounded up."""
-    return _ceil_div(msat, _MSAT_PER_SAT)
+    return _ceil_div(msat, MSAT_PER_SAT)
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -145,10 +155,7 @@ def _monthly_msat(missed_msat: int, hours: int) -> int:
 
 def _fmt_sats(msat: int) -> str:
     """``1234567`` msat → ``"1,234.567 sats"``; whole sats print without decimals."""
-    sats, rest = divmod(msat, _MSAT_PER_SAT)
-    if rest == 0:
-        return f"{sats:,} sats"
-    return f"{sats:,}.{rest:03d}".rstrip("0") + " sats"
+    return f"{sats_text(msat)} sats"
 
 
 def _percent(part: int, whole: int) -> int:
@@ -189,27 +196,6 @@ def _urgency(missed_msat: int, failures: int, successes: int) -> int:
     )
     score = (2 * num + den) // (2 * den)
     return 0 if score < 0 else 100 if score > 100 else score
-
-
-def _nearest_rank(ordered: Sequence[int], p: float | Fraction) -> int:
-    if isinstance(p, int):
-        rank = _ceil_div(p * len(ordered), 100)
-    else:
-        rank = math.ceil(Fraction(p) * len(ordered) / 100)
-    return ordered[max(rank, 1) - 1]
-
-
-def percentile(values: Iterable[int], p: float | Fraction) -> int:
-    """Nearest-rank percentile: the smallest value with at least ``p`` % of values at or below.
-
-    ``p`` is in [0, 100]; p50 is the median (for an even count, the lower middle).
-    """
-    if not 0 <= p <= 100:
-        raise ValueError(f"percentile {p} is outside 0..100")
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("percentile of no values")
-    return _nearest_rank(ordered, p)
 
 
 def confidence(clusters: int, incoming_channels: int) -> Confidence:
@@ -259,7 +245,8 @@ def _share(failures: ChannelFailures, cls: FailureClass) -> tuple[int, int]:
 def deciding_class(failures: ChannelFailures) -> FailureClass | None:
     """The dominant class if it reaches 50 % (its rule decides :func:`recommend`), else None.
 
-    Only then does :func:`recommend` ask the details about the channel.
+    Only then does :func:`recommend` ask the details about the channel: what
+    :func:`lnflow.analysis.steps.plan` requests.
     """
     cls = dominant_class(failures.by_class)
     if cls is None:
@@ -378,7 +365,9 @@ def _fee_offers(
 def _recommend_liquidity(
     channel: ChannelState, details: FailureDetails, head: str
 ) -> Recommendation:
-    ranked = details.amount_percentiles(channel.chan_id, FailureClass.LIQUIDITY, (50, 90))
+    ranked = details.amount_percentiles(
+        channel.chan_id, FailureClass.LIQUIDITY, AMOUNT_PERCENTS[FailureClass.LIQUIDITY]
+    )
     usable_sat = channel.usable_capacity_sat
     balance = f"local balance {channel.local_balance_sat:,} of {channel.capacity_sat:,} sats"
     if not ranked:
@@ -391,7 +380,7 @@ def _recommend_liquidity(
             suggested_amount_sat=amount,
         )
     median, p90 = ranked
-    if median > usable_sat * _MSAT_PER_SAT:
+    if median > usable_sat * MSAT_PER_SAT:
         size = _sat_up(p90)
         return Recommendation(
             Action.INCREASE_CAPACITY,
@@ -411,9 +400,11 @@ def _recommend_liquidity(
 def _recommend_max_htlc(
     channel: ChannelState, details: FailureDetails, head: str
 ) -> Recommendation:
-    ranked = details.amount_percentiles(channel.chan_id, FailureClass.MAX_HTLC, (90,))
+    ranked = details.amount_percentiles(
+        channel.chan_id, FailureClass.MAX_HTLC, AMOUNT_PERCENTS[FailureClass.MAX_HTLC]
+    )
     p90 = ranked[0] if ranked else None
-    usable_msat = channel.usable_capacity_sat * _MSAT_PER_SAT
+    usable_msat = channel.usable_capacity_sat * MSAT_PER_SAT
     p90_text = f"p90 failed amount {_fmt_sats(p90)}" if p90 is not None else "amounts unknown"
     ours = channel.max_htlc_msat
     if ours is not None and ours < usable_msat:
@@ -458,7 +449,7 @@ def _recommend_fee(
     base = channel.fee_base_msat or 0
     offers = _fee_offers(details.fee_offers(channel.chan_id), channel, channels)
     offered = offers.offered_ppm
-    median = _nearest_rank(offered, 50) if offered else None
+    median = offered[nearest_rank(len(offered), 50) - 1] if offered else None
     current = channel.fee_rate_ppm
     floor_07 = _ceil_div(7 * current, 10) if current is not None else None
     suggested = max(v for v in (median, floor_07, settings.min_fee_ppm) if v is not None)
@@ -614,7 +605,7 @@ def _inbound(
         return None
     expected = baseline.baseline_fees_msat * hours // baseline_hours
     missed = max(0, expected - baseline.window_fees_msat)
-    if missed < settings.min_missed_sats * _MSAT_PER_SAT:
+    if missed < settings.min_missed_sats * MSAT_PER_SAT:
         return None
     push = _excess_up(channel)
     # the channel's own figures of the window (local failures below the thresholds)
@@ -730,25 +721,39 @@ def rebalance_plan(
     return tuple(moves)
 
 
+def reported(
+    channels: Mapping[int, ChannelState],
+    failures: Mapping[int, ChannelFailures],
+    settings: AnalysisSettings,
+) -> Iterator[tuple[ChannelState, ChannelFailures]]:
+    """Our channels whose failures reach the reporting thresholds (DESIGN §5), in the order
+    of ``failures``: each gets a regular opportunity, and :func:`recommend` speaks for it."""
+    min_missed_msat = settings.min_missed_sats * MSAT_PER_SAT
+    for chan_id, channel_failures in failures.items():
+        channel = channels.get(chan_id)
+        if channel is None:  # a foreign SCID: node totals only
+            continue
+        if (
+            channel_failures.failures < settings.min_failure_count
+            or channel_failures.missed_dedup_msat < min_missed_msat
+        ):
+            continue
+        yield channel, channel_failures
+
+
 def analyze(inp: AnalysisInput, settings: AnalysisSettings, generated_ns: int) -> AnalysisReport:
     """Rank the window's missed-revenue opportunities and plan the rebalances (DESIGN §5)."""
     if inp.hours <= 0:
         raise ValueError(f"analysis window of {inp.hours} h")
-    min_missed_msat = settings.min_missed_sats * _MSAT_PER_SAT
     # (rank key, the opportunity given its rank): regular ones are built once their rank
     # is known, their key comes from the same integers _regular uses
     found: list[tuple[tuple[int, int, int], Callable[..., Opportunity]]] = []
-    for chan_id, failures in inp.failures.items():
-        channel = inp.channels.get(chan_id)
-        if channel is None:  # a foreign SCID: node totals only
-            continue
+    for ours, failures in reported(inp.channels, inp.failures, settings):
         missed = failures.missed_dedup_msat
-        if failures.failures < settings.min_failure_count or missed < min_missed_msat:
-            continue
-        successes = inp.successes.get(chan_id, 0)
+        successes = inp.successes.get(ours.chan_id, 0)
         urgency = _urgency(missed, failures.failures, successes)
-        key = _rank_key_of(urgency, missed, channel.chan_id)
-        found.append((key, partial(_regular, channel, failures, successes, inp, settings, urgency)))
+        key = _rank_key_of(urgency, missed, ours.chan_id)
+        found.append((key, partial(_regular, ours, failures, successes, inp, settings, urgency)))
     regular_ids = {key[2] for key, _ in found}
     for chan_id, baseline in inp.inbound.items():
         channel = inp.channels.get(chan_id)

@@ -32,7 +32,7 @@ from .jsondoc import ReportFileError, parse_iso_ns, report_from_doc, report_to_d
 from .render import CLASS_ABBREV, iso, msat_as_sats, opportunities_lines, table
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Engine
 
     from lnflow.config import Settings
     from lnflow.policy.whatif import WhatIf
@@ -65,16 +65,22 @@ NO_SNAPSHOT = (
 
 
 @contextlib.contextmanager
-def reading(db_path: Path) -> Iterator[Connection]:
-    """A read-only connection to the store, closed (and the engine disposed) after use."""
+def reading_engine(db_path: Path) -> Iterator[Engine]:
+    """A read-only engine on the store, disposed after use."""
     from lnflow.store.db import open_readonly_engine
 
     engine = open_readonly_engine(db_path)
     try:
-        with engine.connect() as conn:
-            yield conn
+        yield engine
     finally:
         engine.dispose()
+
+
+@contextlib.contextmanager
+def reading(db_path: Path) -> Iterator[Connection]:
+    """A read-only connection to the store, closed (and the engine disposed) after use."""
+    with reading_engine(db_path) as engine, engine.connect() as conn:
+        yield conn
 
 
 def print_json(doc: object) -> None:
@@ -114,20 +120,20 @@ def analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
 
 
 def run_analysis(
-    conn: Connection, db_path: Path, hours: int, settings: AnalysisSettings, now_ns: int
+    engine: Engine, db_path: Path, hours: int, settings: AnalysisSettings, now_ns: int
 ) -> AnalysisReport:
     """A fresh analysis of the ``hours`` before ``now_ns`` from the store."""
-    from lnflow.store.analysis_queries import analyze_window, node_id_of, window_for
+    from lnflow.store.read import analyze_store, node_id_of
 
-    node_id = node_id_of(conn)
+    with engine.connect() as conn:
+        node_id = node_id_of(conn)
     if node_id is None:
         raise StoreError(
             f"the store {db_path} has no node yet: lnflowd has not reached lnd "
             "(see `lnflowctl status`)"
         )
-    _since, until = window_for(now_ns, hours)
-    return analyze_window(
-        conn, node_id, until_ns=until, hours=hours, settings=settings, generated_ns=now_ns
+    return analyze_store(
+        engine, node_id, until_ns=now_ns, hours=hours, settings=settings, generated_ns=now_ns
     )
 
 
@@ -191,8 +197,8 @@ def cmd_analyze(args: argparse.Namespace, db_path: Path) -> int:
     """A fresh analysis of the last --hours from the store."""
     settings = analysis_settings(args)
     now = time.time_ns()
-    with reading(db_path) as conn:
-        report = run_analysis(conn, db_path, args.hours, settings, now)
+    with reading_engine(db_path) as engine:
+        report = run_analysis(engine, db_path, args.hours, settings, now)
     if args.output is not None:
         write_atomically(args.output, json.dumps(report_to_doc(report), indent=2) + "\n")
     emit_report(report, args.json)
@@ -393,8 +399,7 @@ def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
                 print("\nstopped; analyzing the monitored period ...", flush=True)
         now = time.time_ns()
         hours = max(1, math.ceil((now - start) / NS_PER_HOUR))
-        with engine.connect() as conn:
-            report = run_analysis(conn, db_path, hours, settings, now)
+        report = run_analysis(engine, db_path, hours, settings, now)
     finally:
         engine.dispose()
     if args.json:
@@ -577,7 +582,7 @@ def _whatif_lines(w: WhatIf) -> list[str]:
 def cmd_whatif(args: argparse.Namespace, db_path: Path) -> int:
     """What a proposed policy would have earned over the channel's recorded window."""
     from lnflow.policy.whatif import estimate
-    from lnflow.store.analysis_queries import node_id_of
+    from lnflow.store.read import node_id_of
     from lnflow.store.trend import channel_known
 
     chan_id = channel_arg(args.channel)

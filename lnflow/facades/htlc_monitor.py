@@ -239,7 +239,7 @@ class HTLCMonitor:
         self, hours: int | None = None, settings: AnalysisSettings | None = None
     ) -> AnalysisReport:
         """Analyze the last ``hours`` (default ``history_hours``) of the store, now."""
-        from lnflow.store.analysis_queries import analyze_window, window_for
+        from lnflow.store.read import analyze_store
 
         if self.node_id is None:
             raise RuntimeError("nothing recorded yet: await start_monitoring() first")
@@ -252,14 +252,15 @@ class HTLCMonitor:
         )
         now = self._now()
 
-        def run() -> AnalysisReport:
-            _since, until = window_for(now, window)
-            with engine.connect() as conn:
-                return analyze_window(
-                    conn, node_id, until_ns=until, hours=window, settings=settings, generated_ns=now
-                )
-
-        return await asyncio.to_thread(run)
+        return await asyncio.to_thread(
+            analyze_store,
+            engine,
+            node_id,
+            until_ns=now,
+            hours=window,
+            settings=settings,
+            generated_ns=now,
+        )
 
     async def close(self) -> None:
         """Stop if running, close the store; a temporary store is deleted."""

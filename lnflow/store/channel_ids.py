@@ -5,7 +5,8 @@ reports (lnflow's id of the channel): a link failure on an alias whose peer is o
 keeps the alias, and a zero-conf channel's graph edge moves to its real SCID once it
 confirms (lnd-api.md, "Real-node behaviours"). The sampler keeps every such id in
 ``channel_aliases``; the analysis folds what the store holds under those ids into the
-channel, here, so opportunities, successes and failure details are per channel.
+channel, here (the failure details in :mod:`lnflow.store.read.details`), so
+opportunities, successes and failure details are per channel.
 
 What cannot be folded exactly is an estimate, said so: the distinct incoming channels
 of failures recorded under two ids are the larger of the two counts (a lower bound),
@@ -14,17 +15,16 @@ and demand clusters never span two ids (the recorder clusters by the id lnd name
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import replace
 
 from sqlalchemy import Connection, select
 
-from lnflow.analysis.model import ChannelFailures, ClassStats, FeePoint
-from lnflow.domain import FailureClass, from_signed64, percentile
+from lnflow.analysis.model import ChannelFailures, ClassStats
+from lnflow.domain import from_signed64
 from lnflow.store.schema import channel_aliases
 
-__all__ = ["AliasedFailureDetails", "alias_map", "fold_counts", "fold_failures"]
+__all__ = ["alias_map", "fold_counts", "fold_failures"]
 
 
 def alias_map(conn: Connection, node_id: int) -> dict[int, int]:
@@ -81,63 +81,3 @@ def fold_counts(counts: Mapping[int, int], aliases: Mapping[int, int]) -> dict[i
         owner = aliases.get(chan_id, chan_id)
         result[owner] = result.get(owner, 0) + n
     return dict(sorted(result.items()))
-
-
-class _Details(Protocol):
-    def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]: ...
-    def amount_percentiles(
-        self, chan_id: int, cls: FailureClass, percents: Sequence[int]
-    ) -> Sequence[int]: ...
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]: ...
-    def fee_history(self, chan_id: int) -> Sequence[FeePoint]: ...
-
-
-@dataclass(eq=False)
-class AliasedFailureDetails:
-    """Failure details of a channel including those recorded under its other ids.
-
-    ``other_ids`` holds, per channel, its ids that have failures in the window; every
-    other channel is answered by ``inner`` as it is.
-    """
-
-    inner: _Details
-    other_ids: Mapping[int, tuple[int, ...]]
-
-    @classmethod
-    def over(
-        cls,
-        inner: _Details,
-        failures: Mapping[int, ChannelFailures],
-        aliases: Mapping[int, int],
-    ) -> _Details:
-        """``inner`` itself when no failure of the window is under another id of a channel,
-        else ``inner`` wrapped. ``failures``: the window's, keyed by the ids the store holds.
-        """
-        other: dict[int, list[int]] = {}
-        for scid in sorted(failures):
-            owner = aliases.get(scid)
-            if owner is not None and owner != scid:
-                other.setdefault(owner, []).append(scid)
-        if not other:
-            return inner
-        return cls(inner, {chan: tuple(ids) for chan, ids in other.items()})
-
-    def amounts_msat(self, chan_id: int, cls: FailureClass) -> Sequence[int]:
-        others = self.other_ids.get(chan_id, ())
-        return sorted(a for i in (chan_id, *others) for a in self.inner.amounts_msat(i, cls))
-
-    def amount_percentiles(
-        self, chan_id: int, cls: FailureClass, percents: Sequence[int]
-    ) -> Sequence[int]:
-        others = self.other_ids.get(chan_id)
-        if not others:
-            return self.inner.amount_percentiles(chan_id, cls, percents)
-        values = [a for i in (chan_id, *others) for a in self.inner.amounts_msat(i, cls)]
-        return tuple(percentile(values, p) for p in percents) if values else ()
-
-    def fee_offers(self, chan_id: int) -> Sequence[tuple[int, int, int]]:
-        others = self.other_ids.get(chan_id, ())
-        return tuple(o for i in (chan_id, *others) for o in self.inner.fee_offers(i))
-
-    def fee_history(self, chan_id: int) -> Sequence[FeePoint]:
-        return self.inner.fee_history(chan_id)  # samples are kept under the chan_id

@@ -22,8 +22,8 @@ from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.policy.recorded import LocalFailure, PolicyPoint, SettledForward
-from lnflow.store.analysis_queries import failure_class_of
 from lnflow.store.channel_ids import alias_map
+from lnflow.store.read import failure_class_of
 from lnflow.store.schema import (
     channel_refs,
     channel_samples,

@@ -203,7 +203,7 @@ forward_attempts = Table(
         "node_id", "incoming_chan_ref", "incoming_htlc_id", name="uq_forward_attempts_key"
     ),
 )
-# The analysis' failure details (lnflow.store.analysis_queries.StoreFailureDetails): a
+# The analysis' failure details (lnflow.store.read.details): a
 # channel's local failures of one class resolved in a time range, read from the index
 # alone. Partial: local failures only (outcome 2 = lnflow.attempts.Outcome.FAILED_LOCAL).
 # node_id and outcome come last, only so the query needs no table row: node_id to check
@@ -507,7 +507,7 @@ channel_refs = Table(
 # there were at least 3 distinct ones. A period with incoming_many false had exactly
 # the set {incoming_lo, incoming_hi}, so the number of distinct incoming channels over
 # any union of periods is known exactly up to 3 (see INCOMING_CAP in
-# lnflow.store.analysis_queries).
+# lnflow.store.read).
 
 
 def _failure_channel_table(name: str, period: str, *extra: Column[int]) -> Table:

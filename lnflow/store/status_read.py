@@ -14,7 +14,7 @@ import json
 import sqlite3
 from typing import NamedTuple
 
-from lnflow.kinds import EventKind, Outcome
+from lnflow.kinds import EventKind, Gap, Outcome
 
 __all__ = [
     "DaemonStatus",
@@ -49,13 +49,6 @@ class LndStatus(NamedTuple):
     version: str | None
     network: str | None
     pubkey: str | None
-
-
-class Gap(NamedTuple):
-    """A span in which no HTLC stream was connected: failures then went unseen."""
-
-    from_ns: int
-    to_ns: int | None  # None: still disconnected
 
 
 class StreamStatus(NamedTuple):

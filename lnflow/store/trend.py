@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, exists, func, or_, select
 
 from lnflow.domain import NS_PER_DAY, NS_PER_HOUR, FailureClass, to_signed64
-from lnflow.store.analysis_queries import failure_class_of
+from lnflow.store.read import failure_class_of
 from lnflow.store.schema import (
     channel_refs,
     channel_samples,

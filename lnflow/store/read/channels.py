@@ -1,0 +1,168 @@
+"""Our channels as the analysis sees them: open now or closed at/after the window's start.
+
+A channel counts when it has a sample at or before ``until_ns`` (a sample taken at
+``until_ns`` is the state at the end of the window); its state is the latest such
+sample, its uptime ratio the change between its first sample in the window and that one.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Float,
+    FromClause,
+    and_,
+    bindparam,
+    cast,
+    func,
+    select,
+)
+
+from lnflow.analysis.model import ChannelState
+from lnflow.domain import from_signed64
+from lnflow.store.read.speed import rows
+from lnflow.store.schema import channel_samples, channels
+
+__all__ = ["channel_states", "has_policy", "sample_of"]
+
+
+def sample_of(
+    samples: FromClause, node: ColumnElement[int], chan: ColumnElement[int]
+) -> ColumnElement[bool]:
+    """The samples of channel ``chan`` of ``node`` (ix_channel_samples_chan_state's prefix)."""
+    return and_(samples.c.node_id == node, samples.c.chan_id == chan)
+
+
+def has_policy(samples: FromClause) -> ColumnElement[bool]:
+    """Samples that know our fee policy."""
+    return and_(samples.c.fee_base_msat.is_not(None), samples.c.fee_rate_ppm.is_not(None))
+
+
+# Every channel open now or closed at/after since, with its latest sample at or before
+# until and its first sample in [since, until] (for the uptime ratio): one statement for
+# all channels, each sample found by a correlated lookup on ix_channel_samples_chan_state
+# (whose entries end with the row id, so "ts_ns DESC, id DESC LIMIT 1" is one seek).
+_latest = channel_samples.alias("latest")
+_first = channel_samples.alias("first")
+_latest_id = (
+    select(channel_samples.c.id)
+    .where(sample_of(channel_samples, channels.c.node_id, channels.c.chan_id))
+    .where(channel_samples.c.ts_ns <= bindparam("until"))
+    .order_by(channel_samples.c.ts_ns.desc(), channel_samples.c.id.desc())
+    .limit(1)
+    .correlate(channels)
+    .scalar_subquery()
+)
+_first_id = (
+    select(channel_samples.c.id)
+    .where(sample_of(channel_samples, channels.c.node_id, channels.c.chan_id))
+    .where(channel_samples.c.ts_ns >= bindparam("since"))
+    .where(channel_samples.c.ts_ns <= bindparam("until"))
+    .order_by(channel_samples.c.ts_ns, channel_samples.c.id)
+    .limit(1)
+    .correlate(channels)
+    .scalar_subquery()
+)
+_CHANNELS = (
+    select(
+        channels.c.chan_id,
+        channels.c.remote_pubkey,
+        channels.c.peer_alias,
+        channels.c.closed_ns,
+        _latest.c.capacity_sat,
+        _latest.c.local_balance_sat,
+        _latest.c.remote_balance_sat,
+        _latest.c.local_reserve_sat,
+        _latest.c.remote_reserve_sat,
+        _latest.c.active,
+        _latest.c.fee_base_msat,
+        _latest.c.fee_rate_ppm,
+        _latest.c.max_htlc_msat,
+        _latest.c.uptime_s,
+        _latest.c.lifetime_s,
+        _first.c.id.label("first_id"),
+        _first.c.uptime_s.label("first_uptime_s"),
+        _first.c.lifetime_s.label("first_lifetime_s"),
+        _latest.c.inbound_fee_base_msat,
+        _latest.c.inbound_fee_rate_ppm,
+    )
+    .select_from(
+        channels.join(_latest, _latest.c.id == _latest_id).outerjoin(
+            _first, _first.c.id == _first_id
+        )
+    )
+    .where(channels.c.node_id == bindparam("node"))
+    .where(channels.c.closed_ns.is_(None) | (channels.c.closed_ns >= bindparam("since")))
+    .order_by(channels.c.chan_id)
+)
+
+# The lowest local ratio among the window's samples of the given channels (REAL division:
+# the same IEEE quotient as Python's int / int for balances below 2^53), read from
+# ix_channel_samples_chan_state alone.
+_ratio = cast(channel_samples.c.local_balance_sat, Float) / (
+    channel_samples.c.local_balance_sat + channel_samples.c.remote_balance_sat
+)
+_MIN_LOCAL_RATIO = (
+    select(channel_samples.c.chan_id, func.min(_ratio).label("lowest"))
+    .where(channel_samples.c.node_id == bindparam("node"))
+    .where(channel_samples.c.chan_id.in_(bindparam("chans", expanding=True)))
+    .where(channel_samples.c.ts_ns >= bindparam("since"))
+    .where(channel_samples.c.ts_ns <= bindparam("until"))
+    .where(channel_samples.c.local_balance_sat + channel_samples.c.remote_balance_sat > 0)
+    .group_by(channel_samples.c.chan_id)
+)
+
+
+def channel_states(
+    conn: Connection, node_id: int, since_ns: int, until_ns: int, inbound_ratio: float
+) -> dict[int, ChannelState]:
+    """Channels open now or closed at/after ``since_ns`` that have a sample by ``until_ns``.
+
+    ``min_local_ratio`` is read only for channels whose latest sample is in the window
+    with a local ratio of at least ``inbound_ratio``: the lowest ratio of any other
+    channel is below it (or it has no sample in the window), and it stays None.
+    """
+    params = {"node": node_id, "since": since_ns, "until": until_ns}
+    sampled = rows(conn, _CHANNELS, params)
+    full = [
+        row.chan_id
+        for row in sampled
+        if row.first_id is not None  # the latest sample is in the window
+        and row.local_balance_sat + row.remote_balance_sat > 0
+        and row.local_balance_sat / (row.local_balance_sat + row.remote_balance_sat)
+        >= inbound_ratio
+    ]
+    lowest: dict[int, float] = {}
+    if full:
+        ratios = conn.execute(_MIN_LOCAL_RATIO, params | {"chans": full}).all()
+        lowest = {row.chan_id: float(row.lowest) for row in ratios}
+    result: dict[int, ChannelState] = {}
+    for row in sampled:
+        uptime_ratio = None
+        if row.first_id is not None:  # the latest sample is in the window too
+            lifetime = row.lifetime_s - row.first_lifetime_s
+            if lifetime > 0:
+                uptime = (row.uptime_s - row.first_uptime_s) / lifetime
+                uptime_ratio = min(1.0, max(0.0, uptime))
+        chan_id = from_signed64(row.chan_id)
+        result[chan_id] = ChannelState(
+            chan_id=chan_id,
+            peer_pubkey=row.remote_pubkey,
+            peer_alias=row.peer_alias,
+            capacity_sat=row.capacity_sat,
+            local_balance_sat=row.local_balance_sat,
+            remote_balance_sat=row.remote_balance_sat,
+            local_reserve_sat=row.local_reserve_sat,
+            remote_reserve_sat=row.remote_reserve_sat,
+            active=bool(row.active),
+            closed=row.closed_ns is not None and row.closed_ns <= until_ns,
+            fee_base_msat=row.fee_base_msat,
+            fee_rate_ppm=row.fee_rate_ppm,
+            max_htlc_msat=row.max_htlc_msat,
+            min_local_ratio=lowest.get(row.chan_id),
+            uptime_ratio=uptime_ratio,
+            inbound_fee_base_msat=row.inbound_fee_base_msat,
+            inbound_fee_rate_ppm=row.inbound_fee_rate_ppm,
+        )
+    return result

@@ -1,0 +1,308 @@
+"""The raw failure details a :class:`~lnflow.analysis.model.DetailRequest` names, fetched
+in a few batched statements and returned as :class:`~lnflow.analysis.model.DetailFacts`.
+
+The failures are those the window's counts describe: local failures with
+``since_ns <= resolved_ns < until_ns`` and a known amount, read from the partial covering
+index ``ix_forward_attempts_local`` (one index range per channel and class). A channel's
+failures recorded under its other ids (:mod:`lnflow.store.channel_ids`) count for it;
+our fee history is kept under the channel's own id.
+
+Amount percentiles are nearest ranks (:mod:`lnflow.analysis.ranks`), exact either way:
+
+- in windows shorter than :data:`RANK_IN_SQL_FROM_HOURS` the amounts are read (one
+  statement for all channels of a class) and ranked here, unless a channel may have
+  more than :data:`RANK_IN_SQL_FROM_AMOUNTS` of them (its failures of the class bound
+  its amounts): those are counted, and ranked in SQL when the count is that large;
+- longer windows count the amounts (one statement) and walk
+  ``ix_forward_attempts_local_amount`` to each rank from the nearer end; a channel with
+  other ids has its amounts read and ranked here.
+
+Fee offers and our fee history come in one statement each for all fee channels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+
+from sqlalchemy import Connection, String, and_, bindparam, cast, func, select
+
+from lnflow.analysis.classify import FailureClass
+from lnflow.analysis.model import AmountRequest, DetailFacts, DetailRequest, FeePoint
+from lnflow.analysis.ranks import nearest_rank, percentiles_of
+from lnflow.domain import from_signed64, to_signed64
+from lnflow.store.read.channels import has_policy, sample_of
+from lnflow.store.read.speed import rows
+from lnflow.store.read.sql import FAILED_LOCAL, ref_of, unindexed
+from lnflow.store.rollups import NS_PER_HOUR
+from lnflow.store.schema import channel_refs, channel_samples, channels, forward_attempts
+
+__all__ = ["RANK_IN_SQL_FROM_AMOUNTS", "RANK_IN_SQL_FROM_HOURS", "fetch_details"]
+
+#: Shorter windows rank a channel's amounts of a class in SQL too when there are more
+#: than this many: reading them would hold them all in memory at once (a busy hour may
+#: hold a million failures).
+RANK_IN_SQL_FROM_AMOUNTS = 20_000
+#: From this window length on, amounts are ranked in SQL rather than read and sorted
+#: here. Reading costs per amount in the window; ranking walks up to half the channel's
+#: retained amounts of the class, in window or not, at a fraction of the cost per row:
+#: with attempts kept 30 days (the default) it pays from about a week.
+RANK_IN_SQL_FROM_HOURS = 7 * 24
+
+_attempt = forward_attempts
+_out_ref = channel_refs.alias("out_ref")
+_in_ref = channel_refs.alias("in_ref")
+# The failures of one class of several channels (SCIDs ``outs``) in [since, until) with a
+# known amount, each with the SCID of its ref
+_of_channels = (
+    _out_ref.c.node_id == bindparam("node"),
+    _out_ref.c.chan_id.in_(bindparam("outs", expanding=True)),
+    _attempt.c.outgoing_chan_ref == _out_ref.c.id,
+    _attempt.c.failure_class == bindparam("cls"),
+    _attempt.c.resolved_ns >= bindparam("since"),
+    _attempt.c.resolved_ns < bindparam("until"),
+    _attempt.c.outcome == FAILED_LOCAL,
+    _attempt.c.outgoing_amt_msat.is_not(None),
+    unindexed(_attempt.c.node_id) == bindparam("node"),
+)
+# each channel's amounts as one text "a,b,c", parsed by json.loads: one row per channel
+# for tens of thousands of values
+_AMOUNTS = (
+    select(
+        _out_ref.c.chan_id.label("out"),
+        func.group_concat(cast(_attempt.c.outgoing_amt_msat, String), ",").label("amounts"),
+    )
+    .where(*_of_channels)
+    .group_by(_out_ref.c.chan_id)
+)
+_COUNTS = (
+    select(_out_ref.c.chan_id.label("out"), func.count().label("amounts"))
+    .where(*_of_channels)
+    .group_by(_out_ref.c.chan_id)
+)
+# a channel's fee offers: its FEE_INSUFFICIENT failures, each with its incoming channel's
+# SCID (0 for none), whose inbound fee lnd added to ours
+_OFFERS = (
+    select(
+        _out_ref.c.chan_id.label("out"),
+        _attempt.c.missed_fee_msat,
+        _attempt.c.outgoing_amt_msat,
+        func.coalesce(_in_ref.c.chan_id, 0).label("incoming"),
+    )
+    .select_from(_out_ref)
+    .join(_attempt, _attempt.c.outgoing_chan_ref == _out_ref.c.id)
+    .outerjoin(_in_ref, _in_ref.c.id == _attempt.c.incoming_chan_ref)
+    .where(*_of_channels)
+)
+# The k-th smallest amount of one channel's failures of a class, on
+# ix_forward_attempts_local_amount (the time bounds unindexed, so the planner walks the
+# index that gives the amount order rather than sort the window's amounts)
+_ranked = (
+    select(_attempt.c.outgoing_amt_msat)
+    .where(_attempt.c.outgoing_chan_ref == ref_of(bindparam("out")))
+    .where(_attempt.c.failure_class == bindparam("cls"))
+    .where(_attempt.c.outgoing_amt_msat.is_not(None))
+    .where(unindexed(_attempt.c.resolved_ns) >= bindparam("since"))
+    .where(unindexed(_attempt.c.resolved_ns) < bindparam("until"))
+    .where(_attempt.c.outcome == FAILED_LOCAL)
+    .where(unindexed(_attempt.c.node_id) == bindparam("node"))
+    .limit(1)
+    .offset(bindparam("skip"))
+)
+_RANK_ASC = _ranked.order_by(_attempt.c.outgoing_amt_msat)
+_RANK_DESC = _ranked.order_by(_attempt.c.outgoing_amt_msat.desc())
+
+# Our fee policy from the history's start: each channel's last sample with a policy at or
+# before it (the policy then in force; else the first after it, one seek per channel),
+# then every sample with a policy from there, in order, from ix_channel_samples_chan_state
+# alone; the changes are picked out in Python (_policy_changes).
+_before = channel_samples.alias("before")
+_policy_start = (
+    select(_before.c.ts_ns)
+    .where(sample_of(_before, bindparam("node"), channels.c.chan_id))
+    .where(_before.c.ts_ns <= bindparam("start"))
+    .where(has_policy(_before))
+    .order_by(_before.c.ts_ns.desc(), _before.c.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_starts = (
+    select(
+        channels.c.chan_id,
+        func.coalesce(_policy_start, bindparam("start")).label("from_ns"),
+    )
+    .where(channels.c.node_id == bindparam("node"))
+    .where(channels.c.chan_id.in_(bindparam("chans", expanding=True)))
+    .cte("starts")
+)
+_FEE_SAMPLES = (
+    select(
+        _starts.c.chan_id,
+        channel_samples.c.ts_ns,
+        channel_samples.c.fee_base_msat,
+        channel_samples.c.fee_rate_ppm,
+    )
+    .select_from(_starts)
+    .outerjoin(
+        channel_samples,
+        and_(
+            sample_of(channel_samples, bindparam("node"), _starts.c.chan_id),
+            channel_samples.c.ts_ns >= _starts.c.from_ns,
+            channel_samples.c.ts_ns <= bindparam("until"),
+            has_policy(channel_samples),
+        ),
+    )
+    .order_by(_starts.c.chan_id, channel_samples.c.ts_ns, channel_samples.c.id)
+)
+
+
+class _Reader:
+    """The statements of one request, on one connection."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        node_id: int,
+        request: DetailRequest,
+        aliases: Mapping[int, int],
+    ) -> None:
+        self.conn = conn
+        self.window = {"node": node_id, "since": request.since_ns, "until": request.until_ns}
+        self.request = request
+        # each channel's other ids (unsigned), by the channel's id
+        other_ids: dict[int, list[int]] = {}
+        for scid, owner in sorted(aliases.items()):
+            if scid != owner:
+                other_ids.setdefault(owner, []).append(scid)
+        self.other_ids = other_ids
+
+    def ids_of(self, chan_ids: Iterable[int]) -> dict[int, int]:
+        """Signed store id -> the channel it counts for, of these channels and their aliases."""
+        return {
+            to_signed64(scid): chan
+            for chan in chan_ids
+            for scid in (chan, *self.other_ids.get(chan, ()))
+        }
+
+    def _params(self, cls: FailureClass, ids: Mapping[int, int]) -> dict[str, object]:
+        return self.window | {"cls": int(cls), "outs": sorted(ids)}
+
+    def counts(self, cls: FailureClass, chan_ids: Sequence[int]) -> dict[int, int]:
+        """How many known amounts each channel's failures of the class have (no aliases)."""
+        ids = self.ids_of(chan_ids)
+        counted = self.conn.execute(_COUNTS, self._params(cls, ids)).all()
+        found = {ids[row.out]: int(row.amounts) for row in counted}
+        return {chan: found.get(chan, 0) for chan in chan_ids}
+
+    def amounts(self, cls: FailureClass, chan_ids: Sequence[int]) -> dict[int, list[int]]:
+        """Each channel's known amounts of the class (its other ids' included), sorted."""
+        ids = self.ids_of(chan_ids)
+        result: dict[int, list[int]] = {chan: [] for chan in chan_ids}
+        for row in self.conn.execute(_AMOUNTS, self._params(cls, ids)).all():
+            result[ids[row.out]].extend(json.loads(f"[{row.amounts}]"))
+        for values in result.values():
+            values.sort()
+        return result
+
+    def ranked(
+        self, cls: FailureClass, chan_id: int, count: int, percents: Sequence[int]
+    ) -> dict[int, int]:
+        """Nearest ranks of the channel's ``count`` amounts of the class, walked in SQL."""
+        params = self.window | {"cls": int(cls), "out": to_signed64(chan_id)}
+        result: dict[int, int] = {}
+        for p in percents if count else ():
+            k = nearest_rank(count, p)
+            if k <= count - k + 1:
+                (value,) = rows(self.conn, _RANK_ASC, params | {"skip": k - 1})[0]
+            else:
+                (value,) = rows(self.conn, _RANK_DESC, params | {"skip": count - k})[0]
+            result[p] = int(value)
+        return result
+
+    def offers(self, chan_ids: Sequence[int]) -> dict[int, tuple[tuple[int, int, int], ...]]:
+        """(missed fee, amount, incoming channel) of each channel's fee failures."""
+        ids = self.ids_of(chan_ids)
+        found: dict[int, list[tuple[int, int, int]]] = {chan: [] for chan in chan_ids}
+        result = self.conn.execute(_OFFERS, self._params(FailureClass.FEE, ids))
+        # (the columns unpacked by name: a busy channel has thousands of offers)
+        for out, missed_fee_msat, amount_msat, incoming in result.all():
+            found[ids[out]].append((missed_fee_msat, amount_msat, from_signed64(incoming)))
+        return {chan: tuple(offers) for chan, offers in found.items()}
+
+    def fee_histories(self, chan_ids: Sequence[int]) -> dict[int, tuple[FeePoint, ...]]:
+        """Our fee policy on each channel: the one in force at the start, then its changes."""
+        params = {
+            "node": self.window["node"],
+            "start": self.request.history_from_ns,
+            "until": self.request.until_ns,
+            "chans": sorted(to_signed64(chan) for chan in chan_ids),
+        }
+        histories: dict[int, tuple[FeePoint, ...]] = {chan: () for chan in chan_ids}
+        # rows in channel, then sample order (~300 a channel for a day), one with no
+        # sample (None) for a channel that has none: keep each channel's first sample
+        # and those whose policy differs from the sample before
+        points: list[FeePoint] = []
+        last_chan = last_policy = None
+        for chan_id, ts_ns, fee_base_msat, fee_rate_ppm in self.conn.execute(
+            _FEE_SAMPLES, params
+        ).all():
+            if chan_id != last_chan:
+                if last_chan is not None:
+                    histories[from_signed64(last_chan)] = tuple(points)
+                points, last_chan, last_policy = [], chan_id, None
+            if ts_ns is not None and (fee_base_msat, fee_rate_ppm) != last_policy:
+                points.append(FeePoint(ts_ns, fee_base_msat, fee_rate_ppm))
+                last_policy = (fee_base_msat, fee_rate_ppm)
+        if last_chan is not None:
+            histories[from_signed64(last_chan)] = tuple(points)
+        return histories
+
+
+def _percentiles(
+    reader: _Reader, cls: FailureClass, requests: Sequence[AmountRequest], short: bool
+) -> dict[int, dict[int, int]]:
+    """Each requested channel's percentiles of its failed amounts of the class."""
+    percents = {r.chan_id: r.percents for r in requests}
+    to_read: list[int] = []
+    to_count: list[int] = []
+    for r in requests:
+        few = short and r.failures <= RANK_IN_SQL_FROM_AMOUNTS
+        (to_read if few or r.chan_id in reader.other_ids else to_count).append(r.chan_id)
+    to_rank: dict[int, int] = {}
+    if to_count:
+        for chan, n in reader.counts(cls, to_count).items():
+            if short and n <= RANK_IN_SQL_FROM_AMOUNTS:
+                to_read.append(chan)
+            else:
+                to_rank[chan] = n
+    result: dict[int, dict[int, int]] = {}
+    if to_read:
+        for chan, ordered in reader.amounts(cls, to_read).items():
+            ranked = percentiles_of(ordered, percents[chan])
+            result[chan] = dict(zip(percents[chan], ranked, strict=True)) if ranked else {}
+    for chan, n in to_rank.items():
+        result[chan] = reader.ranked(cls, chan, n, percents[chan])
+    return result
+
+
+def fetch_details(
+    conn: Connection, node_id: int, request: DetailRequest, aliases: Mapping[int, int]
+) -> DetailFacts:
+    """The details ``request`` names, of node ``node_id``; ``aliases`` maps our channels'
+    other ids to their channel (:func:`lnflow.store.channel_ids.alias_map`)."""
+    reader = _Reader(conn, node_id, request, aliases)
+    short = request.until_ns - request.since_ns < RANK_IN_SQL_FROM_HOURS * NS_PER_HOUR
+    by_class: dict[FailureClass, list[AmountRequest]] = {}
+    for r in request.amounts:
+        by_class.setdefault(r.failure_class, []).append(r)
+    percentiles = {
+        (chan, cls): ranked
+        for cls, requests in sorted(by_class.items())
+        for chan, ranked in _percentiles(reader, cls, requests, short).items()
+    }
+    fee_channels = list(dict.fromkeys(request.fee_channels))
+    return DetailFacts(
+        percentiles=percentiles,
+        offers=reader.offers(fee_channels) if fee_channels else {},
+        fee_histories=reader.fee_histories(fee_channels) if fee_channels else {},
+    )

@@ -1,0 +1,485 @@
+"""Local failures of a window per outgoing channel, and the node totals.
+
+Whole days, blocks and hours (:class:`~.window.Span`) come from the per-channel failure
+rollups, summed in SQL to one row per channel. The partial hour at each end (none when a
+boundary falls on a full hour) comes from raw rows, counted on the basis the rollups are
+filled on: a local failure at its LINK_FAIL time (``forward_attempts.resolved_ns``), a
+demand cluster at its first member (``failure_clusters.first_ns``), the growth of a
+cluster's largest missed fee (the deduplicated figure) when the member that raised it
+failed. Channels whose failures of a partial hour all fall inside the range are read from
+their hourly row instead (same figures, exact times).
+
+Precision: ``first_failure_ns``/``last_failure_ns`` are exact for failures in a partial
+hour, the first and last nanosecond of a whole hour otherwise; ``incoming_channels`` is
+exact up to :data:`~lnflow.analysis.model.INCOMING_CAP`; a stored class number this code
+does not know counts as ``other``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from operator import add, itemgetter
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+)
+
+from lnflow.analysis.classify import FailureClass
+from lnflow.analysis.model import INCOMING_CAP, ChannelFailures, ClassStats
+from lnflow.domain import from_signed64
+from lnflow.store.read.speed import rows
+from lnflow.store.read.sql import FAILED_LOCAL, REJECTED_LOCAL, number, unindexed
+from lnflow.store.read.window import Span
+from lnflow.store.rollups import CLASS_COLUMNS, NS_PER_HOUR
+from lnflow.store.schema import (
+    channel_refs,
+    failure_channel_6h,
+    failure_channel_daily,
+    failure_channel_hourly,
+    failure_clusters,
+    forward_attempts,
+)
+
+__all__ = ["WindowFailures", "failure_class_of", "unknown_and_rejected", "window_failures"]
+
+# Members of a demand cluster resolved before a partial range are looked up from the
+# cluster's first failure minus this slack: a member's resolved_ns is its LINK_FAIL time
+# and the cluster's first_ns the earliest of those, so the slack only guards against a
+# final event dated before its LINK_FAIL (lnd does not send one); it also bounds each read.
+_RESOLVE_SLACK_NS = NS_PER_HOUR
+
+_CLASSES = tuple(FailureClass)
+_FAILURE_COLUMNS = tuple(failures for failures, _ in CLASS_COLUMNS)
+_MISSED_COLUMNS = tuple(missed for _, missed in CLASS_COLUMNS)
+# a rollup row's failures and missed msat of each class, in class order
+_failures_of = itemgetter(*_FAILURE_COLUMNS)
+_missed_of = itemgetter(*_MISSED_COLUMNS)
+
+
+def failure_class_of(number: int) -> FailureClass:
+    """The class a stored ``failure_class`` number stands for (unknown numbers: other)."""
+    try:
+        return FailureClass(number)
+    except ValueError:
+        return FailureClass.OTHER
+
+
+@dataclass
+class _ChannelTally:
+    """One outgoing channel's failures as they are added up from several sources."""
+
+    first_ns: int
+    last_ns: int
+    failures: int = 0
+    clusters: int = 0
+    raw_msat: int = 0
+    dedup_msat: int = 0
+    # failures and raw missed msat of each class, in class order
+    class_failures: list[int] = field(default_factory=lambda: [0] * len(_CLASSES))
+    class_missed: list[int] = field(default_factory=lambda: [0] * len(_CLASSES))
+    # the incoming channels known one by one, and whether there were INCOMING_CAP or more
+    incoming: set[int] = field(default_factory=set)
+    incoming_many: bool = False
+
+    def add_class(self, cls: FailureClass, failures: int, missed_msat: int) -> None:
+        self.failures += failures
+        self.raw_msat += missed_msat
+        self.class_failures[cls - 1] += failures
+        self.class_missed[cls - 1] += missed_msat
+
+    def channel_failures(self, chan_id: int) -> ChannelFailures:
+        incoming = INCOMING_CAP if self.incoming_many else min(len(self.incoming), INCOMING_CAP)
+        return ChannelFailures(
+            chan_id=chan_id,
+            failures=self.failures,
+            clusters=self.clusters,
+            missed_raw_msat=self.raw_msat,
+            missed_dedup_msat=self.dedup_msat,
+            incoming_channels=incoming,
+            first_failure_ns=self.first_ns,
+            last_failure_ns=self.last_ns,
+            by_class={
+                cls: ClassStats(n, raw)
+                for cls, n, raw in zip(
+                    _CLASSES, self.class_failures, self.class_missed, strict=True
+                )
+                if n or raw
+            },
+        )
+
+
+class _Tallies(dict[int, _ChannelTally]):
+    """Tallies by signed outgoing channel id."""
+
+    def of(self, out: int, first_ns: int, last_ns: int) -> _ChannelTally:
+        """The channel's tally, created or widened to cover the given times."""
+        tally = self.get(out)
+        if tally is None:
+            tally = self[out] = _ChannelTally(first_ns=first_ns, last_ns=last_ns)
+        else:
+            tally.first_ns = min(tally.first_ns, first_ns)
+            tally.last_ns = max(tally.last_ns, last_ns)
+        return tally
+
+
+# --------------------------------------------------------------------------- rollups
+
+
+def _rollup_source(
+    table: Table, period: str, first: str, last: str, *hours: ColumnElement[int]
+) -> Select[Any]:
+    """A per-channel failure rollup's rows in one range of periods, in one shape."""
+    t = table.c
+    if not hours:
+        hours = (t.hour, t.hour)
+    return (
+        select(
+            t.outgoing_channel_id.label("out"),
+            t.clusters,
+            t.missed_dedup_msat,
+            *(t[col] for pair in CLASS_COLUMNS for col in pair),
+            t.incoming_lo,
+            t.incoming_hi,
+            t.incoming_many,
+            hours[0].label("first_hour"),
+            hours[1].label("last_hour"),
+        )
+        .where(t.node_id == bindparam("node"))
+        .where(t[period].between(bindparam(first), bindparam(last)))
+    )
+
+
+_daily, _blocks, _hourly = failure_channel_daily, failure_channel_6h, failure_channel_hourly
+_rollup_rows = union_all(
+    _rollup_source(_daily, "day", "d0", "d1", _daily.c.first_hour, _daily.c.last_hour),
+    _rollup_source(_blocks, "block", "c0", "c1", _blocks.c.first_hour, _blocks.c.last_hour),
+    _rollup_source(_blocks, "block", "e0", "e1", _blocks.c.first_hour, _blocks.c.last_hour),
+    _rollup_source(_hourly, "hour", "a0", "a1"),
+    _rollup_source(_hourly, "hour", "b0", "b1"),
+).subquery("rows")
+_rolled = _rollup_rows.c
+_ns_per_hour = number(NS_PER_HOUR)
+# Per outgoing channel over the span's days and whole hours: the sums, the first and last
+# failure to the hour, and what tells how many incoming channels there were, up to 3 (see
+# _incoming_many).
+_ROLLUP_FAILURES = select(
+    _rolled.out,
+    func.sum(_rolled.clusters).label("clusters"),
+    func.sum(_rolled.missed_dedup_msat).label("dedup_msat"),
+    *(func.sum(_rolled[col]).label(col) for pair in CLASS_COLUMNS for col in pair),
+    (func.min(_rolled.first_hour) * _ns_per_hour).label("first_ns"),
+    ((func.max(_rolled.last_hour) + 1) * _ns_per_hour - 1).label("last_ns"),
+    func.min(_rolled.incoming_lo).label("lo"),
+    func.max(_rolled.incoming_hi).label("hi"),
+    func.max(case((_rolled.incoming_many, 1), else_=0)).label("many"),
+    func.count(_rolled.incoming_lo.distinct()).label("n_lo"),
+    func.count(_rolled.incoming_hi.distinct()).label("n_hi"),
+    func.max(_rolled.incoming_lo).label("max_lo"),
+    func.min(_rolled.incoming_hi).label("min_hi"),
+).group_by(_rolled.out)
+
+# The rows of the hour of [lo, hi) whose failures all fall in [lo, hi), in the shape of
+# _ROLLUP_FAILURES, with their failures' exact times: what the raw rows would count.
+_hour_inside = and_(_hourly.c.first_ns >= bindparam("lo"), _hourly.c.last_ns < bindparam("hi"))
+_HOUR_FAILURES = select(
+    _hourly.c.outgoing_channel_id.label("out"),
+    _hourly.c.clusters,
+    _hourly.c.missed_dedup_msat.label("dedup_msat"),
+    *(_hourly.c[col] for pair in CLASS_COLUMNS for col in pair),
+    _hourly.c.first_ns,
+    _hourly.c.last_ns,
+    _hourly.c.incoming_lo.label("lo"),
+    _hourly.c.incoming_hi.label("hi"),
+    case((_hourly.c.incoming_many, 1), else_=0).label("many"),
+    # one row's incoming summary as _incoming_many reads a group's: one distinct lo and
+    # one distinct hi, the largest lo and the smallest hi its own
+    literal_column("1").label("n_lo"),
+    literal_column("1").label("n_hi"),
+    _hourly.c.incoming_lo.label("max_lo"),
+    _hourly.c.incoming_hi.label("min_hi"),
+).where(_hourly.c.node_id == bindparam("node"), _hourly.c.hour == bindparam("hour"), _hour_inside)
+
+
+def _incoming_many(row: Row[Any]) -> bool:
+    """Whether some periods together had at least 3 distinct incoming channels.
+
+    Each period without ``incoming_many`` had exactly the ids {lo_i, hi_i}. Their union
+    has a third id besides the smallest ``lo`` and the largest ``hi`` iff 3 or more
+    distinct lo_i or hi_i exist, or the largest lo_i or the smallest hi_i lies strictly
+    between them (otherwise every lo_i and hi_i is one of the two).
+    """
+    lo, hi = row.lo, row.hi
+    return (
+        bool(row.many)
+        or row.n_lo >= 3
+        or row.n_hi >= 3
+        or lo < row.max_lo < hi
+        or lo < row.min_hi < hi
+    )
+
+
+def _add_rollup_rows(rows: Iterable[Row[Any]], tallies: _Tallies) -> None:
+    """Rows of _ROLLUP_FAILURES' shape added to the tallies."""
+    for row in rows:
+        tally = tallies.of(row.out, row.first_ns, row.last_ns)
+        # SQLite's sums of integer columns are ints already (~1 000 rows a window)
+        failures = _failures_of(row._mapping)
+        missed = _missed_of(row._mapping)
+        tally.class_failures = list(map(add, tally.class_failures, failures))
+        tally.class_missed = list(map(add, tally.class_missed, missed))
+        tally.failures += sum(failures)
+        tally.raw_msat += sum(missed)
+        tally.clusters += row.clusters
+        tally.dedup_msat += row.dedup_msat
+        if _incoming_many(row):
+            tally.incoming_many = True
+        else:
+            tally.incoming.update((row.lo, row.hi))
+
+
+# --------------------------------------------------------------------------- raw rows
+
+_attempt, _cluster = forward_attempts, failure_clusters
+_attempt_out, _attempt_in = channel_refs.alias("a_out"), channel_refs.alias("a_in")
+
+
+def _raw_failures_of(cls: FailureClass, failures_col: str, *columns: Any) -> Select[Any]:
+    """The hour's local failures of one class in [lo, hi), with the given columns.
+
+    One index range of ``ix_forward_attempts_local`` per outgoing channel whose rollup row
+    of the hour counts failures of the class (every failure of the hour is counted there;
+    the ``other`` column also counts class numbers this code does not know, so it may ask
+    for a range that holds none), unless all of the row's failures fall in [lo, hi)
+    (_HOUR_FAILURES reads those channels). ``columns`` may name the outgoing channel's
+    SCID, the attempt, its incoming channel's ref and its cluster.
+    """
+    return (
+        select(*columns)
+        .select_from(
+            _hourly.join(
+                _attempt_out,
+                and_(
+                    _attempt_out.c.node_id == _hourly.c.node_id,
+                    _attempt_out.c.chan_id == _hourly.c.outgoing_channel_id,
+                ),
+            )
+            .join(
+                _attempt,
+                and_(
+                    _attempt.c.outgoing_chan_ref == _attempt_out.c.id,
+                    _attempt.c.failure_class == number(cls),
+                    _attempt.c.resolved_ns >= bindparam("lo"),
+                    _attempt.c.resolved_ns < bindparam("hi"),
+                ),
+            )
+            .outerjoin(_attempt_in, _attempt_in.c.id == _attempt.c.incoming_chan_ref)
+            .outerjoin(_cluster, _cluster.c.id == _attempt.c.cluster_id)
+        )
+        .where(_hourly.c.node_id == bindparam("node"))
+        .where(_hourly.c.hour == bindparam("hour"))
+        .where(_hourly.c[failures_col] > 0)
+        .where(~_hour_inside)  # those are read from the hourly rows (_HOUR_FAILURES)
+        .where(unindexed(_attempt.c.node_id) == bindparam("node"))
+        .where(_attempt.c.outcome == FAILED_LOCAL)
+    )
+
+
+_RAW_CLASSES = tuple(zip(FailureClass, _FAILURE_COLUMNS, strict=True))
+# a failure recorded without a cluster (the recorder assigns every local failure one)
+_no_cluster = or_(_attempt.c.cluster_id.is_(None), _cluster.c.first_ns.is_(None))
+# Per (outgoing, incoming, class): failures, raw missed msat, the first and last
+# resolved_ns, and the failures and raw missed msat of those without a cluster. One row
+# per channel pair and class, however many failures the range holds.
+_RAW_FAILURES = union_all(
+    *(
+        _raw_failures_of(
+            cls,
+            failures_col,
+            _hourly.c.outgoing_channel_id.label("out"),
+            func.coalesce(_attempt_in.c.chan_id, 0).label("incoming"),
+            number(cls).label("failure_class"),
+            func.count().label("failures"),
+            func.sum(_attempt.c.missed_fee_msat).label("missed_msat"),
+            func.min(_attempt.c.resolved_ns).label("first_ns"),
+            func.max(_attempt.c.resolved_ns).label("last_ns"),
+            func.sum(case((_no_cluster, 1), else_=0)).label("lone"),
+            func.sum(case((_no_cluster, _attempt.c.missed_fee_msat), else_=0)).label("lone_msat"),
+        ).group_by(_hourly.c.outgoing_channel_id, _attempt_in.c.chan_id)
+        for cls, failures_col in _RAW_CLASSES
+    )
+)
+# Each cluster with a member in the range: its channel, first failure and largest missed
+# fee in the range (over all classes)
+_raw_members = union_all(
+    *(
+        _raw_failures_of(
+            cls,
+            failures_col,
+            _hourly.c.outgoing_channel_id.label("out"),
+            _attempt_out.c.id.label("out_ref"),
+            _attempt.c.cluster_id.label("cluster_id"),
+            _cluster.c.first_ns.label("first_ns"),
+            _attempt.c.missed_fee_msat.label("fee"),
+        ).where(~_no_cluster)
+        for cls, failures_col in _RAW_CLASSES
+    )
+).subquery("members")
+_member = _raw_members.c
+# the largest missed fee among a cluster's members resolved before lo
+_cluster_max_before = func.coalesce(
+    select(func.max(_attempt.c.missed_fee_msat))
+    .where(_attempt.c.outgoing_chan_ref == _member.out_ref)
+    .where(_attempt.c.failure_class.in_([number(c) for c in FailureClass]))
+    # members resolved at or after the cluster's first failure: see _RESOLVE_SLACK_NS
+    .where(_attempt.c.resolved_ns >= _member.first_ns - number(_RESOLVE_SLACK_NS))
+    .where(_attempt.c.resolved_ns < bindparam("lo"))
+    .where(_attempt.c.cluster_id == _member.cluster_id)
+    .where(unindexed(_attempt.c.node_id) == bindparam("node"))
+    .where(_attempt.c.outcome == FAILED_LOCAL)
+    .scalar_subquery(),
+    0,
+)
+# Per cluster: its channel, first failure, largest missed fee in the range (none below
+# 0) and, for a cluster opened before the range, its largest fee before lo (looked up
+# once per cluster, as the group is output)
+_raw_clusters = (
+    select(
+        _member.out,
+        _member.first_ns,
+        case((func.max(_member.fee) > 0, func.max(_member.fee)), else_=0).label("top"),
+        case((_member.first_ns >= bindparam("lo"), 0), else_=_cluster_max_before).label("before"),
+    )
+    .group_by(_member.out, _member.out_ref, _member.cluster_id, _member.first_ns)
+    .subquery("grown")
+)
+_grown = _raw_clusters.c
+_opened_in_range = _grown.first_ns >= bindparam("lo")
+# Per outgoing channel: the clusters opened in the range (first_ns < hi: each has a
+# member here), and the deduplicated missed fee as the growth of each cluster's largest
+# fee within the range (all of it for a cluster opened in the range).
+_RAW_CLUSTERS = select(
+    _grown.out,
+    func.sum(case((and_(_opened_in_range, _grown.first_ns < bindparam("hi")), 1), else_=0)).label(
+        "clusters"
+    ),
+    func.sum(
+        case(
+            (_opened_in_range, _grown.top),
+            (_grown.top > _grown.before, _grown.top - _grown.before),
+            else_=0,
+        )
+    ).label("dedup_msat"),
+).group_by(_grown.out)
+
+
+def _add_raw_failures(conn: Connection, params: Mapping[str, int], tallies: _Tallies) -> None:
+    """Local failures resolved in ``[lo, hi)`` (inside one clock ``hour``; ``params``
+    also names the ``node``), from raw rows, of the channels whose failures of that hour
+    do not all fall in the range.
+
+    Counted as the rollups count them: a failure in its (outgoing, incoming, class) group;
+    a cluster when its first member falls in the range; the deduplicated missed fee as
+    the growth of each cluster's largest fee within the range. Summed in SQL to a few
+    rows per channel: the range may hold a million failures.
+    """
+    for row in rows(conn, _RAW_FAILURES, params):
+        tally = tallies.of(row.out, row.first_ns, row.last_ns)
+        tally.add_class(failure_class_of(row.failure_class), row.failures, row.missed_msat)
+        tally.incoming.add(row.incoming)
+        # each failure without a cluster stands alone
+        tally.clusters += row.lone
+        tally.dedup_msat += row.lone_msat
+    for row in rows(conn, _RAW_CLUSTERS, params):
+        tally = tallies[row.out]
+        tally.clusters += row.clusters
+        tally.dedup_msat += row.dedup_msat
+
+
+# --------------------------------------------------------------------------- the window
+
+
+@dataclass(frozen=True, slots=True)
+class WindowFailures:
+    """Failures per outgoing channel as stored (unsigned ids, foreign ones included), and
+    the node totals: failures, missed fees deduplicated and raw."""
+
+    by_channel: Mapping[int, ChannelFailures]
+    failures: int
+    missed_dedup_msat: int
+    missed_raw_msat: int
+
+
+def window_failures(conn: Connection, node_id: int, window: Span) -> WindowFailures:
+    """The window's local failures per outgoing channel."""
+    tallies = _Tallies()
+    if window.has_rollups:
+        params = {"node": node_id} | window.range_params()
+        _add_rollup_rows(rows(conn, _ROLLUP_FAILURES, params), tallies)
+    for lo, hi in window.parts:
+        # a channel whose failures of the hour all fall in [lo, hi): its hourly row;
+        # any other channel failing in that hour: its raw rows
+        params = {"node": node_id, "hour": lo // NS_PER_HOUR, "lo": lo, "hi": hi}
+        _add_rollup_rows(rows(conn, _HOUR_FAILURES, params), tallies)
+        _add_raw_failures(conn, params, tallies)
+    by_channel = {
+        from_signed64(out): tally.channel_failures(from_signed64(out))
+        for out, tally in sorted(tallies.items())
+    }
+    return WindowFailures(
+        by_channel=by_channel,
+        failures=sum(f.failures for f in by_channel.values()),
+        missed_dedup_msat=sum(f.missed_dedup_msat for f in by_channel.values()),
+        missed_raw_msat=sum(f.missed_raw_msat for f in by_channel.values()),
+    )
+
+
+# Local failures lnd gave no amount for (mailbox add failures, dust exposure, malformed
+# onions, incoming-side link fails: missed fee unknown) and HTLCs an interceptor rejected,
+# resolved in [lo, hi): few rows, each set on its own small partial index (0013).
+_UNKNOWN_AMOUNT = (
+    select(
+        func.coalesce(channel_refs.c.chan_id, 0).label("chan_id"),
+        func.count().label("failures"),
+    )
+    .select_from(
+        _attempt.outerjoin(channel_refs, channel_refs.c.id == _attempt.c.outgoing_chan_ref)
+    )
+    .where(_attempt.c.outcome == FAILED_LOCAL)
+    .where(_attempt.c.outgoing_amt_msat.is_(None))
+    .where(_attempt.c.resolved_ns >= bindparam("lo"), _attempt.c.resolved_ns < bindparam("hi"))
+    .where(unindexed(_attempt.c.node_id) == bindparam("node"))
+    .group_by(_attempt.c.outgoing_chan_ref)
+)
+_REJECTED = (
+    select(func.count())
+    .select_from(_attempt)
+    .where(_attempt.c.outcome == REJECTED_LOCAL)
+    .where(_attempt.c.resolved_ns >= bindparam("lo"), _attempt.c.resolved_ns < bindparam("hi"))
+    .where(unindexed(_attempt.c.node_id) == bindparam("node"))
+)
+
+
+def unknown_and_rejected(
+    conn: Connection, node_id: int, lo: int, hi: int
+) -> tuple[dict[int, int], int]:
+    """Failures with an unknown amount by outgoing channel (0: none), and rejections."""
+    params = {"node": node_id, "lo": lo, "hi": hi}
+    unknown = {
+        from_signed64(row.chan_id): int(row.failures)
+        for row in conn.execute(_UNKNOWN_AMOUNT, params)
+    }
+    return unknown, int(conn.scalar(_REJECTED, params) or 0)
