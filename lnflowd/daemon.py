@@ -61,14 +61,7 @@ class LndLike(HtlcSource, LedgerSource, ChannelSource, Protocol):
 
 
 def credentials_from(settings: Settings) -> LndCredentials:
-    lnd = settings.lnd
-    return LndCredentials.resolve(
-        lnddir=lnd.lnddir,
-        network=lnd.network,
-        rpcserver=lnd.rpcserver,
-        tlscertpath=lnd.tlscertpath or None,
-        macaroonpath=lnd.macaroonpath or None,
-    )
+    return LndCredentials.from_settings(settings.lnd)
 
 
 _P = ParamSpec("_P")

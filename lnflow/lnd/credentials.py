@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from lnflow.errors import (
     CertificateMissingError,
@@ -38,6 +39,21 @@ def _with_port(rpcserver: str) -> str:
         raise ConfigError(f"bad --rpcserver: {exc}") from None
 
 
+class LndSection(Protocol):
+    """lnflowd's ``[lnd]`` settings (:class:`lnflow.config.LndSettings`); "" = default."""
+
+    @property
+    def lnddir(self) -> str: ...
+    @property
+    def network(self) -> str: ...
+    @property
+    def rpcserver(self) -> str: ...
+    @property
+    def tlscertpath(self) -> str: ...
+    @property
+    def macaroonpath(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class LndCredentials:
     """How to reach one lnd node: its gRPC address, TLS certificate and macaroon."""
@@ -46,6 +62,18 @@ class LndCredentials:
     tlscertpath: Path
     macaroonpath: Path
     network: str
+
+    @classmethod
+    def from_settings(cls, lnd: LndSection, macaroonpath: str | Path = "") -> LndCredentials:
+        """From the ``[lnd]`` section; ``macaroonpath`` replaces its macaroon (the policy
+        engine's, which may write)."""
+        return cls.resolve(
+            lnddir=lnd.lnddir,
+            network=lnd.network,
+            rpcserver=lnd.rpcserver,
+            tlscertpath=lnd.tlscertpath or None,
+            macaroonpath=macaroonpath or lnd.macaroonpath or None,
+        )
 
     @classmethod
     def resolve(

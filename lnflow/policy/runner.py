@@ -36,14 +36,7 @@ __all__ = [
 
 def read_credentials(settings: Settings) -> LndCredentials:
     """The recorder's (read-only) credentials: enough to plan."""
-    lnd = settings.lnd
-    return LndCredentials.resolve(
-        lnddir=lnd.lnddir,
-        network=lnd.network,
-        rpcserver=lnd.rpcserver,
-        tlscertpath=lnd.tlscertpath or None,
-        macaroonpath=lnd.macaroonpath or None,
-    )
+    return LndCredentials.from_settings(settings.lnd)
 
 
 def rules_of(settings: Settings) -> Rules:
@@ -63,13 +56,7 @@ def policy_credentials(settings: Settings) -> LndCredentials:
         / lnd.network
         / "policy.macaroon"
     )
-    return LndCredentials.resolve(
-        lnddir=lnd.lnddir,
-        network=lnd.network,
-        rpcserver=lnd.rpcserver,
-        tlscertpath=lnd.tlscertpath or None,
-        macaroonpath=macaroon,
-    )
+    return LndCredentials.from_settings(lnd, macaroonpath=macaroon)
 
 
 def guard_settings(settings: Settings) -> GuardSettings:
