@@ -632,3 +632,44 @@ def test_re_enabling_a_channel_whose_peer_is_offline_hands_it_back_to_lnd(
             change_id,
         )
         assert rows == [(1, 0, "rolled_back", None)]
+
+
+@pytest.mark.timeout(300)
+def test_daemon_does_not_revert_a_disable_for_the_fees_it_stops(tmp_path: Path) -> None:
+    """A disabled channel earns nothing out: the verdict says the fees fell, but with
+    revert_if_worse the daemon keeps the channel disabled, as the rules asked."""
+    rules = tmp_path / "policies.conf"
+    args = ("--rate", "60", "--seed", "5", "--channels", "3", "--gossip-delay", "0")
+    with SimNode(tmp_path / "lnd", args=args, lnd_version="0.18.3") as sim:
+        chan = min(_channels(sim))
+        rules.write_text(f"[off]\nchan.id = {format_scid(chan)}\nstrategy = disable\n")
+        config = tmp_path / "lnflow.toml"
+        config.write_text(
+            "[ledger]\nsync_interval_s = 5\n"
+            "[policy]\n"
+            f'file = "{rules}"\nmode = "apply"\ninterval_s = 20\n'
+            f'macaroonpath = "{sim.macaroon_path("admin")}"\n'
+            "max_gap_minutes = 527040\nevaluate_hours = 0.01\n"
+            "revert_if_worse = true\nmin_forwards_to_judge = 1\n"
+        )
+        db = tmp_path / "lnflow.db"
+        with Daemon(sim, db, args=["--config", str(config)]) as d:
+            d.wait_for(
+                lambda c: (
+                    c.execute(
+                        "SELECT count(*) FROM policy_changes WHERE verdict IS NOT NULL"
+                    ).fetchone()[0]
+                    >= 1
+                ),
+                timeout=200,
+            )
+        assert _policy(sim, chan).disabled is True
+        rows = query(
+            db,
+            "SELECT chan_id, strategy, after_disabled, result, verdict FROM policy_changes",
+        )
+        assert len(rows) == 1
+        chan_id, strategy, after, result, why = rows[0]
+        assert (from_signed64(chan_id), strategy, after, result) == (chan, "disable", 1, "applied")
+        assert why.startswith("revert: fees earned out")
+        assert why.endswith("not reverted: the change disabled the channel")
