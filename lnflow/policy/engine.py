@@ -485,17 +485,21 @@ _ENABLE_INACTIVE = "not currently active"  # lnd's ErrEnableInactiveChan
 async def _send(lnd: LndClient, point: str, before: EdgePolicy, after: PolicyValues) -> str | None:
     """UpdateChannelPolicy for the policy fields set, then UpdateChanStatus when the
     change enables or disables; None when lnd took it all, else lnd's refusal line."""
-    if any(getattr(after, name) is not None for name in _POLICY_FIELDS):
+    sent_policy = any(getattr(after, name) is not None for name in _POLICY_FIELDS)
+    if sent_policy:
         error = await _send_policy(lnd, point, before, after)
         if error is not None:
             return error
     if after.disabled is None:
         return None
     if after.disabled:
-        return await lnd.update_chan_status(point, "disable")
-    error = await lnd.update_chan_status(point, "enable")
-    if error is not None and _ENABLE_INACTIVE in error:
-        return await lnd.update_chan_status(point, "auto")  # lnd enables it once back
+        error = await lnd.update_chan_status(point, "disable")
+    else:
+        error = await lnd.update_chan_status(point, "enable")
+        if error is not None and _ENABLE_INACTIVE in error:
+            error = await lnd.update_chan_status(point, "auto")  # lnd enables it once back
+    if error is not None and sent_policy:  # the history must not hide what lnd took
+        return f"UpdateChannelPolicy applied, UpdateChanStatus refused: {error}"
     return error
 
 
