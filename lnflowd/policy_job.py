@@ -6,7 +6,8 @@ One run:
    (by the daemon's heartbeat) is measured against the same-length window before it
    (:func:`lnflow.policy.effects.measure`); the figures and the verdict go into its
    history row. With ``revert_if_worse``, a change the verdict condemns is reverted
-   (a ``reverted`` row naming it and the verdict), unless the channel changed since;
+   (a ``reverted`` row naming it and the verdict), unless the channel changed since
+   or the change disabled the channel (its fees out stop by design);
 2. a fresh **analysis** snapshot (the daemon's own analysis run);
 3. **plan** on it, and in ``plan`` mode record the changes as ``planned``; in ``apply``
    mode send them (:func:`lnflow.policy.engine.apply_plan`) with the policy macaroon.
@@ -155,7 +156,11 @@ class PolicyJob:
             ]
             reason = judged.reason
             revert = p.revert_if_worse and judged.revert
-            if revert and later:
+            if judged.revert and row.after.disabled:
+                # a disabled channel earns nothing out: the fall is the rule's intent
+                reason = f"{reason}; not reverted: the change disabled the channel"
+                revert = False
+            elif revert and later:
                 reason = f"{reason}; not reverted: the channel changed again (change {later[0].id})"
                 revert = False
             elif judged.revert and not p.revert_if_worse:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from simnode import SimNode, make_channel
 
 from lnflow.domain import format_scid, from_signed64
 from lnflow.lnd import LndClient
-from lnflow.lnd._proto import lightning_pb2, lightning_pb2_grpc
+from lnflow.lnd._proto import lightning_pb2, lightning_pb2_grpc, router_pb2, router_pb2_grpc
 from lnflow.lnd.credentials import LndCredentials
 from lnflow.policy import GuardSettings, load_rules
 from lnflow.policy.engine import apply_plan, gather
@@ -520,3 +521,155 @@ def test_daemon_refuses_to_start_on_a_bad_rules_file(sim: SimNode, tmp_path: Pat
                                  "--config", str(config))  # fmt: skip
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "policies.conf:2: [x] strategy" in err
+
+
+DISABLE_RULES = """\
+[off]
+chan.id = 800001x2x1
+strategy = disable
+
+[default]
+strategy = ignore
+"""
+
+
+def test_disable_goes_through_update_chan_status_and_rolls_back(
+    sim: SimNode, tmp_path: Path
+) -> None:
+    (tmp_path / "policies.conf").write_text(DISABLE_RULES)
+    flags = _flags(sim, tmp_path)
+    code, out, err = run_lnflowd("policy", "plan", "--json", *flags)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["refused"] == []
+    assert [(c["chan_id"], c["fields"]) for c in doc["changes"]] == [
+        (B_ID, {"disabled": {"before": False, "after": True}})
+    ]
+    assert _policy(sim, B_ID).disabled is False
+
+    code, out, err = run_lnflowd("policy", "apply", "--yes", *flags)
+    assert code == 0, (out, err)
+    assert "1 applied, 0 failed" in out
+    ours = _policy(sim, B_ID)
+    assert ours.disabled is True
+    assert ours.fee_rate_milli_msat == 300  # the fee is left as it was
+    assert _policy(sim, A_ID).disabled is False
+    rows = query(
+        tmp_path / "lnflow.db",
+        "SELECT id, chan_id, strategy, before_disabled, after_disabled, after_fee_ppm,"
+        " result, error FROM policy_changes",
+    )
+    assert len(rows) == 1
+    change_id = rows[0][0]
+    assert rows[0][1:] == (B_ID, "disable", 0, 1, None, "applied", None)
+
+    # disabled by hand: the rules see it as unchanged now
+    code, out, err = run_lnflowd("policy", "plan", *flags)
+    assert code == 0 and "0 change(s), 0 refused, 3 unchanged" in out
+
+    code, out, err = run_lnflowd("policy", "rollback", str(change_id), *flags)
+    assert code == 0, (out, err)
+    assert _policy(sim, B_ID).disabled is False
+    rows = query(
+        tmp_path / "lnflow.db",
+        "SELECT strategy, before_disabled, after_disabled, after_fee_ppm, result, undoes_id"
+        " FROM policy_changes WHERE id > ?",
+        change_id,
+    )
+    assert rows == [("rollback", 1, 0, None, "rolled_back", change_id)]
+
+
+def test_disable_with_a_read_only_macaroon_names_update_chan_status(
+    sim: SimNode, tmp_path: Path
+) -> None:
+    (tmp_path / "policies.conf").write_text(DISABLE_RULES)
+    code, _, err = run_lnflowd("policy", "apply", "--yes", *_flags(sim, tmp_path, "readonly"))
+    assert code == 1 and err.count("\n") == 1
+    assert "LND refused UpdateChanStatus" in err and "lacks offchain:write" in err
+    assert _policy(sim, B_ID).disabled is False
+    rows = query(tmp_path / "lnflow.db", "SELECT chan_id, result FROM policy_changes")
+    assert rows == [(B_ID, "failed")]
+
+
+def test_re_enabling_a_channel_whose_peer_is_offline_hands_it_back_to_lnd(
+    tmp_path: Path,
+) -> None:
+    """lnd refuses ENABLE while the peer is offline; the rollback then sends AUTO (as
+    charge-lnd does): the change is recorded rolled back and lnd keeps the channel
+    disabled until the peer is back."""
+    script = [*SCRIPT, {"op": "wait_subscribers"}, {"op": "channel", "chan_id": B, "active": False}]
+    with SimNode(tmp_path / "lnd", script=script, lnd_version="0.18.3") as sim:
+        (tmp_path / "policies.conf").write_text(DISABLE_RULES)
+        flags = _flags(sim, tmp_path)
+        code, out, err = run_lnflowd("policy", "apply", "--yes", *flags)
+        assert code == 0 and "1 applied, 0 failed" in out, (out, err)
+        change_id = query(tmp_path / "lnflow.db", "SELECT max(id) FROM policy_changes")[0][0]
+
+        channel = make_channel(sim, "readonly")
+        try:  # a subscriber lets the script go on: B's peer goes offline
+            stub = lightning_pb2_grpc.LightningStub(channel)  # type: ignore[no-untyped-call]
+            stream = router_pb2_grpc.RouterStub(channel).SubscribeHtlcEvents(  # type: ignore[no-untyped-call]
+                router_pb2.SubscribeHtlcEventsRequest()
+            )
+            for _ in range(200):
+                listed = stub.ListChannels(lightning_pb2.ListChannelsRequest()).channels
+                if not {c.chan_id: c for c in listed}[B_ID].active:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the script did not take B's peer offline")
+            stream.cancel()
+        finally:
+            channel.close()
+
+        code, out, err = run_lnflowd("policy", "rollback", str(change_id), *flags)
+        assert code == 0, (out, err)
+        assert _policy(sim, B_ID).disabled is True  # until lnd sees the peer again
+        rows = query(
+            tmp_path / "lnflow.db",
+            "SELECT before_disabled, after_disabled, result, error FROM policy_changes"
+            " WHERE undoes_id = ?",
+            change_id,
+        )
+        assert rows == [(1, 0, "rolled_back", None)]
+
+
+@pytest.mark.timeout(300)
+def test_daemon_does_not_revert_a_disable_for_the_fees_it_stops(tmp_path: Path) -> None:
+    """A disabled channel earns nothing out: the verdict says the fees fell, but with
+    revert_if_worse the daemon keeps the channel disabled, as the rules asked."""
+    rules = tmp_path / "policies.conf"
+    args = ("--rate", "60", "--seed", "5", "--channels", "3", "--gossip-delay", "0")
+    with SimNode(tmp_path / "lnd", args=args, lnd_version="0.18.3") as sim:
+        chan = min(_channels(sim))
+        rules.write_text(f"[off]\nchan.id = {format_scid(chan)}\nstrategy = disable\n")
+        config = tmp_path / "lnflow.toml"
+        config.write_text(
+            "[ledger]\nsync_interval_s = 5\n"
+            "[policy]\n"
+            f'file = "{rules}"\nmode = "apply"\ninterval_s = 20\n'
+            f'macaroonpath = "{sim.macaroon_path("admin")}"\n'
+            "max_gap_minutes = 527040\nevaluate_hours = 0.01\n"
+            "revert_if_worse = true\nmin_forwards_to_judge = 1\n"
+        )
+        db = tmp_path / "lnflow.db"
+        with Daemon(sim, db, args=["--config", str(config)]) as d:
+            d.wait_for(
+                lambda c: (
+                    c.execute(
+                        "SELECT count(*) FROM policy_changes WHERE verdict IS NOT NULL"
+                    ).fetchone()[0]
+                    >= 1
+                ),
+                timeout=200,
+            )
+        assert _policy(sim, chan).disabled is True
+        rows = query(
+            db,
+            "SELECT chan_id, strategy, after_disabled, result, verdict FROM policy_changes",
+        )
+        assert len(rows) == 1
+        chan_id, strategy, after, result, why = rows[0]
+        assert (from_signed64(chan_id), strategy, after, result) == (chan, "disable", 1, "applied")
+        assert why.startswith("revert: fees earned out")
+        assert why.endswith("not reverted: the change disabled the channel")

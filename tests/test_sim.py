@@ -32,7 +32,15 @@ from lnflow.sim.main import event_loop_factory
 from lnflow.sim.main import main as sim_main
 from lnflow.sim.model import TrafficModel, TrafficParams, _check_forward
 from lnflow.sim.script import ChannelOp, ScriptError, apply_channel_op, parse_script
-from lnflow.sim.state import ForwardLog, NodeState, model_channels, parse_version
+from lnflow.sim.state import (
+    EDGE_NOT_FOUND,
+    ENABLE_INACTIVE,
+    ForwardLog,
+    NodeState,
+    StatusError,
+    model_channels,
+    parse_version,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -168,6 +176,54 @@ def test_a_disabled_policy_does_not_stop_forwarding() -> None:
     events = run(TrafficModel(node, 9, QUIET), seconds=2, rate=100)
     assert [e for e in events if e.kind == "forward"]
     assert not [e for e in events if e.kind == "link_fail"]
+
+
+def test_a_manual_disable_stops_the_traffic_until_enabled() -> None:
+    # senders leave a channel announced disabled by hand; lnd's automatic enable on
+    # reconnect leaves it disabled until ENABLE or AUTO (its chanstatus manager)
+    node = two_channel_node()
+    out = node.channels[2 << 40]
+    model = TrafficModel(node, 9, QUIET)
+
+    def tries(start_s: int) -> int:
+        """Forwards tried over ``out`` in one second, from balanced channels."""
+        for chan in node.channels.values():
+            chan.local_msat = chan.remote_msat = chan.capacity_sat * 500
+        events = model.advance(T0 + start_s * NS, 0)  # no payments banked for the pause
+        for tick in range(1, 101):
+            events += model.advance(T0 + start_s * NS + tick * NS // 100, 30)
+        return sum(e.kind in ("forward", "link_fail") and e.outgoing_channel_id == out.chan_id
+                   for e in events)  # fmt: skip
+
+    model.advance(T0, 0)
+    assert tries(0) > 10
+    node.update_status(out, "disable", T0 + 3 * NS)
+    assert out.ours.disabled and out.manually_disabled
+    assert tries(3) == 0
+
+    # the peer goes away and comes back: lnd would re-enable, but not this one
+    out.set_online(False, T0 + 6 * NS)
+    out.offline_until_ns = T0 + 6 * NS + NS // 2
+    with pytest.raises(StatusError, match=ENABLE_INACTIVE):
+        node.update_status(out, "enable", T0 + 6 * NS)
+    assert tries(6) == 0
+    assert out.online and out.ours.disabled
+
+    node.update_status(out, "enable", T0 + 9 * NS)
+    assert not out.ours.disabled and not out.manually_disabled
+    assert tries(20) > 10
+
+    # AUTO only hands it back: disabled until lnd enables it on the next reconnect
+    node.update_status(out, "disable", T0 + 23 * NS)
+    node.update_status(out, "auto", T0 + 23 * NS)
+    assert out.ours.disabled and not out.manually_disabled
+    out.set_online(False, T0 + 24 * NS)
+    out.offline_until_ns = T0 + 25 * NS
+    model.advance(T0 + 26 * NS, 0)
+    assert out.online and not out.ours.disabled
+
+    with pytest.raises(StatusError, match=EDGE_NOT_FOUND):
+        node.update_status(None, "disable", T0)
 
 
 def _chans(local_sat: int = 2_000_000, **ours: Any) -> tuple[Any, Any]:
@@ -431,6 +487,52 @@ def test_macaroons_are_checked_like_lnd(node_factory: Any, channels: Any) -> Non
     assert rpc_error(lambda: admin.UpdateChannelPolicy(short)).code() == (
         grpc.StatusCode.INVALID_ARGUMENT
     )
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("version", ["0.18.3", "0.12.1"])
+def test_update_chan_status_like_lnd(node_factory: Any, channels: Any, version: str) -> None:
+    sim = node_factory(args=("--rate", "0"), lnd_version=version)
+    readonly = lightning(channels(sim, "readonly"))
+    info = readonly.GetInfo(ln.GetInfoRequest(), timeout=5)
+    chan = readonly.ListChannels(ln.ListChannelsRequest(), timeout=5).channels[0]
+
+    def disabled() -> bool:
+        edge = readonly.GetChanInfo(ln.ChanInfoRequest(chan_id=chan.chan_id), timeout=5)
+        ours = edge.node1_policy if edge.node1_pub == info.identity_pubkey else edge.node2_policy
+        return bool(ours.disabled)
+
+    txid, index = chan.channel_point.split(":")
+    point = ln.ChannelPoint(funding_txid_str=txid, output_index=int(index))
+    disable = router_pb2.UpdateChanStatusRequest(chan_point=point, action=router_pb2.DISABLE)
+    admin = router(channels(sim, "admin"))
+    if version == "0.12.1":  # UpdateChanStatus came with lnd 0.13
+        err = rpc_error(lambda: admin.UpdateChanStatus(disable, timeout=5))
+        assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+        return
+
+    err = rpc_error(lambda: router(channels(sim, "readonly")).UpdateChanStatus(disable, timeout=5))
+    assert (err.code(), err.details()) == (grpc.StatusCode.PERMISSION_DENIED, "permission denied")
+    assert not disabled()
+
+    admin.UpdateChanStatus(disable, timeout=5)
+    assert disabled()
+    by_bytes = ln.ChannelPoint(
+        funding_txid_bytes=bytes.fromhex(txid)[::-1], output_index=int(index)
+    )
+    admin.UpdateChanStatus(
+        router_pb2.UpdateChanStatusRequest(chan_point=by_bytes, action=router_pb2.ENABLE), timeout=5
+    )
+    assert not disabled()
+
+    unknown = ln.ChannelPoint(funding_txid_str="00" * 32, output_index=0)
+    err = rpc_error(
+        lambda: admin.UpdateChanStatus(
+            router_pb2.UpdateChanStatusRequest(chan_point=unknown, action=router_pb2.DISABLE),
+            timeout=5,
+        )
+    )
+    assert (err.code(), err.details()) == (grpc.StatusCode.UNKNOWN, EDGE_NOT_FOUND)
 
 
 def replace_request(msg: Any, **fields: Any) -> Any:

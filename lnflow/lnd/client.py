@@ -28,6 +28,7 @@ from . import convert
 from ._proto import (
     lightning_pb2,
     lightning_pb2_grpc,
+    router_pb2,
     router_pb2_grpc,
     verrpc_pb2,
     verrpc_pb2_grpc,
@@ -372,6 +373,32 @@ class LndClient:
             )
             for f in resp.failed_updates
         ]
+
+    async def update_chan_status(self, channel_point: str, action: str) -> str | None:
+        """``Router.UpdateChanStatus`` (lnd >= 0.13, needs offchain:write).
+
+        ``action`` is ``enable``, ``disable`` or ``auto``. lnd keeps a manual disable
+        until ENABLE or AUTO; ENABLE on a channel whose peer is offline is refused, AUTO
+        hands the channel back to lnd, which enables it once the peer is back. Returns
+        None when lnd took it, else lnd's refusal in its own words (e.g. "edge not
+        found"); a connection or macaroon problem raises the mapped :class:`LndError`.
+        """
+        self._open()
+        txid, _, index = channel_point.rpartition(":")
+        request = router_pb2.UpdateChanStatusRequest(
+            chan_point=lightning_pb2.ChannelPoint(funding_txid_str=txid, output_index=int(index)),
+            action=action.upper(),
+        )
+        try:
+            await self._router.UpdateChanStatus(
+                request, timeout=self.timeout_s, wait_for_ready=False
+            )
+        except _AioRpcError as exc:
+            error = self._error(exc, "UpdateChanStatus")
+            if type(error) is LndRpcError and exc.code().name == "UNKNOWN":
+                return str(exc.details() or "refused")  # lnd's answer for this channel
+            raise error from exc
+        return None
 
     def prepare_stream(self) -> None:
         """Start the next stream's reader process now, while waiting to reconnect

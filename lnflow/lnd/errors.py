@@ -60,6 +60,7 @@ PERMISSIONS = {
     "ForwardingHistory": "offchain:read",
     "SubscribeHtlcEvents": "offchain:read",
     "UpdateChannelPolicy": "offchain:write",
+    "UpdateChanStatus": "offchain:write",
 }
 
 _MACAROON_HINTS = ("macaroon", "verification failed", "signature mismatch")

@@ -15,8 +15,12 @@ reads and carries out what it decides:
   lnd took;
 * :func:`rollback` restores the recorded "before" values of applied changes.
 
-Enabling and disabling (``disable``) needs ``Router.UpdateChanStatus``, which lnflow's
-lnd client does not call: such a change is refused in the plan with that reason.
+Enabling and disabling (``disable``, and re-enabling a channel we had disabled) goes
+through ``Router.UpdateChanStatus``: DISABLE, which lnd keeps until told otherwise, and
+ENABLE after any fee change of the same change. ENABLE on a channel whose peer went
+offline meanwhile is refused by lnd; then AUTO hands it back to lnd, which enables it
+when the peer returns (charge-lnd does the same). lnd < 0.13 has no UpdateChanStatus:
+the guard refuses such a change in the plan.
 """
 
 from __future__ import annotations
@@ -88,9 +92,10 @@ def bake_command(path: str | Path) -> str:
     return f"lncli bakemacaroon info:read offchain:read offchain:write --save_to={path}"
 
 
-def _permission_line(macaroon: Path) -> str:
+def _permission_line(macaroon: Path, exc: Exception | None = None) -> str:
+    rpc = "UpdateChanStatus" if "UpdateChanStatus" in str(exc) else "UpdateChannelPolicy"
     return (
-        f"LND refused UpdateChannelPolicy: the macaroon {macaroon} lacks offchain:write:"
+        f"LND refused {rpc}: the macaroon {macaroon} lacks offchain:write:"
         f" bake a policy macaroon with `{bake_command('policy.macaroon')}`"
         " and set [policy] macaroonpath to it"
     )
@@ -280,25 +285,15 @@ def make_plan(
         analysis_window_s=analysis_window_s,
         max_fee_step_percent=max_fee_step_percent,
     )
-    status = [d for d in decisions if d.change.disabled is not None]
-    plain = [d for d in decisions if d.change.disabled is None]
     records = [ChangeRecord(c, ns) for c, ns in (evidence.last_change_ns or {}).items()]
-    guarded = apply_guards(plain, records, guards, now_ns=now_ns, lnd_version=node.version)
-    no_status = tuple(
-        Refusal(
-            d,
-            f"{'disabling' if d.change.disabled else 'enabling'} a channel needs"
-            " Router.UpdateChanStatus, which lnflow does not call: use lncli updatechanstatus",
-        )
-        for d in status
-    )
+    guarded = apply_guards(decisions, records, guards, now_ns=now_ns, lnd_version=node.version)
     return Plan(
         made_ns=now_ns,
         node=node,
         evidence=evidence,
         decisions=decisions,
         changes=guarded.changes,
-        refusals=guarded.refusals + no_status,
+        refusals=guarded.refusals,
     )
 
 
@@ -483,7 +478,34 @@ class ApplyReport:
         return sum(o.result == "failed" for o in self.outcomes)
 
 
+_POLICY_FIELDS = tuple(name for name in history.FIELDS if name != "disabled")
+_ENABLE_INACTIVE = "not currently active"  # lnd's ErrEnableInactiveChan
+
+
 async def _send(lnd: LndClient, point: str, before: EdgePolicy, after: PolicyValues) -> str | None:
+    """UpdateChannelPolicy for the policy fields set, then UpdateChanStatus when the
+    change enables or disables; None when lnd took it all, else lnd's refusal line."""
+    sent_policy = any(getattr(after, name) is not None for name in _POLICY_FIELDS)
+    if sent_policy:
+        error = await _send_policy(lnd, point, before, after)
+        if error is not None:
+            return error
+    if after.disabled is None:
+        return None
+    if after.disabled:
+        error = await lnd.update_chan_status(point, "disable")
+    else:
+        error = await lnd.update_chan_status(point, "enable")
+        if error is not None and _ENABLE_INACTIVE in error:
+            error = await lnd.update_chan_status(point, "auto")  # lnd enables it once back
+    if error is not None and sent_policy:  # the history must not hide what lnd took
+        return f"UpdateChannelPolicy applied, UpdateChanStatus refused: {error}"
+    return error
+
+
+async def _send_policy(
+    lnd: LndClient, point: str, before: EdgePolicy, after: PolicyValues
+) -> str | None:
     """One UpdateChannelPolicy; None when lnd took it, else lnd's failed_updates line."""
     inbound = None
     if after.inbound_base_fee_msat is not None or after.inbound_fee_ppm is not None:
@@ -528,7 +550,7 @@ async def _send_all(
                 error = await _send(lnd, point, before, after)
             except MacaroonRejectedError as exc:
                 stopped = (
-                    _permission_line(lnd.credentials.macaroonpath)
+                    _permission_line(lnd.credentials.macaroonpath, exc)
                     if "offchain:write" in str(exc)
                     else str(exc)
                 )
@@ -619,7 +641,7 @@ async def rollback(
             **{
                 name: getattr(row.before, name)
                 for name in history.FIELDS
-                if getattr(row.after, name) is not None and name != "disabled"
+                if getattr(row.after, name) is not None
             }
         )
         change_id = history.insert_change(

@@ -10,7 +10,11 @@ Outcomes follow the state, checked in the simulated lnd version's order
 (offline: its link is gone, UNKNOWN_NEXT_PEER; back online but its link not
 ready yet: LINK_NOT_ELIGIBLE), then the outgoing policy and the balance — lnd
 >= 0.18 checks the fee first, older versions after the balance. A disabled
-policy does not stop forwarding (lnd only stops announcing the channel).
+policy does not stop forwarding (lnd only stops announcing the channel), but
+senders do not route over a channel we disabled by hand (UpdateChanStatus
+DISABLE): its announcement says so, and new payments and retries leave it. The
+automatic disable of an offline peer's channel comes too late for senders to
+notice; lnd's automatic enable on reconnect leaves a manual disable alone.
 
 Shapes lnd produces that carry less than a full LINK_FAIL: an HTLC interceptor
 failing an HTLC (FORWARD_FAIL with no FORWARD, outgoing htlc id 0), a malformed
@@ -217,7 +221,8 @@ class TrafficModel:
                 chan.offline_until_ns = 0
                 chan.set_online(True, now_ns)
                 self._link_ready_ns[chan.chan_id] = now_ns + int(p.link_ready_s * NS)
-                chan.ours = replace(chan.ours, disabled=False)
+                if not chan.manually_disabled:
+                    chan.ours = replace(chan.ours, disabled=False)
             elif not chan.ours.disabled and now_ns >= (
                 chan.offline_since_ns + (chan.offline_until_ns - chan.offline_since_ns) // 2
             ):
@@ -296,8 +301,8 @@ class TrafficModel:
     def _attempt(self, attempt: _Attempt, now_ns: int, out: list[SimEvent]) -> None:
         rng, p, node = self._rng, self.params, self.node
         target = node.channels.get(attempt.out_id)
-        if target is None:
-            return
+        if target is None or target.manually_disabled:
+            return  # senders do not route over a channel announced disabled
         fee = self._offered_fee(target, attempt, now_ns)
         amt_in = attempt.amt_out_msat + fee
         source = node.channels.get(attempt.in_id)

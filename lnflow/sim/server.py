@@ -27,11 +27,14 @@ from lnflow.sim.state import (
     Policy,
     PolicyError,
     PolicyUpdate,
+    StatusError,
 )
 
 __all__ = ["MacaroonInterceptor", "SimServicer", "rpc_handlers"]
 
-WRITE_METHODS = frozenset({"/lnrpc.Lightning/UpdateChannelPolicy"})
+WRITE_METHODS = frozenset(
+    {"/lnrpc.Lightning/UpdateChannelPolicy", "/routerrpc.Router/UpdateChanStatus"}
+)
 _MISMATCH = "verification failed: signature mismatch after caveat verification"
 _DAY_NS = 86_400 * NS
 _NO_NODE = "unable to find node"  # lnd's graph error for a node it has no announcement of
@@ -333,6 +336,20 @@ class SimServicer:
             )
         return ln.PolicyUpdateResponse(failed_updates=failures)
 
+    async def update_chan_status(self, request: Any, context: Any) -> Any:
+        """lnd answers a refusal with a plain error (UNKNOWN), as router_server.go does."""
+        if not self.node.at_least(0, 13):
+            await _abort(context, grpc.StatusCode.UNIMPLEMENTED, "unknown method")
+        point = request.chan_point
+        txid = point.funding_txid_str or point.funding_txid_bytes[::-1].hex()
+        chan = self.node.channel_by_point(txid, point.output_index)
+        action = _STATUS_ACTIONS.get(request.action, str(request.action))
+        try:
+            self.node.update_status(chan, action, time.time_ns())
+        except StatusError as exc:
+            await _abort(context, grpc.StatusCode.UNKNOWN, str(exc))
+        return router_pb2.UpdateChanStatusResponse()
+
     # ---- forwarding history
 
     async def forwarding_history(self, request: Any, context: Any) -> Any:
@@ -412,6 +429,13 @@ class SimServicer:
             self.hub.unsubscribe(sub)
 
 
+_STATUS_ACTIONS = {
+    router_pb2.ENABLE: "enable",
+    router_pb2.DISABLE: "disable",
+    router_pb2.AUTO: "auto",
+}
+
+
 def _failed_update(channel_point: str, reason: Any, error: str) -> Any:
     txid, _, index = channel_point.partition(":")
     try:
@@ -455,7 +479,8 @@ def rpc_handlers(servicer: SimServicer) -> Iterable[Any]:
             s.subscribe_htlc_events,
             request_deserializer=router_pb2.SubscribeHtlcEventsRequest.FromString,
             response_serializer=_identity,
-        )
+        ),
+        "UpdateChanStatus": _unary(s.update_chan_status, router_pb2.UpdateChanStatusRequest),
     }
     versioner = {"GetVersion": _unary(s.get_version, verrpc_pb2.VersionRequest)}
     return (

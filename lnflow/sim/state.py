@@ -22,6 +22,8 @@ from lnflow.domain import ForwardRecord, LndVersion
 
 __all__ = [
     "ALIAS_SCID_BLOCK",
+    "EDGE_NOT_FOUND",
+    "ENABLE_INACTIVE",
     "MIN_TIME_LOCK_DELTA",
     "Channel",
     "ForwardLog",
@@ -29,6 +31,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PolicyUpdate",
+    "StatusError",
     "derive_pubkey",
     "make_scid",
     "model_channels",
@@ -104,6 +107,15 @@ class PolicyError(ValueError):
     """A request lnd would reject as a whole (the RPC fails)."""
 
 
+class StatusError(ValueError):
+    """An UpdateChanStatus request lnd refuses (its chanstatus manager's words)."""
+
+
+# netann/chan_status_manager.go and graph/db/errors.go
+ENABLE_INACTIVE = "unable to enable channel which is not currently active"
+EDGE_NOT_FOUND = "edge not found"
+
+
 # --------------------------------------------------------------------------- channels
 
 
@@ -145,6 +157,9 @@ class Channel:
     offline_until_ns: int = 0  # traffic model: end of the current offline period
     previous_ours: Policy | None = None  # what stale senders still believe
     ours_changed_ns: int = 0
+    # UpdateChanStatus DISABLE: lnd's chanstatus manager keeps the channel disabled
+    # (no automatic enable when the peer reconnects) until ENABLE or AUTO
+    manually_disabled: bool = False
     demand_in: float = 1.0  # traffic model weights
     demand_out: float = 1.0
 
@@ -425,3 +440,29 @@ class NodeState:
             )
             chan.set_ours(new, now_ns)
         return failed
+
+    def update_status(self, chan: Channel | None, action: str, now_ns: int) -> None:
+        """UpdateChanStatus as lnd's chanstatus manager does it (``enable``, ``disable``,
+        ``auto``); raises StatusError with lnd's words when it refuses.
+
+        DISABLE announces the channel disabled and marks it manually disabled, so the
+        automatic enable on reconnect leaves it alone; ENABLE needs the peer online and
+        clears the mark; AUTO clears the mark only, the channel staying disabled until
+        lnd enables it (when the peer reconnects).
+        """
+        if chan is None:
+            raise StatusError(EDGE_NOT_FOUND)
+        if action == "disable":
+            if not chan.ours.disabled:
+                chan.ours = replace(chan.ours, disabled=True, last_update_s=now_ns // NS)
+            chan.manually_disabled = True
+        elif action == "enable":
+            if not chan.online:
+                raise StatusError(ENABLE_INACTIVE)
+            if chan.ours.disabled:
+                chan.ours = replace(chan.ours, disabled=False, last_update_s=now_ns // NS)
+            chan.manually_disabled = False
+        elif action == "auto":
+            chan.manually_disabled = False
+        else:
+            raise StatusError(f"unrecognized ChannelStatusAction {action}")

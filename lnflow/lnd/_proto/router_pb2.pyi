@@ -38,6 +38,12 @@ class FailureDetail(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AMP_ERROR: _ClassVar[FailureDetail]
     AMP_RECONSTRUCTION: _ClassVar[FailureDetail]
     EXTERNAL_VALIDATION_FAILED: _ClassVar[FailureDetail]
+
+class ChanStatusAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENABLE: _ClassVar[ChanStatusAction]
+    DISABLE: _ClassVar[ChanStatusAction]
+    AUTO: _ClassVar[ChanStatusAction]
 UNKNOWN: FailureDetail
 NO_DETAIL: FailureDetail
 ONION_DECODE: FailureDetail
@@ -66,6 +72,9 @@ HTLC_INVOICE_TYPE_MISMATCH: FailureDetail
 AMP_ERROR: FailureDetail
 AMP_RECONSTRUCTION: FailureDetail
 EXTERNAL_VALIDATION_FAILED: FailureDetail
+ENABLE: ChanStatusAction
+DISABLE: ChanStatusAction
+AUTO: ChanStatusAction
 
 class SubscribeHtlcEventsRequest(_message.Message):
     __slots__ = ()
@@ -160,3 +169,15 @@ class LinkFailEvent(_message.Message):
     failure_detail: FailureDetail
     failure_string: str
     def __init__(self, info: _Optional[_Union[HtlcInfo, _Mapping]] = ..., wire_failure: _Optional[_Union[_lightning_pb2.Failure.FailureCode, str]] = ..., failure_detail: _Optional[_Union[FailureDetail, str]] = ..., failure_string: _Optional[str] = ...) -> None: ...
+
+class UpdateChanStatusRequest(_message.Message):
+    __slots__ = ("chan_point", "action")
+    CHAN_POINT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    chan_point: _lightning_pb2.ChannelPoint
+    action: ChanStatusAction
+    def __init__(self, chan_point: _Optional[_Union[_lightning_pb2.ChannelPoint, _Mapping]] = ..., action: _Optional[_Union[ChanStatusAction, str]] = ...) -> None: ...
+
+class UpdateChanStatusResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

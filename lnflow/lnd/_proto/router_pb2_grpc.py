@@ -40,6 +40,11 @@ class RouterStub:
                 request_serializer=router__pb2.SubscribeHtlcEventsRequest.SerializeToString,
                 response_deserializer=router__pb2.HtlcEvent.FromString,
                 _registered_method=True)
+        self.UpdateChanStatus = channel.unary_unary(
+                '/routerrpc.Router/UpdateChanStatus',
+                request_serializer=router__pb2.UpdateChanStatusRequest.SerializeToString,
+                response_deserializer=router__pb2.UpdateChanStatusResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -51,6 +56,13 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateChanStatus(self, request, context):
+        """Since lnd 0.13; needs offchain:write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +70,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.SubscribeHtlcEvents,
                     request_deserializer=router__pb2.SubscribeHtlcEventsRequest.FromString,
                     response_serializer=router__pb2.HtlcEvent.SerializeToString,
+            ),
+            'UpdateChanStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateChanStatus,
+                    request_deserializer=router__pb2.UpdateChanStatusRequest.FromString,
+                    response_serializer=router__pb2.UpdateChanStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +104,33 @@ class Router:
             '/routerrpc.Router/SubscribeHtlcEvents',
             router__pb2.SubscribeHtlcEventsRequest.SerializeToString,
             router__pb2.HtlcEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateChanStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routerrpc.Router/UpdateChanStatus',
+            router__pb2.UpdateChanStatusRequest.SerializeToString,
+            router__pb2.UpdateChanStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
