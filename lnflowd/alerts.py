@@ -9,6 +9,9 @@ delivers what it returns:
   drops the alert, counts it (:attr:`AlertService.dropped`) and logs ``alert_dropped``;
 * one dispatcher task records each alert in the store (on the store thread, queued
   behind the event batches like any write) and hands it to each target's own queue;
+  before lnd has answered, alerts are recorded against the node the store knows from
+  the last run; a store that has never seen lnd keeps them (and their deliveries) in
+  memory until :meth:`AlertService.attach` names the node;
 * one task per target delivers: ``attempts`` tries, waiting ``retry_s``, then twice as
   long each time (at most ``retry_max_s``), and records the outcome. A slow or dead
   target delays only its own deliveries.
@@ -26,6 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import httpx
 import structlog
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from lnflow.alerts import (
     Alert,
@@ -46,7 +51,7 @@ from lnflow.alerts import (
 from lnflow.analysis.model import AnalysisReport
 from lnflow.config import AlertsSettings, CommandTarget, Settings, WebhookTarget
 from lnflow.errors import StoreWriteError
-from lnflow.store.alerts import AlertLog, Delivery, open_conditions
+from lnflow.store.alerts import AlertLog, Delivery, known_node, open_conditions
 from lnflow.text import printable
 
 if TYPE_CHECKING:
@@ -65,6 +70,22 @@ for _name in ("httpx", "httpcore"):
 
 PolicyResult = Literal["applied", "failed", "reverted"]
 _ERROR_CHARS = 300
+
+
+@dataclass(slots=True, eq=False)
+class _Row:
+    """An alert on its way to the store: its id once recorded; ``waiting``: while the
+    node is unknown (``pending``), the deliveries done meanwhile."""
+
+    alert: Alert
+    id: int | None = None
+    log: AlertLog | None = None  # the node's log it was recorded in
+    pending: bool = False
+    waiting: list[Delivery] = field(default_factory=list)
+
+
+def _down() -> bool:
+    return False
 
 
 class _Sender(Protocol):
@@ -148,7 +169,7 @@ class _Worker:
 
     def __init__(self, sender: _Sender, settings: AlertsSettings) -> None:
         self.sender = sender
-        self.queue: asyncio.Queue[tuple[int | None, Alert, dict[str, object]]] = asyncio.Queue(
+        self.queue: asyncio.Queue[tuple[_Row, dict[str, object]]] = asyncio.Queue(
             settings.queue_size
         )
         self._s = settings
@@ -176,8 +197,9 @@ class _Worker:
 
 
 class AlertService:
-    """The daemon's alerts: build with :meth:`start`, then :meth:`attach` once lnd is
-    known. The producers' methods never wait."""
+    """The daemon's alerts: build, :meth:`start` when lnflowd starts, :meth:`attach` once
+    lnd is known, :meth:`watch_stream` when the HTLC stream starts. The producers'
+    methods never wait."""
 
     def __init__(
         self,
@@ -212,11 +234,31 @@ class AlertService:
                 self._workers.append(_Worker(_Command(target), s))
         self._tasks: list[asyncio.Task[None]] = []
         self._log: AlertLog | None = None
+        self._node_id: int | None = None
         self._node = {"pubkey": "", "alias": ""}
+        self._unrecorded: list[_Row] = []  # fired before any node was known
         self._connected: Callable[[], bool] | None = None
-        self._attached = False
+        self._started = False
 
     # -- set-up ---------------------------------------------------------------------
+
+    async def start(self, scheduler: AsyncIOScheduler) -> None:
+        """lnflowd starts, lnd has not answered yet: the stream counts as down from now
+        (``stream_down_s`` later "stream down" fires), the store size is checked, and
+        alerts are delivered. They are recorded against the node the store knows from
+        the last run (its open conditions restored); with none, once :meth:`attach`
+        names it. Reading the store never stops the start: unreadable, no node."""
+        try:
+            known = await asyncio.to_thread(self._known_node)
+        except SQLAlchemyError as exc:
+            log.warning("alerts_node_unknown", error=str(exc).splitlines()[0])
+            known = None
+        if known is not None:
+            node_id, pubkey, alias = known
+            self.rules.active |= await asyncio.to_thread(self._open_conditions, node_id)
+            self._use_node(node_id, pubkey, alias)
+        self._connected = _down
+        await self._start(scheduler)
 
     async def attach(
         self,
@@ -225,11 +267,50 @@ class AlertService:
         alias: str,
         scheduler: AsyncIOScheduler,
     ) -> None:
-        """lnd is known: restore the conditions that still hold, start the delivery
-        tasks and the check job (stream and store size every ``check_s``)."""
+        """lnd is known: restore the conditions that still hold, record the alerts that
+        waited for the node, start the delivery tasks and the check job (stream and
+        store size every ``check_s``) unless :meth:`start` did. The stream is watched
+        again from :meth:`watch_stream` (its down time still counts from the start)."""
+        if node_id != self._node_id:
+            restored = await asyncio.to_thread(self._open_conditions, node_id)
+            if self._node_id is not None:  # lnd is another node than the store's last one
+                self.rules.active = {
+                    c
+                    for c in self.rules.active
+                    if c[0] in (AlertKind.STREAM_DOWN, AlertKind.STORE_BUDGET)
+                }
+            self.rules.active |= restored
+            alert_log = AlertLog(self._engine, node_id, keep_days=self._settings.keep_days)
+            while self._unrecorded:  # oldest first; the dispatcher adds here meanwhile
+                await self._record_late(alert_log, self._unrecorded.pop(0))
+            self._use_node(node_id, pubkey, alias)
+        self._node = {"pubkey": pubkey, "alias": alias}
+        if self._connected is _down:
+            self._connected = None
+        await self._start(scheduler)
+
+    def _use_node(self, node_id: int, pubkey: str, alias: str) -> None:
+        self._node_id = node_id
         self._node = {"pubkey": pubkey, "alias": alias}
         self._log = AlertLog(self._engine, node_id, keep_days=self._settings.keep_days)
-        self.rules.active |= await asyncio.to_thread(self._open_conditions, node_id)
+
+    async def _record_late(self, alert_log: AlertLog, row: _Row) -> None:
+        """An alert fired before the node was known, and its deliveries done since."""
+        try:
+            alert_id = await self._store.call(alert_log.record_alert, row.alert)
+        except StoreWriteError as exc:
+            log.warning("alert_not_recorded", kind=row.alert.kind.value, error=exc.reason)
+            row.pending = False
+            return
+        row.id, row.log, row.pending = alert_id, alert_log, False
+        waiting, row.waiting = row.waiting, []
+        for delivery in waiting:
+            await self._write_delivery(alert_log, alert_id, delivery)
+
+    async def _start(self, scheduler: AsyncIOScheduler) -> None:
+        if self._started:
+            return
+        self._started = True
         with contextlib.suppress(StoreWriteError):
             await self._store.call(
                 self._store.target.daemon_state,
@@ -251,8 +332,11 @@ class AlertService:
             misfire_grace_time=max(1, int(self._settings.check_s)),
             next_run_time=datetime.now(UTC),
         )
-        self._attached = True
         log.info("alerts_ready", targets=[w.sender.label for w in self._workers])
+
+    def _known_node(self) -> tuple[int, str, str] | None:
+        with self._engine.connect() as conn:
+            return known_node(conn)
 
     def _open_conditions(self, node_id: int) -> set[tuple[AlertKind, str]]:
         with self._engine.connect() as conn:
@@ -321,15 +405,19 @@ class AlertService:
     # -- tasks ----------------------------------------------------------------------
 
     async def _dispatch(self) -> None:
-        assert self._log is not None
         while True:
             alert = await self._queue.get()
-            alert_id: int | None
-            try:
-                alert_id = await self._store.call(self._log.record_alert, alert)
-            except StoreWriteError as exc:
-                log.warning("alert_not_recorded", kind=alert.kind.value, error=exc.reason)
-                alert_id = None
+            row = _Row(alert)
+            alert_log = self._log
+            if alert_log is None:  # no node yet: recorded by attach()
+                row.pending = True
+                self._unrecorded.append(row)
+            else:
+                try:
+                    row.id = await self._store.call(alert_log.record_alert, alert)
+                    row.log = alert_log
+                except StoreWriteError as exc:
+                    log.warning("alert_not_recorded", kind=alert.kind.value, error=exc.reason)
             log.info(
                 "alert",
                 kind=alert.kind.value,
@@ -343,7 +431,7 @@ class AlertService:
             self._queue.task_done()
             for worker in self._workers:
                 try:
-                    worker.queue.put_nowait((alert_id, alert, document))
+                    worker.queue.put_nowait((row, document))
                 except asyncio.QueueFull:
                     self.dropped += 1
                     log.warning(
@@ -353,15 +441,14 @@ class AlertService:
                         dropped=self.dropped,
                         reason="the target's queue is full (queue_size)",
                     )
-                    if alert_id is not None:
-                        await self._record(
-                            alert_id,
-                            Delivery(worker.sender.label, self._clock_ns(), False, 0, "queue full"),
-                        )
+                    await self._record(
+                        row, Delivery(worker.sender.label, self._clock_ns(), False, 0, "queue full")
+                    )
 
     async def _deliver(self, worker: _Worker) -> None:
         while True:
-            alert_id, alert, document = await worker.queue.get()
+            row, document = await worker.queue.get()
+            alert = row.alert
             delivery = await worker.deliver(alert, document, self._clock_ns)
             if delivery.ok:
                 log.info(
@@ -378,12 +465,16 @@ class AlertService:
                     attempts=delivery.attempts,
                     error=delivery.error,
                 )
-            if alert_id is not None:
-                await self._record(alert_id, delivery)
+            await self._record(row, delivery)
 
-    async def _record(self, alert_id: int, delivery: Delivery) -> None:
-        assert self._log is not None
+    async def _record(self, row: _Row, delivery: Delivery) -> None:
+        if row.pending:
+            row.waiting.append(delivery)  # recorded with its alert by attach()
+        elif row.id is not None and row.log is not None:
+            await self._write_delivery(row.log, row.id, delivery)
+
+    async def _write_delivery(self, alert_log: AlertLog, alert_id: int, delivery: Delivery) -> None:
         try:
-            await self._store.call(self._log.record_delivery, alert_id, delivery)
+            await self._store.call(alert_log.record_delivery, alert_id, delivery)
         except StoreWriteError as exc:
             log.warning("alert_delivery_not_recorded", target=delivery.target, error=exc.reason)

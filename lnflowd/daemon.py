@@ -181,6 +181,7 @@ class Daemon:
             log.info("daemon_started", db=str(db_path), rpcserver=settings.lnd.rpcserver)
             schedule(scheduler, self.jobs_at_start(engine, store))
             scheduler.start()
+            await self.alerts.start(scheduler)  # the stream counts as down until it connects
             client = self.client_factory(settings)
             client.prepare_stream()  # its reader starts while lnd is asked who it is
             connected = await self._connect(client, store)

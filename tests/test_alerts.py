@@ -792,3 +792,107 @@ def test_a_store_lnflowd_has_not_upgraded_yet(tmp_path: Path) -> None:
     assert (status, err) == (0, "")
     doc = json.loads(out)
     assert (doc["metrics"], doc["alert_targets"]) == ({"listen": None}, [])
+
+
+# ------------------------------------------------------- lnd unreachable from the start
+
+
+async def _unreachable_then_up(
+    settings: Settings, hook: Hook, known: bool, *, stream_down_first: bool = False
+) -> tuple[int, list[Any]]:
+    """lnflowd starts (``start``) while lnd does not answer; the test waits for what the
+    webhook gets, then lnd answers (``attach``) and the stream connects. ``known``: the
+    store recorded this node before (a restart)."""
+    engine = db.open_engine(settings.store.path)
+    store = StoreThread(StoreWriter(engine))
+    info = NodeInfo(PEER, "al", "0.18.0-beta", "regtest", 100, True)
+    await store.call(store.target.daemon_started, T0, 5)
+    if known:
+        node_id = await store.call(store.target.upsert_node, info, T0)
+        await store.call(store.target.daemon_state, T0, node_id=node_id)
+    scheduler = AsyncIOScheduler()
+    service = AlertService(settings, engine, store)
+    try:
+        scheduler.start()
+        await service.start(scheduler)
+        if stream_down_first:  # the open condition was read back: nothing is repeated
+            await asyncio.sleep(3 * settings.alerts.stream_down_s)
+            assert hook.requests == []
+        else:
+            await _until(lambda: len(hook.requests) == 1)
+        before, _ = await asyncio.to_thread(_stored, settings.store.path)
+        node_id = await store.call(store.target.upsert_node, info, T0)
+        await service.attach(node_id, PEER, "al", scheduler)
+        up = asyncio.Event()
+        service.watch_stream(up.is_set)
+        await asyncio.sleep(3 * settings.alerts.check_s)  # connecting: still down
+        up.set()
+        await _until(lambda: len(hook.requests) == (1 if stream_down_first else 2))
+        await _until(
+            lambda: (
+                len(_stored(settings.store.path)[0]) == 2
+                and all(a.deliveries for a in _stored(settings.store.path)[0])
+            )
+        )
+        return node_id, before
+    finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+        await service.close()
+        store.close()
+        engine.dispose()
+
+
+def _fast_stream(tmp_path: Path, hook: Hook) -> Settings:
+    return _settings(tmp_path, _webhook(hook.url()), stream_down_s=0.5, check_s=0.1)
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["restart", "fresh store"])
+def test_lnd_unreachable_from_the_start_fires_stream_down_once_then_up(
+    tmp_path: Path, hook: Hook, known: bool
+) -> None:
+    settings = _fast_stream(tmp_path, hook)
+    node_id, before = asyncio.run(_unreachable_then_up(settings, hook, known))
+    docs = [json.loads(r[3]) for r in hook.requests]
+    assert [(d["kind"], d["state"], d["title"]) for d in docs] == [
+        ("stream_down", "start", "stream down"),
+        ("stream_down", "clear", "stream up"),
+    ]
+    # the node in the first body: the store's, or not known yet on a fresh store
+    assert docs[0]["node"] == (
+        {"pubkey": PEER, "alias": "al"} if known else {"pubkey": "", "alias": ""}
+    )
+    assert docs[1]["node"] == {"pubkey": PEER, "alias": "al"}
+    # a restart records it at once; a fresh store once lnd named the node
+    assert [(a.phase, len(a.deliveries)) for a in before] == ([("start", 1)] if known else [])
+    found, last = _stored(settings.store.path)
+    assert [(a.kind, a.phase, a.fired_ns) for a in found] == [
+        ("stream_down", "start", docs[0]["at_ns"]),
+        ("stream_down", "clear", docs[1]["at_ns"]),
+    ]
+    assert [[(x.ok, x.attempts) for x in a.deliveries] for a in found] == [[(True, 1)]] * 2
+    assert next(iter(last.values())).ok
+    engine = db.open_readonly_engine(settings.store.path)
+    with engine.connect() as conn:
+        assert open_conditions(conn, node_id) == set()
+        rows = conn.exec_driver_sql("SELECT DISTINCT node_id FROM alert_deliveries").all()
+    engine.dispose()
+    assert rows == [(node_id,)]
+
+
+def test_a_stream_down_still_open_from_the_last_run_is_not_repeated(
+    tmp_path: Path, hook: Hook
+) -> None:
+    settings = _fast_stream(tmp_path, hook)
+    asyncio.run(_unreachable_then_up(settings, hook, known=True))
+    # the last run stopped while the stream was down (its "stream up" never happened)
+    engine = db.open_engine(settings.store.path)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM alert_deliveries WHERE alert_id = 2")
+        conn.exec_driver_sql("DELETE FROM alerts WHERE id = 2")
+    engine.dispose()
+    hook.requests.clear()
+    asyncio.run(_unreachable_then_up(settings, hook, known=True, stream_down_first=True))
+    assert [json.loads(r[3])["state"] for r in hook.requests] == ["clear"]
+    found, _ = _stored(settings.store.path)
+    assert [a.phase for a in found] == ["start", "clear"]

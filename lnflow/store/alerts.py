@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, Row, delete, func, insert, select
 
 from lnflow.alerts import Alert, AlertKind, Phase
 from lnflow.store import status_read
-from lnflow.store.schema import alert_deliveries, alerts
+from lnflow.store.schema import alert_deliveries, alerts, daemon_state, nodes
 from lnflow.store.status_read import Delivery  # read by lnflowctl status without SQLAlchemy
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "AlertRecord",
     "Delivery",
     "alerts_since",
+    "known_node",
     "last_deliveries",
     "open_conditions",
 ]
@@ -165,3 +166,17 @@ def open_conditions(conn: Connection, node_id: int) -> set[tuple[AlertKind, str]
         except ValueError:
             continue  # a kind this code does not know
     return found
+
+
+def known_node(conn: Connection) -> tuple[int, str, str] | None:
+    """(node_id, pubkey, alias) of the node lnflowd recorded last (``daemon_state``;
+    else the store's only node), or None for a store that has never seen lnd."""
+    row = conn.execute(
+        select(nodes.c.id, nodes.c.pubkey, nodes.c.alias).join(
+            daemon_state, daemon_state.c.node_id == nodes.c.id
+        )
+    ).first()
+    if row is None:
+        rows = conn.execute(select(nodes.c.id, nodes.c.pubkey, nodes.c.alias).limit(2)).all()
+        row = rows[0] if len(rows) == 1 else None
+    return None if row is None else (int(row.id), str(row.pubkey), str(row.alias))
