@@ -30,7 +30,7 @@ from lnflow.analysis.model import (
     RebalanceMove,
 )
 from lnflow.cli import ctl
-from lnflow.cli.commands import analysis_settings, parse_since
+from lnflow.cli.commands import ctl_analysis_settings, parse_since
 from lnflow.cli.jsondoc import ReportFileError, report_from_doc, report_to_doc
 from lnflow.domain import (
     ChannelInfo,
@@ -533,7 +533,7 @@ def test_settings_defaults_without_config() -> None:
     from lnflow.analysis.model import AnalysisSettings
 
     args = argparse.Namespace(config=None, min_failures=None, min_missed_sats=None)
-    assert analysis_settings(args) == AnalysisSettings()
+    assert ctl_analysis_settings(args) == AnalysisSettings()
 
 
 def test_analyze_of_a_store_without_a_node(

@@ -12,7 +12,7 @@ import pytest
 from pydantic import Field
 
 from lnflow.cli import ctl
-from lnflow.cli.commands import analysis_settings, ctl_settings
+from lnflow.cli.commands import ctl_analysis_settings, ctl_settings
 from lnflow.config import Settings, _Section, load_settings
 from lnflow.errors import ConfigError
 from lnflow.paths import default_db_path
@@ -195,7 +195,7 @@ def test_thresholds_layer_like_the_daemons(
     ctl_args = ctl._parser().parse_args(
         [*config, "analyze", *([] if flag is None else ["--min-failures", str(flag)])]
     )
-    assert analysis_settings(ctl_args).min_failure_count == used
+    assert ctl_analysis_settings(ctl_args).min_failure_count == used
     if flag is None:  # lnflowd has no threshold flags: the same file and environment
         assert daemon.analysis.min_failure_count == used
 

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXPORT_KINDS",
-    "analysis_settings",
     "cmd_alerts",
     "cmd_analyze",
     "cmd_export",
@@ -49,6 +48,7 @@ __all__ = [
     "cmd_report",
     "cmd_trend",
     "cmd_whatif",
+    "ctl_analysis_settings",
     "ctl_settings",
     "parse_since",
     "run_analysis",
@@ -111,7 +111,7 @@ def ctl_settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
+def ctl_analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
     """The analysis thresholds of :func:`ctl_settings` (``[analysis]``, its timing keys
     left out), as lnflowd's analysis job gets them."""
     from lnflow.config import analysis_settings as of_settings
@@ -195,7 +195,7 @@ def cmd_opportunities(args: argparse.Namespace, db_path: Path) -> int:
 
 def cmd_analyze(args: argparse.Namespace, db_path: Path) -> int:
     """A fresh analysis of the last --hours from the store."""
-    settings = analysis_settings(args)
+    settings = ctl_analysis_settings(args)
     now = time.time_ns()
     with reading_engine(db_path) as engine:
         report = run_analysis(engine, db_path, args.hours, settings, now)
@@ -363,7 +363,7 @@ def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
     """Live stats every --interval seconds, then the analysis of the monitored period."""
     from lnflow.store.db import open_readonly_engine
 
-    settings = analysis_settings(args)
+    settings = ctl_analysis_settings(args)
     interval = float(args.interval)
     start = time.time_ns()
     end = start + int(args.duration * 3600 * NS)
