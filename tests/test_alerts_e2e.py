@@ -37,6 +37,26 @@ def _states(hook: Hook) -> list[tuple[str, str]]:
     return [(d["kind"], d["state"]) for d in docs]
 
 
+def _assert_down_then_up(db: Path) -> str:
+    """`lnflowctl alerts` shows "stream down" then "stream up", each sent to the hook once;
+    returns its plain listing."""
+    status, out, err = run_lnflowctl("--db", str(db), "alerts", "--json")
+    assert (status, err) == (0, "")
+    alerts = json.loads(out)
+    assert [(a["kind"], a["state"], a["title"]) for a in alerts] == [
+        ("stream_down", "start", "stream down"),
+        ("stream_down", "clear", "stream up"),
+    ]
+    assert all(
+        [(x["target"], x["ok"], x["attempts"]) for x in a["deliveries"]]
+        == [("local hook", True, 1)]
+        for a in alerts
+    )
+    status, out, _ = run_lnflowctl("--db", str(db), "alerts")
+    assert status == 0 and "stream down" in out and "stream up" in out
+    return out
+
+
 def test_stream_down_then_up_reaches_the_webhook_and_the_cli(tmp_path: Path) -> None:
     hook = Hook()
     metrics_port = _free_port()
@@ -76,27 +96,14 @@ def test_stream_down_then_up_reaches_the_webhook_and_the_cli(tmp_path: Path) -> 
             d.wait_for(
                 lambda c: c.execute("SELECT count(*) FROM alert_deliveries").fetchone()[0] == 2
             )
-            status, out, err = run_lnflowctl("--db", str(db), "alerts", "--json")
-            assert (status, err) == (0, "")
-            alerts = json.loads(out)
-            assert [(a["kind"], a["state"], a["title"]) for a in alerts] == [
-                ("stream_down", "start", "stream down"),
-                ("stream_down", "clear", "stream up"),
-            ]
-            assert all(
-                [(x["target"], x["ok"], x["attempts"]) for x in a["deliveries"]]
-                == [("local hook", True, 1)]
-                for a in alerts
-            )
-            status, out, _ = run_lnflowctl("--db", str(db), "alerts")
-            assert status == 0 and "stream down" in out and "stream up" in out
+            out = _assert_down_then_up(db)
             assert "sent: local hook ok" in out
-            status, out, _ = run_lnflowctl("--db", str(db), "status", "--json")
+            _, out, _ = run_lnflowctl("--db", str(db), "status", "--json")
             doc = json.loads(out)
             assert doc["metrics"] == {"listen": f"127.0.0.1:{metrics_port}"}
             (target,) = doc["alert_targets"]
             assert (target["name"], target["ok"], target["error"]) == ("local hook", True, None)
-            status, out, _ = run_lnflowctl("--db", str(db), "status")
+            _, out, _ = run_lnflowctl("--db", str(db), "status")
             assert f"metrics      http://127.0.0.1:{metrics_port}/metrics" in out
             assert "alerts       local hook: ok " in out
             assert d.stop() == 0
@@ -175,20 +182,7 @@ def test_lnd_unreachable_from_the_start_fires_stream_down_then_up(tmp_path: Path
             )
             time.sleep(0.5)  # connected: nothing more is sent
             assert len(hook.requests) == 2
-            status, out, err = run_lnflowctl("--db", str(db), "alerts", "--json")
-            assert (status, err) == (0, "")
-            alerts = json.loads(out)
-            assert [(a["kind"], a["state"], a["title"]) for a in alerts] == [
-                ("stream_down", "start", "stream down"),
-                ("stream_down", "clear", "stream up"),
-            ]
-            assert all(
-                [(x["target"], x["ok"], x["attempts"]) for x in a["deliveries"]]
-                == [("local hook", True, 1)]
-                for a in alerts
-            )
-            status, out, _ = run_lnflowctl("--db", str(db), "alerts")
-            assert status == 0 and "stream down" in out and "stream up" in out
+            _assert_down_then_up(db)
             assert d.stop() == 0
     finally:
         sim.stop()

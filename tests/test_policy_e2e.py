@@ -20,8 +20,8 @@ from lnflow.domain import format_scid, from_signed64
 from lnflow.lnd import LndClient
 from lnflow.lnd._proto import lightning_pb2, lightning_pb2_grpc, router_pb2, router_pb2_grpc
 from lnflow.lnd.credentials import LndCredentials
-from lnflow.policy import GuardSettings, load_rules
-from lnflow.policy.engine import apply_plan, gather
+from lnflow.policy import GuardSettings, Rules, load_rules
+from lnflow.policy.engine import Plan, apply_plan, gather
 from lnflow.store import db as store_db
 
 pytestmark = pytest.mark.e2e  # starts the simulated node, lnflowd or lnflowctl
@@ -205,6 +205,15 @@ def _client(sim: SimNode, macaroon: str) -> LndClient:
     )
 
 
+async def _plan(sim: SimNode, db: sqlite3.Connection, rules: Rules) -> Plan:
+    """The engine's plan of ``rules`` for the simulated node, read-only, default guards."""
+    async with _client(sim, "readonly") as reader:
+        return await gather(
+            reader, db, rules, guards=GuardSettings(), analysis_window_s=86_400,
+            max_fee_step_percent=25,
+        )  # fmt: skip
+
+
 def _history_db(tmp_path: Path) -> sqlite3.Connection:
     path = tmp_path / "lnflow.db"
     store_db.open_engine(path).dispose()
@@ -229,11 +238,7 @@ def test_refused_update_is_recorded_per_channel(sim: SimNode, tmp_path: Path) ->
     db = _history_db(tmp_path)
 
     async def run() -> Any:
-        async with _client(sim, "readonly") as reader:
-            plan = await gather(
-                reader, db, rules, guards=GuardSettings(), analysis_window_s=86_400,
-                max_fee_step_percent=25,
-            )  # fmt: skip
+        plan = await _plan(sim, db, rules)
         # above the capacity: lnd refuses this one channel in failed_updates
         too_big = [
             replace(d, change=replace(d.change, max_htlc_msat=2_000_000_000))
@@ -266,11 +271,7 @@ def test_lnd_going_away_mid_apply_says_what_was_applied(sim: SimNode, tmp_path: 
     db = _history_db(tmp_path)
 
     async def run() -> Any:
-        async with _client(sim, "readonly") as reader:
-            plan = await gather(
-                reader, db, rules, guards=GuardSettings(), analysis_window_s=86_400,
-                max_fee_step_percent=25,
-            )  # fmt: skip
+        plan = await _plan(sim, db, rules)
         async with _client(sim, "admin") as writer:
             # lnd stops once the first change is through
             return await apply_plan(
