@@ -61,6 +61,7 @@ PEER_A = "03" + "a1" * 32
 PEER_BIG = "02" + "b2" * 32
 COMMANDS = (
     "status",
+    "nodes",
     "opportunities",
     "analyze",
     "monitor",
