@@ -75,6 +75,7 @@ class StoreWriter:
         self._exclusive = exclusive
         self._row: int | None = None  # this daemon's daemon_state row
         self._last_beat: dict[int, int] = {}  # node -> its last daemon's heartbeat
+        self._replaced: dict[str, Any] | None = None  # the row daemon_started took over
         self._add_forward_rollup = upsert_adding(
             engine, forward_rollups_hourly, ("forwards", "amt_out_msat", "fee_msat")
         )
@@ -136,14 +137,14 @@ class StoreWriter:
             row = None
             if (conn.scalar(select(func.count()).select_from(nodes)) or 0) <= 1:
                 last = conn.execute(
-                    select(*_LIVENESS, d.c.node_id)
-                    .order_by(d.c.heartbeat_ns.desc(), d.c.id.desc())
-                    .limit(1)
+                    select(d).order_by(d.c.heartbeat_ns.desc(), d.c.id.desc()).limit(1)
                 ).first()
                 if last is not None and not self._live(last, now_ns):
                     row = int(last.id)
                     if last.node_id is not None:  # its sessions end at its last heartbeat
                         self._last_beat[int(last.node_id)] = int(last.heartbeat_ns)
+                        # given back to its node if this daemon records another
+                        self._replaced = {k: v for k, v in last._mapping.items() if k != "id"}
             gone = [
                 r
                 for r in conn.execute(select(*_LIVENESS).where(d.c.node_id.is_(None))).all()
@@ -195,6 +196,9 @@ class StoreWriter:
             self._close_dangling(conn, node_id, max(beats) if beats else None, now_ns)
             if others:
                 conn.execute(delete(d).where(d.c.id.in_([r.id for r in others])))
+            old = self._replaced
+            if old is not None and old["node_id"] != node_id:
+                conn.execute(insert(d).values(**old))  # the other node's last daemon
             conn.execute(
                 update(d).where(d.c.id == self._row).values(heartbeat_ns=now_ns, node_id=node_id)
             )
