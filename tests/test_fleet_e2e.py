@@ -10,6 +10,8 @@ clock, so `analyze --hours 1` sees all of them in every run.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -212,6 +214,23 @@ def test_nodes_lists_each_node_with_its_daemon_and_stream(fleet: Fleet) -> None:
     assert len(lines) == 4 and "\x1b" not in out
     assert ALPHA.pubkey in lines[2] and BETA.pubkey in lines[3]
     assert "stopped" in lines[2] and "stopped" in lines[3]
+
+
+def test_nodes_and_status_of_a_node_read_without_sqlalchemy(fleet: Fleet) -> None:
+    """The glances at the store stay quick: no SQLAlchemy, no analysis imported."""
+    script = f"""
+import contextlib, io, sys
+from lnflow.cli.ctl import main
+for argv in (["nodes"], ["--node", "alpha", "status"], ["status", "--node", {BETA.pubkey!r}]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["--db", {str(fleet.shared)!r}, *argv]) == 0, argv
+    assert "sqlalchemy" not in sys.modules and "lnflow.analysis" not in sys.modules, argv
+print("ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
 
 
 def test_status_of_one_node_counts_its_rows(fleet: Fleet) -> None:

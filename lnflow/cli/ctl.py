@@ -168,7 +168,7 @@ def _nodes(args: argparse.Namespace, db_path: Path) -> int:
     from lnflow.store.readonly import open_readonly
     from lnflow.store.status_read import list_nodes, liveness
 
-    from .fleet import nodes_doc, nodes_lines
+    from .nodes import nodes_doc, nodes_lines
 
     db = open_readonly(db_path)
     now = time.time_ns()

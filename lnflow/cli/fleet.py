@@ -1,5 +1,5 @@
-"""Several nodes in one store: ``lnflowctl nodes`` and the fleet ranking of
-``opportunities --all-nodes`` / ``analyze --all-nodes``.
+"""Several nodes in one store: the fleet ranking of ``opportunities --all-nodes`` /
+``analyze --all-nodes`` (``lnflowctl nodes`` is :mod:`lnflow.cli.nodes`).
 
 The fleet ranking puts every node's opportunities in one list, ranked as one node's
 are (most urgent first, then the most missed), with the node each belongs to. Node
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from lnflow.analysis.model import AnalysisReport, Opportunity
 from lnflow.domain import format_scid
-from lnflow.store.status_read import Liveness, NodeRow
+from lnflow.store.status_read import NodeRow
 from lnflow.text import printable
 
 from .jsondoc import JsonObject, opportunity_to_doc, report_to_doc
+from .nodes import node_doc
 from .render import ACTION_TITLES, ago, iso, msat_as_sats, peer_label, table
 
 __all__ = [
@@ -26,8 +27,6 @@ __all__ = [
     "fleet_lines",
     "fleet_ranking",
     "node_label",
-    "nodes_doc",
-    "nodes_lines",
 ]
 
 _NODE_WIDTH = 20
@@ -134,10 +133,6 @@ def fleet_lines(
     return lines
 
 
-def _node_doc(node: NodeRow) -> JsonObject:
-    return {"pubkey": node.pubkey, "alias": node.alias, "network": node.network}
-
-
 def fleet_doc(reports: Sequence[tuple[NodeRow, AnalysisReport | None]]) -> JsonObject:
     """``--all-nodes --json`` (docs/json.md): each node with its report's document less
     its opportunities (None before its first analysis), then every node's
@@ -148,7 +143,7 @@ def fleet_doc(reports: Sequence[tuple[NodeRow, AnalysisReport | None]]) -> JsonO
         if report is not None:
             doc = report_to_doc(report)
             del doc["opportunities"]
-        nodes.append({**_node_doc(node), "report": doc})
+        nodes.append({**node_doc(node), "report": doc})
     return {
         "nodes": nodes,
         "opportunities": [
@@ -161,58 +156,3 @@ def fleet_doc(reports: Sequence[tuple[NodeRow, AnalysisReport | None]]) -> JsonO
             for e in fleet_ranking(reports)
         ],
     }
-
-
-def _daemon_text(live: Liveness, now_ns: int) -> str:
-    d = live.daemon
-    if d.running:
-        return f"running (pid {d.pid}, heartbeat {ago(d.heartbeat_ns, now_ns)})"
-    if d.stopped_ns is not None:
-        return f"stopped {ago(d.stopped_ns, now_ns)}"
-    if d.heartbeat_ns is not None:
-        return f"not responding (last heartbeat {ago(d.heartbeat_ns, now_ns)})"
-    return "never ran"
-
-
-def _stream_text(live: Liveness) -> str:
-    s = live.stream
-    text = "connected" if s.connected else f"not connected ({s.state or 'idle'})"
-    if s.gaps:
-        text += f", {len(s.gaps)} gap{'s' if len(s.gaps) != 1 else ''}"
-    return text
-
-
-def nodes_lines(nodes: Sequence[tuple[NodeRow, Liveness]], now_ns: int) -> list[str]:
-    """``lnflowctl nodes``: one row per node with its daemon and stream."""
-    if not nodes:
-        return ["no node recorded yet: lnflowd has not reached lnd (see `lnflowctl status`)"]
-    rows = [
-        [node_label(n), n.pubkey, n.network, _daemon_text(live, now_ns), _stream_text(live)]
-        for n, live in nodes
-    ]
-    return table(("Node", "Pubkey", "Network", "Daemon", "Stream"), rows)
-
-
-def nodes_doc(nodes: Sequence[tuple[NodeRow, Liveness]]) -> list[dict[str, Any]]:
-    """``lnflowctl nodes --json`` (docs/json.md)."""
-    return [
-        {
-            **_node_doc(n),
-            "daemon": {
-                "running": live.daemon.running,
-                "pid": live.daemon.pid,
-                "started_at": iso(live.daemon.started_ns),
-                "heartbeat_at": iso(live.daemon.heartbeat_ns),
-                "stopped_at": iso(live.daemon.stopped_ns),
-                "lnd_state": live.daemon.lnd_state,
-            },
-            "stream": {
-                "connected": live.stream.connected,
-                "state": live.stream.state,
-                "connected_since": iso(live.stream.connected_since_ns),
-                "sessions": live.stream.sessions,
-                "gaps": len(live.stream.gaps),
-            },
-        }
-        for n, live in nodes
-    ]
