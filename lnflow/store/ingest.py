@@ -345,7 +345,10 @@ class Ingestor:
             by_kind[int(kind)] += n
         conn.execute(
             self._add_row_counts,
-            [{"table_name": "htlc_events", "value": k, "n": n} for k, n in by_kind.items()],
+            [
+                {"node_id": self._node_id, "table_name": "htlc_events", "value": k, "n": n}
+                for k, n in by_kind.items()
+            ],
         )
 
     def _undecided(self, conn: Connection, attempts: list[Attempt]) -> list[Attempt]:

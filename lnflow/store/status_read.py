@@ -1,8 +1,9 @@
 """Status read with plain :mod:`sqlite3` (no SQLAlchemy import).
 
 ``lnflowctl status`` runs on every operator's glance at the node: it reads a few small
-tables and the row counts kept as rows are written (``row_counts``, migration 0018),
-through the standard library alone, so its time is flat in the store's size.
+tables and the row counts kept per node as rows are written (``row_counts``, migrations
+0018 and 0019), through the standard library alone, so its time is flat in the store's
+size.
 :mod:`lnflow.store.queries` hands SQLAlchemy connections' driver connections to the
 same readers, so there is one reading code path.
 """
@@ -234,8 +235,8 @@ _SCANNED_COUNTS = (
 )
 
 
-# One node of several: ``row_counts`` counts the store's rows, so the node's are counted
-# through the indexes that lead with node_id.
+# One node of several in a store not upgraded to 0019 (its ``row_counts`` are the
+# store's): the node's rows are counted through the indexes that lead with node_id.
 _NODE_COUNTS = (
     "SELECT 'htlc_events', kind, count(*) FROM htlc_events WHERE node_id = :n GROUP BY kind"
     " UNION ALL SELECT 'forward_attempts', outcome, count(*) FROM forward_attempts"
@@ -245,18 +246,21 @@ _NODE_COUNTS = (
 
 
 def _counts_sql(db: sqlite3.Connection, node_id: int | None) -> str:
+    columns = {str(r[1]) for r in db.execute("PRAGMA table_info(row_counts)")}
+    if "node_id" in columns:  # 0019: kept per node
+        kept = "SELECT table_name, value, n FROM row_counts"
+        return kept if node_id is None else kept + " WHERE node_id = :n"
+    if not columns:
+        return _SCANNED_COUNTS
     if node_id is not None and db.execute("SELECT count(*) FROM nodes").fetchone()[0] > 1:
         return _NODE_COUNTS
-    kept = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'row_counts'"
-    ).fetchone()
-    return "SELECT table_name, value, n FROM row_counts" if kept else _SCANNED_COUNTS
+    return "SELECT table_name, value, n FROM row_counts"
 
 
 def status_report(db: sqlite3.Connection, now_ns: int, node_id: int | None = None) -> StatusReport:
-    """:func:`liveness` plus row counts of ``node_id`` (None: the store's). A store of one
-    node reads them from ``row_counts`` (kept as rows are written): a few rows whatever
-    the store holds; one node of several counts its rows."""
+    """:func:`liveness` plus row counts of ``node_id`` (None: the store's), read from
+    ``row_counts`` (kept per node as rows are written): a few rows whatever the store
+    holds."""
     live = liveness(db, now_ns, node_id)
     counts = {kind.label: 0 for kind in EventKind if kind is not EventKind.UNKNOWN}
     attempts = {outcome.label: 0 for outcome in Outcome}
