@@ -69,7 +69,7 @@ from lnflow.domain import NS_PER_S, EventKind, EventType, FailureClass, HtlcEven
 __all__ = ["Attempt", "AttemptTracker", "LiveAttempt", "Outcome"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # treated as immutable; not frozen: see HtlcEvent
 class Attempt:
     """One incoming forward as far as it is known.
 
