@@ -59,15 +59,17 @@ from __future__ import annotations
 import enum
 import heapq
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from lnflow.analysis.classify import classify, missed_fee_msat
 from lnflow.domain import NS_PER_S, EventKind, EventType, FailureClass, HtlcEvent, Outcome
 
-__all__ = ["Attempt", "AttemptTracker", "Outcome"]  # Outcome: lnflow.domain's, re-exported
+# Outcome: lnflow.domain's, re-exported
+__all__ = ["Attempt", "AttemptTracker", "LiveAttempt", "Outcome"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # treated as immutable; not frozen: see HtlcEvent
 class Attempt:
     """One incoming forward as far as it is known.
 
@@ -240,11 +242,12 @@ class _Track:
             return Outcome.UNRESOLVED
         return _PHASE_OUTCOME[self.phase]
 
-    def copy(self) -> _Track:
-        twin = _Track.__new__(_Track)
-        for name in _Track.__slots__:
-            setattr(twin, name, getattr(self, name))
-        return twin
+    @staticmethod
+    def from_state(state: tuple[Any, ...]) -> _Track:
+        track = _Track.__new__(_Track)
+        for name, value in zip(_Track.__slots__, state, strict=True):
+            setattr(track, name, value)
+        return track
 
     def snapshot(self) -> Attempt:
         outcome = self.outcome()
@@ -273,6 +276,14 @@ class _Track:
             ),
             final_settled=self.final_settled,
         )
+
+
+#: the tracker's own record of an attempt, as :meth:`AttemptTracker.feed_live` returns it
+LiveAttempt = _Track
+
+# a track's fields in __slots__ order: what savepoint() keeps of a track before its first
+# change in a batch (one C call per event; _Track.from_state rebuilds it on rollback)
+_TRACK_STATE = attrgetter(*_Track.__slots__)
 
 
 # --------------------------------------------------------------------------- tracker
@@ -305,9 +316,9 @@ class AttemptTracker:
         # Incoming keys of RECEIVE events → forget-after deadline.
         self._receive_keys: dict[tuple[int, int], int] = {}
         self._receive_heap: list[tuple[int, tuple[int, int]]] = []
-        # Since the last savepoint(): each track as it was before its first change
+        # Since the last savepoint(): each track's state before its first change
         # (None: it did not exist), and the rest of the state, for rollback().
-        self._undo: dict[tuple[int, int], _Track | None] | None = None
+        self._undo: dict[tuple[int, int], tuple[Any, ...] | None] | None = None
         self._saved: tuple[Any, ...] = ()
         #: whether the last :meth:`feed` decided its attempt's outcome (the event that
         #: makes a failure count, once)
@@ -325,6 +336,15 @@ class AttemptTracker:
 
     def feed(self, ev: HtlcEvent) -> Attempt | None:
         """Apply one event; the attempt's new state if it changed, else None."""
+        track = self.feed_live(ev)
+        return None if track is None else track.snapshot()
+
+    def feed_live(self, ev: HtlcEvent) -> LiveAttempt | None:
+        """:meth:`feed`, returning the tracker's own record of the attempt instead of a
+        snapshot: it changes with the next event, so read it (``key``, ``outcome()``) or
+        ``snapshot()`` it before feeding more. For a batch that needs only each
+        attempt's last state, one snapshot per attempt instead of one per event.
+        """
         key = (ev.incoming_channel_id, ev.incoming_htlc_id)
         if ev.kind == _FINAL:
             if ev.settled is None or ev.event_type not in _FINAL_TYPES:
@@ -351,7 +371,7 @@ class AttemptTracker:
             return None
 
         if self._undo is not None and key not in self._undo:
-            self._undo[key] = None if track is None else track.copy()
+            self._undo[key] = None if track is None else _TRACK_STATE(track)
         ts = ev.timestamp_ns
         self.decided = False
         before = Outcome.PENDING if track is None else track.outcome()
@@ -394,7 +414,7 @@ class AttemptTracker:
             heapq.heappush(self._timeouts, (ts + self._timeout_ns, key))
             if len(self._timeouts) > 2 * len(self._tracks) + 1024:  # amortised O(1)
                 self._compact_timeouts()
-        return track.snapshot() if changed else None
+        return track if changed else None
 
     def _compact_timeouts(self) -> None:
         """Drop the hints of attempts that resolved long before their deadline.
@@ -493,7 +513,7 @@ class AttemptTracker:
             if before is None:
                 self._tracks.pop(key, None)
             else:
-                self._tracks[key] = before
+                self._tracks[key] = _Track.from_state(before)
         pending, timeouts, lingers, receive_keys, receive_heap, resolved = self._saved
         self._pending = pending
         self.resolved[:] = resolved  # in place: readers hold the list
@@ -505,7 +525,7 @@ class AttemptTracker:
 
     def _keep(self, key: tuple[int, int], track: _Track) -> None:
         if self._undo is not None and key not in self._undo:
-            self._undo[key] = track.copy()
+            self._undo[key] = _TRACK_STATE(track)
 
     # ------------------------------------------------------------------ internals
 

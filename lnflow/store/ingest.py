@@ -30,7 +30,7 @@ from sqlalchemy import (
     update,
 )
 
-from lnflow.attempts import Attempt, AttemptTracker
+from lnflow.attempts import Attempt, AttemptTracker, LiveAttempt
 from lnflow.clusters import ClusterAssigner, ClusterUpdate
 from lnflow.domain import (
     FailureClass,
@@ -250,12 +250,12 @@ class Ingestor:
             events_by_type = Counter(map(_KIND_TYPE, new_events))
             if events_by_type:
                 self._count_events(conn, events_by_type)
-            changed: dict[tuple[int, int], Attempt] = {}
+            live: dict[tuple[int, int], LiveAttempt] = {}  # fed attempts, snapshot once below
             cluster_of: dict[tuple[int, int], int] = {}
             clusters: dict[int, dict[str, Any]] = {}
             rollup: dict[tuple[int, int, int, int], list[int]] = {}
             per_channel = FailureChannelBatch()
-            feed = self.tracker.feed
+            feed = self.tracker.feed_live
 
             def count_local_failure(att: Attempt, ts_ns: int) -> None:
                 missed = att.missed_fee_msat or 0  # unknown: nothing to add
@@ -286,13 +286,15 @@ class Ingestor:
                 )
 
             for ev in new_events:
-                att = feed(ev)
-                if att is None:
+                track = feed(ev)
+                if track is None:
                     continue
-                changed[att.key] = att
+                live[track.key] = track
                 # a local failure counts once, when an event decides it
-                if att.outcome is _FAILED_LOCAL and self.tracker.decided:
-                    count_local_failure(att, ev.timestamp_ns)
+                if self.tracker.decided and track.outcome() is _FAILED_LOCAL:
+                    count_local_failure(track.snapshot(), ev.timestamp_ns)
+            # each attempt as the batch's events left it (expire() below returns its own)
+            changed = {key: track.snapshot() for key, track in live.items()}
             malformed = []
             for att in self.tracker.expire(now_ns):
                 changed[att.key] = att
