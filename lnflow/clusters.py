@@ -91,6 +91,12 @@ class ClusterAssigner:
         """The id the next new cluster will get."""
         return self._next_id
 
+    def skip_to(self, first_id: int) -> None:
+        """New clusters get ``first_id`` or more: ids up to it were taken meanwhile (by
+        another node's recording into the same store)."""
+        if first_id > self._next_id:
+            self._next_id = first_id
+
     @property
     def open_clusters(self) -> int:
         return len(self._open)

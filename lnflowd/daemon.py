@@ -41,7 +41,8 @@ from lnflow.store.db import WAL_SIZE_LIMIT, open_engine
 from lnflow.store.read import analyze_store
 from lnflow.store.retention import Pruner, PruneReport
 from lnflow.store.snapshots import SnapshotWriter
-from lnflow.store.writer import StoreWriter
+from lnflow.store.writer import NodeTakenError, StoreWriter
+from lnflow.text import printable
 
 from .alerts import AlertService
 from .memory import trim_heap
@@ -171,7 +172,6 @@ class Daemon:
         try:
             metrics = DaemonMetrics.start(settings, engine)
             self.alerts = AlertService(settings, engine, store, clock_ns=self.clock_ns)
-            await store.call(store.target.close_dangling_sessions, self.clock_ns())
             await store.call(
                 store.target.daemon_started,
                 self.clock_ns(),
@@ -189,6 +189,16 @@ class Daemon:
                 return 0
             info, version = connected
             node_id = await store.call(store.target.upsert_node, info, self.clock_ns())
+            try:
+                await store.call(
+                    store.target.claim_node,
+                    node_id,
+                    self.clock_ns(),
+                    f"{printable(info.alias)} ({info.pubkey})",
+                )
+            except NodeTakenError:
+                await store.call(store.target.daemon_refused)
+                raise
             await store.call(
                 store.target.daemon_state,
                 self.clock_ns(),

@@ -61,6 +61,7 @@ PEER_A = "03" + "a1" * 32
 PEER_BIG = "02" + "b2" * 32
 COMMANDS = (
     "status",
+    "nodes",
     "opportunities",
     "analyze",
     "monitor",
@@ -905,6 +906,7 @@ def test_no_command_imports_grpc(store: Store, tmp_path: Path) -> None:
         from lnflow.cli.ctl import main
         runs = [
             ["--db", {db!r}, "status"],
+            ["--db", {db!r}, "nodes"],
             ["--db", {db!r}, "opportunities"],
             ["--db", {db!r}, "analyze", "--hours", "2", "--output", {str(saved)!r}],
             ["--db", {db!r}, "monitor", "--duration", "0.00003", "--interval", "0.05"],

@@ -457,3 +457,32 @@ def test_same_events_same_clusters_at_random_cuts(
 ) -> None:
     got = record(tmp_path_factory.mktemp("cut"), cuts, restart_at=restarts, lag_s=lag_s)
     assert got == one_stream
+
+
+def test_two_nodes_recording_in_turn_number_their_clusters_apart(tmp_path: Path) -> None:
+    """Two nodes' daemons writing one store in turn: each numbers new clusters past every
+    cluster stored, so neither overwrites the other's (cluster ids are the store's)."""
+    first = Store(tmp_path)
+    second_node = StoreWriter(first.engine).upsert_node(replace(NODE, pubkey="02" + "ee" * 32), 2)
+    second = Ingestor(
+        first.engine,
+        second_node,
+        attempt_timeout_ns=60 * S,
+        attempt_linger_ns=5 * S,
+        dedup_window_ns=60 * S,
+        cluster_max_span_ns=None,
+    )
+    session = StoreWriter(first.engine).open_session(second_node, T0, "0.18.3-beta")
+    first.feed([link_fail(1, 0, fee_msat=1_000)])  # both started on an empty store
+    second.ingest(session, [link_fail(1, 0, fee_msat=7_000)], T0)
+    first.feed([link_fail(2, 100, fee_msat=2_000)])  # a new cluster: past the window
+    second.ingest(session, [link_fail(2, 100, fee_msat=9_000)], T0 + 100 * S)
+    assert first.q("SELECT id, node_id, missed_fee_msat FROM failure_clusters ORDER BY id") == [
+        (1, first.node_id, 1_000),
+        (2, second_node, 7_000),
+        (3, first.node_id, 2_000),
+        (4, second_node, 9_000),
+    ]
+    assert first.q(
+        "SELECT node_id, incoming_htlc_id, cluster_id FROM forward_attempts ORDER BY 3"
+    ) == [(first.node_id, 1, 1), (second_node, 1, 2), (first.node_id, 2, 3), (second_node, 2, 4)]

@@ -606,3 +606,81 @@ def test_0018_counts_the_rows_already_stored_and_keeps_counting(tmp_path: Path) 
     db.upgrade(engine, path)
     assert counts() == {("htlc_events", 1): 3, ("htlc_events", 3): 2, ("forwards", 0): 4}
     engine.dispose()
+
+
+def test_0019_counts_the_rows_of_each_node_and_sums_them_again(tmp_path: Path) -> None:
+    """Upgrading a filled 0018 store of two nodes counts each node's rows; the triggers then
+    count each row for its node; downgrading keeps the store's totals."""
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0018")
+    event = (
+        "INSERT INTO htlc_events (node_id, session_id, timestamp_ns, kind, event_type,"
+        " incoming_chan_ref, incoming_htlc_id, outgoing_chan_ref, outgoing_htlc_id)"
+        " VALUES (?, 1, ?, 1, 7, 1, ?, 2, ?)"
+    )
+    attempt = (
+        "INSERT INTO forward_attempts (node_id, incoming_chan_ref, incoming_htlc_id,"
+        " outgoing_chan_ref, outgoing_htlc_id, first_seen_ns, outcome, missed_fee_msat)"
+        " VALUES (?, 1, ?, 2, ?, 5, 0, 0)"
+    )
+    forward = (
+        "INSERT INTO forwards (node_id, timestamp_ns, chan_id_in, chan_id_out, amt_in_msat,"
+        " amt_out_msat, fee_msat) VALUES (?, ?, 1, 2, 1001, 1000, 1)"
+    )
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO nodes VALUES (1, 'a', '', '', 0), (2, 'b', '', '', 0)")
+        conn.executemany(event, [(1 + i % 2, i, i, i) for i in range(5)])  # 3 of 1, 2 of 2
+        conn.executemany(attempt, [(2, i, i) for i in range(4)])
+        conn.executemany(forward, [(1, i) for i in range(3)])
+        # counted by 0018's triggers, store-wide (the events' inserts by the ingest)
+        assert conn.execute("SELECT * FROM row_counts ORDER BY 1, 2").fetchall() == [
+            ("forward_attempts", 0, 4),
+            ("forwards", 0, 3),
+        ]
+    db.upgrade(engine, path, "0019")
+
+    def counts() -> dict[tuple[int, str, int], int]:
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT node_id, table_name, value, n FROM row_counts WHERE n")
+            return {(node, t, v): n for node, t, v, n in rows}
+
+    assert counts() == {
+        (1, "htlc_events", 1): 3,
+        (2, "htlc_events", 1): 2,
+        (2, "forward_attempts", 0): 4,
+        (1, "forwards", 0): 3,
+    }
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE forward_attempts SET outcome = 1 WHERE incoming_htlc_id < 1")
+        conn.execute("DELETE FROM htlc_events WHERE node_id = 2 AND timestamp_ns = 1")
+        conn.execute(attempt, (1, 9, 9))
+        conn.execute("DELETE FROM forwards WHERE timestamp_ns = 0")
+    after = {
+        (1, "htlc_events", 1): 3,
+        (2, "htlc_events", 1): 1,
+        (2, "forward_attempts", 0): 3,
+        (2, "forward_attempts", 1): 1,
+        (1, "forward_attempts", 0): 1,
+        (1, "forwards", 0): 2,
+    }
+    assert counts() == after
+    db.downgrade(engine, "0018")
+    with sqlite3.connect(path) as conn:
+        totals = dict(
+            ((t, v), n)
+            for t, v, n in conn.execute("SELECT table_name, value, n FROM row_counts WHERE n")
+        )
+        assert totals == {
+            ("htlc_events", 1): 4,
+            ("forward_attempts", 0): 4,
+            ("forward_attempts", 1): 1,
+            ("forwards", 0): 2,
+        }
+        conn.execute(forward, (1, 50))  # 0018's trigger counts it store-wide again
+        assert conn.execute(
+            "SELECT n FROM row_counts WHERE table_name = 'forwards'"
+        ).fetchall() == [(3,)]
+    db.upgrade(engine, path)
+    assert counts() == {**after, (1, "forwards", 0): 3}
+    engine.dispose()

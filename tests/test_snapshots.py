@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 import structlog
-from conftest import RealStore
+from conftest import STORE_NODE, RealStore
 from sqlalchemy import Engine, Table, func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -211,6 +211,12 @@ def test_urgency_history_lists_the_runs_that_had_the_channel(store: Store) -> No
             (T0 + 1200 * 10**9, 20),
         ]
         assert urgency_history(conn, C, 0) == []
+    # another node's runs of a channel with the same id are not this node's history
+    other = store.writer.upsert_node(dataclasses.replace(STORE_NODE, pubkey="03" + "ef" * 32), 9)
+    store.snapshots.write_run(other, report(T0 + 1800 * 10**9, (opportunity(1, A, 10),)), 1)
+    with store.engine.connect() as conn:
+        assert urgency_history(conn, A, 0, store.node_id) == [(T0, 80), (T0 + 1200 * 10**9, 90)]
+        assert urgency_history(conn, A, 0, other) == [(T0 + 1800 * 10**9, 10)]
 
 
 # -- retention -------------------------------------------------------------------------

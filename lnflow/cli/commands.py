@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from lnflow.config import Settings
     from lnflow.policy.whatif import WhatIf
+    from lnflow.store.status_read import NodeRow
     from lnflow.store.trend import TrendDay
 
 __all__ = [
@@ -120,13 +121,17 @@ def ctl_analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
 
 
 def run_analysis(
-    engine: Engine, db_path: Path, hours: int, settings: AnalysisSettings, now_ns: int
+    engine: Engine,
+    db_path: Path,
+    hours: int,
+    settings: AnalysisSettings,
+    now_ns: int,
+    node_id: int | None,
 ) -> AnalysisReport:
-    """A fresh analysis of the ``hours`` before ``now_ns`` from the store."""
-    from lnflow.store.read import analyze_store, node_id_of
+    """A fresh analysis of ``node_id``'s ``hours`` before ``now_ns`` from the store (None:
+    the store records no node yet)."""
+    from lnflow.store.read import analyze_store
 
-    with engine.connect() as conn:
-        node_id = node_id_of(conn)
     if node_id is None:
         raise StoreError(
             f"the store {db_path} has no node yet: lnflowd has not reached lnd "
@@ -170,14 +175,55 @@ def write_atomically(path: Path, text: str) -> None:
 # --------------------------------------------------------------------------- opportunities
 
 
+def emit_fleet(
+    reports: Sequence[tuple[NodeRow, AnalysisReport | None]],
+    as_json: bool,
+    *,
+    now_ns: int | None = None,
+) -> None:
+    """``--all-nodes``: every node's opportunities ranked together (lnflow.cli.fleet)."""
+    from .fleet import fleet_doc, fleet_lines
+
+    if as_json:
+        print_json(fleet_doc(reports))
+    else:
+        print_lines(fleet_lines(reports, now_ns=now_ns))
+
+
+def _store_nodes(db_path: Path) -> list[NodeRow]:
+    from lnflow.store.readonly import open_readonly
+    from lnflow.store.status_read import list_nodes
+
+    db = open_readonly(db_path)
+    try:
+        found = list_nodes(db)
+    finally:
+        db.close()
+    if not found:
+        raise StoreError(
+            f"the store {db_path} has no node yet: lnflowd has not reached lnd "
+            "(see `lnflowctl status`)"
+        )
+    return found
+
+
 def cmd_opportunities(args: argparse.Namespace, db_path: Path) -> int:
     """The latest snapshot lnflowd wrote (plain sqlite3: no SQLAlchemy to import)."""
     from lnflow.store.readonly import open_readonly
     from lnflow.store.snapshot_read import latest_report
 
+    if args.all_nodes:
+        nodes = _store_nodes(db_path)
+        db = open_readonly(db_path)
+        try:
+            reports = [(node, latest_report(db, node.id)) for node in nodes]
+        finally:
+            db.close()
+        emit_fleet(reports, args.json, now_ns=time.time_ns())
+        return 0
     db = open_readonly(db_path)
     try:
-        report = latest_report(db)
+        report = latest_report(db, args.node_id)  # None: the store's (it has no node yet)
     finally:
         db.close()
     now = time.time_ns()
@@ -197,8 +243,21 @@ def cmd_analyze(args: argparse.Namespace, db_path: Path) -> int:
     """A fresh analysis of the last --hours from the store."""
     settings = ctl_analysis_settings(args)
     now = time.time_ns()
+    if args.all_nodes:
+        if args.output is not None:
+            raise ConfigError(
+                "--output saves one node's report: pass --node ALIAS instead of --all-nodes"
+            )
+        nodes = _store_nodes(db_path)
+        with reading_engine(db_path) as engine:
+            reports: list[tuple[NodeRow, AnalysisReport | None]] = [
+                (node, run_analysis(engine, db_path, args.hours, settings, now, node.id))
+                for node in nodes
+            ]
+        emit_fleet(reports, args.json)
+        return 0
     with reading_engine(db_path) as engine:
-        report = run_analysis(engine, db_path, args.hours, settings, now)
+        report = run_analysis(engine, db_path, args.hours, settings, now, args.node_id)
     if args.output is not None:
         write_atomically(args.output, json.dumps(report_to_doc(report), indent=2) + "\n")
     emit_report(report, args.json)
@@ -280,9 +339,14 @@ def monitor_start(conn: Connection) -> MonitorStart:
 
 
 def live_stats(
-    conn: Connection, start: MonitorStart, after_event_id: int, now_ns: int
+    conn: Connection,
+    start: MonitorStart,
+    after_event_id: int,
+    now_ns: int,
+    node_id: int | None = None,
 ) -> LiveStats:
-    """Events stored after ``after_event_id``, and the fees missed since ``start``.
+    """Events stored after ``after_event_id``, and the fees missed since ``start``, of
+    ``node_id`` (None: of the store, one node's).
 
     Counting by row id, not by event time, counts every event once even though the
     daemon writes in batches: an event stored late still shows in the next line.
@@ -296,7 +360,14 @@ def live_stats(
 
     t = htlc_events
     newest = int(conn.scalar(select(func.max(t.c.id))) or 0)
-    fresh = (t.c.id > after_event_id, t.c.id <= newest)
+    fresh = [t.c.id > after_event_id, t.c.id <= newest]
+    fa, fc = forward_attempts, failure_clusters
+    mine = [fa.c.outcome == int(Outcome.FAILED_LOCAL)]
+    clusters = [fc.c.id > start.cluster_id]
+    if node_id is not None:
+        fresh.append(t.c.node_id == node_id)
+        mine.append(fa.c.node_id == node_id)
+        clusters.append(fc.c.node_id == node_id)
     events = conn.scalar(select(func.count()).select_from(t).where(*fresh))
     counts = dict.fromkeys((cls.label for cls in FailureClass), 0)
     for wire, detail, n in conn.execute(
@@ -306,17 +377,13 @@ def live_stats(
         .group_by(t.c.wire_failure, t.c.failure_detail)
     ):
         counts[classify(wire, detail).label] += int(n)
-    fa = forward_attempts
     raw = conn.scalar(
         select(func.coalesce(func.sum(fa.c.missed_fee_msat), 0))
         .where(fa.c.id > start.attempt_id)
-        .where(fa.c.outcome == int(Outcome.FAILED_LOCAL))
+        .where(*mine)
     )
-    fc = failure_clusters
-    dedup = conn.scalar(
-        select(func.coalesce(func.sum(fc.c.missed_fee_msat), 0)).where(fc.c.id > start.cluster_id)
-    )
-    status = liveness(conn, now_ns)
+    dedup = conn.scalar(select(func.coalesce(func.sum(fc.c.missed_fee_msat), 0)).where(*clusters))
+    status = liveness(conn, now_ns, node_id)
     return LiveStats(
         last_event_id=newest,
         events=int(events or 0),
@@ -388,7 +455,7 @@ def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
                 time.sleep(min(interval, (end - now) / NS))
                 now = time.time_ns()
                 with engine.connect() as conn:
-                    stats = live_stats(conn, began, cursor, now)
+                    stats = live_stats(conn, began, cursor, now, args.node_id)
                 cursor = stats.last_event_id
                 if args.json:
                     print(json.dumps(_live_doc(stats, now)), flush=True)
@@ -399,7 +466,7 @@ def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
                 print("\nstopped; analyzing the monitored period ...", flush=True)
         now = time.time_ns()
         hours = max(1, math.ceil((now - start) / NS_PER_HOUR))
-        report = run_analysis(engine, db_path, hours, settings, now)
+        report = run_analysis(engine, db_path, hours, settings, now, args.node_id)
     finally:
         engine.dispose()
     if args.json:
@@ -483,16 +550,16 @@ def cmd_trend(args: argparse.Namespace, db_path: Path) -> int:
     chan_id = channel_arg(args.channel)
     now = time.time_ns()
     with reading(db_path) as conn:
-        if not channel_known(conn, chan_id):
+        if not channel_known(conn, chan_id, args.node_id):
             raise UnknownChannelError(
                 f"channel {format_scid(chan_id)} ({chan_id}) is not in the store {db_path}: "
                 "`lnflowctl opportunities` or `lnflowctl status` show what it holds"
             )
         # no more days than the store holds (at least today's)
-        first = first_day_held(conn)
+        first = first_day_held(conn, args.node_id)
         held = 1 if first is None else max(1, (now - 1) // NS_PER_DAY - first + 1)
         days = min(args.days, held)
-        rows = channel_trend(conn, chan_id, until_ns=now, days=days)
+        rows = channel_trend(conn, chan_id, until_ns=now, days=days, node_id=args.node_id)
     if args.json:
         print_json(_trend_doc(chan_id, days, args.days, now, rows))
         return 0
@@ -582,14 +649,13 @@ def _whatif_lines(w: WhatIf) -> list[str]:
 def cmd_whatif(args: argparse.Namespace, db_path: Path) -> int:
     """What a proposed policy would have earned over the channel's recorded window."""
     from lnflow.policy.whatif import estimate
-    from lnflow.store.read import node_id_of
     from lnflow.store.trend import channel_known
 
     chan_id = channel_arg(args.channel)
     now = time.time_ns()
     with reading(db_path) as conn:
-        node_id = node_id_of(conn)
-        if node_id is None or not channel_known(conn, chan_id):
+        node_id = args.node_id
+        if node_id is None or not channel_known(conn, chan_id, node_id):
             raise UnknownChannelError(
                 f"channel {format_scid(chan_id)} ({chan_id}) is not in the store {db_path}: "
                 "`lnflowctl opportunities` or `lnflowctl status` show what it holds"
@@ -655,7 +721,7 @@ def cmd_export(args: argparse.Namespace, db_path: Path) -> int:
     since = parse_since(args.since, time.time_ns())
     out = sys.stdout
     with reading(db_path) as conn:
-        header, rows = export_rows(conn, args.what, since)
+        header, rows = export_rows(conn, args.what, since, node_id=args.node_id)
         if fmt == "csv":
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(header)
@@ -680,7 +746,7 @@ def cmd_alerts(args: argparse.Namespace, db_path: Path) -> int:
     now = time.time_ns()
     since = parse_since(args.since, now)
     with reading(db_path) as conn:
-        found = alerts_since(conn, since)
+        found = alerts_since(conn, since, node_id=args.node_id)
     if args.json:
         print_json(
             [

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lnflow import __version__
-from lnflow.errors import LnflowError, StoreError
+from lnflow.errors import ConfigError, LnflowError, StoreError
 from lnflow.limits import ANALYSIS_RANGES, MAX_SATS
 from lnflow.text import printable
 
@@ -38,7 +38,7 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
     db = open_readonly(db_path)
     now = time.time_ns()
     try:
-        rep = status_report(db, now)
+        rep = status_report(db, now, args.node_id)
     finally:
         db.close()
     stale = not rep.daemon.running and rep.daemon.stopped_ns is None and rep.daemon.pid is not None
@@ -160,6 +160,31 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- nodes
+
+
+def _nodes(args: argparse.Namespace, db_path: Path) -> int:
+    """The nodes the store records, each with its daemon and stream (plain sqlite3)."""
+    from lnflow.store.readonly import open_readonly
+    from lnflow.store.status_read import list_nodes, liveness
+
+    from .nodes import nodes_doc, nodes_lines
+
+    db = open_readonly(db_path)
+    now = time.time_ns()
+    try:
+        found = [(node, liveness(db, now, node.id)) for node in list_nodes(db)]
+    finally:
+        db.close()
+    if args.json:
+        json.dump(nodes_doc(found), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    for line in nodes_lines(found, now):
+        print(printable(line))
+    return 0
+
+
 def _process_alive(pid: int) -> bool | None:
     """Whether lnflowd still runs as ``pid`` on this host (None: cannot tell)."""
     try:
@@ -211,6 +236,13 @@ def _common(suppress: bool) -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--json", action="store_true", default=default or False, help="machine-readable output"
+    )
+    common.add_argument(
+        "--node",
+        default=default,
+        metavar="ALIAS|PUBKEY",
+        help="the node to show, of a store that records several (`lnflowctl nodes`); "
+        "a store of one node needs none",
     )
     return common
 
@@ -282,6 +314,14 @@ def _thresholds(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _all_nodes(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--all-nodes",
+        action="store_true",
+        help=f"{what}, every node's opportunities ranked together with a node column",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lnflowctl",
@@ -301,12 +341,19 @@ def _parser() -> argparse.ArgumentParser:
         "Daemon liveness, LND identity, stream sessions and stored event counts.",
     )
     command(
+        "nodes",
+        "the nodes the store records, with their daemon and stream",
+        "Each node lnflowd recorded into the store (one lnflowd per node): alias, pubkey, "
+        "network, whether its daemon runs and its HTLC stream is connected.",
+    )
+    opportunities = command(
         "opportunities",
         "the latest opportunity snapshot lnflowd wrote",
         "The channels losing the most routing revenue, ranked, from the latest analysis "
         "snapshot lnflowd writes (every 10 min by default); with --json one object "
         "(docs/json.md), or null before the first snapshot.",
     )
+    _all_nodes(opportunities, "each node's latest snapshot")
     analyze = command(
         "analyze",
         "a fresh analysis of the last N hours from the store",
@@ -327,6 +374,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also save the JSON document to FILE (render it later with `report FILE`)",
     )
     _thresholds(analyze)
+    _all_nodes(analyze, "a fresh analysis of each node")
     monitor = command(
         "monitor",
         "live per-interval stats, then the analysis of the monitored period",
@@ -470,6 +518,8 @@ def _parser() -> argparse.ArgumentParser:
 def _command(name: str) -> Callable[[argparse.Namespace, Path], int]:
     if name == "status":
         return _status
+    if name == "nodes":
+        return _nodes
     if name == "policy":
         from .policy_views import cmd_policy
 
@@ -499,10 +549,33 @@ def _store_path(args: argparse.Namespace) -> Path:
     return ctl_settings(args).store.path
 
 
+def _pick_node(args: argparse.Namespace, db_path: Path) -> None:
+    """``args.node_id``: the store's node that --node names, or its only one (None: it
+    records none yet). Several nodes and none named, or an unknown name: ConfigError.
+    Read with plain sqlite3, as `status` is."""
+    args.node_id = None
+    if getattr(args, "all_nodes", False):
+        if args.node is not None:
+            raise ConfigError("--node and --all-nodes exclude each other: pass one of them")
+        return
+    if args.command in ("nodes", "report"):
+        return
+    from lnflow.store.readonly import open_readonly
+    from lnflow.store.status_read import pick_node
+
+    db = open_readonly(db_path)
+    try:
+        node = pick_node(db, args.node, db_path)
+    finally:
+        db.close()
+    args.node_id = None if node is None else node.id
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         db_path = _store_path(args)
+        _pick_node(args, db_path)
         return _command(args.command)(args, db_path)
     except LnflowError as exc:
         print(f"lnflowctl: error: {printable(str(exc))}", file=sys.stderr)

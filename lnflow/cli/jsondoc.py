@@ -54,7 +54,7 @@ def report_to_doc(report: AnalysisReport) -> JsonObject:
         "generated_at": iso(report.generated_ns),
         "since": iso(report.since_ns),
         "until": iso(report.until_ns),
-        "opportunities": [_opportunity_doc(o) for o in report.opportunities],
+        "opportunities": [opportunity_to_doc(o) for o in report.opportunities],
         "rebalance_plan": [_move_doc(m) for m in report.rebalance_plan],
         "gaps": [{"from": iso(g.from_ns), "to": iso(g.to_ns)} for g in report.gaps],
         "node": {
@@ -70,7 +70,8 @@ def report_to_doc(report: AnalysisReport) -> JsonObject:
     }
 
 
-def _opportunity_doc(o: Opportunity) -> JsonObject:
+def opportunity_to_doc(o: Opportunity) -> JsonObject:
+    """One opportunity as the report document holds it."""
     doc: JsonObject = {
         "rank": o.rank,
         "channel_id": o.channel_id,

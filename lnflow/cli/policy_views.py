@@ -68,7 +68,7 @@ def _history(args: argparse.Namespace, db_path: Path) -> int:
             raise ConfigError(f"--channel {args.channel}: {exc}") from exc
     db = open_readonly(db_path)
     try:
-        rows = changes(db, chan_id=chan)
+        rows = changes(db, node_id=args.node_id, chan_id=chan)
     finally:
         db.close()
     if args.json:
@@ -88,7 +88,7 @@ def _effects(args: argparse.Namespace, db_path: Path) -> int:
 
     lines: list[str] = []
     with reading(db_path) as conn:
-        rows = [r for r in changes(sqlite_connection(conn)) if r.result == "applied"]
+        rows = changes(sqlite_connection(conn), node_id=args.node_id, results=("applied",))
         for row in rows:
             assert row.applied_ns is not None
             eff = measure(

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, Row, delete, func, insert, select
 
 from lnflow.alerts import Alert, AlertKind, Phase
 from lnflow.store import status_read
-from lnflow.store.schema import alert_deliveries, alerts, daemon_state, nodes
+from lnflow.store.schema import alert_deliveries, alerts, nodes
 from lnflow.store.status_read import Delivery  # read by lnflowctl status without SQLAlchemy
 
 __all__ = [
@@ -100,15 +100,15 @@ def _delivery(row: Row[Any]) -> Delivery:
     )
 
 
-def alerts_since(conn: Connection, since_ns: int, limit: int = 10_000) -> list[AlertRecord]:
-    """Alerts fired at or after ``since_ns``, oldest first, each with its deliveries
-    (the newest ``limit``)."""
-    rows = conn.execute(
-        select(alerts)
-        .where(alerts.c.fired_ns >= since_ns)
-        .order_by(alerts.c.id.desc())
-        .limit(limit)
-    ).all()[::-1]
+def alerts_since(
+    conn: Connection, since_ns: int, limit: int = 10_000, *, node_id: int | None = None
+) -> list[AlertRecord]:
+    """Alerts fired at or after ``since_ns`` (``node_id``'s if given), oldest first, each
+    with its deliveries (the newest ``limit``)."""
+    query = select(alerts).where(alerts.c.fired_ns >= since_ns)
+    if node_id is not None:
+        query = query.where(alerts.c.node_id == node_id)
+    rows = conn.execute(query.order_by(alerts.c.id.desc()).limit(limit)).all()[::-1]
     by_alert: dict[int, list[Delivery]] = {}
     if rows:
         for d in conn.execute(
@@ -169,14 +169,8 @@ def open_conditions(conn: Connection, node_id: int) -> set[tuple[AlertKind, str]
 
 
 def known_node(conn: Connection) -> tuple[int, str, str] | None:
-    """(node_id, pubkey, alias) of the node lnflowd recorded last (``daemon_state``;
-    else the store's only node), or None for a store that has never seen lnd."""
-    row = conn.execute(
-        select(nodes.c.id, nodes.c.pubkey, nodes.c.alias).join(
-            daemon_state, daemon_state.c.node_id == nodes.c.id
-        )
-    ).first()
-    if row is None:
-        rows = conn.execute(select(nodes.c.id, nodes.c.pubkey, nodes.c.alias).limit(2)).all()
-        row = rows[0] if len(rows) == 1 else None
+    """(node_id, pubkey, alias) of the store's only node, or None for a store that has
+    never seen lnd, or records several nodes (a daemon knows its own once lnd answers)."""
+    rows = conn.execute(select(nodes.c.id, nodes.c.pubkey, nodes.c.alias).limit(2)).all()
+    row = rows[0] if len(rows) == 1 else None
     return None if row is None else (int(row.id), str(row.pubkey), str(row.alias))

@@ -354,10 +354,26 @@ _ORDER_KEYS: dict[str, tuple[str, ...]] = {
 assert tuple(_ORDER_KEYS) == EXPORTABLE
 
 
+# Whose row it is: every export reads one node's rows when given one.
+_NODE_OF: dict[str, Any] = {
+    "events": htlc_events.c.node_id,
+    "attempts": forward_attempts.c.node_id,
+    "forwards": forwards.c.node_id,
+    "opportunities": analysis_runs.c.node_id,
+}
+assert tuple(_NODE_OF) == EXPORTABLE
+
+
 def export_rows(
-    conn: Connection, what: str, since_ns: int, *, chunk: int = _CHUNK
+    conn: Connection,
+    what: str,
+    since_ns: int,
+    *,
+    chunk: int = _CHUNK,
+    node_id: int | None = None,
 ) -> tuple[list[str], Iterator[tuple[object, ...]]]:
-    """The header and a row stream of ``what`` (one of :data:`EXPORTABLE`) since ``since_ns``.
+    """The header and a row stream of ``what`` (one of :data:`EXPORTABLE`) since ``since_ns``,
+    of ``node_id`` (None: of every node).
 
     The first chunk is read now (so a broken store fails here); later chunks are read
     as the stream is iterated, which must happen while ``conn`` is open.
@@ -367,6 +383,8 @@ def export_rows(
     except KeyError:
         raise ValueError(f"cannot export '{what}': choose one of {', '.join(EXPORTABLE)}") from None
     base = query(since_ns)
+    if node_id is not None:
+        base = base.where(_NODE_OF[what] == node_id)
     keys = _ORDER_KEYS[what]
     order = [base.selected_columns[k] for k in keys]
 

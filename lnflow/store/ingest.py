@@ -199,6 +199,7 @@ class Ingestor:
                 "members": ex.members,
                 "missed_fee_msat": ex.missed_fee_msat,
             },
+            where=t.c.node_id == ex.node_id,  # never another node's cluster
         )
 
     # -- recording ---------------------------------------------------------------------
@@ -242,6 +243,9 @@ class Ingestor:
     ) -> IngestResult:
         node_id = self._node_id
         with self._engine.begin() as conn:
+            # cluster ids are the store's: past any another node's daemon stored since
+            stored = conn.scalar(select(func.max(failure_clusters.c.id))) or 0
+            self.clusters.skip_to(stored + 1)
             new_events = self._store_events(conn, session_id, events)
             events_by_type = Counter(map(_KIND_TYPE, new_events))
             if events_by_type:
@@ -347,7 +351,10 @@ class Ingestor:
             by_kind[int(kind)] += n
         conn.execute(
             self._add_row_counts,
-            [{"table_name": "htlc_events", "value": k, "n": n} for k, n in by_kind.items()],
+            [
+                {"node_id": self._node_id, "table_name": "htlc_events", "value": k, "n": n}
+                for k, n in by_kind.items()
+            ],
         )
 
     def _undecided(self, conn: Connection, attempts: list[Attempt]) -> list[Attempt]:

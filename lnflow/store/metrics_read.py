@@ -192,7 +192,12 @@ def refresh_view(conn: Connection, node_id: int, runs_after: int) -> RefreshView
             .order_by(r.c.id)
         )
     )
-    state = conn.scalar(select(daemon_state.c.stream_state).order_by(daemon_state.c.id).limit(1))
+    state = conn.scalar(
+        select(daemon_state.c.stream_state)
+        .where(daemon_state.c.node_id == node_id)
+        .order_by(daemon_state.c.heartbeat_ns.desc())
+        .limit(1)
+    )
     sessions = conn.scalar(
         select(func.count())
         .select_from(stream_sessions)

@@ -31,9 +31,11 @@ __all__ = [
 ]
 
 
-def stream_gaps(conn: Connection, since_ns: int, until_ns: int) -> list[Gap]:
+def stream_gaps(
+    conn: Connection, since_ns: int, until_ns: int, node_id: int | None = None
+) -> list[Gap]:
     """:func:`lnflow.store.status_read.stream_gaps` on a SQLAlchemy connection."""
-    return status_read.stream_gaps(_driver(conn), since_ns, until_ns)
+    return status_read.stream_gaps(_driver(conn), since_ns, until_ns, node_id)
 
 
 def observed_ns(conn: Connection, node_id: int, since_ns: int, until_ns: int) -> int:
@@ -60,14 +62,14 @@ def observed_ns(conn: Connection, node_id: int, since_ns: int, until_ns: int) ->
     return total
 
 
-def liveness(conn: Connection, now_ns: int) -> Liveness:
+def liveness(conn: Connection, now_ns: int, node_id: int | None = None) -> Liveness:
     """:func:`lnflow.store.status_read.liveness` on a SQLAlchemy connection."""
-    return status_read.liveness(_driver(conn), now_ns)
+    return status_read.liveness(_driver(conn), now_ns, node_id)
 
 
-def status_report(conn: Connection, now_ns: int) -> StatusReport:
+def status_report(conn: Connection, now_ns: int, node_id: int | None = None) -> StatusReport:
     """:func:`lnflow.store.status_read.status_report` on a SQLAlchemy connection."""
-    return status_read.status_report(_driver(conn), now_ns)
+    return status_read.status_report(_driver(conn), now_ns, node_id)
 
 
 def _driver(conn: Connection) -> sqlite3.Connection:

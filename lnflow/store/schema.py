@@ -727,9 +727,11 @@ policy_changes = Table(
 # triggers of migration 0018 count everything else as SQLite writes it: the attempts'
 # inserts, outcome changes and deletes, the ledger's inserts and deletes, the events'
 # deletes (retention). A failed transaction takes its counts back with its rows.
+# Counted per node (0019): each row for the node it is of.
 row_counts = Table(
     "row_counts",
     metadata,
+    Column("node_id", SmallInteger, primary_key=True, autoincrement=False),  # 0019
     Column("table_name", String, primary_key=True),
     Column("value", Integer, primary_key=True, autoincrement=False),
     Column("n", BigInteger, nullable=False),

@@ -135,14 +135,20 @@ def _opportunity(row: sqlite3.Row) -> Opportunity:
     )
 
 
-def urgency_history(db: sqlite3.Connection, chan_id: int, since_ns: int) -> list[tuple[int, int]]:
-    """``(generated_ns, urgency_score)`` of the runs since ``since_ns`` listing the channel.
+def urgency_history(
+    db: sqlite3.Connection, chan_id: int, since_ns: int, node_id: int | None = None
+) -> list[tuple[int, int]]:
+    """``(generated_ns, urgency_score)`` of the runs (of ``node_id`` if given) since
+    ``since_ns`` listing the channel.
 
     Oldest first. A run in which the channel was not an opportunity has no entry.
     """
+    of_node = (
+        "" if node_id is None else " AND run_id IN (SELECT id FROM analysis_runs WHERE node_id = ?)"
+    )
     rows = db.execute(
         "SELECT generated_ns, urgency_score FROM opportunities"
-        " WHERE channel_id = ? AND generated_ns >= ? ORDER BY generated_ns, run_id",
-        (to_signed64(chan_id), since_ns),
+        f" WHERE channel_id = ? AND generated_ns >= ?{of_node} ORDER BY generated_ns, run_id",
+        (to_signed64(chan_id), since_ns, *(() if node_id is None else (node_id,))),
     )
     return [(int(ts), int(score)) for ts, score in rows]

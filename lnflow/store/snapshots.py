@@ -147,6 +147,9 @@ def report_of(conn: Connection, run_id: int) -> AnalysisReport | None:
     return snapshot_read.report_of(sqlite_connection(conn), run_id)
 
 
-def urgency_history(conn: Connection, chan_id: int, since_ns: int) -> list[tuple[int, int]]:
-    """``(generated_ns, urgency_score)`` of the runs since ``since_ns`` listing the channel."""
-    return snapshot_read.urgency_history(sqlite_connection(conn), chan_id, since_ns)
+def urgency_history(
+    conn: Connection, chan_id: int, since_ns: int, node_id: int | None = None
+) -> list[tuple[int, int]]:
+    """``(generated_ns, urgency_score)`` of the runs (of ``node_id`` if given) since
+    ``since_ns`` listing the channel."""
+    return snapshot_read.urgency_history(sqlite_connection(conn), chan_id, since_ns, node_id)

@@ -1,8 +1,9 @@
 """Status read with plain :mod:`sqlite3` (no SQLAlchemy import).
 
 ``lnflowctl status`` runs on every operator's glance at the node: it reads a few small
-tables and the row counts kept as rows are written (``row_counts``, migration 0018),
-through the standard library alone, so its time is flat in the store's size.
+tables and the row counts kept per node as rows are written (``row_counts``, migrations
+0018 and 0019), through the standard library alone, so its time is flat in the store's
+size.
 :mod:`lnflow.store.queries` hands SQLAlchemy connections' driver connections to the
 same readers, so there is one reading code path.
 """
@@ -12,8 +13,9 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from lnflow.errors import ConfigError
 from lnflow.kinds import EventKind, Gap, Outcome
 
 __all__ = [
@@ -22,10 +24,13 @@ __all__ = [
     "Gap",
     "Liveness",
     "LndStatus",
+    "NodeRow",
     "StatusReport",
     "StreamStatus",
     "last_deliveries",
+    "list_nodes",
     "liveness",
+    "pick_node",
     "status_report",
     "stream_gaps",
 ]
@@ -84,21 +89,81 @@ class StatusReport(NamedTuple):
     alert_targets: dict[str, Delivery | None]
 
 
+class NodeRow(NamedTuple):
+    """A node the store records (``nodes``): the alias is lnd's GetInfo alias, hostile text."""
+
+    id: int
+    pubkey: str
+    alias: str
+    network: str
+
+
 class Liveness(NamedTuple):
     daemon: DaemonStatus
     lnd: LndStatus
     stream: StreamStatus
 
 
-def stream_gaps(db: sqlite3.Connection, since_ns: int, until_ns: int) -> list[Gap]:
-    """Gaps between consecutive stream sessions overlapping [since_ns, until_ns].
+def list_nodes(db: sqlite3.Connection) -> list[NodeRow]:
+    """The nodes the store records, in the order they were first seen."""
+    return [
+        NodeRow(int(i), str(p), str(a or ""), str(n or ""))
+        for i, p, a, n in db.execute("SELECT id, pubkey, alias, network FROM nodes ORDER BY id")
+    ]
+
+
+def _named(nodes: list[NodeRow]) -> str:
+    return ", ".join(f"{n.alias or '(no alias)'} ({n.pubkey})" for n in nodes)
+
+
+def pick_node(db: sqlite3.Connection, wanted: str | None, store: object) -> NodeRow | None:
+    """The node ``--node`` names (an alias or a pubkey), or the only one when none is
+    named; None when the store records no node yet. :class:`~lnflow.errors.ConfigError`
+    when several match, or none is named and the store holds several, or none matches."""
+    nodes = list_nodes(db)
+    if wanted is None:
+        if len(nodes) > 1:
+            raise ConfigError(
+                f"the store {store} records {len(nodes)} nodes: pass --node with an alias "
+                f"or a pubkey of {_named(nodes)}"
+            )
+        return nodes[0] if nodes else None
+    key = wanted.strip()
+    found = [n for n in nodes if n.pubkey.lower() == key.lower()] or [
+        n for n in nodes if n.alias == key
+    ]
+    if len(found) > 1:
+        raise ConfigError(
+            f"--node '{wanted}' names {len(found)} nodes of the store {store}: "
+            f"pass the pubkey of one of {_named(found)}"
+        )
+    if not found:
+        raise ConfigError(
+            f"--node '{wanted}' is no node of the store {store}: `lnflowctl nodes` lists "
+            "the nodes it records (give an alias or a pubkey)"
+        )
+    return found[0]
+
+
+def stream_gaps(
+    db: sqlite3.Connection, since_ns: int, until_ns: int, node_id: int | None = None
+) -> list[Gap]:
+    """Gaps between consecutive stream sessions of ``node_id`` (None: of every node, a
+    store of one node) overlapping [since_ns, until_ns].
 
     A gap starts when a session ends and lasts until the next one starts; after
     the last session it is open (``to_ns`` None) unless that session is live.
     """
-    rows = db.execute(
-        "SELECT started_ns, ended_ns FROM stream_sessions ORDER BY started_ns"
-    ).fetchall()
+    if node_id is None:
+        rows = db.execute(
+            "SELECT started_ns, ended_ns FROM stream_sessions ORDER BY started_ns"
+        ).fetchall()
+    else:
+        rows = db.execute(
+            "SELECT started_ns, ended_ns FROM stream_sessions WHERE node_id = ?"
+            " ORDER BY started_ns",
+            (node_id,),
+        ).fetchall()
     gaps: list[Gap] = []
     for (_, ended), (next_start, _) in itertools.pairwise(rows):
         if ended is not None and next_start > ended:
@@ -112,13 +177,22 @@ _STATE = (
     "SELECT d.pid, d.started_ns, d.heartbeat_ns, d.heartbeat_interval_s, d.stopped_ns,"
     " d.lnd_state, d.last_error, d.lnd_alias, d.lnd_version, d.lnd_network, d.stream_state,"
     " n.pubkey FROM daemon_state AS d LEFT OUTER JOIN nodes AS n ON d.node_id = n.id"
-    " ORDER BY d.heartbeat_ns DESC LIMIT 1"
 )
+_NEWEST = " ORDER BY d.heartbeat_ns DESC LIMIT 1"
+# a node's daemon: the row naming it, or in a store of one node one that does not know
+# its node yet (lnd not reached since the daemon started)
+_OF_NODE = " WHERE d.node_id = ? OR (d.node_id IS NULL AND (SELECT count(*) FROM nodes) <= 1)"
 
 
-def liveness(db: sqlite3.Connection, now_ns: int) -> Liveness:
-    """Daemon, node and stream state: small tables only, cheap enough to poll."""
-    state = db.execute(_STATE).fetchone()
+def _daemon_row(db: sqlite3.Connection, columns: str, node_id: int | None) -> Any:
+    sql = columns + (_NEWEST if node_id is None else _OF_NODE + _NEWEST)
+    return db.execute(sql, () if node_id is None else (node_id,)).fetchone()
+
+
+def liveness(db: sqlite3.Connection, now_ns: int, node_id: int | None = None) -> Liveness:
+    """Daemon, node and stream state of ``node_id`` (None: the daemon that ran last, a
+    store of one node): small tables only, cheap enough to poll."""
+    state = _daemon_row(db, _STATE, node_id)
     if state is None:
         state = (None,) * 12
     (pid, started, heartbeat, interval, stopped, lnd_state, last_error) = state[:7]
@@ -139,6 +213,8 @@ def liveness(db: sqlite3.Connection, now_ns: int) -> Liveness:
     lnd = LndStatus(alias=alias, version=version, network=network, pubkey=pubkey)
     sessions, open_since = db.execute(
         "SELECT count(*), max(started_ns) FILTER (WHERE ended_ns IS NULL) FROM stream_sessions"
+        + ("" if node_id is None else " WHERE node_id = ?"),
+        () if node_id is None else (node_id,),
     ).fetchone()
     connected = running and stream_state == "connected"
     stream = StreamStatus(
@@ -146,7 +222,7 @@ def liveness(db: sqlite3.Connection, now_ns: int) -> Liveness:
         state=stream_state,
         connected_since_ns=open_since if connected else None,
         sessions=int(sessions or 0),
-        gaps=tuple(stream_gaps(db, 0, now_ns)),
+        gaps=tuple(stream_gaps(db, 0, now_ns, node_id)),
     )
     return Liveness(daemon=daemon, lnd=lnd, stream=stream)
 
@@ -159,21 +235,37 @@ _SCANNED_COUNTS = (
 )
 
 
-def _counts_sql(db: sqlite3.Connection) -> str:
-    kept = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'row_counts'"
-    ).fetchone()
-    return "SELECT table_name, value, n FROM row_counts" if kept else _SCANNED_COUNTS
+# One node of several in a store not upgraded to 0019 (its ``row_counts`` are the
+# store's): the node's rows are counted through the indexes that lead with node_id.
+_NODE_COUNTS = (
+    "SELECT 'htlc_events', kind, count(*) FROM htlc_events WHERE node_id = :n GROUP BY kind"
+    " UNION ALL SELECT 'forward_attempts', outcome, count(*) FROM forward_attempts"
+    " WHERE node_id = :n GROUP BY outcome"
+    " UNION ALL SELECT 'forwards', 0, count(*) FROM forwards WHERE node_id = :n"
+)
 
 
-def status_report(db: sqlite3.Connection, now_ns: int) -> StatusReport:
-    """:func:`liveness` plus row counts, read from ``row_counts`` (kept as rows are
-    written): a few rows whatever the store holds."""
-    live = liveness(db, now_ns)
+def _counts_sql(db: sqlite3.Connection, node_id: int | None) -> str:
+    columns = {str(r[1]) for r in db.execute("PRAGMA table_info(row_counts)")}
+    if "node_id" in columns:  # 0019: kept per node
+        kept = "SELECT table_name, value, n FROM row_counts"
+        return kept if node_id is None else kept + " WHERE node_id = :n"
+    if not columns:
+        return _SCANNED_COUNTS
+    if node_id is not None and db.execute("SELECT count(*) FROM nodes").fetchone()[0] > 1:
+        return _NODE_COUNTS
+    return "SELECT table_name, value, n FROM row_counts"
+
+
+def status_report(db: sqlite3.Connection, now_ns: int, node_id: int | None = None) -> StatusReport:
+    """:func:`liveness` plus row counts of ``node_id`` (None: the store's), read from
+    ``row_counts`` (kept per node as rows are written): a few rows whatever the store
+    holds."""
+    live = liveness(db, now_ns, node_id)
     counts = {kind.label: 0 for kind in EventKind if kind is not EventKind.UNKNOWN}
     attempts = {outcome.label: 0 for outcome in Outcome}
     n_forwards = 0
-    for table, value, n in db.execute(_counts_sql(db)):
+    for table, value, n in db.execute(_counts_sql(db, node_id), {"n": node_id}):
         if not n:
             continue
         if table == "htlc_events":
@@ -188,8 +280,10 @@ def status_report(db: sqlite3.Connection, now_ns: int) -> StatusReport:
             n_forwards += int(n)
     n_channels, n_open = db.execute(
         "SELECT count(*), count(*) FILTER (WHERE closed_ns IS NULL) FROM channels"
+        + ("" if node_id is None else " WHERE node_id = ?"),
+        () if node_id is None else (node_id,),
     ).fetchone()
-    listen, targets = _alerting(db)
+    listen, targets = _alerting(db, node_id)
     return StatusReport(
         daemon=live.daemon,
         lnd=live.lnd,
@@ -204,11 +298,14 @@ def status_report(db: sqlite3.Connection, now_ns: int) -> StatusReport:
     )
 
 
-def last_deliveries(db: sqlite3.Connection) -> dict[str, Delivery]:
-    """Each alert target's latest delivery, by target name."""
+def last_deliveries(db: sqlite3.Connection, node_id: int | None = None) -> dict[str, Delivery]:
+    """Each alert target's latest delivery (of ``node_id``'s alerts if given), by name."""
+    of_node = "" if node_id is None else " WHERE node_id = ?"
     rows = db.execute(
         "SELECT target, done_ns, ok, attempts, error FROM alert_deliveries"
-        " WHERE id IN (SELECT max(id) FROM alert_deliveries GROUP BY target) ORDER BY target"
+        f" WHERE id IN (SELECT max(id) FROM alert_deliveries{of_node} GROUP BY target)"
+        " ORDER BY target",
+        () if node_id is None else (node_id,),
     )
     return {
         target: Delivery(target, done_ns, bool(ok), attempts, error)
@@ -216,7 +313,9 @@ def last_deliveries(db: sqlite3.Connection) -> dict[str, Delivery]:
     }
 
 
-def _alerting(db: sqlite3.Connection) -> tuple[str | None, dict[str, Delivery | None]]:
+def _alerting(
+    db: sqlite3.Connection, node_id: int | None
+) -> tuple[str | None, dict[str, Delivery | None]]:
     """Where /metrics is served and the alert targets' last deliveries (migration 0016;
     a store before it has neither)."""
     has = {
@@ -227,9 +326,9 @@ def _alerting(db: sqlite3.Connection) -> tuple[str | None, dict[str, Delivery | 
     }
     if not has:
         return None, {}
-    state = db.execute(
-        "SELECT metrics_listen, alert_targets FROM daemon_state ORDER BY heartbeat_ns DESC LIMIT 1"
-    ).fetchone()
+    state = _daemon_row(
+        db, "SELECT d.metrics_listen, d.alert_targets FROM daemon_state AS d", node_id
+    )
     targets: dict[str, Delivery | None] = {}
     if state is not None and state[1]:
         try:
@@ -237,5 +336,5 @@ def _alerting(db: sqlite3.Connection) -> tuple[str | None, dict[str, Delivery | 
         except ValueError:
             names = []
         targets = {str(n): None for n in names if isinstance(n, str)}
-    targets.update(last_deliveries(db))
+    targets.update(last_deliveries(db, node_id))
     return (state[0] if state is not None else None), dict(sorted(targets.items()))

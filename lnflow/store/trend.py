@@ -20,12 +20,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Connection, exists, func, or_, select
+from sqlalchemy import Connection, Select, exists, func, or_, select
 
 from lnflow.domain import NS_PER_DAY, NS_PER_HOUR, FailureClass, to_signed64
 from lnflow.store.read import failure_class_of
 from lnflow.store.schema import (
+    analysis_runs,
     channel_refs,
     channel_samples,
     channels,
@@ -56,23 +58,36 @@ class TrendDay:
     local_ratio: float | None  # the day's last sample
 
 
-def channel_known(conn: Connection, chan_id: int) -> bool:
-    """Whether the store has anything on the channel: a channel row, failures or forwards."""
+def _of_node(node_id: int | None) -> Select[Any]:
+    """The node ids a reading covers: ``node_id``, or every node's (None)."""
+    ids = select(nodes.c.id)
+    return ids if node_id is None else ids.where(nodes.c.id == node_id)
+
+
+def channel_known(conn: Connection, chan_id: int, node_id: int | None = None) -> bool:
+    """Whether the store has anything on the channel (of ``node_id`` if given): a channel
+    row, failures or forwards."""
     cid = to_signed64(chan_id)
-    any_node = select(nodes.c.id)
+    any_node = _of_node(node_id)
     fa, fw, fr, fd = forward_attempts, forwards, failure_rollups_hourly, forward_channel_daily
-    refs = select(channel_refs.c.id).where(channel_refs.c.chan_id == cid)  # of any node
+    refs = select(channel_refs.c.id).where(channel_refs.c.chan_id == cid)
+    if node_id is not None:
+        refs = refs.where(channel_refs.c.node_id == node_id)
     probes = (
-        select(channels.c.chan_id).where(channels.c.chan_id == cid),
+        select(channels.c.chan_id).where(
+            channels.c.chan_id == cid, channels.c.node_id.in_(any_node)
+        ),
         select(fa.c.id).where(fa.c.outgoing_chan_ref.in_(refs)),
         select(fa.c.id).where(fa.c.node_id.in_(any_node)).where(fa.c.incoming_chan_ref.in_(refs)),
         # no index on the channel in what follows: scans, reached only when every probe
         # above missed, smallest first. Settled forwards by day and channel (one row per
         # channel and day); failures older than the attempts' retention survive in the
         # rollups only; the ledger itself, for forwards older than the rollups.
-        select(fd.c.day).where(fd.c.chan_id == cid),
-        select(fr.c.hour).where(fr.c.outgoing_channel_id == cid),
-        select(fw.c.id).where(or_(fw.c.chan_id_out == cid, fw.c.chan_id_in == cid)),
+        select(fd.c.day).where(fd.c.chan_id == cid, fd.c.node_id.in_(any_node)),
+        select(fr.c.hour).where(fr.c.outgoing_channel_id == cid, fr.c.node_id.in_(any_node)),
+        select(fw.c.id)
+        .where(or_(fw.c.chan_id_out == cid, fw.c.chan_id_in == cid))
+        .where(fw.c.node_id.in_(any_node)),
     )
     return any(conn.scalar(select(exists(probe))) for probe in probes)
 
@@ -95,29 +110,40 @@ class _Day:
     )
 
 
-def first_day_held(conn: Connection) -> int | None:
+def first_day_held(conn: Connection, node_id: int | None = None) -> int | None:
     """The oldest UTC day (days since 1970) the store holds anything a trend shows:
     rollups, the ledger, samples or snapshots; None for a store without any.
 
     ``lnflowctl trend`` cuts ``--days`` to the days from this one on: a series of
     empty days before the store's first row costs memory and time, and shows nothing.
     Each minimum is read from an index (per node where the key starts with it).
+    ``node_id``: what that node's rows hold (None: every node's).
     """
-    any_node = select(nodes.c.id)
+    any_node = _of_node(node_id)
     fr, wr, fw = failure_rollups_hourly, forward_rollups_hourly, forwards
     oldest_ns = [
         select(func.min(fr.c.hour) * NS_PER_HOUR).where(fr.c.node_id.in_(any_node)),
         select(func.min(wr.c.hour) * NS_PER_HOUR).where(wr.c.node_id.in_(any_node)),
         select(func.min(fw.c.timestamp_ns)).where(fw.c.node_id.in_(any_node)),
-        select(func.min(channel_samples.c.ts_ns)),
-        select(func.min(opportunities.c.generated_ns)),
+        select(func.min(channel_samples.c.ts_ns)).where(channel_samples.c.node_id.in_(any_node)),
+        select(func.min(opportunities.c.generated_ns)).where(
+            opportunities.c.run_id.in_(_runs_of(node_id))
+        ),
     ]
     found = [v for v in (conn.scalar(q) for q in oldest_ns) if v is not None]
     return min(int(v) for v in found) // NS_PER_DAY if found else None
 
 
-def channel_trend(conn: Connection, chan_id: int, *, until_ns: int, days: int) -> list[TrendDay]:
-    """The channel's last ``days`` UTC days up to ``until_ns`` (exclusive), oldest first."""
+def _runs_of(node_id: int | None) -> Select[Any]:
+    runs = select(analysis_runs.c.id)
+    return runs if node_id is None else runs.where(analysis_runs.c.node_id == node_id)
+
+
+def channel_trend(
+    conn: Connection, chan_id: int, *, until_ns: int, days: int, node_id: int | None = None
+) -> list[TrendDay]:
+    """The channel's last ``days`` UTC days up to ``until_ns`` (exclusive), oldest first,
+    as ``node_id`` recorded it (None: every node)."""
     if days < 1:
         raise ValueError("days must be >= 1")
     cid = to_signed64(chan_id)
@@ -127,7 +153,7 @@ def channel_trend(conn: Connection, chan_id: int, *, until_ns: int, days: int) -
     first_hour = first_day * _HOURS_PER_DAY
     last_hour = (until_ns - 1) // NS_PER_HOUR
     since_ns = first_day * NS_PER_DAY
-    any_node = select(nodes.c.id)
+    any_node = _of_node(node_id)
 
     fr = forward_rollups_hourly
     for hour, n, fee in conn.execute(
@@ -165,6 +191,7 @@ def channel_trend(conn: Connection, chan_id: int, *, until_ns: int, days: int) -
     for ts, score in conn.execute(
         select(o.c.generated_ns, o.c.urgency_score)
         .where(o.c.channel_id == cid)
+        .where(o.c.run_id.in_(_runs_of(node_id)))
         .where(o.c.generated_ns.between(since_ns, until_ns - 1))
         .order_by(o.c.generated_ns, o.c.run_id)
     ):

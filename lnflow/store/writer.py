@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from lnflow.domain import (
     ChannelSample,
@@ -21,6 +21,7 @@ from lnflow.domain import (
     from_signed64,
     to_signed64,
 )
+from lnflow.errors import StoreError
 from lnflow.store.db import BulkStatement, upsert_adding
 from lnflow.store.rollups import (
     NS_PER_HOUR,
@@ -43,7 +44,25 @@ from lnflow.store.schema import (
     stream_sessions,
 )
 
-__all__ = ["NS_PER_HOUR", "StoreWriter"]
+__all__ = ["DAEMON_HEARTBEAT_GRACE", "NS_PER_HOUR", "NodeTakenError", "StoreWriter"]
+
+# A daemon counts as running while its heartbeat is younger than this many intervals
+# (as `lnflowctl status` judges it: lnflow.store.status_read).
+DAEMON_HEARTBEAT_GRACE = 3
+
+
+class NodeTakenError(StoreError):
+    """Another live lnflowd records the same node into the store."""
+
+
+# what tells whether a daemon_state row is a running daemon's
+_LIVENESS = (
+    daemon_state.c.id,
+    daemon_state.c.pid,
+    daemon_state.c.heartbeat_ns,
+    daemon_state.c.heartbeat_interval_s,
+    daemon_state.c.stopped_ns,
+)
 
 
 _FORWARD_COLUMNS = (
@@ -62,12 +81,16 @@ _FORWARD_COLUMNS = (
 class StoreWriter:
     """All writes the daemon makes. Not thread-safe: use from one thread."""
 
-    DAEMON_ROW = 1
-
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, exclusive: bool = True) -> None:
         self._engine = engine
         # the ledger's rows as tuples (a sync of a busy day is ~10^5 of them)
         self._insert_forwards = BulkStatement(engine, insert(forwards), _FORWARD_COLUMNS)
+        # no other daemon writes the store (its file lock is held): rows that look live
+        # are crashed daemons'
+        self._exclusive = exclusive
+        self._row: int | None = None  # this daemon's daemon_state row
+        self._last_beat: dict[int, int] = {}  # node -> its last daemon's heartbeat
+        self._replaced: dict[str, Any] | None = None  # the row daemon_started took over
         self._add_forward_rollup = upsert_adding(
             engine, forward_rollups_hourly, ("forwards", "amt_out_msat", "fee_msat")
         )
@@ -105,6 +128,13 @@ class StoreWriter:
     def daemon_started(
         self, now_ns: int, heartbeat_interval_s: int, *, metrics_listen: str | None = None
     ) -> None:
+        """This daemon's ``daemon_state`` row, before it knows its node (:meth:`claim_node`).
+
+        A store of one node (or none yet) keeps one row, as before several nodes shared a
+        store: the last daemon's, taken over (its node stays until :meth:`claim_node`).
+        With several nodes each daemon starts on a row of its own. Rows of daemons that
+        stopped before they learned their node are dropped.
+        """
         values = {
             "metrics_listen": metrics_listen,
             "alert_targets": None,
@@ -117,21 +147,98 @@ class StoreWriter:
             "stream_state": StreamState.IDLE,
             "last_error": None,
         }
+        d = daemon_state
         with self._engine.begin() as conn:
-            exists = conn.scalar(select(func.count()).where(daemon_state.c.id == self.DAEMON_ROW))
-            if exists:
-                conn.execute(
-                    update(daemon_state).where(daemon_state.c.id == self.DAEMON_ROW).values(values)
-                )
+            row = None
+            if (conn.scalar(select(func.count()).select_from(nodes)) or 0) <= 1:
+                last = conn.execute(
+                    select(d).order_by(d.c.heartbeat_ns.desc(), d.c.id.desc()).limit(1)
+                ).first()
+                if last is not None and not self._live(last, now_ns):
+                    row = int(last.id)
+                    if last.node_id is not None:  # its sessions end at its last heartbeat
+                        self._last_beat[int(last.node_id)] = int(last.heartbeat_ns)
+                        # given back to its node if this daemon records another
+                        self._replaced = {k: v for k, v in last._mapping.items() if k != "id"}
+            gone = [
+                r
+                for r in conn.execute(select(*_LIVENESS).where(d.c.node_id.is_(None))).all()
+                if r.id != row and not self._live(r, now_ns)
+            ]
+            if gone:
+                conn.execute(delete(d).where(d.c.id.in_([r.id for r in gone])))
+            if row is None:
+                key = conn.execute(insert(d).values(**values)).inserted_primary_key
+                assert key is not None
+                row = int(key[0])
             else:
-                conn.execute(insert(daemon_state).values(id=self.DAEMON_ROW, **values))
+                conn.execute(update(d).where(d.c.id == row).values(values))
+        self._row = row
+
+    def _live(self, row: Any, now_ns: int) -> bool:
+        """Whether the ``daemon_state`` row is a daemon running now, other than this one.
+
+        With the store to ourselves (``exclusive``: the SQLite store's file lock) no other
+        daemon runs, whatever a row says (one that crashed left its heartbeat behind).
+        """
+        if self._exclusive or row.stopped_ns is not None or row.id == self._row:
+            return False
+        grace_ns = (DAEMON_HEARTBEAT_GRACE * int(row.heartbeat_interval_s) + 2) * 1_000_000_000
+        return bool(now_ns - int(row.heartbeat_ns) <= grace_ns)
+
+    def claim_node(self, node_id: int, now_ns: int, describe: str) -> None:
+        """Make this daemon's row the node's; refuse (:class:`NodeTakenError`) while another
+        live daemon records the same node. Sessions the node's last daemon left open
+        (it crashed) end at its last sign of life (:meth:`close_dangling_sessions`).
+        ``describe`` names the node in the refusal (alias and pubkey).
+        """
+        d = daemon_state
+        with self._engine.begin() as conn:
+            others = conn.execute(
+                select(*_LIVENESS).where(d.c.node_id == node_id, d.c.id != self._row)
+            ).all()
+            live = [r for r in others if self._live(r, now_ns)]
+            if live:
+                raise NodeTakenError(
+                    f"another lnflowd (pid {live[0].pid}, heartbeat "
+                    f"{(now_ns - int(live[0].heartbeat_ns)) // 1_000_000_000} s ago) is "
+                    f"recording node {describe} into this store: stop it first (one daemon "
+                    "per node; daemons of other nodes may share the store)"
+                )
+            beats = [int(r.heartbeat_ns) for r in others]
+            if node_id in self._last_beat:
+                beats.append(self._last_beat[node_id])
+            self._close_dangling(conn, node_id, max(beats) if beats else None, now_ns)
+            if others:
+                conn.execute(delete(d).where(d.c.id.in_([r.id for r in others])))
+            old = self._replaced
+            if old is not None and old["node_id"] != node_id:
+                conn.execute(insert(d).values(**old))  # the other node's last daemon
+            conn.execute(
+                update(d).where(d.c.id == self._row).values(heartbeat_ns=now_ns, node_id=node_id)
+            )
+
+    def daemon_refused(self) -> None:
+        """The node was refused: this daemon's row goes if it names no node (else it stays,
+        marked stopped), and nothing more is written to it."""
+        row, self._row = self._row, None
+        if row is None:
+            return
+        with self._engine.begin() as conn:
+            conn.execute(
+                delete(daemon_state)
+                .where(daemon_state.c.id == row)
+                .where(daemon_state.c.node_id.is_(None))
+            )
 
     def daemon_state(self, now_ns: int, **values: Any) -> None:
-        """Heartbeat plus any state columns (lnd_state, stream_state, node_id, ...)."""
+        """Heartbeat plus any state columns (lnd_state, stream_state, ...) of this daemon."""
+        if self._row is None:
+            return
         with self._engine.begin() as conn:
             conn.execute(
                 update(daemon_state)
-                .where(daemon_state.c.id == self.DAEMON_ROW)
+                .where(daemon_state.c.id == self._row)
                 .values(heartbeat_ns=now_ns, **values)
             )
 
@@ -169,30 +276,36 @@ class StoreWriter:
                 .values(ended_ns=now_ns, end_reason=reason)
             )
 
-    def close_dangling_sessions(self, now_ns: int) -> int:
-        """Sessions left open by a crash end when their last sign of life was seen.
+    @staticmethod
+    def _close_dangling(conn: Connection, node_id: int, last_beat: int | None, now_ns: int) -> int:
+        """The node's sessions left open by a crash end when their last sign of life was
+        seen.
 
-        That is the later of the daemon's last heartbeat and the newest event stored
-        (events are stored in recording order, so the newest is the highest id), so
-        the gap reported after a crash never covers time whose events were kept.
+        That is the later of its daemon's last heartbeat and the node's newest event
+        stored (events are stored in recording order, so the newest is the highest id),
+        so the gap reported after a crash never covers time whose events were kept.
         """
-        with self._engine.begin() as conn:
-            last_beat = conn.scalar(
-                select(daemon_state.c.heartbeat_ns).where(daemon_state.c.id == self.DAEMON_ROW)
+        s = stream_sessions
+        if not conn.scalar(
+            select(func.count()).where(s.c.node_id == node_id, s.c.ended_ns.is_(None))
+        ):
+            return 0
+        newest_event = conn.scalar(
+            select(htlc_events.c.timestamp_ns)
+            .where(htlc_events.c.node_id == node_id)
+            .order_by(htlc_events.c.id.desc())
+            .limit(1)
+        )
+        seen = [t for t in (last_beat, newest_event) if t is not None]
+        result = conn.execute(
+            update(s)
+            .where(s.c.node_id == node_id, s.c.ended_ns.is_(None))
+            .values(
+                ended_ns=max(seen) if seen else now_ns,
+                end_reason="daemon stopped unexpectedly",
             )
-            newest_event = conn.scalar(
-                select(htlc_events.c.timestamp_ns).order_by(htlc_events.c.id.desc()).limit(1)
-            )
-            seen = [t for t in (last_beat, newest_event) if t is not None]
-            result = conn.execute(
-                update(stream_sessions)
-                .where(stream_sessions.c.ended_ns.is_(None))
-                .values(
-                    ended_ns=max(seen) if seen else now_ns,
-                    end_reason="daemon stopped unexpectedly",
-                )
-            )
-            return int(result.rowcount or 0)
+        )
+        return int(result.rowcount or 0)
 
     # -- forwards ledger -------------------------------------------------------------
 

@@ -185,7 +185,7 @@ def test_a_retried_batch_stores_what_a_first_success_stores(tmp_path: Path, tabl
     got, want = faulty.dump(), clean.dump()
     assert got == want
     assert len(want["htlc_events"]) == 9
-    assert sum(n for name, _, n in want["row_counts"] if name == "htlc_events") == 9
+    assert sum(n for _, name, _, n in want["row_counts"] if name == "htlc_events") == 9
     members = [row[5] for row in want["failure_clusters"]]
     assert members == [3, 1]  # the retried batch joined the first cluster
 

@@ -63,7 +63,7 @@ def load_summary(
         failures=fold_failures(failures.by_channel, aliases),
         successes=fold_counts(successes_out(forwards), aliases),
         inbound=inbound,
-        gaps=tuple(stream_gaps(conn, since_ns, until_ns)),
+        gaps=tuple(stream_gaps(conn, since_ns, until_ns, node_id)),
         observed_ns=observed_ns(conn, node_id, since_ns, until_ns),
         node_failures=failures.failures,
         node_missed_msat=failures.missed_dedup_msat,

@@ -1,0 +1,158 @@
+"""Several nodes in one store: the fleet ranking of ``opportunities --all-nodes`` /
+``analyze --all-nodes`` (``lnflowctl nodes`` is :mod:`lnflow.cli.nodes`).
+
+The fleet ranking puts every node's opportunities in one list, ranked as one node's
+are (most urgent first, then the most missed), with the node each belongs to. Node
+aliases come from lnd's GetInfo: hostile text, made printable on the terminal.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from lnflow.analysis.model import AnalysisReport, Opportunity
+from lnflow.domain import format_scid
+from lnflow.store.status_read import NodeRow
+from lnflow.text import printable
+
+from .jsondoc import JsonObject, opportunity_to_doc, report_to_doc
+from .nodes import node_doc
+from .render import ACTION_TITLES, ago, iso, msat_as_sats, peer_label, table
+
+__all__ = [
+    "FleetEntry",
+    "fleet_doc",
+    "fleet_lines",
+    "fleet_ranking",
+    "node_label",
+]
+
+_NODE_WIDTH = 20
+
+
+class FleetEntry(NamedTuple):
+    """One of the fleet's opportunities: its node, and its rank among all nodes'."""
+
+    rank: int
+    node: NodeRow
+    opportunity: Opportunity
+
+
+def node_label(node: NodeRow, width: int = _NODE_WIDTH) -> str:
+    """The node's alias, else the start of its pubkey (printable, cut to ``width``)."""
+    return peer_label(node.alias, node.pubkey, width)
+
+
+def fleet_ranking(reports: Sequence[tuple[NodeRow, AnalysisReport | None]]) -> list[FleetEntry]:
+    """Every node's opportunities, ranked together: most urgent first, then the most
+    missed, then by node (first seen first) and the node's own rank."""
+    found = [
+        (node, o) for node, report in reports if report is not None for o in report.opportunities
+    ]
+    found.sort(key=lambda p: (-p[1].urgency_score, -p[1].missed_msat, p[0].id, p[1].rank))
+    return [FleetEntry(i, node, o) for i, (node, o) in enumerate(found, start=1)]
+
+
+_COLUMNS = (
+    "Rank",
+    "Node",
+    "Channel",
+    "Peer",
+    "Failures",
+    "Missed Revenue",
+    "Potential/Month",
+    "Urgency",
+    "Recommendation",
+)
+_RIGHT = (False, False, False, False, True, True, True, True, False)
+
+
+def _summary(node: NodeRow, report: AnalysisReport | None, now_ns: int | None) -> str:
+    name = f"{node_label(node)} ({node.pubkey[:16]}…)"
+    if report is None:
+        return f"{name}: no analysis yet"
+    generated = iso(report.generated_ns) or ""
+    if now_ns is not None:
+        generated += f" ({ago(report.generated_ns, now_ns)})"
+    gaps = len(report.gaps)
+    return (
+        f"{name}: {report.hours} h to {iso(report.until_ns)}, generated {generated}; "
+        f"{report.node_failures:,} local failures, "
+        f"{msat_as_sats(report.node_missed_msat)} sats missed"
+        + (f"; {gaps} stream gap{'s' if gaps != 1 else ''}" if gaps else "")
+    )
+
+
+def fleet_lines(
+    reports: Sequence[tuple[NodeRow, AnalysisReport | None]], *, now_ns: int | None = None
+) -> list[str]:
+    """The fleet's opportunities table: a line per node, then the ranking with a Node
+    column and each opportunity's reason."""
+    lines = [f"MISSED ROUTING OPPORTUNITIES, ALL NODES ({len(reports)})", ""]
+    lines += [_summary(node, report, now_ns) for node, report in reports]
+    lines.append("")
+    ranked = fleet_ranking(reports)
+    if not ranked:
+        lines.append("No channel of any node lost enough to be reported.")
+        return lines
+    rows = [
+        [
+            str(e.rank),
+            node_label(e.node),
+            format_scid(e.opportunity.channel_id),
+            peer_label(e.opportunity.peer_alias, e.opportunity.peer_pubkey),
+            f"{e.opportunity.failures:,}",
+            f"{'~' if e.opportunity.estimated else ''}"
+            f"{msat_as_sats(e.opportunity.missed_msat)} sats",
+            f"{'~' if e.opportunity.estimated else ''}"
+            f"{msat_as_sats(e.opportunity.potential_monthly_msat, 0)} sats",
+            str(e.opportunity.urgency_score),
+            ACTION_TITLES.get(
+                e.opportunity.recommended_action, str(e.opportunity.recommended_action)
+            ),
+        ]
+        for e in ranked
+    ]
+    rendered = table(_COLUMNS, rows, _RIGHT)
+    lines.extend(rendered[:2])
+    indent = " " * (max(len(_COLUMNS[0]), *(len(r[0]) for r in rows)) + 2)
+    width = max(len(rendered[1]), 80)
+    for e, text in zip(ranked, rendered[2:], strict=True):
+        lines.append(text)
+        lines += textwrap.wrap(
+            printable(e.opportunity.reason),
+            width,
+            initial_indent=f"{indent}↳ ",
+            subsequent_indent=f"{indent}  ",
+            break_on_hyphens=False,
+        )
+    if any(e.opportunity.estimated for e in ranked):
+        lines += ["", "~ estimated from the channel's earlier inbound fee pace"]
+    return lines
+
+
+def fleet_doc(reports: Sequence[tuple[NodeRow, AnalysisReport | None]]) -> JsonObject:
+    """``--all-nodes --json`` (docs/json.md): each node with its report's document less
+    its opportunities (None before its first analysis), then every node's
+    opportunities ranked together, each naming its node."""
+    nodes = []
+    for node, report in reports:
+        doc: JsonObject | None = None
+        if report is not None:
+            doc = report_to_doc(report)
+            del doc["opportunities"]
+        nodes.append({**node_doc(node), "report": doc})
+    return {
+        "nodes": nodes,
+        "opportunities": [
+            {
+                "fleet_rank": e.rank,
+                "node_pubkey": e.node.pubkey,
+                "node_alias": e.node.alias,
+                **opportunity_to_doc(e.opportunity),
+            }
+            for e in fleet_ranking(reports)
+        ],
+    }
