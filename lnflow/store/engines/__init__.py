@@ -1,0 +1,101 @@
+"""Where the store lives, and the engine-specific code behind one small interface.
+
+A store is a SQLite file (a path: the embedded default) or a PostgreSQL database (a
+SQLAlchemy URL, ``postgresql+psycopg://user@host/db``). Code that differs between the
+two lives in one module per engine, not in branches through the store:
+
+- :mod:`lnflow.store.engines.sqlite`: opening the file (pragmas, WAL, the read-only
+  connection), the conflict-ignoring and adding inserts, bulk writes;
+- :mod:`lnflow.store.engines.postgresql`: the same for a server, with the errors a
+  connection can end in (bad URL, refused password, server down, driver missing);
+- :mod:`lnflow.store.engines.ddl`: the schema changes the Alembic revisions spell
+  differently.
+
+This module imports neither SQLAlchemy nor a driver: ``lnflowctl status`` on a SQLite
+store starts without them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lnflow.errors import StoreError
+
+__all__ = ["DbUrl", "StoreLocation", "is_url", "location"]
+
+# scheme://...: anything else is a file path (a path may contain ':' but not '://')
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+#: the drivers lnflow supports for a URL, and the extra each is installed with
+_DRIVERS = {"postgresql+psycopg": "postgresql"}
+
+
+def is_url(db: str) -> bool:
+    """Whether ``--db``/``[store] db`` names a database server rather than a file."""
+    return bool(_URL.match(db))
+
+
+class DbUrl:
+    """A database server's URL. ``str()`` masks the password: an f-string of it in a
+    log line, ``status`` or an error can never show the secret; :attr:`secret` is the
+    URL to connect with."""
+
+    __slots__ = ("_masked", "dialect", "secret")
+
+    def __init__(self, text: str) -> None:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme in ("postgresql", "postgres"):
+            # the psycopg 3 driver is the one lnflow ships an extra for
+            text = "postgresql+psycopg://" + text.split("://", 1)[1]
+            scheme = "postgresql+psycopg"
+        if scheme not in _DRIVERS:
+            raise StoreError(
+                f"--db: unsupported database URL scheme {scheme!r}: use a file path"
+                " (SQLite) or postgresql+psycopg://USER@HOST/DB"
+            )
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(text)
+            port = url.port  # an invalid port raises here
+        except (ArgumentError, ValueError) as exc:
+            raise StoreError(
+                "--db: malformed database URL: expected postgresql+psycopg://USER@HOST[:PORT]/DB"
+                " (the password from PGPASSFILE, PGPASSWORD or the URL)"
+            ) from exc
+        if not url.database:
+            raise StoreError(
+                f"--db: the URL {url.render_as_string(hide_password=True)} names no database:"
+                " append /DBNAME"
+            )
+        del port
+        self.secret = text
+        self.dialect = url.get_backend_name()
+        self._masked = url.render_as_string(hide_password=True)
+
+    def __str__(self) -> str:
+        return self._masked
+
+    def __repr__(self) -> str:
+        return f"DbUrl({self._masked!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DbUrl) and other.secret == self.secret
+
+    def __hash__(self) -> int:
+        return hash(self.secret)
+
+
+StoreLocation = Path | DbUrl
+
+
+def location(db: str, default: Path) -> StoreLocation:
+    """The store ``db`` names: a :class:`DbUrl` for a URL, else a file path
+    (``~`` expanded; ``default`` when empty)."""
+    if not db:
+        return default
+    if is_url(db):
+        return DbUrl(db)
+    return Path(db).expanduser()

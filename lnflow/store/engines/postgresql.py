@@ -1,0 +1,134 @@
+"""PostgreSQL behind the store: connecting through psycopg 3, the one-line errors a
+connection ends in, the schema check, bulk writes.
+
+The password is never part of what lnflow prints: errors name the URL through
+:class:`~lnflow.store.engines.DbUrl`, which masks it, and the server's own message is
+cut to its first line with the secret removed. libpq reads a password left out of the
+URL from ``PGPASSWORD`` or ``PGPASSFILE`` (``~/.pgpass``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.engine import Dialect
+
+from lnflow.errors import StoreError
+from lnflow.store.engines import DbUrl
+from lnflow.store.readonly import judge_revision
+
+__all__ = ["EXTRA_HINT", "bulk_dialect", "check_revision", "connect_error", "open_engine"]
+
+EXTRA_HINT = "pip install 'lnflow[postgresql]'"
+
+#: seconds a connection attempt waits for the server before the store is called unreachable
+CONNECT_TIMEOUT_S = 10
+
+
+def _require_driver() -> None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise StoreError(
+            f"a PostgreSQL store needs the psycopg driver, which is not installed: {EXTRA_HINT}"
+        ) from exc
+
+
+def _first_line(exc: BaseException, url: DbUrl) -> str:
+    """The server's or driver's reason, one line, the password cut out."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    line = reason[0] if reason else type(exc).__name__
+    from sqlalchemy.engine import make_url
+
+    password = make_url(url.secret).password
+    if password:
+        line = line.replace(str(password), "***")
+    return line
+
+
+def connect_error(exc: BaseException, url: DbUrl) -> StoreError:
+    """The one-line :class:`StoreError` naming the fix for a failed connection."""
+    reason = _first_line(exc, url)
+    low = reason.lower()
+    if "password authentication failed" in low or "no password supplied" in low:
+        return StoreError(
+            f"the PostgreSQL server refused the password for {url} ({reason}): set it in"
+            " PGPASSFILE (~/.pgpass) or PGPASSWORD, or check the role's password"
+        )
+    if "does not exist" in low and "database" in low:
+        return StoreError(
+            f"the database of {url} does not exist ({reason}): create it (createdb -O ROLE DB)"
+            " or fix --db"
+        )
+    if "role" in low and "does not exist" in low:
+        return StoreError(f"the role of {url} does not exist ({reason}): create it or fix --db")
+    if "permission denied" in low:
+        return StoreError(
+            f"permission denied on {url} ({reason}): grant the role its privileges"
+            " (docs/postgresql.md shows the roles)"
+        )
+    if (
+        any(
+            s in low
+            for s in (
+                "connection refused",
+                "could not connect",
+                "timeout",
+                "timed out",
+                "translate",
+            )
+        )
+        or "connection to server" in low
+    ):
+        return StoreError(
+            f"cannot reach the PostgreSQL server of {url} ({reason}): start it, or fix the"
+            " host and port in --db"
+        )
+    return StoreError(f"cannot open the store {url} ({reason}): check --db")
+
+
+def open_engine(url: DbUrl, *, readonly: bool = False) -> Engine:
+    """An engine on ``url`` after one successful connection (else a one-line error)."""
+    _require_driver()
+    from sqlalchemy import exc as sa_exc
+
+    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    if readonly:
+        # lnflowctl: a read-only role is enough, and nothing it runs can write
+        args["options"] = "-c default_transaction_read_only=on"
+    engine = create_engine(url.secret, connect_args=args, pool_pre_ping=True)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (sa_exc.DBAPIError, OSError) as exc:
+        engine.dispose()
+        raise connect_error(exc, url) from None
+    return engine
+
+
+def check_revision(conn: Connection, url: DbUrl, *, allow_empty: bool = False) -> str | None:
+    """:func:`lnflow.store.readonly.check_revision` for a PostgreSQL database (its
+    current schema, ``search_path``'s first)."""
+    tables = {
+        str(name)
+        for (name,) in conn.execute(
+            text("SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = current_schema()")
+        )
+    }
+    current = None
+    if "alembic_version" in tables:
+        current = conn.scalar(text("SELECT version_num FROM alembic_version"))
+    return judge_revision(
+        tables, False, str(current) if current else None, url, allow_empty=allow_empty
+    )
+
+
+def bulk_dialect(engine: Engine) -> Dialect:
+    """The engine's dialect with positional (``%s``) parameters, for
+    :class:`lnflow.store.db.BulkStatement`'s pre-compiled executemany."""
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    dialect = PGDialect_psycopg(paramstyle="format")  # type: ignore[no-untyped-call]
+    dialect.server_version_info = engine.dialect.server_version_info
+    return dialect
