@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.sql.dml import Insert
 
 from lnflow.errors import StoreError
-from lnflow.store.engines import DbUrl, StoreLocation
+from lnflow.store.engines import DbUrl, StoreLocation, positional_dialect
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
@@ -401,11 +401,7 @@ class BulkStatement:
     """
 
     def __init__(self, engine: Engine, stmt: Insert, columns: Sequence[str]) -> None:
-        dialect = engine.dialect
-        if dialect.name == "postgresql":
-            from lnflow.store.engines.postgresql import bulk_dialect
-
-            dialect = bulk_dialect(engine)
+        dialect = positional_dialect(engine.dialect)
         compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
         order = compiled.positiontup
         if order is None:

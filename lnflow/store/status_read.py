@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 from typing import NamedTuple
 
 from lnflow.kinds import EventKind, Gap, Outcome
+from lnflow.store.engines import PlainDb, has_table
 
 __all__ = [
     "DaemonStatus",
@@ -90,7 +90,7 @@ class Liveness(NamedTuple):
     stream: StreamStatus
 
 
-def stream_gaps(db: sqlite3.Connection, since_ns: int, until_ns: int) -> list[Gap]:
+def stream_gaps(db: PlainDb, since_ns: int, until_ns: int) -> list[Gap]:
     """Gaps between consecutive stream sessions overlapping [since_ns, until_ns].
 
     A gap starts when a session ends and lasts until the next one starts; after
@@ -116,7 +116,7 @@ _STATE = (
 )
 
 
-def liveness(db: sqlite3.Connection, now_ns: int) -> Liveness:
+def liveness(db: PlainDb, now_ns: int) -> Liveness:
     """Daemon, node and stream state: small tables only, cheap enough to poll."""
     state = db.execute(_STATE).fetchone()
     if state is None:
@@ -159,14 +159,12 @@ _SCANNED_COUNTS = (
 )
 
 
-def _counts_sql(db: sqlite3.Connection) -> str:
-    kept = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'row_counts'"
-    ).fetchone()
+def _counts_sql(db: PlainDb) -> str:
+    kept = has_table(db, "row_counts")
     return "SELECT table_name, value, n FROM row_counts" if kept else _SCANNED_COUNTS
 
 
-def status_report(db: sqlite3.Connection, now_ns: int) -> StatusReport:
+def status_report(db: PlainDb, now_ns: int) -> StatusReport:
     """:func:`liveness` plus row counts, read from ``row_counts`` (kept as rows are
     written): a few rows whatever the store holds."""
     live = liveness(db, now_ns)
@@ -204,7 +202,7 @@ def status_report(db: sqlite3.Connection, now_ns: int) -> StatusReport:
     )
 
 
-def last_deliveries(db: sqlite3.Connection) -> dict[str, Delivery]:
+def last_deliveries(db: PlainDb) -> dict[str, Delivery]:
     """Each alert target's latest delivery, by target name."""
     rows = db.execute(
         "SELECT target, done_ns, ok, attempts, error FROM alert_deliveries"
@@ -216,16 +214,10 @@ def last_deliveries(db: sqlite3.Connection) -> dict[str, Delivery]:
     }
 
 
-def _alerting(db: sqlite3.Connection) -> tuple[str | None, dict[str, Delivery | None]]:
+def _alerting(db: PlainDb) -> tuple[str | None, dict[str, Delivery | None]]:
     """Where /metrics is served and the alert targets' last deliveries (migration 0016;
     a store before it has neither)."""
-    has = {
-        name
-        for (name,) in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'alert_deliveries'"
-        )
-    }
-    if not has:
+    if not has_table(db, "alert_deliveries"):
         return None, {}
     state = db.execute(
         "SELECT metrics_listen, alert_targets FROM daemon_state ORDER BY heartbeat_ns DESC LIMIT 1"

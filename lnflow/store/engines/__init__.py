@@ -18,11 +18,27 @@ store starts without them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lnflow.errors import StoreError
 
-__all__ = ["DbUrl", "StoreLocation", "is_url", "location"]
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "DbUrl",
+    "PlainCursor",
+    "PlainDb",
+    "StoreLocation",
+    "has_table",
+    "is_url",
+    "location",
+    "plain_connection",
+    "positional_dialect",
+]
 
 # scheme://...: anything else is a file path (a path may contain ':' but not '://')
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -99,3 +115,57 @@ def location(db: str, default: Path) -> StoreLocation:
     if is_url(db):
         return DbUrl(db)
     return Path(db).expanduser()
+
+
+def positional_dialect(dialect: Dialect) -> Dialect:
+    """``dialect``, or its twin with positional parameters: statements compiled once
+    and run with ``exec_driver_sql`` take their values as a tuple (SQLite's ``?``;
+    psycopg's ``%s`` instead of its default named style)."""
+    if dialect.name == "postgresql":
+        from lnflow.store.engines.postgresql import positional
+
+        return positional(dialect)
+    return dialect
+
+
+class PlainCursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class PlainDb(Protocol):
+    """What the plain readers (lnflow.store.status_read) ask of a connection: sqlite3's
+    ``execute(sql, params)`` with ``?`` placeholders. A :class:`sqlite3.Connection` is
+    one; on PostgreSQL, :class:`lnflow.store.engines.postgresql.PlainReader`."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> PlainCursor: ...
+
+
+def plain_connection(conn: Connection) -> PlainDb:
+    """The driver connection under a SQLAlchemy one (same transaction), spoken to like
+    :mod:`sqlite3` by the plain readers."""
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        from lnflow.store.engines.postgresql import PlainReader
+
+        return PlainReader(raw)
+    import sqlite3
+
+    assert isinstance(raw, sqlite3.Connection)
+    return raw
+
+
+def has_table(db: PlainDb, name: str) -> bool:
+    """Whether the store has table ``name`` (a store migrated by an older lnflow may
+    lack a newer table)."""
+    import sqlite3
+
+    if isinstance(db, sqlite3.Connection):
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    else:
+        sql = (
+            "SELECT 1 FROM pg_catalog.pg_tables"
+            " WHERE schemaname = current_schema() AND tablename = ?"
+        )
+    return db.execute(sql, (name,)).fetchone() is not None

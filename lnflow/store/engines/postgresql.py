@@ -9,6 +9,7 @@ URL from ``PGPASSWORD`` or ``PGPASSFILE`` (``~/.pgpass``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
@@ -18,7 +19,14 @@ from lnflow.errors import StoreError
 from lnflow.store.engines import DbUrl
 from lnflow.store.readonly import judge_revision
 
-__all__ = ["EXTRA_HINT", "bulk_dialect", "check_revision", "connect_error", "open_engine"]
+__all__ = [
+    "EXTRA_HINT",
+    "PlainReader",
+    "check_revision",
+    "connect_error",
+    "open_engine",
+    "positional",
+]
 
 EXTRA_HINT = "pip install 'lnflow[postgresql]'"
 
@@ -124,11 +132,37 @@ def check_revision(conn: Connection, url: DbUrl, *, allow_empty: bool = False) -
     )
 
 
-def bulk_dialect(engine: Engine) -> Dialect:
-    """The engine's dialect with positional (``%s``) parameters, for
-    :class:`lnflow.store.db.BulkStatement`'s pre-compiled executemany."""
-    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+_POSITIONAL: dict[int, Dialect] = {}
 
-    dialect = PGDialect_psycopg(paramstyle="format")  # type: ignore[no-untyped-call]
-    dialect.server_version_info = engine.dialect.server_version_info
-    return dialect
+
+def positional(dialect: Dialect) -> Dialect:
+    """``dialect`` (psycopg's) with positional (``%s``) parameters, one per engine's
+    dialect, for statements compiled once (bulk writes, the read side's hot reads)."""
+    twin = _POSITIONAL.get(id(dialect))
+    if twin is None:
+        from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+        twin = PGDialect_psycopg(paramstyle="format")  # type: ignore[no-untyped-call]
+        twin.server_version_info = dialect.server_version_info
+        _POSITIONAL[id(dialect)] = twin
+    return twin
+
+
+_PLAIN_SQL: dict[str, str] = {}  # a plain reader's SQL, in psycopg's placeholders
+
+
+class PlainReader:
+    """A psycopg connection spoken to like :mod:`sqlite3` by the plain readers
+    (:mod:`lnflow.store.status_read`): their ``?`` placeholders become psycopg's ``%s``
+    (their SQL has no ``?`` or ``%`` inside string literals)."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
+        text_ = _PLAIN_SQL.get(sql)
+        if text_ is None:
+            text_ = _PLAIN_SQL[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return self._raw.execute(text_, tuple(parameters))
