@@ -18,7 +18,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PgServer", "pg_bindir", "running_server"]
+__all__ = ["PASSWORD_ROLE", "PgServer", "pg_bindir", "running_server"]
+
+#: a role the cluster only lets in with its password (see PgServer.start)
+PASSWORD_ROLE = "lnflow_pw"
 
 
 def pg_bindir() -> Path | None:
@@ -74,6 +77,10 @@ class PgServer:
             "-E", "UTF8",
             "--locale=C",
         )  # fmt: skip
+        # a role that must give its password (scram), for the refused-password path;
+        # every other role is trusted on this throwaway cluster
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {PASSWORD_ROLE} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         opts = (
             f"-c port={self.port} -c listen_addresses=127.0.0.1"
             f" -c unix_socket_directories={self.root} -c fsync=off"

@@ -7,10 +7,11 @@ what the revisions did before PostgreSQL was supported.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from alembic import op
 
-__all__ = ["after_table_copy", "before_table_copy", "dialect"]
+__all__ = ["after_table_copy", "before_table_copy", "dialect", "table_rewrite"]
 
 
 def dialect() -> str:
@@ -44,3 +45,10 @@ def after_table_copy(table: str, column: str = "id") -> None:
         f" coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
         f" WHERE pg_get_serial_sequence('{table}', '{column}') IS NOT NULL"
     )
+
+
+def table_rewrite() -> Literal["always", "auto"]:
+    """``batch_alter_table``'s ``recreate`` for a constraint change: SQLite cannot drop
+    or add a table constraint in place, so the table is copied ("always"); PostgreSQL
+    alters it in place ("auto": no copy, its id sequence untouched)."""
+    return "always" if dialect() == "sqlite" else "auto"
