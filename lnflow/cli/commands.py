@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.domain import NS_PER_HOUR, NS_PER_S, format_scid, parse_scid
 from lnflow.errors import ConfigError, LnflowError, StoreError, UnknownChannelError
+from lnflow.store.engines import DbUrl, StoreLocation
 from lnflow.text import printable
 
 from .jsondoc import ReportFileError, parse_iso_ns, report_from_doc, report_to_doc
@@ -65,7 +66,7 @@ NO_SNAPSHOT = (
 
 
 @contextlib.contextmanager
-def reading_engine(db_path: Path) -> Iterator[Engine]:
+def reading_engine(db_path: StoreLocation) -> Iterator[Engine]:
     """A read-only engine on the store, disposed after use."""
     from lnflow.store.db import open_readonly_engine
 
@@ -77,7 +78,7 @@ def reading_engine(db_path: Path) -> Iterator[Engine]:
 
 
 @contextlib.contextmanager
-def reading(db_path: Path) -> Iterator[Connection]:
+def reading(db_path: StoreLocation) -> Iterator[Connection]:
     """A read-only connection to the store, closed (and the engine disposed) after use."""
     with reading_engine(db_path) as engine, engine.connect() as conn:
         yield conn
@@ -120,7 +121,7 @@ def ctl_analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
 
 
 def run_analysis(
-    engine: Engine, db_path: Path, hours: int, settings: AnalysisSettings, now_ns: int
+    engine: Engine, db_path: StoreLocation, hours: int, settings: AnalysisSettings, now_ns: int
 ) -> AnalysisReport:
     """A fresh analysis of the ``hours`` before ``now_ns`` from the store."""
     from lnflow.store.read import analyze_store, node_id_of
@@ -167,15 +168,26 @@ def write_atomically(path: Path, text: str) -> None:
         ) from exc
 
 
+def sqlite_only(where: StoreLocation, command: str, instead: str) -> Path:
+    """``where`` when it is a SQLite file; the one-line error for a command that reads
+    SQLite alone so far."""
+    if isinstance(where, DbUrl):
+        raise StoreError(
+            f"lnflowctl {command} reads a SQLite store only in this version ({where}):"
+            f" use {instead}"
+        )
+    return where
+
+
 # --------------------------------------------------------------------------- opportunities
 
 
-def cmd_opportunities(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_opportunities(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """The latest snapshot lnflowd wrote (plain sqlite3: no SQLAlchemy to import)."""
     from lnflow.store.readonly import open_readonly
     from lnflow.store.snapshot_read import latest_report
 
-    db = open_readonly(db_path)
+    db = open_readonly(sqlite_only(db_path, "opportunities", "lnflowctl analyze"))
     try:
         report = latest_report(db)
     finally:
@@ -193,7 +205,7 @@ def cmd_opportunities(args: argparse.Namespace, db_path: Path) -> int:
 # --------------------------------------------------------------------------- analyze
 
 
-def cmd_analyze(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_analyze(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """A fresh analysis of the last --hours from the store."""
     settings = ctl_analysis_settings(args)
     now = time.time_ns()
@@ -231,7 +243,7 @@ def load_report_file(path: Path) -> AnalysisReport:
     return report_from_doc(doc, source=str(path))
 
 
-def cmd_report(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_report(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """Render a saved ``analyze --output`` file."""
     emit_report(load_report_file(args.file), args.json)
     return 0
@@ -359,7 +371,7 @@ def _live_doc(stats: LiveStats, now_ns: int) -> dict[str, Any]:
     }
 
 
-def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_monitor(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """Live stats every --interval seconds, then the analysis of the monitored period."""
     from lnflow.store.db import open_readonly_engine
 
@@ -476,7 +488,7 @@ def channel_arg(text: str) -> int:
         raise UnknownChannelError(str(exc)) from exc
 
 
-def cmd_trend(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_trend(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """Daily series of one channel."""
     from lnflow.store.trend import NS_PER_DAY, channel_known, channel_trend, first_day_held
 
@@ -579,7 +591,7 @@ def _whatif_lines(w: WhatIf) -> list[str]:
     return lines
 
 
-def cmd_whatif(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_whatif(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """What a proposed policy would have earned over the channel's recorded window."""
     from lnflow.policy.whatif import estimate
     from lnflow.store.read import node_id_of
@@ -643,7 +655,7 @@ def _json_value(value: object) -> object:
     return value
 
 
-def cmd_export(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_export(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """Stream rows to stdout as CSV or JSON lines."""
     from lnflow.store.export import EXPORTABLE, csv_cell, export_rows
 
@@ -673,7 +685,7 @@ def cmd_export(args: argparse.Namespace, db_path: Path) -> int:
 # --------------------------------------------------------------------------- alerts
 
 
-def cmd_alerts(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_alerts(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """The alerts lnflowd fired (oldest first) and how each was delivered."""
     from lnflow.store.alerts import alerts_since
 

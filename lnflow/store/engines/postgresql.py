@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import Dialect
 
 from lnflow.errors import StoreError
@@ -96,6 +96,27 @@ def connect_error(exc: BaseException, url: DbUrl) -> StoreError:
     return StoreError(f"cannot open the store {url} ({reason}): check --db")
 
 
+def _numeric_loader() -> type:
+    from psycopg.types.numeric import NumericLoader
+
+    class IntegralNumericLoader(NumericLoader):
+        """``numeric`` as SQLite gives the same figure: an int when whole (sum() of a
+        bigint column is numeric on PostgreSQL, an integer on SQLite), else a float."""
+
+        def load(self, data: Any) -> Any:
+            value = super().load(data)
+            if value.is_finite() and value == value.to_integral_value():
+                return int(value)
+            return float(value)
+
+    return IntegralNumericLoader
+
+
+def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # money is integers inside lnflow: sums of msat columns must come back as ints
+    dbapi_conn.adapters.register_loader("numeric", _numeric_loader())
+
+
 def open_engine(url: DbUrl, *, readonly: bool = False) -> Engine:
     """An engine on ``url`` after one successful connection (else a one-line error)."""
     _require_driver()
@@ -106,6 +127,7 @@ def open_engine(url: DbUrl, *, readonly: bool = False) -> Engine:
         # lnflowctl: a read-only role is enough, and nothing it runs can write
         args["options"] = "-c default_transaction_read_only=on"
     engine = create_engine(url.secret, connect_args=args, pool_pre_ping=True)
+    event.listen(engine, "connect", _on_connect)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -156,13 +178,40 @@ class PlainReader:
     (:mod:`lnflow.store.status_read`): their ``?`` placeholders become psycopg's ``%s``
     (their SQL has no ``?`` or ``%`` inside string literals)."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_close", "_raw")
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, close: Any = None) -> None:
         self._raw = raw
+        self._close = close
+
+    def close(self) -> None:
+        """Close what :func:`open_plain` opened (nothing for a borrowed connection)."""
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def database_bytes(self) -> int:
+        """The database's size on the server's disk."""
+        row = self.execute("SELECT pg_database_size(current_database())").fetchone()
+        return int(row[0])
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         text_ = _PLAIN_SQL.get(sql)
         if text_ is None:
             text_ = _PLAIN_SQL[sql] = sql.replace("%", "%%").replace("?", "%s")
         return self._raw.execute(text_, tuple(parameters))
+
+
+def open_plain(url: DbUrl) -> PlainReader:
+    """A read-only connection to the lnflow store at ``url`` (its schema checked), for
+    the plain readers (``lnflowctl status``); the caller closes it."""
+    from lnflow.store.db import open_readonly_engine
+
+    engine = open_readonly_engine(url)
+    raw = engine.raw_connection()
+
+    def close() -> None:
+        raw.close()
+        engine.dispose()
+
+    return PlainReader(raw.driver_connection, close)
