@@ -190,9 +190,9 @@ EVENTS = f"SELECT id, incoming_htlc_id, outgoing_channel_id FROM {EVENTS_SCID} O
 # -- lnflowctl on a PostgreSQL store ----------------------------------------------------
 
 
-def _fill_recent(store: RealStore) -> None:
-    """Failures on two channels over the last hours, forwards among them, a live session."""
-    now = time.time_ns()
+def _fill_recent(store: RealStore, now: int | None = None) -> None:
+    """Failures on two channels over the last hours and their channels, a live session."""
+    now = now or time.time_ns()
     store.writer.record_channel_samples(
         store.node_id, now - 10 * H, [_sample(OUT, 100_000, 900_000), _sample(OUT2, 5, 990_000)]
     )
@@ -257,13 +257,26 @@ def test_analyze_on_postgresql_equals_sqlite_field_by_field(
     try:
         writer = StoreWriter(engine)
         lite = RealStore(tmp_path / "lite.db", engine, writer, writer.upsert_node(STORE_NODE, 1))
+        now = time.time_ns()
         for store in (pg, lite):
-            _fill_recent(store)
+            _fill_recent(store, now)
     finally:
         engine.dispose()
     on_pg, on_lite = _analyze(pg.path.secret), _analyze(lite.path)  # type: ignore[union-attr]
     assert on_pg["opportunities"], on_pg  # something to compare
     assert _timeless(on_pg) == _timeless(on_lite)
+    for command in (
+        ["trend", str(OUT), "--json"],
+        ["export", "--what", "events"],
+        ["export", "--what", "attempts"],
+        ["whatif", str(OUT), "--fee-ppm", "50", "--json"],
+    ):
+        outs = [run_lnflowctl("--db", str(w), *command) for w in (pg.path.secret, lite.path)]  # type: ignore[union-attr]
+        assert outs[0][0] == 0 and outs[0][1] and not outs[0][2], (command, outs[0])
+        if "--json" in command:
+            assert _timeless(json.loads(outs[0][1])) == _timeless(json.loads(outs[1][1]))
+        else:
+            assert outs[0] == outs[1], command
 
 
 @pytest.mark.e2e

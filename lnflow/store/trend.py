@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, exists, func, or_, select
+from sqlalchemy import BigInteger, Connection, exists, func, literal, or_, select
 
 from lnflow.domain import NS_PER_DAY, NS_PER_HOUR, FailureClass, to_signed64
 from lnflow.store.read import failure_class_of
@@ -105,9 +105,11 @@ def first_day_held(conn: Connection) -> int | None:
     """
     any_node = select(nodes.c.id)
     fr, wr, fw = failure_rollups_hourly, forward_rollups_hourly, forwards
+    # the hour times a 64-bit constant: PostgreSQL multiplies in the operands' type
+    hour_ns = literal(NS_PER_HOUR, BigInteger)
     oldest_ns = [
-        select(func.min(fr.c.hour) * NS_PER_HOUR).where(fr.c.node_id.in_(any_node)),
-        select(func.min(wr.c.hour) * NS_PER_HOUR).where(wr.c.node_id.in_(any_node)),
+        select(func.min(fr.c.hour) * hour_ns).where(fr.c.node_id.in_(any_node)),
+        select(func.min(wr.c.hour) * hour_ns).where(wr.c.node_id.in_(any_node)),
         select(func.min(fw.c.timestamp_ns)).where(fw.c.node_id.in_(any_node)),
         select(func.min(channel_samples.c.ts_ns)),
         select(func.min(opportunities.c.generated_ns)),

@@ -93,7 +93,7 @@ def connect_error(exc: BaseException, url: DbUrl) -> StoreError:
             f"cannot reach the PostgreSQL server of {url} ({reason}): start it, or fix the"
             " host and port in --db"
         )
-    return StoreError(f"cannot open the store {url} ({reason}): check --db")
+    return StoreError(f"cannot use the store {url} ({reason}): check --db")
 
 
 def _numeric_loader() -> type:
