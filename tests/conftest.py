@@ -33,6 +33,11 @@ from pgserver import PgServer, running_server
 from sqlalchemy import Engine, Table, func, select, text
 
 from lnflow.domain import NodeInfo
+
+# psycopg's pure-Python build finds libpq with ctypes.util.find_library, which runs
+# ldconfig: imported here, before any test, that is no process started by a test
+with contextlib.suppress(ImportError):
+    import psycopg  # noqa: F401
 from lnflow.store.db import open_engine
 from lnflow.store.engines import DbUrl, StoreLocation
 from lnflow.store.ingest import Ingestor
@@ -143,8 +148,10 @@ def processes_allowed() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """One throwaway PostgreSQL cluster per test process (xdist worker)."""
-    with processes_allowed(), contextlib.ExitStack() as stack:
+    stack = contextlib.ExitStack()
+    with processes_allowed():  # initdb, pg_ctl: only while starting and stopping
         server = stack.enter_context(running_server())
+    try:
         if server is None:
             why = (
                 "PostgreSQL is not installed (initdb/pg_ctl not found; Debian: apt-get"
@@ -158,6 +165,9 @@ def pg_server() -> Iterator[PgServer]:
         server.admin(f"CREATE DATABASE {_PG_HEAD} TEMPLATE template0")
         open_engine(DbUrl(server.url(_PG_HEAD))).dispose()
         yield server
+    finally:
+        with processes_allowed():
+            stack.close()
 
 
 _PG_HEAD = "lnflow_head"

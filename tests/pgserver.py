@@ -86,10 +86,18 @@ class PgServer:
             f" -c unix_socket_directories={self.root} -c fsync=off"
             " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts,
-            "-l", str(self.root / "server.log"), "-w", "start",
-        )  # fmt: skip
+        for attempt in range(3):  # another process may take the free port first
+            try:
+                self._run(
+                    str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts,
+                    "-l", str(self.root / "server.log"), "-w", "start",
+                )  # fmt: skip
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                self.port = _free_port()
+                opts = opts.replace(opts.split()[1], f"port={self.port}", 1)
 
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError):
