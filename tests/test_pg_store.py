@@ -320,3 +320,21 @@ def test_lnflowd_given_a_url_says_what_it_records_into() -> None:
 
 H = 3_600 * S
 OUT2 = 333 << 40
+
+
+@pytest.mark.e2e
+@pytest.mark.engines("postgresql")
+def test_the_daemons_migration_child_takes_the_url_on_stdin(
+    store_engine: str, pg_server: PgServer
+) -> None:
+    url = DbUrl(pg_server.create_db())  # empty: every revision to apply
+    engine = db.open_engine(url, migrate_in_child=True)
+    try:
+        with engine.connect() as conn:
+            assert (
+                conn.scalar(text("SELECT version_num FROM alembic_version"))
+                == (SCHEMA_REVISIONS[-1])
+            )
+    finally:
+        engine.dispose()
+        pg_server.drop_db(url.secret)

@@ -74,19 +74,17 @@ class DbUrl:
         from sqlalchemy.exc import ArgumentError
 
         try:
-            url = make_url(text)
-            port = url.port  # an invalid port raises here
-        except (ArgumentError, ValueError) as exc:
+            url = make_url(text)  # a port that is no number raises here too
+        except (ArgumentError, ValueError):
             raise StoreError(
                 "--db: malformed database URL: expected postgresql+psycopg://USER@HOST[:PORT]/DB"
                 " (the password from PGPASSFILE, PGPASSWORD or the URL)"
-            ) from exc
+            ) from None  # the exception would show the URL, password and all
         if not url.database:
             raise StoreError(
                 f"--db: the URL {url.render_as_string(hide_password=True)} names no database:"
                 " append /DBNAME"
             )
-        del port
         self.secret = text
         self.dialect = url.get_backend_name()
         self._masked = url.render_as_string(hide_password=True)
