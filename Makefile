@@ -6,7 +6,7 @@ DEMO   := demo
 DEMO_SECONDS ?= 30
 POLICY_DEMO_SECONDS ?= 45
 
-.PHONY: help install protos lint typecheck test check demo demo-policy bench clean prometheus-tools
+.PHONY: help install protos lint typecheck test check demo demo-policy bench clean prometheus-tools postgresql-server
 
 help:
 	@echo "make demo    - simulated node + daemon for $(DEMO_SECONDS) s, then the opportunities table"
@@ -52,12 +52,29 @@ prometheus-tools:
 		[ "$$CI" != true ]; \
 	fi
 
+# initdb and pg_ctl for the store tests on PostgreSQL (tests/pgserver.py starts a
+# throwaway cluster per test process), from Debian's postgresql package when they are
+# missing and apt-get can install it (root). Without them the PostgreSQL runs skip,
+# except under CI=true, where they fail.
+postgresql-server:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's postgresql package (initdb, pg_ctl) for the PostgreSQL store tests"; \
+		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends postgresql >/dev/null ) \
+		|| { echo "apt-get could not install postgresql"; [ "$$CI" != true ]; }; \
+	else \
+		echo "initdb/pg_ctl missing and apt-get unusable: the [postgresql] runs of"; \
+		echo "  tests/test_pg_store.py, test_ingest.py and test_analysis_queries.py skip"; \
+		[ "$$CI" != true ]; \
+	fi
+
 # Four workers on two cores: most end-to-end time is waiting on outages, timeouts and
 # the simulated node, not CPU. Tests marked xdist_group("<name>") share one worker.
 # `pytest -m "not e2e"` runs the in-process tests alone, in seconds.
 PYTEST_WORKERS ?= 4
 
-test: lint typecheck prometheus-tools
+test: lint typecheck prometheus-tools postgresql-server
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 check: test

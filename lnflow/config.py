@@ -40,6 +40,7 @@ from lnflow.errors import ConfigError
 from lnflow.limits import ANALYSIS_RANGES
 from lnflow.netaddr import rpc_address
 from lnflow.paths import default_db_path
+from lnflow.store.engines import StoreLocation, is_url, location
 
 __all__ = [
     "AlertsSettings",
@@ -84,11 +85,23 @@ class LndSettings(_Section):
 
 
 class StoreSettings(_Section):
-    db: str = ""  # "" = default_db_path()
+    db: str = ""  # "" = default_db_path(); a file path, or postgresql+psycopg://USER@HOST/DB
 
     @property
     def path(self) -> Path:
+        """The SQLite file (lnflowd's own state, locks and sizes live beside it)."""
+        if is_url(self.db):
+            raise ConfigError(
+                f"[store] db / --db {location(self.db, default_db_path())}: lnflowd records"
+                " into a SQLite file only in this version (lnflowctl reads PostgreSQL):"
+                " give a file path"
+            )
         return Path(self.db).expanduser() if self.db else default_db_path()
+
+    @property
+    def location(self) -> StoreLocation:
+        """The store: a SQLite file or a PostgreSQL URL (its password masked in str())."""
+        return location(self.db, default_db_path())
 
 
 class RecorderSettings(_Section):

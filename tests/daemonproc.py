@@ -117,7 +117,7 @@ EVENTS_SCID = (
     "(SELECT e.*, coalesce(ri.chan_id, 0) AS incoming_channel_id,"
     " coalesce(ro.chan_id, 0) AS outgoing_channel_id FROM htlc_events e"
     " LEFT JOIN channel_refs ri ON ri.id = e.incoming_chan_ref"
-    " LEFT JOIN channel_refs ro ON ro.id = e.outgoing_chan_ref)"
+    " LEFT JOIN channel_refs ro ON ro.id = e.outgoing_chan_ref) AS scid"
 )
 # the same for forward_attempts (channel refs since 0009)
 ATTEMPTS_SCID = EVENTS_SCID.replace("htlc_events e", "forward_attempts e")

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import StoreAt
 from daemonproc import ATTEMPTS_SCID, link_fail
-from sqlalchemy import Engine, bindparam, event, insert, select
+from sqlalchemy import Engine, bindparam, event, insert, select, text
 
 import lnflow.store.read.details as read_details
 from lnflow.analysis import decide, plan
@@ -65,6 +66,8 @@ from lnflow.store.read import (
 from lnflow.store.read.speed import collector_paused, rows
 from lnflow.store.schema import channel_aliases, channels, failure_clusters, forwards
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
+
+pytestmark = pytest.mark.engines("sqlite", "postgresql")
 
 S = 1_000_000_000
 MIN = 60 * S
@@ -136,8 +139,8 @@ class Store:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    engine = open_engine(tmp_path / "s.db")
+def store(store_at: StoreAt) -> Iterator[Store]:
+    engine = open_engine(store_at("s.db"))
     writer = StoreWriter(engine)
     yield Store(engine, writer, writer.upsert_node(NODE, 1))
     engine.dispose()
@@ -396,8 +399,8 @@ def test_node_is_the_daemons_else_the_only_one(store: Store) -> None:
         assert node_id_of(conn) == other
 
 
-def test_empty_store_has_no_node(tmp_path: Path) -> None:
-    engine = open_engine(tmp_path / "s.db")
+def test_empty_store_has_no_node(store_at: StoreAt) -> None:
+    engine = open_engine(store_at("s.db"))
     with engine.connect() as conn:
         assert node_id_of(conn) is None
     engine.dispose()
@@ -622,6 +625,7 @@ def test_a_channels_other_ids_count_in_its_details(store: Store) -> None:
     assert facts.fee_offers(A) == ((100, 400_000, IN3),)
 
 
+@pytest.mark.engines("sqlite")  # SQLite's query plans
 def test_channels_and_details_read_bounded_index_ranges(store: Store) -> None:
     fill(store)
     with recorded(store.engine) as statements:
@@ -876,9 +880,11 @@ def test_dedup_counts_only_a_clusters_growth_inside_the_window(store: Store) -> 
         25_000 + 1_500,
     )
     # the clusters opened before a partial hour (c1, c2, c4) were looked up on the index
-    assert full_scans(store.engine, statements) == []
+    if store.engine.dialect.name == "sqlite":  # SQLite's query plans
+        assert full_scans(store.engine, statements) == []
 
 
+@pytest.mark.engines("sqlite")  # SQLite's query plans
 def test_long_windows_read_whole_hours_from_rollups(store: Store) -> None:
     fill(store)
     runs = {}
@@ -1077,19 +1083,24 @@ class RawTruth:
         with s.engine.connect() as conn:
             failures_rows = [
                 (from_signed64(o), from_signed64(i), c, ts, fee, cl)
-                for o, i, c, ts, fee, cl in conn.exec_driver_sql(
-                    "SELECT outgoing_channel_id, incoming_channel_id, failure_class,"
-                    f" resolved_ns, missed_fee_msat, cluster_id FROM {ATTEMPTS_SCID}"
-                    " WHERE outcome = ?",
-                    (int(Outcome.FAILED_LOCAL),),
+                for o, i, c, ts, fee, cl in conn.execute(
+                    text(
+                        "SELECT outgoing_channel_id, incoming_channel_id, failure_class,"
+                        f" resolved_ns, missed_fee_msat, cluster_id FROM {ATTEMPTS_SCID}"
+                        " WHERE outcome = :outcome"
+                    ),
+                    {"outcome": int(Outcome.FAILED_LOCAL)},
                 )
             ]
             amount_rows = [
                 (from_signed64(o), c, ts, amount, fee, from_signed64(i))
-                for o, c, ts, amount, fee, i in conn.exec_driver_sql(
-                    "SELECT outgoing_channel_id, failure_class, resolved_ns, outgoing_amt_msat,"
-                    f" missed_fee_msat, incoming_channel_id FROM {ATTEMPTS_SCID} WHERE outcome = ?",
-                    (int(Outcome.FAILED_LOCAL),),
+                for o, c, ts, amount, fee, i in conn.execute(
+                    text(
+                        "SELECT outgoing_channel_id, failure_class, resolved_ns,"
+                        " outgoing_amt_msat, missed_fee_msat, incoming_channel_id"
+                        f" FROM {ATTEMPTS_SCID} WHERE outcome = :outcome"
+                    ),
+                    {"outcome": int(Outcome.FAILED_LOCAL)},
                 )
             ]
             cluster_first = dict(

@@ -1,22 +1,25 @@
 """Recording batches: attempts, clusters and rollups derived in the same transaction."""
 
 import itertools
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from conftest import StoreAt, plain_rows
 from daemonproc import ATTEMPTS_SCID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.exc import DataError
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
 from lnflow.domain import EventKind, EventType, FailureDetail, HtlcEvent, NodeInfo, WireFailure
 from lnflow.store.db import open_engine
+from lnflow.store.engines import StoreLocation
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
+
+pytestmark = pytest.mark.engines("sqlite", "postgresql")
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -79,9 +82,9 @@ def link_fail(h: int, t: int, fee_msat: int = 2_000, amt: int = 500_000) -> Htlc
 
 
 class Store:
-    def __init__(self, tmp_path: Path, max_span_s: int | None = None) -> None:
+    def __init__(self, where: StoreLocation, max_span_s: int | None = None) -> None:
         self.max_span_ns = max_span_s * S if max_span_s is not None else None
-        self.path = tmp_path / "s.db"
+        self.path = where
         self.engine = open_engine(self.path)
         writer = StoreWriter(self.engine)
         self.node_id = writer.upsert_node(NODE, 1)
@@ -103,8 +106,7 @@ class Store:
         self.ingestor.ingest(self.session, events, T0 + now_s * S)
 
     def q(self, sql: str) -> list[tuple[object, ...]]:
-        with sqlite3.connect(self.path) as conn:
-            return conn.execute(sql).fetchall()
+        return plain_rows(self.path, self.engine, sql)
 
     def outcomes(self) -> dict[int, int]:
         return dict(self.q("SELECT incoming_htlc_id, outcome FROM forward_attempts"))  # type: ignore[arg-type]
@@ -128,9 +130,9 @@ SEQUENCES = {
 @pytest.mark.parametrize(("events", "outcome"), SEQUENCES.values(), ids=SEQUENCES.keys())
 @pytest.mark.parametrize("batching", ["one batch", "one event per batch"])
 def test_sequences_resolve_whatever_the_order(
-    tmp_path: Path, events: list[HtlcEvent], outcome: Outcome, batching: str
+    store_at: StoreAt, events: list[HtlcEvent], outcome: Outcome, batching: str
 ) -> None:
-    store = Store(tmp_path)
+    store = Store(store_at("s.db"))
     batches = [events] if batching == "one batch" else [[e] for e in events]
     for batch in batches:
         store.feed(batch)
@@ -140,17 +142,17 @@ def test_sequences_resolve_whatever_the_order(
     assert store.q("SELECT count(*) FROM htlc_events") == [(len(events),)]
 
 
-def test_unresolved_after_the_timeout(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def test_unresolved_after_the_timeout(store_at: StoreAt) -> None:
+    store = Store(store_at("s.db"))
     store.feed([forward(1, 0), forward(2, 0), settle(2, 1)])
     store.feed([], now_s=61)
     assert store.outcomes() == {1: int(Outcome.UNRESOLVED), 2: int(Outcome.SETTLED)}
 
 
 def test_rollups_match_the_attempts_and_replays_after_a_restart_count_nothing(
-    tmp_path: Path,
+    store_at: StoreAt,
 ) -> None:
-    store = Store(tmp_path)
+    store = Store(store_at("s.db"))
     # a retry burst (same incoming channel, within the window): one cluster, missed = max
     burst = [link_fail(h, h, fee_msat=1_000 * h) for h in range(1, 5)]
     later = [link_fail(10, 600, fee_msat=7_000)]  # outside the window: its own cluster
@@ -179,9 +181,9 @@ def test_rollups_match_the_attempts_and_replays_after_a_restart_count_nothing(
 
 
 def test_pending_at_restart_becomes_unresolved_then_a_late_failure_decides(
-    tmp_path: Path,
+    store_at: StoreAt,
 ) -> None:
-    store = Store(tmp_path)
+    store = Store(store_at("s.db"))
     store.feed([forward(1, 0)])
     store.restart()
     assert store.ingestor.expire_stale_attempts(T0 + 5 * S) == 1
@@ -200,8 +202,8 @@ def scids(store: Store) -> list[tuple[object, ...]]:
     return [(h, c_in % (1 << 64), c_out % (1 << 64)) for h, c_in, c_out in rows]  # type: ignore[operator]
 
 
-def test_events_name_channels_by_ref_and_read_back_as_scids(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def test_events_name_channels_by_ref_and_read_back_as_scids(store_at: StoreAt) -> None:
+    store = Store(store_at("s.db"))
     big = (1 << 64) - (1 << 40)  # above 2**63: stored signed in channel_refs
     store.feed([forward(1, 0), final(1, 1, True)])
     store.feed([ev(EventKind.FORWARD, 2, 2, out=big, out_htlc=2), forward(3, 3)])
@@ -216,13 +218,13 @@ def test_events_name_channels_by_ref_and_read_back_as_scids(tmp_path: Path) -> N
     assert len(store.q("SELECT id FROM channel_refs")) == 3
 
 
-def test_refs_of_a_failed_batch_are_not_reused(tmp_path: Path) -> None:
+def test_refs_of_a_failed_batch_are_not_reused(store_at: StoreAt) -> None:
     """A batch that fails rolls its new refs back: the next batch must not trust them."""
-    store = Store(tmp_path)
+    store = Store(store_at("s.db"))
     a, b = 333 << 40, 444 << 40
     store.feed([forward(1, 0)])
-    bad = ev(EventKind.FORWARD, 2, 1, out=a, amt_in=1 << 70)  # too big for SQLite: fails
-    with pytest.raises(OverflowError):
+    bad = ev(EventKind.FORWARD, 2, 1, out=a, amt_in=1 << 70)  # too big for 64 bits: fails
+    with pytest.raises((OverflowError, DataError)):  # SQLite's driver, PostgreSQL's server
         store.feed([bad])
     # b now takes the id a had in the failed transaction; a gets a new one
     store.feed([ev(EventKind.FORWARD, 3, 2, out=b, out_htlc=3)])
@@ -239,8 +241,8 @@ def attempt_scids(store: Store) -> list[tuple[object, ...]]:
     return [(h, c_in % (1 << 64), c_out % (1 << 64), o) for h, c_in, c_out, o in rows]  # type: ignore[operator]
 
 
-def test_attempts_name_channels_by_the_events_refs(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def test_attempts_name_channels_by_the_events_refs(store_at: StoreAt) -> None:
+    store = Store(store_at("s.db"))
     big = (1 << 64) - (1 << 40)  # above 2**63: stored signed in channel_refs
     store.feed([forward(1, 0), final(1, 2, True), settle(1, 1)])
     store.feed([link_fail(2, 3), ev(EventKind.FORWARD, 3, 4, out=big, out_htlc=3)])
@@ -266,10 +268,10 @@ def test_attempts_name_channels_by_the_events_refs(tmp_path: Path) -> None:
     ) == [(OUT,)]
 
 
-def test_an_attempt_whose_channel_has_no_ref_gets_one(tmp_path: Path) -> None:
+def test_an_attempt_whose_channel_has_no_ref_gets_one(store_at: StoreAt) -> None:
     """The tracker may hold an attempt whose events were in a batch that failed (its
     refs rolled back): writing the attempt later numbers its channels again."""
-    store = Store(tmp_path)
+    store = Store(store_at("s.db"))
     c = 555 << 40
     store.ingestor.tracker.feed(ev(EventKind.FORWARD, 7, 0, out=c, out_htlc=7))
     store.feed([forward(1, 100)], now_s=100)  # 7 has been pending for longer than 60 s
@@ -297,8 +299,10 @@ def _send_link_fail(t: int) -> HtlcEvent:
 
 
 @pytest.mark.parametrize("batching", ["one batch", "one event per batch"])
-def test_own_payments_failing_at_the_first_hop_are_all_kept(tmp_path: Path, batching: str) -> None:
-    store = Store(tmp_path)
+def test_own_payments_failing_at_the_first_hop_are_all_kept(
+    store_at: StoreAt, batching: str
+) -> None:
+    store = Store(store_at("s.db"))
     sends = [_send_link_fail(t) for t in (1, 2, 3)]
     batches = [sends] if batching == "one batch" else [[e] for e in sends]
     new = [store.ingestor.ingest(store.session, b, T0).new_events for b in batches]
@@ -317,8 +321,8 @@ def _rollup_failures(store: Store) -> int:
     return int(store.q("SELECT coalesce(sum(failures), 0) FROM failure_rollups_hourly")[0][0])  # type: ignore[arg-type]
 
 
-def test_a_malformed_onion_counts_once_as_a_local_failure(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def test_a_malformed_onion_counts_once_as_a_local_failure(store_at: StoreAt) -> None:
+    store = Store(store_at("s.db"))
     store.feed([final(1, 0, False)])  # lnd sends nothing else for a malformed onion
     assert store.outcomes() == {1: int(Outcome.PENDING)}
     store.feed([], now_s=61)
@@ -332,8 +336,8 @@ def test_a_malformed_onion_counts_once_as_a_local_failure(tmp_path: Path) -> Non
     assert _rollup_failures(store) == 1
 
 
-def test_a_final_after_a_restart_is_no_second_failure(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def test_a_final_after_a_restart_is_no_second_failure(store_at: StoreAt) -> None:
+    store = Store(store_at("s.db"))
     store.feed([link_fail(1, 0)])
     store.restart()  # the daemon restarted between lnd's LINK_FAIL and its FINAL
     store.feed([final(1, 1, False)])
@@ -388,11 +392,11 @@ def derived(store: Store) -> dict[str, list[tuple[object, ...]]]:
 
 
 def record(
-    tmp_path: Path, cuts: Sequence[int], *, restart_at: frozenset[int], lag_s: int
+    where: StoreLocation, cuts: Sequence[int], *, restart_at: frozenset[int], lag_s: int
 ) -> dict[str, list[tuple[object, ...]]]:
     """SCRIPT fed in batches ending at ``cuts``, the daemon restarted after the batches in
     ``restart_at``, each batch recorded ``lag_s`` after its last event (wall clock)."""
-    store = Store(tmp_path, max_span_s=600)
+    store = Store(where, max_span_s=600)
     bounds = [0, *sorted(set(cuts)), len(SCRIPT)]
     for n, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         batch = SCRIPT[lo:hi]
@@ -406,7 +410,7 @@ def record(
 
 @pytest.fixture(scope="module")
 def one_stream(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[object, ...]]]:
-    return record(tmp_path_factory.mktemp("one"), [], restart_at=frozenset(), lag_s=0)
+    return record(tmp_path_factory.mktemp("one") / "s.db", [], restart_at=frozenset(), lag_s=0)
 
 
 def test_the_script_exercises_joins_spans_and_splits(
@@ -431,13 +435,13 @@ CUTS = {
 
 @pytest.mark.parametrize(("cuts", "restart_at", "lag_s"), CUTS.values(), ids=list(CUTS.keys()))
 def test_same_events_same_clusters_however_cut(
-    tmp_path: Path,
+    store_at: StoreAt,
     one_stream: dict[str, list[tuple[object, ...]]],
     cuts: list[int],
     restart_at: frozenset[int],
     lag_s: int,
 ) -> None:
-    assert record(tmp_path, cuts, restart_at=restart_at, lag_s=lag_s) == one_stream
+    assert record(store_at("s.db"), cuts, restart_at=restart_at, lag_s=lag_s) == one_stream
 
 
 @settings(
@@ -455,14 +459,14 @@ def test_same_events_same_clusters_at_random_cuts(
     restarts: frozenset[int],
     lag_s: int,
 ) -> None:
-    got = record(tmp_path_factory.mktemp("cut"), cuts, restart_at=restarts, lag_s=lag_s)
+    got = record(tmp_path_factory.mktemp("cut") / "s.db", cuts, restart_at=restarts, lag_s=lag_s)
     assert got == one_stream
 
 
-def test_two_nodes_recording_in_turn_number_their_clusters_apart(tmp_path: Path) -> None:
+def test_two_nodes_recording_in_turn_number_their_clusters_apart(store_at: StoreAt) -> None:
     """Two nodes' daemons writing one store in turn: each numbers new clusters past every
     cluster stored, so neither overwrites the other's (cluster ids are the store's)."""
-    first = Store(tmp_path)
+    first = Store(store_at("s.db"))
     second_node = StoreWriter(first.engine).upsert_node(replace(NODE, pubkey="02" + "ee" * 32), 2)
     second = Ingestor(
         first.engine,

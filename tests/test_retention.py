@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import structlog
 from conftest import RealStore
-from sqlalchemy import Engine, Table, func, insert, select
+from sqlalchemy import Engine, Table, func, insert, select, text
 
 from lnflow.config import RetentionSettings, Settings, load_settings
 from lnflow.domain import ForwardRecord, NodeInfo
@@ -44,6 +44,8 @@ from lnflow.store.schema import (
 )
 from lnflow.store.writer import StoreWriter
 from lnflowd.daemon import Daemon
+
+pytestmark = pytest.mark.engines("sqlite", "postgresql")
 
 NODE = NodeInfo("02" + "cd" * 32, "carol", "0.18.3-beta", "regtest", 100, True)
 # Not on an hour boundary, so the cutoff falls inside an hour.
@@ -74,11 +76,15 @@ class Store:
                 return
             for row in rows:
                 row_id = conn.execute(insert(table).values(row)).inserted_primary_key[0]
-                conn.exec_driver_sql(
-                    f"INSERT INTO recording_marks (recorded_ns, {spec.marked}) VALUES (?, ?)"
-                    f" ON CONFLICT (recorded_ns) DO UPDATE SET {spec.marked} ="
-                    f" max(coalesce({spec.marked}, 0), excluded.{spec.marked})",
-                    (row[spec.column], row_id),
+                mark = f"recording_marks.{spec.marked}"
+                conn.execute(
+                    text(
+                        f"INSERT INTO recording_marks (recorded_ns, {spec.marked})"
+                        f" VALUES (:at, :id) ON CONFLICT (recorded_ns) DO UPDATE SET"
+                        f" {spec.marked} = CASE WHEN coalesce({mark}, 0) > excluded.{spec.marked}"
+                        f" THEN {mark} ELSE excluded.{spec.marked} END"
+                    ),
+                    {"at": row[spec.column], "id": row_id},
                 )
 
     def count(self, table: Table) -> int:
@@ -506,9 +512,9 @@ def test_raw_rows_expire_by_recording_time_not_by_the_nodes_clock(
         for rows, recorded in ((old, cutoff - 1), (fresh, NOW)):
             conn.execute(insert(spec.table), rows)
             top = conn.scalar(select(func.max(spec.table.c.id)))
-            conn.exec_driver_sql(
-                f"INSERT INTO recording_marks (recorded_ns, {spec.marked}) VALUES (?, ?)",
-                (recorded, top),
+            conn.execute(
+                text(f"INSERT INTO recording_marks (recorded_ns, {spec.marked}) VALUES (:at, :id)"),
+                {"at": recorded, "id": top},
             )
     report = pruner.prune(NOW, batch_rows=4, max_batches=100)
     assert report.expired == {spec.table.name: 12} and report.complete
@@ -558,6 +564,7 @@ def _used_mib(store: Store) -> float:
     return used / 1024 / 1024
 
 
+@pytest.mark.engines("sqlite")  # SQLite's pages and WAL
 def test_size_budget_drops_the_oldest_events_first_and_stops_under_budget(
     store: Store,
 ) -> None:
@@ -592,6 +599,7 @@ def test_size_budget_drops_the_oldest_events_first_and_stops_under_budget(
     assert store.count(failure_rollups_hourly) == 50 and store.count(forwards) == 50
 
 
+@pytest.mark.engines("sqlite")  # SQLite's pages and WAL
 def test_size_budget_goes_on_to_samples_then_attempts_never_rollups_or_ledger(
     store: Store,
 ) -> None:
@@ -624,6 +632,7 @@ def test_size_budget_goes_on_to_samples_then_attempts_never_rollups_or_ledger(
 # -- reclaiming pages ------------------------------------------------------------------
 
 
+@pytest.mark.engines("sqlite")  # SQLite's pages and WAL
 def test_freed_pages_are_handed_back_in_bounded_steps(store: Store) -> None:
     _fill(store, htlc_events, 3000, NOW - 100 * NS_PER_DAY)
     pages_full = store.pragma("page_count")
@@ -697,6 +706,7 @@ def test_daemon_prune_job_runs_in_batches_and_logs_a_summary(store: Store) -> No
     assert done["batches"] >= 4 and done["complete"]  # 100 + 100 + 50, then nothing
 
 
+@pytest.mark.engines("sqlite")  # SQLite's pages and WAL
 def test_the_wal_counts_in_the_size_budget_and_a_checkpoint_truncates_it(store: Store) -> None:
     pruner = Pruner(store.engine, KEEP_ALL, max_db_mb=16)
     reader = sqlite3.connect(store.path)

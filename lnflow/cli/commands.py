@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.domain import NS_PER_HOUR, NS_PER_S, format_scid, parse_scid
 from lnflow.errors import ConfigError, LnflowError, StoreError, UnknownChannelError
+from lnflow.store.engines import DbUrl, StoreLocation
 from lnflow.text import printable
 
 from .jsondoc import ReportFileError, parse_iso_ns, report_from_doc, report_to_doc
@@ -66,7 +67,7 @@ NO_SNAPSHOT = (
 
 
 @contextlib.contextmanager
-def reading_engine(db_path: Path) -> Iterator[Engine]:
+def reading_engine(db_path: StoreLocation) -> Iterator[Engine]:
     """A read-only engine on the store, disposed after use."""
     from lnflow.store.db import open_readonly_engine
 
@@ -78,7 +79,7 @@ def reading_engine(db_path: Path) -> Iterator[Engine]:
 
 
 @contextlib.contextmanager
-def reading(db_path: Path) -> Iterator[Connection]:
+def reading(db_path: StoreLocation) -> Iterator[Connection]:
     """A read-only connection to the store, closed (and the engine disposed) after use."""
     with reading_engine(db_path) as engine, engine.connect() as conn:
         yield conn
@@ -122,7 +123,7 @@ def ctl_analysis_settings(args: argparse.Namespace) -> AnalysisSettings:
 
 def run_analysis(
     engine: Engine,
-    db_path: Path,
+    db_path: StoreLocation,
     hours: int,
     settings: AnalysisSettings,
     now_ns: int,
@@ -172,6 +173,17 @@ def write_atomically(path: Path, text: str) -> None:
         ) from exc
 
 
+def sqlite_only(where: StoreLocation, command: str, instead: str) -> Path:
+    """``where`` when it is a SQLite file; the one-line error for a command that reads
+    SQLite alone so far."""
+    if isinstance(where, DbUrl):
+        raise StoreError(
+            f"lnflowctl {command} reads a SQLite store only in this version ({where}):"
+            f" use {instead}"
+        )
+    return where
+
+
 # --------------------------------------------------------------------------- opportunities
 
 
@@ -190,11 +202,11 @@ def emit_fleet(
         print_lines(fleet_lines(reports, now_ns=now_ns))
 
 
-def _store_nodes(db_path: Path) -> list[NodeRow]:
-    from lnflow.store.readonly import open_readonly
+def _store_nodes(db_path: StoreLocation) -> list[NodeRow]:
+    from lnflow.store.engines import open_plain_store
     from lnflow.store.status_read import list_nodes
 
-    db = open_readonly(db_path)
+    db = open_plain_store(db_path)
     try:
         found = list_nodes(db)
     finally:
@@ -207,21 +219,21 @@ def _store_nodes(db_path: Path) -> list[NodeRow]:
     return found
 
 
-def cmd_opportunities(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_opportunities(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """The latest snapshot lnflowd wrote (plain sqlite3: no SQLAlchemy to import)."""
     from lnflow.store.readonly import open_readonly
     from lnflow.store.snapshot_read import latest_report
 
     if args.all_nodes:
         nodes = _store_nodes(db_path)
-        db = open_readonly(db_path)
+        db = open_readonly(sqlite_only(db_path, "opportunities", "lnflowctl analyze"))
         try:
             reports = [(node, latest_report(db, node.id)) for node in nodes]
         finally:
             db.close()
         emit_fleet(reports, args.json, now_ns=time.time_ns())
         return 0
-    db = open_readonly(db_path)
+    db = open_readonly(sqlite_only(db_path, "opportunities", "lnflowctl analyze"))
     try:
         report = latest_report(db, args.node_id)  # None: the store's (it has no node yet)
     finally:
@@ -239,7 +251,7 @@ def cmd_opportunities(args: argparse.Namespace, db_path: Path) -> int:
 # --------------------------------------------------------------------------- analyze
 
 
-def cmd_analyze(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_analyze(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """A fresh analysis of the last --hours from the store."""
     settings = ctl_analysis_settings(args)
     now = time.time_ns()
@@ -290,7 +302,7 @@ def load_report_file(path: Path) -> AnalysisReport:
     return report_from_doc(doc, source=str(path))
 
 
-def cmd_report(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_report(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """Render a saved ``analyze --output`` file."""
     emit_report(load_report_file(args.file), args.json)
     return 0
@@ -426,7 +438,7 @@ def _live_doc(stats: LiveStats, now_ns: int) -> dict[str, Any]:
     }
 
 
-def cmd_monitor(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_monitor(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """Live stats every --interval seconds, then the analysis of the monitored period."""
     from lnflow.store.db import open_readonly_engine
 
@@ -543,7 +555,7 @@ def channel_arg(text: str) -> int:
         raise UnknownChannelError(str(exc)) from exc
 
 
-def cmd_trend(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_trend(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """Daily series of one channel."""
     from lnflow.store.trend import NS_PER_DAY, channel_known, channel_trend, first_day_held
 
@@ -646,7 +658,7 @@ def _whatif_lines(w: WhatIf) -> list[str]:
     return lines
 
 
-def cmd_whatif(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_whatif(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """What a proposed policy would have earned over the channel's recorded window."""
     from lnflow.policy.whatif import estimate
     from lnflow.store.trend import channel_known
@@ -709,7 +721,7 @@ def _json_value(value: object) -> object:
     return value
 
 
-def cmd_export(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_export(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """Stream rows to stdout as CSV or JSON lines."""
     from lnflow.store.export import EXPORTABLE, csv_cell, export_rows
 
@@ -739,7 +751,7 @@ def cmd_export(args: argparse.Namespace, db_path: Path) -> int:
 # --------------------------------------------------------------------------- alerts
 
 
-def cmd_alerts(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_alerts(args: argparse.Namespace, db_path: StoreLocation) -> int:
     """The alerts lnflowd fired (oldest first) and how each was delivered."""
     from lnflow.store.alerts import alerts_since
 

@@ -20,6 +20,7 @@ from typing import Any
 from lnflow import __version__
 from lnflow.errors import ConfigError, LnflowError, StoreError
 from lnflow.limits import ANALYSIS_RANGES, MAX_SATS
+from lnflow.store.engines import DbUrl, StoreLocation, location
 from lnflow.text import printable
 
 from .timefmt import ago as _ago
@@ -31,20 +32,31 @@ __all__ = ["iso", "main"]
 # --------------------------------------------------------------------------- status
 
 
-def _status(args: argparse.Namespace, db_path: Path) -> int:
-    from lnflow.store.readonly import open_readonly
+def _status(args: argparse.Namespace, db_path: StoreLocation) -> int:
     from lnflow.store.status_read import status_report
 
-    db = open_readonly(db_path)
     now = time.time_ns()
-    try:
-        rep = status_report(db, now, args.node_id)
-    finally:
-        db.close()
+    if isinstance(db_path, DbUrl):  # the same readers over a psycopg connection
+        from lnflow.store.engines.postgresql import open_plain
+
+        pg = open_plain(db_path)
+        try:
+            rep = status_report(pg, now, args.node_id)
+            size = {"store_bytes": pg.database_bytes(), "wal_bytes": 0}
+        finally:
+            pg.close()
+    else:
+        from lnflow.store.readonly import open_readonly
+
+        db = open_readonly(db_path)
+        try:
+            rep = status_report(db, now, args.node_id)
+        finally:
+            db.close()
+        size = {"store_bytes": db_path.stat().st_size, "wal_bytes": _wal_bytes(db_path)}
     stale = not rep.daemon.running and rep.daemon.stopped_ns is None and rep.daemon.pid is not None
     # a silent daemon whose process lives: it cannot write the store (disk full, ...)
     alive = _process_alive(rep.daemon.pid) if stale and rep.daemon.pid is not None else None
-    size = {"store_bytes": db_path.stat().st_size, "wal_bytes": _wal_bytes(db_path)}
     doc: dict[str, Any] = {
         "store": str(db_path),
         "daemon": {
@@ -163,14 +175,14 @@ def _status(args: argparse.Namespace, db_path: Path) -> int:
 # --------------------------------------------------------------------------- nodes
 
 
-def _nodes(args: argparse.Namespace, db_path: Path) -> int:
-    """The nodes the store records, each with its daemon and stream (plain sqlite3)."""
-    from lnflow.store.readonly import open_readonly
+def _nodes(args: argparse.Namespace, db_path: StoreLocation) -> int:
+    """The nodes the store records, each with its daemon and stream (plain DB-API)."""
+    from lnflow.store.engines import open_plain_store
     from lnflow.store.status_read import list_nodes, liveness
 
     from .nodes import nodes_doc, nodes_lines
 
-    db = open_readonly(db_path)
+    db = open_plain_store(db_path)
     now = time.time_ns()
     try:
         found = [(node, liveness(db, now, node.id)) for node in list_nodes(db)]
@@ -515,7 +527,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _command(name: str) -> Callable[[argparse.Namespace, Path], int]:
+def _command(name: str) -> Callable[[argparse.Namespace, StoreLocation], int]:
     if name == "status":
         return _status
     if name == "nodes":
@@ -526,12 +538,13 @@ def _command(name: str) -> Callable[[argparse.Namespace, Path], int]:
         return cmd_policy
     from . import commands
 
-    fn: Callable[[argparse.Namespace, Path], int] = getattr(commands, f"cmd_{name}")
+    fn: Callable[[argparse.Namespace, StoreLocation], int] = getattr(commands, f"cmd_{name}")
     return fn
 
 
-def _store_path(args: argparse.Namespace) -> Path:
-    """The store to read: lnflowd's settings loader decides it (file < LNFLOW_* < --db).
+def _store_path(args: argparse.Namespace) -> StoreLocation:
+    """The store to read: lnflowd's settings loader decides it (file < LNFLOW_* < --db);
+    a file, or a PostgreSQL URL.
 
     With no --config file and no ``LNFLOW_*`` variable there is nothing to layer or
     check: the loader would return --db or the default path, so that is read directly,
@@ -543,13 +556,13 @@ def _store_path(args: argparse.Namespace) -> Path:
     ):
         from lnflow.paths import default_db_path
 
-        return Path(args.db).expanduser() if args.db else default_db_path()
+        return location(args.db or "", default_db_path())
     from .commands import ctl_settings
 
-    return ctl_settings(args).store.path
+    return ctl_settings(args).store.location
 
 
-def _pick_node(args: argparse.Namespace, db_path: Path) -> None:
+def _pick_node(args: argparse.Namespace, db_path: StoreLocation) -> None:
     """``args.node_id``: the store's node that --node names, or its only one (None: it
     records none yet). Several nodes and none named, or an unknown name: ConfigError.
     Read with plain sqlite3, as `status` is."""
@@ -560,10 +573,10 @@ def _pick_node(args: argparse.Namespace, db_path: Path) -> None:
         return
     if args.command in ("nodes", "report"):
         return
-    from lnflow.store.readonly import open_readonly
+    from lnflow.store.engines import open_plain_store
     from lnflow.store.status_read import pick_node
 
-    db = open_readonly(db_path)
+    db = open_plain_store(db_path)
     try:
         node = pick_node(db, args.node, db_path)
     finally:
@@ -593,6 +606,12 @@ def main(argv: list[str] | None = None) -> int:
         # SQLAlchemy (.orig): e.g. a store lnflowd has not upgraded yet (a table or
         # column it adds is missing), or one locked for longer than the busy timeout
         orig = exc if isinstance(exc, sqlite3.Error) else getattr(exc, "orig", None)
+        if isinstance(db_path, DbUrl) and orig is not None:  # the server's, one line
+            from lnflow.store.engines.postgresql import connect_error
+
+            err = connect_error(exc, db_path)
+            print(f"lnflowctl: error: {printable(str(err))}", file=sys.stderr)
+            return err.exit_code
         if not isinstance(orig, sqlite3.Error):
             raise
         err = StoreError(f"cannot read the store {db_path} ({orig}): start lnflowd to upgrade it")

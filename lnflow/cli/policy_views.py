@@ -11,15 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from lnflow.domain import format_scid, parse_scid
 from lnflow.errors import ConfigError
+from lnflow.store.engines import StoreLocation
 from lnflow.store.policy_history import ChangeRow, changes
 from lnflow.store.readonly import open_readonly
 
-from .commands import print_lines, reading
+from .commands import print_lines, reading, sqlite_only
 from .render import iso, msat_as_sats
 
 __all__ = ["cmd_policy"]
@@ -59,14 +59,14 @@ def _doc(row: ChangeRow) -> dict[str, Any]:
     }
 
 
-def _history(args: argparse.Namespace, db_path: Path) -> int:
+def _history(args: argparse.Namespace, db_path: StoreLocation) -> int:
     chan = None
     if args.channel:
         try:
             chan = parse_scid(args.channel)
         except ValueError as exc:
             raise ConfigError(f"--channel {args.channel}: {exc}") from exc
-    db = open_readonly(db_path)
+    db = open_readonly(sqlite_only(db_path, "policy history", "lnflowctl policy effects"))
     try:
         rows = changes(db, node_id=args.node_id, chan_id=chan)
     finally:
@@ -82,7 +82,7 @@ def _history(args: argparse.Namespace, db_path: Path) -> int:
     return 0
 
 
-def _effects(args: argparse.Namespace, db_path: Path) -> int:
+def _effects(args: argparse.Namespace, db_path: StoreLocation) -> int:
     from lnflow.policy.effects import measure, verdict
     from lnflow.store.db import sqlite_connection
 
@@ -116,7 +116,7 @@ def _effects(args: argparse.Namespace, db_path: Path) -> int:
     return 0
 
 
-def cmd_policy(args: argparse.Namespace, db_path: Path) -> int:
+def cmd_policy(args: argparse.Namespace, db_path: StoreLocation) -> int:
     if args.view == "history":
         return _history(args, db_path)
     return _effects(args, db_path)

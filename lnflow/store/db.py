@@ -1,8 +1,9 @@
-"""Opening the store: engine, SQLite pragmas, Alembic migrations.
+"""Opening the store: engine, Alembic migrations, the dialects' inserts.
 
-SQLite is the embedded default. SQLite-specific parts (pragmas, the
-conflict-ignoring insert) sit behind :func:`insert_ignoring_duplicates` and
-:func:`_on_connect` so the rest of the store stays portable SQLAlchemy.
+SQLite (a file path) is the embedded default; PostgreSQL (a URL) is opened by
+:mod:`lnflow.store.engines.postgresql`. Engine-specific parts (SQLite's pragmas,
+the conflict-ignoring insert, bulk statements) sit behind the functions here and
+in :mod:`lnflow.store.engines`, so the rest of the store stays portable SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.sql.dml import Insert
 
 from lnflow.errors import StoreError
+from lnflow.store.engines import DbUrl, StoreLocation, positional_dialect
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
@@ -93,13 +95,21 @@ def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur.close()
 
 
-def open_engine(path: Path, *, migrate: bool = True, migrate_in_child: bool = False) -> Engine:
-    """Open (creating if needed, mode 0600) the store at ``path`` for writing.
+def open_engine(
+    path: StoreLocation, *, migrate: bool = True, migrate_in_child: bool = False
+) -> Engine:
+    """Open (creating if needed, mode 0600) the store at ``path`` for writing; a
+    :class:`~lnflow.store.engines.DbUrl` opens an existing PostgreSQL database.
 
     Applies every pending migration when ``migrate`` (in a short-lived child process
     with ``migrate_in_child``: the daemon's); refuses a store whose schema is newer
     than this code.
     """
+    if isinstance(path, DbUrl):
+        from lnflow.store.engines import postgresql
+
+        engine = postgresql.open_engine(path)
+        return _migrated(engine, path, migrate=migrate, migrate_in_child=migrate_in_child)
     path = path.expanduser()
     try:
         make_private_dir(path.parent)
@@ -121,6 +131,12 @@ def open_engine(path: Path, *, migrate: bool = True, migrate_in_child: bool = Fa
         engine.dispose()
         reason = getattr(exc, "orig", None) or exc
         raise StoreError(f"cannot open the store at {path} ({reason}): check --db") from exc
+    return _migrated(engine, path, migrate=migrate, migrate_in_child=migrate_in_child)
+
+
+def _migrated(
+    engine: Engine, path: StoreLocation, *, migrate: bool, migrate_in_child: bool
+) -> Engine:
     if migrate:
         try:
             (upgrade_in_child if migrate_in_child else upgrade)(engine, path)
@@ -165,8 +181,18 @@ def refuse_foreign(path: Path) -> None:
         conn.close()
 
 
-def open_readonly_engine(path: Path) -> Engine:
+def open_readonly_engine(path: StoreLocation) -> Engine:
     """Open an existing store read-only (lnflowctl); never creates or migrates."""
+    if isinstance(path, DbUrl):
+        from lnflow.store.engines import postgresql
+
+        engine = postgresql.open_engine(path, readonly=True)
+        try:
+            check_schema(engine, path)
+        except BaseException:
+            engine.dispose()
+            raise
+        return engine
     path = existing_store(path)
     engine = create_engine("sqlite://", creator=lambda: connect_readonly(path))
     check_schema(engine, path)
@@ -182,9 +208,19 @@ def _alembic_config(engine: Engine) -> Any:
     return cfg
 
 
-def check_schema(engine: Engine, path: Path, *, allow_empty: bool = False) -> str | None:
+def check_schema(engine: Engine, path: StoreLocation, *, allow_empty: bool = False) -> str | None:
     """Return the store's revision; raise if it is not an lnflow store, newer than this
     code, or unreadable (``allow_empty``: None for a database without tables yet)."""
+    if isinstance(path, DbUrl):
+        from lnflow.store.engines import postgresql
+
+        try:
+            with engine.connect() as pg:
+                return postgresql.check_revision(pg, path, allow_empty=allow_empty)
+        except Exception as exc:
+            if isinstance(exc, StoreError):
+                raise
+            raise postgresql.connect_error(exc, path) from None
     try:
         conn = engine.connect()
     except Exception as exc:
@@ -202,7 +238,7 @@ def sqlite_connection(conn: Connection) -> sqlite3.Connection:
     return raw
 
 
-def upgrade(engine: Engine, path: Path, revision: str = "head") -> None:
+def upgrade(engine: Engine, path: StoreLocation, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` in one transaction.
 
     A store already at the newest revision does not load Alembic at all (it would
@@ -216,7 +252,7 @@ def upgrade(engine: Engine, path: Path, revision: str = "head") -> None:
     _migrate(engine, path, current, lambda cfg: command.upgrade(cfg, revision))
 
 
-def _migrate(engine: Engine, path: Path, current: str | None, run: Any) -> None:
+def _migrate(engine: Engine, path: StoreLocation, current: str | None, run: Any) -> None:
     """Run Alembic ``run(cfg)`` in one transaction that covers its DDL too.
 
     pysqlite commits before (and does not begin a transaction for) CREATE, DROP and
@@ -224,13 +260,23 @@ def _migrate(engine: Engine, path: Path, current: str | None, run: Any) -> None:
     own transaction handling is off and BEGIN is emitted explicitly: SQLite rolls the
     whole upgrade back on any error, and the file keeps its previous revision.
     """
-    if engine.dialect.name != "sqlite":
-        cfg = _alembic_config(engine)
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            run(cfg)
-        return
     from sqlalchemy import exc as sa_exc
+
+    at = f"revision {current}" if current else "empty"
+    if engine.dialect.name != "sqlite":
+        # PostgreSQL's DDL is transactional: one transaction covers the whole upgrade
+        cfg = _alembic_config(engine)
+        try:
+            with engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                run(cfg)
+        except sa_exc.DBAPIError as exc:
+            raise StoreError(
+                f"cannot migrate the store {path} ({str(exc.orig).splitlines()[0]}): nothing"
+                f" was changed, the store is still {at}; the role needs CREATE on the"
+                " database (docs/postgresql.md)"
+            ) from None
+        return
     from sqlalchemy.pool import NullPool
 
     ddl = create_engine(engine.url, poolclass=NullPool)
@@ -251,7 +297,6 @@ def _migrate(engine: Engine, path: Path, current: str | None, run: Any) -> None:
             run(cfg)
     except (sa_exc.DBAPIError, sqlite3.Error) as exc:
         reason = getattr(exc, "orig", None) or exc
-        at = f"revision {current}" if current else "empty"
         raise StoreError(
             f"cannot migrate the store at {path} ({reason}): nothing was changed, the store "
             f"is still {at}; free disk space or restore it from a backup"
@@ -260,9 +305,9 @@ def _migrate(engine: Engine, path: Path, current: str | None, run: Any) -> None:
         ddl.dispose()
 
 
-def upgrade_in_child(engine: Engine, path: Path) -> None:
+def upgrade_in_child(engine: Engine, path: StoreLocation) -> None:
     """:func:`upgrade` to the newest revision in a child process (``python -m
-    lnflow.store.db PATH``).
+    lnflow.store.db PATH``; a URL goes on its stdin, never on a command line).
 
     Alembic, Mako and the migration scripts cost the process that loads them ~9 MB
     that Python does not give back; a long-running process keeps them out this way.
@@ -271,8 +316,10 @@ def upgrade_in_child(engine: Engine, path: Path) -> None:
         return
     import subprocess
 
+    url = path.secret if isinstance(path, DbUrl) else None
     out = subprocess.run(
-        [sys.executable, "-m", "lnflow.store.db", str(path)],
+        [sys.executable, "-m", "lnflow.store.db", "-" if url else str(path)],
+        input=url or "",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -289,9 +336,11 @@ _MIGRATE_FAILED = 3
 
 
 def _migrate_main(argv: Sequence[str]) -> int:
-    """Child of :func:`upgrade_in_child`: migrate the store at ``argv[0]``."""
+    """Child of :func:`upgrade_in_child`: migrate the store at ``argv[0]`` (``-``: the
+    URL read from stdin)."""
     try:
-        open_engine(Path(argv[0])).dispose()
+        where: StoreLocation = DbUrl(sys.stdin.read().strip()) if argv[0] == "-" else Path(argv[0])
+        open_engine(where).dispose()
     except StoreError as exc:
         print(exc, file=sys.stderr)
         return _MIGRATE_FAILED
@@ -302,12 +351,15 @@ def downgrade(engine: Engine, revision: str) -> None:
     """Revert migrations down to ``revision`` (tests, operators rolling back)."""
     from alembic import command
 
-    current = check_schema(engine, path_of(engine), allow_empty=True)
-    _migrate(engine, path_of(engine), current, lambda cfg: command.downgrade(cfg, revision))
+    where = path_of(engine)
+    current = check_schema(engine, where, allow_empty=True)
+    _migrate(engine, where, current, lambda cfg: command.downgrade(cfg, revision))
 
 
-def path_of(engine: Engine) -> Path:
-    """The file of a SQLite engine ("" for anything else)."""
+def path_of(engine: Engine) -> StoreLocation:
+    """The file of a SQLite engine, the URL of any other."""
+    if engine.dialect.name != "sqlite":
+        return DbUrl(engine.url.render_as_string(hide_password=False))
     return Path(engine.url.database or "")
 
 
@@ -349,7 +401,8 @@ class BulkStatement:
     """
 
     def __init__(self, engine: Engine, stmt: Insert, columns: Sequence[str]) -> None:
-        compiled = stmt.compile(dialect=engine.dialect, column_keys=list(columns))
+        dialect = positional_dialect(engine.dialect)
+        compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
         order = compiled.positiontup
         if order is None:
             raise StoreError(f"{engine.dialect.name}: positional parameters needed for bulk writes")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from sqlalchemy import Connection, select
 
 from lnflow.store import status_read
+from lnflow.store.engines import PlainDb, plain_connection
 from lnflow.store.schema import stream_sessions
 from lnflow.store.status_read import (
     DaemonStatus,
@@ -72,7 +71,5 @@ def status_report(conn: Connection, now_ns: int, node_id: int | None = None) -> 
     return status_read.status_report(_driver(conn), now_ns, node_id)
 
 
-def _driver(conn: Connection) -> sqlite3.Connection:
-    raw = conn.connection.driver_connection
-    assert isinstance(raw, sqlite3.Connection)
-    return raw
+def _driver(conn: Connection) -> PlainDb:
+    return plain_connection(conn)

@@ -20,6 +20,7 @@ __all__ = [
     "check_revision",
     "connect_readonly",
     "existing_store",
+    "judge_revision",
     "open_readonly",
     "permission_denied",
 ]
@@ -87,7 +88,7 @@ def _printable(name: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in name[:40])
 
 
-def _not_lnflow(path: Path, why: str) -> StoreError:
+def _not_lnflow(path: object, why: str) -> StoreError:
     return StoreError(
         f"{path} is not an lnflow store ({why}): check --db; lnflow leaves such a file unchanged"
     )
@@ -127,6 +128,21 @@ def check_revision(
             ) from exc
         raise StoreError(f"{path} is not a readable lnflow store ({exc}): check --db") from exc
     current = str(row[0]) if row is not None and row[0] is not None else None
+    return judge_revision(tables, bool(marks), current, path, allow_empty=allow_empty)
+
+
+def judge_revision(
+    tables: set[str],
+    marks: bool,
+    current: str | None,
+    path: object,
+    *,
+    allow_empty: bool = False,
+) -> str | None:
+    """:func:`check_revision`'s verdict on a database's ``tables``, its application
+    marks (SQLite's application_id/user_version) and its Alembic revision; ``path``
+    names it in errors (a file, or a URL that prints its password masked). Shared by
+    both engines."""
     if current is None and not marks and tables <= {"alembic_version"}:
         if allow_empty:
             return None
@@ -134,7 +150,9 @@ def check_revision(
     if current is None or not tables >= _CORE_TABLES:
         others = sorted(_printable(t) for t in tables if not t.startswith("sqlite_"))
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-        what = "another application's SQLite database"
+        what = "another application's " + (
+            "SQLite database" if isinstance(path, Path) else "database"
+        )
         raise _not_lnflow(path, f"{what} with tables {shown}" if others else what)
     if current not in SCHEMA_REVISIONS:
         raise StoreTooNewError(

@@ -1,4 +1,4 @@
-"""Status read with plain :mod:`sqlite3` (no SQLAlchemy import).
+"""Status read over a plain DB-API connection (sqlite3; psycopg on PostgreSQL): no SQLAlchemy.
 
 ``lnflowctl status`` runs on every operator's glance at the node: it reads a few small
 tables and the row counts kept per node as rows are written (``row_counts``, migrations
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 from typing import Any, NamedTuple
 
 from lnflow.errors import ConfigError
 from lnflow.kinds import EventKind, Gap, Outcome
+from lnflow.store.engines import PlainDb, column_names, has_table
 
 __all__ = [
     "DaemonStatus",
@@ -104,7 +104,7 @@ class Liveness(NamedTuple):
     stream: StreamStatus
 
 
-def list_nodes(db: sqlite3.Connection) -> list[NodeRow]:
+def list_nodes(db: PlainDb) -> list[NodeRow]:
     """The nodes the store records, in the order they were first seen."""
     return [
         NodeRow(int(i), str(p), str(a or ""), str(n or ""))
@@ -116,7 +116,7 @@ def _named(nodes: list[NodeRow]) -> str:
     return ", ".join(f"{n.alias or '(no alias)'} ({n.pubkey})" for n in nodes)
 
 
-def pick_node(db: sqlite3.Connection, wanted: str | None, store: object) -> NodeRow | None:
+def pick_node(db: PlainDb, wanted: str | None, store: object) -> NodeRow | None:
     """The node ``--node`` names (an alias or a pubkey), or the only one when none is
     named; None when the store records no node yet. :class:`~lnflow.errors.ConfigError`
     when several match, or none is named and the store holds several, or none matches."""
@@ -145,9 +145,7 @@ def pick_node(db: sqlite3.Connection, wanted: str | None, store: object) -> Node
     return found[0]
 
 
-def stream_gaps(
-    db: sqlite3.Connection, since_ns: int, until_ns: int, node_id: int | None = None
-) -> list[Gap]:
+def stream_gaps(db: PlainDb, since_ns: int, until_ns: int, node_id: int | None = None) -> list[Gap]:
     """Gaps between consecutive stream sessions of ``node_id`` (None: of every node, a
     store of one node) overlapping [since_ns, until_ns].
 
@@ -184,12 +182,12 @@ _NEWEST = " ORDER BY d.heartbeat_ns DESC LIMIT 1"
 _OF_NODE = " WHERE d.node_id = ? OR (d.node_id IS NULL AND (SELECT count(*) FROM nodes) <= 1)"
 
 
-def _daemon_row(db: sqlite3.Connection, columns: str, node_id: int | None) -> Any:
+def _daemon_row(db: PlainDb, columns: str, node_id: int | None) -> Any:
     sql = columns + (_NEWEST if node_id is None else _OF_NODE + _NEWEST)
     return db.execute(sql, () if node_id is None else (node_id,)).fetchone()
 
 
-def liveness(db: sqlite3.Connection, now_ns: int, node_id: int | None = None) -> Liveness:
+def liveness(db: PlainDb, now_ns: int, node_id: int | None = None) -> Liveness:
     """Daemon, node and stream state of ``node_id`` (None: the daemon that ran last, a
     store of one node): small tables only, cheap enough to poll."""
     state = _daemon_row(db, _STATE, node_id)
@@ -238,26 +236,26 @@ _SCANNED_COUNTS = (
 # One node of several in a store not upgraded to 0019 (its ``row_counts`` are the
 # store's): the node's rows are counted through the indexes that lead with node_id.
 _NODE_COUNTS = (
-    "SELECT 'htlc_events', kind, count(*) FROM htlc_events WHERE node_id = :n GROUP BY kind"
+    "SELECT 'htlc_events', kind, count(*) FROM htlc_events WHERE node_id = ? GROUP BY kind"
     " UNION ALL SELECT 'forward_attempts', outcome, count(*) FROM forward_attempts"
-    " WHERE node_id = :n GROUP BY outcome"
-    " UNION ALL SELECT 'forwards', 0, count(*) FROM forwards WHERE node_id = :n"
+    " WHERE node_id = ? GROUP BY outcome"
+    " UNION ALL SELECT 'forwards', 0, count(*) FROM forwards WHERE node_id = ?"
 )
 
 
-def _counts_sql(db: sqlite3.Connection, node_id: int | None) -> str:
-    columns = {str(r[1]) for r in db.execute("PRAGMA table_info(row_counts)")}
+def _counts_sql(db: PlainDb, node_id: int | None) -> tuple[str, tuple[int, ...]]:
+    columns = column_names(db, "row_counts")
+    kept = "SELECT table_name, value, n FROM row_counts"
     if "node_id" in columns:  # 0019: kept per node
-        kept = "SELECT table_name, value, n FROM row_counts"
-        return kept if node_id is None else kept + " WHERE node_id = :n"
+        return (kept, ()) if node_id is None else (kept + " WHERE node_id = ?", (node_id,))
     if not columns:
-        return _SCANNED_COUNTS
+        return _SCANNED_COUNTS, ()
     if node_id is not None and db.execute("SELECT count(*) FROM nodes").fetchone()[0] > 1:
-        return _NODE_COUNTS
-    return "SELECT table_name, value, n FROM row_counts"
+        return _NODE_COUNTS, (node_id, node_id, node_id)
+    return kept, ()
 
 
-def status_report(db: sqlite3.Connection, now_ns: int, node_id: int | None = None) -> StatusReport:
+def status_report(db: PlainDb, now_ns: int, node_id: int | None = None) -> StatusReport:
     """:func:`liveness` plus row counts of ``node_id`` (None: the store's), read from
     ``row_counts`` (kept per node as rows are written): a few rows whatever the store
     holds."""
@@ -265,7 +263,7 @@ def status_report(db: sqlite3.Connection, now_ns: int, node_id: int | None = Non
     counts = {kind.label: 0 for kind in EventKind if kind is not EventKind.UNKNOWN}
     attempts = {outcome.label: 0 for outcome in Outcome}
     n_forwards = 0
-    for table, value, n in db.execute(_counts_sql(db, node_id), {"n": node_id}):
+    for table, value, n in db.execute(*_counts_sql(db, node_id)):
         if not n:
             continue
         if table == "htlc_events":
@@ -298,7 +296,7 @@ def status_report(db: sqlite3.Connection, now_ns: int, node_id: int | None = Non
     )
 
 
-def last_deliveries(db: sqlite3.Connection, node_id: int | None = None) -> dict[str, Delivery]:
+def last_deliveries(db: PlainDb, node_id: int | None = None) -> dict[str, Delivery]:
     """Each alert target's latest delivery (of ``node_id``'s alerts if given), by name."""
     of_node = "" if node_id is None else " WHERE node_id = ?"
     rows = db.execute(
@@ -313,18 +311,10 @@ def last_deliveries(db: sqlite3.Connection, node_id: int | None = None) -> dict[
     }
 
 
-def _alerting(
-    db: sqlite3.Connection, node_id: int | None
-) -> tuple[str | None, dict[str, Delivery | None]]:
+def _alerting(db: PlainDb, node_id: int | None) -> tuple[str | None, dict[str, Delivery | None]]:
     """Where /metrics is served and the alert targets' last deliveries (migration 0016;
     a store before it has neither)."""
-    has = {
-        name
-        for (name,) in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'alert_deliveries'"
-        )
-    }
-    if not has:
+    if not has_table(db, "alert_deliveries"):
         return None, {}
     state = _daemon_row(
         db, "SELECT d.metrics_listen, d.alert_targets FROM daemon_state AS d", node_id

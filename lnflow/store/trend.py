@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, exists, func, or_, select
+from sqlalchemy import BigInteger, Connection, Select, exists, func, literal, or_, select
 
 from lnflow.domain import NS_PER_DAY, NS_PER_HOUR, FailureClass, to_signed64
 from lnflow.store.read import failure_class_of
@@ -121,9 +121,11 @@ def first_day_held(conn: Connection, node_id: int | None = None) -> int | None:
     """
     any_node = _of_node(node_id)
     fr, wr, fw = failure_rollups_hourly, forward_rollups_hourly, forwards
+    # the hour times a 64-bit constant: PostgreSQL multiplies in the operands' type
+    hour_ns = literal(NS_PER_HOUR, BigInteger)
     oldest_ns = [
-        select(func.min(fr.c.hour) * NS_PER_HOUR).where(fr.c.node_id.in_(any_node)),
-        select(func.min(wr.c.hour) * NS_PER_HOUR).where(wr.c.node_id.in_(any_node)),
+        select(func.min(fr.c.hour) * hour_ns).where(fr.c.node_id.in_(any_node)),
+        select(func.min(wr.c.hour) * hour_ns).where(wr.c.node_id.in_(any_node)),
         select(func.min(fw.c.timestamp_ns)).where(fw.c.node_id.in_(any_node)),
         select(func.min(channel_samples.c.ts_ns)).where(channel_samples.c.node_id.in_(any_node)),
         select(func.min(opportunities.c.generated_ns)).where(

@@ -18,6 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from lnflow.store.engines import ddl
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -69,10 +71,12 @@ def _events_table(name: str, chan: str, chan_type: sa.types.TypeEngine[int]) -> 
 
 
 def _swap(copy_sql: str, chan: str, chan_type: sa.types.TypeEngine[int]) -> None:
+    ddl.before_table_copy("htlc_events", ("pk_htlc_events", "uq_htlc_events_key"))
     _events_table("htlc_events_new", chan, chan_type)
     op.execute(copy_sql)
     op.drop_table("htlc_events")
     op.rename_table("htlc_events_new", "htlc_events")
+    ddl.after_table_copy("htlc_events")
 
 
 def upgrade() -> None:
@@ -90,7 +94,7 @@ def upgrade() -> None:
         " SELECT node_id, chan FROM ("
         "  SELECT node_id, incoming_channel_id AS chan FROM htlc_events"
         "  UNION SELECT node_id, outgoing_channel_id FROM htlc_events"
-        " ) WHERE chan != 0 ORDER BY node_id, chan"
+        " ) AS c WHERE chan != 0 ORDER BY node_id, chan"
     )
     _swap(
         f"INSERT INTO htlc_events_new ({_HEAD}, incoming_chan_ref, incoming_htlc_id,"

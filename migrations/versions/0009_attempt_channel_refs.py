@@ -20,6 +20,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from lnflow.store.engines import ddl
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -68,10 +70,12 @@ def _attempts_table(name: str, chan: str, chan_type: sa.types.TypeEngine[int]) -
 
 
 def _swap(copy_sql: str, chan: str, chan_type: sa.types.TypeEngine[int]) -> None:
+    ddl.before_table_copy("forward_attempts", ("pk_forward_attempts", "uq_forward_attempts_key"))
     _attempts_table("forward_attempts_new", chan, chan_type)
     op.execute(copy_sql)
     op.drop_table("forward_attempts")  # and its indexes
     op.rename_table("forward_attempts_new", "forward_attempts")
+    ddl.after_table_copy("forward_attempts")
     local = sa.text("outcome = 2")
     for name, columns in (
         ("ix_forward_attempts_local", _LOCAL),

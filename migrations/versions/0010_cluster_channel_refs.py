@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from lnflow.store.engines import ddl
+
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
@@ -27,6 +29,7 @@ _TAIL_OF_C = ", ".join("c." + col.strip() for col in _TAIL.split(","))
 
 def _swap(copy_sql: str, chan: str, chan_type: sa.types.TypeEngine[int]) -> None:
     """failure_clusters rewritten by ``copy_sql`` with an ``outgoing_<chan>`` column."""
+    ddl.before_table_copy("failure_clusters", ("pk_failure_clusters",))
     op.create_table(
         "failure_clusters_new",
         sa.Column("id", sa.Integer, autoincrement=False, nullable=False),
@@ -44,6 +47,7 @@ def _swap(copy_sql: str, chan: str, chan_type: sa.types.TypeEngine[int]) -> None
     op.execute(copy_sql)
     op.drop_table("failure_clusters")
     op.rename_table("failure_clusters_new", "failure_clusters")
+    ddl.after_table_copy("failure_clusters")
 
 
 def upgrade() -> None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from lnflow.store.engines import ddl
+
 revision = "0013"
 down_revision = "0012"
 branch_labels = None
@@ -50,7 +52,7 @@ _RUN_COLUMNS = ("node_unknown_amount", "node_rejected")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("htlc_events", recreate="always") as batch:
+    with op.batch_alter_table("htlc_events", recreate=ddl.table_rewrite()) as batch:
         batch.drop_constraint("uq_htlc_events_key", type_="unique")
     op.create_index(
         "uq_htlc_events_key",
@@ -95,5 +97,5 @@ def downgrade() -> None:
         f"DELETE FROM htlc_events WHERE {_SEND_LINK_FAIL} AND id NOT IN"
         f" (SELECT min(id) FROM htlc_events WHERE {_SEND_LINK_FAIL} GROUP BY {key})"
     )
-    with op.batch_alter_table("htlc_events", recreate="always") as batch:
+    with op.batch_alter_table("htlc_events", recreate=ddl.table_rewrite()) as batch:
         batch.create_unique_constraint("uq_htlc_events_key", list(_KEY))

@@ -41,13 +41,13 @@ def upgrade() -> None:
     op.execute(
         "INSERT INTO recording_marks (recorded_ns, event_id, attempt_id, cluster_id)"
         " SELECT h, max(e), max(a), max(c) FROM ("
-        f" SELECT (timestamp_ns / {_H} + 1) * {_H} - 1 AS h, max(id) AS e, NULL AS a,"
-        " NULL AS c FROM htlc_events GROUP BY 1"
+        f" SELECT (timestamp_ns / {_H} + 1) * {_H} - 1 AS h, max(id) AS e,"
+        " CAST(NULL AS INTEGER) AS a, CAST(NULL AS INTEGER) AS c FROM htlc_events GROUP BY 1"
         f" UNION ALL SELECT (first_seen_ns / {_H} + 1) * {_H} - 1, NULL, max(id), NULL"
         " FROM forward_attempts GROUP BY 1"
         f" UNION ALL SELECT (last_ns / {_H} + 1) * {_H} - 1, NULL, NULL, max(id)"
         " FROM failure_clusters GROUP BY 1"
-        ") GROUP BY h"
+        ") AS marks GROUP BY h"
     )
 
 

@@ -70,7 +70,7 @@ _of_channels = (
 _AMOUNTS = (
     select(
         _out_ref.c.chan_id.label("out"),
-        func.group_concat(cast(_attempt.c.outgoing_amt_msat, String), ",").label("amounts"),
+        func.aggregate_strings(cast(_attempt.c.outgoing_amt_msat, String), ",").label("amounts"),
     )
     .where(*_of_channels)
     .group_by(_out_ref.c.chan_id)

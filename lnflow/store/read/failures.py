@@ -462,7 +462,8 @@ _UNKNOWN_AMOUNT = (
     .where(_attempt.c.outgoing_amt_msat.is_(None))
     .where(_attempt.c.resolved_ns >= bindparam("lo"), _attempt.c.resolved_ns < bindparam("hi"))
     .where(unindexed(_attempt.c.node_id) == bindparam("node"))
-    .group_by(_attempt.c.outgoing_chan_ref)
+    # the ref's SCID named too: PostgreSQL does not infer it from the ref (same groups)
+    .group_by(_attempt.c.outgoing_chan_ref, channel_refs.c.chan_id)
 )
 _REJECTED = (
     select(func.count())

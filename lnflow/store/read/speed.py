@@ -28,6 +28,8 @@ from typing import Any
 
 from sqlalchemy import CompoundSelect, Connection, Row, Select
 
+from lnflow.store.engines import positional_dialect
+
 __all__ = ["collector_paused", "rows"]
 
 _Statement = Select[Any] | CompoundSelect[Any]
@@ -41,7 +43,7 @@ def rows(conn: Connection, stmt: _Statement, params: Mapping[str, Any]) -> Seque
     key = (id(stmt), conn.dialect.name)
     compiled = _COMPILED.get(key)
     if compiled is None or compiled[0] is not stmt:
-        done = stmt.compile(dialect=conn.dialect)
+        done = stmt.compile(dialect=positional_dialect(conn.dialect))
         constants = {name: value for name, value in done.params.items() if value is not None}
         compiled = _COMPILED[key] = (stmt, done.string, tuple(done.positiontup or ()), constants)
     _, sql, names, constants = compiled

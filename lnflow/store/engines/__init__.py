@@ -1,0 +1,201 @@
+"""Where the store lives, and the engine-specific code behind one small interface.
+
+A store is a SQLite file (a path: the embedded default) or a PostgreSQL database (a
+SQLAlchemy URL, ``postgresql+psycopg://user@host/db``). Code that differs between the
+two lives in one module per engine, not in branches through the store:
+
+- :mod:`lnflow.store.engines.sqlite`: opening the file (pragmas, WAL, the read-only
+  connection), the conflict-ignoring and adding inserts, bulk writes;
+- :mod:`lnflow.store.engines.postgresql`: the same for a server, with the errors a
+  connection can end in (bad URL, refused password, server down, driver missing);
+- :mod:`lnflow.store.engines.ddl`: the schema changes the Alembic revisions spell
+  differently.
+
+This module imports neither SQLAlchemy nor a driver: ``lnflowctl status`` on a SQLite
+store starts without them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lnflow.errors import StoreError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "DbUrl",
+    "PlainCursor",
+    "PlainDb",
+    "StoreLocation",
+    "has_table",
+    "is_url",
+    "location",
+    "plain_connection",
+    "positional_dialect",
+]
+
+# scheme://...: anything else is a file path (a path may contain ':' but not '://')
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+#: the drivers lnflow supports for a URL, and the extra each is installed with
+_DRIVERS = {"postgresql+psycopg": "postgresql"}
+
+
+def is_url(db: str) -> bool:
+    """Whether ``--db``/``[store] db`` names a database server rather than a file."""
+    return bool(_URL.match(db))
+
+
+class DbUrl:
+    """A database server's URL. ``str()`` masks the password: an f-string of it in a
+    log line, ``status`` or an error can never show the secret; :attr:`secret` is the
+    URL to connect with."""
+
+    __slots__ = ("_masked", "dialect", "secret")
+
+    def __init__(self, text: str) -> None:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme in ("postgresql", "postgres"):
+            # the psycopg 3 driver is the one lnflow ships an extra for
+            text = "postgresql+psycopg://" + text.split("://", 1)[1]
+            scheme = "postgresql+psycopg"
+        if scheme not in _DRIVERS:
+            raise StoreError(
+                f"--db: unsupported database URL scheme {scheme!r}: use a file path"
+                " (SQLite) or postgresql+psycopg://USER@HOST/DB"
+            )
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(text)  # a port that is no number raises here too
+        except (ArgumentError, ValueError):
+            raise StoreError(
+                "--db: malformed database URL: expected postgresql+psycopg://USER@HOST[:PORT]/DB"
+                " (the password from PGPASSFILE, PGPASSWORD or the URL)"
+            ) from None  # the exception would show the URL, password and all
+        if not url.database:
+            raise StoreError(
+                f"--db: the URL {url.render_as_string(hide_password=True)} names no database:"
+                " append /DBNAME"
+            )
+        self.secret = text
+        self.dialect = url.get_backend_name()
+        self._masked = url.render_as_string(hide_password=True)
+
+    def __str__(self) -> str:
+        return self._masked
+
+    def __repr__(self) -> str:
+        return f"DbUrl({self._masked!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DbUrl) and other.secret == self.secret
+
+    def __hash__(self) -> int:
+        return hash(self.secret)
+
+
+StoreLocation = Path | DbUrl
+
+
+def location(db: str, default: Path) -> StoreLocation:
+    """The store ``db`` names: a :class:`DbUrl` for a URL, else a file path
+    (``~`` expanded; ``default`` when empty)."""
+    if not db:
+        return default
+    if is_url(db):
+        return DbUrl(db)
+    return Path(db).expanduser()
+
+
+def positional_dialect(dialect: Dialect) -> Dialect:
+    """``dialect``, or its twin with positional parameters: statements compiled once
+    and run with ``exec_driver_sql`` take their values as a tuple (SQLite's ``?``;
+    psycopg's ``%s`` instead of its default named style)."""
+    if dialect.name == "postgresql":
+        from lnflow.store.engines.postgresql import positional
+
+        return positional(dialect)
+    return dialect
+
+
+class PlainCursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class PlainDb(Protocol):
+    """What the plain readers (lnflow.store.status_read) ask of a connection: sqlite3's
+    ``execute(sql, params)`` with ``?`` placeholders. A :class:`sqlite3.Connection` is
+    one; on PostgreSQL, :class:`lnflow.store.engines.postgresql.PlainReader`."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> PlainCursor: ...
+
+
+class PlainStore(PlainDb, Protocol):
+    """A plain reader's own connection, which it closes."""
+
+    def close(self) -> None: ...
+
+
+def open_plain_store(where: StoreLocation) -> PlainStore:
+    """A read-only plain connection to the store at ``where`` (its schema checked): a
+    SQLite file through :mod:`sqlite3`, a PostgreSQL database through psycopg."""
+    if isinstance(where, DbUrl):
+        from lnflow.store.engines.postgresql import open_plain
+
+        return open_plain(where)
+    from lnflow.store.readonly import open_readonly
+
+    return open_readonly(where)
+
+
+def plain_connection(conn: Connection) -> PlainDb:
+    """The driver connection under a SQLAlchemy one (same transaction), spoken to like
+    :mod:`sqlite3` by the plain readers."""
+    raw = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        from lnflow.store.engines.postgresql import PlainReader
+
+        return PlainReader(raw)
+    import sqlite3
+
+    assert isinstance(raw, sqlite3.Connection)
+    return raw
+
+
+def has_table(db: PlainDb, name: str) -> bool:
+    """Whether the store has table ``name`` (a store migrated by an older lnflow may
+    lack a newer table)."""
+    import sqlite3
+
+    if isinstance(db, sqlite3.Connection):
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    else:
+        sql = (
+            "SELECT 1 FROM pg_catalog.pg_tables"
+            " WHERE schemaname = current_schema() AND tablename = ?"
+        )
+    return db.execute(sql, (name,)).fetchone() is not None
+
+
+def column_names(db: PlainDb, table: str) -> set[str]:
+    """The columns of ``table`` (empty when the store has no such table)."""
+    import sqlite3
+
+    if isinstance(db, sqlite3.Connection):
+        sql = "SELECT name FROM pragma_table_info(?)"
+    else:
+        sql = (
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?"
+        )
+    return {str(name) for (name,) in db.execute(sql, (table,))}

@@ -1,0 +1,217 @@
+"""PostgreSQL behind the store: connecting through psycopg 3, the one-line errors a
+connection ends in, the schema check, bulk writes.
+
+The password is never part of what lnflow prints: errors name the URL through
+:class:`~lnflow.store.engines.DbUrl`, which masks it, and the server's own message is
+cut to its first line with the secret removed. libpq reads a password left out of the
+URL from ``PGPASSWORD`` or ``PGPASSFILE`` (``~/.pgpass``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import Dialect
+
+from lnflow.errors import StoreError
+from lnflow.store.engines import DbUrl
+from lnflow.store.readonly import judge_revision
+
+__all__ = [
+    "EXTRA_HINT",
+    "PlainReader",
+    "check_revision",
+    "connect_error",
+    "open_engine",
+    "positional",
+]
+
+EXTRA_HINT = "pip install 'lnflow[postgresql]'"
+
+#: seconds a connection attempt waits for the server before the store is called unreachable
+CONNECT_TIMEOUT_S = 10
+
+
+def _require_driver() -> None:
+    try:
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise StoreError(
+            f"a PostgreSQL store needs the psycopg driver, which is not installed: {EXTRA_HINT}"
+        ) from exc
+
+
+def _first_line(exc: BaseException, url: DbUrl) -> str:
+    """The server's or driver's reason, one line, the password cut out."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    line = reason[0] if reason else type(exc).__name__
+    from sqlalchemy.engine import make_url
+
+    password = make_url(url.secret).password
+    if password:
+        line = line.replace(str(password), "***")
+    return line
+
+
+def connect_error(exc: BaseException, url: DbUrl) -> StoreError:
+    """The one-line :class:`StoreError` naming the fix for a failed connection."""
+    reason = _first_line(exc, url)
+    low = reason.lower()
+    if "password authentication failed" in low or "no password supplied" in low:
+        return StoreError(
+            f"the PostgreSQL server refused the password for {url} ({reason}): set it in"
+            " PGPASSFILE (~/.pgpass) or PGPASSWORD, or check the role's password"
+        )
+    if "does not exist" in low and "database" in low:
+        return StoreError(
+            f"the database of {url} does not exist ({reason}): create it (createdb -O ROLE DB)"
+            " or fix --db"
+        )
+    if "role" in low and "does not exist" in low:
+        return StoreError(f"the role of {url} does not exist ({reason}): create it or fix --db")
+    if "permission denied" in low:
+        return StoreError(
+            f"permission denied on {url} ({reason}): grant the role its privileges"
+            " (docs/postgresql.md shows the roles)"
+        )
+    if (
+        any(
+            s in low
+            for s in (
+                "connection refused",
+                "could not connect",
+                "timeout",
+                "timed out",
+                "translate",
+            )
+        )
+        or "connection to server" in low
+    ):
+        return StoreError(
+            f"cannot reach the PostgreSQL server of {url} ({reason}): start it, or fix the"
+            " host and port in --db"
+        )
+    return StoreError(f"cannot use the store {url} ({reason}): check --db")
+
+
+def _numeric_loader() -> type:
+    from psycopg.types.numeric import NumericLoader
+
+    class IntegralNumericLoader(NumericLoader):
+        """``numeric`` as SQLite gives the same figure: an int when whole (sum() of a
+        bigint column is numeric on PostgreSQL, an integer on SQLite), else a float."""
+
+        def load(self, data: Any) -> Any:
+            value = super().load(data)
+            if value.is_finite() and value == value.to_integral_value():
+                return int(value)
+            return float(value)
+
+    return IntegralNumericLoader
+
+
+def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # money is integers inside lnflow: sums of msat columns must come back as ints
+    dbapi_conn.adapters.register_loader("numeric", _numeric_loader())
+
+
+def open_engine(url: DbUrl, *, readonly: bool = False) -> Engine:
+    """An engine on ``url`` after one successful connection (else a one-line error)."""
+    _require_driver()
+    from sqlalchemy import exc as sa_exc
+
+    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    if readonly:
+        # lnflowctl: a read-only role is enough, and nothing it runs can write
+        args["options"] = "-c default_transaction_read_only=on"
+    engine = create_engine(url.secret, connect_args=args, pool_pre_ping=True)
+    event.listen(engine, "connect", _on_connect)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (sa_exc.DBAPIError, OSError) as exc:
+        engine.dispose()
+        raise connect_error(exc, url) from None
+    return engine
+
+
+def check_revision(conn: Connection, url: DbUrl, *, allow_empty: bool = False) -> str | None:
+    """:func:`lnflow.store.readonly.check_revision` for a PostgreSQL database (its
+    current schema, ``search_path``'s first)."""
+    tables = {
+        str(name)
+        for (name,) in conn.execute(
+            text("SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = current_schema()")
+        )
+    }
+    current = None
+    if "alembic_version" in tables:
+        current = conn.scalar(text("SELECT version_num FROM alembic_version"))
+    return judge_revision(
+        tables, False, str(current) if current else None, url, allow_empty=allow_empty
+    )
+
+
+_POSITIONAL: dict[int, Dialect] = {}
+
+
+def positional(dialect: Dialect) -> Dialect:
+    """``dialect`` (psycopg's) with positional (``%s``) parameters, one per engine's
+    dialect, for statements compiled once (bulk writes, the read side's hot reads)."""
+    twin = _POSITIONAL.get(id(dialect))
+    if twin is None:
+        from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+        twin = PGDialect_psycopg(paramstyle="format")  # type: ignore[no-untyped-call]
+        twin.server_version_info = dialect.server_version_info
+        _POSITIONAL[id(dialect)] = twin
+    return twin
+
+
+_PLAIN_SQL: dict[str, str] = {}  # a plain reader's SQL, in psycopg's placeholders
+
+
+class PlainReader:
+    """A psycopg connection spoken to like :mod:`sqlite3` by the plain readers
+    (:mod:`lnflow.store.status_read`): their ``?`` placeholders become psycopg's ``%s``
+    (their SQL has no ``?`` or ``%`` inside string literals)."""
+
+    __slots__ = ("_close", "_raw")
+
+    def __init__(self, raw: Any, close: Any = None) -> None:
+        self._raw = raw
+        self._close = close
+
+    def close(self) -> None:
+        """Close what :func:`open_plain` opened (nothing for a borrowed connection)."""
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def database_bytes(self) -> int:
+        """The database's size on the server's disk."""
+        row = self.execute("SELECT pg_database_size(current_database())").fetchone()
+        return int(row[0])
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
+        text_ = _PLAIN_SQL.get(sql)
+        if text_ is None:
+            text_ = _PLAIN_SQL[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return self._raw.execute(text_, tuple(parameters))
+
+
+def open_plain(url: DbUrl) -> PlainReader:
+    """A read-only connection to the lnflow store at ``url`` (its schema checked), for
+    the plain readers (``lnflowctl status``); the caller closes it."""
+    from lnflow.store.db import open_readonly_engine
+
+    engine = open_readonly_engine(url)
+    raw = engine.raw_connection()
+
+    def close() -> None:
+        raw.close()
+        engine.dispose()
+
+    return PlainReader(raw.driver_connection, close)
