@@ -7,8 +7,6 @@ sample, its uptime ratio the change between its first sample in the window and t
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -126,8 +124,21 @@ def channel_states(
     channel is below it (or it has no sample in the window), and it stays None.
     """
     params = {"node": node_id, "since": since_ns, "until": until_ns}
+    sampled = rows(conn, _CHANNELS, params)
+    # the channels whose latest sample is in the window with a local ratio of at least
+    # inbound_ratio (columns by position: see below)
+    full = [
+        row[0]
+        for row in sampled
+        if row[15] is not None  # first_id
+        and row[5] + row[6] > 0
+        and row[5] / (row[5] + row[6]) >= inbound_ratio
+    ]
+    lowest: dict[int, float] = {}
+    if full:
+        ratios = conn.execute(_MIN_LOCAL_RATIO, params | {"chans": full}).all()
+        lowest = {chan: float(ratio) for chan, ratio in ratios}
     result: dict[int, ChannelState] = {}
-    full: list[int] = []  # signed ids
     # the rows unpacked in _CHANNELS' column order: reading a row's column by name costs
     # ~1 µs, and a node of thousands of channels would read ~20 of them each
     for (
@@ -151,15 +162,13 @@ def channel_states(
         first_lifetime_s,
         inbound_base,
         inbound_rate,
-    ) in rows(conn, _CHANNELS, params):
+    ) in sampled:
         uptime_ratio = None
         if first_id is not None:  # the latest sample is in the window too
             lifetime = lifetime_s - first_lifetime_s
             if lifetime > 0:
                 uptime = (uptime_s - first_uptime_s) / lifetime
                 uptime_ratio = min(1.0, max(0.0, uptime))
-            if local + remote > 0 and local / (local + remote) >= inbound_ratio:
-                full.append(chan)
         chan_id = from_signed64(chan)
         result[chan_id] = ChannelState(
             chan_id=chan_id,
@@ -175,13 +184,9 @@ def channel_states(
             fee_base_msat=fee_base,
             fee_rate_ppm=fee_rate,
             max_htlc_msat=max_htlc,
-            min_local_ratio=None,
+            min_local_ratio=lowest.get(chan),
             uptime_ratio=uptime_ratio,
             inbound_fee_base_msat=inbound_base,
             inbound_fee_rate_ppm=inbound_rate,
         )
-    if full:
-        for chan, lowest in conn.execute(_MIN_LOCAL_RATIO, params | {"chans": full}).all():
-            chan_id = from_signed64(chan)
-            result[chan_id] = replace(result[chan_id], min_local_ratio=float(lowest))
     return result
