@@ -20,11 +20,14 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
+from typing import TYPE_CHECKING
 
 # the two enums the store counts by live in lnflow.kinds (standard library only, for
 # lnflowctl status); they are part of this vocabulary
 from lnflow.kinds import EventKind, Outcome
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 __all__ = [
     "FAILURE_CLASS_NAMES",
@@ -91,7 +94,12 @@ def sats_text(msat: int, decimals: int | None = None) -> str:
 def nearest_rank(count: int, p: float | Fraction) -> int:
     """The 1-based nearest rank of ``p`` percent among ``count`` values: ⌈p·count/100⌉,
     at least 1 (p0 is the smallest value)."""
-    rank = -(-p * count // 100) if isinstance(p, int) else math.ceil(Fraction(p) * count / 100)
+    if isinstance(p, int):
+        rank = -(-p * count // 100)
+    else:  # exactly, as the binary value of a float (imported here: lnflowctl's start-up)
+        from fractions import Fraction
+
+        rank = math.ceil(Fraction(p) * count / 100)
     return max(rank, 1)
 
 

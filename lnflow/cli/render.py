@@ -81,6 +81,72 @@ def table(
     return out
 
 
+def wrap(text: str, width: int, initial_indent: str, subsequent_indent: str) -> list[str]:
+    """``textwrap.wrap(text, width, initial_indent=..., subsequent_indent=...,
+    break_on_hyphens=False)``, line for line, found by slicing where textwrap walks word
+    by word (~10× faster: ``opportunities`` wraps one reason per opportunity, thousands).
+
+    Text with whitespace other than the space (tabs, newlines, other Unicode spaces: not
+    :meth:`str.isprintable`), or indents as wide as the line, go to :func:`textwrap.wrap`.
+    """
+    if not text.isprintable() or width <= max(len(initial_indent), len(subsequent_indent)):
+        return textwrap.wrap(
+            text,
+            width,
+            initial_indent=initial_indent,
+            subsequent_indent=subsequent_indent,
+            break_on_hyphens=False,
+        )
+    # textwrap's chunks are the runs of spaces and the runs of anything else; a line
+    # takes chunks while they fit, then the start of a chunk longer than a line, and
+    # drops a run of spaces at its end (and one at its start, from the second line on)
+    lines: list[str] = []
+    end_of_text = len(text)
+    pos = 0
+    while pos < end_of_text:
+        indent = subsequent_indent if lines else initial_indent
+        room = width - len(indent)
+        if lines and text[pos] == " ":
+            pos = end_of_text - len(text[pos:].lstrip(" "))
+            if pos == end_of_text:
+                break
+        # the longest run of whole chunks from pos that fits in room
+        limit = pos + room
+        if room < 1:
+            end = pos
+        elif limit >= end_of_text:
+            end = end_of_text
+        elif text[limit] == " ":  # end before the spaces at limit (and any just before it)
+            end = pos + len(text[pos:limit].rstrip(" "))
+        else:
+            space = text.rfind(" ", pos, limit)
+            end = space + 1 if space >= 0 else pos
+        line = text[pos:end]
+        trailing_spaces = bool(line) and line[-1] == " "
+        pos = end
+        if pos < end_of_text:
+            # the next chunk: does it fit on a line of its own?
+            if text[pos] == " ":
+                chunk_len = end_of_text - pos - len(text[pos:].lstrip(" "))
+            else:
+                space = text.find(" ", pos)
+                chunk_len = (space if space >= 0 else end_of_text) - pos
+            if chunk_len > room:
+                take = 1 if room < 1 else room - len(line)
+                piece = text[pos : pos + take]
+                pos += take
+                if piece.strip(" "):
+                    lines.append(indent + line + piece)
+                    continue
+                # textwrap drops that piece (empty or spaces), not the spaces before it
+                trailing_spaces = False
+        if trailing_spaces:
+            line = line.rstrip(" ")
+        if line:
+            lines.append(indent + line)
+    return lines
+
+
 # --------------------------------------------------------------------------- opportunities
 
 OPPORTUNITY_COLUMNS = (
@@ -201,15 +267,10 @@ def opportunities_lines(report: AnalysisReport, *, now_ns: int | None = None) ->
     lines.extend(rendered[:2])
     indent = " " * (max(len(OPPORTUNITY_COLUMNS[0]), *(len(r[0]) for r in rows)) + 2)
     width = max(len(rendered[1]), 80)  # reasons wrap at the table's width
+    first, rest = f"{indent}↳ ", f"{indent}  "
     for o, text in zip(opps, rendered[2:], strict=True):
         lines.append(text)
-        lines += textwrap.wrap(
-            printable(o.reason),
-            width,
-            initial_indent=f"{indent}↳ ",
-            subsequent_indent=f"{indent}  ",
-            break_on_hyphens=False,
-        )
+        lines += wrap(printable(o.reason), width, first, rest)
     if any(o.estimated for o in opps):
         lines += ["", "~ estimated from the channel's earlier inbound fee pace"]
     if report.rebalance_plan:

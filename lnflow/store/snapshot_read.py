@@ -64,10 +64,7 @@ def report_of(db: sqlite3.Connection, run_id: int) -> AnalysisReport | None:
             "SELECT from_ns, to_ns FROM run_gaps WHERE run_id = ? ORDER BY position", (run_id,)
         )
     )
-    opps = tuple(
-        _opportunity(row)
-        for row in _rows(db, "SELECT * FROM opportunities WHERE run_id = ? ORDER BY rank", run_id)
-    )
+    opps = tuple(map(_opportunity, db.execute(_OPPORTUNITIES, (run_id,))))
     plan = tuple(
         RebalanceMove(
             target_channel_id=from_signed64(target),
@@ -102,36 +99,77 @@ def report_of(db: sqlite3.Connection, run_id: int) -> AnalysisReport | None:
     )
 
 
-def _opportunity(row: sqlite3.Row) -> Opportunity:
+# A run's opportunities, their columns in the order _opportunity unpacks them (a tuple
+# each: a run may list thousands, and sqlite3.Row's lookups by name cost more than that)
+_OPPORTUNITIES = (
+    "SELECT rank, channel_id, peer_pubkey, peer_alias, failures, clusters, successes,"
+    " failure_rate, missed_msat, missed_raw_msat, potential_monthly_msat, urgency_score,"
+    " confidence, recommended_action, reason, estimated, capacity_sat, local_balance_sat,"
+    " outbound_fee_ppm, suggested_fee_ppm, suggested_amount_sat, suggested_max_htlc_msat, "
+    + ", ".join(f"{failures}, {missed}" for _, failures, missed in _CLASS_COLUMNS)
+    + " FROM opportunities WHERE run_id = ? ORDER BY rank"
+)
+_CLASSES = tuple(cls for cls, _, _ in _CLASS_COLUMNS)
+_CONFIDENCE = {c.value: c for c in Confidence}
+_ACTION = {a.value: a for a in Action}
+
+
+def _opportunity(row: tuple[Any, ...]) -> Opportunity:
+    (
+        rank,
+        channel_id,
+        peer_pubkey,
+        peer_alias,
+        failures,
+        clusters,
+        successes,
+        failure_rate,
+        missed_msat,
+        missed_raw_msat,
+        potential_monthly_msat,
+        urgency_score,
+        confidence,
+        action,
+        reason,
+        estimated,
+        capacity_sat,
+        local_balance_sat,
+        outbound_fee_ppm,
+        suggested_fee_ppm,
+        suggested_amount_sat,
+        suggested_max_htlc_msat,
+        *class_columns,
+    ) = row
     by_class: dict[FailureClass, ClassStats] = {}
-    for cls, failures_col, missed_col in _CLASS_COLUMNS:
-        failures, missed = row[failures_col], row[missed_col]
-        if failures is not None or missed is not None:
-            by_class[cls] = ClassStats(failures or 0, missed or 0)
+    for cls, class_failures, class_missed in zip(
+        _CLASSES, class_columns[0::2], class_columns[1::2], strict=True
+    ):
+        if class_failures is not None or class_missed is not None:
+            by_class[cls] = ClassStats(class_failures or 0, class_missed or 0)
     return Opportunity(
-        rank=row["rank"],
-        channel_id=from_signed64(row["channel_id"]),
-        peer_pubkey=row["peer_pubkey"],
-        peer_alias=row["peer_alias"],
-        failures=row["failures"],
-        clusters=row["clusters"],
-        successes=row["successes"],
-        failure_rate=float(row["failure_rate"]),
-        missed_msat=row["missed_msat"],
-        missed_raw_msat=row["missed_raw_msat"],
-        potential_monthly_msat=row["potential_monthly_msat"],
-        urgency_score=row["urgency_score"],
-        confidence=Confidence(row["confidence"]),
-        recommended_action=Action(row["recommended_action"]),
-        reason=row["reason"],
-        estimated=bool(row["estimated"]),
+        rank=rank,
+        channel_id=from_signed64(channel_id),
+        peer_pubkey=peer_pubkey,
+        peer_alias=peer_alias,
+        failures=failures,
+        clusters=clusters,
+        successes=successes,
+        failure_rate=float(failure_rate),
+        missed_msat=missed_msat,
+        missed_raw_msat=missed_raw_msat,
+        potential_monthly_msat=potential_monthly_msat,
+        urgency_score=urgency_score,
+        confidence=_CONFIDENCE.get(confidence) or Confidence(confidence),
+        recommended_action=_ACTION.get(action) or Action(action),
+        reason=reason,
+        estimated=bool(estimated),
         by_class=by_class,
-        capacity_sat=row["capacity_sat"],
-        local_balance_sat=row["local_balance_sat"],
-        outbound_fee_ppm=row["outbound_fee_ppm"],
-        suggested_fee_ppm=row["suggested_fee_ppm"],
-        suggested_amount_sat=row["suggested_amount_sat"],
-        suggested_max_htlc_msat=row["suggested_max_htlc_msat"],
+        capacity_sat=capacity_sat,
+        local_balance_sat=local_balance_sat,
+        outbound_fee_ppm=outbound_fee_ppm,
+        suggested_fee_ppm=suggested_fee_ppm,
+        suggested_amount_sat=suggested_amount_sat,
+        suggested_max_htlc_msat=suggested_max_htlc_msat,
     )
 
 

@@ -24,13 +24,16 @@ import gc
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import CompoundSelect, Connection, Row, Select
 
 from lnflow.store.engines import positional_dialect
 
-__all__ = ["collector_paused", "rows"]
+__all__ = ["AnyRow", "collector_paused", "rows"]
+
+#: a row of any number of columns (unpacked by position, or read by name)
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
 _Statement = Select[Any] | CompoundSelect[Any]
 # per (statement, dialect): the statement (kept alive, so its id stays its own), the SQL
@@ -38,7 +41,7 @@ _Statement = Select[Any] | CompoundSelect[Any]
 _COMPILED: dict[tuple[int, str], tuple[_Statement, str, tuple[str, ...], dict[str, Any]]] = {}
 
 
-def rows(conn: Connection, stmt: _Statement, params: Mapping[str, Any]) -> Sequence[Row[Any]]:
+def rows(conn: Connection, stmt: _Statement, params: Mapping[str, Any]) -> Sequence[AnyRow]:
     """All rows of ``stmt`` with ``params``, the statement compiled once per dialect."""
     key = (id(stmt), conn.dialect.name)
     compiled = _COMPILED.get(key)
