@@ -29,7 +29,7 @@ def observed(store: Store, batches: list[list[HtlcEvent]], now_s: int = 0) -> li
 def test_totals_of_the_batches_equal_the_store(
     tmp_path: Path, events: list[HtlcEvent], outcome: Outcome, batching: str
 ) -> None:
-    store = Store(tmp_path)
+    store = Store(tmp_path / "s.db")
     batches = [events] if batching == "one batch" else [[e] for e in events]
     results = observed(store, batches + batches)  # the second pass is a replay
     by_type: Counter[tuple[int, int]] = Counter()
@@ -65,7 +65,7 @@ def test_totals_of_the_batches_equal_the_store(
 
 
 def test_an_expired_attempt_settled_later_counts_once_as_unresolved(tmp_path: Path) -> None:
-    store = Store(tmp_path)  # attempt timeout 60 s
+    store = Store(tmp_path / "s.db")  # attempt timeout 60 s
     observed(store, [[forward(1, 0)], []], now_s=61)
     assert store.ingestor.tracker.resolved[Outcome.UNRESOLVED] == 1
     observed(store, [[settle(1, 62), final(1, 63, True)]], now_s=63)
@@ -75,7 +75,7 @@ def test_an_expired_attempt_settled_later_counts_once_as_unresolved(tmp_path: Pa
 
 
 def test_an_empty_batch_reports_no_events(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+    store = Store(tmp_path / "s.db")
     (result,) = observed(store, [[]])
     assert result.new_events == 0 and not result.events_by_type and result.newest_event_ns == 0
     (result,) = observed(store, [[link_fail(1, 0)]])
@@ -83,7 +83,7 @@ def test_an_empty_batch_reports_no_events(tmp_path: Path) -> None:
 
 
 def test_a_rolled_back_batch_leaves_no_resolution_counted(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+    store = Store(tmp_path / "s.db")
     tracker = store.ingestor.tracker
     counts = tracker.resolved  # the list the metrics hold
     tracker.savepoint()
