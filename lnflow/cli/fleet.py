@@ -8,18 +8,24 @@ aliases come from lnd's GetInfo: hostile text, made printable on the terminal.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Sequence
 from typing import NamedTuple
 
 from lnflow.analysis.model import AnalysisReport, Opportunity
-from lnflow.domain import format_scid
 from lnflow.store.status_read import NodeRow
-from lnflow.text import printable
 
 from .jsondoc import JsonObject, opportunity_to_doc, report_to_doc
 from .nodes import node_doc
-from .render import ACTION_TITLES, ago, iso, msat_as_sats, peer_label, table
+from .render import (
+    OPPORTUNITY_COLUMNS,
+    OPPORTUNITY_RIGHT,
+    ago,
+    iso,
+    msat_as_sats,
+    opportunity_row,
+    opportunity_table,
+    peer_label,
+)
 
 __all__ = [
     "FleetEntry",
@@ -55,18 +61,9 @@ def fleet_ranking(reports: Sequence[tuple[NodeRow, AnalysisReport | None]]) -> l
     return [FleetEntry(i, node, o) for i, (node, o) in enumerate(found, start=1)]
 
 
-_COLUMNS = (
-    "Rank",
-    "Node",
-    "Channel",
-    "Peer",
-    "Failures",
-    "Missed Revenue",
-    "Potential/Month",
-    "Urgency",
-    "Recommendation",
-)
-_RIGHT = (False, False, False, False, True, True, True, True, False)
+# the single node's table with a Node column after the rank
+_COLUMNS = (OPPORTUNITY_COLUMNS[0], "Node", *OPPORTUNITY_COLUMNS[1:])
+_RIGHT = (OPPORTUNITY_RIGHT[0], False, *OPPORTUNITY_RIGHT[1:])
 
 
 def _summary(node: NodeRow, report: AnalysisReport | None, now_ns: int | None) -> str:
@@ -97,39 +94,8 @@ def fleet_lines(
     if not ranked:
         lines.append("No channel of any node lost enough to be reported.")
         return lines
-    rows = [
-        [
-            str(e.rank),
-            node_label(e.node),
-            format_scid(e.opportunity.channel_id),
-            peer_label(e.opportunity.peer_alias, e.opportunity.peer_pubkey),
-            f"{e.opportunity.failures:,}",
-            f"{'~' if e.opportunity.estimated else ''}"
-            f"{msat_as_sats(e.opportunity.missed_msat)} sats",
-            f"{'~' if e.opportunity.estimated else ''}"
-            f"{msat_as_sats(e.opportunity.potential_monthly_msat, 0)} sats",
-            str(e.opportunity.urgency_score),
-            ACTION_TITLES.get(
-                e.opportunity.recommended_action, str(e.opportunity.recommended_action)
-            ),
-        ]
-        for e in ranked
-    ]
-    rendered = table(_COLUMNS, rows, _RIGHT)
-    lines.extend(rendered[:2])
-    indent = " " * (max(len(_COLUMNS[0]), *(len(r[0]) for r in rows)) + 2)
-    width = max(len(rendered[1]), 80)
-    for e, text in zip(ranked, rendered[2:], strict=True):
-        lines.append(text)
-        lines += textwrap.wrap(
-            printable(e.opportunity.reason),
-            width,
-            initial_indent=f"{indent}↳ ",
-            subsequent_indent=f"{indent}  ",
-            break_on_hyphens=False,
-        )
-    if any(e.opportunity.estimated for e in ranked):
-        lines += ["", "~ estimated from the channel's earlier inbound fee pace"]
+    rows = [[str(e.rank), node_label(e.node), *opportunity_row(e.opportunity)[1:]] for e in ranked]
+    lines += opportunity_table([e.opportunity for e in ranked], rows, _COLUMNS, _RIGHT)
     return lines
 
 

@@ -159,10 +159,11 @@ OPPORTUNITY_COLUMNS = (
     "Urgency",
     "Recommendation",
 )
-_OPPORTUNITY_RIGHT = (False, False, False, True, True, True, True, False)
+OPPORTUNITY_RIGHT = (False, False, False, True, True, True, True, False)
 
 
-def _opportunity_row(o: Opportunity) -> list[str]:
+def opportunity_row(o: Opportunity) -> list[str]:
+    """An opportunity's cells under :data:`OPPORTUNITY_COLUMNS`."""
     mark = "~" if o.estimated else ""
     return [
         str(o.rank),
@@ -174,6 +175,27 @@ def _opportunity_row(o: Opportunity) -> list[str]:
         str(o.urgency_score),
         ACTION_TITLES.get(o.recommended_action, str(o.recommended_action)),
     ]
+
+
+def opportunity_table(
+    opps: Sequence[Opportunity],
+    rows: Sequence[list[str]],
+    columns: Sequence[str],
+    right: Sequence[bool],
+) -> list[str]:
+    """The table of ``rows`` (one per opportunity of ``opps``, in order), each followed
+    by its opportunity's reason, wrapped at the table's width under the first column."""
+    rendered = table(columns, rows, right)
+    lines = list(rendered[:2])
+    indent = " " * (max(len(columns[0]), *(len(r[0]) for r in rows)) + 2)
+    width = max(len(rendered[1]), 80)  # reasons wrap at the table's width
+    first, rest = f"{indent}↳ ", f"{indent}  "
+    for o, text in zip(opps, rendered[2:], strict=True):
+        lines.append(text)
+        lines += wrap(printable(o.reason), width, first, rest)
+    if any(o.estimated for o in opps):
+        lines += ["", "~ estimated from the channel's earlier inbound fee pace"]
+    return lines
 
 
 def _gap_warning(gaps: Sequence[Gap], report: AnalysisReport) -> str:
@@ -262,17 +284,8 @@ def opportunities_lines(report: AnalysisReport, *, now_ns: int | None = None) ->
     if not opps:
         lines.append("No channel lost enough in this window to be reported.")
         return lines
-    rows = [_opportunity_row(o) for o in opps]
-    rendered = table(OPPORTUNITY_COLUMNS, rows, _OPPORTUNITY_RIGHT)
-    lines.extend(rendered[:2])
-    indent = " " * (max(len(OPPORTUNITY_COLUMNS[0]), *(len(r[0]) for r in rows)) + 2)
-    width = max(len(rendered[1]), 80)  # reasons wrap at the table's width
-    first, rest = f"{indent}↳ ", f"{indent}  "
-    for o, text in zip(opps, rendered[2:], strict=True):
-        lines.append(text)
-        lines += wrap(printable(o.reason), width, first, rest)
-    if any(o.estimated for o in opps):
-        lines += ["", "~ estimated from the channel's earlier inbound fee pace"]
+    rows = [opportunity_row(o) for o in opps]
+    lines += opportunity_table(opps, rows, OPPORTUNITY_COLUMNS, OPPORTUNITY_RIGHT)
     if report.rebalance_plan:
         lines += _plan_lines(report.rebalance_plan)
     return lines
