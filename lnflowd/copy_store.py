@@ -121,10 +121,12 @@ def _copy(
     from sqlalchemy import exc as sa_exc
 
     from lnflow.store.db import open_engine
-    from lnflow.store.engines.postgresql import connect_error
+    from lnflow.store.engines.postgresql import connect_error, reason_of
 
     started = time.monotonic()
     engine = open_engine(target)  # connects, refuses a foreign database, migrates to head
+    import psycopg  # after open_engine: a missing driver is its one-line error
+
     say(f"target {target} is at the newest revision")
     copied: dict[str, int] = {}
     try:
@@ -152,8 +154,13 @@ def _copy(
                 copied[_COUNTS] = _copy_table(src, raw, _COUNTS, columns, batch_rows)
                 say(f"{_COUNTS}: {copied[_COUNTS]} rows")
             _move_sequences(raw)
-    except sa_exc.DBAPIError as exc:
-        raise connect_error(exc, target) from None
+    except (sa_exc.OperationalError, psycopg.OperationalError) as exc:
+        raise connect_error(exc, target) from None  # the server gone, a refused role
+    except (sa_exc.DBAPIError, psycopg.Error) as exc:
+        raise StoreError(
+            f"cannot copy into {target} ({reason_of(exc, target)}): nothing was written,"
+            " the copy is one transaction; fix the cause and run the same command again"
+        ) from None
     except sqlite3.Error as exc:
         raise StoreError(
             f"cannot read the store at {source} ({exc}): nothing was written to {target}"

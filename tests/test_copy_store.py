@@ -17,6 +17,7 @@ from simnode import SimNode
 from sqlalchemy import create_engine, text
 from test_same_numbers_e2e import CHANNELS, EVENTS
 
+from lnflow.errors import StoreError
 from lnflow.store import db
 from lnflow.store.engines import DbUrl
 from lnflow.store.readonly import SCHEMA_REVISIONS
@@ -193,22 +194,45 @@ def test_a_source_not_at_the_newest_revision_is_refused(tmp_path: Path, target: 
     assert len(err.strip().splitlines()) == 1
 
 
+def _copy_of(store: Path, to: Path) -> Path:
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as src, sqlite3.connect(to) as dst:
+        src.backup(dst)
+    return to
+
+
+def test_a_failed_copy_leaves_the_target_empty_and_can_run_again(
+    recorded: Path, target: str, tmp_path: Path
+) -> None:
+    store = _copy_of(recorded, tmp_path / "nul.db")
+    with sqlite3.connect(store) as conn:  # SQLite keeps a NUL in text; PostgreSQL refuses it
+        conn.execute("UPDATE stream_sessions SET end_reason = 'cut' || char(0) || 'off'")
+    rc, out, err = _copy(store, target)
+    assert rc != 0 and "NUL" in err and "nothing was written" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "htlc_events: " in out  # failed after tables that were copied ...
+    engine = db.open_readonly_engine(DbUrl(target))
+    try:
+        with engine.connect() as conn:  # ... and taken back with the rest
+            for table in ("nodes", "htlc_events", "row_counts", "stream_sessions"):
+                assert conn.scalar(text(f"SELECT count(*) FROM {table}")) == 0, table
+    finally:
+        engine.dispose()
+    with sqlite3.connect(store) as conn:
+        conn.execute("UPDATE stream_sessions SET end_reason = 'cut off'")
+    rc, out, err = _copy(store, target)
+    assert rc == 0 and not err, err
+
+
 def test_a_source_a_running_daemon_records_into_is_refused(
     recorded: Path, target: str, tmp_path: Path
 ) -> None:
-    import fcntl
-    import os
-
-    from lnflowd.storeguard import lock_path
-
-    # the daemon's own lock, held as a running lnflowd holds it
-    fd = os.open(lock_path(recorded), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        rc, _out, err = _copy(recorded, target)
-    finally:
-        os.close(fd)
-    assert rc != 0 and f"pid {os.getpid()}" in err and "stop it first" in err, err
-    with sqlite3.connect(recorded) as conn:
-        assert conn.execute("SELECT count(*) FROM htlc_events").fetchone()[0] == len(EVENTS)
+    store = _copy_of(recorded, tmp_path / "live.db")
+    script: list[dict[str, Any]] = [*CHANNELS, {"op": "wait_subscribers", "count": 1}]
+    with SimNode(tmp_path / "lnd", script=script) as sim, Daemon(sim, store) as d:
+        d.wait_for(lambda c: c.execute("SELECT count(*) FROM stream_sessions").fetchone()[0] == 2)
+        rc, _out, err = _copy(store, target)
+        assert rc != 0 and f"pid {d.pid}" in err and "stop it first" in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert d.stop() == 0
+    with pytest.raises(StoreError, match="an empty database"):  # the target untouched
+        db.open_readonly_engine(DbUrl(target))
