@@ -95,7 +95,15 @@ def copy_store(
     src: sqlite3.Connection | None = None
     try:
         src = connect_readonly(source)  # no file: the one-line error
-        lock.acquire()  # a running lnflowd on the source: the one-line error naming it
+        try:
+            lock.acquire()  # a running lnflowd on the source
+        except StoreError as exc:
+            held, sep, _ = str(exc).partition(": stop it first")
+            if not sep:
+                raise
+            raise StoreError(
+                f"{held}: stop it first, then copy (a copy reads a store no daemon writes)"
+            ) from None
         revision = check_revision(src, source)
         if revision != head:
             raise StoreError(
