@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="lnflowd",
         description="Record every HTLC event of an LND node into the lnflow store.",
         epilog="lnflowd policy {check,plan,apply,rollback}: the fee policy engine (see"
-        " lnflowd policy --help)",
+        " lnflowd policy --help); lnflowd copy-store --from PATH --to URL: copy a SQLite"
+        " store into PostgreSQL (see lnflowd copy-store --help)",
     )
     p.add_argument("--config", type=Path, help="TOML config file (see config/lnflow.example.toml)")
     p.add_argument("--lnddir", help="lnd's directory (default ~/.lnd)")
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         from .policy_cmd import policy_main
 
         return policy_main(given[1:])
+    if given[:1] == ["copy-store"]:
+        from .copy_store import copy_main
+
+        return copy_main(given[1:])
     args = _parser().parse_args(argv)
     try:
         settings = load_settings(args.config, _overrides(args))

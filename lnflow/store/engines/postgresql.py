@@ -26,6 +26,7 @@ __all__ = [
     "connect_error",
     "open_engine",
     "positional",
+    "reason_of",
 ]
 
 EXTRA_HINT = "pip install 'lnflow[postgresql]'"
@@ -53,6 +54,11 @@ def _first_line(exc: BaseException, url: DbUrl) -> str:
     if password:
         line = line.replace(str(password), "***")
     return line
+
+
+def reason_of(exc: BaseException, url: DbUrl) -> str:
+    """The server's or driver's reason for ``exc``, one line, the password cut out."""
+    return _first_line(exc, url)
 
 
 def connect_error(exc: BaseException, url: DbUrl) -> StoreError:
