@@ -375,7 +375,7 @@ def _fill_snapshot_policy_and_alerts(store: RealStore, now: int) -> None:
             db_,
             node_id=store.node_id,
             run_id=1,
-            created_ns=now - 3 * H,
+            created_ns=now - 7 * H,
             chan_id=OUT,
             section="",
             strategy="fee_raise",
@@ -384,7 +384,7 @@ def _fill_snapshot_policy_and_alerts(store: RealStore, now: int) -> None:
             snapshot_run_id=None,
             reason="failures for fees on 'peer'",
             result="applied",
-            applied_ns=now - 3 * H + S,
+            applied_ns=now - 7 * H + S,
             whatif=(1_000, 2_500),
         )
         insert_change(
@@ -438,6 +438,7 @@ def test_opportunities_policy_history_and_alerts_on_postgresql_equal_sqlite(
         ["policy", "history", "--json"],
         ["policy", "history", "--verbose"],
         ["policy", "history", "--channel", str(OUT2)],
+        ["policy", "effects", "--hours", "2"],
         ["alerts", "--since", "2d"],
         ["--json", "alerts"],
     ):
@@ -449,3 +450,17 @@ def test_opportunities_policy_history_and_alerts_on_postgresql_equal_sqlite(
     assert json.loads(out)["opportunities"], out
     _rc, out, _ = run_lnflowctl("--db", pg.path.secret, "policy", "history")  # type: ignore[union-attr]
     assert "(undoes 1)" in out and "\\x1b[2J" in out and "\x1b" not in out, out
+    _rc, out, _ = run_lnflowctl("--db", pg.path.secret, "policy", "effects", "--hours", "2")  # type: ignore[union-attr]
+    assert out.startswith("#1 222x0x0 ") and "fee_ppm 100 → 250" in out, out
+    assert "local failures 0 → 0" not in out, out  # the failures around it were read
+    # monitor: its live lines (nothing new is stored meanwhile), then the period's analysis
+    watched = []
+    for where in (pg.path.secret, lite.path):  # type: ignore[union-attr]
+        rc, out, err = run_lnflowctl(
+            "--db", str(where), "monitor", "--duration", "0.0002", "--interval", "0.1", "--json"
+        )
+        assert rc == 0 and not err, err
+        *live, analysis = [json.loads(line) for line in out.splitlines()]
+        assert live and all(x["events"] == 0 and x["missed_msat"] == 0 for x in live), live
+        watched.append(_timeless(analysis))
+    assert watched[0] == watched[1]
