@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from sqlalchemy import Connection, Engine
 
@@ -22,6 +21,7 @@ from lnflow.domain import (
     WireFailure,
 )
 from lnflow.store.db import open_engine
+from lnflow.store.engines import StoreLocation
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
 
@@ -130,7 +130,8 @@ class Store:
 
 
 @contextmanager
-def make_store(path: Path) -> Iterator[Store]:
+def make_store(path: StoreLocation) -> Iterator[Store]:
+    """A store at ``path``: a SQLite file, or a PostgreSQL database (conftest's store_at)."""
     engine = open_engine(path)
     writer = StoreWriter(engine)
     node_id = writer.upsert_node(NODE, 1)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from conftest import RealStore
 from webhook import Hook
 
 from lnflow.alerts import (
@@ -571,6 +572,37 @@ def test_open_conditions_are_read_back_for_a_restart(tmp_path: Path, hook: Hook)
         assert open_conditions(conn, 1) == set()
     engine.dispose()
     assert replace(found[0], deliveries=()).detail["scid"] == "0x0x5"
+
+
+@pytest.mark.engines("sqlite", "postgresql")
+def test_the_alert_log_reads_back_on_either_engine(open_store: Callable[..., RealStore]) -> None:
+    """What a restart and lnflowctl read of the log: the alerts with their deliveries,
+    the conditions still open, each target's latest delivery."""
+    from lnflow.store.alerts import AlertLog, Delivery
+
+    store = open_store()
+    log = AlertLog(store.engine, store.node_id, keep_days=400)
+    five, six = rules().snapshot(report(opp(5, 99), opp(6, 99)), T0)
+    (six_clear,) = rules(active={(AlertKind.OPPORTUNITY, "6")}).snapshot(report(), T0 + S)
+    ids = [log.record_alert(a) for a in (five, six, six_clear)]
+    log.record_delivery(ids[0], Delivery("phone", T0 + 2 * S, True, 1, None))
+    log.record_delivery(ids[2], Delivery("phone", T0 + 3 * S, False, 5, "HTTP 500"))
+    log.record_delivery(ids[2], Delivery("mail", T0 + 4 * S, True, 2, None))
+    with store.engine.connect() as conn:
+        found = alerts_since(conn, T0)
+        assert [(a.id, a.subject, a.phase) for a in found] == [
+            (ids[0], "5", "start"),
+            (ids[1], "6", "start"),
+            (ids[2], "6", "clear"),
+        ]
+        assert [d.target for d in found[2].deliveries] == ["phone", "mail"]
+        assert found[0].detail["scid"] == "0x0x5"
+        assert open_conditions(conn, store.node_id) == {(AlertKind.OPPORTUNITY, "5")}
+        latest = last_deliveries(conn)
+    assert {t: (d.done_ns, d.ok, d.attempts, d.error) for t, d in latest.items()} == {
+        "phone": (T0 + 3 * S, False, 5, "HTTP 500"),
+        "mail": (T0 + 4 * S, True, 2, None),
+    }
 
 
 # ------------------------------------------------------------------- lnflowctl alerts

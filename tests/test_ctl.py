@@ -834,7 +834,7 @@ def test_opportunities_reads_without_sqlalchemy(tmp_path: Path) -> None:
         with contextlib.redirect_stdout(out):
             code = main(["--db", {str(store.path)!r}, "opportunities", "--json"])
         assert code == 0, code
-        assert "sqlalchemy" not in sys.modules
+        assert "sqlalchemy" not in sys.modules and "pydantic" not in sys.modules
         print(len(json.loads(out.getvalue())["opportunities"]))
         """
     )

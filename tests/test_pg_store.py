@@ -5,6 +5,7 @@ both ways on a filled database."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -302,9 +303,14 @@ def test_lnflowctl_with_a_refused_password_is_one_line(
         " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
     )
     url = pg_server.url("postgres", user=PASSWORD_ROLE, password=SECRET)
-    # opportunities too: it picks the node (a connection) before it finds it reads
-    # SQLite's snapshots alone
-    commands = (["status"], ["analyze", "--hours", "1"], ["trend", "1"], ["opportunities"])
+    commands = (
+        ["status"],
+        ["analyze", "--hours", "1"],
+        ["trend", "1"],
+        ["opportunities"],
+        ["policy", "history"],
+        ["alerts"],
+    )
     for command in commands:
         rc, out, err = run_lnflowctl("--db", url, *command)
         assert rc != 0 and not out and len(err.strip().splitlines()) == 1, err
@@ -338,3 +344,123 @@ def test_the_daemons_migration_child_takes_the_url_on_stdin(
     finally:
         engine.dispose()
         pg_server.drop_db(url.secret)
+
+
+def _fill_snapshot_policy_and_alerts(store: RealStore, now: int) -> None:
+    """A saved analysis run, two policy changes (one undoing the other) and two alerts,
+    one with a failed delivery: what opportunities, policy history and alerts read."""
+    from lnflow.alerts import Alert, AlertKind, Phase
+    from lnflow.analysis.model import AnalysisSettings
+    from lnflow.store.alerts import AlertLog, Delivery
+    from lnflow.store.engines import plain_connection
+    from lnflow.store.policy_history import PolicyValues, insert_change
+    from lnflow.store.read.service import analyze_store
+    from lnflow.store.snapshots import SnapshotWriter
+
+    report = analyze_store(
+        store.engine,
+        store.node_id,
+        until_ns=now,
+        hours=24,
+        settings=AnalysisSettings(),
+        generated_ns=now - 60 * S,
+    )
+    assert report.opportunities  # something to compare
+    SnapshotWriter(store.engine).write_run(store.node_id, report, 12)
+    before = PolicyValues(base_fee_msat=1_000, fee_ppm=100, disabled=False)
+    after = PolicyValues(base_fee_msat=1_000, fee_ppm=250, disabled=False)
+    with store.engine.begin() as conn:
+        db_ = plain_connection(conn)
+        first = insert_change(
+            db_,
+            node_id=store.node_id,
+            run_id=1,
+            created_ns=now - 7 * H,
+            chan_id=OUT,
+            section="",
+            strategy="fee_raise",
+            before=before,
+            after=after,
+            snapshot_run_id=None,
+            reason="failures for fees on 'peer'",
+            result="applied",
+            applied_ns=now - 7 * H + S,
+            whatif=(1_000, 2_500),
+        )
+        insert_change(
+            db_,
+            node_id=store.node_id,
+            run_id=2,
+            created_ns=now - H,
+            chan_id=OUT,
+            section="",
+            strategy="revert",
+            before=after,
+            after=before,
+            snapshot_run_id=None,
+            reason="forwards fell",
+            result="failed",
+            error="lnd: \x1b[2Jrefused",
+            undoes_id=first,
+        )
+    log = AlertLog(store.engine, store.node_id, keep_days=400)
+    for ago, phase in ((5 * 86_400 * S, Phase.START), (2 * H, Phase.CLEAR)):
+        fired = log.record_alert(
+            Alert(AlertKind.STREAM_DOWN, phase, "", now - ago, "stream down", "no \x07 events")
+        )
+    log.record_delivery(fired, Delivery("phone", now - H, False, 3, "HTTP 500"))
+
+
+def _ageless(out: object) -> object:
+    return re.sub(r"\(\d+ \w+ ago\)", "(… ago)", out) if isinstance(out, str) else out
+
+
+@pytest.mark.e2e
+@pytest.mark.engines("postgresql")
+def test_opportunities_policy_history_and_alerts_on_postgresql_equal_sqlite(
+    tmp_path: Path, open_store: Callable[..., RealStore]
+) -> None:
+    pg = open_store()
+    engine = db.open_engine(tmp_path / "lite.db")
+    try:
+        writer = StoreWriter(engine)
+        lite = RealStore(tmp_path / "lite.db", engine, writer, writer.upsert_node(STORE_NODE, 1))
+        now = time.time_ns()
+        for store in (pg, lite):
+            _fill_recent(store, now)
+            _fill_snapshot_policy_and_alerts(store, now)
+    finally:
+        engine.dispose()
+    for command in (
+        ["opportunities", "--json"],
+        ["opportunities", "--all-nodes", "--json"],
+        ["opportunities"],
+        ["policy", "history", "--json"],
+        ["policy", "history", "--verbose"],
+        ["policy", "history", "--channel", str(OUT2)],
+        ["policy", "effects", "--hours", "2"],
+        ["alerts", "--since", "2d"],
+        ["--json", "alerts"],
+    ):
+        outs = [run_lnflowctl("--db", str(w), *command) for w in (pg.path.secret, lite.path)]  # type: ignore[union-attr]
+        assert outs[0][0] == 0 and outs[0][1] and not outs[0][2], (command, outs[0])
+        # (the age of the run is counted at each call)
+        assert [_ageless(o) for o in outs[0]] == [_ageless(o) for o in outs[1]], command
+    _rc, out, _ = run_lnflowctl("--db", pg.path.secret, "opportunities", "--json")  # type: ignore[union-attr]
+    assert json.loads(out)["opportunities"], out
+    _rc, out, _ = run_lnflowctl("--db", pg.path.secret, "policy", "history")  # type: ignore[union-attr]
+    assert "(undoes 1)" in out and "\\x1b[2J" in out and "\x1b" not in out, out
+    _rc, out, _ = run_lnflowctl("--db", pg.path.secret, "policy", "effects", "--hours", "2")  # type: ignore[union-attr]
+    assert out.startswith("#1 222x0x0 ") and "fee_ppm 100 → 250" in out, out
+    assert "local failures 0 → 0" not in out, out  # the failures around it were read
+    # monitor: its live lines (nothing new is stored meanwhile), then the period's analysis
+    watched = []
+    for where in (pg.path.secret, lite.path):  # type: ignore[union-attr]
+        rc, out, err = run_lnflowctl(
+            "--db", str(where), "monitor", "--duration", "0.0002", "--interval", "0.1", "--json"
+        )
+        assert rc == 0 and not err, err
+        *live, analysis = [json.loads(line) for line in out.splitlines()]
+        assert live and all(x["events"] == 0 and x["missed_msat"] == 0 for x in live), live
+        watched.append(_timeless(analysis))
+    assert watched[0] == watched[1]

@@ -1,9 +1,9 @@
-"""Measured effects of a policy change and the revert verdict (lnflow.policy.effects)."""
+"""Measured effects of a policy change and the revert verdict (lnflow.policy.effects),
+the measures read from a store on each engine."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 from policystore import (
@@ -32,6 +32,7 @@ from lnflow.policy.effects import (
     window_ns,
 )
 from lnflow.policy.recorded import LocalFailure, SettledForward
+from lnflow.store.engines import StoreLocation
 
 FEE_C, LIQ_C = FailureClass.FEE, FailureClass.LIQUIDITY
 
@@ -189,12 +190,14 @@ def test_verdict_refuses_bad_settings(threshold: float, min_forwards: int) -> No
 
 # --------------------------------------------------------------------------- store
 
+pytestmark = pytest.mark.engines("sqlite", "postgresql")  # the tests reading a store
+
 AT = T0 + 10 * H  # the change; windows of 2 h: [8 h, 10 h) and [10 h, 12 h)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with make_store(tmp_path / "s.db") as st:
+def store(store_at: Callable[[str], StoreLocation]) -> Iterator[Store]:
+    with make_store(store_at("s.db")) as st:
         yield st
 
 

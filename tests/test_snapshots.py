@@ -1,4 +1,5 @@
-"""Analysis snapshots on real SQLite files: round trip, history, retention, the daemon job."""
+"""Analysis snapshots on real stores (SQLite files, PostgreSQL databases): round trip,
+history, retention, the daemon job."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ NODE = NodeInfo("02" + "aa" * 32, "alice", "0.18.3-beta", "regtest", 1, True)
 T0 = 1_790_000_000 * 1_000_000_000
 BIG = (1 << 64) - 5  # an alias SCID above 2^63
 A, B, C = 850_000 << 40, (850_001 << 40) | 3, (850_002 << 40) | (2 << 16)
+
+pytestmark = pytest.mark.engines("sqlite", "postgresql")
 
 
 @dataclasses.dataclass

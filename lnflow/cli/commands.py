@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.domain import NS_PER_HOUR, NS_PER_S, format_scid, parse_scid
 from lnflow.errors import ConfigError, LnflowError, StoreError, UnknownChannelError
-from lnflow.store.engines import DbUrl, StoreLocation
+from lnflow.store.engines import StoreLocation
 from lnflow.text import printable
 
 from .jsondoc import ReportFileError, parse_iso_ns, report_from_doc, report_to_doc
@@ -173,17 +173,6 @@ def write_atomically(path: Path, text: str) -> None:
         ) from exc
 
 
-def sqlite_only(where: StoreLocation, command: str, instead: str) -> Path:
-    """``where`` when it is a SQLite file; the one-line error for a command that reads
-    SQLite alone so far."""
-    if isinstance(where, DbUrl):
-        raise StoreError(
-            f"lnflowctl {command} reads a SQLite store only in this version ({where}):"
-            f" use {instead}"
-        )
-    return where
-
-
 # --------------------------------------------------------------------------- opportunities
 
 
@@ -220,20 +209,21 @@ def _store_nodes(db_path: StoreLocation) -> list[NodeRow]:
 
 
 def cmd_opportunities(args: argparse.Namespace, db_path: StoreLocation) -> int:
-    """The latest snapshot lnflowd wrote (plain sqlite3: no SQLAlchemy to import)."""
-    from lnflow.store.readonly import open_readonly
+    """The latest snapshot lnflowd wrote (a plain connection: on SQLite, no SQLAlchemy
+    to import)."""
+    from lnflow.store.engines import open_plain_store
     from lnflow.store.snapshot_read import latest_report
 
     if args.all_nodes:
         nodes = _store_nodes(db_path)
-        db = open_readonly(sqlite_only(db_path, "opportunities", "lnflowctl analyze"))
+        db = open_plain_store(db_path)
         try:
             reports = [(node, latest_report(db, node.id)) for node in nodes]
         finally:
             db.close()
         emit_fleet(reports, args.json, now_ns=time.time_ns())
         return 0
-    db = open_readonly(sqlite_only(db_path, "opportunities", "lnflowctl analyze"))
+    db = open_plain_store(db_path)
     try:
         report = latest_report(db, args.node_id)  # None: the store's (it has no node yet)
     finally:

@@ -15,11 +15,10 @@ from typing import Any
 
 from lnflow.domain import format_scid, parse_scid
 from lnflow.errors import ConfigError
-from lnflow.store.engines import StoreLocation
+from lnflow.store.engines import StoreLocation, open_plain_store, plain_connection
 from lnflow.store.policy_history import ChangeRow, changes
-from lnflow.store.readonly import open_readonly
 
-from .commands import print_lines, reading, sqlite_only
+from .commands import print_lines, reading
 from .render import iso, msat_as_sats
 
 __all__ = ["cmd_policy"]
@@ -66,7 +65,7 @@ def _history(args: argparse.Namespace, db_path: StoreLocation) -> int:
             chan = parse_scid(args.channel)
         except ValueError as exc:
             raise ConfigError(f"--channel {args.channel}: {exc}") from exc
-    db = open_readonly(sqlite_only(db_path, "policy history", "lnflowctl policy effects"))
+    db = open_plain_store(db_path)
     try:
         rows = changes(db, node_id=args.node_id, chan_id=chan)
     finally:
@@ -84,11 +83,10 @@ def _history(args: argparse.Namespace, db_path: StoreLocation) -> int:
 
 def _effects(args: argparse.Namespace, db_path: StoreLocation) -> int:
     from lnflow.policy.effects import measure, verdict
-    from lnflow.store.db import sqlite_connection
 
     lines: list[str] = []
     with reading(db_path) as conn:
-        rows = changes(sqlite_connection(conn), node_id=args.node_id, results=("applied",))
+        rows = changes(plain_connection(conn), node_id=args.node_id, results=("applied",))
         for row in rows:
             assert row.applied_ns is not None
             eff = measure(

@@ -25,7 +25,6 @@ the guard refuses such a change in the plan.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,6 +44,7 @@ from lnflow.domain import (
 from lnflow.errors import LndError, LnflowError, MacaroonRejectedError
 from lnflow.lnd import LndClient
 from lnflow.store import policy_history as history
+from lnflow.store.engines import PlainWriter
 from lnflow.store.policy_history import PolicyValues
 from lnflow.store.snapshot_read import latest_report, latest_run_id
 
@@ -137,12 +137,12 @@ class Evidence:
     last_change_ns: Mapping[int, int] | None = None
 
 
-def _node_id(db: sqlite3.Connection, pubkey: str) -> int | None:
+def _node_id(db: PlainWriter, pubkey: str) -> int | None:
     row = db.execute("SELECT id FROM nodes WHERE pubkey = ?", (pubkey,)).fetchone()
     return None if row is None else int(row[0])
 
 
-def _activity(db: sqlite3.Connection, node_id: int, since_ns: int) -> dict[int, dict[str, int]]:
+def _activity(db: PlainWriter, node_id: int, since_ns: int) -> dict[int, dict[str, int]]:
     per: dict[int, dict[str, int]] = {}
     for chan, n, msat, fee in db.execute(
         "SELECT chan_id_out, count(*), sum(amt_out_msat), sum(fee_msat) FROM forwards"
@@ -162,7 +162,7 @@ def _activity(db: sqlite3.Connection, node_id: int, since_ns: int) -> dict[int, 
 
 
 def read_evidence(
-    db: sqlite3.Connection | None,
+    db: PlainWriter | None,
     pubkey: str,
     chan_ids: Sequence[int],
     periods_s: frozenset[int],
@@ -299,7 +299,7 @@ def make_plan(
 
 async def gather(
     lnd: LndClient,
-    db: sqlite3.Connection | None,
+    db: PlainWriter | None,
     rules: Rules,
     *,
     guards: GuardSettings,
@@ -425,7 +425,7 @@ def plan_doc(plan: Plan) -> dict[str, Any]:
 
 
 def record_planned(
-    db: sqlite3.Connection, plan: Plan, node_id: int, *, run_id: int | None = None
+    db: PlainWriter, plan: Plan, node_id: int, *, run_id: int | None = None
 ) -> tuple[int, list[int]]:
     """Write the plan's changes as ``planned`` (one run) and commit; (run id, change ids)."""
     run = history.next_run_id(db) if run_id is None else run_id
@@ -533,7 +533,7 @@ async def _send_policy(
 
 async def _send_all(
     lnd: LndClient,
-    db: sqlite3.Connection,
+    db: PlainWriter,
     run_id: int,
     jobs: Sequence[tuple[int, int, str, EdgePolicy, PolicyValues]],  # id, chan, point, ...
     *,
@@ -577,7 +577,7 @@ async def _send_all(
 async def apply_plan(
     plan: Plan,
     lnd: LndClient,
-    db: sqlite3.Connection,
+    db: PlainWriter,
     node_id: int,
     *,
     on_result: Callable[[Outcome], None] | None = None,
@@ -595,7 +595,7 @@ async def apply_plan(
 
 async def rollback(
     lnd: LndClient,
-    db: sqlite3.Connection,
+    db: PlainWriter,
     *,
     change_ids: Sequence[int] = (),
     run_id: int | None = None,

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from sqlalchemy import Connection, Engine, Row, delete, func, insert, select
 
 from lnflow.alerts import Alert, AlertKind, Phase
 from lnflow.store import status_read
+from lnflow.store.engines import plain_connection
 from lnflow.store.schema import alert_deliveries, alerts, nodes
 from lnflow.store.status_read import Delivery  # read by lnflowctl status without SQLAlchemy
 
@@ -141,9 +141,7 @@ def alerts_since(
 
 def last_deliveries(conn: Connection) -> dict[str, Delivery]:
     """Each target's latest delivery, by target name (the status reader's query)."""
-    raw = conn.connection.driver_connection
-    assert isinstance(raw, sqlite3.Connection)
-    return status_read.last_deliveries(raw)
+    return status_read.last_deliveries(plain_connection(conn))
 
 
 def open_conditions(conn: Connection, node_id: int) -> set[tuple[AlertKind, str]]:

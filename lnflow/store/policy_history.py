@@ -1,6 +1,7 @@
-"""The policy engine's history (``policy_changes``, 0017) with plain :mod:`sqlite3`.
+"""The policy engine's history (``policy_changes``, 0017) over a plain DB-API connection.
 
-``lnflowctl policy history`` reads it without SQLAlchemy, and ``lnflowd policy`` writes
+``lnflowctl policy history`` reads it without SQLAlchemy (through :mod:`sqlite3` or, on
+PostgreSQL, psycopg: :class:`lnflow.store.engines.PlainDb`), and ``lnflowd policy`` writes
 it through the driver connection of its engine, so there is one code path. A change is
 written ``planned`` before lnd is asked, then set to ``applied`` or ``failed``: a store
 read at any moment says exactly what lnd was and was not asked to do.
@@ -8,12 +9,12 @@ read at any moment says exactly what lnd was and was not asked to do.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from lnflow.domain import from_signed64, to_signed64
+from lnflow.store.engines import PlainDb
 
 if TYPE_CHECKING:
     from lnflow.policy.effects import Effects
@@ -91,13 +92,13 @@ class ChangeRow:
         return out
 
 
-def next_run_id(db: sqlite3.Connection) -> int:
+def next_run_id(db: PlainDb) -> int:
     row = db.execute("SELECT coalesce(max(run_id), 0) + 1 FROM policy_changes").fetchone()
     return int(row[0])
 
 
 def insert_change(
-    db: sqlite3.Connection,
+    db: PlainDb,
     *,
     node_id: int,
     run_id: int,
@@ -138,15 +139,16 @@ def insert_change(
         values[f"after_{f.name}"] = getattr(after, f.name)
     names = ", ".join(values)
     marks = ", ".join("?" for _ in values)
-    cur = db.execute(
-        f"INSERT INTO policy_changes ({names}) VALUES ({marks})", tuple(values.values())
-    )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+    # RETURNING (SQLite 3.35+, PostgreSQL): psycopg's cursor has no lastrowid
+    ((change_id,),) = db.execute(
+        f"INSERT INTO policy_changes ({names}) VALUES ({marks}) RETURNING id",
+        tuple(values.values()),
+    ).fetchall()
+    return int(change_id)
 
 
 def set_result(
-    db: sqlite3.Connection,
+    db: PlainDb,
     change_id: int,
     result: str,
     *,
@@ -161,7 +163,29 @@ def set_result(
     )
 
 
-def _values(row: sqlite3.Row, side: str) -> PolicyValues:
+# the columns a change is read from, in order (a row is unpacked into a dict by them:
+# the engines' rows share no access by name)
+_READ = (
+    "id",
+    "node_id",
+    "run_id",
+    "created_ns",
+    "chan_id",
+    "section",
+    "strategy",
+    *(f"{side}_{name}" for side in ("before", "after") for name in FIELDS),
+    "snapshot_run_id",
+    "reason",
+    "result",
+    "error",
+    "applied_ns",
+    "undoes_id",
+    "whatif_before_msat",
+    "whatif_after_msat",
+)
+
+
+def _values(row: dict[str, Any], side: str) -> PolicyValues:
     got: dict[str, Any] = {}
     for name in FIELDS:
         value = row[f"{side}_{name}"]
@@ -169,7 +193,7 @@ def _values(row: sqlite3.Row, side: str) -> PolicyValues:
     return PolicyValues(**got)
 
 
-def _row(row: sqlite3.Row) -> ChangeRow:
+def _row(row: dict[str, Any]) -> ChangeRow:
     return ChangeRow(
         id=row["id"],
         node_id=row["node_id"],
@@ -192,7 +216,7 @@ def _row(row: sqlite3.Row) -> ChangeRow:
 
 
 def changes(
-    db: sqlite3.Connection,
+    db: PlainDb,
     *,
     node_id: int | None = None,
     chan_id: int | None = None,
@@ -219,26 +243,21 @@ def changes(
     if results:
         where.append(f"result IN ({', '.join('?' for _ in results)})")
         params.extend(results)
-    sql = "SELECT * FROM policy_changes"
+    sql = f"SELECT {', '.join(_READ)} FROM policy_changes"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    saved = db.row_factory
-    db.row_factory = sqlite3.Row
-    try:
-        rows = db.execute(sql + " ORDER BY id", params).fetchall()
-    finally:
-        db.row_factory = saved
-    return [_row(r) for r in rows]
+    rows = db.execute(sql + " ORDER BY id", params).fetchall()
+    return [_row(dict(zip(_READ, r, strict=True))) for r in rows]
 
 
-def evaluated(db: sqlite3.Connection, change_id: int) -> bool:
+def evaluated(db: PlainDb, change_id: int) -> bool:
     row = db.execute("SELECT evaluated_ns FROM policy_changes WHERE id = ?", (change_id,))
     got = row.fetchone()
     return got is not None and got[0] is not None
 
 
 def set_effects(
-    db: sqlite3.Connection, change_id: int, effects: Effects, verdict: str, *, evaluated_ns: int
+    db: PlainDb, change_id: int, effects: Effects, verdict: str, *, evaluated_ns: int
 ) -> None:
     """Store a change's measured effects and the verdict on them (the caller commits)."""
     b, a = effects.before, effects.after
@@ -267,7 +286,7 @@ def set_effects(
     )
 
 
-def last_changed_ns(db: sqlite3.Connection, node_id: int) -> dict[int, int]:
+def last_changed_ns(db: PlainDb, node_id: int) -> dict[int, int]:
     """chan_id → when lnd last took a change of its policy (for the cooldown)."""
     rows = db.execute(
         "SELECT chan_id, max(applied_ns) FROM policy_changes"

@@ -1,14 +1,15 @@
-"""Reading analysis snapshots back with plain :mod:`sqlite3` (no SQLAlchemy import).
+"""Reading analysis snapshots back over a plain DB-API connection (no SQLAlchemy import).
 
-``lnflowctl opportunities`` runs on every operator's glance at the node, so it reads
-the latest run through the standard library alone. :mod:`lnflow.store.snapshots`
-(the writer) exposes the same readers for SQLAlchemy connections by handing them the
-driver connection, so there is one reading code path.
+``lnflowctl opportunities`` runs on every operator's glance at the node, so on a SQLite
+store it reads the latest run through the standard library alone; on PostgreSQL through
+psycopg (:class:`lnflow.store.engines.PlainDb`). :mod:`lnflow.store.snapshots` (the
+writer) exposes the same readers for SQLAlchemy connections by handing them the driver
+connection, so there is one reading code path. Rows are unpacked by position: the
+engines' rows share no access by name.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from lnflow.analysis.model import (
@@ -21,22 +22,22 @@ from lnflow.analysis.model import (
     RebalanceMove,
 )
 from lnflow.domain import FailureClass, from_signed64, to_signed64
+from lnflow.store.engines import PlainDb, column_names
 
 __all__ = ["latest_report", "latest_run_id", "report_of", "urgency_history"]
 
 _CLASS_COLUMNS = tuple((cls, cls.failures_column, cls.missed_column) for cls in FailureClass)
 
 
-def _rows(db: sqlite3.Connection, sql: str, *params: Any) -> list[sqlite3.Row]:
-    cur = db.cursor()
-    cur.row_factory = sqlite3.Row
-    try:
-        return cur.execute(sql, params).fetchall()
-    finally:
-        cur.close()
+# a run's columns, in the order report_of unpacks them; the last two came with 0014 and
+# later (a store not yet upgraded reads the deduplicated sum and no observed time)
+_RUN = (
+    "since_ns, until_ns, hours, generated_ns, node_failures, node_missed_msat,"
+    " node_unknown_amount, node_rejected"
+)
 
 
-def latest_run_id(db: sqlite3.Connection, node_id: int | None = None) -> int | None:
+def latest_run_id(db: PlainDb, node_id: int | None = None) -> int | None:
     """The newest run (by generated_ns, then id), of ``node_id`` if given."""
     where = "" if node_id is None else " WHERE node_id = ?"
     params = () if node_id is None else (node_id,)
@@ -46,18 +47,34 @@ def latest_run_id(db: sqlite3.Connection, node_id: int | None = None) -> int | N
     return int(row[0]) if row is not None else None
 
 
-def latest_report(db: sqlite3.Connection, node_id: int | None = None) -> AnalysisReport | None:
+def latest_report(db: PlainDb, node_id: int | None = None) -> AnalysisReport | None:
     """The newest run's report, rebuilt whole; None when no run was saved yet."""
     run_id = latest_run_id(db, node_id)
     return report_of(db, run_id) if run_id is not None else None
 
 
-def report_of(db: sqlite3.Connection, run_id: int) -> AnalysisReport | None:
+def report_of(db: PlainDb, run_id: int) -> AnalysisReport | None:
     """The report saved as run ``run_id`` (None if there is no such run)."""
-    runs = _rows(db, "SELECT * FROM analysis_runs WHERE id = ?", run_id)
-    if not runs:
+    have = column_names(db, "analysis_runs")
+    raw_sum = "node_missed_raw_msat" if "node_missed_raw_msat" in have else "node_missed_msat"
+    observed = "observed_ns" if "observed_ns" in have else "NULL"
+    run = db.execute(
+        f"SELECT {_RUN}, {raw_sum}, {observed} FROM analysis_runs WHERE id = ?", (run_id,)
+    ).fetchone()
+    if run is None:
         return None
-    run = runs[0]
+    (
+        since_ns,
+        until_ns,
+        hours,
+        generated_ns,
+        node_failures,
+        node_missed_msat,
+        node_unknown_amount,
+        node_rejected,
+        node_missed_raw_msat,
+        observed_ns,
+    ) = run
     gaps = tuple(
         Gap(from_ns, to_ns)
         for from_ns, to_ns in db.execute(
@@ -79,23 +96,19 @@ def report_of(db: sqlite3.Connection, run_id: int) -> AnalysisReport | None:
         )
     )
     return AnalysisReport(
-        since_ns=run["since_ns"],
-        until_ns=run["until_ns"],
-        hours=run["hours"],
-        generated_ns=run["generated_ns"],
+        since_ns=since_ns,
+        until_ns=until_ns,
+        hours=hours,
+        generated_ns=generated_ns,
         opportunities=opps,
         rebalance_plan=plan,
         gaps=gaps,
-        node_failures=run["node_failures"],
-        node_missed_msat=run["node_missed_msat"],
-        node_unknown_amount=run["node_unknown_amount"],
-        node_rejected=run["node_rejected"],
-        # (a store not yet upgraded to 0014 has no raw sum: the deduplicated one bounds it)
-        node_missed_raw_msat=run[
-            # (sqlite3.Row: `in` looks at the values, keys() at the column names)
-            "node_missed_raw_msat" if "node_missed_raw_msat" in run.keys() else "node_missed_msat"  # noqa: SIM118
-        ],
-        observed_ns=run["observed_ns"] if "observed_ns" in run.keys() else None,  # noqa: SIM118
+        node_failures=node_failures,
+        node_missed_msat=node_missed_msat,
+        node_unknown_amount=node_unknown_amount,
+        node_rejected=node_rejected,
+        node_missed_raw_msat=node_missed_raw_msat,
+        observed_ns=observed_ns,
     )
 
 
@@ -174,7 +187,7 @@ def _opportunity(row: tuple[Any, ...]) -> Opportunity:
 
 
 def urgency_history(
-    db: sqlite3.Connection, chan_id: int, since_ns: int, node_id: int | None = None
+    db: PlainDb, chan_id: int, since_ns: int, node_id: int | None = None
 ) -> list[tuple[int, int]]:
     """``(generated_ns, urgency_score)`` of the runs (of ``node_id`` if given) since
     ``since_ns`` listing the channel.

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, insert
 from lnflow.analysis.model import AnalysisReport, Opportunity
 from lnflow.domain import FailureClass, to_signed64
 from lnflow.store import snapshot_read
-from lnflow.store.db import sqlite_connection
+from lnflow.store.engines import plain_connection
 from lnflow.store.schema import analysis_runs, opportunities, rebalance_moves, run_gaps
 
 __all__ = ["SnapshotWriter", "latest_report", "latest_run_id", "report_of", "urgency_history"]
@@ -128,23 +128,23 @@ def _opportunity_row(run_id: int, generated_ns: int, o: Opportunity) -> dict[str
 
 
 # --------------------------------------------------------------------------- reading
-# One implementation in lnflow.store.snapshot_read (plain sqlite3, which lnflowctl
+# One implementation in lnflow.store.snapshot_read (plain DB-API, which lnflowctl
 # opportunities uses without importing SQLAlchemy); these take a SQLAlchemy connection.
 
 
 def latest_run_id(conn: Connection, node_id: int | None = None) -> int | None:
     """The newest run (by generated_ns, then id), of ``node_id`` if given."""
-    return snapshot_read.latest_run_id(sqlite_connection(conn), node_id)
+    return snapshot_read.latest_run_id(plain_connection(conn), node_id)
 
 
 def latest_report(conn: Connection, node_id: int | None = None) -> AnalysisReport | None:
     """The newest run's report, rebuilt whole; None when no run was saved yet."""
-    return snapshot_read.latest_report(sqlite_connection(conn), node_id)
+    return snapshot_read.latest_report(plain_connection(conn), node_id)
 
 
 def report_of(conn: Connection, run_id: int) -> AnalysisReport | None:
     """The report saved as run ``run_id`` (None if there is no such run)."""
-    return snapshot_read.report_of(sqlite_connection(conn), run_id)
+    return snapshot_read.report_of(plain_connection(conn), run_id)
 
 
 def urgency_history(
@@ -152,4 +152,4 @@ def urgency_history(
 ) -> list[tuple[int, int]]:
     """``(generated_ns, urgency_score)`` of the runs (of ``node_id`` if given) since
     ``since_ns`` listing the channel."""
-    return snapshot_read.urgency_history(sqlite_connection(conn), chan_id, since_ns, node_id)
+    return snapshot_read.urgency_history(plain_connection(conn), chan_id, since_ns, node_id)

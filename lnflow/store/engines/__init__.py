@@ -32,6 +32,7 @@ __all__ = [
     "DbUrl",
     "PlainCursor",
     "PlainDb",
+    "PlainWriter",
     "StoreLocation",
     "has_table",
     "is_url",
@@ -144,6 +145,13 @@ class PlainStore(PlainDb, Protocol):
     """A plain reader's own connection, which it closes."""
 
     def close(self) -> None: ...
+
+
+class PlainWriter(PlainDb, Protocol):
+    """A plain connection that writes (the policy engine's history): its writes are
+    made durable by :meth:`commit`."""
+
+    def commit(self) -> None: ...
 
 
 def open_plain_store(where: StoreLocation) -> PlainStore:

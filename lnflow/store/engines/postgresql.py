@@ -196,6 +196,9 @@ class PlainReader:
             self._close()
             self._close = None
 
+    def commit(self) -> None:
+        self._raw.commit()
+
     def database_bytes(self) -> int:
         """The database's size on the server's disk."""
         row = self.execute("SELECT pg_database_size(current_database())").fetchone()
