@@ -156,3 +156,33 @@ def test_a_second_daemon_of_the_same_node_is_refused_in_one_line(
     assert code != 0 and len(errors) == 1 and "Traceback" not in second.log(), second.log()
     assert "another lnflowd is recording node alpha" in errors[0], errors[0]
     assert ALPHA.pubkey in errors[0] and "one daemon per node" in errors[0]
+
+
+def test_a_killed_daemons_node_is_taken_at_once_by_the_next(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """The server drops a killed daemon's node lock with its connection: the next daemon
+    of the node records at once, though the dead one's heartbeat still looks live."""
+    url = DbUrl(pg_server.create_db())
+    script, n_events = _script(ALPHA)
+    args = ["--seed", str(ALPHA.seed), "--alias", ALPHA.alias]
+    try:
+        with SimNode(tmp_path / "lnd", script=script, args=args) as node:
+            first = Daemon(node, url, log=tmp_path / "first.log").start()
+            first.wait_for(_stored(ALPHA, n_events), timeout=120)
+            first.kill()
+            with Daemon(node, url, log=tmp_path / "next.log") as following:
+                following.wait_for(
+                    lambda c: (
+                        c.execute(
+                            "SELECT d.pid FROM daemon_state AS d JOIN nodes AS n"
+                            " ON n.id = d.node_id WHERE n.pubkey = ? AND d.stopped_ns IS NULL",
+                            (ALPHA.pubkey,),
+                        ).fetchall()
+                        == [(following.pid,)]
+                    ),
+                    timeout=60,
+                )
+                assert following.stop() == 0, following.log()
+    finally:
+        pg_server.drop_db(url.secret)
