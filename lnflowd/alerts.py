@@ -52,6 +52,7 @@ from lnflow.analysis.model import AnalysisReport
 from lnflow.config import AlertsSettings, CommandTarget, Settings, WebhookTarget
 from lnflow.errors import StoreWriteError
 from lnflow.store.alerts import AlertLog, Delivery, known_node, open_conditions
+from lnflow.store.engines import store_bytes
 from lnflow.text import printable
 
 if TYPE_CHECKING:
@@ -214,7 +215,6 @@ class AlertService:
         self._engine = engine
         self._store = store
         self._clock_ns = clock_ns
-        self._db = settings.store.path
         self._budget_bytes = settings.retention.max_db_mb * 1024 * 1024
         self.rules = AlertRules(
             min_urgency=s.min_urgency,
@@ -380,10 +380,7 @@ class AlertService:
         if self._connected is not None:
             self._put(self.rules.stream(self._connected(), now))
         if self._budget_bytes:
-            size = 0
-            for path in (self._db, self._db.with_name(self._db.name + "-wal")):
-                with contextlib.suppress(OSError):
-                    size += path.stat().st_size
+            size = await asyncio.to_thread(store_bytes, self._engine)
             self._put(self.rules.store(size, self._budget_bytes, now))
 
     def _put(self, alert: Alert | None) -> None:

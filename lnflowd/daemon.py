@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from lnflow.config import Settings, analysis_settings
 from lnflow.domain import DaemonState, LndVersion, NodeInfo, StreamState
@@ -48,7 +48,7 @@ from .alerts import AlertService
 from .memory import trim_heap
 from .metrics import DaemonMetrics
 from .notify import notify, watchdog_enabled
-from .storeguard import StoreIdentity, StoreLock, StoreMovedError, stop_now
+from .storeguard import StoreGuard, guard_for
 
 __all__ = ["Daemon", "LndLike", "credentials_from"]
 
@@ -103,16 +103,6 @@ def _trimmed(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]
     return run
 
 
-def _guard_connect(identity: StoreIdentity) -> Callable[[object, object], None]:
-    def check(dbapi_connection: object, connection_record: object) -> None:
-        try:
-            identity.check()
-        except StoreMovedError as exc:
-            stop_now(exc, identity)
-
-    return check
-
-
 # Tests only: divides the HTLC stream's keepalive times, so a simulator whose ping
 # policy is scaled alike proves a long quiet stream in a short run (tests/faults).
 KEEPALIVE_SCALE_ENV = "_LNFLOW_KEEPALIVE_SCALE"
@@ -145,24 +135,22 @@ class Daemon:
     parts: Parts = field(default_factory=Parts)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _heartbeat_failing: bool = field(default=False, init=False)
-    _identity: StoreIdentity | None = field(default=None, init=False)
+    _guard: StoreGuard | None = field(default=None, init=False)
     alerts: AlertService | None = field(default=None, init=False)
 
     async def run(self) -> int:
         """Run until stopped; returns the exit status. LnflowErrors propagate (fatal)."""
         settings = self.settings
-        db_path = settings.store.path
-        lock = StoreLock(db_path).acquire()  # before anything is written
+        where = settings.store.location
+        guard = guard_for(where)  # a file's lock before anything is written
         try:
-            engine = await asyncio.to_thread(open_engine, db_path, migrate_in_child=True)
+            engine = await asyncio.to_thread(open_engine, where, migrate_in_child=True)
         except BaseException:
-            lock.release(remove=True)
+            guard.release(refused=True)
             raise
-        identity = StoreIdentity(db_path)
-        self._identity = identity
-        # a new connection must open our file, never one put in its place
-        event.listen(engine, "connect", _guard_connect(identity), insert=True)
-        store = StoreThread(StoreWriter(engine), label=str(db_path))
+        guard.opened(engine)
+        self._guard = guard
+        store = StoreThread(StoreWriter(engine, exclusive=guard.exclusive), label=str(where))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
@@ -178,7 +166,7 @@ class Daemon:
                 settings.recorder.heartbeat_s,
                 metrics_listen=metrics.listening if metrics is not None else None,
             )
-            log.info("daemon_started", db=str(db_path), rpcserver=settings.lnd.rpcserver)
+            log.info("daemon_started", db=str(where), rpcserver=settings.lnd.rpcserver)
             schedule(scheduler, self.jobs_at_start(engine, store))
             scheduler.start()
             await self.alerts.start(scheduler)  # the stream counts as down until it connects
@@ -189,12 +177,15 @@ class Daemon:
                 return 0
             info, version = connected
             node_id = await store.call(store.target.upsert_node, info, self.clock_ns())
+            describe = f"{printable(info.alias)} ({info.pubkey})"
             try:
+                await asyncio.to_thread(guard.claim, engine, node_id, describe)
                 await store.call(
                     store.target.claim_node,
                     node_id,
                     self.clock_ns(),
-                    f"{printable(info.alias)} ({info.pubkey})",
+                    describe,
+                    held=not guard.exclusive,
                 )
             except NodeTakenError:
                 await store.call(store.target.daemon_refused)
@@ -285,9 +276,8 @@ class Daemon:
             with contextlib.suppress(StoreWriteError):
                 await store.call(store.target.daemon_stopped, self.clock_ns())
             store.close()
+            guard.release()
             engine.dispose()
-            identity.close()
-            lock.release()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             log.info("daemon_stopped")
@@ -520,11 +510,8 @@ class Daemon:
         """The store's sign of life; systemd's watchdog is fed even while the store cannot
         be written (the recorder holds events meanwhile and stops past its bound). A store
         moved or deleted under the daemon stops it first."""
-        if self._identity is not None:
-            try:
-                self._identity.check()
-            except StoreMovedError as exc:
-                stop_now(exc, self._identity)
+        if self._guard is not None:
+            self._guard.check()
         try:
             await store.call(store.target.daemon_state, self.clock_ns())
         except asyncio.CancelledError:

@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         "--macaroonpath",
         help="macaroon file (default <lnddir>/data/chain/bitcoin/<network>/readonly.macaroon)",
     )
-    p.add_argument("--db", help="SQLite store (default $STATE_DIRECTORY or ~/.lnflow/lnflow.db)")
+    p.add_argument(
+        "--db",
+        help="the store: a SQLite file (default $STATE_DIRECTORY or ~/.lnflow/lnflow.db) or"
+        " postgresql+psycopg://USER@HOST/DB",
+    )
     p.add_argument("--manage-url", help="lnd-manageJ base URL for enrichment (optional)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", choices=["auto", "json", "console"])
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.policy.mode != "off":  # a bad rules file stops the start, in one line
             from lnflow.policy.runner import rules_of
 
+            settings.store.path  # noqa: B018 (its state is a SQLite file's: refused on a URL)
             rules_of(settings)
         from .logs import configure_logging
 

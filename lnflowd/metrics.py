@@ -24,13 +24,11 @@ never while rendering. prometheus_client keeps the two histograms.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import operator
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -49,6 +47,7 @@ from lnflow.domain import (
     StreamState,
 )
 from lnflow.store import metrics_read
+from lnflow.store.engines import store_bytes
 from lnflow.store.ingest import Ingestor, IngestResult
 from lnflow.store.policy_history import RESULTS
 
@@ -451,21 +450,12 @@ def _render_view(view: metrics_read.RefreshView) -> str:
     return "".join(out)
 
 
-def _store_bytes(db: Path) -> int:
-    total = 0
-    for path in (db, db.with_name(db.name + "-wal")):
-        with contextlib.suppress(OSError):
-            total += path.stat().st_size
-    return total
-
-
 class DaemonMetrics:
     """The endpoint, its state and its refresh jobs. Built by :meth:`start`."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self._settings = settings.metrics
         self._engine = engine
-        self._db = settings.store.path
         self.state = MetricsState(budget_bytes=settings.retention.max_db_mb * 1024 * 1024)
         self.registry = CollectorRegistry(auto_describe=False)  # the histograms
         self.batch_seconds = Histogram(
@@ -508,7 +498,7 @@ class DaemonMetrics:
             )
             return None
         metrics._server = server
-        metrics.state.set_store(_store_bytes(metrics._db), None)
+        metrics.state.set_store(store_bytes(engine), None)
         log.info("metrics_listening", listen=settings.metrics.listen)
         return metrics
 
@@ -606,7 +596,8 @@ class DaemonMetrics:
 
     async def refresh_store(self) -> None:
         rows = await asyncio.to_thread(self._count_rows)
-        self.state.set_store(_store_bytes(self._db), rows)
+        size = await asyncio.to_thread(store_bytes, self._engine)
+        self.state.set_store(size, rows)
 
     def _count_rows(self) -> dict[str, int]:
         with self._engine.connect() as conn:

@@ -1,4 +1,9 @@
-"""Guards around the store file: one daemon per store, and the file staying the same file.
+"""Guards around the store: one daemon per store file (per node on a server), and the
+file staying the same file.
+
+:func:`guard_for` picks the daemon's guard for where the store lives:
+:class:`FileGuard` (a SQLite file: the two guards below) or :class:`ServerGuard` (a
+PostgreSQL database: a per-node advisory lock; a server has no file to lose).
 
 * :class:`StoreLock` — an exclusive ``flock`` on ``<db>.lock`` (which holds the owner's
   pid), taken before anything is written: a second ``lnflowd`` on the same store stops
@@ -20,13 +25,26 @@ import fcntl
 import os
 import sys
 from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
+from sqlalchemy import Engine, event
 
 from lnflow.errors import StoreError
 from lnflow.store.db import make_private_dir
+from lnflow.store.engines import DbUrl, StoreLocation
+from lnflow.store.writer import NodeTakenError
 
-__all__ = ["StoreIdentity", "StoreLock", "StoreMovedError", "stop_now"]
+__all__ = [
+    "FileGuard",
+    "ServerGuard",
+    "StoreGuard",
+    "StoreIdentity",
+    "StoreLock",
+    "StoreMovedError",
+    "guard_for",
+    "stop_now",
+]
 
 log = structlog.get_logger("lnflowd")
 
@@ -194,3 +212,103 @@ def stop_now(exc: StoreMovedError, identity: StoreIdentity) -> None:
         sys.stderr.write(f"lnflowd: error: {exc}\n")
         sys.stderr.flush()
     os._exit(EXIT_STORE_MOVED)
+
+
+class StoreGuard(Protocol):
+    """What the daemon holds on the store for its lifetime."""
+
+    #: the store has this daemon alone (a SQLite file's lock): daemon rows that look
+    #: live are crashed daemons' (:class:`lnflow.store.writer.StoreWriter`)
+    exclusive: bool
+
+    def opened(self, engine: Engine) -> None:
+        """The store is open: watch it from now on."""
+
+    def check(self) -> None:
+        """On every heartbeat: stop at once if the store is no longer ours."""
+
+    def claim(self, engine: Engine, node_id: int, describe: str) -> None:
+        """Take the node for this daemon; :class:`NodeTakenError` while another has it."""
+
+    def release(self, *, refused: bool = False) -> None:
+        """Let go (``refused``: the store was never used)."""
+
+
+class FileGuard:
+    """A SQLite file: its lock (taken at once, before anything is written) and, once
+    open, its identity checked on every heartbeat and every new connection."""
+
+    exclusive = True
+
+    def __init__(self, db: Path) -> None:
+        self._db = db
+        self._lock = StoreLock(db).acquire()
+        self._identity: StoreIdentity | None = None
+
+    def opened(self, engine: Engine) -> None:
+        identity = self._identity = StoreIdentity(self._db)
+
+        def check(dbapi_connection: object, connection_record: object) -> None:
+            try:
+                identity.check()
+            except StoreMovedError as exc:
+                stop_now(exc, identity)
+
+        # a new connection must open our file, never one put in its place
+        event.listen(engine, "connect", check, insert=True)
+
+    def check(self) -> None:
+        if self._identity is not None:
+            try:
+                self._identity.check()
+            except StoreMovedError as exc:
+                stop_now(exc, self._identity)
+
+    def claim(self, engine: Engine, node_id: int, describe: str) -> None:
+        return None  # the file's lock keeps every other daemon out
+
+    def release(self, *, refused: bool = False) -> None:
+        if self._identity is not None:
+            self._identity.close()
+        self._lock.release(remove=refused)
+
+
+class ServerGuard:
+    """A PostgreSQL database: daemons of different nodes write it at once; each holds
+    its node's advisory lock (:class:`lnflow.store.engines.postgresql.NodeLock`), so a
+    second daemon of the same node is refused even when both start together."""
+
+    exclusive = False
+
+    def __init__(self, url: DbUrl) -> None:
+        self._url = url
+        self._lock: Any = None
+
+    def opened(self, engine: Engine) -> None:
+        return None
+
+    def check(self) -> None:
+        return None
+
+    def claim(self, engine: Engine, node_id: int, describe: str) -> None:
+        from lnflow.store.engines.postgresql import NodeLock
+
+        lock = NodeLock.try_take(engine, node_id)
+        if lock is None:
+            raise NodeTakenError(
+                f"another lnflowd is recording node {describe} into {self._url}: stop it"
+                " first (one daemon per node; daemons of other nodes may share the store)"
+            )
+        self._lock = lock
+
+    def release(self, *, refused: bool = False) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+
+def guard_for(where: StoreLocation) -> StoreGuard:
+    """The daemon's guard on the store at ``where``, taken now (a file's lock first)."""
+    if isinstance(where, DbUrl):
+        return ServerGuard(where)
+    return FileGuard(where)

@@ -36,6 +36,7 @@ from lnflow.domain import (
     WireFailure,
     to_signed64,
 )
+from lnflow.store.engines import DbUrl
 
 __all__ = [
     "Daemon",
@@ -192,16 +193,22 @@ class Daemon:
     def __init__(
         self,
         sim: SimNode,
-        db: Path,
+        db: Path | DbUrl,
         *,
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        log: Path | None = None,
     ) -> None:
+        """``db``: a SQLite file, or a PostgreSQL database (then ``log`` names the
+        daemon's log file)."""
         self.sim = sim
         self.db = db
         self.args = list(args)
         self.env = env
-        self.stderr_path = db.with_suffix(".log")
+        if log is None:
+            assert isinstance(db, Path), "a daemon recording into a server needs log="
+            log = db.with_suffix(".log")
+        self.stderr_path = log
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Daemon:
@@ -211,7 +218,7 @@ class Daemon:
             "lnflowd.main",
             *sim_flags(self.sim),
             "--db",
-            str(self.db),
+            self.db.secret if isinstance(self.db, DbUrl) else str(self.db),
             "--log-format",
             "json",
             "--log-level",
@@ -251,9 +258,7 @@ class Daemon:
     def kill(self) -> int:
         return self.stop(signal.SIGKILL)
 
-    def wait_for(
-        self, predicate: Callable[[sqlite3.Connection], bool], timeout: float = 60
-    ) -> None:
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 60) -> None:
         """Poll the store until ``predicate`` holds. ``timeout`` is a deadline for a
         failing run, not a speed requirement: generous, as `make test` runs several
         end-to-end tests at once on two cores."""
@@ -261,7 +266,10 @@ class Daemon:
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 raise AssertionError(f"lnflowd exited with {self._proc.returncode}:\n{self.log()}")
-            if self.db.exists():
+            if isinstance(self.db, DbUrl):
+                if _holds_on_server(self.db, predicate):
+                    return
+            elif self.db.exists():
                 conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
                 try:
                     if predicate(conn):
@@ -323,3 +331,19 @@ def link_fail(
         wire_failure=int(wire),
         failure_detail=int(detail),
     )
+
+
+def _holds_on_server(url: DbUrl, predicate: Callable[[Any], bool]) -> bool:
+    """``predicate`` on a plain reader of the PostgreSQL store (``?`` placeholders, as
+    sqlite3's)."""
+    from lnflow.errors import StoreError
+    from lnflow.store.engines import open_plain_store
+
+    try:
+        db = open_plain_store(url)
+    except StoreError:  # not migrated yet
+        return False
+    try:
+        return predicate(db)
+    finally:
+        db.close()

@@ -318,10 +318,23 @@ def test_lnflowctl_with_a_refused_password_is_one_line(
 
 
 @pytest.mark.e2e
-def test_lnflowd_given_a_url_says_what_it_records_into() -> None:
-    rc, _out, err = run_lnflowd("--db", f"postgresql+psycopg://u:{SECRET}@127.0.0.1/lnflow")
+def test_lnflowd_given_an_unreachable_url_says_so_in_one_line() -> None:
+    rc, _out, err = run_lnflowd("--db", f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/lnflow")
     assert rc != 0 and len(err.strip().splitlines()) == 1, err
-    assert "lnflowd records into a SQLite file only" in err and SECRET not in err
+    assert "cannot reach the PostgreSQL server" in err and SECRET not in err
+
+
+@pytest.mark.e2e
+def test_lnflowd_with_the_policy_engine_on_a_url_says_what_to_set(tmp_path: Path) -> None:
+    # the policy engine keeps its state in a SQLite file: refused before anything starts
+    rules = tmp_path / "rules.conf"
+    rules.write_text("[default]\nstrategy = ignore\n")
+    config = tmp_path / "lnflow.toml"
+    config.write_text(f'[policy]\nmode = "plan"\nfile = "{rules}"\n')
+    url = f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/lnflow"
+    rc, _out, err = run_lnflowd("--config", str(config), "--db", url)
+    assert rc != 0 and len(err.strip().splitlines()) == 1, err
+    assert 'set [policy] mode = "off"' in err and SECRET not in err
 
 
 H = 3_600 * S
@@ -464,3 +477,41 @@ def test_opportunities_policy_history_and_alerts_on_postgresql_equal_sqlite(
         assert live and all(x["events"] == 0 and x["missed_msat"] == 0 for x in live), live
         watched.append(_timeless(analysis))
     assert watched[0] == watched[1]
+
+
+@pytest.mark.engines("postgresql")
+def test_an_ingest_batch_numbers_clusters_under_the_store_wide_lock(
+    open_store: Callable[..., RealStore],
+) -> None:
+    """Daemons of two nodes number clusters one at a time: a batch waits for the lock
+    another writer holds (here it gives up after lock_timeout) and stores nothing."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    from lnflow.store.engines.postgresql import lock_cluster_numbering
+    from lnflow.store.ingest import Ingestor
+    from lnflow.store.schema import failure_clusters
+
+    store = open_store()
+    assert isinstance(store.path, DbUrl)
+    session = store.open_session(1)
+    impatient = create_engine(store.path.secret, connect_args={"options": "-c lock_timeout=200"})
+    try:
+        ingestor = Ingestor(
+            impatient,
+            store.node_id,
+            attempt_timeout_ns=600 * S,
+            attempt_linger_ns=10 * S,
+            dedup_window_ns=60 * S,
+            cluster_max_span_ns=600 * S,
+        )
+        batch = [link_fail(h, h * S, OUT, IN, 40_000_000, 90_000) for h in range(1, 4)]
+        with store.engine.connect() as other, other.begin():
+            lock_cluster_numbering(other)  # another daemon's batch, not committed yet
+            with pytest.raises(OperationalError, match="lock timeout"):
+                ingestor.ingest(session, batch, 10 * S)
+        assert store.count(failure_clusters) == 0  # the batch was rolled back whole
+        ingestor.ingest(session, batch, 10 * S)  # the lock free: the same batch goes in
+        assert store.count(failure_clusters) == 1
+    finally:
+        impatient.dispose()

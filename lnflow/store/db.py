@@ -265,9 +265,12 @@ def _migrate(engine: Engine, path: StoreLocation, current: str | None, run: Any)
     at = f"revision {current}" if current else "empty"
     if engine.dialect.name != "sqlite":
         # PostgreSQL's DDL is transactional: one transaction covers the whole upgrade
+        from lnflow.store.engines.postgresql import lock_migrations
+
         cfg = _alembic_config(engine)
         try:
             with engine.begin() as conn:
+                lock_migrations(conn)  # Alembic then reads the revision another one left
                 cfg.attributes["connection"] = conn
                 run(cfg)
         except sa_exc.DBAPIError as exc:

@@ -46,6 +46,7 @@ from lnflow.store.db import (
     insert_ignoring_duplicates,
     upsert_adding,
 )
+from lnflow.store.engines import lock_cluster_numbering
 from lnflow.store.rollups import (
     ChannelRollupUpserts,
     FailureChannelBatch,
@@ -244,6 +245,8 @@ class Ingestor:
         node_id = self._node_id
         with self._engine.begin() as conn:
             # cluster ids are the store's: past any another node's daemon stored since
+            # (numbered one writer at a time until this batch commits)
+            lock_cluster_numbering(conn)
             stored = conn.scalar(select(func.max(failure_clusters.c.id))) or 0
             self.clusters.skip_to(stored + 1)
             new_events = self._store_events(conn, session_id, events)

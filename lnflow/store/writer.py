@@ -186,18 +186,20 @@ class StoreWriter:
         grace_ns = (DAEMON_HEARTBEAT_GRACE * int(row.heartbeat_interval_s) + 2) * 1_000_000_000
         return bool(now_ns - int(row.heartbeat_ns) <= grace_ns)
 
-    def claim_node(self, node_id: int, now_ns: int, describe: str) -> None:
+    def claim_node(self, node_id: int, now_ns: int, describe: str, *, held: bool = False) -> None:
         """Make this daemon's row the node's; refuse (:class:`NodeTakenError`) while another
         live daemon records the same node. Sessions the node's last daemon left open
         (it crashed) end at its last sign of life (:meth:`close_dangling_sessions`).
-        ``describe`` names the node in the refusal (alias and pubkey).
+        ``describe`` names the node in the refusal (alias and pubkey). ``held``: this
+        daemon holds the node's lock (a database server's), so no other daemon of the
+        node runs whatever its row says.
         """
         d = daemon_state
         with self._engine.begin() as conn:
             others = conn.execute(
                 select(*_LIVENESS).where(d.c.node_id == node_id, d.c.id != self._row)
             ).all()
-            live = [r for r in others if self._live(r, now_ns)]
+            live = [] if held else [r for r in others if self._live(r, now_ns)]
             if live:
                 raise NodeTakenError(
                     f"another lnflowd (pid {live[0].pid}, heartbeat "

@@ -17,6 +17,7 @@ store starts without them.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lnflow.errors import StoreError
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection
+    from sqlalchemy import Connection, Engine
     from sqlalchemy.engine import Dialect
 
 __all__ = [
@@ -37,8 +38,10 @@ __all__ = [
     "has_table",
     "is_url",
     "location",
+    "lock_cluster_numbering",
     "plain_connection",
     "positional_dialect",
+    "store_bytes",
 ]
 
 # scheme://...: anything else is a file path (a path may contain ':' but not '://')
@@ -207,3 +210,32 @@ def column_names(db: PlainDb, table: str) -> set[str]:
             " WHERE table_schema = current_schema() AND table_name = ?"
         )
     return {str(name) for (name,) in db.execute(sql, (table,))}
+
+
+def store_bytes(engine: Engine) -> int:
+    """What the store takes on disk, against the size budget: the SQLite file and its
+    WAL, or the PostgreSQL database (``pg_database_size``)."""
+    if engine.dialect.name == "postgresql":
+        from lnflow.store.engines.postgresql import database_bytes
+
+        return database_bytes(engine)
+    from lnflow.store.db import wal_path
+
+    db = Path(engine.url.database or "")
+    total = 0
+    for path in (db, wal_path(db)):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
+
+
+def lock_cluster_numbering(conn: Connection) -> None:
+    """Hold off other writers' cluster numbering until ``conn``'s transaction ends.
+
+    On PostgreSQL daemons of different nodes write at once: a transaction-level advisory
+    lock makes reading the highest cluster id and inserting past it one step. A SQLite
+    store has one writer (the daemon's file lock): nothing to do."""
+    if conn.dialect.name == "postgresql":
+        from lnflow.store.engines.postgresql import lock_cluster_numbering as lock
+
+        lock(conn)

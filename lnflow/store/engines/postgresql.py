@@ -224,3 +224,70 @@ def open_plain(url: DbUrl) -> PlainReader:
         engine.dispose()
 
     return PlainReader(raw.driver_connection, close)
+
+
+#: the first key of lnflow's advisory locks on nodes (two-int form: the node's id second)
+NODE_LOCKS = 0x6C6E666C  # "lnfl"
+#: the first key of lnflow's store-wide advisory locks, and their second keys
+STORE_LOCKS = NODE_LOCKS + 1
+CLUSTER_NUMBERING = 0
+MIGRATIONS = 1
+
+
+class NodeLock:
+    """A session advisory lock on one node, held by a connection of its own for the
+    daemon's lifetime: a second daemon of the node cannot take it, daemons of other
+    nodes take theirs. The server drops it with the connection (crash, kill, network
+    loss included)."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    @classmethod
+    def try_take(cls, engine: Engine, node_id: int) -> NodeLock | None:
+        """The node's lock, or None while another session holds it."""
+        raw = engine.raw_connection()
+        try:
+            conn: Any = raw.driver_connection
+            conn.autocommit = True  # no transaction (and snapshot) held open for days
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (NODE_LOCKS, node_id)
+            ).fetchone()
+        except BaseException:
+            raw.invalidate()
+            raise
+        if not row[0]:
+            raw.close()
+            return None
+        return cls(raw)
+
+    def release(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.invalidate()  # closing the session drops the lock; never back to the pool
+
+
+def lock_cluster_numbering(conn: Connection) -> None:
+    """Serialise cluster numbering between daemons of different nodes until ``conn``'s
+    transaction ends: each reads the store's highest cluster id and inserts past it."""
+    _xact_lock(conn, CLUSTER_NUMBERING)
+
+
+def lock_migrations(conn: Connection) -> None:
+    """One migration at a time until ``conn``'s transaction ends: daemons started together
+    on an empty database migrate it once (the second finds it migrated)."""
+    _xact_lock(conn, MIGRATIONS)
+
+
+def _xact_lock(conn: Connection, key: int) -> None:
+    conn.execute(
+        text("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": STORE_LOCKS, "key": key}
+    )
+
+
+def database_bytes(engine: Engine) -> int:
+    """The database's size on the server's disk."""
+    with engine.connect() as conn:
+        return int(conn.scalar(text("SELECT pg_database_size(current_database())")) or 0)

@@ -1,0 +1,188 @@
+"""lnflowd recording into PostgreSQL: a real daemon and simulated nodes over gRPC.
+
+The scenario of tests/test_fleet_e2e.py (two nodes, their failures dated 40 minutes
+before the daemons' clock): each node recorded alone into a SQLite file is what every
+PostgreSQL run must read back as. One daemon into a database of its own; two daemons of
+two nodes into one database at the same time, each node's analysis as its run alone;
+a second daemon of a node already recorded there refused in one line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+from daemonproc import Daemon, run_lnflowctl
+from pgserver import PgServer
+from simnode import SimNode
+from test_fleet_e2e import ALPHA, BETA, Sim, _script, _timeless
+
+from lnflow.store.engines import DbUrl, StoreLocation
+
+pytestmark = pytest.mark.e2e  # every test here starts a process
+
+
+def _stored(sim: Sim, n_events: int) -> Any:
+    def check(c: Any) -> bool:
+        row = c.execute(
+            "SELECT (SELECT count(*) FROM htlc_events WHERE node_id = n.id),"
+            " (SELECT count(*) FROM forwards WHERE node_id = n.id),"
+            " (SELECT count(DISTINCT chan_id) FROM channel_samples WHERE node_id = n.id)"
+            " FROM nodes AS n WHERE n.pubkey = ?",
+            (sim.pubkey,),
+        ).fetchone()
+        return row is not None and tuple(row) == (n_events, 1, 3)
+
+    return check
+
+
+def _record(sims: tuple[Sim, ...], tmp: Path, db: StoreLocation) -> None:
+    """Each node's script through a daemon of its own into ``db``, all at once, until
+    every node's events are stored."""
+    nodes, daemons = [], []
+    try:
+        for sim in sims:
+            script, _ = _script(sim)
+            args = ["--seed", str(sim.seed), "--alias", sim.alias]
+            node = SimNode(tmp / f"lnd-{sim.name}", script=script, args=args).__enter__()
+            nodes.append(node)
+            daemons.append(Daemon(node, db, log=tmp / f"{sim.name}.log").start())
+        for sim, d in zip(sims, daemons, strict=True):
+            d.wait_for(_stored(sim, _script(sim)[1]), timeout=120)
+        for d in daemons:
+            assert d.stop() == 0, d.log()
+    finally:
+        for d in daemons:
+            if d.running():
+                d.kill()
+        for node in nodes:
+            node.__exit__(None, None, None)
+
+
+class Runs(NamedTuple):
+    sqlite: dict[str, Path]  # each node alone in a SQLite file
+    alone: DbUrl  # alpha alone in a PostgreSQL database
+    shared: DbUrl  # both nodes, recorded at the same time
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, pg_server: PgServer) -> Iterator[Runs]:
+    tmp = tmp_path_factory.mktemp("pgd")
+    files = {}
+    for sim in (ALPHA, BETA):
+        files[sim.name] = tmp / f"{sim.name}.db"
+        _record((sim,), tmp / f"file-{sim.name}", files[sim.name])
+    # empty databases: the daemons migrate them (two at once: the same empty database)
+    alone = DbUrl(pg_server.create_db())
+    _record((ALPHA,), tmp / "pg-alone", alone)
+    shared = DbUrl(pg_server.create_db())
+    _record((ALPHA, BETA), tmp / "pg-shared", shared)
+    yield Runs(files, alone, shared)
+    for url in (alone, shared):
+        pg_server.drop_db(url.secret)
+
+
+def _analyze(db: StoreLocation, *node: str) -> dict[str, Any]:
+    import json
+
+    where = db.secret if isinstance(db, DbUrl) else str(db)
+    code, out, err = run_lnflowctl(
+        "--db", where, *node, "analyze", "--hours", "1", "--json", timeout=60
+    )
+    assert code == 0, err
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
+def test_a_daemon_recording_into_postgresql_analyzes_as_into_sqlite(runs: Runs) -> None:
+    on_pg = _analyze(runs.alone)
+    on_file = _analyze(runs.sqlite["alpha"])
+    assert on_file["opportunities"], "the scenario reports channels"
+    assert _timeless(on_pg) == _timeless(on_file)
+
+
+@pytest.mark.parametrize("sim", [ALPHA, BETA], ids=["alpha", "beta"])
+def test_two_daemons_at_once_each_node_as_alone(runs: Runs, sim: Sim) -> None:
+    shared = _analyze(runs.shared, "--node", sim.pubkey)
+    alone = _analyze(runs.sqlite[sim.name])
+    assert _timeless(shared) == _timeless(alone)
+    assert len(shared["gaps"]) == 1  # its own stream session only
+
+
+def test_cluster_ids_of_two_daemons_at_once_are_unique(runs: Runs) -> None:
+    from lnflow.store.engines import open_plain_store
+
+    db = open_plain_store(runs.shared)
+    try:
+        per_node = dict(
+            db.execute("SELECT node_id, count(*) FROM failure_clusters GROUP BY node_id").fetchall()
+        )
+        clustered = db.execute(
+            "SELECT count(DISTINCT a.cluster_id), count(DISTINCT c.id) FROM forward_attempts a"
+            " JOIN failure_clusters c ON c.id = a.cluster_id AND c.node_id = a.node_id"
+        ).fetchone()
+    finally:
+        db.close()
+    assert len(per_node) == 2 and all(n > 0 for n in per_node.values()), per_node
+    # every attempt's cluster is one of its own node's
+    assert clustered[0] == clustered[1] == sum(per_node.values())
+
+
+def test_a_second_daemon_of_the_same_node_is_refused_in_one_line(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    url = DbUrl(pg_server.create_db())
+    script, n_events = _script(ALPHA)
+    args = ["--seed", str(ALPHA.seed), "--alias", ALPHA.alias]
+    try:
+        with (
+            SimNode(tmp_path / "lnd", script=script, args=args) as node,
+            Daemon(node, url, log=tmp_path / "first.log") as first,
+        ):
+            first.wait_for(_stored(ALPHA, n_events), timeout=120)
+            second = Daemon(node, url, log=tmp_path / "second.log").start()
+            deadline = time.monotonic() + 60
+            while second.running() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            code = second.stop()
+            assert first.running()  # the first one records on
+            assert first.stop() == 0
+    finally:
+        pg_server.drop_db(url.secret)
+    errors = [line for line in second.log().splitlines() if line.startswith("lnflowd: error:")]
+    assert code != 0 and len(errors) == 1 and "Traceback" not in second.log(), second.log()
+    assert "another lnflowd is recording node alpha" in errors[0], errors[0]
+    assert ALPHA.pubkey in errors[0] and "one daemon per node" in errors[0]
+
+
+def test_a_killed_daemons_node_is_taken_at_once_by_the_next(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """The server drops a killed daemon's node lock with its connection: the next daemon
+    of the node records at once, though the dead one's heartbeat still looks live."""
+    url = DbUrl(pg_server.create_db())
+    script, n_events = _script(ALPHA)
+    args = ["--seed", str(ALPHA.seed), "--alias", ALPHA.alias]
+    try:
+        with SimNode(tmp_path / "lnd", script=script, args=args) as node:
+            first = Daemon(node, url, log=tmp_path / "first.log").start()
+            first.wait_for(_stored(ALPHA, n_events), timeout=120)
+            first.kill()
+            with Daemon(node, url, log=tmp_path / "next.log") as following:
+                following.wait_for(
+                    lambda c: (
+                        c.execute(
+                            "SELECT d.pid FROM daemon_state AS d JOIN nodes AS n"
+                            " ON n.id = d.node_id WHERE n.pubkey = ? AND d.stopped_ns IS NULL",
+                            (ALPHA.pubkey,),
+                        ).fetchall()
+                        == [(following.pid,)]
+                    ),
+                    timeout=60,
+                )
+                assert following.stop() == 0, following.log()
+    finally:
+        pg_server.drop_db(url.secret)
