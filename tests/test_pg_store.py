@@ -248,11 +248,12 @@ def _timeless(doc: object) -> object:
     return doc
 
 
-@pytest.mark.e2e
-@pytest.mark.engines("postgresql")
-def test_analyze_on_postgresql_equals_sqlite_field_by_field(
-    tmp_path: Path, open_store: Callable[..., RealStore]
-) -> None:
+def _twin_stores(
+    tmp_path: Path,
+    open_store: Callable[..., RealStore],
+    *fills: Callable[[RealStore, int], None],
+) -> tuple[RealStore, RealStore]:
+    """A PostgreSQL store and a SQLite file, each filled by ``fills`` at the same now."""
     pg = open_store()
     engine = db.open_engine(tmp_path / "lite.db")
     try:
@@ -260,9 +261,19 @@ def test_analyze_on_postgresql_equals_sqlite_field_by_field(
         lite = RealStore(tmp_path / "lite.db", engine, writer, writer.upsert_node(STORE_NODE, 1))
         now = time.time_ns()
         for store in (pg, lite):
-            _fill_recent(store, now)
+            for fill in fills:
+                fill(store, now)
     finally:
         engine.dispose()
+    return pg, lite
+
+
+@pytest.mark.e2e
+@pytest.mark.engines("postgresql")
+def test_analyze_on_postgresql_equals_sqlite_field_by_field(
+    tmp_path: Path, open_store: Callable[..., RealStore]
+) -> None:
+    pg, lite = _twin_stores(tmp_path, open_store, _fill_recent)
     on_pg, on_lite = _analyze(pg.path.secret), _analyze(lite.path)  # type: ignore[union-attr]
     assert on_pg["opportunities"], on_pg  # something to compare
     assert _timeless(on_pg) == _timeless(on_lite)
@@ -433,17 +444,7 @@ def _ageless(out: object) -> object:
 def test_opportunities_policy_history_and_alerts_on_postgresql_equal_sqlite(
     tmp_path: Path, open_store: Callable[..., RealStore]
 ) -> None:
-    pg = open_store()
-    engine = db.open_engine(tmp_path / "lite.db")
-    try:
-        writer = StoreWriter(engine)
-        lite = RealStore(tmp_path / "lite.db", engine, writer, writer.upsert_node(STORE_NODE, 1))
-        now = time.time_ns()
-        for store in (pg, lite):
-            _fill_recent(store, now)
-            _fill_snapshot_policy_and_alerts(store, now)
-    finally:
-        engine.dispose()
+    pg, lite = _twin_stores(tmp_path, open_store, _fill_recent, _fill_snapshot_policy_and_alerts)
     for command in (
         ["opportunities", "--json"],
         ["opportunities", "--all-nodes", "--json"],
