@@ -15,7 +15,7 @@ from daemonproc import Daemon, run_lnflowctl, run_lnflowd
 from pgserver import PgServer
 from simnode import SimNode
 from sqlalchemy import create_engine, text
-from test_same_numbers_e2e import CHANNELS, EVENTS
+from test_same_numbers_e2e import CHANNELS, EVENTS, all_recorded
 
 from lnflow.errors import StoreError
 from lnflow.store import db
@@ -35,16 +35,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     script: list[dict[str, Any]] = [*CHANNELS, {"op": "wait_subscribers", "count": 1}, *EVENTS]
     store = tmp / "s.db"
     with SimNode(tmp / "lnd", script=script) as sim, Daemon(sim, store) as d:
-        d.wait_for(
-            lambda c: (
-                c.execute(
-                    "SELECT (SELECT count(*) FROM htlc_events), (SELECT count(*) FROM forwards),"
-                    " (SELECT count(DISTINCT chan_id) FROM channel_samples)"
-                ).fetchone()
-                == (len(EVENTS), 1, 4)
-            ),
-            timeout=90,
-        )
+        d.wait_for(all_recorded, timeout=90)
         assert d.stop() == 0
     return store
 

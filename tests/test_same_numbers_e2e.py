@@ -87,6 +87,16 @@ def _fail(
     }
 
 
+def all_recorded(conn: Any) -> bool:
+    """Whether the daemon stored every scripted event, the ledger's forward and the four
+    channels' samples: the whole of the script, whatever the cuts."""
+    counts = conn.execute(
+        "SELECT (SELECT count(*) FROM htlc_events), (SELECT count(*) FROM forwards),"
+        " (SELECT count(DISTINCT chan_id) FROM channel_samples)"
+    ).fetchone()
+    return bool(counts == (len(EVENTS), 1, 4))
+
+
 def _events() -> list[dict[str, Any]]:
     liq = ("TEMPORARY_CHANNEL_FAILURE", "INSUFFICIENT_BALANCE")
     fee = ("FEE_INSUFFICIENT", "NO_DETAIL")
@@ -146,16 +156,7 @@ def _record(tmp_path: Path, cuts: list[int]) -> tuple[dict[str, Any], dict[str, 
         script.append(event)
     db = tmp_path / "s.db"
     with SimNode(tmp_path / "lnd", script=script) as sim, Daemon(sim, db) as d:
-        d.wait_for(
-            lambda c: (
-                c.execute(
-                    "SELECT (SELECT count(*) FROM htlc_events), (SELECT count(*) FROM forwards),"
-                    " (SELECT count(DISTINCT chan_id) FROM channel_samples)"
-                ).fetchone()
-                == (len(EVENTS), 1, 4)
-            ),
-            timeout=90,
-        )
+        d.wait_for(all_recorded, timeout=90)
         sessions = query(db, "SELECT count(*) FROM stream_sessions")[0][0]
         ctl = [sys.executable, "-m", "lnflow.cli.ctl", "--db", str(db)]
         out = subprocess.run(
