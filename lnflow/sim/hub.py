@@ -187,7 +187,7 @@ class Subscriber:
 
 
 class EventLog:
-    """``--event-log``: one JSON line per event handed to a subscriber's stream."""
+    """``--event-log``: one JSON line per event written to a subscriber."""
 
     def __init__(self, path: Path) -> None:
         self._file: TextIO = path.open("a", buffering=1 << 16, encoding="utf-8")

@@ -412,21 +412,18 @@ class SimServicer:
             if self.node.at_least(0, 16):
                 await context.send_initial_metadata(())
                 marker = Outgoing(SimEvent(kind="subscribed", event_type=0))
-                # logged before the write: a subscriber that cancels as soon as it has
-                # read an event can cancel the write's completion, and the event it read
-                # would be missing from the log
+                await context.write(marker.payload)
                 if log:
                     log.written(sub.number, marker)
-                await context.write(marker.payload)
             while True:
                 batch = await sub.queue.get()
                 if isinstance(batch, Drop):
                     await context.abort(getattr(grpc.StatusCode, batch.code), batch.details)
                     return
                 for item in batch:
+                    await context.write(item.payload)
                     if log:
                         log.written(sub.number, item)
-                    await context.write(item.payload)
                 sub.written(len(batch), self.hub)
         finally:
             self.hub.unsubscribe(sub)
