@@ -39,9 +39,12 @@ def _stored(sim: Sim, n_events: int) -> Any:
     return check
 
 
-def _record(sims: tuple[Sim, ...], tmp: Path, db: StoreLocation) -> None:
-    """Each node's script through a daemon of its own into ``db``, all at once, until
-    every node's events are stored."""
+def _record(
+    sims: tuple[Sim, ...], tmp: Path, db: StoreLocation, as_role: dict[str, DbUrl] | None = None
+) -> None:
+    """Each node's script through a daemon of its own into ``db`` (``as_role``: a URL of
+    its own per node, into the same database), all at once, until every node's events
+    are stored."""
     nodes, daemons = [], []
     try:
         for sim in sims:
@@ -49,7 +52,8 @@ def _record(sims: tuple[Sim, ...], tmp: Path, db: StoreLocation) -> None:
             args = ["--seed", str(sim.seed), "--alias", sim.alias]
             node = SimNode(tmp / f"lnd-{sim.name}", script=script, args=args).__enter__()
             nodes.append(node)
-            daemons.append(Daemon(node, db, log=tmp / f"{sim.name}.log").start())
+            own = as_role[sim.name] if as_role else db
+            daemons.append(Daemon(node, own, log=tmp / f"{sim.name}.log").start())
         for sim, d in zip(sims, daemons, strict=True):
             d.wait_for(_stored(sim, _script(sim)[1]), timeout=120)
         for d in daemons:
@@ -365,3 +369,57 @@ def test_a_server_restart_loses_no_event_and_the_node_stays_locked(tmp_path: Pat
     assert wanted - stored == set()
     assert sessions == [("shutdown",)]  # lnd was there all along: one session
     assert d.events("node_lock_taken_again")
+
+
+# -- the roles of docs/postgresql.md ----------------------------------------------------
+
+
+def _roles_sql(database: str) -> str:
+    """The docs' roles block as it stands, for a database of another name."""
+    doc = (Path(__file__).parent.parent / "docs" / "postgresql.md").read_text()
+    block = doc.split("## Roles", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    lines = [
+        line for line in block.splitlines() if not line.startswith(("CREATE DATABASE", "\\c "))
+    ]
+    return "\n".join(lines).replace("DATABASE lnflow ", f"DATABASE {database} ")
+
+
+@pytest.mark.timeout(360)  # with the module's recorded runs, on a loaded machine
+def test_the_documented_roles_two_writers_and_a_reader(
+    tmp_path: Path, pg_server: PgServer, runs: Runs
+) -> None:
+    """Two daemons, each with a writer role of its own, record into one database; the
+    read-only role reads each node as its run alone and cannot write."""
+    import psycopg
+
+    url = DbUrl(pg_server.create_db())
+    name = url.secret.rsplit("/", 1)[1]
+    pg_server.admin(_roles_sql(name), db=name)
+    try:
+        role = {
+            sim.name: DbUrl(pg_server.url(name, user=f"lnflow_{sim.name}")) for sim in (ALPHA, BETA)
+        }
+        _record((ALPHA, BETA), tmp_path, url, as_role=role)
+        reader = DbUrl(pg_server.url(name, user="lnflow_reader"))
+        for sim in (ALPHA, BETA):
+            assert _timeless(_analyze(reader, "--node", sim.pubkey)) == _timeless(
+                _analyze(runs.sqlite[sim.name])
+            )
+        with (
+            psycopg.connect(_libpq(reader), autocommit=True) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute("DELETE FROM htlc_events")
+        with psycopg.connect(_libpq(url)) as conn:
+            owners = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema()"
+                )
+            }
+        assert owners == {"lnflow_writer"}
+    finally:
+        pg_server.drop_db(url.secret)
+        pg_server.admin(
+            "DROP ROLE IF EXISTS lnflow_alpha, lnflow_beta, lnflow_reader, lnflow_writer"
+        )
