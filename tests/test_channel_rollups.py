@@ -166,6 +166,7 @@ def _expected_forwards(engine: Engine, per: int) -> dict[tuple[int, ...], dict[s
     return result
 
 
+@pytest.mark.timeout(360)  # 25 stores, each migrated down to 0003 and up: ~50 s alone
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     failures=st.lists(failure_st, min_size=1, max_size=60),
