@@ -45,6 +45,7 @@ from lnflow.store.engines import DbUrl, StoreLocation
 __all__ = [
     "Daemon",
     "children",
+    "db_arg",
     "proc_state",
     "query",
     "run_lnflowctl",
@@ -185,6 +186,11 @@ def sent_before_but_not_stored(
     return before, before - stored
 
 
+def db_arg(db: StoreLocation) -> str:
+    """The store as ``--db`` takes it: a file's path, or a database's URL."""
+    return db.secret if isinstance(db, DbUrl) else str(db)
+
+
 def query(db: StoreLocation, sql: str, *params: object) -> list[tuple[Any, ...]]:
     """The rows of ``sql`` (``?`` placeholders) read from the store at ``db``: a SQLite
     file with the plain sqlite3 module, a PostgreSQL database through psycopg (lnflow's
@@ -237,7 +243,7 @@ class Daemon:
             "lnflowd.main",
             *sim_flags(self.sim),
             "--db",
-            self.db.secret if isinstance(self.db, DbUrl) else str(self.db),
+            db_arg(self.db),
             "--log-format",
             "json",
             "--log-level",
