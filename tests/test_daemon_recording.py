@@ -181,7 +181,7 @@ def test_node_restart_mid_stream_reconnects_records_the_gap_and_stores_replays_o
         sim.start()
         # The replays come before the new events on the same stream, so once the new
         # events are stored the replays have been through the store too.
-        d.wait_for(lambda c: count(c, "htlc_events") >= len(sent), timeout=25)
+        d.wait_for(lambda c: count(c, "htlc_events") >= len(sent), timeout=60)
         d.wait_for(lambda c: count(c, "stream_sessions", "subscribed_ns IS NOT NULL") == 2)
         status = status_json(db)
         assert d.stop() == 0
@@ -293,7 +293,7 @@ def test_ledger_of_25000_forwards_is_paged_in_once_and_resumed_from_the_last_sec
         truth = ledger_truth(sim)
         assert len(truth) == len(set(truth)) >= history
         with Daemon(sim, db, env=env) as d:
-            d.wait_for(lambda c: count(c, "forwards") >= len(truth), timeout=25)
+            d.wait_for(lambda c: count(c, "forwards") >= len(truth), timeout=90)
             assert d.stop() == 0
         stored, distinct, last_ns = query(
             db, "SELECT count(*), count(DISTINCT timestamp_ns), max(timestamp_ns) FROM forwards"
