@@ -22,7 +22,9 @@ from test_fleet_e2e import ALPHA, BETA, Sim, _script, _timeless
 
 from lnflow.store.engines import DbUrl, StoreLocation
 
-pytestmark = pytest.mark.e2e  # every test here starts a process
+# every test here starts a process; the first to use the module's recorded runs (five
+# daemons, ~50 s alone) waits for them, several times that on a loaded machine
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 
 def _stored(sim: Sim, n_events: int) -> Any:
@@ -384,7 +386,6 @@ def _roles_sql(database: str) -> str:
     return "\n".join(lines).replace("DATABASE lnflow ", f"DATABASE {database} ")
 
 
-@pytest.mark.timeout(360)  # with the module's recorded runs, on a loaded machine
 def test_the_documented_roles_two_writers_and_a_reader(
     tmp_path: Path, pg_server: PgServer, runs: Runs
 ) -> None:
