@@ -41,6 +41,7 @@ from lnflow.store.engines import DbUrl
 __all__ = [
     "Daemon",
     "children",
+    "db_arg",
     "proc_state",
     "query",
     "run_lnflowctl",
@@ -181,7 +182,21 @@ def sent_before_but_not_stored(
     return before, before - stored
 
 
-def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+def db_arg(db: Path | DbUrl) -> str:
+    """``--db`` for the store ``db``: a file's path, a database's URL (its password too)."""
+    return db.secret if isinstance(db, DbUrl) else str(db)
+
+
+def query(db: Path | DbUrl, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (``?`` placeholders) on a read-only connection to the store."""
+    if isinstance(db, DbUrl):
+        from lnflow.store.engines import open_plain_store
+
+        plain = open_plain_store(db)
+        try:
+            return [tuple(r) for r in plain.execute(sql, params).fetchall()]
+        finally:
+            plain.close()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         return conn.execute(sql, params).fetchall()
@@ -218,7 +233,7 @@ class Daemon:
             "lnflowd.main",
             *sim_flags(self.sim),
             "--db",
-            self.db.secret if isinstance(self.db, DbUrl) else str(self.db),
+            db_arg(self.db),
             "--log-format",
             "json",
             "--log-level",

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import Dialect
 
 from lnflow.errors import StoreError
-from lnflow.store.engines import DbUrl
+from lnflow.store.engines import DbUrl, PlainDb
 from lnflow.store.readonly import judge_revision
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "check_revision",
     "connect_error",
     "open_engine",
+    "open_plain_writer",
     "positional",
     "reason_of",
 ]
@@ -226,12 +227,21 @@ def open_plain(url: DbUrl) -> PlainReader:
     return PlainReader(raw.driver_connection, close)
 
 
+def open_plain_writer(engine: Engine) -> PlainReader:
+    """A connection of ``engine``'s pool for the plain writers (the policy engine's
+    history), committed by its :meth:`~PlainReader.commit`; closing it hands it back to
+    the pool, which rolls back what was not committed."""
+    raw = engine.raw_connection()
+    return PlainReader(raw.driver_connection, raw.close)
+
+
 #: the first key of lnflow's advisory locks on nodes (two-int form: the node's id second)
 NODE_LOCKS = 0x6C6E666C  # "lnfl"
 #: the first key of lnflow's store-wide advisory locks, and their second keys
 STORE_LOCKS = NODE_LOCKS + 1
 CLUSTER_NUMBERING = 0
 MIGRATIONS = 1
+POLICY_RUN_NUMBERING = 2
 
 
 class NodeLock:
@@ -279,6 +289,12 @@ def lock_migrations(conn: Connection) -> None:
     """One migration at a time until ``conn``'s transaction ends: daemons started together
     on an empty database migrate it once (the second finds it migrated)."""
     _xact_lock(conn, MIGRATIONS)
+
+
+def lock_run_numbering(db: PlainDb) -> None:
+    """Serialise the numbering of policy runs until ``db``'s transaction ends: each
+    writer reads the highest run id and inserts the next."""
+    db.execute("SELECT pg_advisory_xact_lock(?, ?)", (STORE_LOCKS, POLICY_RUN_NUMBERING))
 
 
 def _xact_lock(conn: Connection, key: int) -> None:
