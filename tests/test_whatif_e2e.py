@@ -90,7 +90,10 @@ def test_whatif_recovers_fee_failures_at_a_lower_rate(
 ) -> None:
     script = [*CHANNELS, {"op": "wait_subscribers", "count": 1}, *EVENTS]
     db = store_at("s.db")
-    with SimNode(tmp_path / "lnd", script=script) as sim, Daemon(sim, db) as d:
+    with (
+        SimNode(tmp_path / "lnd", script=script) as sim,
+        Daemon(sim, db, log=tmp_path / "d.log") as d,
+    ):
         # every failure and forward recorded, and B's policy sampled
         d.wait_for(
             lambda c: (
