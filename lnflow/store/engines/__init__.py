@@ -244,12 +244,13 @@ def column_names(db: PlainDb, table: str) -> set[str]:
 
 
 def store_bytes(engine: Engine) -> int:
-    """What the store takes on disk, against the size budget: the SQLite file and its
-    WAL, or the PostgreSQL database (``pg_database_size``)."""
+    """What the store takes on disk (the metric, the "store near its budget" alert): the
+    SQLite file and its WAL, or lnflow's tables in the PostgreSQL database
+    (``pg_total_relation_size``: other applications' tables are not the store's)."""
     if engine.dialect.name == "postgresql":
-        from lnflow.store.engines.postgresql import database_bytes
+        from lnflow.store.engines.postgresql import store_bytes as table_bytes
 
-        return database_bytes(engine)
+        return table_bytes(engine)
     from lnflow.store.db import wal_path
 
     db = Path(engine.url.database or "")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import Dialect
 
 from lnflow.errors import StoreError
@@ -22,12 +22,14 @@ from lnflow.store.readonly import judge_revision
 __all__ = [
     "EXTRA_HINT",
     "PlainReader",
+    "bytes_per_row",
     "check_revision",
     "connect_error",
     "open_engine",
     "open_plain_writer",
     "positional",
     "reason_of",
+    "store_bytes",
 ]
 
 EXTRA_HINT = "pip install 'lnflow[postgresql]'"
@@ -200,9 +202,9 @@ class PlainReader:
     def commit(self) -> None:
         self._raw.commit()
 
-    def database_bytes(self) -> int:
-        """The database's size on the server's disk."""
-        row = self.execute("SELECT pg_database_size(current_database())").fetchone()
+    def store_bytes(self) -> int:
+        """What lnflow's tables take on the server's disk (:func:`store_bytes`)."""
+        row = self.execute(_STORE_BYTES.replace("%s", "?"), (_table_names(),)).fetchone()
         return int(row[0])
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
@@ -303,7 +305,69 @@ def _xact_lock(conn: Connection, key: int) -> None:
     )
 
 
-def database_bytes(engine: Engine) -> int:
-    """The database's size on the server's disk."""
+def _table_names() -> list[str]:
+    from lnflow.store.schema import metadata
+
+    return sorted(metadata.tables)
+
+
+# lnflow's tables of the current schema (search_path's first), indexes and TOAST included
+_STORE_BYTES = (
+    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_catalog.pg_class AS c"
+    " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname = ANY(%s)"
+)
+
+
+def store_bytes(engine: Engine) -> int:
+    """What lnflow's tables take on the server's disk: their ``pg_total_relation_size``
+    (rows, dead rows and free space, indexes, TOAST), not the database's, which may hold
+    other applications' tables."""
     with engine.connect() as conn:
-        return int(conn.scalar(text("SELECT pg_database_size(current_database())")) or 0)
+        return int(conn.exec_driver_sql(_STORE_BYTES, (_table_names(),)).scalar_one())
+
+
+#: rows whose size is read to estimate a table's bytes per row (its newest, by key)
+SAMPLE_ROWS = 1000
+#: bytes a heap row takes beside its ``pg_column_size`` (which counts its header): its
+#: line pointer
+ROW_OVERHEAD_BYTES = 4
+
+
+def bytes_per_row(conn: Connection, tables: Sequence[Table]) -> dict[str, tuple[int, float]]:
+    """Per table: (rows, the bytes one of its rows takes, indexes and TOAST included).
+
+    What the size budget counts on PostgreSQL (:mod:`lnflow.store.retention`): a delete
+    does not shrink a table's files, its space is reused by later rows, so the files'
+    size cannot tell what a drop freed. A row's share is its data (``pg_column_size`` of
+    the :data:`SAMPLE_ROWS` newest rows, plus :data:`ROW_OVERHEAD_BYTES`) scaled by the
+    table's total size over its heap's (the indexes' and TOAST's share), and never more
+    than the table's size over its rows. ``count(*)`` reads each table once."""
+    out: dict[str, tuple[int, float]] = {}
+    for table in tables:
+        name = conn.dialect.identifier_preparer.format_table(table)
+        rows = int(conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one())
+        if not rows:
+            out[table.name] = (0, 0.0)
+            continue
+        order = ", ".join(
+            f"{conn.dialect.identifier_preparer.quote(c.name)} DESC" for c in table.primary_key
+        )
+        width = float(
+            conn.execute(
+                text(
+                    f"SELECT avg(pg_column_size(s.*)) FROM (SELECT * FROM {name}"
+                    f" ORDER BY {order} LIMIT {SAMPLE_ROWS}) AS s"
+                )
+            ).scalar_one()
+        )
+        heap, total = conn.execute(
+            text(
+                "SELECT pg_relation_size(CAST(:t AS regclass)),"
+                " pg_total_relation_size(CAST(:t AS regclass))"
+            ),
+            {"t": name},
+        ).one()
+        share = (width + ROW_OVERHEAD_BYTES) * (int(total) / int(heap) if heap else 1.0)
+        out[table.name] = (rows, min(share, int(total) / rows))
+    return out
