@@ -744,6 +744,37 @@ def test_daemon_prune_job_runs_in_batches_and_logs_a_summary(store: Store) -> No
     assert done["batches"] >= 4 and done["complete"]  # 100 + 100 + 50, then nothing
 
 
+def test_daemon_prune_job_keeps_the_store_under_its_budget(store: Store) -> None:
+    """The daemon's prune run with [retention] max_db_mb: the oldest events go until the
+    store is under its budget, each batch logged, and the next run drops nothing."""
+    _fill(store, htlc_events, 24_000, NOW - 3 * NS_PER_DAY)  # ~20 MiB, inside every TTL
+    assert _used_mib(store) > 17
+    settings = Settings(retention=RetentionSettings(max_db_mb=16, batch_rows=2000))
+    now = [NOW]
+    daemon = Daemon(settings, clock_ns=lambda: now[0])
+    thread = StoreThread(store.writer)
+    (prune,) = [job for job in daemon.jobs_at_start(store.engine, thread) if job.id == "prune"]
+
+    async def run() -> None:
+        await asyncio.wait_for(prune.run(), timeout=60)
+
+    try:
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(run())
+        left = store.count(htlc_events)
+        now[0] += settings.retention.prune_interval_s * 1_000_000_000  # the next run
+        with structlog.testing.capture_logs() as again:
+            asyncio.run(run())
+    finally:
+        thread.close()
+    drops = [e for e in logs if e["event"] == "retention_size_budget_drop"]
+    assert drops and {e["table"] for e in drops} == {"htlc_events"}
+    assert sum(e["rows"] for e in drops) == 24_000 - left > 0
+    assert _used_mib(store) <= 16
+    assert not [e for e in again if e["event"] == "retention_size_budget_drop"]
+    assert store.count(htlc_events) == left
+
+
 @pytest.mark.engines("sqlite")  # SQLite's pages and WAL
 def test_the_wal_counts_in_the_size_budget_and_a_checkpoint_truncates_it(store: Store) -> None:
     pruner = Pruner(store.engine, KEEP_ALL, max_db_mb=16)
