@@ -32,4 +32,8 @@ def _escape(match: re.Match[str]) -> str:
 
 def printable(text: str) -> str:
     """``text`` with every control, bidi override and line separator shown as an escape."""
+    # every character escaped here is one str.isprintable() rejects (Cc, Cf, Zl, Zp):
+    # printable text, nearly all of it (numbers, amounts, most aliases), is returned as is
+    if text.isprintable():
+        return text
     return _UNSAFE.sub(_escape, text)

@@ -511,7 +511,7 @@ class Daemon:
         be written (the recorder holds events meanwhile and stops past its bound). A store
         moved or deleted under the daemon stops it first."""
         if self._guard is not None:
-            self._guard.check()
+            await asyncio.to_thread(self._guard.check)  # a server's may wait on the network
         try:
             await store.call(store.target.daemon_state, self.clock_ns())
         except asyncio.CancelledError:

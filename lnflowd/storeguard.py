@@ -283,12 +283,36 @@ class ServerGuard:
     def __init__(self, url: DbUrl) -> None:
         self._url = url
         self._lock: Any = None
+        self._claimed: tuple[Engine, int, str] | None = None
 
     def opened(self, engine: Engine) -> None:
         return None
 
     def check(self) -> None:
-        return None
+        """The lock goes with its session (a server restart, a terminated backend, a
+        lost network): take it again as soon as the server answers. Another daemon
+        of the node that took it meanwhile keeps it, and this one stops at once."""
+        if self._claimed is None or (self._lock is not None and self._lock.held()):
+            return
+        from lnflow.store.engines.postgresql import NodeLock, reason_of
+
+        engine, node_id, describe = self._claimed
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+            log.warning("node_lock_lost", node=describe, store=str(self._url))
+        try:
+            lock = NodeLock.try_take(engine, node_id)
+        except Exception as exc:  # the server is away: the next heartbeat retries
+            log.warning("node_lock_not_taken", error=reason_of(exc, self._url))
+            return
+        if lock is None:
+            stop_taken(
+                f"another lnflowd took node {describe} in {self._url} while this one had"
+                " lost its connection: this one stops (one daemon per node)"
+            )
+        self._lock = lock
+        log.info("node_lock_taken_again", node=describe)
 
     def claim(self, engine: Engine, node_id: int, describe: str) -> None:
         from lnflow.store.engines.postgresql import NodeLock
@@ -300,11 +324,23 @@ class ServerGuard:
                 " first (one daemon per node; daemons of other nodes may share the store)"
             )
         self._lock = lock
+        self._claimed = (engine, node_id, describe)
 
     def release(self, *, refused: bool = False) -> None:
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
+
+
+def stop_taken(message: str) -> None:
+    """Exit at once with one line: another daemon records the node now, and two would
+    write its sessions and daemon row over each other."""
+    log.error("node_taken", error=message)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.write(f"lnflowd: error: {message}\n")
+        sys.stderr.flush()
+    os._exit(NodeTakenError.exit_code)
 
 
 def guard_for(where: StoreLocation) -> StoreGuard:

@@ -5,11 +5,15 @@
         assert d.stop() == 0                       # SIGTERM, exit status
 
 ``Daemon(sim, db, *, args=(), env=None)``: ``.start()``, ``.stop(sig=SIGTERM)``,
-``.kill()`` (SIGKILL), ``.wait_for(predicate(sqlite3.Connection) -> bool, timeout)``,
+``.kill()`` (SIGKILL), ``.wait_for(predicate(conn) -> bool, timeout)`` (``conn``
+sqlite3's, or a plain reader of PostgreSQL with the same ``execute``),
 ``.log()`` (stderr, JSON lines), ``.events(name)`` (parsed log records named ``name``).
 ``run_lnflowd(*args)`` runs it to completion: (exit status, stdout, stderr);
 ``run_lnflowctl(*args)`` likewise for ``lnflowctl``.
-``query(db, sql)`` reads the store with the plain sqlite3 module.
+``query(db, sql, *params)`` reads the store with ``?`` placeholders: a SQLite file with
+the plain sqlite3 module, a PostgreSQL database (a ``DbUrl``) through psycopg; a daemon
+records into either (``store_at`` of tests/conftest.py gives the test's store on its
+engine).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from lnflow.domain import (
     WireFailure,
     to_signed64,
 )
-from lnflow.store.engines import DbUrl
+from lnflow.store.engines import DbUrl, StoreLocation
 
 __all__ = [
     "Daemon",
@@ -153,7 +157,7 @@ def stored(event: Mapping[str, Any]) -> Callable[[sqlite3.Connection], bool]:
 
 
 def sent_before_but_not_stored(
-    sent_log: Path, signal_ns: int, db: Path
+    sent_log: Path, signal_ns: int, db: StoreLocation
 ) -> tuple[set[tuple[int, ...]], set[tuple[int, ...]]]:
     """Events the simulator logged as sent before ``signal_ns`` (kind and circuit key),
     and those of them the store does not have."""
@@ -182,19 +186,21 @@ def sent_before_but_not_stored(
     return before, before - stored
 
 
-def db_arg(db: Path | DbUrl) -> str:
-    """``--db`` for the store ``db``: a file's path, a database's URL (its password too)."""
+def db_arg(db: StoreLocation) -> str:
+    """The store as ``--db`` takes it: a file's path, or a database's URL."""
     return db.secret if isinstance(db, DbUrl) else str(db)
 
 
-def query(db: Path | DbUrl, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` (``?`` placeholders) on a read-only connection to the store."""
+def query(db: StoreLocation, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` (``?`` placeholders) read from the store at ``db``: a SQLite
+    file with the plain sqlite3 module, a PostgreSQL database through psycopg (lnflow's
+    plain reader, whose ``numeric`` sums come back as ints, as SQLite's do)."""
     if isinstance(db, DbUrl):
         from lnflow.store.engines import open_plain_store
 
         plain = open_plain_store(db)
         try:
-            return [tuple(r) for r in plain.execute(sql, params).fetchall()]
+            return [tuple(row) for row in plain.execute(sql, params).fetchall()]
         finally:
             plain.close()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -214,15 +220,19 @@ class Daemon:
         env: dict[str, str] | None = None,
         log: Path | None = None,
     ) -> None:
-        """``db``: a SQLite file, or a PostgreSQL database (then ``log`` names the
-        daemon's log file)."""
+        """``db``: a SQLite file, or a PostgreSQL database. The daemon's log goes to
+        ``log``, by default beside the file (``lnflow.log`` for ``lnflow.db``), or for a
+        database beside the simulated node's lnd directory (``lnflowd.log``), so that a
+        test reads it alike on either engine."""
         self.sim = sim
         self.db = db
         self.args = list(args)
         self.env = env
         if log is None:
-            assert isinstance(db, Path), "a daemon recording into a server needs log="
-            log = db.with_suffix(".log")
+            if isinstance(db, DbUrl):
+                log = sim.lnddir.parent / "lnflowd.log"
+            else:
+                log = db.with_suffix(".log")
         self.stderr_path = log
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -99,6 +99,14 @@ class PgServer:
                 self.port = _free_port()
                 opts = opts.replace(opts.split()[1], f"port={self.port}", 1)
 
+    def restart(self) -> None:
+        """Stop the server (its sessions dropped, as by an upgrade or a host reboot) and
+        start it again on the same port with the same options."""
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast",
+            "-l", str(self.root / "server.log"), "-w", "restart",
+        )  # fmt: skip
+
     def stop(self) -> None:
         with contextlib.suppress(RuntimeError):
             self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")

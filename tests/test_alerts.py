@@ -19,6 +19,7 @@ import pytest
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from conftest import RealStore
+from daemonproc import db_arg
 from webhook import Hook
 
 from lnflow.alerts import (
@@ -45,6 +46,7 @@ from lnflow.domain import NodeInfo
 from lnflow.recording import StoreThread
 from lnflow.store import db
 from lnflow.store.alerts import alerts_since, last_deliveries, open_conditions
+from lnflow.store.engines import StoreLocation
 from lnflow.store.writer import StoreWriter
 from lnflowd.alerts import AlertService
 
@@ -608,13 +610,14 @@ def test_the_alert_log_reads_back_on_either_engine(open_store: Callable[..., Rea
 # ------------------------------------------------------------------- lnflowctl alerts
 
 
+@pytest.mark.engines("sqlite", "postgresql")
 def test_lnflowctl_alerts_escapes_hostile_text_and_keeps_json_exact(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store_at: Callable[[str], StoreLocation], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from lnflow.cli import ctl
     from lnflow.store.alerts import AlertLog, Delivery
 
-    path = tmp_path / "s.db"
+    path = store_at("s.db")
     engine = db.open_engine(path)
     writer = StoreWriter(engine)
     node_id = writer.upsert_node(NodeInfo(PEER, "al", "0.18.0-beta", "regtest", 1, True), T0)
@@ -627,13 +630,13 @@ def test_lnflowctl_alerts_escapes_hostile_text_and_keeps_json_exact(
     engine.dispose()
     assert old < new
 
-    assert ctl.main(["--db", str(path), "alerts", "--since", "2d"]) == 0
+    assert ctl.main(["--db", db_arg(path), "alerts", "--since", "2d"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "peer\\x1b[2J" in out and "phone failed (HTTP 500: \\x1b]0;pwned\\x07)" in out
     assert out.count("opportunity on 0x0x5") == 1  # the one older than 2 days is left out
 
-    assert ctl.main(["--db", str(path), "--json", "alerts"]) == 0
+    assert ctl.main(["--db", db_arg(path), "--json", "alerts"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [a["id"] for a in doc] == [old, new]
     assert "peer\x1b[2J" in doc[1]["message"]

@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import Daemon
+from daemonproc import Daemon, db_arg
 from simnode import SimNode
 
 from lnflow.domain import format_scid
+from lnflow.store.engines import StoreLocation
 
-pytestmark = pytest.mark.e2e  # every test here starts a process
+pytestmark = [
+    pytest.mark.e2e,  # every test here starts a process
+    pytest.mark.engines("sqlite", "postgresql"),
+]
 
 A = (810_000 << 40) | (1 << 16)  # liquidity-starved outbound channel
 B = (810_001 << 40) | (2 << 16)  # too expensive: senders offer less than our fee
@@ -204,9 +209,11 @@ def expected_opportunities() -> list[dict[str, Any]]:
     ]
 
 
-def test_analyze_json_equals_the_hand_computed_expectation(tmp_path: Path) -> None:
+def test_analyze_json_equals_the_hand_computed_expectation(
+    tmp_path: Path, store_at: Callable[[str], StoreLocation]
+) -> None:
     script = [*CHANNELS, {"op": "wait_subscribers", "count": 1}, *EVENTS]
-    db = tmp_path / "s.db"
+    db = store_at("s.db")
     with SimNode(tmp_path / "lnd", script=script) as sim, Daemon(sim, db) as d:
         d.wait_for(
             lambda c: (
@@ -223,7 +230,7 @@ def test_analyze_json_equals_the_hand_computed_expectation(tmp_path: Path) -> No
                 "-m",
                 "lnflow.cli.ctl",
                 "--db",
-                str(db),
+                db_arg(db),
                 "analyze",
                 "--hours",
                 "1",

@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from daemonproc import Daemon, query
+from daemonproc import Daemon, db_arg, query
 from simnode import SimNode
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import ChannelFailures, ClassStats
 from lnflow.domain import to_signed64
 from lnflow.store.channel_ids import fold_counts, fold_failures
+from lnflow.store.engines import StoreLocation
 
 CHAN_A = (810_000 << 40) | (1 << 16)
 CHAN_B = (810_001 << 40) | (2 << 16) | 1
@@ -29,14 +31,17 @@ def sampled(d: Daemon, channels: int) -> None:
 
 
 @pytest.mark.e2e
-def test_an_alias_lookup_error_is_never_stored_as_the_peer_alias(tmp_path: Path) -> None:
+@pytest.mark.engines("sqlite", "postgresql")
+def test_an_alias_lookup_error_is_never_stored_as_the_peer_alias(
+    store_at: Callable[[str], StoreLocation], tmp_path: Path
+) -> None:
     """lnd >= 0.16 with peer_alias_lookup writes "unable to lookup peer alias: ..." for a
     peer whose node announcement it lacks; that falls back as an empty alias would."""
     script = [
         {"op": "channel", "chan_id": CHAN_A, "peer_alias": "known-peer"},
         {"op": "channel", "chan_id": CHAN_B, "peer_alias": "hidden", "announced": False},
     ]
-    db = tmp_path / "s.db"
+    db = store_at("s.db")
     with SimNode(tmp_path / "lnd", script=script) as sim, Daemon(sim, db) as d:
         sampled(d, 2)
         assert d.stop() == 0
@@ -64,7 +69,10 @@ def link_fail(htlc: int, out: int, fee: int, wire: str) -> dict[str, object]:
 
 
 @pytest.mark.e2e
-def test_a_zero_conf_channel_is_one_channel_under_all_its_ids(tmp_path: Path) -> None:
+@pytest.mark.engines("sqlite", "postgresql")
+def test_a_zero_conf_channel_is_one_channel_under_all_its_ids(
+    store_at: Callable[[str], StoreLocation], tmp_path: Path
+) -> None:
     """A confirmed zero-conf channel: ListChannels names it by its alias, the graph by its
     real SCID; failures come under both (fee checks under the real SCID, a peer offline
     under the alias). Its policy is found, and its opportunity counts every failure."""
@@ -91,7 +99,7 @@ def test_a_zero_conf_channel_is_one_channel_under_all_its_ids(tmp_path: Path) ->
         link_fail(3, ALIAS_Z, 220_000, "UNKNOWN_NEXT_PEER"),
         link_fail(4, ALIAS_Z, 230_000, "UNKNOWN_NEXT_PEER"),
     ]
-    db = tmp_path / "s.db"
+    db = store_at("s.db")
     with SimNode(tmp_path / "lnd", script=script) as sim, Daemon(sim, db) as d:
         d.wait_for(
             lambda c: (
@@ -104,7 +112,7 @@ def test_a_zero_conf_channel_is_one_channel_under_all_its_ids(tmp_path: Path) ->
             timeout=90,
         )
         out = subprocess.run(
-            [sys.executable, "-m", "lnflow.cli.ctl", "--db", str(db), "analyze", "--json"],
+            [sys.executable, "-m", "lnflow.cli.ctl", "--db", db_arg(db), "analyze", "--json"],
             capture_output=True,
             text=True,
             check=True,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import tempfile
+import itertools
 from collections import defaultdict
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from daemonproc import ATTEMPTS_SCID, link_fail
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Table, select, text
 
 from lnflow.attempts import Outcome
 from lnflow.domain import (
@@ -22,6 +22,7 @@ from lnflow.domain import (
     to_signed64,
 )
 from lnflow.store import db
+from lnflow.store.engines import StoreLocation
 from lnflow.store.ingest import Ingestor
 from lnflow.store.rollups import CLASS_COLUMNS, class_index
 from lnflow.store.schema import (
@@ -36,7 +37,10 @@ from lnflow.store.schema import (
 )
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
 
-pytestmark = pytest.mark.e2e  # every test here starts a process
+pytestmark = [
+    pytest.mark.e2e,  # every test here starts a process
+    pytest.mark.engines("sqlite", "postgresql"),
+]
 
 S = 1_000_000_000
 H = NS_PER_HOUR
@@ -61,6 +65,7 @@ failure_st = st.tuples(
     st.sampled_from((50_000, 70_000, 900_000)),
     st.integers(0, 3_000),  # fee
 )
+_EXAMPLES = itertools.count()
 forward_st = st.tuples(
     st.integers(1, 4 * 3600), st.sampled_from(INS + OUTS), st.sampled_from(OUTS), st.integers(0, 99)
 )
@@ -92,10 +97,12 @@ def _expected_failures(
         return hourly[key]
 
     with engine.connect() as conn:
-        for node, out, inc, cls, ts, fee in conn.exec_driver_sql(
-            "SELECT node_id, outgoing_channel_id, incoming_channel_id, failure_class,"
-            f" resolved_ns, missed_fee_msat FROM {ATTEMPTS_SCID} WHERE outcome = ?",
-            (int(Outcome.FAILED_LOCAL),),
+        for node, out, inc, cls, ts, fee in conn.execute(
+            text(
+                "SELECT node_id, outgoing_channel_id, incoming_channel_id, failure_class,"
+                f" resolved_ns, missed_fee_msat FROM {ATTEMPTS_SCID} WHERE outcome = :outcome"
+            ),
+            {"outcome": int(Outcome.FAILED_LOCAL)},
         ):
             key = (node, ts // H, out)
             n_col, m_col = CLASS_COLUMNS[class_index(cls or 0)]
@@ -166,65 +173,70 @@ def _expected_forwards(engine: Engine, per: int) -> dict[tuple[int, ...], dict[s
     return result
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.timeout(360)  # 25 stores, each migrated down to 0003 and up: ~50 s alone
+# each example a store of its own from ``store_at`` (a database per example on PostgreSQL)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     failures=st.lists(failure_st, min_size=1, max_size=60),
     ledger=st.lists(forward_st, max_size=30),
     batch=st.integers(1, 9),
 )
 def test_rollups_equal_the_raw_rows_and_the_backfill_rebuilds_them(
-    failures: list[Any], ledger: list[Any], batch: int
+    store_at: Callable[[str], StoreLocation], failures: list[Any], ledger: list[Any], batch: int
 ) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "s.db"
-        engine = db.open_engine(path)
-        writer = StoreWriter(engine)
-        node = writer.upsert_node(NODE, 1)
-        session = writer.open_session(node, T0, "0.18.3-beta")
-        ingestor = Ingestor(
-            engine,
-            node,
-            attempt_timeout_ns=600 * S,
-            attempt_linger_ns=10 * S,
-            dedup_window_ns=60 * S,
-            cluster_max_span_ns=600 * S,
-        )
-        events, ts = [], T0
-        for htlc, (gap, out, inc, failure, amt, fee) in enumerate(failures):
-            ts += gap * S
-            wire, detail = failure
-            events.append(link_fail(htlc, ts, out, inc, amt, fee, wire=wire, detail=detail))
-        for i in range(0, len(events), batch):
-            part = events[i : i + batch]
-            ingestor.ingest(session, part, part[-1].timestamp_ns)
-        ts = T0
-        records = []
-        for gap, cin, cout, fee in ledger:
-            ts += gap * S
-            records.append(ForwardRecord(ts, cin, cout, 1_000_000 + fee, 1_000_000, fee))
-        for i in range(0, len(records), batch):
-            writer.insert_forwards(node, records[i : i + batch])
+    path = store_at(f"s{next(_EXAMPLES)}.db")
+    engine = db.open_engine(path)
+    writer = StoreWriter(engine)
+    node = writer.upsert_node(NODE, 1)
+    session = writer.open_session(node, T0, "0.18.3-beta")
+    ingestor = Ingestor(
+        engine,
+        node,
+        attempt_timeout_ns=600 * S,
+        attempt_linger_ns=10 * S,
+        dedup_window_ns=60 * S,
+        cluster_max_span_ns=600 * S,
+    )
+    events, ts = [], T0
+    for htlc, (gap, out, inc, failure, amt, fee) in enumerate(failures):
+        ts += gap * S
+        wire, detail = failure
+        events.append(link_fail(htlc, ts, out, inc, amt, fee, wire=wire, detail=detail))
+    for i in range(0, len(events), batch):
+        part = events[i : i + batch]
+        ingestor.ingest(session, part, part[-1].timestamp_ns)
+    ts = T0
+    records = []
+    for gap, cin, cout, fee in ledger:
+        ts += gap * S
+        records.append(ForwardRecord(ts, cin, cout, 1_000_000 + fee, 1_000_000, fee))
+    for i in range(0, len(records), batch):
+        writer.insert_forwards(node, records[i : i + batch])
 
-        hourly, blocks, daily = _expected_failures(engine)
-        tables = (
-            failure_channel_hourly,
-            failure_channel_6h,
-            failure_channel_daily,
-            forward_channel_hourly,
-            forward_channel_6h,
-            forward_channel_daily,
-        )
-        recorded = {t.name: _rows(engine, t) for t in tables}
-        assert recorded["failure_channel_hourly"] == hourly
-        assert recorded["failure_channel_6h"] == blocks
-        assert recorded["failure_channel_daily"] == daily
-        assert recorded["forward_channel_hourly"] == _expected_forwards(engine, 1)
-        assert recorded["forward_channel_6h"] == _expected_forwards(engine, 6)
-        assert recorded["forward_channel_daily"] == _expected_forwards(engine, 24)
-        assert all(key[2] == to_signed64(key[2] % (1 << 64)) for key in hourly)
+    hourly, blocks, daily = _expected_failures(engine)
+    tables = (
+        failure_channel_hourly,
+        failure_channel_6h,
+        failure_channel_daily,
+        forward_channel_hourly,
+        forward_channel_6h,
+        forward_channel_daily,
+    )
+    recorded = {t.name: _rows(engine, t) for t in tables}
+    assert recorded["failure_channel_hourly"] == hourly
+    assert recorded["failure_channel_6h"] == blocks
+    assert recorded["failure_channel_daily"] == daily
+    assert recorded["forward_channel_hourly"] == _expected_forwards(engine, 1)
+    assert recorded["forward_channel_6h"] == _expected_forwards(engine, 6)
+    assert recorded["forward_channel_daily"] == _expected_forwards(engine, 24)
+    assert all(key[2] == to_signed64(key[2] % (1 << 64)) for key in hourly)
 
-        # a store upgraded from 0003 gets the same rows from its hourly rollups
-        db.downgrade(engine, "0003")
-        db.upgrade(engine, path)
-        assert {t.name: _rows(engine, t) for t in tables} == recorded
-        engine.dispose()
+    # a store upgraded from 0003 gets the same rows from its hourly rollups
+    db.downgrade(engine, "0003")
+    db.upgrade(engine, path)
+    assert {t.name: _rows(engine, t) for t in tables} == recorded
+    engine.dispose()

@@ -22,7 +22,9 @@ from lnflow.store import db
 from lnflow.store.engines import DbUrl
 from lnflow.store.readonly import SCHEMA_REVISIONS
 
-pytestmark = pytest.mark.e2e  # every test here starts a process
+# every test here starts a process; a copy and its reads take ~30 s alone, 3-4x that on a
+# loaded machine
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(360)]
 
 SECRET = "c0py-Pa55"
 

@@ -1,4 +1,4 @@
-"""lnflowctl's analytics commands on real SQLite stores, and the JSON contract."""
+"""lnflowctl's analytics commands on real stores of both engines, and the JSON contract."""
 
 from __future__ import annotations
 
@@ -9,15 +9,16 @@ import io
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from daemonproc import query
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import (
@@ -48,6 +49,7 @@ from lnflow.domain import (
 from lnflow.kinds import Outcome
 from lnflow.store import db
 from lnflow.store.db import open_engine
+from lnflow.store.engines import DbUrl, StoreLocation
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
 
@@ -159,9 +161,14 @@ def _link_fail(
 
 @dataclasses.dataclass
 class Store:
-    path: Path
+    path: StoreLocation
     node_id: int
     now_ns: int
+
+    @property
+    def db(self) -> str:
+        """The store as ``--db`` takes it."""
+        return self.path.secret if isinstance(self.path, DbUrl) else str(self.path)
 
     def write_snapshot(self, report: AnalysisReport) -> None:
         from lnflow.store.snapshots import SnapshotWriter
@@ -173,7 +180,7 @@ class Store:
             engine.dispose()
 
 
-def build_store(path: Path, *, gap: bool = True, running: bool = True) -> Store:
+def build_store(path: StoreLocation, *, gap: bool = True, running: bool = True) -> Store:
     """Two channels with failures 20 minutes ago, forwards, and (optionally) a stream gap."""
     now = time.time_ns()
     t0 = now - 20 * 60 * S
@@ -234,9 +241,23 @@ def build_store(path: Path, *, gap: bool = True, running: bool = True) -> Store:
     return Store(path, node_id, now)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    return build_store(tmp_path_factory.mktemp("ctl") / "lnflow.db")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def store(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Store]:
+    """One store the module's read-only tests share, on each engine (on PostgreSQL a
+    database of the session's cluster, which the store's first opening migrates)."""
+    if request.param == "sqlite":
+        yield build_store(tmp_path_factory.mktemp("ctl") / "lnflow.db")
+        return
+    server = request.getfixturevalue("pg_server")
+    url = DbUrl(server.create_db())
+    yield build_store(url)
+    server.drop_db(url.secret)
+
+
+both_engines = pytest.mark.engines("sqlite", "postgresql")
+StoreAt = Callable[[str], StoreLocation]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -404,7 +425,7 @@ def test_not_an_object_is_rejected() -> None:
 
 
 def test_analyze_prints_the_seed_table(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "--db", str(store.path), "analyze", "--hours", "3")
+    code, out, err = run(capsys, "--db", store.db, "analyze", "--hours", "3")
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == "MISSED ROUTING OPPORTUNITIES"
@@ -437,7 +458,7 @@ def test_analyze_prints_the_seed_table(store: Store, capsys: pytest.CaptureFixtu
 def test_analyze_json_is_the_documented_object(
     store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(capsys, "--db", str(store.path), "analyze", "--hours", "3", "--json")
+    code, out, _ = run(capsys, "--db", store.db, "analyze", "--hours", "3", "--json")
     assert code == 0
     doc = json.loads(out)
     assert list(doc) == TOP_KEYS
@@ -472,7 +493,7 @@ def test_report_renders_a_saved_file_like_analyze(
 ) -> None:
     saved = tmp_path / "opportunities.json"
     code, table, _ = run(
-        capsys, "--db", str(store.path), "analyze", "--hours", "3", "--output", str(saved)
+        capsys, "--db", store.db, "analyze", "--hours", "3", "--output", str(saved)
     )
     assert code == 0
     assert [p.name for p in tmp_path.iterdir()] == ["opportunities.json"]  # no temp file left
@@ -509,7 +530,7 @@ def test_report_of_a_bad_file_is_one_line(
 def test_thresholds_from_flags_config_and_environment(
     store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
 ) -> None:
-    db = ["--db", str(store.path)]
+    db = ["--db", store.db]
 
     def channels(*extra: str) -> set[int]:
         code, out, err = run(capsys, *db, "analyze", "--hours", "3", "--json", *extra)
@@ -537,16 +558,19 @@ def test_settings_defaults_without_config() -> None:
     assert ctl_analysis_settings(args) == AnalysisSettings()
 
 
+@both_engines
 def test_analyze_of_a_store_without_a_node(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store_at: StoreAt, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "empty.db"
+    path = store_at("empty.db")
     open_engine(path).dispose()
-    code, out, err = run(capsys, "--db", str(path), "analyze")
+    where = path.secret if isinstance(path, DbUrl) else str(path)
+    code, out, err = run(capsys, "--db", where, "analyze")
     assert code == 3 and out == ""
     assert "has no node yet" in err and err.count("\n") == 1
 
 
+# a file that is not there: SQLite alone (tests/test_pg_store.py: an unreachable server)
 def test_missing_store_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--db", str(tmp_path / "nope.db"), "opportunities")
     assert code == 3 and err.count("\n") == 1 and "no store at" in err
@@ -555,24 +579,26 @@ def test_missing_store_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
 # --------------------------------------------------------------------------- opportunities
 
 
+@both_engines
 def test_opportunities_before_the_first_snapshot(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store_at: StoreAt, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    st = build_store(tmp_path / "s.db")
-    code, out, _ = run(capsys, "--db", str(st.path), "opportunities")
+    st = build_store(store_at("s.db"))
+    code, out, _ = run(capsys, "--db", st.db, "opportunities")
     assert code == 0
     assert out.strip() == (
         "lnflowctl: no analysis yet: lnflowd writes one every 10 min; "
         "run `lnflowctl analyze` for a fresh one"
     )
-    code, out, err = run(capsys, "--db", str(st.path), "opportunities", "--json")
+    code, out, err = run(capsys, "--db", st.db, "opportunities", "--json")
     assert code == 0 and json.loads(out) is None and "no analysis yet" in err
 
 
 def test_opportunities_of_a_store_before_the_snapshot_tables(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A store an older lnflowd left at revision 0002 is one line, exit 3, untouched."""
+    """A store an older lnflowd left at revision 0002 is one line, exit 3, untouched
+    (SQLite alone: the file's bytes, and the driver's own words, are compared)."""
     from lnflow.store.db import upgrade
 
     path = tmp_path / "old.db"
@@ -586,18 +612,19 @@ def test_opportunities_of_a_store_before_the_snapshot_tables(
     assert path.read_bytes() == before
 
 
+@both_engines
 def test_opportunities_shows_the_latest_snapshot(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store_at: StoreAt, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    st = build_store(tmp_path / "s.db")
+    st = build_store(store_at("s.db"))
     older = dataclasses.replace(_report(), generated_ns=st.now_ns - 1200 * S)
     latest = dataclasses.replace(_report(), generated_ns=st.now_ns - 600 * S, hours=6)
     st.write_snapshot(older)
     st.write_snapshot(latest)
-    code, out, _ = run(capsys, "--db", str(st.path), "opportunities", "--json")
+    code, out, _ = run(capsys, "--db", st.db, "opportunities", "--json")
     assert code == 0
     assert json.loads(out) == report_to_doc(latest)
-    code, out, _ = run(capsys, "opportunities", "--db", str(st.path))  # options after, too
+    code, out, _ = run(capsys, "opportunities", "--db", st.db)  # options after, too
     assert code == 0
     assert "window: 6 h" in out and "(10 min ago)" in out
     assert "WARNING: the HTLC stream was down" in out and "(still down)" in out
@@ -610,7 +637,7 @@ def test_opportunities_shows_the_latest_snapshot(
 
 
 def test_trend_by_bxtxo_and_decimal_id(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
-    db = ["--db", str(store.path)]
+    db = ["--db", store.db]
     code, by_scid, _ = run(capsys, *db, "trend", format_scid(CHAN_A), "--days", "2")
     assert code == 0
     code, by_int, _ = run(capsys, *db, "trend", str(CHAN_A), "--days", "2")
@@ -655,7 +682,7 @@ def test_unknown_channel_is_one_line_without_traceback(store: Store) -> None:
         ("nonsense", "'nonsense' is not a channel id"),
     ):
         out = subprocess.run(
-            [sys.executable, "-m", "lnflow.cli.ctl", "--db", str(store.path), "trend", channel],
+            [sys.executable, "-m", "lnflow.cli.ctl", "--db", store.db, "trend", channel],
             capture_output=True,
             text=True,
             timeout=60,
@@ -671,7 +698,7 @@ def test_unknown_channel_is_one_line_without_traceback(store: Store) -> None:
 
 
 def test_export_csv_and_jsonl(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
-    db = ["--db", str(store.path)]
+    db = ["--db", store.db]
     code, out, _ = run(capsys, *db, "export", "--what", "attempts")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -714,15 +741,16 @@ def test_since_times() -> None:
 # --------------------------------------------------------------------------- monitor
 
 
+@both_engines
 @pytest.mark.e2e
 def test_monitor_prints_live_lines_then_the_analysis(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store_at: StoreAt, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    st = build_store(tmp_path / "s.db", running=False)
+    st = build_store(store_at("s.db"), running=False)
     code, out, err = run(
         capsys,
         "--db",
-        str(st.path),
+        st.db,
         "monitor",
         "--duration",
         "0.0001",  # 0.36 s
@@ -742,12 +770,13 @@ def test_monitor_prints_live_lines_then_the_analysis(
     assert any(line.startswith("window: 1 h, ") for line in lines)
 
 
+@both_engines
 @pytest.mark.e2e
-def test_monitor_stops_on_ctrl_c_and_analyzes(tmp_path: Path) -> None:
-    st = build_store(tmp_path / "s.db")
+def test_monitor_stops_on_ctrl_c_and_analyzes(store_at: StoreAt) -> None:
+    st = build_store(store_at("s.db"))
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "lnflow.cli.ctl", "--db", str(st.path)),
+            *(sys.executable, "-m", "lnflow.cli.ctl", "--db", st.db),
             *("monitor", "--interval", "0.2", "--min-failures", "1"),
         ],
         stdout=subprocess.PIPE,
@@ -768,12 +797,13 @@ def test_monitor_stops_on_ctrl_c_and_analyzes(tmp_path: Path) -> None:
     assert "MISSED ROUTING OPPORTUNITIES" in out and "Traceback" not in err
 
 
-def test_monitor_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    st = build_store(tmp_path / "s.db", gap=False)
+@both_engines
+def test_monitor_json_lines(store_at: StoreAt, capsys: pytest.CaptureFixture[str]) -> None:
+    st = build_store(store_at("s.db"), gap=False)
     code, out, _ = run(
         capsys,
         "--db",
-        str(st.path),
+        st.db,
         "--json",
         "monitor",
         "--duration",
@@ -838,7 +868,7 @@ def test_opportunities_reads_without_sqlalchemy(tmp_path: Path) -> None:
         from lnflow.cli.ctl import main
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            code = main(["--db", {str(store.path)!r}, "opportunities", "--json"])
+            code = main(["--db", {store.db!r}, "opportunities", "--json"])
         assert code == 0, code
         assert "sqlalchemy" not in sys.modules and "pydantic" not in sys.modules
         print(len(json.loads(out.getvalue())["opportunities"]))
@@ -854,16 +884,18 @@ def test_opportunities_reads_without_sqlalchemy(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_status_reads_kept_counts_without_sqlalchemy(store: Store) -> None:
     """status reads the counts kept as rows are written (no scan of the event tables),
-    through sqlite3 alone: its time stays flat as the store grows."""
+    on SQLite through sqlite3 alone: its time stays flat as the store grows. (On
+    PostgreSQL its plain reader connects through SQLAlchemy's engine.)"""
+    on_file = not isinstance(store.path, DbUrl)
     script = textwrap.dedent(
         f"""
         import contextlib, io, json, sys
         from lnflow.cli.ctl import main
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            code = main(["--db", {str(store.path)!r}, "status", "--json"])
+            code = main(["--db", {store.db!r}, "status", "--json"])
         assert code == 0, code
-        assert "sqlalchemy" not in sys.modules
+        assert {on_file!r} is False or "sqlalchemy" not in sys.modules
         assert "lnflow.analysis" not in sys.modules
         print(out.getvalue())
         """
@@ -873,12 +905,11 @@ def test_status_reads_kept_counts_without_sqlalchemy(store: Store) -> None:
     )
     assert out.returncode == 0, out.stderr
     counts = json.loads(out.stdout)["counts"]
-    with sqlite3.connect(store.path) as conn:
-        kinds = dict(conn.execute("SELECT kind, count(*) FROM htlc_events GROUP BY kind"))
-        outcomes = dict(
-            conn.execute("SELECT outcome, count(*) FROM forward_attempts GROUP BY outcome")
-        )
-        (ledger,) = conn.execute("SELECT count(*) FROM forwards").fetchone()
+    kinds = dict(query(store.path, "SELECT kind, count(*) FROM htlc_events GROUP BY kind"))
+    outcomes = dict(
+        query(store.path, "SELECT outcome, count(*) FROM forward_attempts GROUP BY outcome")
+    )
+    ((ledger,),) = query(store.path, "SELECT count(*) FROM forwards")
     assert counts["htlc_events"] == {
         kind.label: kinds.get(int(kind), 0) for kind in EventKind if kind is not EventKind.UNKNOWN
     }
@@ -887,17 +918,18 @@ def test_status_reads_kept_counts_without_sqlalchemy(store: Store) -> None:
     assert counts["htlc_events"]["link_fail"] == 9
 
 
+@both_engines
 def test_status_of_a_store_from_before_kept_counts_counts_its_rows(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store_at: StoreAt, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A store lnflowd has not upgraded yet (0017) still shows exact counts."""
-    built = build_store(tmp_path / "s.db")
-    code, want, _ = run(capsys, "--db", str(built.path), "status", "--json")
+    built = build_store(store_at("s.db"))
+    code, want, _ = run(capsys, "--db", built.db, "status", "--json")
     assert code == 0
     engine = open_engine(built.path)
     db.downgrade(engine, "0017")
     engine.dispose()
-    code, got, err = run(capsys, "--db", str(built.path), "status", "--json")
+    code, got, err = run(capsys, "--db", built.db, "status", "--json")
     assert (code, err) == (0, "")
     assert json.loads(got)["counts"] == json.loads(want)["counts"]
 
@@ -905,7 +937,7 @@ def test_status_of_a_store_from_before_kept_counts_counts_its_rows(
 @pytest.mark.e2e
 def test_no_command_imports_grpc(store: Store, tmp_path: Path) -> None:
     saved = tmp_path / "saved.json"
-    db = str(store.path)
+    db = store.db
     script = textwrap.dedent(
         f"""
         import contextlib, io, sys

@@ -1,18 +1,20 @@
 """Several nodes in one store, at the store: each daemon's ``daemon_state`` row, the
 refusal of a second live daemon of the same node, and the node-keyed status readers
-(a real migrated store; no process)."""
+(a real migrated store on each engine; no process)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-import sqlite3
 from collections.abc import Callable
 
 import pytest
 from conftest import STORE_NODE, RealStore
+from daemonproc import query
 
 from lnflow.errors import ConfigError
+from lnflow.store.engines import PlainStore, StoreLocation, open_plain_store
 from lnflow.store.status_read import list_nodes, liveness, pick_node
 from lnflow.store.writer import NodeTakenError, StoreWriter
 
@@ -21,11 +23,20 @@ T0 = 1_800_000_000 * S
 OTHER = dataclasses.replace(STORE_NODE, pubkey="03" + "ab" * 32, alias="other")
 
 
+pytestmark = pytest.mark.engines("sqlite", "postgresql")
+
+
 def _rows(store: RealStore) -> list[tuple[object, ...]]:
-    with sqlite3.connect(store.path) as db:
-        return db.execute(
-            "SELECT node_id, pid, stopped_ns IS NOT NULL FROM daemon_state ORDER BY id"
-        ).fetchall()
+    return query(
+        store.path,
+        "SELECT node_id, pid, CASE WHEN stopped_ns IS NULL THEN 0 ELSE 1 END"
+        " FROM daemon_state ORDER BY id",
+    )
+
+
+def _plain(where: StoreLocation) -> contextlib.closing[PlainStore]:
+    """The status readers' connection: sqlite3's, or psycopg's plain reader."""
+    return contextlib.closing(open_plain_store(where))
 
 
 def _daemon(store: RealStore, *, exclusive: bool = False) -> StoreWriter:
@@ -56,7 +67,7 @@ def test_a_daemon_of_another_node_runs_beside(real_store: RealStore) -> None:
     second.daemon_started(T0 + S, 5)
     second.claim_node(other, T0 + S, "other")
     assert sorted(r[0] for r in _rows(real_store)) == [real_store.node_id, other]
-    with sqlite3.connect(real_store.path) as db:
+    with _plain(real_store.path) as db:
         mine = liveness(db, T0 + 2 * S, real_store.node_id)
         theirs = liveness(db, T0 + 2 * S, other)
     assert mine.daemon.running and theirs.daemon.running
@@ -93,7 +104,7 @@ def test_sessions_left_open_close_at_the_nodes_last_sign_of_life(real_store: Rea
     restarted = _daemon(real_store, exclusive=True)
     restarted.daemon_started(T0 + 100 * S, 5)
     restarted.claim_node(real_store.node_id, T0 + 100 * S, "node")
-    with sqlite3.connect(real_store.path) as db:
+    with _plain(real_store.path) as db:
         ended = dict(db.execute("SELECT id, ended_ns FROM stream_sessions").fetchall())
     assert ended == {mine: T0 + 7 * S, theirs: None}  # the other node's is not ours to end
 
@@ -113,18 +124,18 @@ def test_a_store_of_one_node_keeps_one_row_and_gives_it_back(real_store: RealSto
     assert sorted(_rows(real_store), key=lambda r: str(r[0])) == sorted(
         [(real_store.node_id, os.getpid(), 1), (other, os.getpid(), 0)], key=lambda r: str(r[0])
     )
-    with sqlite3.connect(real_store.path) as db:
+    with _plain(real_store.path) as db:
         assert liveness(db, T0 + 4 * S, real_store.node_id).daemon.stopped_ns == T0 + S
 
 
 def test_pick_node(open_store: Callable[..., RealStore]) -> None:
     store = open_store()
-    with sqlite3.connect(store.path) as db:
+    with _plain(store.path) as db:
         assert pick_node(db, None, store.path) == list_nodes(db)[0]  # the only one
     store.writer.upsert_node(OTHER, 2)
     twin = dataclasses.replace(OTHER, pubkey="02" + "cd" * 32)  # the same alias
     store.writer.upsert_node(twin, 3)
-    with sqlite3.connect(store.path) as db:
+    with _plain(store.path) as db:
         with pytest.raises(ConfigError, match="records 3 nodes: pass --node"):
             pick_node(db, None, store.path)
         assert pick_node(db, STORE_NODE.alias, store.path).pubkey == STORE_NODE.pubkey

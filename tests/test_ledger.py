@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,12 @@ from simnode import SimNode, make_channel
 
 from lnflow.domain import to_signed64
 from lnflow.lnd._proto import lightning_pb2, lightning_pb2_grpc
+from lnflow.store.engines import StoreLocation
 
-pytestmark = pytest.mark.e2e  # every test here starts a process
+pytestmark = [
+    pytest.mark.e2e,  # every test here starts a process
+    pytest.mark.engines("sqlite", "postgresql"),
+]
 
 NS = 1_000_000_000
 CHAN_A = (810_000 << 40) | (1 << 16)
@@ -52,13 +57,13 @@ def served(sim: SimNode) -> list[tuple[int, int]]:
         channel.close()
 
 
-def stored(db: Path) -> list[tuple[int, int, int, int]]:
+def stored(db: StoreLocation) -> list[tuple[int, int, int, int]]:
     """(second, amt_in_msat, ns within the second, chan_id_out) in key order."""
     rows = query(db, "SELECT timestamp_ns, amt_in_msat, chan_id_out FROM forwards ORDER BY 1")
     return [(ts // NS, amt, ts % NS, out) for ts, amt, out in rows]
 
 
-def sync_once(sim: SimNode, db: Path) -> list[dict[str, Any]]:
+def sync_once(sim: SimNode, db: StoreLocation) -> list[dict[str, Any]]:
     """Run the daemon until its first ledger pass is done; its log records of that run."""
     with Daemon(sim, db, env=ENV) as d:
         before = len(d.log().splitlines())  # the log file is shared by successive runs
@@ -88,7 +93,9 @@ def named(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [r for r in records if r.get("event") == name]
 
 
-def test_ledger_keeps_every_forward_of_a_second_from_lnd_0_12(tmp_path: Path) -> None:
+def test_ledger_keeps_every_forward_of_a_second_from_lnd_0_12(
+    tmp_path: Path, store_at: Callable[[str], StoreLocation]
+) -> None:
     """lnd < 0.13 reports whole seconds: the ledger key is the second plus the record's
     rank in lnd's order within it, so many forwards per second are all kept, in order,
     and re-syncs (which re-read the last second) store none twice."""
@@ -97,7 +104,7 @@ def test_ledger_keeps_every_forward_of_a_second_from_lnd_0_12(tmp_path: Path) ->
     # seconds straddling page boundaries
     script = forwards(base, 1) + forwards(base + 1, 250) + forwards(base + 2, 60)
     script += forwards(base + 3, 80) + forwards(base + 5, 7)
-    db = tmp_path / "s.db"
+    db = store_at("s.db")
     lnddir = tmp_path / "lnd"
     with SimNode(lnddir, script=script, lnd_version="0.12.1") as sim:
         truth = served(sim)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +19,7 @@ from lnflow.recording import LedgerSync, guarded
 from lnflow.recording.storethread import StoreThread
 from lnflow.sim.state import ForwardLog
 from lnflow.store.db import open_engine
+from lnflow.store.engines import StoreLocation
 from lnflow.store.schema import forwards
 from lnflow.store.writer import StoreWriter
 
@@ -200,10 +201,13 @@ async def sync(lnd: WholeSecondLnd, writer: StoreWriter, node_id: int, page: int
         store.close()
 
 
-def test_whole_second_keys_do_not_depend_on_page_size_or_sync_points(tmp_path: Path) -> None:
+@pytest.mark.engines("sqlite", "postgresql")
+def test_whole_second_keys_do_not_depend_on_page_size_or_sync_points(
+    store_at: Callable[[str], StoreLocation],
+) -> None:
     """Random logs of many forwards per second, synced in two passes at random points with
     random page sizes: every forward stored once, keyed second + rank in lnd's order."""
-    engine = open_engine(tmp_path / "s.db")
+    engine = open_engine(store_at("s.db"))
     writer = StoreWriter(engine)
     rng = random.Random(10)
     for case in range(40):

@@ -1,8 +1,16 @@
-"""Alembic revisions against real SQLite files."""
+"""Alembic revisions against real stores.
+
+The whole chain (every revision up, down, up; a filled store down and up again; the
+migrated schema against the table definitions; a store too new; the daemon's migration
+child) runs on both engines. The tests of one revision's data move (0004 onwards) stay on
+SQLite: they write an old revision's rows with the sqlite3 module and check SQLite's own
+table rebuilds, ``sqlite_master`` and query plans.
+"""
 
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,11 +18,34 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from daemonproc import ATTEMPTS_SCID, EVENTS_SCID
+from conftest import STORE_NODE
+from daemonproc import ATTEMPTS_SCID, EVENTS_SCID, link_fail, query
+from sqlalchemy import inspect, text
 
+from lnflow.domain import FailureDetail, ForwardRecord, WireFailure
 from lnflow.errors import StoreTooNewError
 from lnflow.store import db
+from lnflow.store.engines import DbUrl, StoreLocation
+from lnflow.store.ingest import Ingestor
 from lnflow.store.schema import SCHEMA_REVISIONS, metadata
+from lnflow.store.writer import StoreWriter
+
+both_engines = pytest.mark.engines("sqlite", "postgresql")
+S = 1_000_000_000
+
+
+@pytest.fixture
+def blank_store(
+    tmp_path: Path, store_engine: str, request: pytest.FixtureRequest
+) -> Iterator[StoreLocation]:
+    """Where an unmigrated store lives: a file not made yet, or an empty database."""
+    if store_engine != "postgresql":
+        yield tmp_path / "s.db"
+        return
+    server = request.getfixturevalue("pg_server")
+    url = DbUrl(server.create_db())
+    yield url
+    server.drop_db(url.secret)
 
 
 def _script() -> ScriptDirectory:
@@ -28,25 +59,118 @@ def test_schema_revisions_constant_matches_the_migrations() -> None:
     assert tuple(reversed(revs)) == SCHEMA_REVISIONS
 
 
-def test_every_revision_upgrades_downgrades_and_upgrades_again(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
+@both_engines
+def test_every_revision_upgrades_downgrades_and_upgrades_again(blank_store: StoreLocation) -> None:
+    path = blank_store
     engine = db.open_engine(path, migrate=False)
     revisions = list(SCHEMA_REVISIONS)
     for rev in revisions:
         db.upgrade(engine, path, rev)
     for previous in [*reversed(revisions[:-1]), "base"]:
         db.downgrade(engine, previous)
-    with engine.connect() as conn:
-        tables = set(
-            conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'").scalars()
-        )
-    assert tables <= {"alembic_version"}
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     db.upgrade(engine, path)
     engine.dispose()
 
 
-def test_migrated_schema_equals_the_table_definitions(tmp_path: Path) -> None:
-    engine = db.open_engine(tmp_path / "s.db")
+# every table a downgrade to 0003 keeps, read back in a stable order: channels as SCIDs
+# (0004-0010 move them into channel_refs and back, renumbering the refs)
+_KEPT_BY_0003 = {
+    "htlc_events": (
+        "SELECT session_id, timestamp_ns, kind, incoming_channel_id, incoming_htlc_id,"
+        " outgoing_channel_id, outgoing_htlc_id, incoming_amt_msat, outgoing_amt_msat,"
+        f" wire_failure, failure_detail FROM {EVENTS_SCID} ORDER BY id"
+    ),
+    "forward_attempts": (
+        "SELECT incoming_channel_id, incoming_htlc_id, outgoing_channel_id, first_seen_ns,"
+        " resolved_ns, outcome, failure_class, missed_fee_msat"
+        f" FROM {ATTEMPTS_SCID} ORDER BY id"
+    ),
+    "failure_clusters": (
+        "SELECT coalesce(r.chan_id, 0), first_ns, last_ns, members, missed_fee_msat"
+        " FROM failure_clusters c LEFT JOIN channel_refs r ON r.id = c.outgoing_chan_ref"
+        " ORDER BY c.id"
+    ),
+    "forwards": (
+        "SELECT timestamp_ns, chan_id_in, chan_id_out, amt_in_msat, fee_msat"
+        " FROM forwards ORDER BY timestamp_ns"
+    ),
+    "failure_rollups_hourly": (
+        "SELECT hour, outgoing_channel_id, clusters, missed_dedup_msat"
+        " FROM failure_rollups_hourly ORDER BY hour, outgoing_channel_id"
+    ),
+    "failure_channel_daily": (
+        "SELECT day, outgoing_channel_id, clusters, missed_dedup_msat, incoming_lo,"
+        " incoming_hi FROM failure_channel_daily ORDER BY day, outgoing_channel_id"
+    ),
+    "forward_channel_hourly": (
+        "SELECT hour, chan_id, forwards_out, fee_out_msat, forwards_in, fee_in_msat"
+        " FROM forward_channel_hourly ORDER BY hour, chan_id"
+    ),
+    "row_counts": (
+        "SELECT node_id, table_name, value, n FROM row_counts WHERE n != 0 ORDER BY 1, 2, 3"
+    ),
+}
+
+
+@both_engines
+def test_a_filled_store_downgrades_and_upgrades_keeping_its_rows(
+    store_at: Callable[[str], StoreLocation],
+) -> None:
+    """A store the writer filled (events, attempts, clusters, the ledger, rollups, counts)
+    goes down to 0003 and up again with the same rows, rebuilt where 0004 onwards
+    moved or derived them."""
+    path = store_at("s.db")
+    engine = db.open_engine(path)
+    writer = StoreWriter(engine)
+    node = writer.upsert_node(STORE_NODE, 1)
+    t0 = 480_000 * 3600 * S + 17 * 60 * S
+    session = writer.open_session(node, t0, "0.18.3-beta")
+    ingestor = Ingestor(
+        engine,
+        node,
+        attempt_timeout_ns=600 * S,
+        attempt_linger_ns=10 * S,
+        dedup_window_ns=60 * S,
+        cluster_max_span_ns=600 * S,
+    )
+    outs, ins = (11 << 40, (1 << 64) - 3), (21 << 40, 22 << 40, 23 << 40)
+    failures = [
+        link_fail(
+            i,
+            t0 + i * 700 * S,
+            outs[i % 2],
+            ins[i % 3],
+            50_000 + i,
+            100 + i,
+            detail=FailureDetail.INSUFFICIENT_BALANCE if i % 4 else FailureDetail.NO_DETAIL,
+            wire=WireFailure.TEMPORARY_CHANNEL_FAILURE if i % 4 else WireFailure.FEE_INSUFFICIENT,
+        )
+        for i in range(40)
+    ]
+    for i in range(0, len(failures), 7):
+        ingestor.ingest(session, failures[i : i + 7], failures[i : i + 7][-1].timestamp_ns)
+    writer.insert_forwards(
+        node,
+        [
+            ForwardRecord(t0 + i * 900 * S, ins[i % 3], outs[i % 2], 1_000 + i, 1_000, i)
+            for i in range(30)
+        ],
+    )
+    before = {table: query(path, sql) for table, sql in _KEPT_BY_0003.items()}
+    assert all(before.values()), {t: len(rows) for t, rows in before.items()}
+    db.downgrade(engine, "0003")
+    assert "channel_refs" not in inspect(engine).get_table_names()
+    db.upgrade(engine, path)
+    assert {table: query(path, sql) for table, sql in _KEPT_BY_0003.items()} == before
+    engine.dispose()
+
+
+@both_engines
+def test_migrated_schema_equals_the_table_definitions(
+    store_at: Callable[[str], StoreLocation],
+) -> None:
+    engine = db.open_engine(store_at("s.db"))
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
@@ -54,6 +178,7 @@ def test_migrated_schema_equals_the_table_definitions(tmp_path: Path) -> None:
 
 
 def test_store_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    # SQLite alone: a file's mode, its journal and incremental vacuum
     path = tmp_path / "sub" / "s.db"
     engine = db.open_engine(path)
     engine.dispose()
@@ -64,17 +189,20 @@ def test_store_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_store_newer_than_the_code_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    db.open_engine(path).dispose()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = 'ffff'")
+@both_engines
+def test_store_newer_than_the_code_is_refused(store_at: Callable[[str], StoreLocation]) -> None:
+    path = store_at("s.db")
+    engine = db.open_engine(path)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+    engine.dispose()
     with pytest.raises(StoreTooNewError, match="newer than this lnflow"):
         db.open_engine(path)
     with pytest.raises(StoreTooNewError):
         db.open_readonly_engine(path)
+    where = path.secret if isinstance(path, DbUrl) else str(path)
     out = subprocess.run(
-        [sys.executable, "-m", "lnflow.cli.ctl", "--db", str(path), "status"],
+        [sys.executable, "-m", "lnflow.cli.ctl", "--db", where, "status"],
         capture_output=True,
         text=True,
         check=False,
@@ -314,12 +442,13 @@ def test_0010_moves_cluster_channels_to_refs_and_back(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_daemon_migrates_a_new_store_in_a_child_process(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
+@both_engines
+def test_daemon_migrates_a_new_store_in_a_child_process(blank_store: StoreLocation) -> None:
+    path = blank_store
     engine = db.open_engine(path, migrate_in_child=True)
     try:
         with engine.connect() as conn:
-            revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     finally:
         engine.dispose()
     assert revision == SCHEMA_REVISIONS[-1]

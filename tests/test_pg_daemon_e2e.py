@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from daemonproc import Daemon, run_lnflowctl
+from daemonproc import EVENTS_SCID, Daemon, run_lnflowctl
 from pgserver import PgServer
 from simnode import SimNode
 from test_fleet_e2e import ALPHA, BETA, Sim, _script, _timeless
@@ -39,9 +39,12 @@ def _stored(sim: Sim, n_events: int) -> Any:
     return check
 
 
-def _record(sims: tuple[Sim, ...], tmp: Path, db: StoreLocation) -> None:
-    """Each node's script through a daemon of its own into ``db``, all at once, until
-    every node's events are stored."""
+def _record(
+    sims: tuple[Sim, ...], tmp: Path, db: StoreLocation, as_role: dict[str, DbUrl] | None = None
+) -> None:
+    """Each node's script through a daemon of its own into ``db`` (``as_role``: a URL of
+    its own per node, into the same database), all at once, until every node's events
+    are stored."""
     nodes, daemons = [], []
     try:
         for sim in sims:
@@ -49,7 +52,8 @@ def _record(sims: tuple[Sim, ...], tmp: Path, db: StoreLocation) -> None:
             args = ["--seed", str(sim.seed), "--alias", sim.alias]
             node = SimNode(tmp / f"lnd-{sim.name}", script=script, args=args).__enter__()
             nodes.append(node)
-            daemons.append(Daemon(node, db, log=tmp / f"{sim.name}.log").start())
+            own = as_role[sim.name] if as_role else db
+            daemons.append(Daemon(node, own, log=tmp / f"{sim.name}.log").start())
         for sim, d in zip(sims, daemons, strict=True):
             d.wait_for(_stored(sim, _script(sim)[1]), timeout=120)
         for d in daemons:
@@ -186,3 +190,236 @@ def test_a_killed_daemons_node_is_taken_at_once_by_the_next(
                 assert following.stop() == 0, following.log()
     finally:
         pg_server.drop_db(url.secret)
+
+
+# -- the node's lock when the session holding it goes ----------------------------------
+
+
+def _lock_holder(server: PgServer, url: DbUrl, pubkey: str | None) -> int | None:
+    """The backend pid holding the node's advisory lock (None: the only node's), or None."""
+    import psycopg
+
+    from lnflow.store.engines.postgresql import NODE_LOCKS
+
+    with psycopg.connect(_libpq(url)) as conn:
+        row = conn.execute(
+            "SELECT l.pid FROM pg_locks AS l JOIN nodes AS n ON l.objid = n.id"
+            " WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objsubid = 2"
+            " AND l.granted AND n.pubkey = coalesce(%s, n.pubkey)",
+            (NODE_LOCKS, pubkey),
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _count(url: DbUrl) -> int:
+    import psycopg
+
+    with psycopg.connect(_libpq(url)) as conn:
+        row = conn.execute("SELECT count(*) FROM htlc_events").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _libpq(url: DbUrl) -> str:
+    return url.secret.replace("postgresql+psycopg", "postgresql", 1)
+
+
+def _wait(what: str, check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def test_a_node_lock_lost_with_its_session_is_taken_again(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """A terminated backend (an administrator, idle_session_timeout, a network cut)
+    drops the node's lock; the daemon takes it again on its next heartbeat and records
+    on, so a second daemon of the node is still refused."""
+    url = DbUrl(pg_server.create_db())
+    script, n_events = _script(ALPHA)
+    args = ["--seed", str(ALPHA.seed), "--alias", ALPHA.alias]
+    try:
+        with (
+            SimNode(tmp_path / "lnd", script=script, args=args) as node,
+            Daemon(node, url, log=tmp_path / "first.log") as first,
+        ):
+            first.wait_for(_stored(ALPHA, n_events), timeout=120)
+            holder = _lock_holder(pg_server, url, ALPHA.pubkey)
+            assert holder is not None
+            pg_server.admin(f"SELECT pg_terminate_backend({holder})")
+            again = _wait(
+                "the node's lock taken again",
+                lambda: (_lock_holder(pg_server, url, ALPHA.pubkey) or holder) != holder,
+            )
+            assert again and first.running()
+            second = Daemon(node, url, log=tmp_path / "second.log").start()
+            _wait("the second daemon refused", lambda: not second.running())
+            assert second.stop() != 0
+            assert "another lnflowd is recording node alpha" in second.log()
+            assert first.events("node_lock_lost") and first.events("node_lock_taken_again")
+            assert first.stop() == 0, first.log()
+    finally:
+        pg_server.drop_db(url.secret)
+
+
+def test_a_daemon_whose_node_was_taken_while_its_lock_was_lost_stops_in_one_line(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    import psycopg
+
+    from lnflow.store.engines.postgresql import NODE_LOCKS
+
+    url = DbUrl(pg_server.create_db())
+    script, n_events = _script(ALPHA)
+    args = ["--seed", str(ALPHA.seed), "--alias", ALPHA.alias]
+    taker = psycopg.connect(_libpq(url), autocommit=True)
+    try:
+        with (
+            SimNode(tmp_path / "lnd", script=script, args=args) as node,
+            Daemon(node, url, log=tmp_path / "first.log") as first,
+        ):
+            first.wait_for(_stored(ALPHA, n_events), timeout=120)
+            (node_id,) = taker.execute(
+                "SELECT id FROM nodes WHERE pubkey = %s", (ALPHA.pubkey,)
+            ).fetchone() or (None,)
+
+            def take() -> bool:
+                # the lock's session ends; another "daemon" takes the lock before the
+                # first one's next heartbeat (it may win the race: then try again)
+                holder = _lock_holder(pg_server, url, ALPHA.pubkey)
+                if holder is not None:
+                    pg_server.admin(f"SELECT pg_terminate_backend({holder})")
+                row = taker.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s)", (NODE_LOCKS, node_id)
+                ).fetchone()
+                return bool(row and row[0])
+
+            _wait("the node's lock taken by another session", take, timeout=30)
+            _wait("the first daemon stopped", lambda: not first.running(), timeout=60)
+            code = first.stop()
+    finally:
+        taker.close()
+        pg_server.drop_db(url.secret)
+    errors = [line for line in first.log().splitlines() if line.startswith("lnflowd: error:")]
+    assert code != 0 and len(errors) == 1 and "Traceback" not in first.log(), first.log()
+    assert "another lnflowd took node alpha" in errors[0] and "this one stops" in errors[0]
+
+
+def test_a_server_restart_loses_no_event_and_the_node_stays_locked(tmp_path: Path) -> None:
+    """The server restarts under a recording daemon (an upgrade, a reboot): the events
+    lnd sent meanwhile are held and written when it is back, the node's lock is held
+    again, and the stream is never interrupted."""
+    import json
+
+    from pgserver import running_server
+
+    from lnflow.domain import EventKind, from_signed64
+
+    log = tmp_path / "sent.jsonl"
+    args = ("--rate", "100", "--seed", "7", "--channels", "4", "--event-log", str(log))
+    with running_server() as server:
+        assert server is not None, "PostgreSQL is not installed"
+        url = DbUrl(server.create_db())
+        with (
+            SimNode(tmp_path / "lnd", args=args) as node,
+            Daemon(node, url, log=tmp_path / "d.log") as d,
+        ):
+            d.wait_for(lambda c: c.execute("SELECT count(*) FROM htlc_events").fetchone()[0] > 200)
+            before = _lock_holder(server, url, None)
+            assert before is not None
+            server.restart()
+            _wait(
+                "the node's lock held again",
+                lambda: (_lock_holder(server, url, None) or before) != before,
+            )
+            n = _count(url)
+            d.wait_for(
+                lambda c: c.execute("SELECT count(*) FROM htlc_events").fetchone()[0] > n + 300
+            )
+            stop_ns = time.time_ns()
+            assert d.stop() == 0, d.log()
+        import psycopg
+
+        with psycopg.connect(_libpq(url)) as conn:
+            stored = {
+                (r[0], *map(from_signed64, r[1:]))
+                for r in conn.execute(
+                    "SELECT kind, incoming_channel_id, incoming_htlc_id, outgoing_channel_id,"
+                    f" outgoing_htlc_id FROM {EVENTS_SCID}"
+                )
+            }
+            sessions = conn.execute("SELECT end_reason FROM stream_sessions").fetchall()
+    sent = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+    wanted = {
+        (
+            EventKind[s["event"]["event"].upper()].value,
+            s["event"]["incoming_channel_id"],
+            s["event"]["incoming_htlc_id"],
+            s["event"]["outgoing_channel_id"],
+            s["event"]["outgoing_htlc_id"],
+        )
+        for s in sent
+        if s["sent_ns"] < stop_ns and s["event"]["event"] != "subscribed"
+    }
+    assert len(wanted) > 500
+    assert wanted - stored == set()
+    assert sessions == [("shutdown",)]  # lnd was there all along: one session
+    assert d.events("node_lock_taken_again")
+
+
+# -- the roles of docs/postgresql.md ----------------------------------------------------
+
+
+def _roles_sql(database: str) -> str:
+    """The docs' roles block as it stands, for a database of another name."""
+    doc = (Path(__file__).parent.parent / "docs" / "postgresql.md").read_text()
+    block = doc.split("## Roles", 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    lines = [
+        line for line in block.splitlines() if not line.startswith(("CREATE DATABASE", "\\c "))
+    ]
+    return "\n".join(lines).replace("DATABASE lnflow ", f"DATABASE {database} ")
+
+
+@pytest.mark.timeout(360)  # with the module's recorded runs, on a loaded machine
+def test_the_documented_roles_two_writers_and_a_reader(
+    tmp_path: Path, pg_server: PgServer, runs: Runs
+) -> None:
+    """Two daemons, each with a writer role of its own, record into one database; the
+    read-only role reads each node as its run alone and cannot write."""
+    import psycopg
+
+    url = DbUrl(pg_server.create_db())
+    name = url.secret.rsplit("/", 1)[1]
+    pg_server.admin(_roles_sql(name), db=name)
+    try:
+        role = {
+            sim.name: DbUrl(pg_server.url(name, user=f"lnflow_{sim.name}")) for sim in (ALPHA, BETA)
+        }
+        _record((ALPHA, BETA), tmp_path, url, as_role=role)
+        reader = DbUrl(pg_server.url(name, user="lnflow_reader"))
+        for sim in (ALPHA, BETA):
+            assert _timeless(_analyze(reader, "--node", sim.pubkey)) == _timeless(
+                _analyze(runs.sqlite[sim.name])
+            )
+        with (
+            psycopg.connect(_libpq(reader), autocommit=True) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute("DELETE FROM htlc_events")
+        with psycopg.connect(_libpq(url)) as conn:
+            owners = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT tableowner FROM pg_tables WHERE schemaname = current_schema()"
+                )
+            }
+        assert owners == {"lnflow_writer"}
+    finally:
+        pg_server.drop_db(url.secret)
+        pg_server.admin(
+            "DROP ROLE IF EXISTS lnflow_alpha, lnflow_beta, lnflow_reader, lnflow_writer"
+        )

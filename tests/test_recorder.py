@@ -211,7 +211,9 @@ def test_a_silent_stream_is_a_session_only_once_the_node_answers_and_ends_where_
             flush_interval_s=0.05,
             shutdown_drain_s=0.0,
             probe_every_s=0.2,
-            probe_timeout_s=0.05,
+            # an answering fake node answers at once: a loaded machine must not turn an
+            # answer late into a timeout (the frozen one never answers, whatever the wait)
+            probe_timeout_s=0.5,
             reconnect_probe_s=0.02,
             clock_ns=lambda: clock[0],
         )

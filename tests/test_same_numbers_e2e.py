@@ -4,7 +4,9 @@ gives the same clusters, rollups and `lnflowctl analyze --json`.
 
 The events are dated 40 minutes before the daemon's clock (lnd's clock running behind,
 or a daemon catching up), so any clusters closed by the wall clock or by a batch or
-stream boundary would show as a difference.
+stream boundary would show as a difference. The cut runs record on both engines, each
+compared with the one subscription recorded into a SQLite file: same numbers whatever the
+store.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import Daemon, query
+from daemonproc import Daemon, db_arg, query
 from simnode import SimNode
 
 from lnflow.domain import from_signed64
+from lnflow.store.engines import StoreLocation
 
 pytestmark = pytest.mark.e2e  # every test here starts a process
 
@@ -143,9 +147,11 @@ DERIVED = {
 }
 
 
-def _record(tmp_path: Path, cuts: list[int]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the script with the stream dropped before each event index in ``cuts``; the
-    analysis document (without its times and gaps) and the derived tables."""
+def _record(
+    tmp_path: Path, cuts: list[int], db: StoreLocation
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the script into ``db`` with the stream dropped before each event index in
+    ``cuts``; the analysis document (without its times and gaps) and the derived tables."""
     script: list[dict[str, Any]] = [*CHANNELS, {"op": "wait_subscribers", "count": 1}]
     for i, event in enumerate(EVENTS):
         if i in cuts:
@@ -154,11 +160,10 @@ def _record(tmp_path: Path, cuts: list[int]) -> tuple[dict[str, Any], dict[str, 
                 {"op": "wait_subscribers", "count": 1, "timeout_s": 60},
             ]
         script.append(event)
-    db = tmp_path / "s.db"
     with SimNode(tmp_path / "lnd", script=script) as sim, Daemon(sim, db) as d:
         d.wait_for(all_recorded, timeout=90)
         sessions = query(db, "SELECT count(*) FROM stream_sessions")[0][0]
-        ctl = [sys.executable, "-m", "lnflow.cli.ctl", "--db", str(db)]
+        ctl = [sys.executable, "-m", "lnflow.cli.ctl", "--db", db_arg(db)]
         out = subprocess.run(
             [*ctl, "analyze", "--hours", "1", "--json"],
             capture_output=True,
@@ -183,7 +188,8 @@ def _record(tmp_path: Path, cuts: list[int]) -> tuple[dict[str, Any], dict[str, 
 
 @pytest.fixture(scope="module")
 def one_subscription(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    return _record(tmp_path_factory.mktemp("one"), [])
+    tmp = tmp_path_factory.mktemp("one")
+    return _record(tmp, [], tmp / "s.db")
 
 
 def test_the_scenario_has_clusters_to_split(one_subscription: tuple[Any, Any]) -> None:
@@ -198,9 +204,13 @@ def test_the_scenario_has_clusters_to_split(one_subscription: tuple[Any, Any]) -
     assert doc["node"]["missed_msat"] < doc["node"]["missed_raw_msat"]
 
 
+@pytest.mark.engines("sqlite", "postgresql")
 @pytest.mark.parametrize("seed", [1, 2])
 def test_same_events_cut_into_subscriptions_give_the_same_numbers(
-    tmp_path: Path, one_subscription: tuple[Any, Any], seed: int
+    tmp_path: Path,
+    store_at: Callable[[str], StoreLocation],
+    one_subscription: tuple[Any, Any],
+    seed: int,
 ) -> None:
     cuts = sorted(random.Random(seed).sample(range(1, len(EVENTS)), 4))
-    assert _record(tmp_path, cuts) == one_subscription
+    assert _record(tmp_path, cuts, store_at("s.db")) == one_subscription

@@ -1,11 +1,12 @@
-"""The writer and the read-side queries on real SQLite files."""
+"""The writer and the read-side queries on real stores, on both engines."""
 
-import sqlite3
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 
-from daemonproc import EVENTS_SCID
+import pytest
+from conftest import RealStore
+from daemonproc import EVENTS_SCID, query
 
 from lnflow.domain import (
     EventKind,
@@ -15,13 +16,15 @@ from lnflow.domain import (
     NodeInfo,
     from_signed64,
 )
-from lnflow.store.db import open_engine, open_readonly_engine
+from lnflow.store.db import open_readonly_engine
+from lnflow.store.engines import StoreLocation
 from lnflow.store.ingest import Ingestor
 from lnflow.store.queries import status_report
 from lnflow.store.retention import RETAINED, Pruner
-from lnflow.store.writer import StoreWriter
 
 S = 1_000_000_000
+
+pytestmark = pytest.mark.engines("sqlite", "postgresql")
 
 NODE = NodeInfo("02" + "ab" * 32, "alice", "0.18.3-beta commit=v0.18.3-beta", "regtest", 100, True)
 ALIAS_SCID = (16_000_123 << 40) | (7 << 16) | 1  # >= 2**63
@@ -44,11 +47,11 @@ def _forward(i: int, out_chan: int = ALIAS_SCID) -> HtlcEvent:
 
 
 class _Store:
-    def __init__(self, tmp_path: Path) -> None:
-        self.path = tmp_path / "s.db"
-        self.engine = open_engine(self.path)
-        self.writer = StoreWriter(self.engine)
-        self.node_id = self.writer.upsert_node(NODE, 1)
+    def __init__(self, real: RealStore) -> None:
+        self.path = real.path
+        self.engine = real.engine
+        self.writer = real.writer
+        self.node_id = real.node_id
         self.ingestor = self.new_ingestor()
 
     def new_ingestor(self) -> Ingestor:
@@ -65,36 +68,36 @@ class _Store:
         return self.ingestor.ingest(session, events, 1_700_000_000 * S).new_events
 
 
-def _writer(tmp_path: Path) -> tuple[_Store, int, int, Path]:
-    store = _Store(tmp_path)
+Opener = Callable[..., RealStore]
+
+
+def _writer(open_store: Opener) -> tuple[_Store, int, int, StoreLocation]:
+    store = _Store(open_store(node=NODE))
     session = store.writer.open_session(store.node_id, 1, "0.18.3-beta")
     return store, store.node_id, session, store.path
 
 
-def test_replayed_events_are_stored_once(tmp_path: Path) -> None:
-    writer, node_id, session, path = _writer(tmp_path)
+def test_replayed_events_are_stored_once(open_store: Opener) -> None:
+    writer, node_id, session, path = _writer(open_store)
     assert writer.insert_events(session, [_forward(i) for i in range(10)]) == 10
     session2 = writer.writer.open_session(node_id, 2, "0.18.3-beta")
     # a replay of the last five plus five new ones
     assert writer.insert_events(session2, [_forward(i) for i in range(5, 15)]) == 5
-    with sqlite3.connect(path) as conn:
-        (count,) = conn.execute("SELECT count(*) FROM htlc_events").fetchone()
-        assert count == 15
-        sessions = dict(conn.execute("SELECT incoming_htlc_id, session_id FROM htlc_events"))
+    assert query(path, "SELECT count(*) FROM htlc_events") == [(15,)]
+    sessions = dict(query(path, "SELECT incoming_htlc_id, session_id FROM htlc_events"))
     assert sessions[7] == session and sessions[12] == session2
 
 
-def test_uint64_channel_ids_round_trip(tmp_path: Path) -> None:
-    writer, _node_id, session, path = _writer(tmp_path)
+def test_uint64_channel_ids_round_trip(open_store: Opener) -> None:
+    writer, _node_id, session, path = _writer(open_store)
     writer.insert_events(session, [_forward(0)])
-    with sqlite3.connect(path) as conn:
-        (stored,) = conn.execute(f"SELECT outgoing_channel_id FROM {EVENTS_SCID}").fetchone()
+    ((stored,),) = query(path, f"SELECT outgoing_channel_id FROM {EVENTS_SCID}")
     assert stored < 0
     assert from_signed64(stored) == ALIAS_SCID
 
 
-def test_status_counts_and_liveness(tmp_path: Path) -> None:
-    writer, node_id, session, path = _writer(tmp_path)
+def test_status_counts_and_liveness(open_store: Opener) -> None:
+    writer, node_id, session, path = _writer(open_store)
     now = time.time_ns()
     writer.writer.daemon_started(now, heartbeat_interval_s=5)
     writer.writer.daemon_state(now, node_id=node_id, lnd_alias="alice", stream_state="connected")
@@ -118,8 +121,8 @@ def test_status_counts_and_liveness(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_reader_sees_committed_batches_while_the_writer_writes(tmp_path: Path) -> None:
-    writer, _node_id, session, path = _writer(tmp_path)
+def test_reader_sees_committed_batches_while_the_writer_writes(open_store: Opener) -> None:
+    writer, _node_id, session, path = _writer(open_store)
     reader = open_readonly_engine(path)
     done = threading.Event()
     seen: list[int] = []
@@ -140,30 +143,26 @@ def test_reader_sees_committed_batches_while_the_writer_writes(tmp_path: Path) -
     assert all(n % 100 == 0 for n in seen)  # never half a batch
 
 
-def _scanned_counts(path: Path) -> tuple[dict[int, int], dict[int, int], int]:
+def _scanned_counts(path: StoreLocation) -> tuple[dict[int, int], dict[int, int], int]:
     """What the kept counts must equal: the event tables counted row by row."""
-    with sqlite3.connect(path) as conn:
-        kinds = dict(conn.execute("SELECT kind, count(*) FROM htlc_events GROUP BY kind"))
-        outcomes = dict(
-            conn.execute("SELECT outcome, count(*) FROM forward_attempts GROUP BY outcome")
-        )
-        (ledger,) = conn.execute("SELECT count(*) FROM forwards").fetchone()
+    kinds = dict(query(path, "SELECT kind, count(*) FROM htlc_events GROUP BY kind"))
+    outcomes = dict(query(path, "SELECT outcome, count(*) FROM forward_attempts GROUP BY outcome"))
+    ((ledger,),) = query(path, "SELECT count(*) FROM forwards")
     return kinds, outcomes, ledger
 
 
-def _kept_counts(path: Path) -> tuple[dict[int, int], dict[int, int], int]:
-    with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT table_name, value, n FROM row_counts WHERE n != 0").fetchall()
+def _kept_counts(path: StoreLocation) -> tuple[dict[int, int], dict[int, int], int]:
+    rows = query(path, "SELECT table_name, value, n FROM row_counts WHERE n != 0")
     kinds = {v: n for t, v, n in rows if t == "htlc_events"}
     outcomes = {v: n for t, v, n in rows if t == "forward_attempts"}
     return kinds, outcomes, sum(n for t, _, n in rows if t == "forwards")
 
 
-def test_kept_counts_follow_replays_outcomes_the_ledger_and_pruning(tmp_path: Path) -> None:
+def test_kept_counts_follow_replays_outcomes_the_ledger_and_pruning(open_store: Opener) -> None:
     """Status reads counts kept as rows are written: they equal a scan after replays,
     attempts changing outcome, restarts expiring pending attempts, ledger syncs and
     retention deleting events, attempts (by trigger) and nothing of the ledger."""
-    store, node_id, session, path = _writer(tmp_path)
+    store, node_id, session, path = _writer(open_store)
     t0 = 1_700_000_000 * S
     fwd = [_forward(i) for i in range(20)]
     assert store.insert_events(session, fwd) == 20

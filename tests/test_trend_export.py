@@ -1,4 +1,4 @@
-"""Daily channel trends and raw exports, read from real SQLite stores."""
+"""Daily channel trends and raw exports, read from real stores on both engines."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ BIG = (1 << 64) - 3  # an alias SCID above 2^63
 IN1, IN2 = 860_000 << 40, 870_000 << 40
 X = (700_000 << 40) | 9  # foreign: seen only as a failure's next hop
 CLASSES = [cls.label for cls in FailureClass]
+
+pytestmark = pytest.mark.engines("sqlite", "postgresql")
 
 
 @dataclasses.dataclass

@@ -2,11 +2,11 @@
 only spelling of those concepts; the store's columns, the stored values, metrics labels,
 export columns and display abbreviations all derive from them."""
 
-import sqlite3
+from collections.abc import Callable, Iterator
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
+from daemonproc import query
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import inspect
@@ -35,6 +35,7 @@ from lnflow.domain import (
     wrap_signed64,
 )
 from lnflow.store.db import open_engine
+from lnflow.store.engines import DbUrl, StoreLocation
 from lnflow.store.export import export_rows
 from lnflow.store.ingest import Ingestor
 from lnflow.store.queries import liveness
@@ -54,9 +55,18 @@ PER_CLASS_TABLES = (
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> tuple[Path, StoreWriter]:
-    path = tmp_path / "lnflow.db"
-    return path, StoreWriter(open_engine(path))  # every Alembic revision applied
+def store(
+    store_at: Callable[[str], StoreLocation],
+) -> Iterator[tuple[StoreLocation, StoreWriter]]:
+    """A migrated store (every Alembic revision applied), on each engine for the tests
+    marked ``both_engines``."""
+    path = store_at("lnflow.db")
+    engine = open_engine(path)
+    yield path, StoreWriter(engine)
+    engine.dispose()
+
+
+both_engines = pytest.mark.engines("sqlite", "postgresql")
 
 
 def test_the_failure_class_is_re_exported_where_the_rules_are() -> None:
@@ -82,9 +92,10 @@ def test_a_class_number_newer_than_the_code_reads_as_other(stored: int) -> None:
     assert _class_label(stored) == "other"
 
 
+@both_engines
 @pytest.mark.parametrize("table", PER_CLASS_TABLES)
 def test_every_class_has_its_columns_in_the_migrated_store(
-    store: tuple[Path, StoreWriter], table: str
+    store: tuple[StoreLocation, StoreWriter], table: str
 ) -> None:
     path, _ = store
     engine = open_engine(path)
@@ -97,17 +108,24 @@ def test_every_class_has_its_columns_in_the_migrated_store(
     assert stray == {cls.failures_column for cls in FailureClass}
 
 
-def _raw_state(path: Path) -> tuple[str, str, str, str]:
-    with sqlite3.connect(path) as db:
-        row = db.execute(
-            "SELECT lnd_state, typeof(lnd_state), stream_state, typeof(stream_state)"
-            " FROM daemon_state"
-        ).fetchone()
-    return row
+def _raw_state(path: StoreLocation) -> tuple[str, str, str, str]:
+    """The states as stored, each with the type the engine reports for its value."""
+    typeof = "pg_typeof({})::text" if isinstance(path, DbUrl) else "typeof({})"
+    ((lnd, lnd_type, stream, stream_type),) = query(
+        path,
+        f"SELECT lnd_state, {typeof.format('lnd_state')}, stream_state,"
+        f" {typeof.format('stream_state')} FROM daemon_state",
+    )
+    # a PostgreSQL text column's declared type: varchar (SQLAlchemy's String)
+    return lnd, _TEXT.get(lnd_type, lnd_type), stream, _TEXT.get(stream_type, stream_type)
 
 
+_TEXT = {"character varying": "text"}
+
+
+@both_engines
 def test_the_states_a_new_daemon_writes_are_the_enums_values(
-    store: tuple[Path, StoreWriter],
+    store: tuple[StoreLocation, StoreWriter],
 ) -> None:
     path, writer = store
     writer.daemon_started(T0, 30)
@@ -116,6 +134,7 @@ def test_the_states_a_new_daemon_writes_are_the_enums_values(
     assert _raw_state(path)[2] == "stopped"
 
 
+@both_engines
 @pytest.mark.parametrize(
     ("lnd", "stream"),
     [(d, s) for d, s in zip(DaemonState, list(StreamState)[: len(DaemonState)], strict=True)]
@@ -123,7 +142,7 @@ def test_the_states_a_new_daemon_writes_are_the_enums_values(
     ids=lambda v: str(v),
 )
 def test_a_stored_state_reads_back_as_its_member(
-    store: tuple[Path, StoreWriter], lnd: DaemonState, stream: StreamState
+    store: tuple[StoreLocation, StoreWriter], lnd: DaemonState, stream: StreamState
 ) -> None:
     path, writer = store
     writer.daemon_started(T0, 30)
@@ -153,7 +172,10 @@ def _event(kind: EventKind, htlc: int, t: int, **extra: int) -> HtlcEvent:
     )
 
 
-def test_stored_outcomes_read_back_through_the_enum(store: tuple[Path, StoreWriter]) -> None:
+@both_engines
+def test_stored_outcomes_read_back_through_the_enum(
+    store: tuple[StoreLocation, StoreWriter],
+) -> None:
     path, writer = store
     node_id = writer.upsert_node(NODE, 1)
     session = writer.open_session(node_id, T0, "0.18.3-beta")
@@ -172,8 +194,9 @@ def test_stored_outcomes_read_back_through_the_enum(store: tuple[Path, StoreWrit
             **amounts,
         ),
     ]
+    engine = open_engine(path)
     ingestor = Ingestor(
-        open_engine(path),
+        engine,
         node_id,
         attempt_timeout_ns=600 * NS_PER_S,
         attempt_linger_ns=0,
@@ -181,8 +204,8 @@ def test_stored_outcomes_read_back_through_the_enum(store: tuple[Path, StoreWrit
         cluster_max_span_ns=None,
     )
     ingestor.ingest(session, events, T0 + 3600 * NS_PER_S)
-    with sqlite3.connect(path) as db:
-        stored = dict(db.execute("SELECT incoming_htlc_id, outcome FROM forward_attempts"))
+    engine.dispose()
+    stored = dict(query(path, "SELECT incoming_htlc_id, outcome FROM forward_attempts"))
     assert {htlc: Outcome(v) for htlc, v in stored.items()} == {
         1: Outcome.SETTLED,
         2: Outcome.FAILED_DOWNSTREAM,

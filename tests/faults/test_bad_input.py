@@ -523,6 +523,20 @@ def test_printable(text: str, shown: str) -> None:
     assert printable(shown) == shown  # escaping twice changes nothing
 
 
+def test_printable_text_is_returned_as_is_only_when_nothing_in_it_needs_escaping() -> None:
+    """printable() skips its pattern for text str.isprintable() accepts: that must never
+    hold for text holding a character the pattern escapes (every code point checked)."""
+    import sys
+
+    from lnflow.text import _UNSAFE, printable
+
+    escaped = [c for c in map(chr, range(sys.maxunicode + 1)) if _UNSAFE.match(c)]
+    assert len(escaped) > 70  # C0, DEL, C1, the bidi controls and the separators
+    assert not [c for c in escaped if c.isprintable()]
+    for c in escaped:
+        assert printable(f"ok {c} ok") != f"ok {c} ok"
+
+
 @pytest.mark.parametrize(
     ("value", "cell"),
     [

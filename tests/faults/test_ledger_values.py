@@ -1,10 +1,11 @@
 """A ForwardingHistory record with a value the store cannot hold (>= 2^63) must not stop
 the ledger: it is set apart at the lnd adapter, logged once with its identity and
-counted, and every other record, on its page and after it, is stored."""
+counted, and every other record, on its page and after it, is stored; on both engines."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,12 @@ from daemonproc import Daemon, query
 from simnode import SimNode
 
 from lnflow.domain import format_scid
+from lnflow.store.engines import StoreLocation
 
-pytestmark = pytest.mark.e2e  # every test here starts a process
+pytestmark = [
+    pytest.mark.e2e,  # every test here starts a process
+    pytest.mark.engines("sqlite", "postgresql"),
+]
 
 NS = 1_000_000_000
 CHAN_A = (810_000 << 40) | (1 << 16)
@@ -34,6 +39,7 @@ def forward(ts_ns: int, amt_in_msat: int, amt_out_msat: int = 1_000_000) -> dict
 
 
 def test_a_forward_beyond_int64_is_rejected_counted_and_the_ledger_goes_on(
+    store_at: Callable[[str], StoreLocation],
     tmp_path: Path,
 ) -> None:
     base = time.time_ns() // NS - 3600
@@ -41,7 +47,7 @@ def test_a_forward_beyond_int64_is_rejected_counted_and_the_ledger_goes_on(
     bad_ns = (base + 40) * NS + 999_999  # inside the first page of 100 records
     bad_out_ns = (base + 70) * NS + 999_999  # on the second page
     script = [*good, forward(bad_ns, U64_MAX), forward(bad_out_ns, 2**63 + 1000, 2**63)]
-    db = tmp_path / "s.db"
+    db = store_at("s.db")
     env = {"LNFLOW_LEDGER__PAGE_SIZE": "100", "LNFLOW_LEDGER__SYNC_INTERVAL_S": "5"}
     script.sort(key=lambda f: f["timestamp_ns"])
     with SimNode(tmp_path / "lnd", script=script) as sim, Daemon(sim, db, env=env) as d:

@@ -36,6 +36,15 @@ EXTRA_HINT = "pip install 'lnflow[postgresql]'"
 
 #: seconds a connection attempt waits for the server before the store is called unreachable
 CONNECT_TIMEOUT_S = 10
+#: a connection to a server gone silent (network lost, host down: no reset) fails in
+#: about 20 s instead of hanging a write, the heartbeat and the node's lock for hours
+LIVENESS_ARGS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,  # ms of unacknowledged data
+}
 
 
 def _require_driver() -> None:
@@ -131,7 +140,7 @@ def open_engine(url: DbUrl, *, readonly: bool = False) -> Engine:
     _require_driver()
     from sqlalchemy import exc as sa_exc
 
-    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, **LIVENESS_ARGS}
     if readonly:
         # lnflowctl: a read-only role is enough, and nothing it runs can write
         args["options"] = "-c default_transaction_read_only=on"
@@ -274,6 +283,18 @@ class NodeLock:
             raw.close()
             return None
         return cls(raw)
+
+    def held(self) -> bool:
+        """Whether the session holding the lock is still there: a server restart, a
+        terminated backend or a lost network drop the session, and the lock with it."""
+        raw = self._raw
+        if raw is None:
+            return False
+        try:
+            raw.driver_connection.execute("SELECT 1").fetchone()
+        except Exception:  # any failure: the session is gone
+            return False
+        return True
 
     def release(self) -> None:
         raw, self._raw = self._raw, None
