@@ -89,13 +89,12 @@ class StoreSettings(_Section):
 
     @property
     def path(self) -> Path:
-        """The SQLite file, for what reads and writes it as a file (the fee policy
-        engine's state); lnflowd and lnflowctl take :attr:`location`."""
+        """The SQLite file, for what needs a file (lnflowd and lnflowctl take
+        :attr:`location`, which may be a database's URL)."""
         if is_url(self.db):
             raise ConfigError(
-                f"[store] db / --db {location(self.db, default_db_path())}: the fee policy"
-                " engine keeps its state in a SQLite file only in this version: set [policy]"
-                ' mode = "off" to record into PostgreSQL, or give a file path'
+                f"[store] db / --db {location(self.db, default_db_path())} is a database URL,"
+                " not a file: give a file path"
             )
         return Path(self.db).expanduser() if self.db else default_db_path()
 

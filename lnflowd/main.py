@@ -109,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         if settings.policy.mode != "off":  # a bad rules file stops the start, in one line
             from lnflow.policy.runner import rules_of
 
-            settings.store.path  # noqa: B018 (its state is a SQLite file's: refused on a URL)
             rules_of(settings)
         from .logs import configure_logging
 

@@ -56,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--policy-macaroonpath", help="macaroon with offchain:write (apply, rollback)"
     )
-    common.add_argument("--db", help="SQLite store")
+    common.add_argument(
+        "--db", help="the store: a SQLite file or postgresql+psycopg://USER@HOST/DB"
+    )
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     sub.add_parser("check", parents=[common], help="load and validate the rules file")
     plan = sub.add_parser("plan", parents=[common], help="what would change (writes nothing)")
@@ -153,9 +155,8 @@ async def _apply(settings: Settings, yes: bool) -> int:
             raise ConfigError("not asking without a terminal: pass --yes to apply")
         if input(f"apply {len(plan.changes)} change(s)? [y/N] ").strip().lower() != "y":
             return 0
-    db = open_history(settings)
-    try:
-        node_id = runner.node_id(settings, plan.node.info)
+    node_id = runner.node_id(settings, plan.node.info)
+    with open_history(settings) as db:
         async with LndClient(
             policy_credentials(settings), timeout_s=settings.lnd.timeout_s
         ) as writer:
@@ -163,14 +164,11 @@ async def _apply(settings: Settings, yes: bool) -> int:
             report = await apply_plan(
                 plan, writer, db, node_id, on_result=lambda o: print(_outcome_line(o))
             )
-    finally:
-        db.close()
     return _finish(report, "applied")
 
 
 async def _rollback(settings: Settings, change_id: int | None, run_id: int | None) -> int:
-    db = open_history(settings)
-    try:
+    with open_history(settings) as db:
         async with LndClient(
             policy_credentials(settings), timeout_s=settings.lnd.timeout_s
         ) as writer:
@@ -182,8 +180,6 @@ async def _rollback(settings: Settings, change_id: int | None, run_id: int | Non
                 run_id=run_id,
                 on_result=lambda o: print(_outcome_line(o)),
             )
-    finally:
-        db.close()
     return _finish(report, "rolled back")
 
 

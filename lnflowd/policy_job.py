@@ -12,13 +12,14 @@ One run:
 3. **plan** on it, and in ``plan`` mode record the changes as ``planned``; in ``apply``
    mode send them (:func:`lnflow.policy.engine.apply_plan`) with the policy macaroon.
 
-The history is written with plain sqlite3 on the store file (a few rows an hour,
-beside the daemon's writer; SQLite's busy timeout orders them).
+The history is written through a plain connection of its own
+(:func:`lnflow.store.engines.open_plain_writer`, a few rows an hour beside the daemon's
+writer): on a SQLite file SQLite's busy timeout orders the two, on PostgreSQL the rows
+are the daemon's node's and a run's id is numbered under an advisory lock.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ from lnflow.policy.engine import apply_plan, gather, record_planned, rollback, w
 from lnflow.policy.runner import guard_settings, policy_credentials, read_credentials
 from lnflow.recording.jobs import guarded
 from lnflow.store import policy_history as history
+from lnflow.store.engines import PlainWriter, PlainWriterStore, open_plain_writer
 
 from .alerts import PolicyResult
 
@@ -72,15 +74,14 @@ class PolicyJob:
         self.analyze = analyze
         self.clock_ns = clock_ns
 
-    def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.settings.store.path, timeout=30)
-        db.execute("PRAGMA foreign_keys = ON")
-        return db
+    def _db(self) -> PlainWriterStore:
+        return open_plain_writer(self.engine)
 
     async def run(self) -> None:
         db = self._db()
         try:
             await self.evaluate(db)
+            db.commit()  # no transaction left open on the store while the analysis runs
             if await self.analyze() is None:
                 log.warning("policy_skipped", reason="no fresh analysis snapshot")
                 return
@@ -88,7 +89,7 @@ class PolicyJob:
         finally:
             db.close()
 
-    async def plan_and_apply(self, db: sqlite3.Connection) -> None:
+    async def plan_and_apply(self, db: PlainWriter) -> None:
         s = self.settings
         async with LndClient(read_credentials(s), timeout_s=s.lnd.timeout_s) as reader:
             plan = await gather(
@@ -122,7 +123,7 @@ class PolicyJob:
         if report.stopped is not None:
             log.warning("policy_apply_stopped", run_id=report.run_id, error=report.stopped)
 
-    async def evaluate(self, db: sqlite3.Connection) -> None:
+    async def evaluate(self, db: PlainWriter) -> None:
         p = self.settings.policy
         span_ns = round(p.evaluate_hours * NS_PER_HOUR)
         now = self.clock_ns()

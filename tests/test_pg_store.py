@@ -335,19 +335,6 @@ def test_lnflowd_given_an_unreachable_url_says_so_in_one_line() -> None:
     assert "cannot reach the PostgreSQL server" in err and SECRET not in err
 
 
-@pytest.mark.e2e
-def test_lnflowd_with_the_policy_engine_on_a_url_says_what_to_set(tmp_path: Path) -> None:
-    # the policy engine keeps its state in a SQLite file: refused before anything starts
-    rules = tmp_path / "rules.conf"
-    rules.write_text("[default]\nstrategy = ignore\n")
-    config = tmp_path / "lnflow.toml"
-    config.write_text(f'[policy]\nmode = "plan"\nfile = "{rules}"\n')
-    url = f"postgresql+psycopg://u:{SECRET}@127.0.0.1:1/lnflow"
-    rc, _out, err = run_lnflowd("--config", str(config), "--db", url)
-    assert rc != 0 and len(err.strip().splitlines()) == 1, err
-    assert 'set [policy] mode = "off"' in err and SECRET not in err
-
-
 H = 3_600 * S
 OUT2 = 333 << 40
 
@@ -516,3 +503,53 @@ def test_an_ingest_batch_numbers_clusters_under_the_store_wide_lock(
         assert store.count(failure_clusters) == 1
     finally:
         impatient.dispose()
+
+
+@pytest.mark.engines("postgresql")
+def test_two_writers_number_their_policy_runs_one_after_the_other(
+    open_store: Callable[..., RealStore],
+) -> None:
+    """Daemons of several nodes (and lnflowd policy by hand) write the history at once:
+    a run's id is numbered under a lock held until its rows are committed, so a second
+    writer waits and numbers the next run instead of sharing the id."""
+    import threading
+
+    from lnflow.store.engines import open_plain_writer
+    from lnflow.store.policy_history import PolicyValues, insert_change, next_run_id
+
+    store = open_store()
+    first, second = open_plain_writer(store.engine), open_plain_writer(store.engine)
+    try:
+        run = next_run_id(first)
+        insert_change(
+            first, node_id=store.node_id, run_id=run, created_ns=1, chan_id=1, section="",
+            strategy="static", before=PolicyValues(), after=PolicyValues(fee_ppm=1),
+            snapshot_run_id=None, reason="",
+        )  # fmt: skip
+        got: list[int] = []
+        numbering = threading.Thread(target=lambda: got.append(next_run_id(second)))
+        numbering.start()
+        deadline = time.monotonic() + 30
+        while not _waits_on_an_advisory_lock(store):
+            assert numbering.is_alive() and time.monotonic() < deadline, got
+            time.sleep(0.02)
+        first.commit()
+        numbering.join(timeout=30)
+        assert got == [run + 1]
+        second.commit()
+    finally:
+        first.close()
+        second.close()
+
+
+def _waits_on_an_advisory_lock(store: RealStore) -> bool:
+    with store.engine.connect() as conn:
+        return bool(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
+                )
+            )
+        )

@@ -8,12 +8,13 @@ import asyncio
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import Daemon, query, run_lnflowctl, run_lnflowd, sim_flags
+from daemonproc import Daemon, db_arg, query, run_lnflowctl, run_lnflowd, sim_flags
 from simnode import SimNode, make_channel
 
 from lnflow.domain import format_scid, from_signed64
@@ -23,6 +24,7 @@ from lnflow.lnd.credentials import LndCredentials
 from lnflow.policy import GuardSettings, Rules, load_rules
 from lnflow.policy.engine import Plan, apply_plan, gather
 from lnflow.store import db as store_db
+from lnflow.store.engines import StoreLocation
 
 pytestmark = pytest.mark.e2e  # starts the simulated node, lnflowd or lnflowctl
 
@@ -74,13 +76,15 @@ def _policy(sim: SimNode, chan_id: int) -> Any:
         channel.close()
 
 
-def _flags(sim: SimNode, tmp_path: Path, macaroon: str = "admin") -> list[str]:
+def _flags(
+    sim: SimNode, tmp_path: Path, macaroon: str = "admin", db: StoreLocation | None = None
+) -> list[str]:
     return [
         *sim_flags(sim),
         "--policy-macaroonpath",
         str(sim.macaroon_path(macaroon)),
         "--db",
-        str(tmp_path / "lnflow.db"),
+        db_arg(tmp_path / "lnflow.db" if db is None else db),
         "--rules",
         str(tmp_path / "policies.conf"),
     ]
@@ -92,9 +96,33 @@ def sim(tmp_path: Path) -> Any:
         yield node
 
 
-def test_plan_apply_history_and_rollback(sim: SimNode, tmp_path: Path) -> None:
+def _timeless(history: str) -> list[dict[str, Any]]:
+    """``lnflowctl policy history --json`` without the clock's fields."""
+    return [
+        {k: v for k, v in row.items() if k not in ("created", "applied")}
+        for row in json.loads(history)
+    ]
+
+
+@pytest.mark.engines("sqlite", "postgresql")
+def test_plan_apply_history_and_rollback(
+    sim: SimNode, tmp_path: Path, store_engine: str, store_at: Callable[[str], StoreLocation]
+) -> None:
+    history = _plan_apply_history_and_rollback(sim, tmp_path, store_at("lnflow.db"))
+    if store_engine == "postgresql":
+        # the same steps into a SQLite file (the node is as it was: the rollback restored
+        # it) leave the same history, field by field
+        on_file = _plan_apply_history_and_rollback(sim, tmp_path, tmp_path / "file.db")
+        assert history == on_file
+        assert [r["result"] for r in history] == ["applied", "rolled_back"]
+
+
+def _plan_apply_history_and_rollback(
+    sim: SimNode, tmp_path: Path, db: StoreLocation
+) -> list[dict[str, Any]]:
+    """check, plan, apply, a refused change, rollback; the store's history (timeless)."""
     (tmp_path / "policies.conf").write_text(RULES)
-    flags = _flags(sim, tmp_path)
+    flags = _flags(sim, tmp_path, db=db)
     code, out, err = run_lnflowd("policy", "check", *flags)
     assert (code, err) == (0, "")
     assert "1 section(s), 1 final, with [default]: ok" in out
@@ -109,8 +137,8 @@ def test_plan_apply_history_and_rollback(sim: SimNode, tmp_path: Path) -> None:
     assert fields["max_htlc_msat"]["after"] == 400_000_000
     assert "base_fee_msat" not in fields  # unchanged: not a change
     assert _policy(sim, A_ID).fee_rate_milli_msat == 1000
-    assert not (tmp_path / "lnflow.db").exists() or query(
-        tmp_path / "lnflow.db", "SELECT count(*) FROM policy_changes"
+    assert (isinstance(db, Path) and not db.exists()) or query(
+        db, "SELECT count(*) FROM policy_changes"
     ) == [(0,)]
 
     # apply: the node has the new fee and max_htlc; what the rules left alone was
@@ -123,7 +151,7 @@ def test_plan_apply_history_and_rollback(sim: SimNode, tmp_path: Path) -> None:
     assert (ours.fee_base_msat, ours.time_lock_delta) == (500, 60)
     assert _policy(sim, B_ID).fee_rate_milli_msat == 300
     rows = query(
-        tmp_path / "lnflow.db",
+        db,
         "SELECT id, run_id, chan_id, section, strategy, before_fee_ppm, after_fee_ppm,"
         " before_time_lock_delta, after_time_lock_delta, after_base_fee_msat, result,"
         " error, applied_ns IS NOT NULL FROM policy_changes",
@@ -140,9 +168,9 @@ def test_plan_apply_history_and_rollback(sim: SimNode, tmp_path: Path) -> None:
     code, out, err = run_lnflowd("policy", "apply", "--yes", *flags)
     assert code == 0, err
     assert "refused: changed 0 h ago (min_hours_between_changes 24)" in out
-    assert query(tmp_path / "lnflow.db", "SELECT count(*) FROM policy_changes") == [(1,)]
+    assert query(db, "SELECT count(*) FROM policy_changes") == [(1,)]
 
-    code, out, err = run_lnflowctl("--db", str(tmp_path / "lnflow.db"), "policy", "history")
+    code, out, err = run_lnflowctl("--db", db_arg(db), "policy", "history")
     assert code == 0, err
     assert "fee_ppm 1000 → 700" in out and "applied" in out
 
@@ -152,7 +180,7 @@ def test_plan_apply_history_and_rollback(sim: SimNode, tmp_path: Path) -> None:
     ours = _policy(sim, A_ID)
     assert ours.fee_rate_milli_msat == 1000
     rows = query(
-        tmp_path / "lnflow.db",
+        db,
         "SELECT strategy, before_fee_ppm, after_fee_ppm, after_time_lock_delta, result,"
         " undoes_id FROM policy_changes WHERE id > ?",
         change_id,
@@ -162,35 +190,11 @@ def test_plan_apply_history_and_rollback(sim: SimNode, tmp_path: Path) -> None:
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "has no applied change" in err
 
-    code, out, err = run_lnflowctl(
-        "--db", str(tmp_path / "lnflow.db"), "policy", "history", "--channel", B
-    )
+    code, out, err = run_lnflowctl("--db", db_arg(db), "policy", "history", "--channel", B)
     assert code == 0 and "no policy change" in out
-
-
-def test_bad_rules_file_is_one_line_and_nothing_is_recorded(sim: SimNode, tmp_path: Path) -> None:
-    (tmp_path / "policies.conf").write_text("[x]\nstrategy = static\nonchain.min_fee_rate = 5\n")
-    for action in (["check"], ["plan"], ["apply", "--yes"]):
-        code, out, err = run_lnflowd("policy", *action, *_flags(sim, tmp_path))
-        assert code == 2 and out == "", action
-        assert err.count("\n") == 1 and "policies.conf:3: [x] onchain.min_fee_rate" in err
-    assert not (tmp_path / "lnflow.db").exists()
-    assert _policy(sim, A_ID).fee_rate_milli_msat == 1000
-
-
-def test_read_only_macaroon_names_offchain_write_and_records_the_failure(
-    sim: SimNode, tmp_path: Path
-) -> None:
-    (tmp_path / "policies.conf").write_text(RULES)
-    code, _, err = run_lnflowd("policy", "apply", "--yes", *_flags(sim, tmp_path, "readonly"))
-    assert code == 1
-    assert err.count("\n") == 1
-    assert "lacks offchain:write" in err and "lncli bakemacaroon" in err
-    assert "Traceback" not in err
-    assert _policy(sim, A_ID).fee_rate_milli_msat == 1000
-    rows = query(tmp_path / "lnflow.db", "SELECT chan_id, result, error FROM policy_changes")
-    assert len(rows) == 1 and rows[0][:2] == (A_ID, "failed")
-    assert "offchain:write" in rows[0][2]
+    code, out, err = run_lnflowctl("--db", db_arg(db), "policy", "history", "--json")
+    assert code == 0, err
+    return _timeless(out)
 
 
 def _client(sim: SimNode, macaroon: str) -> LndClient:
@@ -221,6 +225,27 @@ def _history_db(tmp_path: Path) -> sqlite3.Connection:
     db.execute("INSERT INTO nodes (pubkey, alias, network, first_seen_ns) VALUES ('n', '', '', 0)")
     db.commit()
     return db
+
+
+def test_rollback_refuses_another_nodes_change(sim: SimNode, tmp_path: Path) -> None:
+    """A store may hold several nodes' history: a change another node made is not
+    rolled back through this node's lnd (one line, nothing recorded or sent)."""
+    from lnflow.store.policy_history import PolicyValues, insert_change
+
+    db = _history_db(tmp_path)  # node 'n': not the simulated node
+    change_id = insert_change(
+        db, node_id=1, run_id=1, created_ns=1, chan_id=A_ID, section="s", strategy="static",
+        before=PolicyValues(fee_ppm=1000), after=PolicyValues(fee_ppm=1), snapshot_run_id=None,
+        reason="r", result="applied", applied_ns=1,
+    )  # fmt: skip
+    db.commit()
+    db.close()
+    (tmp_path / "policies.conf").write_text(RULES)
+    code, out, err = run_lnflowd("policy", "rollback", str(change_id), *_flags(sim, tmp_path))
+    assert (code, out) == (1, "") and err.count("\n") == 1, err
+    assert f"policy change {change_id} was made on another node" in err
+    assert query(tmp_path / "lnflow.db", "SELECT count(*) FROM policy_changes") == [(1,)]
+    assert _policy(sim, A_ID).fee_rate_milli_msat == 1000
 
 
 THREE = """\
@@ -299,10 +324,14 @@ def _channels(sim: SimNode) -> list[int]:
 
 
 @pytest.mark.timeout(400)
-def test_daemon_applies_measures_and_reverts_a_change_that_cut_the_fees(tmp_path: Path) -> None:
+@pytest.mark.engines("sqlite", "postgresql")
+def test_daemon_applies_measures_and_reverts_a_change_that_cut_the_fees(
+    tmp_path: Path, store_at: Callable[[str], StoreLocation]
+) -> None:
     """[policy] mode = apply: the daemon applies the rules (every fee down to 1 ppm and
     no base fee), measures each change over the evaluate_hours before and after it, and
-    with revert_if_worse restores the old fees, recording the figures."""
+    with revert_if_worse restores the old fees, recording the figures; into a SQLite
+    file or a PostgreSQL database alike."""
     rules = tmp_path / "policies.conf"
     rules.write_text("[cheap]\nstrategy = static\nfee_ppm = 1\nbase_fee_msat = 0\n")
     # senders learn the new fee at once (no stale senders paying the old one), so fees
@@ -320,8 +349,8 @@ def test_daemon_applies_measures_and_reverts_a_change_that_cut_the_fees(tmp_path
         )
         chans = _channels(sim)
         old = {c: _policy(sim, c) for c in chans}
-        db = tmp_path / "lnflow.db"
-        with Daemon(sim, db, args=["--config", str(config)]) as d:
+        db = store_at("lnflow.db")
+        with Daemon(sim, db, args=["--config", str(config)], log=tmp_path / "d.log") as d:
             d.wait_for(
                 lambda c: (
                     c.execute(
@@ -366,7 +395,7 @@ def test_daemon_applies_measures_and_reverts_a_change_that_cut_the_fees(tmp_path
         for (_, chan, *_), (_, now, restored, reason, why) in zip(applied, reverted, strict=True):
             assert (now, restored) == (1, old[chan].fee_rate_milli_msat)
             assert "revert: fees earned out" in reason and why.startswith("revert:")
-        code, out, err = run_lnflowctl("--db", str(db), "policy", "effects", "--hours", "0.01")
+        code, out, err = run_lnflowctl("--db", db_arg(db), "policy", "effects", "--hours", "0.01")
         assert code == 0, err
         assert out.count("revert: fees earned out") == len(chans)
         # each change applied and each revert is one alert (recorded even with no target)

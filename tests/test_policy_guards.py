@@ -1,10 +1,14 @@
-"""Guard rails on policy changes (lnflow.policy.guards)."""
+"""Guard rails on policy changes (lnflow.policy.guards), and the cooldown read from a
+real store's history on either engine."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from conftest import STORE_NODE, RealStore
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,6 +23,9 @@ from lnflow.policy import (
     apply_guards,
     fee_deltas,
 )
+from lnflow.policy.engine import read_evidence
+from lnflow.store.engines import plain_connection
+from lnflow.store.policy_history import PolicyValues, insert_change, next_run_id
 
 HOUR_NS = 3_600 * 1_000_000_000
 NOW_NS = 1_800_000_000 * 1_000_000_000
@@ -237,3 +244,63 @@ def test_plan_partitions_the_changes(urgencies: list[int], cooled: set[int], lim
     )
     eligible = [d for d in decisions if d.chan_id not in cooled]
     assert len(kept) == min(limit, len(eligible))
+
+
+# --------------------------------------------------------------------------- the store's history
+
+BIG = (1 << 63) | (900_000 << 40) | 5  # a chan_id stored as a negative signed 64-bit integer
+
+
+def _change(db: Any, node_id: int, chan_id: int, result: str, hours_ago: int) -> None:
+    insert_change(
+        db,
+        node_id=node_id,
+        run_id=next_run_id(db),
+        created_ns=NOW_NS - hours_ago * HOUR_NS,
+        chan_id=chan_id,
+        section="s",
+        strategy="static",
+        before=PolicyValues(fee_ppm=500),
+        after=PolicyValues(fee_ppm=400),
+        snapshot_run_id=None,
+        reason="r",
+        result=result,
+        applied_ns=None if result in ("planned", "failed") else NOW_NS - hours_ago * HOUR_NS,
+    )
+
+
+@pytest.mark.engines("sqlite", "postgresql")
+def test_cooldown_counts_from_the_changes_lnd_took_in_the_store(
+    open_store: Callable[..., RealStore],
+) -> None:
+    """The cooldown reads the store's history, on either engine: changes lnd took
+    (applied, rolled back, reverted) cool a channel, planned and failed ones do not, nor
+    another node's change of the same channel id."""
+    store = open_store()
+    other = store.writer.upsert_node(replace(STORE_NODE, pubkey="03" + "cd" * 32), 1)
+    with store.engine.begin() as conn:
+        db = plain_connection(conn)
+        _change(db, store.node_id, 1, "applied", 2)
+        _change(db, store.node_id, 2, "failed", 1)
+        _change(db, store.node_id, 2, "planned", 1)
+        _change(db, other, 2, "applied", 1)
+        _change(db, store.node_id, BIG, "applied", 30)
+        _change(db, store.node_id, BIG, "rolled_back", 5)
+        _change(db, store.node_id, 3, "reverted", 25)
+    with store.engine.connect() as conn:
+        evidence = read_evidence(
+            plain_connection(conn), STORE_NODE.pubkey, [1, 2, 3, BIG], frozenset(), now_ns=NOW_NS
+        )
+    assert evidence.last_change_ns == {
+        1: NOW_NS - 2 * HOUR_NS,
+        BIG: NOW_NS - 5 * HOUR_NS,
+        3: NOW_NS - 25 * HOUR_NS,
+    }
+    history = [ChangeRecord(c, ns) for c, ns in evidence.last_change_ns.items()]
+    decisions = [dec(chan_id=c) for c in (1, 2, 3, BIG)]
+    plan = apply_guards(decisions, history, GuardSettings(), now_ns=NOW_NS, lnd_version=LND)
+    assert [d.chan_id for d in plan.changes] == [2, 3]
+    assert {r.decision.chan_id: r.reason for r in plan.refusals} == {
+        1: "changed 2 h ago (min_hours_between_changes 24)",
+        BIG: "changed 5 h ago (min_hours_between_changes 24)",
+    }

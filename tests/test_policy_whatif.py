@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from daemonproc import run_lnflowctl
+from daemonproc import db_arg, run_lnflowctl
 from policystore import IN1, IN2, MAX_HTLC, T0, A, B, H, S, Store, make_store
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.domain import format_scid
 from lnflow.policy.recorded import LocalFailure, PolicyPoint, SettledForward
 from lnflow.policy.whatif import PolicyUnknownError, WhatIf, estimate, fee_msat, replay
+from lnflow.store.engines import StoreLocation
 
 FEE_C, MAX_C, LIQ_C = FailureClass.FEE, FailureClass.MAX_HTLC, FailureClass.LIQUIDITY
 M = 1_000_000  # an amount of 1,000,000 msat
@@ -313,13 +313,21 @@ def test_out_of_range_proposal_refused(proposal: dict[str, int]) -> None:
 
 # --------------------------------------------------------------------------- store
 
+pytestmark = pytest.mark.engines("sqlite", "postgresql")  # the tests reading a store
+
 NOW_NS = T0 + 10 * H
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with make_store(tmp_path / "s.db") as st:
+def store(store_at: Callable[[str], StoreLocation]) -> Iterator[Store]:
+    with make_store(store_at("s.db")) as st:
         yield st
+
+
+@pytest.fixture
+def db(store: Store, store_at: Callable[[str], StoreLocation]) -> str:
+    """``--db`` of the test's store."""
+    return db_arg(store_at("s.db"))
 
 
 def _record(st: Store) -> None:
@@ -388,12 +396,11 @@ def test_estimate_needs_the_policy_when_no_sample(store: Store) -> None:
 
 
 @pytest.mark.e2e
-def test_lnflowctl_whatif(store: Store, tmp_path: Path) -> None:
+def test_lnflowctl_whatif(store: Store, db: str) -> None:
     now = time.time_ns()  # lnflowctl replays the hours before its own clock
     store.sample(now - 2 * H)
     store.fail(now - H, fee=1_500)
     store.forward(now - H // 2, fee=2_000)
-    db = str(tmp_path / "s.db")
     code, out, err = run_lnflowctl("--db", db, "whatif", format_scid(A), "--fee-ppm", "500")
     assert code == 0, err
     assert "(an estimate)" in out
@@ -417,8 +424,7 @@ def test_lnflowctl_whatif(store: Store, tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_lnflowctl_whatif_unknown_channel(store: Store, tmp_path: Path) -> None:
-    db = str(tmp_path / "s.db")
+def test_lnflowctl_whatif_unknown_channel(store: Store, db: str) -> None:
     code, out, err = run_lnflowctl("--db", db, "whatif", "1x2x3", "--fee-ppm", "500")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "channel 1x2x3" in err and "not in the store" in err
@@ -427,9 +433,8 @@ def test_lnflowctl_whatif_unknown_channel(store: Store, tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_lnflowctl_whatif_without_a_policy_sample(store: Store, tmp_path: Path) -> None:
+def test_lnflowctl_whatif_without_a_policy_sample(store: Store, db: str) -> None:
     store.fail(time.time_ns() - H, fee=1_500)  # known channel, never sampled
-    db = str(tmp_path / "s.db")
     code, out, err = run_lnflowctl("--db", db, "whatif", str(A), "--fee-ppm", "500")
     assert (code, out) == (2, "")
     assert err.count("\n") == 1 and "give both --fee-ppm and --base-fee-msat" in err

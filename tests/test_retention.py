@@ -555,8 +555,9 @@ def _fill(store: Store, table: Table, n: int, first_ns: int) -> None:
 
 
 def _used_mib(store: Store) -> float:
-    """Pages in use plus the WAL, once a checkpoint emptied the WAL (as the daemon's
-    prune run ends)."""
+    """The bytes in use against the budget, measured afresh: SQLite's pages in use plus
+    the WAL, once a checkpoint emptied the WAL (as the daemon's prune run ends); on
+    PostgreSQL the rows' bytes."""
     pruner = Pruner(store.engine, KEEP_ALL)
     pruner.checkpoint()
     used = pruner.used_bytes()
@@ -564,7 +565,6 @@ def _used_mib(store: Store) -> float:
     return used / 1024 / 1024
 
 
-@pytest.mark.engines("sqlite")  # SQLite's pages and WAL
 def test_size_budget_drops_the_oldest_events_first_and_stops_under_budget(
     store: Store,
 ) -> None:
@@ -599,7 +599,6 @@ def test_size_budget_drops_the_oldest_events_first_and_stops_under_budget(
     assert store.count(failure_rollups_hourly) == 50 and store.count(forwards) == 50
 
 
-@pytest.mark.engines("sqlite")  # SQLite's pages and WAL
 def test_size_budget_goes_on_to_samples_then_attempts_never_rollups_or_ledger(
     store: Store,
 ) -> None:
@@ -627,6 +626,45 @@ def test_size_budget_goes_on_to_samples_then_attempts_never_rollups_or_ledger(
     for table in (htlc_events, channel_samples, forward_attempts, failure_clusters):
         assert store.count(table) == 0
     assert store.count(forwards) == 20_000 and store.count(forward_rollups_hourly) == 100
+
+
+def test_a_store_trimmed_under_its_budget_is_not_trimmed_again(store: Store) -> None:
+    """The next prune run measures the store afresh and drops nothing more: on
+    PostgreSQL a delete does not shrink the tables' files, so a budget read from their
+    size would drop every raw row, run after run."""
+    recent = NOW - 3 * NS_PER_DAY
+    _fill(store, htlc_events, 4000, recent)
+    assert _used_mib(store) > 3
+    pruner = Pruner(store.engine, DEFAULT_TTL, max_db_mb=2)
+    first = pruner.prune(NOW, 500, 1000)
+    assert first.complete and not first.over_budget
+    assert set(first.dropped_for_size) == {"htlc_events"} and not first.expired
+    left = store.count(htlc_events)
+    assert 0 < left < 4000 and _used_mib(store) <= 2
+    for later in (NOW + 300 * 1_000_000_000, NOW + 600 * 1_000_000_000):  # the next runs
+        again = pruner.prune(later, 500, 1000)
+        assert again.deleted == 0 and not again.over_budget
+    assert store.count(htlc_events) == left
+
+
+@pytest.mark.engines("postgresql")
+def test_the_store_size_on_postgresql_is_lnflows_tables_only(store: Store) -> None:
+    """Another application's table in the same database is not the store's: it counts
+    neither in the metric's store size nor in the budget."""
+    from lnflow.store.engines import store_bytes
+
+    _fill(store, htlc_events, 500, NOW)
+    ours, used = store_bytes(store.engine), Pruner(store.engine, KEEP_ALL).used_bytes()
+    assert ours > 500 * len(PAD) and 500 * len(PAD) < used <= ours
+    with store.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE other_app (note text)"))
+        conn.execute(
+            text("INSERT INTO other_app SELECT repeat('y', 900) FROM generate_series(1, 5000)")
+        )
+        database = conn.scalar(text("SELECT pg_database_size(current_database())"))
+    assert database > ours + 4_000_000
+    assert store_bytes(store.engine) == ours
+    assert Pruner(store.engine, KEEP_ALL).used_bytes() == used
 
 
 # -- reclaiming pages ------------------------------------------------------------------
@@ -704,6 +742,37 @@ def test_daemon_prune_job_runs_in_batches_and_logs_a_summary(store: Store) -> No
     (done,) = [e for e in logs if e["event"] == "prune_done"]
     assert done["expired"] == {"htlc_events": 250}
     assert done["batches"] >= 4 and done["complete"]  # 100 + 100 + 50, then nothing
+
+
+def test_daemon_prune_job_keeps_the_store_under_its_budget(store: Store) -> None:
+    """The daemon's prune run with [retention] max_db_mb: the oldest events go until the
+    store is under its budget, each batch logged, and the next run drops nothing."""
+    _fill(store, htlc_events, 24_000, NOW - 3 * NS_PER_DAY)  # ~20 MiB, inside every TTL
+    assert _used_mib(store) > 17
+    settings = Settings(retention=RetentionSettings(max_db_mb=16, batch_rows=2000))
+    now = [NOW]
+    daemon = Daemon(settings, clock_ns=lambda: now[0])
+    thread = StoreThread(store.writer)
+    (prune,) = [job for job in daemon.jobs_at_start(store.engine, thread) if job.id == "prune"]
+
+    async def run() -> None:
+        await asyncio.wait_for(prune.run(), timeout=60)
+
+    try:
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(run())
+        left = store.count(htlc_events)
+        now[0] += settings.retention.prune_interval_s * 1_000_000_000  # the next run
+        with structlog.testing.capture_logs() as again:
+            asyncio.run(run())
+    finally:
+        thread.close()
+    drops = [e for e in logs if e["event"] == "retention_size_budget_drop"]
+    assert drops and {e["table"] for e in drops} == {"htlc_events"}
+    assert sum(e["rows"] for e in drops) == 24_000 - left > 0
+    assert _used_mib(store) <= 16
+    assert not [e for e in again if e["event"] == "retention_size_budget_drop"]
+    assert store.count(htlc_events) == left
 
 
 @pytest.mark.engines("sqlite")  # SQLite's pages and WAL

@@ -4,16 +4,19 @@ a channel whose senders fail on its fee, replayed at a lower and a higher rate."
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemonproc import Daemon, run_lnflowctl
+from daemonproc import Daemon, db_arg, run_lnflowctl
 from simnode import SimNode
 
 from lnflow.domain import format_scid
+from lnflow.store.engines import StoreLocation
 
-pytestmark = pytest.mark.e2e  # starts the simulated node, lnflowd or lnflowctl
+# starts the simulated node, lnflowd or lnflowctl; the daemon records into either engine
+pytestmark = [pytest.mark.e2e, pytest.mark.engines("sqlite", "postgresql")]
 
 B = (830_001 << 40) | (2 << 16)  # too expensive: senders offer less than our fee
 C = (830_002 << 40) | (3 << 16)  # incoming channels
@@ -73,19 +76,24 @@ EVENTS = [
 ]
 
 
-def whatif(db: Path, *flags: str) -> dict[str, Any]:
+def whatif(db: StoreLocation, *flags: str) -> dict[str, Any]:
     code, out, err = run_lnflowctl(
-        "--db", str(db), "whatif", format_scid(B), "--hours", "1", "--json", *flags
+        "--db", db_arg(db), "whatif", format_scid(B), "--hours", "1", "--json", *flags
     )
     assert code == 0, err
     doc: dict[str, Any] = json.loads(out)
     return doc
 
 
-def test_whatif_recovers_fee_failures_at_a_lower_rate(tmp_path: Path) -> None:
+def test_whatif_recovers_fee_failures_at_a_lower_rate(
+    tmp_path: Path, store_at: Callable[[str], StoreLocation]
+) -> None:
     script = [*CHANNELS, {"op": "wait_subscribers", "count": 1}, *EVENTS]
-    db = tmp_path / "s.db"
-    with SimNode(tmp_path / "lnd", script=script) as sim, Daemon(sim, db) as d:
+    db = store_at("s.db")
+    with (
+        SimNode(tmp_path / "lnd", script=script) as sim,
+        Daemon(sim, db, log=tmp_path / "d.log") as d,
+    ):
         # every failure and forward recorded, and B's policy sampled
         d.wait_for(
             lambda c: (
@@ -102,7 +110,9 @@ def test_whatif_recovers_fee_failures_at_a_lower_rate(tmp_path: Path) -> None:
         lower = whatif(db, "--fee-ppm", "790")  # 80,000 msat: every payment passes
         partly = whatif(db, "--fee-ppm", "840")  # 85,000: the retried one does not
         higher = whatif(db, "--fee-ppm", "1500")
-        human_code, human, _ = run_lnflowctl("--db", str(db), "whatif", str(B), "--fee-ppm", "790")
+        human_code, human, _ = run_lnflowctl(
+            "--db", db_arg(db), "whatif", str(B), "--fee-ppm", "790"
+        )
         assert d.stop() == 0
 
     assert (lower["current_fee_base_msat"], lower["current_fee_rate_ppm"]) == (1_000, 1_000)

@@ -42,7 +42,7 @@ def _status(args: argparse.Namespace, db_path: StoreLocation) -> int:
         pg = open_plain(db_path)
         try:
             rep = status_report(pg, now, args.node_id)
-            size = {"store_bytes": pg.database_bytes(), "wal_bytes": 0}
+            size = {"store_bytes": pg.store_bytes(), "wal_bytes": 0}
         finally:
             pg.close()
     else:

@@ -89,13 +89,10 @@ class PolicyManager:
         if plan is None:
             plan = await self.plan()
         node_id = runner.node_id(self.settings, plan.node.info)
-        db = runner.open_history(self.settings)
-        try:
+        with runner.open_history(self.settings) as db:
             async with self._writer() as lnd:
                 lnd.version = plan.node.version
                 return await apply_plan(plan, lnd, db, node_id)
-        finally:
-            db.close()
 
     async def rollback(
         self, change_id: int | None = None, *, run_id: int | None = None
@@ -103,8 +100,7 @@ class PolicyManager:
         """Restore the recorded "before" values of one change or of a run's changes."""
         if (change_id is None) == (run_id is None):
             raise LnflowError("rollback takes a change id or run_id=, not both or neither")
-        db = runner.open_history(self.settings)
-        try:
+        with runner.open_history(self.settings) as db:
             async with self._writer() as lnd:
                 await lnd.get_version()
                 return await rollback(
@@ -113,5 +109,3 @@ class PolicyManager:
                     change_ids=() if change_id is None else (change_id,),
                     run_id=run_id,
                 )
-        finally:
-            db.close()

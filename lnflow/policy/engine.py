@@ -44,7 +44,7 @@ from lnflow.domain import (
 from lnflow.errors import LndError, LnflowError, MacaroonRejectedError
 from lnflow.lnd import LndClient
 from lnflow.store import policy_history as history
-from lnflow.store.engines import PlainWriter
+from lnflow.store.engines import PlainDb, PlainWriter
 from lnflow.store.policy_history import PolicyValues
 from lnflow.store.snapshot_read import latest_report, latest_run_id
 
@@ -137,12 +137,12 @@ class Evidence:
     last_change_ns: Mapping[int, int] | None = None
 
 
-def _node_id(db: PlainWriter, pubkey: str) -> int | None:
+def _node_id(db: PlainDb, pubkey: str) -> int | None:
     row = db.execute("SELECT id FROM nodes WHERE pubkey = ?", (pubkey,)).fetchone()
     return None if row is None else int(row[0])
 
 
-def _activity(db: PlainWriter, node_id: int, since_ns: int) -> dict[int, dict[str, int]]:
+def _activity(db: PlainDb, node_id: int, since_ns: int) -> dict[int, dict[str, int]]:
     per: dict[int, dict[str, int]] = {}
     for chan, n, msat, fee in db.execute(
         "SELECT chan_id_out, count(*), sum(amt_out_msat), sum(fee_msat) FROM forwards"
@@ -162,7 +162,7 @@ def _activity(db: PlainWriter, node_id: int, since_ns: int) -> dict[int, dict[st
 
 
 def read_evidence(
-    db: PlainWriter | None,
+    db: PlainDb | None,
     pubkey: str,
     chan_ids: Sequence[int],
     periods_s: frozenset[int],
@@ -299,7 +299,7 @@ def make_plan(
 
 async def gather(
     lnd: LndClient,
-    db: PlainWriter | None,
+    db: PlainDb | None,
     rules: Rules,
     *,
     guards: GuardSettings,
@@ -626,6 +626,13 @@ async def rollback(
                     f"policy change {row.id} was {row.result}, not applied: nothing to roll back"
                 )
     node = await read_node(lnd)
+    here = _node_id(db, node.info.pubkey)
+    for row in rows:  # a store may hold several nodes' history (PostgreSQL)
+        if row.node_id != here:
+            raise LnflowError(
+                f"policy change {row.id} was made on another node than the lnd connected to:"
+                " roll it back with that node's lnd"
+            )
     points = {c.chan_id: c.channel_point for c in node.channels}
     now = time.time_ns()
     run = history.next_run_id(db)

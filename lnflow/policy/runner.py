@@ -6,8 +6,9 @@ Shared by ``lnflowd policy``, the daemon's policy job and the Python API
 
 from __future__ import annotations
 
-import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lnflow.config import Settings
@@ -16,7 +17,7 @@ from lnflow.errors import ConfigError
 from lnflow.lnd import LndClient
 from lnflow.lnd.credentials import LndCredentials
 from lnflow.store import db as store_db
-from lnflow.store.readonly import open_readonly
+from lnflow.store.engines import DbUrl, PlainWriter, open_plain_store, open_plain_writer
 from lnflow.store.writer import StoreWriter
 
 from .engine import Plan, gather, with_whatif
@@ -69,9 +70,11 @@ def guard_settings(settings: Settings) -> GuardSettings:
 
 
 async def make_plan(settings: Settings, rules: Rules, lnd: LndClient) -> Plan:
-    """The plan, with the what-if estimate of each fee or max_htlc change."""
-    path = settings.store.path
-    reader = open_readonly(path) if path.exists() else None
+    """The plan, with the what-if estimate of each fee or max_htlc change. Reads the
+    store (a SQLite file not there yet: no evidence) and writes nothing."""
+    where = settings.store.location
+    known = isinstance(where, DbUrl) or where.exists()
+    reader = open_plain_store(where) if known else None
     try:
         plan = await gather(
             lnd,
@@ -86,7 +89,7 @@ async def make_plan(settings: Settings, rules: Rules, lnd: LndClient) -> Plan:
             reader.close()
     if reader is None or not plan.changes:
         return plan
-    engine = store_db.open_readonly_engine(path)
+    engine = store_db.open_readonly_engine(where)
     try:
         with engine.connect() as conn:
             return with_whatif(plan, conn, hours=settings.analysis.window_hours)
@@ -94,18 +97,24 @@ async def make_plan(settings: Settings, rules: Rules, lnd: LndClient) -> Plan:
         engine.dispose()
 
 
-def open_history(settings: Settings) -> sqlite3.Connection:
-    """The store for writing (migrated to the newest schema)."""
-    engine = store_db.open_engine(settings.store.path)
-    engine.dispose()
-    db = sqlite3.connect(settings.store.path, timeout=30)
-    db.execute("PRAGMA foreign_keys = ON")
-    return db
+@contextmanager
+def open_history(settings: Settings) -> Iterator[PlainWriter]:
+    """The store for writing the history (migrated to the newest schema), a SQLite file
+    or a PostgreSQL database alike; closed on leaving."""
+    engine = store_db.open_engine(settings.store.location)
+    try:
+        db = open_plain_writer(engine)
+        try:
+            yield db
+        finally:
+            db.close()
+    finally:
+        engine.dispose()
 
 
 def node_id(settings: Settings, info: NodeInfo) -> int:
     """The node's id in the store (its row created on first sight)."""
-    engine = store_db.open_engine(settings.store.path)
+    engine = store_db.open_engine(settings.store.location)
     try:
         return StoreWriter(engine).upsert_node(info, time.time_ns())
     finally:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from lnflow.domain import from_signed64, to_signed64
-from lnflow.store.engines import PlainDb
+from lnflow.store.engines import PlainDb, lock_run_numbering
 
 if TYPE_CHECKING:
     from lnflow.policy.effects import Effects
@@ -93,6 +93,9 @@ class ChangeRow:
 
 
 def next_run_id(db: PlainDb) -> int:
+    """The id of a new run; the run's rows must be inserted in the same transaction
+    (until the caller commits, no other writer numbers a run)."""
+    lock_run_numbering(db)
     row = db.execute("SELECT coalesce(max(run_id), 0) + 1 FROM policy_changes").fetchone()
     return int(row[0])
 

@@ -21,11 +21,20 @@ is deleted. Hour columns compare whole hours: an hour expires once it ends at or
 the cutoff (``hour < cutoff_ns // NS_PER_HOUR``), so the hour holding the cutoff is kept;
 day columns (UTC days) likewise, so the day holding the cutoff is kept.
 
-Optional size budget (``max_db_mb``, SQLite only): while the pages in use
-(``page_count − freelist_count``) × ``page_size`` plus the WAL file exceed it (the WAL
-first truncated by a checkpoint when no reader holds it), the oldest raw rows are
-dropped before their TTL, in :data:`SIZE_BUDGET_ORDER`; rollups and the forwards ledger
-never are.
+Optional size budget (``max_db_mb``): while the store's bytes in use exceed it, the
+oldest raw rows are dropped before their TTL, in :data:`SIZE_BUDGET_ORDER`; rollups and
+the forwards ledger never are. What counts as in use:
+
+- SQLite: the pages in use (``page_count − freelist_count``) × ``page_size`` plus the
+  WAL file (the WAL first truncated by a checkpoint when no reader holds it), read
+  before each batch;
+- PostgreSQL: a delete does not shrink a table's files (autovacuum makes the space
+  reusable by later rows), so their size cannot say what a drop freed. The bytes in
+  use are each of lnflow's tables' rows × the bytes one row takes, indexes included
+  (:func:`lnflow.store.engines.postgresql.bytes_per_row`), measured once per prune run
+  (its ``now_ns``); each batch dropped takes its rows' bytes off. The store's tables are
+  shared by every node recording into it: the budget is the store's, and a daemon drops
+  the store's oldest raw rows whichever node recorded them.
 
 Time is always passed in; nothing here reads a clock.
 """
@@ -68,6 +77,7 @@ from lnflow.store.schema import (
     forward_channel_hourly,
     forward_rollups_hourly,
     htlc_events,
+    metadata,
     nodes,
     opportunities,
     rebalance_moves,
@@ -244,6 +254,8 @@ class Pruner:
         self._budget_bytes = max_db_mb * MIB
         self._vacuum_pages = vacuum_pages
         self._sqlite = engine.dialect.name == "sqlite"
+        # PostgreSQL's size budget: (the prune run's now_ns, per table (rows, bytes each))
+        self._rows: tuple[int, dict[str, tuple[int, float]]] | None = None
         self._path = Path(engine.url.database) if self._sqlite and engine.url.database else None
 
     @classmethod
@@ -267,7 +279,7 @@ class Pruner:
         """
         if batch_rows < 1:
             raise ValueError("batch_rows must be >= 1")
-        step = self._expire(now_ns, batch_rows) or self._shrink(batch_rows)
+        step = self._expire(now_ns, batch_rows) or self._shrink(now_ns, batch_rows)
         freed = self._reclaim()
         return PruneStepResult(
             table=step.table,
@@ -316,10 +328,12 @@ class Pruner:
             conn.execute(insert(m).values(recorded_ns=now_ns, **ids))
         return True
 
-    def used_bytes(self) -> int | None:
-        """Bytes of the pages in use plus the WAL file; None off SQLite."""
+    def used_bytes(self) -> int:
+        """The store's bytes in use, against the size budget: SQLite's pages in use plus
+        the WAL file; on PostgreSQL, lnflow's rows (measured now, see the module's
+        docstring)."""
         if not self._sqlite:
-            return None
+            return round(_rows_bytes(self._measure()))
         with self._engine.connect() as conn:
             return _used_bytes(conn) + self.wal_bytes()
 
@@ -377,26 +391,38 @@ class Pruner:
         if keep is not None:
             conn.execute(delete(m).where(m.c.recorded_ns < keep))
 
-    def _shrink(self, batch_rows: int) -> PruneStepResult:
-        if not self._budget_bytes or not self._sqlite:
+    def _shrink(self, now_ns: int, batch_rows: int) -> PruneStepResult:
+        if not self._budget_bytes:
             return PruneStepResult()
-        if self.wal_bytes() and (self.used_bytes() or 0) > self._budget_bytes:
+        if not self._sqlite:
+            return self._shrink_rows(now_ns, batch_rows)
+        if self.wal_bytes() and self.used_bytes() > self._budget_bytes:
             self.checkpoint()  # the WAL counts: truncate it before dropping any row
         with self._engine.begin() as conn:
             if _used_bytes(conn) + self.wal_bytes() <= self._budget_bytes:
                 return PruneStepResult()
-            for spec in self._size_budget_order:
-                newest = conn.scalar(select(func.max(_oldest(spec, batch_rows).subquery().c.t)))
-                if newest is None:
-                    continue
-                deleted = _delete_oldest(conn, spec, batch_rows, None)
-                return PruneStepResult(
-                    table=spec.table.name,
-                    deleted=deleted,
-                    cause="size",
-                    dropped_through_ns=int(newest) * spec.unit_ns,
-                )
-        return PruneStepResult(over_budget=True)
+            return _drop_oldest(conn, self._size_budget_order, batch_rows)
+
+    def _shrink_rows(self, now_ns: int, batch_rows: int) -> PruneStepResult:
+        """The size budget on PostgreSQL: the rows' bytes measured at the run's first
+        step, each batch's taken off."""
+        if self._rows is None or self._rows[0] != now_ns:
+            self._rows = (now_ns, self._measure())
+        per = self._rows[1]
+        if _rows_bytes(per) <= self._budget_bytes:
+            return PruneStepResult()
+        with self._engine.begin() as conn:
+            step = _drop_oldest(conn, self._size_budget_order, batch_rows)
+        if step.table is not None:
+            rows, each = per[step.table]
+            per[step.table] = (max(rows - step.deleted, 0), each)
+        return step
+
+    def _measure(self) -> dict[str, tuple[int, float]]:
+        from lnflow.store.engines.postgresql import bytes_per_row
+
+        with self._engine.connect() as conn:
+            return bytes_per_row(conn, metadata.sorted_tables)
 
     def _reclaim(self) -> int:
         """Hand back up to ``vacuum_pages`` free pages (SQLite, auto_vacuum=INCREMENTAL)."""
@@ -473,6 +499,26 @@ def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | N
     result = conn.execute(delete(table).where(target.in_(picked)))
     _clamp_marks(conn, spec)
     return int(result.rowcount or 0)
+
+
+def _drop_oldest(conn: Connection, order: Sequence[Retained], batch_rows: int) -> PruneStepResult:
+    """One batch of the oldest raw rows of the first table in ``order`` that has any."""
+    for spec in order:
+        newest = conn.scalar(select(func.max(_oldest(spec, batch_rows).subquery().c.t)))
+        if newest is None:
+            continue
+        deleted = _delete_oldest(conn, spec, batch_rows, None)
+        return PruneStepResult(
+            table=spec.table.name,
+            deleted=deleted,
+            cause="size",
+            dropped_through_ns=int(newest) * spec.unit_ns,
+        )
+    return PruneStepResult(over_budget=True)
+
+
+def _rows_bytes(per_table: Mapping[str, tuple[int, float]]) -> float:
+    return sum(rows * each for rows, each in per_table.values())
 
 
 def _used_bytes(conn: Connection) -> int:

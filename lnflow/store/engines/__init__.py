@@ -34,11 +34,14 @@ __all__ = [
     "PlainCursor",
     "PlainDb",
     "PlainWriter",
+    "PlainWriterStore",
     "StoreLocation",
     "has_table",
     "is_url",
     "location",
     "lock_cluster_numbering",
+    "lock_run_numbering",
+    "open_plain_writer",
     "plain_connection",
     "positional_dialect",
     "store_bytes",
@@ -157,6 +160,34 @@ class PlainWriter(PlainDb, Protocol):
     def commit(self) -> None: ...
 
 
+class PlainWriterStore(PlainWriter, Protocol):
+    """A plain writer's own connection, which it closes (uncommitted writes are lost)."""
+
+    def close(self) -> None: ...
+
+
+#: seconds the policy engine's writes on a SQLite store wait for the daemon's writer
+HISTORY_BUSY_TIMEOUT_S = 30
+
+
+def open_plain_writer(engine: Engine) -> PlainWriterStore:
+    """A plain connection that writes into the store ``engine`` opened (migrated), for
+    the policy engine's history, a few rows an hour beside the store's own writer.
+
+    SQLite: a :mod:`sqlite3` connection of its own on the file, waiting up to
+    :data:`HISTORY_BUSY_TIMEOUT_S` for the writer's lock; PostgreSQL: a connection of
+    ``engine``'s pool (back to it, rolled back, on close). The caller closes it."""
+    if engine.dialect.name == "postgresql":
+        from lnflow.store.engines.postgresql import open_plain_writer as open_pg
+
+        return open_pg(engine)
+    import sqlite3
+
+    db = sqlite3.connect(engine.url.database or "", timeout=HISTORY_BUSY_TIMEOUT_S)
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
 def open_plain_store(where: StoreLocation) -> PlainStore:
     """A read-only plain connection to the store at ``where`` (its schema checked): a
     SQLite file through :mod:`sqlite3`, a PostgreSQL database through psycopg."""
@@ -213,12 +244,13 @@ def column_names(db: PlainDb, table: str) -> set[str]:
 
 
 def store_bytes(engine: Engine) -> int:
-    """What the store takes on disk, against the size budget: the SQLite file and its
-    WAL, or the PostgreSQL database (``pg_database_size``)."""
+    """What the store takes on disk (the metric, the "store near its budget" alert): the
+    SQLite file and its WAL, or lnflow's tables in the PostgreSQL database
+    (``pg_total_relation_size``: other applications' tables are not the store's)."""
     if engine.dialect.name == "postgresql":
-        from lnflow.store.engines.postgresql import database_bytes
+        from lnflow.store.engines.postgresql import store_bytes as table_bytes
 
-        return database_bytes(engine)
+        return table_bytes(engine)
     from lnflow.store.db import wal_path
 
     db = Path(engine.url.database or "")
@@ -227,6 +259,21 @@ def store_bytes(engine: Engine) -> int:
         with contextlib.suppress(OSError):
             total += path.stat().st_size
     return total
+
+
+def lock_run_numbering(db: PlainDb) -> None:
+    """Hold off other writers' policy run numbering until ``db``'s transaction ends.
+
+    A policy run's id is the store's highest plus one: on PostgreSQL the daemons of
+    several nodes (and ``lnflowd policy`` by hand) may number a run at once, and two
+    runs sharing an id would roll back together. SQLite: the first insert of the run
+    takes the file's write lock, nothing more to do."""
+    import sqlite3
+
+    if not isinstance(db, sqlite3.Connection):
+        from lnflow.store.engines.postgresql import lock_run_numbering as lock
+
+        lock(db)
 
 
 def lock_cluster_numbering(conn: Connection) -> None:

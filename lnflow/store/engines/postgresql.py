@@ -12,21 +12,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import Dialect
 
 from lnflow.errors import StoreError
-from lnflow.store.engines import DbUrl
+from lnflow.store.engines import DbUrl, PlainDb
 from lnflow.store.readonly import judge_revision
 
 __all__ = [
     "EXTRA_HINT",
     "PlainReader",
+    "bytes_per_row",
     "check_revision",
     "connect_error",
     "open_engine",
+    "open_plain_writer",
     "positional",
     "reason_of",
+    "store_bytes",
 ]
 
 EXTRA_HINT = "pip install 'lnflow[postgresql]'"
@@ -208,9 +211,9 @@ class PlainReader:
     def commit(self) -> None:
         self._raw.commit()
 
-    def database_bytes(self) -> int:
-        """The database's size on the server's disk."""
-        row = self.execute("SELECT pg_database_size(current_database())").fetchone()
+    def store_bytes(self) -> int:
+        """What lnflow's tables take on the server's disk (:func:`store_bytes`)."""
+        row = self.execute(_STORE_BYTES.replace("%s", "?"), (_table_names(),)).fetchone()
         return int(row[0])
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
@@ -235,12 +238,21 @@ def open_plain(url: DbUrl) -> PlainReader:
     return PlainReader(raw.driver_connection, close)
 
 
+def open_plain_writer(engine: Engine) -> PlainReader:
+    """A connection of ``engine``'s pool for the plain writers (the policy engine's
+    history), committed by its :meth:`~PlainReader.commit`; closing it hands it back to
+    the pool, which rolls back what was not committed."""
+    raw = engine.raw_connection()
+    return PlainReader(raw.driver_connection, raw.close)
+
+
 #: the first key of lnflow's advisory locks on nodes (two-int form: the node's id second)
 NODE_LOCKS = 0x6C6E666C  # "lnfl"
 #: the first key of lnflow's store-wide advisory locks, and their second keys
 STORE_LOCKS = NODE_LOCKS + 1
 CLUSTER_NUMBERING = 0
 MIGRATIONS = 1
+POLICY_RUN_NUMBERING = 2
 
 
 class NodeLock:
@@ -302,13 +314,81 @@ def lock_migrations(conn: Connection) -> None:
     _xact_lock(conn, MIGRATIONS)
 
 
+def lock_run_numbering(db: PlainDb) -> None:
+    """Serialise the numbering of policy runs until ``db``'s transaction ends: each
+    writer reads the highest run id and inserts the next."""
+    db.execute("SELECT pg_advisory_xact_lock(?, ?)", (STORE_LOCKS, POLICY_RUN_NUMBERING))
+
+
 def _xact_lock(conn: Connection, key: int) -> None:
     conn.execute(
         text("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": STORE_LOCKS, "key": key}
     )
 
 
-def database_bytes(engine: Engine) -> int:
-    """The database's size on the server's disk."""
+def _table_names() -> list[str]:
+    from lnflow.store.schema import metadata
+
+    return sorted(metadata.tables)
+
+
+# lnflow's tables of the current schema (search_path's first), indexes and TOAST included
+_STORE_BYTES = (
+    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_catalog.pg_class AS c"
+    " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname = ANY(%s)"
+)
+
+
+def store_bytes(engine: Engine) -> int:
+    """What lnflow's tables take on the server's disk: their ``pg_total_relation_size``
+    (rows, dead rows and free space, indexes, TOAST), not the database's, which may hold
+    other applications' tables."""
     with engine.connect() as conn:
-        return int(conn.scalar(text("SELECT pg_database_size(current_database())")) or 0)
+        return int(conn.exec_driver_sql(_STORE_BYTES, (_table_names(),)).scalar_one())
+
+
+#: rows whose size is read to estimate a table's bytes per row (its newest, by key)
+SAMPLE_ROWS = 1000
+#: bytes a heap row takes beside its ``pg_column_size`` (which counts its header): its
+#: line pointer
+ROW_OVERHEAD_BYTES = 4
+
+
+def bytes_per_row(conn: Connection, tables: Sequence[Table]) -> dict[str, tuple[int, float]]:
+    """Per table: (rows, the bytes one of its rows takes, indexes and TOAST included).
+
+    What the size budget counts on PostgreSQL (:mod:`lnflow.store.retention`): a delete
+    does not shrink a table's files, its space is reused by later rows, so the files'
+    size cannot tell what a drop freed. A row's share is its data (``pg_column_size`` of
+    the :data:`SAMPLE_ROWS` newest rows, plus :data:`ROW_OVERHEAD_BYTES`) scaled by the
+    table's total size over its heap's (the indexes' and TOAST's share), and never more
+    than the table's size over its rows. ``count(*)`` reads each table once."""
+    out: dict[str, tuple[int, float]] = {}
+    for table in tables:
+        name = conn.dialect.identifier_preparer.format_table(table)
+        rows = int(conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one())
+        if not rows:
+            out[table.name] = (0, 0.0)
+            continue
+        order = ", ".join(
+            f"{conn.dialect.identifier_preparer.quote(c.name)} DESC" for c in table.primary_key
+        )
+        width = float(
+            conn.execute(
+                text(
+                    f"SELECT avg(pg_column_size(s.*)) FROM (SELECT * FROM {name}"
+                    f" ORDER BY {order} LIMIT {SAMPLE_ROWS}) AS s"
+                )
+            ).scalar_one()
+        )
+        heap, total = conn.execute(
+            text(
+                "SELECT pg_relation_size(CAST(:t AS regclass)),"
+                " pg_total_relation_size(CAST(:t AS regclass))"
+            ),
+            {"t": name},
+        ).one()
+        share = (width + ROW_OVERHEAD_BYTES) * (int(total) / int(heap) if heap else 1.0)
+        out[table.name] = (rows, min(share, int(total) / rows))
+    return out
