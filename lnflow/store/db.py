@@ -12,7 +12,7 @@ import contextlib
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -395,12 +395,20 @@ def upsert_adding(engine: Engine, table: Table, counters: Sequence[str]) -> Inse
 
 
 class BulkStatement:
-    """An INSERT compiled once for executemany with positional rows (the hot path).
+    """An INSERT compiled once for many positional rows (the hot path).
 
     SQLAlchemy's per-row parameter processing costs more than SQLite's insert
     itself at tens of thousands of rows per second; rows here are plain tuples in
     ``columns`` order, handed to the driver as they are (so values must already
     be what the driver takes: ints, str, bool, None).
+
+    SQLite runs the statement once per row (executemany). PostgreSQL gets the whole
+    batch in one statement, each column as an array
+    (:func:`lnflow.store.engines.postgresql.array_insert`): one round trip, and the
+    statement-level triggers fire once. Its rows must then be distinct in the
+    conflict key when the statement updates on conflict (an upsert may change a row
+    once per statement); rows an ``ON CONFLICT DO NOTHING`` skips, duplicates inside
+    the batch included, are skipped as one by one.
     """
 
     def __init__(self, engine: Engine, stmt: Insert, columns: Sequence[str]) -> None:
@@ -422,11 +430,30 @@ class BulkStatement:
         self._suffix: tuple[Any, ...] | None = None
         if not self._identity and self._picks[:n] == list(range(n)) and tail == [None] * len(tail):
             self._suffix = tuple(self._constants[n:])
+        self._arrays = False
+        if engine.dialect.name == "postgresql":
+            from lnflow.store.engines.postgresql import array_insert
+
+            table = stmt.table
+            placed = [self.columns[i] for i in self._picks[:n] if i is not None]
+            if len(placed) == n and len(set(placed)) == n and tail == [None] * len(tail):
+                types = [table.c[name].type.compile(dialect=dialect) for name in placed]
+                sql = array_insert(self.sql, types)
+                if sql is not None:
+                    self.sql = sql
+                    self._arrays = True
 
     def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
-        """Run for every row; returns how many rows were changed."""
+        """Write every row; returns how many rows were changed."""
         if not rows:
             return 0
+        if self._arrays:
+            by_column = [list(values) for values in zip(*rows, strict=True)]
+            params = tuple(
+                by_column[i] if i is not None else c
+                for i, c in zip(self._picks, self._constants, strict=True)
+            )
+            return int(conn.exec_driver_sql(self.sql, params).rowcount or 0)
         if self._suffix is not None:
             suffix = self._suffix
             rows = [tuple(row) + suffix for row in rows]
@@ -438,6 +465,11 @@ class BulkStatement:
             ]
         result = conn.exec_driver_sql(self.sql, list(rows))
         return int(result.rowcount or 0)
+
+    def execute_mappings(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """:meth:`execute` for rows given as column name -> value."""
+        columns = self.columns
+        return self.execute(conn, [tuple(row[c] for c in columns) for row in rows])
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:

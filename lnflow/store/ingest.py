@@ -121,13 +121,21 @@ class Ingestor:
         # SCID -> channel_refs.id of this node; None: (re)load before the next batch
         self._refs: dict[int, int] | None = None
         self._upsert_attempt = BulkStatement(engine, self._attempt_upsert(engine), _ATTEMPT_COLUMNS)
-        self._upsert_cluster = self._cluster_upsert(engine)
-        self._add_failure_rollup = upsert_adding(
+        self._upsert_cluster = BulkStatement(engine, self._cluster_upsert(engine), _CLUSTER_COLUMNS)
+        self._add_failure_rollup = BulkStatement(
             engine,
-            failure_rollups_hourly,
-            ("failures", "clusters", "missed_raw_msat", "missed_dedup_msat"),
+            upsert_adding(
+                engine,
+                failure_rollups_hourly,
+                ("failures", "clusters", "missed_raw_msat", "missed_dedup_msat"),
+            ),
+            _ROLLUP_COLUMNS,
         )
-        self._add_row_counts = upsert_adding(engine, row_counts, ("n",))
+        self._add_row_counts = BulkStatement(
+            engine,
+            upsert_adding(engine, row_counts, ("n",)),
+            ("node_id", "table_name", "value", "n"),
+        )
         self._add_per_channel = ChannelRollupUpserts(
             engine,
             failure_channel_upsert,
@@ -310,6 +318,7 @@ class Ingestor:
             self.clusters.expire()  # by event time: never the wall clock (DESIGN §4)
             # every channel an attempt or cluster names (a cluster's is its attempts')
             ref = self._chan_refs(conn, changed.values()) if changed else {}
+            # one row per key below: an upsert of a batch may change a row only once
             if changed:
                 self._upsert_attempt.execute(
                     conn,
@@ -318,22 +327,22 @@ class Ingestor:
             if clusters:
                 for row in clusters.values():
                     row["outgoing_chan_ref"] = ref[row.pop("outgoing_channel_id")]
-                conn.execute(self._upsert_cluster, list(clusters.values()))
+                self._upsert_cluster.execute_mappings(conn, list(clusters.values()))
             if rollup:
-                conn.execute(
-                    self._add_failure_rollup,
+                self._add_failure_rollup.execute(
+                    conn,
                     [
-                        {
-                            "node_id": node_id,
-                            "hour": hour,
-                            "outgoing_channel_id": to_signed64(out),
-                            "incoming_channel_id": to_signed64(inc),
-                            "failure_class": cls,
-                            "failures": n,
-                            "clusters": c,
-                            "missed_raw_msat": raw,
-                            "missed_dedup_msat": dedup,
-                        }
+                        (
+                            node_id,
+                            hour,
+                            to_signed64(out),
+                            to_signed64(inc),
+                            cls,
+                            n,
+                            c,
+                            raw,
+                            dedup,
+                        )
                         for (hour, out, inc, cls), (n, c, raw, dedup) in rollup.items()
                     ],
                 )
@@ -352,12 +361,8 @@ class Ingestor:
         by_kind: Counter[int] = Counter()
         for (kind, _), n in by_type.items():
             by_kind[int(kind)] += n
-        conn.execute(
-            self._add_row_counts,
-            [
-                {"node_id": self._node_id, "table_name": "htlc_events", "value": k, "n": n}
-                for k, n in by_kind.items()
-            ],
+        self._add_row_counts.execute(
+            conn, [(self._node_id, "htlc_events", k, n) for k, n in by_kind.items()]
         )
 
     def _undecided(self, conn: Connection, attempts: list[Attempt]) -> list[Attempt]:
@@ -590,6 +595,28 @@ _EVENT_COLUMNS = (
     "failure_string",
     "settled",
     "offchain",
+)
+
+_CLUSTER_COLUMNS = (
+    "id",
+    "node_id",
+    "outgoing_chan_ref",
+    "first_ns",
+    "last_ns",
+    "members",
+    "missed_fee_msat",
+)
+
+_ROLLUP_COLUMNS = (
+    "node_id",
+    "hour",
+    "outgoing_channel_id",
+    "incoming_channel_id",
+    "failure_class",
+    "failures",
+    "clusters",
+    "missed_raw_msat",
+    "missed_dedup_msat",
 )
 
 _ATTEMPT_COLUMNS = (

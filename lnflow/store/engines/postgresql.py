@@ -9,6 +9,7 @@ URL from ``PGPASSWORD`` or ``PGPASSFILE`` (``~/.pgpass``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from lnflow.store.readonly import judge_revision
 __all__ = [
     "EXTRA_HINT",
     "PlainReader",
+    "array_insert",
     "check_revision",
     "connect_error",
     "open_engine",
@@ -174,6 +176,40 @@ def positional(dialect: Dialect) -> Dialect:
         twin.server_version_info = dialect.server_version_info
         _POSITIONAL[id(dialect)] = twin
     return twin
+
+
+def array_insert(sql: str, types: Sequence[str]) -> str | None:
+    """``sql``, an ``INSERT ... VALUES (%s, ...) [ON CONFLICT ...]`` compiled for
+    :func:`positional`, as one statement for a whole batch: ``INSERT ... SELECT * FROM
+    unnest(%s::T[], ...)``, each column's values given as one array (of the type the
+    placeholder is cast to, else of its column's in ``types``); None when ``sql`` has
+    not that shape. A ``RETURNING`` SQLAlchemy added for the primary key is dropped.
+
+    What stays the same as one INSERT per row, in the rows' order: the ids handed out,
+    the rows an ``ON CONFLICT DO NOTHING`` skips (a duplicate inside the batch too: the
+    first one is stored) and the count of rows changed. What differs: the statement
+    triggers fire once, and an ``ON CONFLICT DO UPDATE`` refuses to change one row twice,
+    so such a batch must not repeat a conflict key.
+    """
+    found = _VALUES.findall(sql)
+    if len(found) != 1:
+        return None
+    placeholders = found[0].split(", ")
+    if len(placeholders) != len(types):
+        return None
+    arrays = []
+    for placeholder, column_type in zip(placeholders, types, strict=True):
+        match = _PLACEHOLDER.fullmatch(placeholder)
+        if match is None:
+            return None
+        arrays.append(f"%s::{match.group(1) or column_type}[]")
+    sql = sql.replace(f"VALUES ({found[0]})", f"SELECT * FROM unnest({', '.join(arrays)})")
+    return _RETURNING.sub("", sql)
+
+
+_VALUES = re.compile(r"VALUES \(([^()]*)\)")
+_PLACEHOLDER = re.compile(r"%s(?:::([A-Z][A-Z ]*))?")
+_RETURNING = re.compile(r" RETURNING [\w.]+$")
 
 
 _PLAIN_SQL: dict[str, str] = {}  # a plain reader's SQL, in psycopg's placeholders
