@@ -26,6 +26,8 @@ from lnflow.store.engines import DbUrl, StoreLocation, positional_dialect
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
     from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+
+    from lnflow.store.engines.postgresql import ArrayInsert
 from lnflow.store.readonly import (
     SCHEMA_REVISIONS,
     check_revision,
@@ -404,7 +406,7 @@ class BulkStatement:
 
     SQLite runs the statement once per row (executemany). PostgreSQL gets the whole
     batch in one statement, each column as an array
-    (:func:`lnflow.store.engines.postgresql.array_insert`): one round trip, and the
+    (:class:`lnflow.store.engines.postgresql.ArrayInsert`): one round trip, and the
     statement-level triggers fire once. Its rows must then be distinct in the
     conflict key when the statement updates on conflict (an upsert may change a row
     once per statement); rows an ``ON CONFLICT DO NOTHING`` skips, duplicates inside
@@ -430,30 +432,25 @@ class BulkStatement:
         self._suffix: tuple[Any, ...] | None = None
         if not self._identity and self._picks[:n] == list(range(n)) and tail == [None] * len(tail):
             self._suffix = tuple(self._constants[n:])
-        self._arrays = False
+        self._arrays: ArrayInsert | None = None
         if engine.dialect.name == "postgresql":
-            from lnflow.store.engines.postgresql import array_insert
+            from lnflow.store.engines.postgresql import ArrayInsert
 
             table = stmt.table
             placed = [self.columns[i] for i in self._picks[:n] if i is not None]
             if len(placed) == n and len(set(placed)) == n and tail == [None] * len(tail):
                 types = [table.c[name].type.compile(dialect=dialect) for name in placed]
-                sql = array_insert(self.sql, types)
-                if sql is not None:
-                    self.sql = sql
-                    self._arrays = True
+                self._arrays = ArrayInsert.of(self.sql, types)
+                self._placed = [index[name] for name in placed]
+                self._tail = tuple(self._constants[n:])  # the constants after the columns
 
     def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
         """Write every row; returns how many rows were changed."""
         if not rows:
             return 0
-        if self._arrays:
-            by_column = [list(values) for values in zip(*rows, strict=True)]
-            params = tuple(
-                by_column[i] if i is not None else c
-                for i, c in zip(self._picks, self._constants, strict=True)
-            )
-            return int(conn.exec_driver_sql(self.sql, params).rowcount or 0)
+        if self._arrays is not None:
+            by_column = list(zip(*rows, strict=True))
+            return self._arrays.execute(conn, [by_column[i] for i in self._placed], self._tail)
         if self._suffix is not None:
             suffix = self._suffix
             rows = [tuple(row) + suffix for row in rows]
