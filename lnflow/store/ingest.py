@@ -252,15 +252,16 @@ class Ingestor:
     ) -> IngestResult:
         node_id = self._node_id
         with self._engine.begin() as conn:
-            # cluster ids are the store's: past any another node's daemon stored since
-            # (numbered one writer at a time until this batch commits)
-            lock_cluster_numbering(conn)
-            stored = conn.scalar(select(func.max(failure_clusters.c.id))) or 0
-            self.clusters.skip_to(stored + 1)
             new_events = self._store_events(conn, session_id, events)
             events_by_type = Counter(map(_KIND_TYPE, new_events))
             if events_by_type:
                 self._count_events(conn, events_by_type)
+            # cluster ids are the store's: past any another node's daemon stored since
+            # (numbered one writer at a time until this batch commits; the events above,
+            # most of a batch's writing, go in while another node's batch holds it)
+            lock_cluster_numbering(conn)
+            stored = conn.scalar(select(func.max(failure_clusters.c.id))) or 0
+            self.clusters.skip_to(stored + 1)
             live: dict[tuple[int, int], LiveAttempt] = {}  # fed attempts, snapshot once below
             cluster_of: dict[tuple[int, int], int] = {}
             clusters: dict[int, dict[str, Any]] = {}
@@ -441,8 +442,16 @@ class Ingestor:
         )
         # with the timestamp, so two own payments' first-hop failures (same circuit key,
         # both stored) are both new, and of a replay inside the batch only the stored one
+        # (another node's daemon may insert at the same time: only this node's rows)
         inserted = Counter(
-            map(tuple, conn.execute(select(*key_cols).where(htlc_events.c.id > newest_before)))
+            map(
+                tuple,
+                conn.execute(
+                    select(*key_cols).where(
+                        htlc_events.c.id > newest_before, htlc_events.c.node_id == node
+                    )
+                ),
+            )
         )
         fresh = []
         for ev, row in zip(events, rows, strict=True):
