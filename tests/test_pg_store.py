@@ -157,28 +157,6 @@ def test_lnflowctls_engine_reads_but_cannot_write(
 
 
 @pytest.mark.engines("postgresql")
-def test_sessions_run_without_jit_unless_the_url_asks_for_it(
-    open_store: Callable[..., RealStore],
-) -> None:
-    """JIT compiling slows the analysis down several times: lnflow's sessions turn it off;
-    options in the URL come after (an operator's choice), lnflowctl's stays read-only."""
-    store = open_store()
-    assert isinstance(store.path, DbUrl)
-    with store.engine.connect() as conn:
-        assert conn.scalar(text("SHOW jit")) == "off"
-    asked = DbUrl(store.path.secret + "?options=-c%20jit%3Don")
-    engines = {"off": db.open_engine(asked, migrate=False), "on": db.open_readonly_engine(asked)}
-    try:
-        for read_only, engine in engines.items():
-            with engine.connect() as conn:
-                assert conn.scalar(text("SHOW jit")) == "on"
-                assert conn.scalar(text("SHOW default_transaction_read_only")) == read_only
-    finally:
-        for engine in engines.values():
-            engine.dispose()
-
-
-@pytest.mark.engines("postgresql")
 def test_migrations_down_and_up_again_on_a_filled_store(
     open_store: Callable[..., RealStore],
 ) -> None:

@@ -129,19 +129,11 @@ def open_engine(url: DbUrl, *, readonly: bool = False) -> Engine:
     """An engine on ``url`` after one successful connection (else a one-line error)."""
     _require_driver()
     from sqlalchemy import exc as sa_exc
-    from sqlalchemy.engine import make_url
 
-    # JIT compiling lnflow's analysis queries costs more than it saves: the 720 h
-    # analysis took ~3.5x as long with it (bench/README.md, bench/pg). The URL's own
-    # options come after, so an operator can turn it on again.
-    options = ["-c jit=off"]
-    own = make_url(url.secret).query.get("options")
-    if isinstance(own, str) and own:
-        options.append(own)
+    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
     if readonly:
         # lnflowctl: a read-only role is enough, and nothing it runs can write
-        options.append("-c default_transaction_read_only=on")
-    args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "options": " ".join(options)}
+        args["options"] = "-c default_transaction_read_only=on"
     engine = create_engine(url.secret, connect_args=args, pool_pre_ping=True)
     event.listen(engine, "connect", _on_connect)
     try:
