@@ -192,6 +192,63 @@ def test_pending_at_restart_becomes_unresolved_then_a_late_failure_decides(
     assert store.outcomes() == {1: int(Outcome.FAILED_DOWNSTREAM)}
 
 
+def test_replays_and_duplicates_inside_a_batch_are_stored_and_counted_once(
+    store_at: StoreAt,
+) -> None:
+    """A batch mixing replays of stored events, an event twice and new ones stores and
+    counts each event once, in the batch's order; PostgreSQL writes the batch in one
+    statement per table, SQLite row by row: the same rows and counts on both."""
+    store = Store(store_at("s.db"))
+    first = [forward(1, 0), link_fail(2, 1), link_fail(3, 2)]
+    assert store.ingestor.ingest(store.session, first, T0).new_events == 3
+    again = [
+        forward(1, 0),  # replays
+        link_fail(2, 1),
+        link_fail(4, 3),  # new, twice in the batch
+        settle(1, 4),
+        link_fail(4, 3),
+        final(2, 5, False),
+        link_fail(3, 2),  # a replay after the new ones
+        final(4, 6, False),
+    ]
+    result = store.ingestor.ingest(store.session, again, T0 + 10 * S)
+    assert result.new_events == 4
+    assert result.events_by_type == {
+        (EventKind.LINK_FAIL, int(EventType.FORWARD)): 1,
+        (EventKind.SETTLE, int(EventType.FORWARD)): 1,
+        (EventKind.FINAL, int(EventType.UNKNOWN)): 2,
+    }
+    assert result.local_failures == 1  # htlc 4: 2 and 3 were counted by the first batch
+    assert store.q(
+        f"SELECT incoming_htlc_id, kind, (timestamp_ns - {T0}) / {S} FROM htlc_events ORDER BY id"
+    ) == [
+        (1, int(EventKind.FORWARD), 0),
+        (2, int(EventKind.LINK_FAIL), 1),
+        (3, int(EventKind.LINK_FAIL), 2),
+        (4, int(EventKind.LINK_FAIL), 3),
+        (1, int(EventKind.SETTLE), 4),
+        (2, int(EventKind.FINAL), 5),
+        (4, int(EventKind.FINAL), 6),
+    ]
+    stored = "SELECT kind, count(*) FROM htlc_events GROUP BY kind"
+    counted = "SELECT value, n FROM row_counts WHERE table_name = 'htlc_events' AND n <> 0"
+    assert sorted(store.q(counted)) == sorted(store.q(stored))
+    assert store.outcomes() == {
+        1: int(Outcome.SETTLED),
+        2: int(Outcome.FAILED_LOCAL),
+        3: int(Outcome.FAILED_LOCAL),
+        4: int(Outcome.FAILED_LOCAL),
+    }
+    by_outcome = "SELECT outcome, count(*) FROM forward_attempts GROUP BY outcome"
+    kept = "SELECT value, n FROM row_counts WHERE table_name = 'forward_attempts' AND n <> 0"
+    assert sorted(store.q(kept)) == sorted(store.q(by_outcome))
+    assert _rollup_failures(store) == 3
+    # the same batch once more changes nothing
+    assert store.ingestor.ingest(store.session, again, T0 + 20 * S).new_events == 0
+    assert _rollup_failures(store) == 3
+    assert sorted(store.q(counted)) == sorted(store.q(stored))
+
+
 def scids(store: Store) -> list[tuple[object, ...]]:
     """Each stored event's (htlc id, incoming SCID, outgoing SCID), SCIDs unsigned."""
     rows = store.q(

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,8 @@ from lnflow.store.engines import DbUrl, StoreLocation, positional_dialect
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
     from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+
+    from lnflow.store.engines.postgresql import ArrayInsert
 from lnflow.store.readonly import (
     SCHEMA_REVISIONS,
     check_revision,
@@ -395,12 +397,20 @@ def upsert_adding(engine: Engine, table: Table, counters: Sequence[str]) -> Inse
 
 
 class BulkStatement:
-    """An INSERT compiled once for executemany with positional rows (the hot path).
+    """An INSERT compiled once for many positional rows (the hot path).
 
     SQLAlchemy's per-row parameter processing costs more than SQLite's insert
     itself at tens of thousands of rows per second; rows here are plain tuples in
     ``columns`` order, handed to the driver as they are (so values must already
     be what the driver takes: ints, str, bool, None).
+
+    SQLite runs the statement once per row (executemany). PostgreSQL gets the whole
+    batch in one statement, each column as an array
+    (:class:`lnflow.store.engines.postgresql.ArrayInsert`): one round trip, and the
+    statement-level triggers fire once. Its rows must then be distinct in the
+    conflict key when the statement updates on conflict (an upsert may change a row
+    once per statement); rows an ``ON CONFLICT DO NOTHING`` skips, duplicates inside
+    the batch included, are skipped as one by one.
     """
 
     def __init__(self, engine: Engine, stmt: Insert, columns: Sequence[str]) -> None:
@@ -422,11 +432,25 @@ class BulkStatement:
         self._suffix: tuple[Any, ...] | None = None
         if not self._identity and self._picks[:n] == list(range(n)) and tail == [None] * len(tail):
             self._suffix = tuple(self._constants[n:])
+        self._arrays: ArrayInsert | None = None
+        if engine.dialect.name == "postgresql":
+            from lnflow.store.engines.postgresql import ArrayInsert
+
+            table = stmt.table
+            placed = [self.columns[i] for i in self._picks[:n] if i is not None]
+            if len(placed) == n and len(set(placed)) == n and tail == [None] * len(tail):
+                types = [table.c[name].type.compile(dialect=dialect) for name in placed]
+                self._arrays = ArrayInsert.of(self.sql, types)
+                self._placed = [index[name] for name in placed]
+                self._tail = tuple(self._constants[n:])  # the constants after the columns
 
     def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
-        """Run for every row; returns how many rows were changed."""
+        """Write every row; returns how many rows were changed."""
         if not rows:
             return 0
+        if self._arrays is not None:
+            by_column = list(zip(*rows, strict=True))
+            return self._arrays.execute(conn, [by_column[i] for i in self._placed], self._tail)
         if self._suffix is not None:
             suffix = self._suffix
             rows = [tuple(row) + suffix for row in rows]
@@ -438,6 +462,11 @@ class BulkStatement:
             ]
         result = conn.exec_driver_sql(self.sql, list(rows))
         return int(result.rowcount or 0)
+
+    def execute_mappings(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+        """:meth:`execute` for rows given as column name -> value."""
+        columns = self.columns
+        return self.execute(conn, [tuple(row[c] for c in columns) for row in rows])
 
 
 def insert_ignoring_duplicates(engine: Engine, table: Table) -> Insert:

@@ -121,13 +121,21 @@ class Ingestor:
         # SCID -> channel_refs.id of this node; None: (re)load before the next batch
         self._refs: dict[int, int] | None = None
         self._upsert_attempt = BulkStatement(engine, self._attempt_upsert(engine), _ATTEMPT_COLUMNS)
-        self._upsert_cluster = self._cluster_upsert(engine)
-        self._add_failure_rollup = upsert_adding(
+        self._upsert_cluster = BulkStatement(engine, self._cluster_upsert(engine), _CLUSTER_COLUMNS)
+        self._add_failure_rollup = BulkStatement(
             engine,
-            failure_rollups_hourly,
-            ("failures", "clusters", "missed_raw_msat", "missed_dedup_msat"),
+            upsert_adding(
+                engine,
+                failure_rollups_hourly,
+                ("failures", "clusters", "missed_raw_msat", "missed_dedup_msat"),
+            ),
+            _ROLLUP_COLUMNS,
         )
-        self._add_row_counts = upsert_adding(engine, row_counts, ("n",))
+        self._add_row_counts = BulkStatement(
+            engine,
+            upsert_adding(engine, row_counts, ("n",)),
+            ("node_id", "table_name", "value", "n"),
+        )
         self._add_per_channel = ChannelRollupUpserts(
             engine,
             failure_channel_upsert,
@@ -244,15 +252,16 @@ class Ingestor:
     ) -> IngestResult:
         node_id = self._node_id
         with self._engine.begin() as conn:
-            # cluster ids are the store's: past any another node's daemon stored since
-            # (numbered one writer at a time until this batch commits)
-            lock_cluster_numbering(conn)
-            stored = conn.scalar(select(func.max(failure_clusters.c.id))) or 0
-            self.clusters.skip_to(stored + 1)
             new_events = self._store_events(conn, session_id, events)
             events_by_type = Counter(map(_KIND_TYPE, new_events))
             if events_by_type:
                 self._count_events(conn, events_by_type)
+            # cluster ids are the store's: past any another node's daemon stored since
+            # (numbered one writer at a time until this batch commits; the events above,
+            # most of a batch's writing, go in while another node's batch holds it)
+            lock_cluster_numbering(conn)
+            stored = conn.scalar(select(func.max(failure_clusters.c.id))) or 0
+            self.clusters.skip_to(stored + 1)
             live: dict[tuple[int, int], LiveAttempt] = {}  # fed attempts, snapshot once below
             cluster_of: dict[tuple[int, int], int] = {}
             clusters: dict[int, dict[str, Any]] = {}
@@ -310,6 +319,7 @@ class Ingestor:
             self.clusters.expire()  # by event time: never the wall clock (DESIGN §4)
             # every channel an attempt or cluster names (a cluster's is its attempts')
             ref = self._chan_refs(conn, changed.values()) if changed else {}
+            # one row per key below: an upsert of a batch may change a row only once
             if changed:
                 self._upsert_attempt.execute(
                     conn,
@@ -318,22 +328,22 @@ class Ingestor:
             if clusters:
                 for row in clusters.values():
                     row["outgoing_chan_ref"] = ref[row.pop("outgoing_channel_id")]
-                conn.execute(self._upsert_cluster, list(clusters.values()))
+                self._upsert_cluster.execute_mappings(conn, list(clusters.values()))
             if rollup:
-                conn.execute(
-                    self._add_failure_rollup,
+                self._add_failure_rollup.execute(
+                    conn,
                     [
-                        {
-                            "node_id": node_id,
-                            "hour": hour,
-                            "outgoing_channel_id": to_signed64(out),
-                            "incoming_channel_id": to_signed64(inc),
-                            "failure_class": cls,
-                            "failures": n,
-                            "clusters": c,
-                            "missed_raw_msat": raw,
-                            "missed_dedup_msat": dedup,
-                        }
+                        (
+                            node_id,
+                            hour,
+                            to_signed64(out),
+                            to_signed64(inc),
+                            cls,
+                            n,
+                            c,
+                            raw,
+                            dedup,
+                        )
                         for (hour, out, inc, cls), (n, c, raw, dedup) in rollup.items()
                     ],
                 )
@@ -352,12 +362,8 @@ class Ingestor:
         by_kind: Counter[int] = Counter()
         for (kind, _), n in by_type.items():
             by_kind[int(kind)] += n
-        conn.execute(
-            self._add_row_counts,
-            [
-                {"node_id": self._node_id, "table_name": "htlc_events", "value": k, "n": n}
-                for k, n in by_kind.items()
-            ],
+        self._add_row_counts.execute(
+            conn, [(self._node_id, "htlc_events", k, n) for k, n in by_kind.items()]
         )
 
     def _undecided(self, conn: Connection, attempts: list[Attempt]) -> list[Attempt]:
@@ -436,8 +442,16 @@ class Ingestor:
         )
         # with the timestamp, so two own payments' first-hop failures (same circuit key,
         # both stored) are both new, and of a replay inside the batch only the stored one
+        # (another node's daemon may insert at the same time: only this node's rows)
         inserted = Counter(
-            map(tuple, conn.execute(select(*key_cols).where(htlc_events.c.id > newest_before)))
+            map(
+                tuple,
+                conn.execute(
+                    select(*key_cols).where(
+                        htlc_events.c.id > newest_before, htlc_events.c.node_id == node
+                    )
+                ),
+            )
         )
         fresh = []
         for ev, row in zip(events, rows, strict=True):
@@ -590,6 +604,28 @@ _EVENT_COLUMNS = (
     "failure_string",
     "settled",
     "offchain",
+)
+
+_CLUSTER_COLUMNS = (
+    "id",
+    "node_id",
+    "outgoing_chan_ref",
+    "first_ns",
+    "last_ns",
+    "members",
+    "missed_fee_msat",
+)
+
+_ROLLUP_COLUMNS = (
+    "node_id",
+    "hour",
+    "outgoing_channel_id",
+    "incoming_channel_id",
+    "failure_class",
+    "failures",
+    "clusters",
+    "missed_raw_msat",
+    "missed_dedup_msat",
 )
 
 _ATTEMPT_COLUMNS = (

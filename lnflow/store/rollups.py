@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, case, or_
 from sqlalchemy.sql.dml import Insert
 
 from lnflow.domain import NS_PER_HOUR, FailureClass, to_signed64
-from lnflow.store.db import dialect_insert
+from lnflow.store.db import BulkStatement, dialect_insert
 
 __all__ = [
     "BLOCK_HOURS",
@@ -97,7 +97,9 @@ class ChannelRollupUpserts:
     """One kind's per-channel rollup upserts, per hour, 6-hour block and UTC day.
 
     ``write`` takes a batch's ``rows(node_id)`` (hourly, block and daily rows, in that
-    order) and adds them to the three tables in the caller's transaction.
+    order; one row per key) and adds them to the three tables in the caller's
+    transaction, each table's rows in one :class:`~lnflow.store.db.BulkStatement`
+    (compiled for the rows' columns when first written).
     """
 
     def __init__(
@@ -106,12 +108,19 @@ class ChannelRollupUpserts:
         upsert: Callable[[Engine, Table], Insert],
         tables: tuple[Table, Table, Table],
     ) -> None:
+        self._engine = engine
         self._statements = tuple(upsert(engine, table) for table in tables)
+        self._bulk: list[BulkStatement | None] = [None] * len(tables)
 
     def write(self, conn: Connection, rows: tuple[_Rows, _Rows, _Rows]) -> None:
-        for statement, period_rows in zip(self._statements, rows, strict=True):
-            if period_rows:
-                conn.execute(statement, period_rows)
+        for i, period_rows in enumerate(rows):
+            if not period_rows:
+                continue
+            bulk = self._bulk[i]
+            if bulk is None:
+                bulk = BulkStatement(self._engine, self._statements[i], tuple(period_rows[0]))
+                self._bulk[i] = bulk
+            bulk.execute_mappings(conn, period_rows)
 
 
 class _FailureSums:
