@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from daemonproc import EVENTS_SCID, Daemon, run_lnflowctl
+from daemonproc import Daemon, query, run_lnflowctl, sent_before_but_not_stored
 from pgserver import PgServer
 from simnode import SimNode
 from test_fleet_e2e import ALPHA, BETA, Sim, _script, _timeless
@@ -66,6 +66,13 @@ def _record(
                 d.kill()
         for node in nodes:
             node.__exit__(None, None, None)
+
+
+def _alpha(tmp: Path) -> tuple[SimNode, int]:
+    """Node alpha's simulator (not started) and how many events its script sends."""
+    script, n_events = _script(ALPHA)
+    args = ["--seed", str(ALPHA.seed), "--alias", ALPHA.alias]
+    return SimNode(tmp / "lnd", script=script, args=args), n_events
 
 
 class Runs(NamedTuple):
@@ -141,11 +148,10 @@ def test_a_second_daemon_of_the_same_node_is_refused_in_one_line(
     tmp_path: Path, pg_server: PgServer
 ) -> None:
     url = DbUrl(pg_server.create_db())
-    script, n_events = _script(ALPHA)
-    args = ["--seed", str(ALPHA.seed), "--alias", ALPHA.alias]
+    node, n_events = _alpha(tmp_path)
     try:
         with (
-            SimNode(tmp_path / "lnd", script=script, args=args) as node,
+            node,
             Daemon(node, url, log=tmp_path / "first.log") as first,
         ):
             first.wait_for(_stored(ALPHA, n_events), timeout=120)
@@ -170,10 +176,9 @@ def test_a_killed_daemons_node_is_taken_at_once_by_the_next(
     """The server drops a killed daemon's node lock with its connection: the next daemon
     of the node records at once, though the dead one's heartbeat still looks live."""
     url = DbUrl(pg_server.create_db())
-    script, n_events = _script(ALPHA)
-    args = ["--seed", str(ALPHA.seed), "--alias", ALPHA.alias]
+    node, n_events = _alpha(tmp_path)
     try:
-        with SimNode(tmp_path / "lnd", script=script, args=args) as node:
+        with node:
             first = Daemon(node, url, log=tmp_path / "first.log").start()
             first.wait_for(_stored(ALPHA, n_events), timeout=120)
             first.kill()
@@ -214,11 +219,7 @@ def _lock_holder(server: PgServer, url: DbUrl, pubkey: str | None) -> int | None
 
 
 def _count(url: DbUrl) -> int:
-    import psycopg
-
-    with psycopg.connect(_libpq(url)) as conn:
-        row = conn.execute("SELECT count(*) FROM htlc_events").fetchone()
-    return int(row[0]) if row else 0
+    return int(query(url, "SELECT count(*) FROM htlc_events")[0][0])
 
 
 def _libpq(url: DbUrl) -> str:
@@ -242,11 +243,10 @@ def test_a_node_lock_lost_with_its_session_is_taken_again(
     drops the node's lock; the daemon takes it again on its next heartbeat and records
     on, so a second daemon of the node is still refused."""
     url = DbUrl(pg_server.create_db())
-    script, n_events = _script(ALPHA)
-    args = ["--seed", str(ALPHA.seed), "--alias", ALPHA.alias]
+    node, n_events = _alpha(tmp_path)
     try:
         with (
-            SimNode(tmp_path / "lnd", script=script, args=args) as node,
+            node,
             Daemon(node, url, log=tmp_path / "first.log") as first,
         ):
             first.wait_for(_stored(ALPHA, n_events), timeout=120)
@@ -276,12 +276,11 @@ def test_a_daemon_whose_node_was_taken_while_its_lock_was_lost_stops_in_one_line
     from lnflow.store.engines.postgresql import NODE_LOCKS
 
     url = DbUrl(pg_server.create_db())
-    script, n_events = _script(ALPHA)
-    args = ["--seed", str(ALPHA.seed), "--alias", ALPHA.alias]
+    node, n_events = _alpha(tmp_path)
     taker = psycopg.connect(_libpq(url), autocommit=True)
     try:
         with (
-            SimNode(tmp_path / "lnd", script=script, args=args) as node,
+            node,
             Daemon(node, url, log=tmp_path / "first.log") as first,
         ):
             first.wait_for(_stored(ALPHA, n_events), timeout=120)
@@ -315,11 +314,7 @@ def test_a_server_restart_loses_no_event_and_the_node_stays_locked(tmp_path: Pat
     """The server restarts under a recording daemon (an upgrade, a reboot): the events
     lnd sent meanwhile are held and written when it is back, the node's lock is held
     again, and the stream is never interrupted."""
-    import json
-
     from pgserver import running_server
-
-    from lnflow.domain import EventKind, from_signed64
 
     log = tmp_path / "sent.jsonl"
     args = ("--rate", "100", "--seed", "7", "--channels", "4", "--event-log", str(log))
@@ -344,31 +339,10 @@ def test_a_server_restart_loses_no_event_and_the_node_stays_locked(tmp_path: Pat
             )
             stop_ns = time.time_ns()
             assert d.stop() == 0, d.log()
-        import psycopg
-
-        with psycopg.connect(_libpq(url)) as conn:
-            stored = {
-                (r[0], *map(from_signed64, r[1:]))
-                for r in conn.execute(
-                    "SELECT kind, incoming_channel_id, incoming_htlc_id, outgoing_channel_id,"
-                    f" outgoing_htlc_id FROM {EVENTS_SCID}"
-                )
-            }
-            sessions = conn.execute("SELECT end_reason FROM stream_sessions").fetchall()
-    sent = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
-    wanted = {
-        (
-            EventKind[s["event"]["event"].upper()].value,
-            s["event"]["incoming_channel_id"],
-            s["event"]["incoming_htlc_id"],
-            s["event"]["outgoing_channel_id"],
-            s["event"]["outgoing_htlc_id"],
-        )
-        for s in sent
-        if s["sent_ns"] < stop_ns and s["event"]["event"] != "subscribed"
-    }
-    assert len(wanted) > 500
-    assert wanted - stored == set()
+        sent, missing = sent_before_but_not_stored(log, stop_ns, url)
+        sessions = query(url, "SELECT end_reason FROM stream_sessions")
+    assert len(sent) > 500
+    assert missing == set()
     assert sessions == [("shutdown",)]  # lnd was there all along: one session
     assert d.events("node_lock_taken_again")
 
