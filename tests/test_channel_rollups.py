@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import RealStore
 from daemonproc import ATTEMPTS_SCID, link_fail
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,6 @@ from lnflow.domain import (
 )
 from lnflow.store import db
 from lnflow.store.engines import StoreLocation
-from lnflow.store.ingest import Ingestor
 from lnflow.store.rollups import CLASS_COLUMNS, class_index
 from lnflow.store.schema import (
     failure_channel_6h,
@@ -193,14 +193,7 @@ def test_rollups_equal_the_raw_rows_and_the_backfill_rebuilds_them(
     writer = StoreWriter(engine)
     node = writer.upsert_node(NODE, 1)
     session = writer.open_session(node, T0, "0.18.3-beta")
-    ingestor = Ingestor(
-        engine,
-        node,
-        attempt_timeout_ns=600 * S,
-        attempt_linger_ns=10 * S,
-        dedup_window_ns=60 * S,
-        cluster_max_span_ns=600 * S,
-    )
+    ingestor = RealStore(path, engine, writer, node).ingestor()  # the usual windows
     events, ts = [], T0
     for htlc, (gap, out, inc, failure, amt, fee) in enumerate(failures):
         ts += gap * S

@@ -18,7 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import STORE_NODE
+from conftest import STORE_NODE, RealStore
 from daemonproc import ATTEMPTS_SCID, EVENTS_SCID, link_fail, query
 from sqlalchemy import inspect, text
 
@@ -26,7 +26,6 @@ from lnflow.domain import FailureDetail, ForwardRecord, WireFailure
 from lnflow.errors import StoreTooNewError
 from lnflow.store import db
 from lnflow.store.engines import DbUrl, StoreLocation
-from lnflow.store.ingest import Ingestor
 from lnflow.store.schema import SCHEMA_REVISIONS, metadata
 from lnflow.store.writer import StoreWriter
 
@@ -126,14 +125,7 @@ def test_a_filled_store_downgrades_and_upgrades_keeping_its_rows(
     node = writer.upsert_node(STORE_NODE, 1)
     t0 = 480_000 * 3600 * S + 17 * 60 * S
     session = writer.open_session(node, t0, "0.18.3-beta")
-    ingestor = Ingestor(
-        engine,
-        node,
-        attempt_timeout_ns=600 * S,
-        attempt_linger_ns=10 * S,
-        dedup_window_ns=60 * S,
-        cluster_max_span_ns=600 * S,
-    )
+    ingestor = RealStore(path, engine, writer, node).ingestor()  # the usual windows
     outs, ins = (11 << 40, (1 << 64) - 3), (21 << 40, 22 << 40, 23 << 40)
     failures = [
         link_fail(
