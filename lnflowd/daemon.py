@@ -23,6 +23,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
+from lnflow.cli.render import table_to_save
 from lnflow.config import Settings, analysis_settings
 from lnflow.domain import DaemonState, LndVersion, NodeInfo, StreamState
 from lnflow.errors import ConfigError, LnflowError, NodeUnreachableError, StoreWriteError
@@ -475,9 +476,11 @@ class Daemon:
                 settings=analysis_settings(self.settings),
             )
             duration_ms = round((time.perf_counter() - started) * 1000)
+            # rendered here, off the store thread, once for every `lnflowctl opportunities`
+            table = await asyncio.to_thread(table_to_save, report)
             if self.stop.is_set():
                 return None
-            run_id = await store.call(snapshots.write_run, node_id, report, duration_ms)
+            run_id = await store.call(snapshots.write_run, node_id, report, duration_ms, table)
         except StoreWriteError as exc:
             log.warning("analysis_not_saved", hours=hours, error=exc.reason)
             if self.alerts is not None:

@@ -170,12 +170,25 @@ class Store:
         """The store as ``--db`` takes it."""
         return self.path.secret if isinstance(self.path, DbUrl) else str(self.path)
 
-    def write_snapshot(self, report: AnalysisReport) -> None:
+    def write_snapshot(self, report: AnalysisReport, *, table: bool = False) -> None:
+        """Save ``report`` as a run; ``table``: with its rendered table, as lnflowd does."""
+        from lnflow.cli.render import table_to_save
         from lnflow.store.snapshots import SnapshotWriter
 
         engine = open_engine(self.path)
         try:
-            SnapshotWriter(engine).write_run(self.node_id, report, 12)
+            saved = table_to_save(report) if table else None
+            SnapshotWriter(engine).write_run(self.node_id, report, 12, saved)
+        finally:
+            engine.dispose()
+
+    def execute(self, sql: str, **params: object) -> None:
+        from sqlalchemy import text
+
+        engine = open_engine(self.path)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(sql), params)
         finally:
             engine.dispose()
 
@@ -631,6 +644,68 @@ def test_opportunities_shows_the_latest_snapshot(
     assert "~1,234.57 sats" in out  # the estimated one is marked
     assert "REBALANCE PLAN" in out
     assert f"move 250,000 sats into {format_scid(CHAN_A)} from {format_scid(IN1)}" in out
+
+
+@both_engines
+def test_opportunities_prints_the_saved_table_as_the_run_renders(
+    store_at: StoreAt, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lnflowd saves each run's table with it; the command prints that text, and the same
+    text as it renders from the run's rows when there is none it may use."""
+    st = build_store(store_at("s.db"))
+    report = _report()
+    hostile = dataclasses.replace(
+        report.opportunities[0], peer_alias="\x1b[2Jevil\u202epeer", reason="why\x07 not"
+    )
+    report = dataclasses.replace(report, opportunities=(hostile, *report.opportunities[1:]))
+    st.write_snapshot(dataclasses.replace(report, generated_ns=st.now_ns - 1200 * S), table=True)
+    st.write_snapshot(
+        dataclasses.replace(report, generated_ns=st.now_ns - 600 * S, hours=6), table=True
+    )
+    # only the latest run keeps its text
+    assert query(st.path, "SELECT hours FROM analysis_runs WHERE table_text IS NOT NULL") == [(6,)]
+    code, saved, _ = run(capsys, "--db", st.db, "opportunities")
+    assert code == 0
+    assert "window: 6 h" in saved and "(10 min ago)" in saved and "REBALANCE PLAN" in saved
+    assert "\x1b" not in saved and "\u202e" not in saved and "\x07" not in saved
+    assert "\\x1b[2Jevil" in saved
+    for table_format, text in (("another renderer", "tampered"), (None, None)):
+        st.execute(
+            "UPDATE analysis_runs SET table_format = :f, table_text = :t"
+            " WHERE table_text IS NOT NULL OR table_format IS NOT NULL",
+            f=table_format,
+            t=text,
+        )
+        code, rendered, _ = run(capsys, "--db", st.db, "opportunities")
+        assert code == 0 and rendered == saved
+
+
+@pytest.mark.e2e
+def test_opportunities_from_the_saved_table_imports_no_analysis(tmp_path: Path) -> None:
+    """The saved table is printed without the analysis's modules and records: they
+    are most of the time a large run takes to render."""
+    store = build_store(tmp_path / "s.db")
+    store.write_snapshot(_report(), table=True)
+    script = textwrap.dedent(
+        f"""
+        import contextlib, io, sys
+        from lnflow.cli.ctl import main
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["--db", {store.db!r}, "opportunities"])
+        assert code == 0, code
+        loaded = [m for m in sys.modules if m.startswith(("lnflow.analysis", "sqlalchemy"))]
+        assert not loaded, loaded
+        assert "lnflow.cli.commands" not in sys.modules
+        print(out.getvalue(), end="")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("MISSED ROUTING OPPORTUNITIES\n")
+    assert "REBALANCE PLAN" in out.stdout
 
 
 # --------------------------------------------------------------------------- trend

@@ -24,6 +24,8 @@ from lnflow.analysis.model import (
     Opportunity,
     RebalanceMove,
 )
+from lnflow.cli.render import opportunities_body
+from lnflow.cli.saved_table import TABLE_FORMAT
 from lnflow.config import AnalysisConfig, Settings
 from lnflow.domain import NodeInfo
 from lnflow.recording import StoreThread
@@ -295,6 +297,14 @@ def test_daemon_analysis_job_saves_a_snapshot_and_logs_it(store: Store) -> None:
     assert saved is not None
     assert (saved.generated_ns, saved.until_ns, saved.hours) == (now, now, 6)
     assert saved.since_ns == now - 6 * NS_PER_HOUR  # exactly window_hours before now
+    # with the table `lnflowctl opportunities` prints, rendered once, here
+    with store.engine.connect() as conn:
+        table = conn.execute(
+            select(analysis_runs.c.table_format, analysis_runs.c.table_text).where(
+                analysis_runs.c.id == run_id
+            )
+        ).one()
+    assert tuple(table) == (TABLE_FORMAT, "\n".join(opportunities_body(saved)))
     (done,) = [e for e in logs if e["event"] == "analysis_done"]
     assert done["run_id"] == run_id and done["hours"] == 6
     assert done["opportunities"] == len(saved.opportunities)

@@ -527,9 +527,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _opportunities(args: argparse.Namespace, db_path: StoreLocation) -> int:
+    """The latest snapshot's table as lnflowd saved it (lnflow.cli.saved_table), without
+    importing the analysis; JSON, --all-nodes and a run without a usable saved table go
+    through lnflow.cli.commands, which renders the run from its rows."""
+    if not args.json and not args.all_nodes:
+        from lnflow.store.engines import open_plain_store
+
+        from .saved_table import saved_table_lines
+
+        db = open_plain_store(db_path)
+        try:
+            lines = saved_table_lines(db, args.node_id, time.time_ns())
+        finally:
+            db.close()
+        if lines is not None:
+            sys.stdout.write("\n".join(lines) + "\n")
+            return 0
+    from .commands import cmd_opportunities
+
+    return cmd_opportunities(args, db_path)
+
+
 def _command(name: str) -> Callable[[argparse.Namespace, StoreLocation], int]:
     if name == "status":
         return _status
+    if name == "opportunities":
+        return _opportunities
     if name == "nodes":
         return _nodes
     if name == "policy":

@@ -13,6 +13,7 @@ from lnflow.analysis.model import Action, AnalysisReport, Gap, Opportunity, Reba
 from lnflow.domain import NS_PER_S, FailureClass, format_scid, sats_text
 from lnflow.text import printable
 
+from .saved_table import TABLE_FORMAT, title_lines
 from .timefmt import ago, duration, iso
 
 __all__ = [
@@ -21,9 +22,11 @@ __all__ = [
     "duration",
     "iso",
     "msat_as_sats",
+    "opportunities_body",
     "opportunities_lines",
     "peer_label",
     "table",
+    "table_to_save",
 ]
 
 ACTION_TITLES: dict[Action, str] = {
@@ -253,14 +256,15 @@ def opportunities_lines(report: AnalysisReport, *, now_ns: int | None = None) ->
 
     ``now_ns`` adds the snapshot's age to the header (``lnflowctl opportunities``).
     """
-    generated = iso(report.generated_ns)
-    if now_ns is not None:
-        generated = f"{generated} ({ago(report.generated_ns, now_ns)})"
+    return title_lines(
+        report.hours, report.since_ns, report.until_ns, report.generated_ns, now_ns
+    ) + opportunities_body(report)
+
+
+def opportunities_body(report: AnalysisReport) -> list[str]:
+    """:func:`opportunities_lines` after its title: everything that does not depend on
+    the time it is shown. lnflowd saves it with each snapshot (:mod:`.saved_table`)."""
     lines = [
-        "MISSED ROUTING OPPORTUNITIES",
-        "",
-        f"window: {report.hours} h, {iso(report.since_ns)} to {iso(report.until_ns)}; "
-        f"generated {generated}",
         f"node: {report.node_failures:,} local failures, "
         f"{msat_as_sats(report.node_missed_msat)} sats missed on all channels"
         + (
@@ -289,3 +293,11 @@ def opportunities_lines(report: AnalysisReport, *, now_ns: int | None = None) ->
     if report.rebalance_plan:
         lines += _plan_lines(report.rebalance_plan)
     return lines
+
+
+def table_to_save(report: AnalysisReport) -> tuple[str, str] | None:
+    """``(format, text)`` of the report's table body, for lnflowd to save with the run
+    (:mod:`.saved_table`); None when the renderer's sources cannot be fingerprinted."""
+    if TABLE_FORMAT is None:
+        return None
+    return TABLE_FORMAT, "\n".join(opportunities_body(report))

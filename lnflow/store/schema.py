@@ -411,6 +411,18 @@ analysis_runs = Table(
     Index("ix_analysis_runs_generated_ns", "generated_ns"),
     # ns of the window the HTLC stream was connected (0015; None: runs from before)
     Column("observed_ns", BigInteger),
+    # the node's latest run only: its opportunities table as lnflowd rendered it, and
+    # the renderer's fingerprint (0021; lnflow.cli.saved_table)
+    Column("table_format", Text),
+    Column("table_text", Text),
+)
+# the runs that still hold a table (one per node): SnapshotWriter clears them
+_HAS_TABLE = text("table_text IS NOT NULL")
+Index(
+    "ix_analysis_runs_table",
+    analysis_runs.c.node_id,
+    sqlite_where=_HAS_TABLE,
+    postgresql_where=_HAS_TABLE,
 )
 
 run_gaps = Table(

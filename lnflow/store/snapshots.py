@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, insert, update
 
 from lnflow.analysis.model import AnalysisReport, Opportunity
 from lnflow.domain import FailureClass, to_signed64
@@ -32,10 +32,28 @@ class SnapshotWriter:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def write_run(self, node_id: int, report: AnalysisReport, duration_ms: int) -> int:
-        """Store ``report`` as one run (one transaction); returns the run's id."""
+    def write_run(
+        self,
+        node_id: int,
+        report: AnalysisReport,
+        duration_ms: int,
+        table: tuple[str, str] | None = None,
+    ) -> int:
+        """Store ``report`` as one run (one transaction); returns the run's id.
+
+        ``table``: ``(format, text)``, the run's opportunities table as rendered for
+        ``lnflowctl opportunities`` (lnflow.cli.saved_table). The node's earlier runs
+        give theirs up: only the latest is shown.
+        """
         generated = report.generated_ns
+        table_format, table_text = table if table is not None else (None, None)
         with self._engine.begin() as conn:
+            conn.execute(
+                update(analysis_runs)
+                .where(analysis_runs.c.node_id == node_id)
+                .where(analysis_runs.c.table_text.is_not(None))
+                .values(table_format=None, table_text=None)
+            )
             key = conn.execute(
                 insert(analysis_runs).values(
                     node_id=node_id,
@@ -51,6 +69,8 @@ class SnapshotWriter:
                     node_rejected=report.node_rejected,
                     node_missed_raw_msat=report.node_missed_raw_msat,
                     observed_ns=report.observed_ns,
+                    table_format=table_format,
+                    table_text=table_text,
                 )
             ).inserted_primary_key
             assert key is not None
