@@ -113,12 +113,6 @@ class _ChannelTally:
         self.incoming: set[int] = set()
         self.incoming_many = False
 
-    def add_class(self, cls: FailureClass, failures: int, missed_msat: int) -> None:
-        self.failures += failures
-        self.raw_msat += missed_msat
-        self.class_failures[cls - 1] += failures
-        self.class_missed[cls - 1] += missed_msat
-
     def channel_failures(self, chan_id: int) -> ChannelFailures:
         incoming = INCOMING_CAP if self.incoming_many else min(len(self.incoming), INCOMING_CAP)
         by_class = {}
@@ -429,7 +423,12 @@ def _add_raw_failures(conn: Connection, params: Mapping[str, int], tallies: _Tal
         conn, _RAW_FAILURES, params
     ):
         tally = tallies.of(out, first_ns, last_ns)
-        tally.add_class(failure_class_of(cls), failures, missed_msat)
+        # the class numbers are the statement's own (_RAW_CLASSES): FailureClass values,
+        # in class order from 1
+        tally.failures += failures
+        tally.raw_msat += missed_msat
+        tally.class_failures[cls - 1] += failures
+        tally.class_missed[cls - 1] += missed_msat
         tally.incoming.add(incoming)
         # each failure without a cluster stands alone
         tally.clusters += lone
