@@ -93,6 +93,7 @@ from .model import (
     InboundBaseline,
     Opportunity,
     RebalanceMove,
+    slot_init,
 )
 from .ranks import nearest_rank, percentile
 
@@ -258,6 +259,7 @@ def deciding_class(failures: ChannelFailures) -> FailureClass | None:
 # --------------------------------------------------------------------------- recommendation
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Recommendation:
     """What :func:`recommend` says for one channel; ``reason`` is one line."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from lnflow.store import status_read
 from lnflow.store.engines import PlainDb, plain_connection
@@ -37,19 +37,23 @@ def stream_gaps(
     return status_read.stream_gaps(_driver(conn), since_ns, until_ns, node_id)
 
 
+# the stream sessions of a node that overlap [since, until), in order
+_s = stream_sessions.c
+_SESSIONS_IN = (
+    select(_s.started_ns, _s.ended_ns)
+    .where(_s.node_id == bindparam("node"), _s.started_ns < bindparam("until"))
+    .where(_s.ended_ns.is_(None) | (_s.ended_ns > bindparam("since")))
+    .order_by(_s.started_ns)
+)
+
+
 def observed_ns(conn: Connection, node_id: int, since_ns: int, until_ns: int) -> int:
     """How much of [since_ns, until_ns) an HTLC stream of ``node_id`` was connected: the
     union of its stream sessions inside the window (a session still open counts up to
     ``until_ns``). Time before the first session and after the last one ended is not
     observed: failures then went unseen.
     """
-    s = stream_sessions
-    rows = conn.execute(
-        select(s.c.started_ns, s.c.ended_ns)
-        .where(s.c.node_id == node_id, s.c.started_ns < until_ns)
-        .where((s.c.ended_ns.is_(None)) | (s.c.ended_ns > since_ns))
-        .order_by(s.c.started_ns)
-    ).all()
+    rows = conn.execute(_SESSIONS_IN, {"node": node_id, "since": since_ns, "until": until_ns}).all()
     total = 0
     reach = since_ns  # observed time is counted up to here
     for started, ended in rows:

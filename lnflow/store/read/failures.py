@@ -18,7 +18,7 @@ does not know counts as ``other``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import add
 from typing import Any
 
@@ -73,31 +73,52 @@ def failure_class_of(number: int) -> FailureClass:
         return FailureClass.OTHER
 
 
-@dataclass
 class _ChannelTally:
     """One outgoing channel's failures as they are added up from several sources."""
 
-    first_ns: int
-    last_ns: int
-    failures: int = 0
-    clusters: int = 0
-    raw_msat: int = 0
-    dedup_msat: int = 0
-    # failures and raw missed msat of each class, in class order
-    class_failures: list[int] = field(default_factory=lambda: [0] * len(_CLASSES))
-    class_missed: list[int] = field(default_factory=lambda: [0] * len(_CLASSES))
-    # the incoming channels known one by one, and whether there were INCOMING_CAP or more
-    incoming: set[int] = field(default_factory=set)
-    incoming_many: bool = False
+    __slots__ = (
+        "class_failures",
+        "class_missed",
+        "clusters",
+        "dedup_msat",
+        "failures",
+        "first_ns",
+        "incoming",
+        "incoming_many",
+        "last_ns",
+        "raw_msat",
+    )
 
-    def add_class(self, cls: FailureClass, failures: int, missed_msat: int) -> None:
-        self.failures += failures
-        self.raw_msat += missed_msat
-        self.class_failures[cls - 1] += failures
-        self.class_missed[cls - 1] += missed_msat
+    def __init__(
+        self,
+        first_ns: int,
+        last_ns: int,
+        failures: int = 0,
+        clusters: int = 0,
+        raw_msat: int = 0,
+        dedup_msat: int = 0,
+        class_failures: list[int] | None = None,
+        class_missed: list[int] | None = None,
+    ) -> None:
+        self.first_ns = first_ns
+        self.last_ns = last_ns
+        self.failures = failures
+        self.clusters = clusters
+        self.raw_msat = raw_msat
+        self.dedup_msat = dedup_msat
+        # failures and raw missed msat of each class, in class order
+        self.class_failures = class_failures or [0] * len(_CLASSES)
+        self.class_missed = class_missed or [0] * len(_CLASSES)
+        # the incoming channels known one by one, and whether there were INCOMING_CAP or more
+        self.incoming: set[int] = set()
+        self.incoming_many = False
 
     def channel_failures(self, chan_id: int) -> ChannelFailures:
         incoming = INCOMING_CAP if self.incoming_many else min(len(self.incoming), INCOMING_CAP)
+        by_class = {}
+        for cls, n, raw in zip(_CLASSES, self.class_failures, self.class_missed, strict=True):
+            if n or raw:
+                by_class[cls] = ClassStats(n, raw)
         return ChannelFailures(
             chan_id=chan_id,
             failures=self.failures,
@@ -107,13 +128,7 @@ class _ChannelTally:
             incoming_channels=incoming,
             first_failure_ns=self.first_ns,
             last_failure_ns=self.last_ns,
-            by_class={
-                cls: ClassStats(n, raw)
-                for cls, n, raw in zip(
-                    _CLASSES, self.class_failures, self.class_missed, strict=True
-                )
-                if n or raw
-            },
+            by_class=by_class,
         )
 
 
@@ -124,10 +139,12 @@ class _Tallies(dict[int, _ChannelTally]):
         """The channel's tally, created or widened to cover the given times."""
         tally = self.get(out)
         if tally is None:
-            tally = self[out] = _ChannelTally(first_ns=first_ns, last_ns=last_ns)
+            tally = self[out] = _ChannelTally(first_ns, last_ns)
         else:
-            tally.first_ns = min(tally.first_ns, first_ns)
-            tally.last_ns = max(tally.last_ns, last_ns)
+            if first_ns < tally.first_ns:
+                tally.first_ns = first_ns
+            if last_ns > tally.last_ns:
+                tally.last_ns = last_ns
         return tally
 
 
@@ -170,7 +187,7 @@ _rolled = _rollup_rows.c
 _ns_per_hour = number(NS_PER_HOUR)
 # Per outgoing channel over the span's days and whole hours: the sums, the first and last
 # failure to the hour, and what tells how many incoming channels there were, up to 3 (see
-# _incoming_many).
+# the "many" test below).
 _ROLLUP_FAILURES = select(
     _rolled.out,
     func.sum(_rolled.clusters).label("clusters"),
@@ -200,7 +217,7 @@ _HOUR_FAILURES = select(
     _hourly.c.incoming_lo.label("lo"),
     _hourly.c.incoming_hi.label("hi"),
     case((_hourly.c.incoming_many, 1), else_=0).label("many"),
-    # one row's incoming summary as _incoming_many reads a group's: one distinct lo and
+    # one row's incoming summary as the "many" test reads a group's: one distinct lo and
     # one distinct hi, the largest lo and the smallest hi its own
     literal_column("1").label("n_lo"),
     literal_column("1").label("n_hi"),
@@ -209,17 +226,11 @@ _HOUR_FAILURES = select(
 ).where(_hourly.c.node_id == bindparam("node"), _hourly.c.hour == bindparam("hour"), _hour_inside)
 
 
-def _incoming_many(
-    lo: int, hi: int, many: int, n_lo: int, n_hi: int, max_lo: int, min_hi: int
-) -> bool:
-    """Whether some periods together had at least 3 distinct incoming channels.
-
-    Each period without ``incoming_many`` had exactly the ids {lo_i, hi_i}. Their union
-    has a third id besides the smallest ``lo`` and the largest ``hi`` iff 3 or more
-    distinct lo_i or hi_i exist, or the largest lo_i or the smallest hi_i lies strictly
-    between them (otherwise every lo_i and hi_i is one of the two).
-    """
-    return bool(many) or n_lo >= 3 or n_hi >= 3 or lo < max_lo < hi or lo < min_hi < hi
+# Whether some periods together had at least 3 distinct incoming channels (the "many" test
+# of _add_rollup_rows): each period without ``incoming_many`` had exactly the ids
+# {lo_i, hi_i}. Their union has a third id besides the smallest ``lo`` and the largest
+# ``hi`` iff 3 or more distinct lo_i or hi_i exist, or the largest lo_i or the smallest
+# hi_i lies strictly between them (otherwise every lo_i and hi_i is one of the two).
 
 
 def _add_rollup_rows(rows: Iterable[AnyRow], tallies: _Tallies) -> None:
@@ -228,18 +239,35 @@ def _add_rollup_rows(rows: Iterable[AnyRow], tallies: _Tallies) -> None:
     for row in rows:
         out, clusters, dedup_msat, *by_class = row[:-9]
         first_ns, last_ns, lo, hi, many, n_lo, n_hi, max_lo, min_hi = row[-9:]
-        tally = tallies.of(out, first_ns, last_ns)
         # SQLite's sums of integer columns are ints already (~1 000 rows a window); the
         # class columns come in CLASS_COLUMNS' pairs (failures, missed msat)
         failures = by_class[0::2]
         missed = by_class[1::2]
-        tally.class_failures = list(map(add, tally.class_failures, failures))
-        tally.class_missed = list(map(add, tally.class_missed, missed))
-        tally.failures += sum(failures)
-        tally.raw_msat += sum(missed)
-        tally.clusters += clusters
-        tally.dedup_msat += dedup_msat
-        if _incoming_many(lo, hi, many, n_lo, n_hi, max_lo, min_hi):
+        tally = tallies.get(out)
+        if tally is None:  # the channel's first row (every row of the window's rollups)
+            tally = tallies[out] = _ChannelTally(
+                first_ns,
+                last_ns,
+                sum(failures),
+                clusters,
+                sum(missed),
+                dedup_msat,
+                failures,
+                missed,
+            )
+        else:
+            if first_ns < tally.first_ns:
+                tally.first_ns = first_ns
+            if last_ns > tally.last_ns:
+                tally.last_ns = last_ns
+            tally.class_failures = list(map(add, tally.class_failures, failures))
+            tally.class_missed = list(map(add, tally.class_missed, missed))
+            tally.failures += sum(failures)
+            tally.raw_msat += sum(missed)
+            tally.clusters += clusters
+            tally.dedup_msat += dedup_msat
+        # the "many" test (above)
+        if many or n_lo >= 3 or n_hi >= 3 or lo < max_lo < hi or lo < min_hi < hi:
             tally.incoming_many = True
         else:
             tally.incoming.update((lo, hi))
@@ -395,7 +423,12 @@ def _add_raw_failures(conn: Connection, params: Mapping[str, int], tallies: _Tal
         conn, _RAW_FAILURES, params
     ):
         tally = tallies.of(out, first_ns, last_ns)
-        tally.add_class(failure_class_of(cls), failures, missed_msat)
+        # the class numbers are the statement's own (_RAW_CLASSES): FailureClass values,
+        # in class order from 1
+        tally.failures += failures
+        tally.raw_msat += missed_msat
+        tally.class_failures[cls - 1] += failures
+        tally.class_missed[cls - 1] += missed_msat
         tally.incoming.add(incoming)
         # each failure without a cluster stands alone
         tally.clusters += lone
@@ -432,22 +465,23 @@ def window_failures(conn: Connection, node_id: int, window: Span) -> WindowFailu
         params = {"node": node_id, "hour": lo // NS_PER_HOUR, "lo": lo, "hi": hi}
         _add_rollup_rows(rows(conn, _HOUR_FAILURES, params), tallies)
         _add_raw_failures(conn, params, tallies)
-    by_channel = {
-        from_signed64(out): tally.channel_failures(from_signed64(out))
-        for out, tally in sorted(tallies.items())
-    }
+    by_channel = {}
+    for out in sorted(tallies):
+        chan_id = from_signed64(out)
+        by_channel[chan_id] = tallies[out].channel_failures(chan_id)
+    tallied = tallies.values()
     return WindowFailures(
         by_channel=by_channel,
-        failures=sum(f.failures for f in by_channel.values()),
-        missed_dedup_msat=sum(f.missed_dedup_msat for f in by_channel.values()),
-        missed_raw_msat=sum(f.missed_raw_msat for f in by_channel.values()),
+        failures=sum(t.failures for t in tallied),
+        missed_dedup_msat=sum(t.dedup_msat for t in tallied),
+        missed_raw_msat=sum(t.raw_msat for t in tallied),
     )
 
 
 # Local failures lnd gave no amount for (mailbox add failures, dust exposure, malformed
 # onions, incoming-side link fails: missed fee unknown) and HTLCs an interceptor rejected,
 # resolved in [lo, hi): few rows, each set on its own small partial index (0013).
-_UNKNOWN_AMOUNT = (
+_UNKNOWN_AMOUNT: Select[*tuple[Any, ...]] = (
     select(
         func.coalesce(channel_refs.c.chan_id, 0).label("chan_id"),
         func.count().label("failures"),
@@ -476,8 +510,10 @@ def unknown_and_rejected(
 ) -> tuple[dict[int, int], int]:
     """Failures with an unknown amount by outgoing channel (0: none), and rejections."""
     params = {"node": node_id, "lo": lo, "hi": hi}
+    # (rows unpacked in column order: hundreds of channels a window)
     unknown = {
-        from_signed64(row.chan_id): int(row.failures)
-        for row in conn.execute(_UNKNOWN_AMOUNT, params)
+        from_signed64(chan_id): int(failures)
+        for chan_id, failures in rows(conn, _UNKNOWN_AMOUNT, params)
     }
-    return unknown, int(conn.scalar(_REJECTED, params) or 0)
+    ((rejected,),) = rows(conn, _REJECTED, params)
+    return unknown, int(rejected or 0)
