@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    ScalarSelect,
     Select,
     String,
     and_,
@@ -158,10 +159,10 @@ _OFFERS = (
 # index that gives the amount order rather than sort the window's amounts). A channel
 # with no failure of the class outside the window, on a store of one node, is walked
 # without the time and node checks (the same entries; each one not decoded further).
-def _ranked(checked: bool) -> Select[Any]:
+def _walk(slot: int, checked: bool, desc: bool) -> ScalarSelect[Any]:
     stmt = (
         select(_attempt.c.outgoing_amt_msat)
-        .where(_attempt.c.outgoing_chan_ref == ref_of(bindparam("out")))
+        .where(_attempt.c.outgoing_chan_ref == ref_of(bindparam(f"out{slot}")))
         .where(_attempt.c.failure_class == bindparam("cls"))
         .where(_attempt.c.outgoing_amt_msat.is_not(None))
     )
@@ -173,11 +174,20 @@ def _ranked(checked: bool) -> Select[Any]:
     stmt = stmt.where(_attempt.c.outcome == FAILED_LOCAL)
     if checked:
         stmt = stmt.where(unindexed(_attempt.c.node_id) == bindparam("node"))
-    return stmt.limit(1).offset(bindparam("skip"))
+    amount = _attempt.c.outgoing_amt_msat
+    stmt = stmt.order_by(amount.desc() if desc else amount)
+    return stmt.limit(1).offset(bindparam(f"skip{slot}")).scalar_subquery()
 
 
-_RANK_ASC = {c: _ranked(c).order_by(_attempt.c.outgoing_amt_msat) for c in (True, False)}
-_RANK_DESC = {c: _ranked(c).order_by(_attempt.c.outgoing_amt_msat.desc()) for c in (True, False)}
+#: walks run as the columns of one statement (one row): hundreds of channels' ranks in a
+#: few statements instead of one each
+_WALKS_PER_STATEMENT = 32
+
+
+@functools.cache
+def _walks(slots: int, checked: bool, desc: bool) -> Select[Any]:
+    """``slots`` walks of one class, in one direction, as one row."""
+    return select(*(_walk(i, checked, desc).label(f"k{i}") for i in range(slots)))
 
 
 def _one_node(conn: Connection, node_id: int) -> bool:
@@ -288,21 +298,40 @@ class _Reader:
         return result
 
     def ranked(
-        self, cls: FailureClass, chan_id: int, count: int, percents: Sequence[int], bare: bool
-    ) -> dict[int, int]:
-        """Nearest ranks of the channel's ``count`` amounts of the class, walked in SQL
-        (``bare``: without the time and node checks, see _ranked)."""
-        params = self.window | {"cls": int(cls), "out": to_signed64(chan_id)}
-        asc, desc = _RANK_ASC[not bare], _RANK_DESC[not bare]
-        result: dict[int, int] = {}
-        for p in percents if count else ():
-            k = nearest_rank(count, p)
-            if k <= count - k + 1:
-                (value,) = rows(self.conn, asc, params | {"skip": k - 1})[0]
-            else:
-                (value,) = rows(self.conn, desc, params | {"skip": count - k})[0]
-            result[p] = int(value)
-        return result
+        self,
+        cls: FailureClass,
+        counted: Mapping[int, tuple[int, bool]],
+        percents: Mapping[int, Sequence[int]],
+        per_statement: int,
+    ) -> dict[int, dict[int, int]]:
+        """Nearest ranks of each channel's amounts of the class (``counted``: how many it
+        has, and whether they are walked without checks), walked in SQL from the nearer
+        end, up to ``per_statement`` walks in one statement."""
+        # (channel, percent, skip) of each walk, by (checked, descending)
+        walks: dict[tuple[bool, bool], list[tuple[int, int, int]]] = {}
+        for chan, (count, bare) in counted.items():
+            for p in percents[chan] if count else ():
+                k = nearest_rank(count, p)
+                desc = k > count - k + 1
+                walks.setdefault((not bare, desc), []).append(
+                    (chan, p, count - k if desc else k - 1)
+                )
+        result: dict[int, dict[int, int]] = {chan: {} for chan in counted}
+        for (checked, desc), todo in sorted(walks.items()):
+            for at in range(0, len(todo), per_statement):
+                part = todo[at : at + per_statement]
+                params = self.window | {"cls": int(cls)}
+                for i, (chan, _, skip) in enumerate(part):
+                    params[f"out{i}"] = to_signed64(chan)
+                    params[f"skip{i}"] = skip
+                (found,) = rows(self.conn, _walks(len(part), checked, desc), params)
+                for (chan, p, _), value in zip(part, found, strict=True):
+                    result[chan][p] = int(value)
+        # each channel's percents in the order asked
+        return {
+            chan: {p: result[chan][p] for p in percents[chan] if p in result[chan]}
+            for chan in result
+        }
 
     def offers(self, chan_ids: Sequence[int]) -> dict[int, tuple[tuple[int, int, int], ...]]:
         """(missed fee, amount, incoming channel) of each channel's fee failures."""
@@ -365,8 +394,11 @@ def _percentiles(
         for chan, ordered in reader.amounts(cls, to_read).items():
             ranked = percentiles_of(ordered, percents[chan])
             result[chan] = dict(zip(percents[chan], ranked, strict=True)) if ranked else {}
-    for chan, (n, bare) in to_rank.items():
-        result[chan] = reader.ranked(cls, chan, n, percents[chan], bare)
+    if to_rank:
+        # a short window ranks in SQL only the rare channel with very many amounts: one
+        # walk a statement
+        per_statement = 1 if short else _WALKS_PER_STATEMENT
+        result.update(reader.ranked(cls, to_rank, percents, per_statement))
     return result
 
 
