@@ -593,6 +593,59 @@ def test_failure_counts_spare_counting_amounts_of_short_windows(
     assert (len(counted) > 0, len(ranked)) == ((False, 0) if many == 3 else (True, 6))
 
 
+def test_long_windows_rank_the_known_amounts_in_sql_however_the_store_is_shared(
+    store: Store,
+) -> None:
+    # A's liquidity failures of a 200 h window: 9 with an amount, 3 without (counted
+    # by the summary, ranked nowhere), one each just before and at the window's end
+    # with extreme amounts; B's failures all in the window. A is walked with the time
+    # checks (failures outside), B without while the store holds one node, with them
+    # once a second node shares it: the same ranks every way.
+    until = UNTIL + 200 * H
+    since = until - 200 * H
+    known = [3_000_000, 1_000_000, 9_000_000, 4_000_000, 2_000_000, 8_000_000, 5_000_000]
+    known += [7_000_000, 6_000_000]
+    events = [link_fail(1, since - 1, A, IN1, 1, 0, **LIQ)]
+    for i, amount in enumerate(known):
+        events.append(link_fail(10 + i, since + (1 + 20 * i) * H, A, IN1, amount, 10, **LIQ))
+        events.append(link_fail(40 + i, since + (2 + 20 * i) * H, B, IN2, amount // 2, 10, **LIQ))
+    for i in range(3):
+        fail = link_fail(30 + i, since + (5 + 30 * i) * H, A, IN1, 0, 0, **LIQ)
+        events.append(dataclasses.replace(fail, outgoing_amt_msat=None, incoming_amt_msat=None))
+    events.append(link_fail(2, until, A, IN1, 99_000_000_000, 0, **LIQ))
+    events.sort(key=lambda e: e.timestamp_ns)
+    session = store.writer.open_session(store.node_id, since - 2 * H, "0.18.3-beta")
+    make_ingestor(store).ingest(session, events, until + 10 * MIN)
+    summary = load(store, until, 200)
+    failures = {
+        chan: summary.failures[chan].by_class[FailureClass.LIQUIDITY].failures for chan in (A, B)
+    }
+    assert failures == {A: 12, B: 9}
+    request = DetailRequest(
+        since,
+        until,
+        since,
+        amounts=amounts_of((A, FailureClass.LIQUIDITY, 12), (B, FailureClass.LIQUIDITY, 9)),
+    )
+    expected = {
+        A: tuple(percentile(sorted(known), p) for p in PERCENTS),
+        B: tuple(percentile(sorted(a // 2 for a in known), p) for p in PERCENTS),
+    }
+    for nodes in (1, 2):
+        if nodes == 2:
+            store.writer.upsert_node(dataclasses.replace(NODE, pubkey="03" + "ee" * 32), 2)
+        with recorded(store.engine) as statements:
+            facts = fetch(store, request)
+        for chan in (A, B):
+            assert (
+                facts.amount_percentiles(chan, FailureClass.LIQUIDITY, PERCENTS) == expected[chan]
+            )
+        # one walk per percent and channel, B's without the checks on one node only
+        walks = [st.count("OFFSET") for st, _ in statements]
+        bare = [st.count("OFFSET") for st, _ in statements if "resolved_ns" not in st]
+        assert (sum(walks), sum(bare)) == (2 * len(PERCENTS), len(PERCENTS) if nodes == 1 else 0)
+
+
 def test_a_channels_other_ids_count_in_its_details(store: Store) -> None:
     fill(store)
     # E's failure under its own id, plus what lnd recorded under another id of A's

@@ -13,19 +13,35 @@ Amount percentiles are nearest ranks (:mod:`lnflow.analysis.ranks`), exact eithe
   statement for all channels of a class) and ranked here, unless a channel may have
   more than :data:`RANK_IN_SQL_FROM_AMOUNTS` of them (its failures of the class bound
   its amounts): those are counted, and ranked in SQL when the count is that large;
-- longer windows count the amounts (one statement) and walk
-  ``ix_forward_attempts_local_amount`` to each rank from the nearer end; a channel with
-  other ids has its amounts read and ranked here.
+- longer windows count the amounts (one statement: each channel's failures of the class
+  in the window less those with no amount) and walk ``ix_forward_attempts_local_amount``
+  to each rank from the nearer end, without the time and node checks when the channel
+  has no failure of the class outside the window and the store records this node alone;
+  a channel with other ids has its amounts read and ranked here.
 
 Fee offers and our fee history come in one statement each for all fee channels.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import Connection, String, and_, bindparam, cast, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    ScalarSelect,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    select,
+)
 
 from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import AmountRequest, DetailFacts, DetailRequest, FeePoint
@@ -35,7 +51,7 @@ from lnflow.store.read.channels import has_policy, sample_of
 from lnflow.store.read.speed import rows
 from lnflow.store.read.sql import FAILED_LOCAL, ref_of, unindexed
 from lnflow.store.rollups import NS_PER_HOUR
-from lnflow.store.schema import channel_refs, channel_samples, channels, forward_attempts
+from lnflow.store.schema import channel_refs, channel_samples, channels, forward_attempts, nodes
 
 __all__ = ["RANK_IN_SQL_FROM_AMOUNTS", "RANK_IN_SQL_FROM_HOURS", "fetch_details"]
 
@@ -75,11 +91,53 @@ _AMOUNTS = (
     .where(*_of_channels)
     .group_by(_out_ref.c.chan_id)
 )
-_COUNTS = (
-    select(_out_ref.c.chan_id.label("out"), func.count().label("amounts"))
-    .where(*_of_channels)
-    .group_by(_out_ref.c.chan_id)
-)
+# Per channel of a class: its failures in [since, until) (``n``) less those with no
+# amount (``unknown``), and whether it has any failure of the class outside the window
+# (``outside``). ``n`` reads ix_forward_attempts_local up to resolved_ns alone: naming
+# the amount or node_id there makes SQLite decode each entry further (about twice the
+# time); the few failures with no amount are sought on ix_forward_attempts_local_amount
+# (amount NULL, the time bounds unindexed); ``outside`` is one seek each way (and one
+# for a time of NULL). The node check is left out where every attempt is the node's
+# (:func:`_one_node`).
+_ref = _out_ref.c.id
+
+
+def _class_counts(node_checked: bool) -> Select[Any]:
+    def of_channel(*where: ColumnElement[bool], what: Any = None) -> Select[Any]:
+        node = (unindexed(_attempt.c.node_id) == bindparam("node"),) if node_checked else ()
+        return (
+            select(func.count() if what is None else what)
+            .where(_attempt.c.outgoing_chan_ref == _ref)
+            .where(_attempt.c.failure_class == bindparam("cls"))
+            .where(*where)
+            .where(_attempt.c.outcome == FAILED_LOCAL, *node)
+        )
+
+    in_window = (
+        _attempt.c.resolved_ns >= bindparam("since"),
+        _attempt.c.resolved_ns < bindparam("until"),
+    )
+    unknown = of_channel(
+        _attempt.c.outgoing_amt_msat.is_(None),
+        unindexed(_attempt.c.resolved_ns) >= bindparam("since"),
+        unindexed(_attempt.c.resolved_ns) < bindparam("until"),
+    )
+    one = _attempt.c.outgoing_chan_ref
+    before = of_channel(_attempt.c.resolved_ns < bindparam("since"), what=one)
+    after = of_channel(_attempt.c.resolved_ns >= bindparam("until"), what=one)
+    unresolved = of_channel(_attempt.c.resolved_ns.is_(None), what=one)
+    return select(
+        _out_ref.c.chan_id.label("out"),
+        of_channel(*in_window).scalar_subquery().label("n"),
+        unknown.scalar_subquery().label("unknown"),
+        case((before.exists() | after.exists() | unresolved.exists(), 1), else_=0).label("outside"),
+    ).where(
+        _out_ref.c.node_id == bindparam("node"),
+        _out_ref.c.chan_id.in_(bindparam("outs", expanding=True)),
+    )
+
+
+_COUNTS = {checked: _class_counts(checked) for checked in (True, False)}
 # a channel's fee offers: its FEE_INSUFFICIENT failures, each with its incoming channel's
 # SCID (0 for none), whose inbound fee lnd added to ours
 _OFFERS = (
@@ -94,23 +152,50 @@ _OFFERS = (
     .outerjoin(_in_ref, _in_ref.c.id == _attempt.c.incoming_chan_ref)
     .where(*_of_channels)
 )
+
+
 # The k-th smallest amount of one channel's failures of a class, on
 # ix_forward_attempts_local_amount (the time bounds unindexed, so the planner walks the
-# index that gives the amount order rather than sort the window's amounts)
-_ranked = (
-    select(_attempt.c.outgoing_amt_msat)
-    .where(_attempt.c.outgoing_chan_ref == ref_of(bindparam("out")))
-    .where(_attempt.c.failure_class == bindparam("cls"))
-    .where(_attempt.c.outgoing_amt_msat.is_not(None))
-    .where(unindexed(_attempt.c.resolved_ns) >= bindparam("since"))
-    .where(unindexed(_attempt.c.resolved_ns) < bindparam("until"))
-    .where(_attempt.c.outcome == FAILED_LOCAL)
-    .where(unindexed(_attempt.c.node_id) == bindparam("node"))
-    .limit(1)
-    .offset(bindparam("skip"))
-)
-_RANK_ASC = _ranked.order_by(_attempt.c.outgoing_amt_msat)
-_RANK_DESC = _ranked.order_by(_attempt.c.outgoing_amt_msat.desc())
+# index that gives the amount order rather than sort the window's amounts). A channel
+# with no failure of the class outside the window, on a store of one node, is walked
+# without the time and node checks (the same entries; each one not decoded further).
+def _walk(slot: int, checked: bool, desc: bool) -> ScalarSelect[Any]:
+    stmt = (
+        select(_attempt.c.outgoing_amt_msat)
+        .where(_attempt.c.outgoing_chan_ref == ref_of(bindparam(f"out{slot}")))
+        .where(_attempt.c.failure_class == bindparam("cls"))
+        .where(_attempt.c.outgoing_amt_msat.is_not(None))
+    )
+    if checked:
+        stmt = stmt.where(
+            unindexed(_attempt.c.resolved_ns) >= bindparam("since"),
+            unindexed(_attempt.c.resolved_ns) < bindparam("until"),
+        )
+    stmt = stmt.where(_attempt.c.outcome == FAILED_LOCAL)
+    if checked:
+        stmt = stmt.where(unindexed(_attempt.c.node_id) == bindparam("node"))
+    amount = _attempt.c.outgoing_amt_msat
+    stmt = stmt.order_by(amount.desc() if desc else amount)
+    return stmt.limit(1).offset(bindparam(f"skip{slot}")).scalar_subquery()
+
+
+#: walks run as the columns of one statement (one row): hundreds of channels' ranks in a
+#: few statements instead of one each
+_WALKS_PER_STATEMENT = 32
+
+
+@functools.cache
+def _walks(slots: int, checked: bool, desc: bool) -> Select[Any]:
+    """``slots`` walks of one class, in one direction, as one row."""
+    return select(*(_walk(i, checked, desc).label(f"k{i}") for i in range(slots)))
+
+
+def _one_node(conn: Connection, node_id: int) -> bool:
+    """Whether the store records node ``node_id`` alone: every attempt is then its own
+    (``forward_attempts.node_id`` is a foreign key to ``nodes``)."""
+    lowest, highest = conn.execute(select(func.min(nodes.c.id), func.max(nodes.c.id))).one()
+    return bool(lowest == highest == node_id)
+
 
 # Our fee policy from the history's start: each channel's last sample with a policy at or
 # before it (the policy then in force; else the first after it, one seek per channel),
@@ -187,12 +272,20 @@ class _Reader:
     def _params(self, cls: FailureClass, ids: Mapping[int, int]) -> dict[str, object]:
         return self.window | {"cls": int(cls), "outs": sorted(ids)}
 
-    def counts(self, cls: FailureClass, chan_ids: Sequence[int]) -> dict[int, int]:
-        """How many known amounts each channel's failures of the class have (no aliases)."""
+    @functools.cached_property
+    def one_node(self) -> bool:
+        return _one_node(self.conn, self.window["node"])
+
+    def counts(self, cls: FailureClass, chan_ids: Sequence[int]) -> dict[int, tuple[int, bool]]:
+        """How many known amounts each channel's failures of the class have (no aliases),
+        and whether they may be walked without checks (none outside the window, one node)."""
         ids = self.ids_of(chan_ids)
-        counted = self.conn.execute(_COUNTS, self._params(cls, ids)).all()
-        found = {ids[row.out]: int(row.amounts) for row in counted}
-        return {chan: found.get(chan, 0) for chan in chan_ids}
+        stmt = _COUNTS[not self.one_node]
+        found = {
+            ids[out]: (int(n) - int(unknown), self.one_node and not outside)
+            for out, n, unknown, outside in self.conn.execute(stmt, self._params(cls, ids)).all()
+        }
+        return {chan: found.get(chan, (0, False)) for chan in chan_ids}
 
     def amounts(self, cls: FailureClass, chan_ids: Sequence[int]) -> dict[int, list[int]]:
         """Each channel's known amounts of the class (its other ids' included), sorted."""
@@ -205,19 +298,40 @@ class _Reader:
         return result
 
     def ranked(
-        self, cls: FailureClass, chan_id: int, count: int, percents: Sequence[int]
-    ) -> dict[int, int]:
-        """Nearest ranks of the channel's ``count`` amounts of the class, walked in SQL."""
-        params = self.window | {"cls": int(cls), "out": to_signed64(chan_id)}
-        result: dict[int, int] = {}
-        for p in percents if count else ():
-            k = nearest_rank(count, p)
-            if k <= count - k + 1:
-                (value,) = rows(self.conn, _RANK_ASC, params | {"skip": k - 1})[0]
-            else:
-                (value,) = rows(self.conn, _RANK_DESC, params | {"skip": count - k})[0]
-            result[p] = int(value)
-        return result
+        self,
+        cls: FailureClass,
+        counted: Mapping[int, tuple[int, bool]],
+        percents: Mapping[int, Sequence[int]],
+        per_statement: int,
+    ) -> dict[int, dict[int, int]]:
+        """Nearest ranks of each channel's amounts of the class (``counted``: how many it
+        has, and whether they are walked without checks), walked in SQL from the nearer
+        end, up to ``per_statement`` walks in one statement."""
+        # (channel, percent, skip) of each walk, by (checked, descending)
+        walks: dict[tuple[bool, bool], list[tuple[int, int, int]]] = {}
+        for chan, (count, bare) in counted.items():
+            for p in percents[chan] if count else ():
+                k = nearest_rank(count, p)
+                desc = k > count - k + 1
+                walks.setdefault((not bare, desc), []).append(
+                    (chan, p, count - k if desc else k - 1)
+                )
+        result: dict[int, dict[int, int]] = {chan: {} for chan in counted}
+        for (checked, desc), todo in sorted(walks.items()):
+            for at in range(0, len(todo), per_statement):
+                part = todo[at : at + per_statement]
+                params = self.window | {"cls": int(cls)}
+                for i, (chan, _, skip) in enumerate(part):
+                    params[f"out{i}"] = to_signed64(chan)
+                    params[f"skip{i}"] = skip
+                (found,) = rows(self.conn, _walks(len(part), checked, desc), params)
+                for (chan, p, _), value in zip(part, found, strict=True):
+                    result[chan][p] = int(value)
+        # each channel's percents in the order asked
+        return {
+            chan: {p: result[chan][p] for p in percents[chan] if p in result[chan]}
+            for chan in result
+        }
 
     def offers(self, chan_ids: Sequence[int]) -> dict[int, tuple[tuple[int, int, int], ...]]:
         """(missed fee, amount, incoming channel) of each channel's fee failures."""
@@ -268,20 +382,23 @@ def _percentiles(
     for r in requests:
         few = short and r.failures <= RANK_IN_SQL_FROM_AMOUNTS
         (to_read if few or r.chan_id in reader.other_ids else to_count).append(r.chan_id)
-    to_rank: dict[int, int] = {}
+    to_rank: dict[int, tuple[int, bool]] = {}
     if to_count:
-        for chan, n in reader.counts(cls, to_count).items():
+        for chan, (n, bare) in reader.counts(cls, to_count).items():
             if short and n <= RANK_IN_SQL_FROM_AMOUNTS:
                 to_read.append(chan)
             else:
-                to_rank[chan] = n
+                to_rank[chan] = (n, bare)
     result: dict[int, dict[int, int]] = {}
     if to_read:
         for chan, ordered in reader.amounts(cls, to_read).items():
             ranked = percentiles_of(ordered, percents[chan])
             result[chan] = dict(zip(percents[chan], ranked, strict=True)) if ranked else {}
-    for chan, n in to_rank.items():
-        result[chan] = reader.ranked(cls, chan, n, percents[chan])
+    if to_rank:
+        # a short window ranks in SQL only the rare channel with very many amounts: one
+        # walk a statement
+        per_statement = 1 if short else _WALKS_PER_STATEMENT
+        result.update(reader.ranked(cls, to_rank, percents, per_statement))
     return result
 
 
