@@ -34,7 +34,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-import httpx
 import structlog
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -56,6 +55,7 @@ from lnflow.store.engines import store_bytes
 from lnflow.text import printable
 
 if TYPE_CHECKING:
+    import httpx
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
     from lnflow.recording import StoreThread
@@ -114,6 +114,8 @@ class _Webhook:
             node_alias=str(node["alias"]),
             chat_id=t.chat_id,
         )
+        import httpx  # loaded with the first webhook target (bench/README.md: memory)
+
         try:
             response = await self._client.post(
                 t.url, content=body, headers=headers, timeout=t.timeout_s
@@ -228,6 +230,8 @@ class AlertService:
         for target in s.targets:
             if isinstance(target, WebhookTarget):
                 if self._client is None:
+                    import httpx  # only with a webhook: ~1 MB the daemon need not hold
+
                     self._client = httpx.AsyncClient(follow_redirects=False)
                 self._workers.append(_Worker(_Webhook(target, self._client), s))
             else:

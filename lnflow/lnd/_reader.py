@@ -8,7 +8,8 @@ deserialisation), forwarded in batches over a pipe to :class:`lnflow.lnd.HtlcStr
 which decodes and hands them on exactly as before.
 
 It is started by path (``python -P .../_reader.py``) and imports only the standard
-library and grpc: no lnflow, no protobuf modules, no SQLAlchemy.
+library and grpc: no lnflow, no protobuf modules, no SQLAlchemy, not even Python's
+ssl (grpc has its own TLS).
 
 Protocol. stdin: one JSON line (rpcserver, certificate and macaroon as hex, channel
 options, the parent's pid), then nothing; EOF on stdin means "stop" (the parent closed
@@ -39,8 +40,13 @@ import threading
 import time
 from typing import Any
 
-import grpc
-import grpc.experimental
+# Python's ssl module is never used here (grpc carries its own TLS), yet asyncio, which
+# grpc imports, loads it and with it libssl and libcrypto: ~4 MB of this process's RSS
+# (bench/README.md: memory). asyncio does without it; so does everything run here.
+sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
+import grpc  # noqa: E402
+import grpc.experimental  # noqa: E402
 
 METHOD = "/routerrpc.Router/SubscribeHtlcEvents"
 FLUSH_EVERY_S = 0.01  # a quiet stream still delivers within ~10 ms

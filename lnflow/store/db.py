@@ -124,7 +124,12 @@ def open_engine(
             f"cannot create the store at {path} ({exc.strerror}): pass --db with a writable path"
         ) from exc
     refuse_foreign(path)
-    engine = create_engine(f"sqlite:///{path}")
+    # One connection kept between uses, the others closed when given back: the store
+    # thread's batches reuse the kept one, and a connection the analysis, the metrics
+    # or a job opened beside it does not keep its page cache (up to 2 MB) and
+    # prepared statements for the daemon's lifetime (bench/README.md: memory). At most
+    # 15 at once, as before.
+    engine = create_engine(f"sqlite:///{path}", pool_size=1, max_overflow=14)
     event.listen(engine, "connect", _on_connect)
     try:
         with engine.connect() as conn:

@@ -11,6 +11,8 @@ Conventions:
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -63,6 +65,26 @@ __all__ = [
     "run_gaps",
     "stream_sessions",
 ]
+
+
+# A partial index's WHERE for PostgreSQL is attached by with_postgresql_where(), which
+# lnflow.store.engines.postgresql calls when imported: naming postgresql_where here
+# would load SQLAlchemy's PostgreSQL dialect and its drivers' modules (2.2 MB) into
+# every process that only uses SQLite (bench/README.md: memory).
+_PG_WHERE: list[tuple[Index, Any]] = []
+
+
+def _partial(*args: Any, where: Any, **kw: Any) -> Index:
+    """An index over the rows ``where`` holds, on both engines."""
+    index = Index(*args, sqlite_where=where, **kw)
+    _PG_WHERE.append((index, where))
+    return index
+
+
+def with_postgresql_where() -> None:
+    """Give the partial indexes their WHERE for PostgreSQL (idempotent)."""
+    for index, where in _PG_WHERE:
+        index.dialect_options["postgresql"]["where"] = where
 
 
 metadata = MetaData(
@@ -129,7 +151,7 @@ htlc_events = Table(
 # (0, 0, chan, 0), one per failed payment: their timestamp tells them apart (0013).
 _SEND_LINK_FAIL = text("event_type = 1 AND kind = 4")
 _NOT_SEND_LINK_FAIL = text("NOT (event_type = 1 AND kind = 4)")
-Index(
+_partial(
     "uq_htlc_events_key",
     htlc_events.c.node_id,
     htlc_events.c.kind,
@@ -138,17 +160,15 @@ Index(
     htlc_events.c.outgoing_chan_ref,
     htlc_events.c.outgoing_htlc_id,
     unique=True,
-    sqlite_where=_NOT_SEND_LINK_FAIL,
-    postgresql_where=_NOT_SEND_LINK_FAIL,
+    where=_NOT_SEND_LINK_FAIL,
 )
-Index(
+_partial(
     "uq_htlc_events_send_fail_key",
     htlc_events.c.node_id,
     htlc_events.c.outgoing_chan_ref,
     htlc_events.c.timestamp_ns,
     unique=True,
-    sqlite_where=_SEND_LINK_FAIL,
-    postgresql_where=_SEND_LINK_FAIL,
+    where=_SEND_LINK_FAIL,
 )
 
 # One row per daemon instance that ever ran against this store (id 1 today).
@@ -212,7 +232,7 @@ forward_attempts = Table(
 # fixes it (2 bytes). Nothing may come between failure_class and resolved_ns: with the
 # amount before the time the planner prefers such an index and reads the channel's
 # whole class history.
-Index(
+_partial(
     "ix_forward_attempts_local",
     forward_attempts.c.outgoing_chan_ref,
     forward_attempts.c.failure_class,
@@ -221,15 +241,14 @@ Index(
     forward_attempts.c.missed_fee_msat,
     forward_attempts.c.node_id,
     forward_attempts.c.outcome,
-    sqlite_where=forward_attempts.c.outcome == 2,
-    postgresql_where=forward_attempts.c.outcome == 2,
+    where=forward_attempts.c.outcome == 2,
 )
 
 # Percentiles of a long window's failed amounts (StoreFailureDetails.amount_percentiles):
 # the same rows in amount order, so the k-th smallest amount of a channel's class in a
 # time range is found by walking k index entries (resolved_ns is checked from the index)
 # instead of reading and sorting them all. Added by 0005.
-Index(
+_partial(
     "ix_forward_attempts_local_amount",
     forward_attempts.c.outgoing_chan_ref,
     forward_attempts.c.failure_class,
@@ -237,26 +256,23 @@ Index(
     forward_attempts.c.resolved_ns,
     forward_attempts.c.node_id,
     forward_attempts.c.outcome,
-    sqlite_where=forward_attempts.c.outcome == 2,
-    postgresql_where=forward_attempts.c.outcome == 2,
+    where=forward_attempts.c.outcome == 2,
 )
 
 # The analysis' node totals of what has no missed fee to sum (0013): local failures lnd
 # gave no amount for, and HTLCs an interceptor rejected (outcome 5, REJECTED_LOCAL).
-Index(
+_partial(
     "ix_forward_attempts_unknown_amount",
     forward_attempts.c.resolved_ns,
     forward_attempts.c.outgoing_chan_ref,
     forward_attempts.c.node_id,
-    sqlite_where=text("outcome = 2 AND outgoing_amt_msat IS NULL"),
-    postgresql_where=text("outcome = 2 AND outgoing_amt_msat IS NULL"),
+    where=text("outcome = 2 AND outgoing_amt_msat IS NULL"),
 )
-Index(
+_partial(
     "ix_forward_attempts_rejected",
     forward_attempts.c.resolved_ns,
     forward_attempts.c.node_id,
-    sqlite_where=text("outcome = 5"),
-    postgresql_where=text("outcome = 5"),
+    where=text("outcome = 5"),
 )
 
 # Demand clusters (DESIGN §4); ids are assigned by lnflow.clusters.ClusterAssigner.
@@ -418,11 +434,10 @@ analysis_runs = Table(
 )
 # the runs that still hold a table (one per node): SnapshotWriter clears them
 _HAS_TABLE = text("table_text IS NOT NULL")
-Index(
+_partial(
     "ix_analysis_runs_table",
     analysis_runs.c.node_id,
-    sqlite_where=_HAS_TABLE,
-    postgresql_where=_HAS_TABLE,
+    where=_HAS_TABLE,
 )
 
 run_gaps = Table(

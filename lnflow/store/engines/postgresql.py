@@ -19,6 +19,10 @@ from sqlalchemy.engine import Dialect
 from lnflow.errors import StoreError
 from lnflow.store.engines import DbUrl, PlainDb
 from lnflow.store.readonly import judge_revision
+from lnflow.store.schema import with_postgresql_where
+
+# the partial indexes' WHERE on this engine (lnflow.store.schema)
+with_postgresql_where()
 
 __all__ = [
     "EXTRA_HINT",
