@@ -2,7 +2,8 @@
 
 :func:`classify` is pure (status code name and details in, exception out) so
 the table can be tested with the exact strings grpcio reports. It returns the
-error; the caller raises it ``from`` the grpc exception. Observed with
+error; the caller raises it ``from`` the :class:`RpcFailure` the lnd gateway
+process reported (code name, details, the channel's connectivity). Observed with
 grpcio 1.85 (details of the failed call):
 
 * wrong tls.cert: ``UNAVAILABLE`` "failed to connect to all addresses; last
