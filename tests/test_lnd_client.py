@@ -1262,6 +1262,36 @@ def test_stream_many_events_arrive_in_order(tmp_path: Path, certs: Certs) -> Non
 
 
 @pytest.mark.e2e
+def test_unary_calls_are_answered_while_a_stream_is_not_read(tmp_path: Path, certs: Certs) -> None:
+    """The stream's batches wait in the gateway (grpc's flow control), not in the pipe
+    the unary answers share: a reader that falls behind holds back only its stream."""
+    events = [
+        router_pb2.HtlcEvent(incoming_htlc_id=i, forward_fail_event=router_pb2.ForwardFailEvent())
+        for i in range(20_000)
+    ]
+    node = FakeLnd(stream=StreamScript(events=events, hold=True))
+
+    async def body() -> None:
+        async with serving(node, certs.node) as port:
+            creds = write_credentials(tmp_path, port, certs.node.cert_pem, MACAROON)
+            async with LndClient(creds, timeout_s=5) as lnd:
+                stream = lnd.subscribe_htlc_events()
+                await stream.wait_connected(5)
+                for _ in range(20):  # the stream is not read meanwhile
+                    assert (await lnd.get_info()).alias == "fake"
+                    await lnd.probe(5)
+                got = []
+                async for event in stream:
+                    assert isinstance(event, HtlcEvent)
+                    got.append(event.incoming_htlc_id)
+                    if len(got) == len(events):
+                        stream.cancel()
+        assert got == list(range(20_000))
+
+    run(body)
+
+
+@pytest.mark.e2e
 def test_stream_unavailable_abort_raises_mapped_error(tmp_path: Path, certs: Certs) -> None:
     script = StreamScript(
         events=STREAM_EVENTS[:2], abort=(grpc.StatusCode.UNAVAILABLE, "lnd is shutting down")

@@ -24,7 +24,10 @@ stream id (u32 LE):
 * ``U`` unary call: id | JSON header length (u16 LE) | ``{"method", "timeout_s"}`` |
   the serialized request;
 * ``O`` open a stream: id | JSON ``{"method", "options"}``;
-* ``C`` stop the stream id (its last batch and ``D`` follow).
+* ``C`` stop the stream id (its last batch and ``D`` follow);
+* ``K`` one ``B`` frame of the stream was taken: a stream sends at most
+  ``MAX_UNACKED`` batches ahead, then stops reading lnd (grpc's flow control holds
+  lnd back), so a slow consumer never fills the pipe the unary answers share.
 
 EOF on stdin means "stop": every stream ends (``D``), then the process exits. stdout:
 frames whose payload starts with the id (u32 LE):
@@ -66,6 +69,7 @@ import grpc.experimental  # noqa: E402
 
 FLUSH_EVERY_S = 0.01  # a quiet stream still delivers within ~10 ms
 MAX_BATCH = 512  # messages per frame
+MAX_UNACKED = 16  # B frames a stream sends before the parent took one (K)
 _PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8  # mallopt(3)
 TRIM_EVERY_S = 10.0  # hand freed heap back to the kernel
@@ -112,6 +116,25 @@ class _Batch:
         self.lock = threading.Lock()
         self.parts: list[bytes] = []
         self.count = 0
+        self.unacked = 0  # B frames sent the parent has not taken yet
+        self.window = threading.Condition(threading.Lock())
+        self.closed = False
+
+    def wait_window(self) -> None:
+        """Block the stream's reader while MAX_UNACKED batches wait in the parent."""
+        with self.window:
+            while self.unacked >= MAX_UNACKED and not self.closed:
+                self.window.wait()
+
+    def acked(self) -> None:
+        with self.window:
+            self.unacked -= 1
+            self.window.notify_all()
+
+    def close(self) -> None:
+        with self.window:
+            self.closed = True
+            self.window.notify_all()
 
     def add(self, msg: bytes) -> None:
         with self.lock:
@@ -136,6 +159,8 @@ class _Batch:
         payload = b"".join(self.parts)
         self.parts = []
         self.count = 0
+        with self.window:
+            self.unacked += 1
         self.out.frame(b"B", self.ident, payload)
 
 
@@ -213,14 +238,13 @@ class Gateway:
             return
 
         def done(f: Any) -> None:
-            try:
-                exc = f.exception()
-                if exc is None:
-                    self.out.frame(b"R", ident, f.result())
-                else:
+            with contextlib.suppress(BrokenPipeError):  # the parent is gone
+                try:
+                    data = f.result()
+                except Exception as exc:  # grpc.RpcError; cancelled as the process ends
                     self._failed(ident, exc)
-            except BrokenPipeError:  # the parent is gone
-                pass
+                    return
+                self.out.frame(b"R", ident, data)
 
         future.add_done_callback(done)
 
@@ -251,6 +275,12 @@ class Gateway:
             stream = self.streams.get(ident)
         if stream is not None:
             stream.stop()
+
+    def ack(self, ident: int) -> None:
+        with self.lock:
+            stream = self.streams.get(ident)
+        if stream is not None:
+            stream.batch.acked()
 
     def ended(self, stream: _Stream) -> None:
         with self.lock:
@@ -295,6 +325,8 @@ class Gateway:
                     self.open_stream(ident, body)
                 elif kind == b"C":
                     self.stop_stream(ident)
+                elif kind == b"K":
+                    self.ack(ident)
         finally:
             with self.lock:
                 streams = list(self.streams.values())
@@ -324,6 +356,7 @@ class _Stream:
         """Closing the channel cancels the call without the call's lock, which a
         blocked initial_metadata() holds."""
         self.stopping.set()
+        self.batch.close()
         self.channel.close()
 
     def run(self) -> None:
@@ -355,6 +388,7 @@ class _Stream:
                 if not established:
                     established = True
                     out.frame(b"E")
+                out.wait_window()
                 out.add(msg)
             out.frame(b"D")
         except grpc.RpcError as exc:

@@ -3,9 +3,10 @@
 One :class:`GatewayProcess` per :class:`lnflow.lnd.LndClient`: unary calls go out as
 serialized requests and come back as serialized responses (or a failure with grpc's
 status code name, details and the channel's connectivity); each HTLC stream's frames
-land in its :class:`Inbox`. If the process dies, every pending call fails with an
-:class:`LndRpcError` and every open stream ends with one; the client then starts a new
-process on its next call.
+land in its :class:`Inbox`, acknowledged batch by batch, so the stream's reader paces
+its stream and unary answers never wait behind it. If the process dies, every pending
+call fails with an :class:`LndRpcError` and every open stream ends with one; the client
+then starts a new process on its next call.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import itertools
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,6 @@ __all__ = ["GATEWAY", "GatewayConfig", "GatewayProcess", "Inbox"]
 GATEWAY = Path(__file__).with_name("_gateway.py")
 CLOSE_WAIT_S = 5.0  # after stdin's EOF: the streams' last batches and exit, then SIGKILL
 ANSWER_GRACE_S = 10.0  # beyond a call's deadline: the gateway itself is stuck
-MAX_QUEUED = 16  # frames a stream may lag before the gateway's pipe is left to fill
 
 Frame = tuple[bytes, bytes]  # kind, payload (starting with the 4-byte id)
 
@@ -56,40 +57,36 @@ class GatewayConfig:
 
 
 class Inbox:
-    """One stream's frames in order; ``None`` once no more will come."""
+    """One stream's frames in order; ``None`` once no more will come.
 
-    __slots__ = ("_frames", "_ready", "_room")
+    It holds at most the gateway's window of message batches (``MAX_UNACKED`` in
+    :mod:`lnflow.lnd._gateway`): the gateway sends the next one only when one was
+    taken (``K``), so a slow reader holds back its own stream, never the pipe.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_ack", "_frames", "_ready")
+
+    def __init__(self, ack: Callable[[], None]) -> None:
         self._frames: collections.deque[Frame | None] = collections.deque()
         self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._ack = ack
 
     def put(self, frame: Frame | None) -> None:
         self._frames.append(frame)
         self._ready.set()
-        if frame is None:
-            self._room.set()
-        elif len(self._frames) >= MAX_QUEUED:
-            self._room.clear()
 
     async def get(self) -> Frame | None:
         while not self._frames:
             self._ready.clear()
             await self._ready.wait()
         frame = self._frames.popleft()
-        if len(self._frames) < MAX_QUEUED:
-            self._room.set()
+        if frame is not None and frame[0] == b"B":
+            self._ack()
         return frame
 
     def abandon(self) -> None:
-        """Nobody reads on: never hold the gateway's pipe for it."""
+        """Nobody reads on."""
         self._frames.clear()
-        self._room.set()
-
-    async def room(self) -> None:
-        await self._room.wait()
 
 
 def _frame(kind: bytes, ident: int, payload: bytes = b"") -> bytes:
@@ -174,7 +171,7 @@ class GatewayProcess:
         """Start a server-streaming call on a channel of its own; its id."""
         proc = await self._process()
         ident = next(self._ids)
-        self._inboxes[ident] = Inbox()
+        self._inboxes[ident] = Inbox(lambda: self._ack(ident))
         spec = {"method": method, "options": [list(o) for o in options]}
         self._send(proc, _frame(b"O", ident, json.dumps(spec).encode()))
         return ident
@@ -187,6 +184,12 @@ class GatewayProcess:
         proc = self._proc
         if proc is not None and self.gone is None and ident in self._inboxes:
             self._send(proc, _frame(b"C", ident))
+
+    def _ack(self, ident: int) -> None:
+        """One batch of the stream taken: the gateway may send another."""
+        proc = self._proc
+        if proc is not None and self.gone is None and ident in self._inboxes:
+            self._send(proc, _frame(b"K", ident))
 
     def forget_stream(self, ident: int) -> None:
         inbox = self._inboxes.pop(ident, None)
@@ -222,22 +225,26 @@ class GatewayProcess:
                 inbox.put((kind, payload))
                 if kind == b"D" or kind == b"X":
                     del self._inboxes[ident]
-                else:
-                    await inbox.room()  # the stream's reader is behind: let the pipe fill
         except asyncio.IncompleteReadError:
             pass
-        finally:
-            status = await proc.wait()
-            if self._closing:
-                self.gone = "the LND client was closed"
-            else:
-                self.gone = f"the lnd gateway process exited unexpectedly (status {status})"
-            for future in self._calls.values():
-                if not future.done():
-                    future.set_exception(LndRpcError(self.gone))
-            inboxes, self._inboxes = list(self._inboxes.values()), {}
-            for inbox in inboxes:
-                inbox.put(None)
+        except BaseException:  # cancelled (the loop ends): nobody waits for it any more
+            self._end("the lnd gateway's pipe is no longer read")
+            raise
+        status = await proc.wait()
+        if self._closing:
+            self._end("the LND client was closed")
+        else:
+            self._end(f"the lnd gateway process exited unexpectedly (status {status})")
+
+    def _end(self, why: str) -> None:
+        """Fail every pending call and end every open stream with ``why``."""
+        self.gone = why
+        for future in self._calls.values():
+            if not future.done():
+                future.set_exception(LndRpcError(why))
+        inboxes, self._inboxes = list(self._inboxes.values()), {}
+        for inbox in inboxes:
+            inbox.put(None)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -92,7 +92,7 @@ class HtlcStream:
             self._gateway.stop_stream(ident)
         inbox = self._gateway.inbox(ident)
         if inbox is None:  # the gateway died at once
-            inbox = Inbox()
+            inbox = Inbox(lambda: None)
             inbox.put(None)
         return inbox
 
