@@ -62,6 +62,7 @@ __all__ = ["WindowFailures", "failure_class_of", "unknown_and_rejected", "window
 _RESOLVE_SLACK_NS = NS_PER_HOUR
 
 _CLASSES = tuple(FailureClass)
+_new_tuple = tuple.__new__
 _FAILURE_COLUMNS = tuple(failures for failures, _ in CLASS_COLUMNS)
 
 
@@ -115,20 +116,19 @@ class _ChannelTally:
 
     def channel_failures(self, chan_id: int) -> ChannelFailures:
         incoming = INCOMING_CAP if self.incoming_many else min(len(self.incoming), INCOMING_CAP)
-        by_class = {}
-        for cls, n, raw in zip(_CLASSES, self.class_failures, self.class_missed, strict=True):
-            if n or raw:
-                by_class[cls] = ClassStats(n, raw)
+        # (one per channel of the window: positional, each ClassStats made by
+        # tuple.__new__, which skips the named tuple's Python-level __new__)
+        classes = zip(_CLASSES, self.class_failures, self.class_missed, strict=True)
         return ChannelFailures(
-            chan_id=chan_id,
-            failures=self.failures,
-            clusters=self.clusters,
-            missed_raw_msat=self.raw_msat,
-            missed_dedup_msat=self.dedup_msat,
-            incoming_channels=incoming,
-            first_failure_ns=self.first_ns,
-            last_failure_ns=self.last_ns,
-            by_class=by_class,
+            chan_id,
+            self.failures,
+            self.clusters,
+            self.raw_msat,
+            self.dedup_msat,
+            incoming,
+            self.first_ns,
+            self.last_ns,
+            {cls: _new_tuple(ClassStats, (n, raw)) for cls, n, raw in classes if n or raw},
         )
 
 
