@@ -20,7 +20,8 @@ from .memory import limit_malloc_arenas
 __all__ = ["main"]
 
 # gRPC's C core writes its own INFO lines (e.g. every failed TLS handshake) to stderr;
-# lnflowd reports those failures itself, once, in one line. Set before grpc is imported.
+# lnflowd reports those failures itself, once, in one line. grpc runs in the lnd gateway
+# process (lnflow.lnd.gateway), which inherits this environment.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 

@@ -1,8 +1,9 @@
 """glibc heap settings for the long-running daemon (no-ops where glibc is absent).
 
 Measured on lnflowd (bench/README.md): glibc gives every thread that mallocs its own
-arena (up to 8 per core); lnflowd's ~10 threads (store writer, asyncio's workers, grpc's)
-left ~13 MB free but resident in 12 arenas after the first ledger sync. Two arenas
+arena (up to 8 per core); lnflowd's ~10 threads (store writer, asyncio's workers, and
+grpc's until gRPC moved to the lnd gateway process) left ~13 MB free but resident in 12
+arenas after the first ledger sync. Two arenas
 keep the store thread and the event loop apart and leave ~4 MB free. Trimming after a
 scheduled job hands the pages it freed back to the kernel.
 

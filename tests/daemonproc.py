@@ -265,7 +265,7 @@ class Daemon:
         return self._proc is not None and self._proc.poll() is None
 
     def children(self) -> list[int]:
-        """Pids of the daemon's child processes (its HTLC stream reader)."""
+        """Pids of the daemon's child processes (its lnd gateway)."""
         return children(self.pid)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import os
+import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -52,7 +54,7 @@ from lnflow.lnd._proto import (
     verrpc_pb2,
     verrpc_pb2_grpc,
 )
-from lnflow.lnd.errors import classify
+from lnflow.lnd.errors import RpcFailure, classify
 
 TEST_TIMEOUT_S = 30.0
 ALIAS_SCID = (16_000_000 << 40) | (1 << 16) | 1  # lnd alias range: >= 2**63
@@ -853,6 +855,8 @@ class FakeLnd:
     stream: StreamScript = field(default_factory=StreamScript)
     forwards: list[lightning_pb2.ForwardingEvent] = field(default_factory=list)
     subscribers: int = 0
+    hold_get_info: asyncio.Event | None = None  # GetInfo answers once it is set
+    get_info_asked: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def auth(self, context: Any, method: str) -> None:
         values = [v for k, v in context.invocation_metadata() if k == "macaroon"]
@@ -870,6 +874,9 @@ class FakeLightning(lightning_pb2_grpc.LightningServicer):
 
     async def GetInfo(self, request: Any, context: Any) -> lightning_pb2.GetInfoResponse:
         await self.node.auth(context, "GetInfo")
+        self.node.get_info_asked.set()
+        if self.node.hold_get_info is not None:
+            await self.node.hold_get_info.wait()
         return lightning_pb2.GetInfoResponse(
             identity_pubkey=OUR_PUBKEY,
             alias="fake",
@@ -975,6 +982,7 @@ async def serving(
         await server.stop(None)
 
 
+@pytest.mark.e2e
 def test_check_returns_domain_records(tmp_path: Path, certs: Certs) -> None:
     async def body() -> None:
         async with serving(FakeLnd(), certs.node) as port:
@@ -994,6 +1002,7 @@ def test_check_returns_domain_records(tmp_path: Path, certs: Certs) -> None:
     run(body)
 
 
+@pytest.mark.e2e
 def test_get_version_without_versioner_parses_getinfo(tmp_path: Path, certs: Certs) -> None:
     async def body() -> None:
         async with serving(FakeLnd(version="0.9.2-beta"), certs.node, versioner=False) as port:
@@ -1004,6 +1013,7 @@ def test_get_version_without_versioner_parses_getinfo(tmp_path: Path, certs: Cer
     run(body)
 
 
+@pytest.mark.e2e
 def test_unary_rpcs_return_domain_records(tmp_path: Path, certs: Certs) -> None:
     node = FakeLnd(
         forwards=[
@@ -1051,6 +1061,7 @@ def test_unary_rpcs_return_domain_records(tmp_path: Path, certs: Certs) -> None:
     run(body)
 
 
+@pytest.mark.e2e
 def test_wrong_macaroon_is_rejected(tmp_path: Path, certs: Certs) -> None:
     async def body() -> None:
         async with serving(FakeLnd(), certs.node) as port:
@@ -1062,11 +1073,12 @@ def test_wrong_macaroon_is_rejected(tmp_path: Path, certs: Certs) -> None:
             f"LND rejected the macaroon {creds.macaroonpath} ({SIG_MISMATCH}): "
             "use the macaroon of this node and network (--macaroonpath)"
         )
-        assert isinstance(info.value.__cause__, grpc.RpcError)
+        assert isinstance(info.value.__cause__, RpcFailure)
 
     run(body)
 
 
+@pytest.mark.e2e
 def test_missing_permission_is_named(tmp_path: Path, certs: Certs) -> None:
     async def body() -> None:
         async with serving(FakeLnd(denied={"ListChannels"}), certs.node) as port:
@@ -1079,6 +1091,7 @@ def test_missing_permission_is_named(tmp_path: Path, certs: Certs) -> None:
     run(body)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("server_cert", "host", "fragment"),
     [
@@ -1103,11 +1116,12 @@ def test_tls_failures(
                     await lnd.get_info()
         assert fragment in str(info.value)
         assert str(creds.tlscertpath) in str(info.value) or server_cert is None
-        assert isinstance(info.value.__cause__, grpc.RpcError)
+        assert isinstance(info.value.__cause__, RpcFailure)
 
     run(body)
 
 
+@pytest.mark.e2e
 def test_closed_port_is_unreachable(tmp_path: Path, certs: Certs) -> None:
     port = free_port()
 
@@ -1124,6 +1138,7 @@ def test_closed_port_is_unreachable(tmp_path: Path, certs: Certs) -> None:
     run(body)
 
 
+@pytest.mark.e2e
 def test_silent_peer_times_out_as_unreachable(tmp_path: Path, certs: Certs) -> None:
     """A port that accepts TCP but never completes TLS: deadline while connecting."""
     with socket.socket() as listener:
@@ -1138,6 +1153,37 @@ def test_silent_peer_times_out_as_unreachable(tmp_path: Path, certs: Certs) -> N
                     await lnd.get_info()
 
         run(body)
+
+
+@pytest.mark.e2e
+def test_gateway_killed_fails_the_pending_call_and_the_next_call_starts_another(
+    tmp_path: Path, certs: Certs
+) -> None:
+    async def body() -> None:
+        node = FakeLnd()
+        async with serving(node, certs.node) as port:
+            creds = write_credentials(tmp_path, port, certs.node.cert_pem, MACAROON)
+            async with LndClient(creds, timeout_s=5) as lnd:
+                await lnd.get_info()
+                first = lnd.gateway_pid
+                assert first is not None
+                node.hold_get_info = asyncio.Event()
+                node.get_info_asked.clear()
+                pending = asyncio.create_task(lnd.get_info())
+                await node.get_info_asked.wait()  # the call is in the gateway
+                os.kill(first, signal.SIGKILL)
+                with pytest.raises(LndRpcError) as info:
+                    await pending
+                assert str(info.value) == (
+                    "the lnd gateway process exited unexpectedly (status -9)"
+                )
+                node.hold_get_info = None
+                assert (await lnd.get_info()).alias == "fake"
+                assert lnd.gateway_pid not in (None, first)
+                stream = lnd.subscribe_htlc_events()  # streams run in the new one too
+                assert await collect(stream) == []
+
+    run(body)
 
 
 def test_missing_files_raise_before_connecting(tmp_path: Path) -> None:
@@ -1216,6 +1262,36 @@ def test_stream_many_events_arrive_in_order(tmp_path: Path, certs: Certs) -> Non
 
 
 @pytest.mark.e2e
+def test_unary_calls_are_answered_while_a_stream_is_not_read(tmp_path: Path, certs: Certs) -> None:
+    """The stream's batches wait in the gateway (grpc's flow control), not in the pipe
+    the unary answers share: a reader that falls behind holds back only its stream."""
+    events = [
+        router_pb2.HtlcEvent(incoming_htlc_id=i, forward_fail_event=router_pb2.ForwardFailEvent())
+        for i in range(20_000)
+    ]
+    node = FakeLnd(stream=StreamScript(events=events, hold=True))
+
+    async def body() -> None:
+        async with serving(node, certs.node) as port:
+            creds = write_credentials(tmp_path, port, certs.node.cert_pem, MACAROON)
+            async with LndClient(creds, timeout_s=5) as lnd:
+                stream = lnd.subscribe_htlc_events()
+                await stream.wait_connected(5)
+                for _ in range(20):  # the stream is not read meanwhile
+                    assert (await lnd.get_info()).alias == "fake"
+                    await lnd.probe(5)
+                got = []
+                async for event in stream:
+                    assert isinstance(event, HtlcEvent)
+                    got.append(event.incoming_htlc_id)
+                    if len(got) == len(events):
+                        stream.cancel()
+        assert got == list(range(20_000))
+
+    run(body)
+
+
+@pytest.mark.e2e
 def test_stream_unavailable_abort_raises_mapped_error(tmp_path: Path, certs: Certs) -> None:
     script = StreamScript(
         events=STREAM_EVENTS[:2], abort=(grpc.StatusCode.UNAVAILABLE, "lnd is shutting down")
@@ -1235,7 +1311,7 @@ def test_stream_unavailable_abort_raises_mapped_error(tmp_path: Path, certs: Cer
             f"lost the connection to LND at localhost:{port} (lnd is shutting down): "
             "lnd stopped or restarted; is lnd running?"
         )
-        assert isinstance(info.value.__cause__, grpc.RpcError)
+        assert isinstance(info.value.__cause__, RpcFailure)
 
     run(body)
 
@@ -1302,7 +1378,7 @@ def test_wait_connected_raises_when_call_fails(tmp_path: Path, certs: Certs) -> 
             stream = lnd.subscribe_htlc_events()
             with pytest.raises(NodeUnreachableError, match="Connection refused") as info:
                 await stream.wait_connected(5)
-            assert isinstance(info.value.__cause__, grpc.RpcError)
+            assert isinstance(info.value.__cause__, RpcFailure)
             with pytest.raises(NodeUnreachableError):
                 await collect(stream)
 

@@ -1,5 +1,6 @@
-"""The HTLC stream reader process: the real lnflowd against the simulated node, and what
-happens to its reader when the daemon dies, the reader dies, or systemd signals both."""
+"""The lnd gateway process (all of lnflowd's gRPC): the real lnflowd against the simulated
+node, what its main process keeps out (grpc), and what happens to the gateway when the
+daemon dies, the gateway dies, or systemd signals both."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from daemonproc import Daemon, proc_state, query, sent_before_but_not_stored
 from simnode import SimNode
 
-from lnflow.lnd.stream import READER
+from lnflow.lnd.gateway import GATEWAY
 
 pytestmark = pytest.mark.e2e  # every test here starts a process
 
@@ -25,18 +26,18 @@ def count(conn: Any, table: str, where: str = "") -> int:
     return int(conn.execute(sql).fetchone()[0])
 
 
-def reader_of(d: Daemon) -> int:
-    """The daemon's one child: its reader (the daemon starts it right after connecting)."""
+def gateway_of(d: Daemon) -> int:
+    """The daemon's one child: its lnd gateway (started before the daemon connects)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         kids = [pid for pid in d.children() if proc_state(pid) not in (None, "Z")]
         if kids:
             (pid,) = kids
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            assert str(READER).encode() in cmdline
+            assert str(GATEWAY).encode() in cmdline
             return pid
         time.sleep(0.05)
-    raise AssertionError("lnflowd started no reader process")
+    raise AssertionError("lnflowd started no gateway process")
 
 
 def wait_gone(pid: int, timeout: float = 20) -> str | None:
@@ -50,7 +51,7 @@ def wait_gone(pid: int, timeout: float = 20) -> str | None:
     return proc_state(pid)
 
 
-def test_reader_imports_neither_lnflow_nor_sqlalchemy_nor_ssl() -> None:
+def test_gateway_imports_neither_lnflow_nor_protobuf_nor_sqlalchemy_nor_ssl() -> None:
     # ssl: grpc has its own TLS; Python's would only map libssl and libcrypto
     code = (
         "import runpy, sys; runpy.run_path(sys.argv[1], run_name='reader');"
@@ -58,7 +59,7 @@ def test_reader_imports_neither_lnflow_nor_sqlalchemy_nor_ssl() -> None:
         " and m.split('.')[0] in ('lnflow', 'lnflowd', 'sqlalchemy', 'google', 'ssl', '_ssl')))"
     )
     out = subprocess.run(
-        [sys.executable, "-P", "-c", code, str(READER)],
+        [sys.executable, "-P", "-c", code, str(GATEWAY)],
         capture_output=True,
         text=True,
         check=True,
@@ -67,51 +68,79 @@ def test_reader_imports_neither_lnflow_nor_sqlalchemy_nor_ssl() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_reader_dies_with_the_daemon(tmp_path: Path) -> None:
+def mapped(pid: int) -> str:
+    """The files a process has mapped (its shared libraries among them)."""
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_daemon_process_has_no_grpc_loaded_its_gateway_has(tmp_path: Path) -> None:
+    """grpc (cygrpc, which every grpc import loads) lives only in the gateway."""
+    args = ("--rate", "300", "--seed", "24", "--channels", "6")
+    with SimNode(tmp_path / "lnd", args=args) as sim, Daemon(sim, tmp_path / "s.db") as d:
+        d.wait_for(lambda c: count(c, "htlc_events") > 100)
+        gateway = gateway_of(d)
+        assert "cygrpc" not in mapped(d.pid)
+        assert "cygrpc" in mapped(gateway)
+        assert d.stop() == 0
+
+
+def test_daemon_modules_import_no_grpc() -> None:
+    code = (
+        "import sys, lnflowd.main, lnflowd.daemon, lnflowd.policy_cmd, lnflow.lnd, lnflow.facades;"
+        "from lnflow import AsyncLNDgRPCClient;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'grpc'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_gateway_dies_with_the_daemon(tmp_path: Path) -> None:
     args = ("--rate", "300", "--seed", "21", "--channels", "6")
     with SimNode(tmp_path / "lnd", args=args) as sim, Daemon(sim, tmp_path / "s.db") as d:
         d.wait_for(lambda c: count(c, "htlc_events") > 100)
-        reader = reader_of(d)
+        gateway = gateway_of(d)
         assert d.kill() == -9
-        assert wait_gone(reader) in (None, "Z")
+        assert wait_gone(gateway) in (None, "Z")
 
 
-def test_reader_killed_is_a_gap_then_a_new_reader_records_and_the_old_one_is_reaped(
+def test_gateway_killed_is_a_gap_then_a_new_gateway_records_and_the_old_one_is_reaped(
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "s.db"
     args = ("--rate", "300", "--seed", "22", "--channels", "6")
     with SimNode(tmp_path / "lnd", args=args) as sim, Daemon(sim, db) as d:
         d.wait_for(lambda c: count(c, "htlc_events") > 100)
-        first = reader_of(d)
+        first = gateway_of(d)
         os.kill(first, signal.SIGKILL)
         d.wait_for(lambda c: count(c, "stream_sessions") == 2)
         before = query(db, "SELECT count(*) FROM htlc_events")[0][0]
         d.wait_for(lambda c: count(c, "htlc_events") > before + 100)
         assert wait_gone(first) is None  # reaped by the daemon: no zombie
-        second = reader_of(d)
+        second = gateway_of(d)
         assert second != first
         assert d.stop() == 0
         assert wait_gone(second) is None
     sessions = query(db, "SELECT id, ended_ns, end_reason FROM stream_sessions ORDER BY id")
     (id1, _, reason1), (id2, _, reason2) = sessions
-    assert "reader process exited unexpectedly" in reason1
+    assert "gateway process exited unexpectedly" in reason1
     assert reason2 == "shutdown"
     per_session = dict(query(db, "SELECT session_id, count(*) FROM htlc_events GROUP BY 1"))
     assert per_session[id1] > 100 and per_session[id2] > 100
 
 
-def test_sigterm_to_daemon_and_reader_keeps_everything_sent_before_it(tmp_path: Path) -> None:
-    """systemd signals the whole cgroup: the reader keeps reading until lnflowd stops it."""
+def test_sigterm_to_daemon_and_gateway_keeps_everything_sent_before_it(tmp_path: Path) -> None:
+    """systemd signals the whole cgroup: the gateway keeps reading until lnflowd stops it."""
     sent_log = tmp_path / "sent.jsonl"
     args = ("--rate", "400", "--seed", "23", "--channels", "6", "--event-log", str(sent_log))
     with SimNode(tmp_path / "lnd", args=args) as sim, Daemon(sim, tmp_path / "s.db") as d:
         d.wait_for(lambda c: count(c, "htlc_events") > 500)
-        reader = reader_of(d)
+        gateway = gateway_of(d)
         signal_ns = time.time_ns()
-        os.kill(reader, signal.SIGTERM)
+        os.kill(gateway, signal.SIGTERM)
         assert d.stop(signal.SIGTERM) == 0
-        assert wait_gone(reader) is None
+        assert wait_gone(gateway) is None
     before, missing = sent_before_but_not_stored(sent_log, signal_ns, tmp_path / "s.db")
     assert len(before) > 500
     assert missing == set()

@@ -12,8 +12,8 @@ PolicyManager          :mod:`lnflow.policy` (plan/apply/rollback) ``facades.poli
 LndManageClient        httpx, read-only GETs                      :mod:`lnflow.manage`
 =====================  =========================================  ==========================
 
-Names load on first use, so importing this package (or ``lnflow``) pulls in
-neither grpc nor SQLAlchemy.
+Names load on first use, so importing this package (or ``lnflow``) pulls in no
+SQLAlchemy; grpc never loads here at all (it runs in the lnd client's gateway process).
 """
 
 from __future__ import annotations

@@ -1,17 +1,18 @@
-"""Typed async client for the lnd RPCs lnflow uses (grpc.aio over TLS + macaroon).
+"""Typed async client for the lnd RPCs lnflow uses (gRPC over TLS + macaroon).
 
-Everything returned is a :mod:`lnflow.domain` record; every failure is an
-:class:`lnflow.errors.LndError` chained to the grpc error.
+The gRPC itself runs in a child process, the lnd gateway (:mod:`lnflow.lnd.gateway`),
+so grpc never loads in this process: requests go to it serialized, answers come back
+as lnd's bytes and are parsed here with the generated protobuf classes. Everything
+returned is a :mod:`lnflow.domain` record; every failure is an
+:class:`lnflow.errors.LndError` chained to the :class:`~lnflow.lnd.errors.RpcFailure`
+the gateway reported.
 """
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from types import TracebackType
 from typing import Any
-
-import grpc
 
 from lnflow.domain import (
     ChannelEdge,
@@ -25,17 +26,11 @@ from lnflow.domain import (
 from lnflow.errors import LndError, LndRpcError
 
 from . import convert
-from ._proto import (
-    lightning_pb2,
-    lightning_pb2_grpc,
-    router_pb2,
-    router_pb2_grpc,
-    verrpc_pb2,
-    verrpc_pb2_grpc,
-)
+from ._proto import lightning_pb2, router_pb2, verrpc_pb2
 from .credentials import LndCredentials
-from .errors import classify, from_rpc_error, is_not_found
-from .stream import HtlcStream, ReaderConfig, spawn_reader, stop_spare
+from .errors import RpcFailure, classify, from_rpc_error, is_not_found
+from .gateway import GatewayConfig, GatewayProcess
+from .stream import HtlcStream
 
 __all__ = ["CHANNEL_OPTIONS", "LndClient", "stream_options"]
 
@@ -84,27 +79,19 @@ def stream_options(version: LndVersion | None, scale: float = 1.0) -> tuple[tupl
     return tuple(o for o in CHANNEL_OPTIONS if o[0] not in skip) + keepalive
 
 
-_AioRpcError = grpc.aio.AioRpcError
-_CONNECTED = grpc.ChannelConnectivity.READY
-
-
-class _MacaroonAuth(grpc.AuthMetadataPlugin):  # type: ignore[misc]  # grpc is untyped
-    """Adds lnd's ``macaroon`` header (hex of the macaroon file) to every call."""
-
-    def __init__(self, macaroon_hex: str) -> None:
-        self._metadata = (("macaroon", macaroon_hex),)
-
-    def __call__(self, context: Any, callback: Any) -> None:
-        callback(self._metadata, None)
+_LIGHTNING = "/lnrpc.Lightning/"
+_GET_VERSION = "/verrpc.Versioner/GetVersion"
+_UPDATE_CHAN_STATUS = "/routerrpc.Router/UpdateChanStatus"
 
 
 class LndClient:
     """One connection to lnd. Use as ``async with LndClient(creds) as lnd: ...``.
 
-    The channel opens on first use (reading the certificate and macaroon then,
-    so missing files raise :class:`CertificateMissingError` /
-    :class:`MacaroonMissingError`). Unary calls fail fast (no wait for
-    readiness) with a deadline of ``timeout_s``.
+    The gateway process starts on first use (reading the certificate and macaroon
+    then, so missing files raise :class:`CertificateMissingError` /
+    :class:`MacaroonMissingError`); if it dies, pending calls fail with an
+    :class:`LndRpcError` and the next call starts a new one. Unary calls fail fast
+    (no wait for readiness) with a deadline of ``timeout_s``.
     """
 
     def __init__(
@@ -115,12 +102,8 @@ class LndClient:
         #: lnd's version once :meth:`get_version` answered (picks the stream's keepalive)
         self.version: LndVersion | None = None
         self._keepalive_scale = keepalive_scale
-        self._channel: Any = None
-        self._lightning: Any = None
-        self._router: Any = None
-        self._versioner: Any = None
+        self._gateway: GatewayProcess | None = None
         self._streams: weakref.WeakSet[HtlcStream] = weakref.WeakSet()
-        self._spare: asyncio.Future[asyncio.subprocess.Process] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -137,90 +120,77 @@ class LndClient:
         await self.close()
 
     async def close(self) -> None:
-        """Stop open streams (they end quietly, their readers exit) and close the channel."""
+        """Stop open streams (they end quietly) and stop the gateway process."""
         for stream in list(self._streams):
             stream.cancel()
         for stream in list(self._streams):
             await stream.aclose()
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            await stop_spare(spare)
-        channel, self._channel = self._channel, None
-        self._lightning = self._router = self._versioner = None
-        if channel is not None:
-            await channel.close()
+        gateway, self._gateway = self._gateway, None
+        if gateway is not None:
+            await gateway.close()
 
-    def _open(self) -> Any:
-        if self._channel is None:
+    def _open(self) -> GatewayProcess:
+        """The gateway process; a new one when there is none or it died."""
+        gateway = self._gateway
+        if gateway is None or gateway.gone is not None:
             cert, macaroon_hex = self.credentials.load()
-            creds = grpc.composite_channel_credentials(
-                grpc.ssl_channel_credentials(root_certificates=cert),
-                grpc.metadata_call_credentials(_MacaroonAuth(macaroon_hex)),
-            )
-            channel = grpc.aio.secure_channel(
-                self.credentials.rpcserver, creds, options=CHANNEL_OPTIONS
-            )
-            self._channel = channel
-            # The generated *_pb2_grpc modules carry no annotations.
-            self._lightning = lightning_pb2_grpc.LightningStub(channel)  # type: ignore[no-untyped-call]
-            self._router = router_pb2_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
-            self._versioner = verrpc_pb2_grpc.VersionerStub(channel)  # type: ignore[no-untyped-call]
-        return self._channel
+            config = GatewayConfig(self.credentials.rpcserver, cert, macaroon_hex, CHANNEL_OPTIONS)
+            gateway = self._gateway = GatewayProcess(config)
+        return gateway
+
+    @property
+    def gateway_pid(self) -> int | None:
+        """The gateway process's pid (None before it started)."""
+        return self._gateway.pid if self._gateway is not None else None
 
     # ------------------------------------------------------------------ plumbing
 
-    def _connecting(self) -> bool:
-        channel = self._channel
-        return channel is not None and channel.get_state(False) != _CONNECTED
-
-    def _error(
-        self, exc: Any, method: str, *, established: bool = False, timeout_s: float | None = None
-    ) -> LndError:
+    def _error(self, exc: RpcFailure, method: str, *, timeout_s: float | None = None) -> LndError:
         return from_rpc_error(
             exc,
             method=method,
             credentials=self.credentials,
-            connecting=self._connecting(),
-            established=established,
             timeout_s=self.timeout_s if timeout_s is None else timeout_s,
         )
 
-    @property
-    def _ln(self) -> Any:
-        self._open()
-        return self._lightning
+    async def _rpc(self, path: str, request: Any, timeout_s: float | None = None) -> bytes:
+        """One unary RPC's serialized answer: deadline ``timeout_s``, fail fast while
+        disconnected; raises :class:`RpcFailure` for lnd's (or grpc's) refusal."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        return await self._open().unary(path, request.SerializeToString(), timeout)
 
-    async def _call(self, method: str, rpc: Any, request: Any) -> Any:
-        """One unary RPC: deadline ``timeout_s``, fail fast while disconnected."""
+    async def _call(self, method: str, request: Any, response: Any) -> Any:
+        """``/lnrpc.Lightning/<method>``, parsed as ``response``."""
         try:
-            return await rpc(request, timeout=self.timeout_s, wait_for_ready=False)
-        except _AioRpcError as exc:
+            data = await self._rpc(_LIGHTNING + method, request)
+        except RpcFailure as exc:
             raise self._error(exc, method) from exc
+        return response.FromString(data)
 
-    async def _call_or_none(self, method: str, rpc: Any, request: Any, *not_found: str) -> Any:
+    async def _call_or_none(self, method: str, request: Any, response: Any, *not_found: str) -> Any:
         """Like :meth:`_call`, but None when lnd says the object does not exist."""
         try:
-            return await rpc(request, timeout=self.timeout_s, wait_for_ready=False)
-        except _AioRpcError as exc:
+            data = await self._rpc(_LIGHTNING + method, request)
+        except RpcFailure as exc:
             if is_not_found(exc, *not_found):
                 return None
             raise self._error(exc, method) from exc
+        return response.FromString(data)
 
     # ------------------------------------------------------------------ RPCs
 
     async def get_info(self) -> NodeInfo:
-        resp = await self._call("GetInfo", self._ln.GetInfo, lightning_pb2.GetInfoRequest())
+        resp = await self._call(
+            "GetInfo", lightning_pb2.GetInfoRequest(), lightning_pb2.GetInfoResponse
+        )
         return convert.node_info(resp)
 
     async def get_version(self) -> LndVersion:
         """lnd's version from verrpc; on lnd without verrpc, parsed from GetInfo."""
-        self._open()
         try:
-            resp = await self._versioner.GetVersion(
-                verrpc_pb2.VersionRequest(), timeout=self.timeout_s, wait_for_ready=False
-            )
-        except _AioRpcError as exc:
-            if exc.code().name != "UNIMPLEMENTED":
+            data = await self._rpc(_GET_VERSION, verrpc_pb2.VersionRequest())
+        except RpcFailure as exc:
+            if exc.code != "UNIMPLEMENTED":
                 raise self._error(exc, "GetVersion") from exc
             info = await self.get_info()
             version = convert.version_from_string(info.version)
@@ -231,7 +201,7 @@ class LndClient:
                 ) from exc
             self.version = version
             return version
-        self.version = convert.lnd_version(resp)
+        self.version = convert.lnd_version(verrpc_pb2.Version.FromString(data))
         return self.version
 
     async def probe(self, timeout_s: float) -> None:
@@ -241,13 +211,10 @@ class LndClient:
         ``timeout_s`` (frozen, overloaded) or cannot be reached, and the mapped
         :class:`LndError` for a refusal (e.g. a macaroon no longer accepted).
         """
-        self._open()
         try:
-            await self._versioner.GetVersion(
-                verrpc_pb2.VersionRequest(), timeout=timeout_s, wait_for_ready=False
-            )
-        except _AioRpcError as exc:
-            if exc.code().name != "UNIMPLEMENTED":  # lnd without verrpc: still an answer
+            await self._rpc(_GET_VERSION, verrpc_pb2.VersionRequest(), timeout_s)
+        except RpcFailure as exc:
+            if exc.code != "UNIMPLEMENTED":  # lnd without verrpc: still an answer
                 raise self._error(exc, "GetVersion", timeout_s=timeout_s) from exc
 
     async def check(self) -> tuple[NodeInfo, LndVersion]:
@@ -259,21 +226,23 @@ class LndClient:
         """Open channels, with the peer's alias (lnd >= 0.16; empty before)."""
         resp = await self._call(
             "ListChannels",
-            self._ln.ListChannels,
             lightning_pb2.ListChannelsRequest(peer_alias_lookup=True),
+            lightning_pb2.ListChannelsResponse,
         )
         return [convert.channel_info(ch) for ch in resp.channels]
 
     async def fee_report(self) -> list[FeeReportEntry]:
-        resp = await self._call("FeeReport", self._ln.FeeReport, lightning_pb2.FeeReportRequest())
+        resp = await self._call(
+            "FeeReport", lightning_pb2.FeeReportRequest(), lightning_pb2.FeeReportResponse
+        )
         return [convert.fee_report_entry(fee) for fee in resp.channel_fees]
 
     async def get_chan_info(self, chan_id: int) -> ChannelEdge | None:
         """The graph edge of a channel; None when lnd does not know it (e.g. closed)."""
         resp = await self._call_or_none(
             "GetChanInfo",
-            self._ln.GetChanInfo,
             lightning_pb2.ChanInfoRequest(chan_id=chan_id),
+            lightning_pb2.ChannelEdge,
             "edge not found",
         )
         return None if resp is None else convert.channel_edge(resp)
@@ -282,8 +251,8 @@ class LndClient:
         """(channels, total capacity in sat) of a node in lnd's graph; None: not known."""
         resp = await self._call_or_none(
             "GetNodeInfo",
-            self._ln.GetNodeInfo,
             lightning_pb2.NodeInfoRequest(pub_key=pubkey, include_channels=False),
+            lightning_pb2.NodeInfo,
             "unable to find node",
             "node not found",
         )
@@ -293,8 +262,8 @@ class LndClient:
         """The node's announced alias (may be empty); None when lnd has never seen it."""
         resp = await self._call_or_none(
             "GetNodeInfo",
-            self._ln.GetNodeInfo,
             lightning_pb2.NodeInfoRequest(pub_key=pubkey, include_channels=False),
+            lightning_pb2.NodeInfo,
             "unable to find node",
             "node not found",
         )
@@ -317,13 +286,13 @@ class LndClient:
         """
         resp = await self._call(
             "ForwardingHistory",
-            self._ln.ForwardingHistory,
             lightning_pb2.ForwardingHistoryRequest(
                 start_time=start_time_s,
                 end_time=end_time_s,
                 index_offset=index_offset,
                 num_max_events=num_max_events,
             ),
+            lightning_pb2.ForwardingHistoryResponse,
         )
         return convert.forwarding_page(resp, start_time_s=start_time_s, index_offset=index_offset)
 
@@ -361,7 +330,7 @@ class LndClient:
             request.fee_rate_ppm = fee_rate_ppm
         if inbound is not None:
             request.inbound_fee.base_fee_msat, request.inbound_fee.fee_rate_ppm = inbound
-        resp = await self._call("UpdateChannelPolicy", self._ln.UpdateChannelPolicy, request)
+        resp = await self._call("UpdateChannelPolicy", request, lightning_pb2.PolicyUpdateResponse)
         return [
             FailedPolicyUpdate(
                 channel_point=(
@@ -383,53 +352,47 @@ class LndClient:
         None when lnd took it, else lnd's refusal in its own words (e.g. "edge not
         found"); a connection or macaroon problem raises the mapped :class:`LndError`.
         """
-        self._open()
         txid, _, index = channel_point.rpartition(":")
         request = router_pb2.UpdateChanStatusRequest(
             chan_point=lightning_pb2.ChannelPoint(funding_txid_str=txid, output_index=int(index)),
             action=action.upper(),
         )
         try:
-            await self._router.UpdateChanStatus(
-                request, timeout=self.timeout_s, wait_for_ready=False
-            )
-        except _AioRpcError as exc:
+            await self._rpc(_UPDATE_CHAN_STATUS, request)
+        except RpcFailure as exc:
             error = self._error(exc, "UpdateChanStatus")
-            if type(error) is LndRpcError and exc.code().name == "UNKNOWN":
-                return str(exc.details() or "refused")  # lnd's answer for this channel
+            if type(error) is LndRpcError and exc.code == "UNKNOWN":
+                return str(exc.details or "refused")  # lnd's answer for this channel
             raise error from exc
         return None
 
     def prepare_stream(self) -> None:
-        """Start the next stream's reader process now, while waiting to reconnect
-        (call from a running event loop); the next subscribe uses it."""
-        if self._spare is None:
-            self._spare = asyncio.ensure_future(spawn_reader())
+        """Start the gateway process now, e.g. while waiting to reconnect (call from a
+        running event loop), so the next call or stream need not wait for it."""
+        self._open()
 
     def subscribe_htlc_events(self) -> HtlcStream:
         """Start ``SubscribeHtlcEvents`` (call from a running event loop).
 
-        The call runs in a reader process (see :mod:`lnflow.lnd.stream`) that starts
-        at once; use :meth:`HtlcStream.wait_connected` to learn early that it failed.
-        :meth:`close` stops every open stream and waits for its reader.
+        The call runs in the gateway process (see :mod:`lnflow.lnd.stream`), on a
+        channel of its own with the stream's keepalive; use
+        :meth:`HtlcStream.wait_connected` to learn early that it failed.
+        :meth:`close` stops every open stream.
         """
-        self._open()  # missing certificate / macaroon files raise here, as for any RPC
-        cert, macaroon_hex = self.credentials.load()
+        gateway = self._open()  # missing certificate / macaroon files raise here
         options = stream_options(self.version, self._keepalive_scale)
-        config = ReaderConfig(self.credentials.rpcserver, cert, macaroon_hex, options)
         credentials = self.credentials
 
-        def map_error(code: str, details: str, established: bool) -> LndError:
+        def map_error(code: str, details: str, established: bool, connecting: bool) -> LndError:
             return classify(
                 code,
                 details,
                 method="SubscribeHtlcEvents",
                 credentials=credentials,
-                connecting=self._connecting(),
+                connecting=connecting,
                 established=established,
             )
 
-        spare, self._spare = self._spare, None
-        stream = HtlcStream(config, map_error, spare)
+        stream = HtlcStream(gateway, options, map_error)
         self._streams.add(stream)
         return stream

@@ -2,7 +2,8 @@
 
 :func:`classify` is pure (status code name and details in, exception out) so
 the table can be tested with the exact strings grpcio reports. It returns the
-error; the caller raises it ``from`` the grpc exception. Observed with
+error; the caller raises it ``from`` the :class:`RpcFailure` the lnd gateway
+process reported (code name, details, the channel's connectivity). Observed with
 grpcio 1.85 (details of the failed call):
 
 * wrong tls.cert: ``UNAVAILABLE`` "failed to connect to all addresses; last
@@ -35,7 +36,6 @@ RPC access" and similar.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from lnflow.errors import (
     LndError,
@@ -47,7 +47,7 @@ from lnflow.errors import (
 
 from .credentials import LndCredentials
 
-__all__ = ["classify", "from_rpc_error", "is_not_found"]
+__all__ = ["RpcFailure", "classify", "from_rpc_error", "is_not_found"]
 
 # entity:action each RPC needs (lnd rpcserver.go / router_server.go / verrpc).
 PERMISSIONS = {
@@ -218,31 +218,44 @@ def _tls_error(details: str, credentials: LndCredentials) -> TlsMismatchError:
     )
 
 
+class RpcFailure(Exception):
+    """One failed gRPC call as the lnd gateway reported it (grpc stays in the gateway).
+
+    ``code`` is grpc's status code name (``"UNAVAILABLE"``), ``details`` its text,
+    ``connecting`` whether the channel had no live connection when the call failed.
+    The :class:`LndError` raised for it chains to it.
+    """
+
+    def __init__(self, code: str, details: str, *, connecting: bool = False) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+        self.connecting = connecting
+
+
 def from_rpc_error(
-    exc: Any,
+    exc: RpcFailure,
     *,
     method: str,
     credentials: LndCredentials,
-    connecting: bool = False,
     established: bool = False,
     timeout_s: float | None = None,
 ) -> LndError:
-    """:func:`classify` for a ``grpc.aio.AioRpcError`` (or any ``grpc.Call``)."""
+    """:func:`classify` for an :class:`RpcFailure`."""
     return classify(
-        exc.code().name,
-        exc.details() or "",
+        exc.code,
+        exc.details,
         method=method,
         credentials=credentials,
-        connecting=connecting,
+        connecting=exc.connecting,
         established=established,
         timeout_s=timeout_s,
     )
 
 
-def is_not_found(exc: Any, *needles: str) -> bool:
+def is_not_found(exc: RpcFailure, *needles: str) -> bool:
     """NOT_FOUND, or lnd's older UNKNOWN answers whose text says so."""
-    name = exc.code().name
-    if name == "NOT_FOUND":
+    if exc.code == "NOT_FOUND":
         return True
-    details = (exc.details() or "").lower()
-    return name == "UNKNOWN" and any(n in details for n in needles)
+    details = exc.details.lower()
+    return exc.code == "UNKNOWN" and any(n in details for n in needles)

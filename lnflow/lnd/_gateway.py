@@ -1,0 +1,428 @@
+"""The lnd gateway: the child process of lnflow that owns all of its gRPC.
+
+One gateway serves one :class:`lnflow.lnd.LndClient` for the client's whole life: its
+unary calls (GetInfo, GetVersion, ListChannels, ...) on one channel, and each HTLC
+stream (SubscribeHtlcEvents) on a channel of its own with the stream's keepalive
+options. Everything crosses the pipe as raw bytes: the parent serializes requests and
+parses responses and stream messages with the generated protobuf classes, so grpc
+(cygrpc and grpc's Python modules, ~15 MB resident) never loads in the parent.
+
+Reading lnd's stream costs about as much CPU per event as decoding, tracking and storing
+it; in one process both would share one GIL. Here a stream is read by its own thread
+with a synchronous channel, SingleThreadedUnaryStream (no channel spin thread, no
+per-message thread hand-off) and no deserialisation, forwarded in batches.
+
+It is started by path (``python -P .../_gateway.py``) and imports only the standard
+library and grpc: no lnflow, no protobuf modules, no SQLAlchemy, not even Python's ssl
+(grpc has its own TLS).
+
+Protocol. Both directions carry frames ``kind (1 byte) | length (u32 LE) | payload``.
+stdin: first one JSON line (rpcserver, certificate and macaroon as hex, the unary
+channel's options, the parent's pid), then frames whose payload starts with a call or
+stream id (u32 LE):
+
+* ``U`` unary call: id | JSON header length (u16 LE) | ``{"method", "timeout_s"}`` |
+  the serialized request;
+* ``O`` open a stream: id | JSON ``{"method", "options"}``;
+* ``C`` stop the stream id (its last batch and ``D`` follow);
+* ``K`` one ``B`` frame of the stream was taken: a stream sends at most
+  ``MAX_UNACKED`` batches ahead, then stops reading lnd (grpc's flow control holds
+  lnd back), so a slow consumer never fills the pipe the unary answers share.
+
+EOF on stdin means "stop": every stream ends (``D``), then the process exits. stdout:
+frames whose payload starts with the id (u32 LE):
+
+* ``R`` a unary call's serialized response;
+* ``F`` a unary call failed: JSON ``{"code": "UNAVAILABLE", "details": "...",
+  "connecting": true}`` (connecting: the unary channel had no live connection then);
+* ``S`` the stream's call is started (the parent's connect timeout counts from here);
+* ``E`` lnd answered with headers while the stream is alive (established);
+* ``B`` stream messages, each ``length (u32 LE) | serialized routerrpc.HtlcEvent``;
+* ``X`` the stream failed: JSON ``{"code", "details", "established", "connecting"}``;
+* ``D`` the stream ended with OK, or was stopped on request.
+
+The process ignores SIGTERM and SIGINT: systemd signals the whole cgroup on stop, and
+the daemon keeps reading for a moment (shutdown_drain_s) before it says stop, so events
+already sent are kept. It dies with its parent (PR_SET_PDEATHSIG, and EOF on stdin).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+# Python's ssl module is never used here (grpc carries its own TLS), yet asyncio, which
+# grpc imports, loads it and with it libssl and libcrypto: ~4 MB of this process's RSS
+# (bench/README.md: memory). asyncio does without it; so does everything run here.
+sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
+import grpc  # noqa: E402
+import grpc.experimental  # noqa: E402
+
+FLUSH_EVERY_S = 0.01  # a quiet stream still delivers within ~10 ms
+MAX_BATCH = 512  # messages per frame
+MAX_UNACKED = 16  # B frames a stream sends before the parent took one (K)
+_PR_SET_PDEATHSIG = 1
+_M_ARENA_MAX = -8  # mallopt(3)
+TRIM_EVERY_S = 10.0  # hand freed heap back to the kernel
+STOP_WAIT_S = 5.0  # on EOF: the streams' last batches
+_READY = 2  # grpc.ChannelConnectivity.READY
+_HEADER = struct.Struct("<cI")
+_ID = struct.Struct("<I")
+_U16 = struct.Struct("<H")
+_LEN = _ID.pack
+
+
+class _Auth(grpc.AuthMetadataPlugin):  # type: ignore[misc]  # grpc is untyped
+    def __init__(self, macaroon_hex: str) -> None:
+        self._metadata = (("macaroon", macaroon_hex),)
+
+    def __call__(self, context: Any, callback: Any) -> None:
+        callback(self._metadata, None)
+
+
+class _Out:
+    """Frames to the parent; one lock keeps them whole."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+
+    def frame(self, kind: bytes, ident: int, payload: bytes = b"") -> None:
+        data = _HEADER.pack(kind, 4 + len(payload)) + _ID.pack(ident) + payload
+        with self.lock:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+
+class _Batch:
+    """One stream's pending messages; its lock orders the stream's frames."""
+
+    def __init__(self, out: _Out, ident: int) -> None:
+        self.out = out
+        self.ident = ident
+        self.lock = threading.Lock()
+        self.parts: list[bytes] = []
+        self.count = 0
+        self.unacked = 0  # B frames sent the parent has not taken yet
+        self.window = threading.Condition(threading.Lock())
+        self.closed = False
+
+    def wait_window(self) -> None:
+        """Block the stream's reader while MAX_UNACKED batches wait in the parent."""
+        with self.window:
+            while self.unacked >= MAX_UNACKED and not self.closed:
+                self.window.wait()
+
+    def acked(self) -> None:
+        with self.window:
+            self.unacked -= 1
+            self.window.notify_all()
+
+    def close(self) -> None:
+        with self.window:
+            self.closed = True
+            self.window.notify_all()
+
+    def add(self, msg: bytes) -> None:
+        with self.lock:
+            self.parts.append(_LEN(len(msg)))
+            self.parts.append(msg)
+            self.count += 1
+            if self.count >= MAX_BATCH:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.count:
+                self._flush_locked()
+
+    def frame(self, kind: bytes, payload: bytes = b"") -> None:
+        with self.lock:
+            if self.count:
+                self._flush_locked()
+            self.out.frame(kind, self.ident, payload)
+
+    def _flush_locked(self) -> None:
+        payload = b"".join(self.parts)
+        self.parts = []
+        self.count = 0
+        with self.window:
+            self.unacked += 1
+        self.out.frame(b"B", self.ident, payload)
+
+
+def _one_heap() -> Any:
+    """glibc: one malloc arena for all threads (call before grpc starts any); the libc.
+
+    grpc's threads and ours would each get an arena, and the messages passing between
+    them leave each one fragmented: the process grew ~4 MB a minute at 22 000 events/s.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_ARENA_MAX, 1)
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return libc
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGKILL when the parent goes (Linux); exit now if it already went."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: EOF on stdin still stops us
+        pass
+    if os.getppid() != parent_pid:
+        sys.exit(0)
+
+
+def _read_exactly(stream: Any, size: int) -> bytes | None:
+    data = stream.read(size)
+    if data is None or len(data) < size:
+        return None
+    return bytes(data)
+
+
+class Gateway:
+    def __init__(self, cfg: dict[str, Any], out: _Out, libc: Any = None) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.libc = libc
+        self.creds = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(root_certificates=bytes.fromhex(cfg["cert_hex"])),
+            grpc.metadata_call_credentials(_Auth(cfg["macaroon_hex"])),
+        )
+        self.channel = self._channel(cfg["options"])
+        self.lock = threading.Lock()
+        self.streams: dict[int, _Stream] = {}
+        self.wake = threading.Event()
+        self.finished = threading.Event()
+
+    def _channel(self, options: list[Any], *extra: tuple[Any, Any]) -> Any:
+        opts = [tuple(o) for o in options] + list(extra)
+        return grpc.secure_channel(self.cfg["rpcserver"], self.creds, options=opts)
+
+    def connecting(self) -> bool:
+        """The unary channel has no live connection (turns a deadline into unreachable)."""
+        try:
+            return bool(self.channel._channel.check_connectivity_state(False) != _READY)
+        except Exception:  # grpc internals moved: say nothing rather than guess
+            return False
+
+    # ------------------------------------------------------------------ unary
+
+    def unary(self, ident: int, payload: bytes) -> None:
+        (size,) = _U16.unpack_from(payload)
+        head = json.loads(payload[2 : 2 + size])
+        request = payload[2 + size :]
+        rpc = self.channel.unary_unary(
+            head["method"], request_serializer=None, response_deserializer=None
+        )
+        try:
+            future = rpc.future(request, timeout=head["timeout_s"], wait_for_ready=False)
+        except grpc.RpcError as exc:  # the channel refused to start the call
+            self._failed(ident, exc)
+            return
+
+        def done(f: Any) -> None:
+            with contextlib.suppress(BrokenPipeError):  # the parent is gone
+                try:
+                    data = f.result()
+                except Exception as exc:  # grpc.RpcError; cancelled as the process ends
+                    self._failed(ident, exc)
+                    return
+                self.out.frame(b"R", ident, data)
+
+        future.add_done_callback(done)
+
+    def _failed(self, ident: int, exc: Any) -> None:
+        code = exc.code() if hasattr(exc, "code") else None
+        error = {
+            "code": code.name if code is not None else "UNKNOWN",
+            "details": (exc.details() if hasattr(exc, "details") else str(exc)) or "",
+            "connecting": self.connecting(),
+        }
+        self.out.frame(b"F", ident, json.dumps(error).encode())
+
+    # ------------------------------------------------------------------ streams
+
+    def open_stream(self, ident: int, payload: bytes) -> None:
+        spec = json.loads(payload)
+        channel = self._channel(
+            spec["options"], (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)
+        )
+        stream = _Stream(self, ident, spec["method"], channel)
+        with self.lock:
+            self.streams[ident] = stream
+        self.wake.set()
+        stream.thread.start()
+
+    def stop_stream(self, ident: int) -> None:
+        with self.lock:
+            stream = self.streams.get(ident)
+        if stream is not None:
+            stream.stop()
+
+    def ack(self, ident: int) -> None:
+        with self.lock:
+            stream = self.streams.get(ident)
+        if stream is not None:
+            stream.batch.acked()
+
+    def ended(self, stream: _Stream) -> None:
+        with self.lock:
+            self.streams.pop(stream.ident, None)
+
+    def flush_periodically(self) -> None:
+        """Flush the streams' batches every FLUSH_EVERY_S; trim the heap now and then."""
+        trim = getattr(self.libc, "malloc_trim", None)
+        trimmed = time.monotonic()
+        while not self.finished.is_set():
+            with self.lock:
+                streams = list(self.streams.values())
+            if streams:
+                self.finished.wait(FLUSH_EVERY_S)
+            else:  # nothing to flush: sleep until a stream opens
+                self.wake.wait(TRIM_EVERY_S)
+                self.wake.clear()
+            for stream in streams:
+                with contextlib.suppress(BrokenPipeError):
+                    stream.batch.flush()
+            if trim is not None and time.monotonic() - trimmed > TRIM_EVERY_S:
+                trim(0)
+                trimmed = time.monotonic()
+
+    def serve(self, stdin: Any) -> None:
+        flusher = threading.Thread(target=self.flush_periodically, name="flusher", daemon=True)
+        flusher.start()
+        try:
+            while True:
+                header = _read_exactly(stdin, 5)
+                if header is None:
+                    break
+                kind, size = _HEADER.unpack(header)
+                payload = _read_exactly(stdin, size)
+                if payload is None or size < 4:
+                    break
+                (ident,) = _ID.unpack_from(payload)
+                body = payload[4:]
+                if kind == b"U":
+                    self.unary(ident, body)
+                elif kind == b"O":
+                    self.open_stream(ident, body)
+                elif kind == b"C":
+                    self.stop_stream(ident)
+                elif kind == b"K":
+                    self.ack(ident)
+        finally:
+            with self.lock:
+                streams = list(self.streams.values())
+            for stream in streams:
+                stream.stop()
+            deadline = time.monotonic() + STOP_WAIT_S
+            for stream in streams:
+                stream.thread.join(max(0.0, deadline - time.monotonic()))
+            self.finished.set()
+            self.wake.set()
+            flusher.join()
+
+
+class _Stream:
+    """One server-streaming call on a channel of its own, read by its own thread."""
+
+    def __init__(self, gateway: Gateway, ident: int, method: str, channel: Any) -> None:
+        self.gateway = gateway
+        self.ident = ident
+        self.method = method
+        self.channel = channel
+        self.batch = _Batch(gateway.out, ident)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, name=f"stream-{ident}", daemon=True)
+
+    def stop(self) -> None:
+        """Closing the channel cancels the call without the call's lock, which a
+        blocked initial_metadata() holds."""
+        self.stopping.set()
+        self.batch.close()
+        self.channel.close()
+
+    def run(self) -> None:
+        with contextlib.suppress(BrokenPipeError):  # the parent is gone
+            try:
+                self._read()
+            finally:
+                self.gateway.ended(self)
+                self.channel.close()
+
+    def _read(self) -> None:
+        out = self.batch
+        established = False
+        try:
+            call = self.channel.unary_stream(
+                self.method, request_serializer=None, response_deserializer=None
+            )(b"", wait_for_ready=False)
+        except ValueError:  # stopped before it started: the channel is closed
+            out.frame(b"S")
+            out.frame(b"D")
+            return
+        out.frame(b"S")
+        try:
+            call.initial_metadata()  # headers, or the end of a call that failed first
+            if not call.done():
+                established = True
+                out.frame(b"E")
+            for msg in call:
+                if not established:
+                    established = True
+                    out.frame(b"E")
+                out.wait_window()
+                out.add(msg)
+            out.frame(b"D")
+        except grpc.RpcError as exc:
+            if self.stopping.is_set():
+                out.frame(b"D")
+            else:
+                error = {
+                    "code": exc.code().name,
+                    "details": exc.details() or "",
+                    "established": established,
+                    "connecting": self.gateway.connecting(),
+                }
+                out.frame(b"X", json.dumps(error).encode())
+
+
+def main() -> int:
+    # systemd stops the whole cgroup: the parent decides when the gateway ends
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # stray prints must not corrupt the frames
+    stdin = sys.stdin.buffer
+    line = stdin.readline()
+    if not line:
+        return 0  # stopped before it started
+    cfg = json.loads(line)
+    _die_with_parent(int(cfg["parent_pid"]))
+    libc = _one_heap()
+    with contextlib.suppress(BrokenPipeError):  # the parent is gone
+        Gateway(cfg, _Out(out_fd), libc).serve(stdin)
+    return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stderr.flush()
+    os._exit(status)  # now: grpc's orderly shutdown would delay the parent
