@@ -46,7 +46,7 @@ from lnflow.store.writer import NodeTakenError, StoreWriter
 from lnflow.text import printable
 
 from .alerts import AlertService
-from .memory import trim_heap
+from .memory import release_file_pages, trim_heap
 from .metrics import DaemonMetrics
 from .notify import notify, watchdog_enabled
 from .storeguard import StoreGuard, guard_for
@@ -102,6 +102,12 @@ def _trimmed(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]
             trim_heap()
 
     return run
+
+
+#: how long after recording starts the start-up's file pages are released (the config,
+#: the store and the connection are done by then; a page later work needs comes back on
+#: its first access)
+RELEASE_PAGES_AFTER_S = 5.0
 
 
 # Tests only: divides the HTLC stream's keepalive times, so a simulator whose ping
@@ -382,7 +388,14 @@ class Daemon:
     def _tasks(self, recorder: Recorder) -> list[Coroutine[Any, Any, object]]:
         """Long-running work under one supervisor (:func:`supervise`) until stop is
         set; the first to fail ends the others and the daemon."""
-        return [recorder.run(self.stop)]
+        return [recorder.run(self.stop), self._release_start_pages()]
+
+    async def _release_start_pages(self) -> None:
+        """Once recording runs: the file pages only start-up needed back to the kernel
+        (lnflowd/memory.py)."""
+        await sleep_or_stop(self.stop, RELEASE_PAGES_AFTER_S)
+        if not self.stop.is_set():
+            await asyncio.to_thread(release_file_pages)
 
     @_quiet_when_cancelled
     async def _prune(self, store: StoreThread[StoreWriter], pruner: Pruner) -> None:
