@@ -46,6 +46,7 @@ from lnflow.errors import (
     TlsMismatchError,
 )
 from lnflow.lnd import HtlcStream, LndClient, LndCredentials, convert
+from lnflow.lnd import gateway as gateway_module
 from lnflow.lnd._proto import (
     lightning_pb2,
     lightning_pb2_grpc,
@@ -1184,6 +1185,45 @@ def test_gateway_killed_fails_the_pending_call_and_the_next_call_starts_another(
                 assert await collect(stream) == []
 
     run(body)
+
+
+@pytest.mark.e2e
+def test_gateway_stuck_is_replaced_after_the_call_deadline(
+    tmp_path: Path, certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway alive but answering nothing (stopped here) is killed once a call
+    outlives its deadline and grace; the next call runs in a new one."""
+    monkeypatch.setattr(gateway_module, "ANSWER_GRACE_S", 0.5)
+
+    async def body() -> None:
+        node = FakeLnd()
+        async with serving(node, certs.node) as port:
+            creds = write_credentials(tmp_path, port, certs.node.cert_pem, MACAROON)
+            async with LndClient(creds, timeout_s=1) as lnd:
+                await lnd.get_info()
+                first = lnd.gateway_pid
+                assert first is not None
+                os.kill(first, signal.SIGSTOP)
+                with pytest.raises(LndRpcError, match=r"did not answer \S*GetInfo within 1\.5s"):
+                    await lnd.get_info()
+                assert (await lnd.get_info()).alias == "fake"
+                assert lnd.gateway_pid not in (None, first)
+                assert await _reaped(first)  # killed, not left stopped
+
+    run(body)
+
+
+async def _reaped(pid: int, within_s: float = 10.0) -> bool:
+    """The process is gone (killed and reaped) within ``within_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while loop.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 def test_missing_files_raise_before_connecting(tmp_path: Path) -> None:

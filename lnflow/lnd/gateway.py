@@ -6,7 +6,8 @@ status code name, details and the channel's connectivity); each HTLC stream's fr
 land in its :class:`Inbox`, acknowledged batch by batch, so the stream's reader paces
 its stream and unary answers never wait behind it. If the process dies, every pending
 call fails with an :class:`LndRpcError` and every open stream ends with one; the client
-then starts a new process on its next call.
+then starts a new process on its next call. A process alive but answering nothing past
+a call's deadline and ``ANSWER_GRACE_S`` is stuck: it is killed, and the same follows.
 """
 
 from __future__ import annotations
@@ -160,10 +161,12 @@ class GatewayProcess:
             async with asyncio.timeout(timeout_s + ANSWER_GRACE_S):
                 return await future
         except TimeoutError:
-            raise LndRpcError(
+            why = (
                 f"the lnd gateway process did not answer {method} within "
                 f"{timeout_s + ANSWER_GRACE_S:g}s"
-            ) from None
+            )
+            self._abandon(why)
+            raise LndRpcError(why) from None
         finally:
             self._calls.pop(ident, None)
 
@@ -235,6 +238,15 @@ class GatewayProcess:
             self._end("the LND client was closed")
         else:
             self._end(f"the lnd gateway process exited unexpectedly (status {status})")
+
+    def _abandon(self, why: str) -> None:
+        """The gateway is stuck (alive, answering nothing past a call's deadline): end
+        it, so the client's next call starts another instead of waiting on this one."""
+        self._end(why)
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # the dispatcher reaps it
 
     def _end(self, why: str) -> None:
         """Fail every pending call and end every open stream with ``why``."""
