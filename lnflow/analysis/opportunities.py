@@ -76,7 +76,7 @@ from functools import partial
 from itertools import pairwise
 from operator import itemgetter
 
-from lnflow.domain import MSAT_PER_SAT
+from lnflow.domain import MSAT_PER_SAT, sats_text
 
 from .classify import FailureClass
 from .model import (
@@ -156,11 +156,7 @@ def _monthly_msat(missed_msat: int, hours: int) -> int:
 
 def _fmt_sats(msat: int) -> str:
     """``1234567`` msat → ``"1,234.567 sats"``; whole sats print without decimals."""
-    # sats_text(msat) + " sats", written out: reasons hold ~3 000 amounts a window
-    sats, rest = divmod(msat, MSAT_PER_SAT)
-    if rest == 0:
-        return f"{sats:,} sats"
-    return f"{sats:,}.{rest:03d}".rstrip("0") + " sats"
+    return f"{sats_text(msat)} sats"
 
 
 def _percent(part: int, whole: int) -> int:
@@ -557,31 +553,30 @@ def _regular(
     if unknown:  # their missed fee is unknown, not 0: say so beside the figures
         reason += f"; {_plural(unknown, 'failure')} with unknown amount"
     missed = failures.missed_dedup_msat
-    # (positional, in the record's field order: one per reported channel, ~900 a window)
     return Opportunity(
-        rank,
-        channel.chan_id,
-        channel.peer_pubkey,
-        channel.peer_alias,
-        failures.failures,
-        failures.clusters,
-        successes,
-        failures.failures / attempts if attempts > 0 else 0.0,
-        missed,
-        failures.missed_raw_msat,
-        _monthly_msat(missed, inp.hours),
-        urgency,
-        confidence(failures.clusters, failures.incoming_channels),
-        advice.action,
-        reason,
-        False,  # estimated
-        dict(sorted(failures.by_class.items())),
-        channel.capacity_sat,
-        channel.local_balance_sat,
-        channel.fee_rate_ppm,
-        advice.suggested_fee_ppm,
-        advice.suggested_amount_sat,
-        advice.suggested_max_htlc_msat,
+        rank=rank,
+        channel_id=channel.chan_id,
+        peer_pubkey=channel.peer_pubkey,
+        peer_alias=channel.peer_alias,
+        failures=failures.failures,
+        clusters=failures.clusters,
+        successes=successes,
+        failure_rate=failures.failures / attempts if attempts > 0 else 0.0,
+        missed_msat=missed,
+        missed_raw_msat=failures.missed_raw_msat,
+        potential_monthly_msat=_monthly_msat(missed, inp.hours),
+        urgency_score=urgency,
+        confidence=confidence(failures.clusters, failures.incoming_channels),
+        recommended_action=advice.action,
+        reason=reason,
+        estimated=False,
+        by_class=dict(sorted(failures.by_class.items())),
+        capacity_sat=channel.capacity_sat,
+        local_balance_sat=channel.local_balance_sat,
+        outbound_fee_ppm=channel.fee_rate_ppm,
+        suggested_fee_ppm=advice.suggested_fee_ppm,
+        suggested_amount_sat=advice.suggested_amount_sat,
+        suggested_max_htlc_msat=advice.suggested_max_htlc_msat,
     )
 
 
