@@ -856,6 +856,7 @@ class FakeLnd:
     stream: StreamScript = field(default_factory=StreamScript)
     forwards: list[lightning_pb2.ForwardingEvent] = field(default_factory=list)
     subscribers: int = 0
+    sent: int = 0  # stream messages grpc took from the fake (it asks for the next once sent)
     hold_get_info: asyncio.Event | None = None  # GetInfo answers once it is set
     get_info_asked: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -955,6 +956,7 @@ class FakeRouter(router_pb2_grpc.RouterServicer):
         script = self.node.stream
         for event in script.events:
             yield event
+            self.node.sent += 1
         if script.abort is not None:
             await context.abort(*script.abort)
         if script.hold:
@@ -1327,6 +1329,56 @@ def test_unary_calls_are_answered_while_a_stream_is_not_read(tmp_path: Path, cer
                     if len(got) == len(events):
                         stream.cancel()
         assert got == list(range(20_000))
+
+    run(body)
+
+
+@pytest.mark.e2e
+def test_stream_not_read_holds_lnd_back_within_the_initial_window(
+    tmp_path: Path, certs: Certs
+) -> None:
+    """A reader that stops reading holds lnd back: the gateway takes the batches it may
+    send ahead (MAX_UNACKED) and grpc's initial flow-control window of lnd's messages,
+    no more. grpc's bandwidth probing would widen the window of a busy stream to
+    megabytes and buffer that much of lnd's stream in the gateway."""
+    failure = "x" * 200  # ~250 B a message, as lnd's link failures with their text
+    events = [
+        router_pb2.HtlcEvent(
+            incoming_htlc_id=i,
+            link_fail_event=router_pb2.LinkFailEvent(info=_info(), failure_string=failure),
+        )
+        for i in range(200_000)
+    ]
+    size = len(events[0].SerializeToString())
+    ahead = 16 * 512  # the batches the gateway sends ahead (MAX_UNACKED x MAX_BATCH)
+    slack = (512 * 1024) // size  # the window, the pipe, the batch being filled
+    node = FakeLnd(stream=StreamScript(events=events, hold=True))
+
+    async def body() -> None:
+        async with serving(node, certs.node) as port:
+            creds = write_credentials(tmp_path, port, certs.node.cert_pem, MACAROON)
+            async with LndClient(creds, timeout_s=5) as lnd:
+                stream = lnd.subscribe_htlc_events()
+                last = -1
+                async for event in stream:  # a busy stream first: grpc probes and widens
+                    assert isinstance(event, HtlcEvent)
+                    last = event.incoming_htlc_id
+                    if last == 60_000:
+                        break
+                # then nothing is read until lnd stops being able to send
+                sent, still = -1, 0
+                while still < 10:
+                    await asyncio.sleep(0.1)
+                    sent, still = node.sent, (still + 1 if node.sent == sent else 0)
+                held = sent - stream.received
+                assert held <= ahead + slack, (held, ahead, slack)
+                got = []
+                async for event in stream:  # and the rest arrives, in order
+                    assert isinstance(event, HtlcEvent)
+                    got.append(event.incoming_htlc_id)
+                    if got[-1] == len(events) - 1:
+                        stream.cancel()
+        assert got == list(range(last + 1, len(events)))
 
     run(body)
 

@@ -59,6 +59,15 @@ OLD_LND_KEEPALIVE_S = 360.0  # lnd < 0.17 (or not known): 6 min > 5 min, never a
 KEEPALIVE_TIMEOUT_S = 20.0
 
 
+# The stream's HTTP/2 flow-control window stays at its initial 64 KiB. grpc grows it by
+# probing the bandwidth-delay product (BDP pings) to several MB on a fast link; the
+# gateway reads at most MAX_UNACKED batches ahead of the daemon, so when the daemon
+# falls behind, grpc buffers the whole window of lnd's messages behind them: +7 MB of
+# the gateway's RSS in a 15 s stall at 6 000 events/s (bench/README.md). With the window
+# fixed, lnd holds its own backlog, as it does for any slow subscriber.
+STREAM_WINDOW = (("grpc.http2.bdp_probe", 0),)
+
+
 def stream_options(version: LndVersion | None, scale: float = 1.0) -> tuple[tuple[str, Any], ...]:
     """Channel options of the HTLC stream for this lnd version.
 
@@ -76,7 +85,7 @@ def stream_options(version: LndVersion | None, scale: float = 1.0) -> tuple[tupl
         ("grpc.http2.max_pings_without_data", 0),
     )
     skip = {name for name, _ in keepalive}
-    return tuple(o for o in CHANNEL_OPTIONS if o[0] not in skip) + keepalive
+    return tuple(o for o in CHANNEL_OPTIONS if o[0] not in skip) + keepalive + STREAM_WINDOW
 
 
 _LIGHTNING = "/lnrpc.Lightning/"
