@@ -44,6 +44,7 @@ __all__ = [
     "RecorderSettings",
     "RetentionSettings",
     "Settings",
+    "SettingsChild",
     "StoreSettings",
     "WebhookTarget",
     "analysis_settings",
@@ -301,24 +302,43 @@ def from_dump(data: Mapping[str, Mapping[str, Any]]) -> Settings:
 REFUSED = 3
 
 
-def load_in_child(config_file: Path | None, overrides: Mapping[str, Mapping[str, Any]]) -> Settings:
+class SettingsChild:
     """:func:`lnflow.config.load_settings` in a child process (``python -m lnflow.config``,
     which inherits the ``LNFLOW_*`` environment): the same settings, or the same
-    one-line :class:`ConfigError`, without loading pydantic into this process."""
-    import subprocess
+    one-line :class:`ConfigError`, without loading pydantic into this process.
 
-    request = {"config": None if config_file is None else str(config_file), "overrides": overrides}
-    out = subprocess.run(
-        [sys.executable, "-m", "lnflow.config"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode == REFUSED:
-        raise ConfigError(out.stderr.strip() or "the settings were refused")
-    if out.returncode != 0:  # a bug: its traceback
-        sys.stderr.write(out.stderr)
-        raise ConfigError(f"validating the settings failed (status {out.returncode})")
-    sys.stderr.write(out.stderr)  # a warning, if any, as when it ran in this process
-    return from_dump(json.loads(out.stdout))
+    Started at once; it imports pydantic while this process goes on (lnflowd imports
+    its own modules meanwhile) and validates when :meth:`result` hands it the request.
+    """
+
+    def __init__(
+        self, config_file: Path | None, overrides: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        import subprocess
+
+        self._request = json.dumps(
+            {"config": None if config_file is None else str(config_file), "overrides": overrides}
+        )
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "lnflow.config"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def result(self) -> Settings:
+        """The validated settings (waits for the child); ConfigError if refused."""
+        out, err = self._proc.communicate(self._request)
+        if self._proc.returncode == REFUSED:
+            raise ConfigError(err.strip() or "the settings were refused")
+        if self._proc.returncode != 0:  # a bug: its traceback
+            sys.stderr.write(err)
+            raise ConfigError(f"validating the settings failed (status {self._proc.returncode})")
+        sys.stderr.write(err)  # a warning, if any, as when it ran in this process
+        return from_dump(json.loads(out))
+
+
+def load_in_child(config_file: Path | None, overrides: Mapping[str, Mapping[str, Any]]) -> Settings:
+    """The settings, validated by :class:`SettingsChild`."""
+    return SettingsChild(config_file, overrides).result()
