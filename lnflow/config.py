@@ -12,12 +12,17 @@ Environment variables use ``__`` between section and key, e.g.
 ``LNFLOW_LND__RPCSERVER=10.0.0.2:10009`` or ``LNFLOW_STORE__DB=/srv/lnflow.db``.
 
 A new section is one :class:`_Section` subclass and one field of :class:`Settings`;
-its keys, ranges, environment variables and messages follow from them.
+its keys, ranges, environment variables and messages follow from them. lnflowd's
+modules read its mirror in :mod:`lnflow.settings` (plain classes; lnflowd runs this
+loader in a child, ``python -m lnflow.config``, to keep pydantic out of its process):
+a new key or section goes there too (tests/test_plain_settings.py names what differs).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -34,12 +39,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lnflow import settings as plain_settings
 from lnflow.alerts import redact_url
 from lnflow.analysis.model import AnalysisSettings
 from lnflow.errors import ConfigError
 from lnflow.limits import ANALYSIS_RANGES
 from lnflow.netaddr import rpc_address
 from lnflow.paths import default_db_path
+from lnflow.settings import REFUSED, listen_address
 from lnflow.store.engines import StoreLocation, is_url, location
 
 __all__ = [
@@ -58,6 +65,7 @@ __all__ = [
     "analysis_settings",
     "listen_address",
     "load_settings",
+    "plain",
 ]
 
 
@@ -179,20 +187,6 @@ class AnalysisConfig(_Section):
 
 class ManageSettings(_Section):
     url: str = ""  # lnd-manageJ base URL, e.g. http://127.0.0.1:8081; "" = off
-
-
-def listen_address(text: str) -> tuple[str, int] | None:
-    """``host:port`` (``[::1]:9109`` for IPv6) -> (host, port); "" -> None (off).
-
-    Raises ValueError naming the expected form."""
-    text = text.strip()
-    if not text:
-        return None
-    host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"'{text}' is not host:port (e.g. 127.0.0.1:9109; \"\" turns it off)")
-    return host, int(port)
 
 
 class MetricsSettings(_Section):
@@ -347,6 +341,12 @@ def analysis_settings(settings: Settings) -> AnalysisSettings:
     return AnalysisSettings(**{f.name: getattr(section, f.name) for f in fields(AnalysisSettings)})
 
 
+def plain(settings: Settings) -> plain_settings.Settings:
+    """The same settings as :mod:`lnflow.settings`' plain objects, which lnflowd's
+    modules take (what lnflowd builds from its validating child's JSON)."""
+    return plain_settings.from_dump(settings.model_dump())
+
+
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
@@ -483,3 +483,23 @@ def load_settings(
         return model(**merged)
     except ValidationError as exc:
         raise ConfigError(_one_line(model, exc, "the environment or flags")) from exc
+
+
+def _child_main() -> int:
+    """``python -m lnflow.config``: lnflowd's loader (:func:`lnflow.settings.load_in_child`).
+
+    Reads ``{"config": PATH or null, "overrides": {section: {key: value}}}`` on stdin and
+    prints the validated settings as JSON, or their one-line error on stderr."""
+    request = json.loads(sys.stdin.read())
+    config = request["config"]
+    try:
+        settings = load_settings(None if config is None else Path(config), request["overrides"])
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return REFUSED
+    print(settings.model_dump_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())

@@ -48,8 +48,8 @@ from lnflow.alerts import (
     webhook_request,
 )
 from lnflow.analysis.model import AnalysisReport
-from lnflow.config import AlertsSettings, CommandTarget, Settings, WebhookTarget
 from lnflow.errors import StoreWriteError
+from lnflow.settings import AlertsSettings, CommandTarget, Settings, WebhookTarget
 from lnflow.store.alerts import AlertLog, Delivery, known_node, open_conditions
 from lnflow.store.engines import store_bytes
 from lnflow.text import printable
@@ -228,7 +228,8 @@ class AlertService:
         self._client: httpx.AsyncClient | None = None
         self._workers: list[_Worker] = []
         for target in s.targets:
-            if isinstance(target, WebhookTarget):
+            # by its tag, not its class: tests hand in lnflow.config's targets as well
+            if target.type == "webhook":
                 if self._client is None:
                     import httpx  # only with a webhook: ~1 MB the daemon need not hold
 

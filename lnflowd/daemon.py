@@ -24,7 +24,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
 from lnflow.cli.render import table_to_save
-from lnflow.config import Settings, analysis_settings
 from lnflow.domain import DaemonState, LndVersion, NodeInfo, StreamState
 from lnflow.errors import ConfigError, LnflowError, NodeUnreachableError, StoreWriteError
 from lnflow.lnd import LndClient, LndCredentials
@@ -38,6 +37,7 @@ from lnflow.recording import (
     sleep_or_stop,
 )
 from lnflow.recording.app import Job, Parts, schedule, supervise
+from lnflow.settings import Settings, analysis_settings
 from lnflow.store.db import WAL_SIZE_LIMIT, open_engine
 from lnflow.store.read import analyze_store
 from lnflow.store.retention import Pruner, PruneReport

@@ -7,8 +7,8 @@ arenas after the first ledger sync. Two arenas
 keep the store thread and the event loop apart and leave ~4 MB free. Trimming after a
 scheduled job hands the pages it freed back to the kernel.
 
-The shared libraries' pages that only start-up used (validating the config with
-pydantic-core, creating the store, the first calls) stay resident otherwise: about
+The shared libraries' pages that only start-up used (creating the store, the first
+calls; the config is validated in a child, lnflow.settings) stay resident otherwise: about
 4 MB of the main process's RSS while recording. :func:`release_file_pages` hands them
 back once the daemon runs; pages still in use come back on their next access.
 """

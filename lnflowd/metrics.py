@@ -36,7 +36,6 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from sqlalchemy import Engine
 
 from lnflow import __version__
-from lnflow.config import Settings
 from lnflow.domain import (
     MSAT_PER_SAT,
     NS_PER_S,
@@ -46,6 +45,7 @@ from lnflow.domain import (
     Outcome,
     StreamState,
 )
+from lnflow.settings import Settings
 from lnflow.store import metrics_read
 from lnflow.store.engines import store_bytes
 from lnflow.store.ingest import Ingestor, IngestResult

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lnflow.cli.render import msat_as_sats
-from lnflow.config import Settings, load_settings
+from lnflow.config import load_settings, plain
 from lnflow.domain import format_scid
 from lnflow.errors import ConfigError, LnflowError
 from lnflow.lnd import LndClient
@@ -35,6 +35,7 @@ from lnflow.policy.runner import (
     read_credentials,
     rules_of,
 )
+from lnflow.settings import Settings
 from lnflow.text import printable
 
 __all__ = ["plan_lines", "policy_main"]
@@ -73,22 +74,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(
-        args.config,
-        {
-            "lnd": {
-                "lnddir": args.lnddir,
-                "network": args.network,
-                "rpcserver": args.rpcserver,
-                "tlscertpath": args.tlscertpath,
-                "macaroonpath": args.macaroonpath,
+    return plain(
+        load_settings(
+            args.config,
+            {
+                "lnd": {
+                    "lnddir": args.lnddir,
+                    "network": args.network,
+                    "rpcserver": args.rpcserver,
+                    "tlscertpath": args.tlscertpath,
+                    "macaroonpath": args.macaroonpath,
+                },
+                "store": {"db": args.db},
+                "policy": {
+                    "file": str(args.rules) if args.rules else None,
+                    "macaroonpath": args.policy_macaroonpath,
+                },
             },
-            "store": {"db": args.db},
-            "policy": {
-                "file": str(args.rules) if args.rules else None,
-                "macaroonpath": args.policy_macaroonpath,
-            },
-        },
+        )
     )
 
 

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import Engine
 
-from lnflow.config import Settings
 from lnflow.lnd import LndClient
 from lnflow.policy import Rules, load_rules
 from lnflow.policy.effects import NS_PER_HOUR, measure, verdict
 from lnflow.policy.engine import apply_plan, gather, record_planned, rollback, with_whatif
 from lnflow.policy.runner import guard_settings, policy_credentials, read_credentials
 from lnflow.recording.jobs import guarded
+from lnflow.settings import Settings
 from lnflow.store import policy_history as history
 from lnflow.store.engines import PlainWriter, PlainWriterStore, open_plain_writer
 

@@ -32,6 +32,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
+from lnflow import settings as plain
 from lnflow.analysis.model import AnalysisReport, AnalysisSettings
 from lnflow.config import (
     AnalysisConfig,
@@ -112,8 +113,13 @@ class HTLCMonitor:
             db_path = self._tmpdir / "lnflow.db"
         self.db_path = Path(db_path).expanduser()
         self._now = clock_ns
-        self._rec = recorder or RecorderSettings()
-        self._ledger_settings = ledger or LedgerSettings()
+        # lnflow.recording takes lnflowd's plain settings (lnflow.settings)
+        self._rec = plain.section(
+            plain.RecorderSettings, (recorder or RecorderSettings()).model_dump()
+        )
+        self._ledger_settings = plain.section(
+            plain.LedgerSettings, (ledger or LedgerSettings()).model_dump()
+        )
         self._channels = channels or ChannelSettings()
         self._parts = parts or Parts()
         self._engine: Engine | None = None

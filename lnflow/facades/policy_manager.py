@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lnflow.config import Settings, load_settings
+from lnflow.config import Settings, load_settings, plain
 from lnflow.errors import LnflowError
 from lnflow.lnd import LndClient
 from lnflow.policy import runner
@@ -67,29 +67,30 @@ class PolicyManager:
                 },
             },
         )
-        self.rules = runner.rules_of(self.settings)  # a bad file raises here, in one line
+        self._plain = plain(self.settings)  # what lnflow.policy.runner takes
+        self.rules = runner.rules_of(self._plain)  # a bad file raises here, in one line
 
     def _reader(self) -> LndClient:
         return LndClient(
-            runner.read_credentials(self.settings), timeout_s=self.settings.lnd.timeout_s
+            runner.read_credentials(self._plain), timeout_s=self.settings.lnd.timeout_s
         )
 
     def _writer(self) -> LndClient:
         return LndClient(
-            runner.policy_credentials(self.settings), timeout_s=self.settings.lnd.timeout_s
+            runner.policy_credentials(self._plain), timeout_s=self.settings.lnd.timeout_s
         )
 
     async def plan(self) -> Plan:
         """What the rules would change now, after the guard rails (nothing is written)."""
         async with self._reader() as lnd:
-            return await runner.make_plan(self.settings, self.rules, lnd)
+            return await runner.make_plan(self._plain, self.rules, lnd)
 
     async def apply(self, plan: Plan | None = None) -> ApplyReport:
         """Apply ``plan`` (default: a fresh one) and record every change."""
         if plan is None:
             plan = await self.plan()
-        node_id = runner.node_id(self.settings, plan.node.info)
-        with runner.open_history(self.settings) as db:
+        node_id = runner.node_id(self._plain, plan.node.info)
+        with runner.open_history(self._plain) as db:
             async with self._writer() as lnd:
                 lnd.version = plan.node.version
                 return await apply_plan(plan, lnd, db, node_id)
@@ -100,7 +101,7 @@ class PolicyManager:
         """Restore the recorded "before" values of one change or of a run's changes."""
         if (change_id is None) == (run_id is None):
             raise LnflowError("rollback takes a change id or run_id=, not both or neither")
-        with runner.open_history(self.settings) as db:
+        with runner.open_history(self._plain) as db:
             async with self._writer() as lnd:
                 await lnd.get_version()
                 return await rollback(

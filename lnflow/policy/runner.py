@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lnflow.config import Settings
 from lnflow.domain import NodeInfo
 from lnflow.errors import ConfigError
 from lnflow.lnd import LndClient
 from lnflow.lnd.credentials import LndCredentials
+from lnflow.settings import Settings
 from lnflow.store import db as store_db
 from lnflow.store.engines import DbUrl, PlainWriter, open_plain_store, open_plain_writer
 from lnflow.store.writer import StoreWriter

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
-from lnflow.config import LedgerSettings, RecorderSettings
+from lnflow.settings import LedgerSettings, RecorderSettings
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
 

@@ -87,7 +87,7 @@ from lnflow.store.schema import (
 )
 
 if TYPE_CHECKING:
-    from lnflow.config import RetentionSettings
+    from lnflow.settings import RetentionSettings
 
 __all__ = [
     "RETAINED",
@@ -260,8 +260,7 @@ class Pruner:
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: RetentionSettings) -> Pruner:
-        values = settings.model_dump()
-        ttl = {k: int(v) for k, v in values.items() if k.endswith("_days")}
+        ttl = {spec.setting: int(getattr(settings, spec.setting)) for spec in RETAINED}
         return cls(engine, ttl, max_db_mb=settings.max_db_mb)
 
     def cutoff(self, spec: Retained, now_ns: int) -> int | None:
