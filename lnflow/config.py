@@ -40,14 +40,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from lnflow import settings as plain_settings
-from lnflow.alerts import redact_url
 from lnflow.analysis.model import AnalysisSettings
 from lnflow.errors import ConfigError
 from lnflow.limits import ANALYSIS_RANGES
 from lnflow.netaddr import rpc_address
 from lnflow.paths import default_db_path
-from lnflow.settings import REFUSED, listen_address
-from lnflow.store.engines import StoreLocation, is_url, location
+from lnflow.settings import REFUSED, command_label, listen_address, store_path, webhook_label
+from lnflow.store.engines import StoreLocation, location
 
 __all__ = [
     "AlertsSettings",
@@ -99,12 +98,7 @@ class StoreSettings(_Section):
     def path(self) -> Path:
         """The SQLite file, for what needs a file (lnflowd and lnflowctl take
         :attr:`location`, which may be a database's URL)."""
-        if is_url(self.db):
-            raise ConfigError(
-                f"[store] db / --db {location(self.db, default_db_path())} is a database URL,"
-                " not a file: give a file path"
-            )
-        return Path(self.db).expanduser() if self.db else default_db_path()
+        return store_path(self.db)
 
     @property
     def location(self) -> StoreLocation:
@@ -234,7 +228,7 @@ class WebhookTarget(_Section):
 
     @property
     def label(self) -> str:
-        return self.name or f"webhook {redact_url(self.url)}"
+        return webhook_label(self.name, self.url)
 
 
 class CommandTarget(_Section):
@@ -247,7 +241,7 @@ class CommandTarget(_Section):
 
     @property
     def label(self) -> str:
-        return self.name or f"command {Path(self.command[0]).name}"
+        return command_label(self.name, self.command)
 
 
 AlertTarget = Annotated[WebhookTarget | CommandTarget, Field(discriminator="type")]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -48,12 +48,34 @@ __all__ = [
     "StoreSettings",
     "WebhookTarget",
     "analysis_settings",
+    "command_label",
     "from_dump",
     "listen_address",
     "load_in_child",
+    "store_path",
+    "webhook_label",
 ]
 
 _plain = dataclass(frozen=True, slots=True)
+
+
+def store_path(db: str) -> Path:
+    """``[store] db``'s SQLite file, for what needs a file (lnflowd and lnflowctl take the
+    store's location, which may be a database's URL, its password masked in str())."""
+    if is_url(db):
+        raise ConfigError(
+            f"[store] db / --db {location(db, default_db_path())} is a database URL,"
+            " not a file: give a file path"
+        )
+    return Path(db).expanduser() if db else default_db_path()
+
+
+def webhook_label(name: str, url: str) -> str:
+    return name or f"webhook {redact_url(url)}"
+
+
+def command_label(name: str, command: Sequence[str]) -> str:
+    return name or f"command {Path(command[0]).name}"
 
 
 @_plain
@@ -72,18 +94,10 @@ class StoreSettings:
 
     @property
     def path(self) -> Path:
-        """The SQLite file, for what needs a file (lnflowd and lnflowctl take
-        :attr:`location`, which may be a database's URL)."""
-        if is_url(self.db):
-            raise ConfigError(
-                f"[store] db / --db {location(self.db, default_db_path())} is a database URL,"
-                " not a file: give a file path"
-            )
-        return Path(self.db).expanduser() if self.db else default_db_path()
+        return store_path(self.db)
 
     @property
     def location(self) -> StoreLocation:
-        """The store: a SQLite file or a PostgreSQL URL (its password masked in str())."""
         return location(self.db, default_db_path())
 
 
@@ -184,7 +198,7 @@ class WebhookTarget:
 
     @property
     def label(self) -> str:
-        return self.name or f"webhook {redact_url(self.url)}"
+        return webhook_label(self.name, self.url)
 
 
 @_plain
@@ -196,7 +210,7 @@ class CommandTarget:
 
     @property
     def label(self) -> str:
-        return self.name or f"command {Path(self.command[0]).name}"
+        return command_label(self.name, self.command)
 
 
 @_plain
@@ -320,7 +334,7 @@ class SettingsChild:
             {"config": None if config_file is None else str(config_file), "overrides": overrides}
         )
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "lnflow.config"],
+            [sys.executable, "-P", "-m", "lnflow.config"],  # -P: not from the cwd
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
