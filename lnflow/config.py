@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import tomllib
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -45,7 +44,14 @@ from lnflow.errors import ConfigError
 from lnflow.limits import ANALYSIS_RANGES
 from lnflow.netaddr import rpc_address
 from lnflow.paths import default_db_path
-from lnflow.settings import REFUSED, command_label, listen_address, store_path, webhook_label
+from lnflow.settings import (
+    REFUSED,
+    command_label,
+    listen_address,
+    store_path,
+    thresholds_of,
+    webhook_label,
+)
 from lnflow.store.engines import StoreLocation, location
 
 __all__ = [
@@ -331,8 +337,7 @@ class Settings(BaseSettings):
 
 def analysis_settings(settings: Settings) -> AnalysisSettings:
     """The analysis thresholds of ``[analysis]`` (its timing keys left out)."""
-    section = settings.analysis
-    return AnalysisSettings(**{f.name: getattr(section, f.name) for f in fields(AnalysisSettings)})
+    return thresholds_of(settings.analysis)
 
 
 def plain(settings: Settings) -> plain_settings.Settings:

@@ -53,6 +53,7 @@ __all__ = [
     "listen_address",
     "load_in_child",
     "store_path",
+    "thresholds_of",
     "webhook_label",
 ]
 
@@ -267,7 +268,11 @@ class Settings:
 
 def analysis_settings(settings: Settings) -> AnalysisSettings:
     """The analysis thresholds of ``[analysis]`` (its timing keys left out)."""
-    section = settings.analysis
+    return thresholds_of(settings.analysis)
+
+
+def thresholds_of(section: object) -> AnalysisSettings:
+    """The analysis thresholds of an ``[analysis]`` section, plain or lnflow.config's."""
     return AnalysisSettings(**{f.name: getattr(section, f.name) for f in fields(AnalysisSettings)})
 
 
