@@ -227,6 +227,7 @@ class Daemon:
                     analyze,
                     self.clock_ns,
                     on_change=self.alerts.policy_change,
+                    lnd=client if isinstance(client, LndClient) else None,
                 )
             if metrics is not None:
                 metrics.attach(node_id, version.version, scheduler)

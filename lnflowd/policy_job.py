@@ -12,6 +12,10 @@ One run:
 3. **plan** on it, and in ``plan`` mode record the changes as ``planned``; in ``apply``
    mode send them (:func:`lnflow.policy.engine.apply_plan`) with the policy macaroon.
 
+Its calls to lnd go through the daemon's own lnd gateway process (the daemon's client,
+and :meth:`LndClient.with_macaroon` for the policy macaroon): a run starts no process
+and opens no connection of its own.
+
 The history is written through a plain connection of its own
 (:func:`lnflow.store.engines.open_plain_writer`, a few rows an hour beside the daemon's
 writer): on a SQLite file SQLite's busy timeout orders the two, on PostgreSQL the rows
@@ -20,14 +24,15 @@ are the daemon's node's and a run's id is numbered under an advisory lock.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import Engine
 
-from lnflow.lnd import LndClient
+from lnflow.lnd import LndClient, LndCredentials
 from lnflow.policy import Rules, load_rules
 from lnflow.policy.effects import NS_PER_HOUR, measure, verdict
 from lnflow.policy.engine import apply_plan, gather, record_planned, rollback, with_whatif
@@ -64,8 +69,12 @@ class PolicyJob:
         analyze: Callable[[], Awaitable[int | None]],
         clock_ns: Callable[[], int],
         on_change: Callable[[PolicyResult, int, str], None] | None = None,
+        lnd: LndClient | None = None,
     ) -> None:
         self.settings = settings
+        #: the daemon's client, whose gateway process the job calls through (None: the
+        #: job starts a client of its own for each use)
+        self.lnd = lnd
         # (result, chan_id, detail) of each change applied, failed or reverted: the alerts
         self.on_change = on_change
         self.engine = engine
@@ -73,6 +82,20 @@ class PolicyJob:
         self.rules = rules
         self.analyze = analyze
         self.clock_ns = clock_ns
+
+    @contextlib.asynccontextmanager
+    async def _client(self, credentials: LndCredentials) -> AsyncIterator[LndClient]:
+        """A client with ``credentials``' macaroon: on the daemon's gateway when there
+        is one, else of its own (closed after use)."""
+        if self.lnd is not None:
+            if credentials == self.lnd.credentials:
+                yield self.lnd
+            else:
+                yield self.lnd.with_macaroon(credentials)
+            return
+        s = self.settings
+        async with LndClient(credentials, timeout_s=s.lnd.timeout_s) as client:
+            yield client
 
     def _db(self) -> PlainWriterStore:
         return open_plain_writer(self.engine)
@@ -91,7 +114,7 @@ class PolicyJob:
 
     async def plan_and_apply(self, db: PlainWriter) -> None:
         s = self.settings
-        async with LndClient(read_credentials(s), timeout_s=s.lnd.timeout_s) as reader:
+        async with self._client(read_credentials(s)) as reader:
             plan = await gather(
                 reader,
                 db,
@@ -113,7 +136,7 @@ class PolicyJob:
             run_id, ids = record_planned(db, plan, self.node_id)
             log.info("policy_planned", run_id=run_id, changes=len(ids))
             return
-        async with LndClient(policy_credentials(s), timeout_s=s.lnd.timeout_s) as writer:
+        async with self._client(policy_credentials(s)) as writer:
             writer.version = plan.node.version
             report = await apply_plan(plan, writer, db, self.node_id)
         for o in report.outcomes:
@@ -170,8 +193,7 @@ class PolicyJob:
             db.commit()
             log.info("policy_effects", change_id=row.id, chan_id=row.chan_id, verdict=reason)
             if revert:
-                s = self.settings
-                async with LndClient(policy_credentials(s), timeout_s=s.lnd.timeout_s) as writer:
+                async with self._client(policy_credentials(self.settings)) as writer:
                     await writer.get_version()
                     report = await rollback(
                         writer, db, change_ids=(row.id,), result="reverted", why=judged.reason
@@ -197,12 +219,13 @@ def schedule_policy_job(
     analyze: Callable[[], Awaitable[int | None]],
     clock_ns: Callable[[], int],
     on_change: Callable[[PolicyResult, int, str], None] | None = None,
+    lnd: LndClient | None = None,
 ) -> None:
-    """Register the policy job (mode plan/apply): first run one interval from now."""
+    """Register the policy job (mode plan/apply): first run one interval from now.
+    ``lnd``: the daemon's client, whose gateway process the job's calls go through."""
     every_s = settings.policy.interval_s
-    job = PolicyJob(
-        settings, engine, node_id, load_rules(settings.policy.file), analyze, clock_ns, on_change
-    )
+    rules = load_rules(settings.policy.file)
+    job = PolicyJob(settings, engine, node_id, rules, analyze, clock_ns, on_change, lnd)
     scheduler.add_job(
         guarded("policy", job.run),
         "interval",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from daemonproc import Daemon, db_arg, query, run_lnflowctl, run_lnflowd, sim_fl
 from simnode import SimNode, make_channel
 
 from lnflow.domain import format_scid, from_signed64
+from lnflow.errors import MacaroonMissingError, MacaroonRejectedError
 from lnflow.lnd import LndClient
 from lnflow.lnd._proto import lightning_pb2, lightning_pb2_grpc, router_pb2, router_pb2_grpc
 from lnflow.lnd.credentials import LndCredentials
@@ -94,6 +96,19 @@ def _flags(
 def sim(tmp_path: Path) -> Any:
     with SimNode(tmp_path / "lnd", script=SCRIPT, lnd_version="0.18.3") as node:
         yield node
+
+
+def _connections(sim_log: str) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """From the simulated node's log: each client connection's first unary call's
+    macaroon, and every write call as (method, connection, macaroon)."""
+    first = {
+        peer: name
+        for peer, name in re.findall(
+            r"unary calls from (\S+), the first: \S+ with the (\w+)", sim_log
+        )
+    }
+    writes = re.findall(r"write (\S+) from (\S+) with the (\w+) macaroon", sim_log)
+    return first, writes
 
 
 def _timeless(history: str) -> list[dict[str, Any]]:
@@ -395,9 +410,18 @@ def test_daemon_applies_measures_and_reverts_a_change_that_cut_the_fees(
         for (_, chan, *_), (_, now, restored, reason, why) in zip(applied, reverted, strict=True):
             assert (now, restored) == (1, old[chan].fee_rate_milli_msat)
             assert "revert: fees earned out" in reason and why.startswith("revert:")
+        sim_log = sim.log()
         code, out, err = run_lnflowctl("--db", db_arg(db), "policy", "effects", "--hours", "0.01")
         assert code == 0, err
         assert out.count("revert: fees earned out") == len(chans)
+        # every write (the applies and the reverts, runs apart) came with the policy
+        # (admin) macaroon on one connection that the daemon opened with its read-only
+        # one: its own, through its lnd gateway, not a connection of the job's
+        first, writes = _connections(sim_log)
+        assert len(writes) == 2 * len(chans)
+        peers = {peer for _, peer, _ in writes}
+        assert len(peers) == 1 and {name for *_, name in writes} == {"admin"}, writes
+        assert first[peers.pop()] == "readonly", first
         # each change applied and each revert is one alert (recorded even with no target)
         titles = query(db, "SELECT title FROM alerts WHERE kind = 'policy_change'")
         assert sorted(t for (t,) in titles) == sorted(
@@ -703,3 +727,33 @@ def test_daemon_does_not_revert_a_disable_for_the_fees_it_stops(tmp_path: Path) 
         assert (from_signed64(chan_id), strategy, after, result) == (chan, "disable", 1, "applied")
         assert why.startswith("revert: fees earned out")
         assert why.endswith("not reverted: the change disabled the channel")
+
+
+def test_a_client_with_another_macaroon_calls_through_the_same_gateway(
+    sim: SimNode, tmp_path: Path
+) -> None:
+    """LndClient.with_macaroon: the policy macaroon's calls go through the read-only
+    client's gateway process and connection, each call with its own macaroon (lnd
+    refuses a call carrying two); a client of another node is refused."""
+
+    async def body() -> None:
+        async with _client(sim, "readonly") as reader:
+            channel = (await reader.list_channels())[0]
+            writer = reader.with_macaroon(_client(sim, "admin").credentials)
+            with pytest.raises(MacaroonRejectedError, match="lacks offchain:write"):
+                await reader.update_chan_status(channel.channel_point, "DISABLE")
+            assert await writer.update_chan_status(channel.channel_point, "DISABLE") is None
+            assert writer.gateway_pid == reader.gateway_pid is not None
+            await writer.close()  # its own streams only: the reader's gateway stays
+            assert (await reader.get_info()).pubkey
+            other = replace(reader.credentials, rpcserver="127.0.0.1:1")
+            with pytest.raises(ValueError, match="is not the node this client reaches"):
+                reader.with_macaroon(other)
+            missing = replace(reader.credentials, macaroonpath=tmp_path / "none.macaroon")
+            with pytest.raises(MacaroonMissingError):
+                reader.with_macaroon(missing)
+
+    asyncio.run(body())
+    first, writes = _connections(sim.log())
+    assert [(m, name) for m, _, name in writes] == [("/routerrpc.Router/UpdateChanStatus", "admin")]
+    assert first[writes[0][1]] == "readonly"

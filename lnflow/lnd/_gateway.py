@@ -21,9 +21,15 @@ stdin: first one JSON line (rpcserver, certificate and macaroon as hex, the unar
 channel's options, the parent's pid), then frames whose payload starts with a call or
 stream id (u32 LE):
 
-* ``U`` unary call: id | JSON header length (u16 LE) | ``{"method", "timeout_s"}`` |
-  the serialized request;
-* ``O`` open a stream: id | JSON ``{"method", "options"}``;
+* ``U`` unary call: id | JSON header length (u16 LE) | ``{"method", "timeout_s"}`` and
+  optionally ``"macaroon_hex"`` | the serialized request;
+* ``O`` open a stream: id | JSON ``{"method", "options"}`` and optionally
+  ``"macaroon_hex"``;
+
+A call without ``macaroon_hex`` carries the first line's macaroon. Every call sends its
+macaroon as its own metadata (lnd refuses a call carrying two), so one process serves
+callers holding different macaroons on the same connection: the recorder's read-only
+one and the policy engine's, which may write.
 * ``C`` stop the stream id (its last batch and ``D`` follow);
 * ``K`` one ``B`` frame of the stream was taken: a stream sends at most
   ``MAX_UNACKED`` batches ahead, then stops reading lnd (grpc's flow control holds
@@ -79,14 +85,6 @@ _HEADER = struct.Struct("<cI")
 _ID = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 _LEN = _ID.pack
-
-
-class _Auth(grpc.AuthMetadataPlugin):  # type: ignore[misc]  # grpc is untyped
-    def __init__(self, macaroon_hex: str) -> None:
-        self._metadata = (("macaroon", macaroon_hex),)
-
-    def __call__(self, context: Any, callback: Any) -> None:
-        callback(self._metadata, None)
 
 
 class _Out:
@@ -201,10 +199,7 @@ class Gateway:
         self.cfg = cfg
         self.out = out
         self.libc = libc
-        self.creds = grpc.composite_channel_credentials(
-            grpc.ssl_channel_credentials(root_certificates=bytes.fromhex(cfg["cert_hex"])),
-            grpc.metadata_call_credentials(_Auth(cfg["macaroon_hex"])),
-        )
+        self.creds = grpc.ssl_channel_credentials(root_certificates=bytes.fromhex(cfg["cert_hex"]))
         self.channel = self._channel(cfg["options"])
         self.lock = threading.Lock()
         self.streams: dict[int, _Stream] = {}
@@ -214,6 +209,10 @@ class Gateway:
     def _channel(self, options: list[Any], *extra: tuple[Any, Any]) -> Any:
         opts = [tuple(o) for o in options] + list(extra)
         return grpc.secure_channel(self.cfg["rpcserver"], self.creds, options=opts)
+
+    def auth(self, head: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        """The call's metadata: its own macaroon, or the process's."""
+        return (("macaroon", head.get("macaroon_hex") or self.cfg["macaroon_hex"]),)
 
     def connecting(self) -> bool:
         """The unary channel has no live connection (turns a deadline into unreachable)."""
@@ -232,7 +231,9 @@ class Gateway:
             head["method"], request_serializer=None, response_deserializer=None
         )
         try:
-            future = rpc.future(request, timeout=head["timeout_s"], wait_for_ready=False)
+            future = rpc.future(
+                request, timeout=head["timeout_s"], metadata=self.auth(head), wait_for_ready=False
+            )
         except grpc.RpcError as exc:  # the channel refused to start the call
             self._failed(ident, exc)
             return
@@ -264,7 +265,7 @@ class Gateway:
         channel = self._channel(
             spec["options"], (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)
         )
-        stream = _Stream(self, ident, spec["method"], channel)
+        stream = _Stream(self, ident, spec["method"], channel, self.auth(spec))
         with self.lock:
             self.streams[ident] = stream
         self.wake.set()
@@ -343,11 +344,14 @@ class Gateway:
 class _Stream:
     """One server-streaming call on a channel of its own, read by its own thread."""
 
-    def __init__(self, gateway: Gateway, ident: int, method: str, channel: Any) -> None:
+    def __init__(
+        self, gateway: Gateway, ident: int, method: str, channel: Any, metadata: Any
+    ) -> None:
         self.gateway = gateway
         self.ident = ident
         self.method = method
         self.channel = channel
+        self.metadata = metadata
         self.batch = _Batch(gateway.out, ident)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, name=f"stream-{ident}", daemon=True)
@@ -373,7 +377,7 @@ class _Stream:
         try:
             call = self.channel.unary_stream(
                 self.method, request_serializer=None, response_deserializer=None
-            )(b"", wait_for_ready=False)
+            )(b"", metadata=self.metadata, wait_for_ready=False)
         except ValueError:  # stopped before it started: the channel is closed
             out.frame(b"S")
             out.frame(b"D")

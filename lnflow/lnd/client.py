@@ -101,6 +101,9 @@ class LndClient:
     :class:`MacaroonMissingError`); if it dies, pending calls fail with an
     :class:`LndRpcError` and the next call starts a new one. Unary calls fail fast
     (no wait for readiness) with a deadline of ``timeout_s``.
+
+    :meth:`with_macaroon` gives a client holding another macaroon of the same node that
+    calls through this client's gateway process: no process or connection of its own.
     """
 
     def __init__(
@@ -113,6 +116,8 @@ class LndClient:
         self._keepalive_scale = keepalive_scale
         self._gateway: GatewayProcess | None = None
         self._streams: weakref.WeakSet[HtlcStream] = weakref.WeakSet()
+        self._via: LndClient | None = None  # whose gateway process this client calls through
+        self._macaroon_hex: str | None = None  # sent with each call when _via is set
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -138,8 +143,31 @@ class LndClient:
         if gateway is not None:
             await gateway.close()
 
+    def with_macaroon(self, credentials: LndCredentials) -> LndClient:
+        """A client with ``credentials``' macaroon that calls through this client's
+        gateway process (which must outlive it): the policy engine's writes beside the
+        recorder. Its macaroon file is read now (a missing one raises
+        :class:`MacaroonMissingError`); ``credentials`` must name this client's node and
+        certificate. Closing it stops only its own streams."""
+        mine = self.credentials
+        if (credentials.rpcserver, credentials.tlscertpath) != (mine.rpcserver, mine.tlscertpath):
+            raise ValueError(
+                f"{credentials.rpcserver} with {credentials.tlscertpath} is not the node this "
+                f"client reaches ({mine.rpcserver} with {mine.tlscertpath})"
+            )
+        _, macaroon_hex = credentials.load()
+        client = LndClient(
+            credentials, timeout_s=self.timeout_s, keepalive_scale=self._keepalive_scale
+        )
+        client.version = self.version
+        client._via = self._via or self
+        client._macaroon_hex = macaroon_hex
+        return client
+
     def _open(self) -> GatewayProcess:
         """The gateway process; a new one when there is none or it died."""
+        if self._via is not None:
+            return self._via._open()
         gateway = self._gateway
         if gateway is None or gateway.gone is not None:
             cert, macaroon_hex = self.credentials.load()
@@ -150,7 +178,8 @@ class LndClient:
     @property
     def gateway_pid(self) -> int | None:
         """The gateway process's pid (None before it started)."""
-        return self._gateway.pid if self._gateway is not None else None
+        owner = self._via or self
+        return owner._gateway.pid if owner._gateway is not None else None
 
     # ------------------------------------------------------------------ plumbing
 
@@ -166,7 +195,8 @@ class LndClient:
         """One unary RPC's serialized answer: deadline ``timeout_s``, fail fast while
         disconnected; raises :class:`RpcFailure` for lnd's (or grpc's) refusal."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        return await self._open().unary(path, request.SerializeToString(), timeout)
+        gateway = self._open()
+        return await gateway.unary(path, request.SerializeToString(), timeout, self._macaroon_hex)
 
     async def _call(self, method: str, request: Any, response: Any) -> Any:
         """``/lnrpc.Lightning/<method>``, parsed as ``response``."""
@@ -402,6 +432,6 @@ class LndClient:
                 established=established,
             )
 
-        stream = HtlcStream(gateway, options, map_error)
+        stream = HtlcStream(gateway, options, map_error, self._macaroon_hex)
         self._streams.add(stream)
         return stream

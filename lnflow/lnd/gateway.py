@@ -148,14 +148,20 @@ class GatewayProcess:
 
     # ------------------------------------------------------------------ calls
 
-    async def unary(self, method: str, request: bytes, timeout_s: float) -> bytes:
+    async def unary(
+        self, method: str, request: bytes, timeout_s: float, macaroon_hex: str | None = None
+    ) -> bytes:
         """lnd's serialized answer; raises :class:`RpcFailure` when the call failed and
-        :class:`LndRpcError` when the gateway could not make it."""
+        :class:`LndRpcError` when the gateway could not make it. ``macaroon_hex``: the
+        call's own macaroon instead of the process's."""
         proc = await self._process()
         ident = next(self._ids)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._calls[ident] = future
-        head = json.dumps({"method": method, "timeout_s": timeout_s}).encode()
+        spec: dict[str, Any] = {"method": method, "timeout_s": timeout_s}
+        if macaroon_hex is not None:
+            spec["macaroon_hex"] = macaroon_hex
+        head = json.dumps(spec).encode()
         self._send(proc, _frame(b"U", ident, len(head).to_bytes(2, "little") + head + request))
         try:
             async with asyncio.timeout(timeout_s + ANSWER_GRACE_S):
@@ -170,12 +176,16 @@ class GatewayProcess:
         finally:
             self._calls.pop(ident, None)
 
-    async def open_stream(self, method: str, options: tuple[tuple[str, Any], ...]) -> int:
+    async def open_stream(
+        self, method: str, options: tuple[tuple[str, Any], ...], macaroon_hex: str | None = None
+    ) -> int:
         """Start a server-streaming call on a channel of its own; its id."""
         proc = await self._process()
         ident = next(self._ids)
         self._inboxes[ident] = Inbox(lambda: self._ack(ident))
-        spec = {"method": method, "options": [list(o) for o in options]}
+        spec: dict[str, Any] = {"method": method, "options": [list(o) for o in options]}
+        if macaroon_hex is not None:
+            spec["macaroon_hex"] = macaroon_hex
         self._send(proc, _frame(b"O", ident, json.dumps(spec).encode()))
         return ident
 

@@ -68,6 +68,7 @@ class HtlcStream:
         gateway: GatewayProcess,
         options: tuple[tuple[str, Any], ...],
         map_error: ErrorMapper,
+        macaroon_hex: str | None = None,
     ) -> None:
         self._gateway = gateway
         self._map_error = map_error
@@ -83,10 +84,10 @@ class HtlcStream:
         self._frame_task: asyncio.Task[tuple[bytes, bytes] | None] | None = None
         self._reading = False  # a task waits in __anext__ for the next frame
         self.received = 0
-        self._starting = asyncio.ensure_future(self._open(options))
+        self._starting = asyncio.ensure_future(self._open(options, macaroon_hex))
 
-    async def _open(self, options: tuple[tuple[str, Any], ...]) -> Inbox:
-        ident = await self._gateway.open_stream(METHOD, options)
+    async def _open(self, options: tuple[tuple[str, Any], ...], macaroon_hex: str | None) -> Inbox:
+        ident = await self._gateway.open_stream(METHOD, options, macaroon_hex)
         self._ident = ident
         if self._cancelled:
             self._gateway.stop_stream(ident)

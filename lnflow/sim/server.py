@@ -8,6 +8,7 @@ the pre-serialized bytes the hub shares between subscribers.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn
@@ -39,6 +40,8 @@ _MISMATCH = "verification failed: signature mismatch after caveat verification"
 _DAY_NS = 86_400 * NS
 _NO_NODE = "unable to find node"  # lnd's graph error for a node it has no announcement of
 
+log = logging.getLogger("lnflow.sim")
+
 
 def _identity(data: bytes) -> bytes:
     return data
@@ -48,10 +51,17 @@ def _identity(data: bytes) -> bytes:
 
 
 class MacaroonInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """lnd's check: exactly one ``macaroon`` metadata value, the hex of a known macaroon."""
+    """lnd's check: exactly one ``macaroon`` metadata value, the hex of a known macaroon.
+
+    It also logs each client connection the first time it makes a unary call (``unary
+    calls from <peer>``: its address, the call and the macaroon's name) and every write
+    call (``write <method> from <peer> with the <name> macaroon``), so a test can tell
+    which calls shared a connection.
+    """
 
     def __init__(self, macaroons: dict[str, bytes]) -> None:
         self._names = {data: name for name, data in macaroons.items()}
+        self._peers: set[str] = set()
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
@@ -76,7 +86,28 @@ class MacaroonInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, _MISMATCH)
         if details.method in WRITE_METHODS and name != "admin":
             return _deny(handler, grpc.StatusCode.PERMISSION_DENIED, "permission denied")
-        return handler
+        if handler.unary_unary is None:
+            return handler
+        return self._watched(handler, details.method, name)
+
+    def _watched(self, handler: Any, method: str, name: str) -> Any:
+        behaviour, peers, write = handler.unary_unary, self._peers, method in WRITE_METHODS
+
+        async def call(request: Any, context: Any) -> Any:
+            peer = context.peer()
+            if peer not in peers:
+                peers.add(peer)
+                log.info("unary calls from %s, the first: %s with the %s macaroon",
+                         peer, method, name)  # fmt: skip
+            if write:
+                log.info("write %s from %s with the %s macaroon", method, peer, name)
+            return await behaviour(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
 def _deny(handler: Any, code: Any, message: str) -> Any:
