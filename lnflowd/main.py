@@ -15,7 +15,7 @@ from lnflow.errors import LnflowError
 from lnflow.settings import Settings, SettingsChild
 from lnflow.text import printable
 
-from .memory import limit_malloc_arenas
+from .memory import fix_malloc_thresholds, limit_malloc_arenas
 
 __all__ = ["main"]
 
@@ -93,6 +93,7 @@ async def _check(settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()  # before any thread starts (bench/README.md: memory)
+    fix_malloc_thresholds()
     given = sys.argv[1:] if argv is None else argv
     if given[:1] == ["policy"]:
         from .policy_cmd import policy_main

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,3 +52,46 @@ def test_the_process_runs_on_after_its_pages_are_released() -> None:
         conn.execute("CREATE TABLE t (x INTEGER)")
         conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1000)])
         assert conn.execute("SELECT sum(x) FROM t").fetchone() == (499_500,)
+
+
+_LARGE_BLOCK_AFTER_A_LARGER_ONE = """
+import ctypes, sys
+from lnflowd.memory import fix_malloc_thresholds
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd",
+        "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+if not hasattr(libc, "mallinfo2"):
+    sys.exit(3)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+if sys.argv[1] == "fixed":
+    assert fix_malloc_thresholds()
+libc.free(libc.malloc(4 << 20))  # e.g. one large answer, mapped, then freed
+mapped = libc.mallinfo2().hblks
+block = libc.malloc(512 << 10)
+print(libc.mallinfo2().hblks - mapped)
+libc.free(block)
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("thresholds", ["fixed", "glibc's own"])
+def test_a_large_block_is_mapped_after_a_larger_one_was_freed(thresholds: str) -> None:
+    """glibc raises its thresholds after a large block is freed (later ones of that size
+    then come from an arena and its top stays resident); fixed, it does not."""
+    run = subprocess.run(
+        [sys.executable, "-c", _LARGE_BLOCK_AFTER_A_LARGER_ONE, thresholds.split()[0]],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode == 3:
+        pytest.skip("not glibc >= 2.33 (mallinfo2)")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == (["1"] if thresholds == "fixed" else ["0"])
