@@ -199,8 +199,12 @@ def _one_node(conn: Connection, node_id: int) -> bool:
 
 # Our fee policy from the history's start: each channel's last sample with a policy at or
 # before it (the policy then in force; else the first after it, one seek per channel),
-# then every sample with a policy from there, in order, from ix_channel_samples_chan_state
-# alone; the changes are picked out in Python (_policy_changes).
+# then each change of policy, found in SQL: from a sample, the first later sample (by
+# ts_ns) whose policy differs is one range of ix_channel_samples_chan_state filtered in
+# the index and stopped at its first match, so only the few changes (and the samples
+# sharing their ts_ns) come back, not every sample of the history. The rows are in
+# channel, then sample order; a superset of the changes that holds the history's first
+# sample, whose repeats _Reader.fee_histories drops, exactly as when it read every sample.
 _before = channel_samples.alias("before")
 _policy_start = (
     select(_before.c.ts_ns)
@@ -220,24 +224,75 @@ _starts = (
     .where(channels.c.chan_id.in_(bindparam("chans", expanding=True)))
     .cte("starts")
 )
-_FEE_SAMPLES = (
+_first = channel_samples.alias("first_policy")
+_first_ts = (
+    select(_first.c.ts_ns)
+    .where(sample_of(_first, bindparam("node"), _starts.c.chan_id))
+    .where(_first.c.ts_ns >= _starts.c.from_ns, _first.c.ts_ns <= bindparam("until"))
+    .where(has_policy(_first))
+    .order_by(_first.c.ts_ns)
+    .limit(1)
+    .scalar_subquery()
+)
+# the samples at the history's first ts_ns
+_points = (
     select(
         _starts.c.chan_id,
         channel_samples.c.ts_ns,
+        channel_samples.c.id,
         channel_samples.c.fee_base_msat,
         channel_samples.c.fee_rate_ppm,
     )
     .select_from(_starts)
-    .outerjoin(
+    .join(
         channel_samples,
         and_(
             sample_of(channel_samples, bindparam("node"), _starts.c.chan_id),
-            channel_samples.c.ts_ns >= _starts.c.from_ns,
-            channel_samples.c.ts_ns <= bindparam("until"),
+            channel_samples.c.ts_ns == _first_ts,
             has_policy(channel_samples),
         ),
     )
-    .order_by(_starts.c.chan_id, channel_samples.c.ts_ns, channel_samples.c.id)
+    .cte("points", recursive=True)
+)
+# from each point, the samples at the first later ts_ns with another policy
+_point = _points.alias("point")
+_next = channel_samples.alias("later")
+_at = channel_samples.alias("changed")
+_next_ts = (
+    select(_next.c.ts_ns)
+    .where(sample_of(_next, bindparam("node"), _point.c.chan_id))
+    .where(_next.c.ts_ns > _point.c.ts_ns, _next.c.ts_ns <= bindparam("until"))
+    .where(has_policy(_next))
+    .where(
+        (_next.c.fee_base_msat != _point.c.fee_base_msat)
+        | (_next.c.fee_rate_ppm != _point.c.fee_rate_ppm)
+    )
+    .order_by(_next.c.ts_ns)
+    .limit(1)
+    .scalar_subquery()
+)
+_points = _points.union(
+    select(_point.c.chan_id, _at.c.ts_ns, _at.c.id, _at.c.fee_base_msat, _at.c.fee_rate_ppm)
+    .select_from(_point)
+    .join(
+        _at,
+        and_(
+            sample_of(_at, bindparam("node"), _point.c.chan_id),
+            _at.c.ts_ns == _next_ts,
+            has_policy(_at),
+        ),
+    )
+)
+_FEE_SAMPLES = (
+    select(
+        _starts.c.chan_id,
+        _points.c.ts_ns,
+        _points.c.fee_base_msat,
+        _points.c.fee_rate_ppm,
+    )
+    .select_from(_starts)
+    .outerjoin(_points, _points.c.chan_id == _starts.c.chan_id)
+    .order_by(_starts.c.chan_id, _points.c.ts_ns, _points.c.id)
 )
 
 
@@ -361,9 +416,9 @@ class _Reader:
             "chans": sorted(to_signed64(chan) for chan in chan_ids),
         }
         histories: dict[int, tuple[FeePoint, ...]] = {chan: () for chan in chan_ids}
-        # rows in channel, then sample order (~300 a channel for a day), one with no
-        # sample (None) for a channel that has none: keep each channel's first sample
-        # and those whose policy differs from the sample before
+        # rows in channel, then sample order, one with no sample (None) for a channel
+        # that has none: keep each channel's first sample and those whose policy differs
+        # from the sample before
         points: list[FeePoint] = []
         last_chan = last_policy = None
         for chan_id, ts_ns, fee_base_msat, fee_rate_ppm in self.conn.execute(
