@@ -828,7 +828,7 @@ def test_monitor_prints_live_lines_then_the_analysis(
         st.db,
         "monitor",
         "--duration",
-        "0.0001",  # 0.36 s
+        "0.0005",  # 1.8 s
         "--interval",
         "0.1",
         "--min-failures",
@@ -836,7 +836,7 @@ def test_monitor_prints_live_lines_then_the_analysis(
     )
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith(f"monitoring {st.path} for 0.0001 h, a line every 0.1 s")
+    assert lines[0].startswith(f"monitoring {st.path} for 0.0005 h, a line every 0.1 s")
     live = [line for line in lines[1:] if "events," in line]
     assert len(live) >= 2
     assert all("lnflowd is not running" in line for line in live)

@@ -434,8 +434,6 @@ def cmd_monitor(args: argparse.Namespace, db_path: StoreLocation) -> int:
 
     settings = ctl_analysis_settings(args)
     interval = float(args.interval)
-    start = time.time_ns()
-    end = start + int(args.duration * 3600 * NS)
     engine = open_readonly_engine(db_path)
     try:
         if not args.json:
@@ -448,6 +446,10 @@ def cmd_monitor(args: argparse.Namespace, db_path: StoreLocation) -> int:
             )
         with engine.connect() as conn:
             began = monitor_start(conn)
+        # the period counts from the first snapshot, not from the store's opening: a
+        # short --duration on a busy machine still gets its lines
+        start = time.time_ns()
+        end = start + int(args.duration * 3600 * NS)
         cursor = began.event_id
         try:
             while True:
