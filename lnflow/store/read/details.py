@@ -234,6 +234,17 @@ _first_ts = (
     .limit(1)
     .scalar_subquery()
 )
+
+
+def _policy_at(samples: Any, chan_id: Any, ts_ns: Any) -> Any:
+    """The condition: a sample of the node's channel ``chan_id`` at ``ts_ns`` with a policy."""
+    return and_(
+        sample_of(samples, bindparam("node"), chan_id),
+        samples.c.ts_ns == ts_ns,
+        has_policy(samples),
+    )
+
+
 # the samples at the history's first ts_ns
 _points = (
     select(
@@ -244,14 +255,7 @@ _points = (
         channel_samples.c.fee_rate_ppm,
     )
     .select_from(_starts)
-    .join(
-        channel_samples,
-        and_(
-            sample_of(channel_samples, bindparam("node"), _starts.c.chan_id),
-            channel_samples.c.ts_ns == _first_ts,
-            has_policy(channel_samples),
-        ),
-    )
+    .join(channel_samples, _policy_at(channel_samples, _starts.c.chan_id, _first_ts))
     .cte("points", recursive=True)
 )
 # from each point, the samples at the first later ts_ns with another policy
@@ -274,14 +278,7 @@ _next_ts = (
 _points = _points.union(
     select(_point.c.chan_id, _at.c.ts_ns, _at.c.id, _at.c.fee_base_msat, _at.c.fee_rate_ppm)
     .select_from(_point)
-    .join(
-        _at,
-        and_(
-            sample_of(_at, bindparam("node"), _point.c.chan_id),
-            _at.c.ts_ns == _next_ts,
-            has_policy(_at),
-        ),
-    )
+    .join(_at, _policy_at(_at, _point.c.chan_id, _next_ts))
 )
 _FEE_SAMPLES = (
     select(
