@@ -107,6 +107,7 @@ def test_a_recorded_store_copied_reads_the_same_and_a_second_copy_is_refused(
         on_lite, on_pg = _counts_of(lite, tables), _counts_of(pg, tables)
         assert on_pg == on_lite
         assert on_lite["htlc_events"] == len(EVENTS) and on_lite["failure_clusters"] > 0
+        assert on_lite["failure_channel_weekly"] > 0  # the weekly rollups came along
         # vacuumed and analyzed after the copy, as autovacuum would in time (bench/pg)
         assert any(x.startswith("vacuumed and analyzed in ") for x in lines), out
         # row_counts as the source kept them, equal to the rows (not counted twice)

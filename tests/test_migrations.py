@@ -102,6 +102,11 @@ _KEPT_BY_0003 = {
         "SELECT day, outgoing_channel_id, clusters, missed_dedup_msat, incoming_lo,"
         " incoming_hi FROM failure_channel_daily ORDER BY day, outgoing_channel_id"
     ),
+    "failure_channel_weekly": (
+        "SELECT week, outgoing_channel_id, clusters, missed_dedup_msat, incoming_lo,"
+        " incoming_hi, incoming_many, first_hour, last_hour FROM failure_channel_weekly"
+        " ORDER BY week, outgoing_channel_id"
+    ),
     "forward_channel_hourly": (
         "SELECT hour, chan_id, forwards_out, fee_out_msat, forwards_in, fee_in_msat"
         " FROM forward_channel_hourly ORDER BY hour, chan_id"

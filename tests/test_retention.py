@@ -217,6 +217,10 @@ def _failure_channel(period: str) -> Callable[[Store, int, int], dict[str, Any]]
         values |= {"liquidity_failures": 3, "liquidity_missed_msat": 3_000}
         if period == "day":
             values |= {"first_hour": when * 24, "last_hour": when * 24 + 23}
+        if period == "week":
+            # failures in the week's last hour only: the week holding the cutoff counted
+            # no expired hour, so it stays as it is (see the tests of partial weeks)
+            values |= {"first_hour": when * 168 + 167, "last_hour": when * 168 + 167}
         if period == "block":
             values |= {"first_hour": when * 6, "last_hour": when * 6 + 5}
         if period == "hour":
@@ -319,6 +323,7 @@ ROWS: dict[str, Callable[[Store, int, int], dict[str, Any]]] = {
     "failure_channel_hourly": _failure_channel("hour"),
     "failure_channel_daily": _failure_channel("day"),
     "failure_channel_6h": _failure_channel("block"),
+    "failure_channel_weekly": _failure_channel("week"),
     "forward_channel_6h": _forward_channel("block"),
     "forward_channel_hourly": _forward_channel("hour"),
     "forward_channel_daily": _forward_channel("day"),

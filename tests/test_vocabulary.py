@@ -50,6 +50,7 @@ PER_CLASS_TABLES = (
     "failure_channel_hourly",
     "failure_channel_6h",
     "failure_channel_daily",
+    "failure_channel_weekly",
     "opportunities",
 )
 

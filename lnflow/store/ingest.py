@@ -57,6 +57,7 @@ from lnflow.store.schema import (
     failure_channel_6h,
     failure_channel_daily,
     failure_channel_hourly,
+    failure_channel_weekly,
     failure_clusters,
     failure_rollups_hourly,
     forward_attempts,
@@ -139,7 +140,12 @@ class Ingestor:
         self._add_per_channel = ChannelRollupUpserts(
             engine,
             failure_channel_upsert,
-            (failure_channel_hourly, failure_channel_6h, failure_channel_daily),
+            (
+                failure_channel_hourly,
+                failure_channel_6h,
+                failure_channel_daily,
+                failure_channel_weekly,
+            ),
         )
 
     # -- statements --------------------------------------------------------------------

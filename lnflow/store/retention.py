@@ -19,7 +19,11 @@ Boundary rule: a row expires when its time is strictly older than the cutoff
 ``now_ns − days × 86 400 s``; a row exactly at the cutoff is kept, one nanosecond older
 is deleted. Hour columns compare whole hours: an hour expires once it ends at or before
 the cutoff (``hour < cutoff_ns // NS_PER_HOUR``), so the hour holding the cutoff is kept;
-day columns (UTC days) likewise, so the day holding the cutoff is kept.
+day columns (UTC days) likewise, so the day holding the cutoff is kept. A week of the
+weekly failure rollups expires once all its days did; the week holding the cutoff, whose
+first days the daily rollups no longer hold, has the rows that counted those days summed
+again from the days left (:attr:`Retained.summed_from`), so a week read whole is always
+the sum of the days the store still has.
 
 Optional size budget (``max_db_mb``): while the store's bytes in use exceed it, the
 oldest raw rows are dropped before their TTL, in :data:`SIZE_BUDGET_ORDER`; rollups and
@@ -63,12 +67,14 @@ from sqlalchemy import (
 
 from lnflow.domain import NS_PER_DAY, NS_PER_HOUR
 from lnflow.store.db import BUSY_TIMEOUT_MS, wal_bytes
+from lnflow.store.rollups import DAYS_PER_WEEK, failure_weeks_of_days
 from lnflow.store.schema import (
     analysis_runs,
     channel_samples,
     failure_channel_6h,
     failure_channel_daily,
     failure_channel_hourly,
+    failure_channel_weekly,
     failure_clusters,
     failure_rollups_hourly,
     forward_attempts,
@@ -119,6 +125,9 @@ class Retained:
     id_ordered: bool = False
     #: expire by recording time: the recording_marks column holding this table's ids
     marked: str | None = None
+    #: weeks summed from this daily table (listed before it here): the rows of the week
+    #: holding the cutoff that counted an expired hour are summed again from the days left
+    summed_from: Table | None = None
 
 
 # Pruned in this order (referencing tables before the tables they point to). Adding a
@@ -142,6 +151,14 @@ RETAINED: tuple[Retained, ...] = (
     Retained(forward_channel_6h, "block", 6 * NS_PER_HOUR, "rollups_days", node_led=True),
     Retained(failure_channel_daily, "day", NS_PER_DAY, "rollups_days", node_led=True),
     Retained(forward_channel_daily, "day", NS_PER_DAY, "rollups_days", node_led=True),
+    Retained(
+        failure_channel_weekly,
+        "week",
+        DAYS_PER_WEEK * NS_PER_DAY,
+        "rollups_days",
+        node_led=True,
+        summed_from=failure_channel_daily,
+    ),
     # A run's children carry its generated_ns, so they expire with it and go first: the
     # run row is deleted only once no child of an expired run is left.
     Retained(run_gaps, "generated_ns", 1, "runs_days"),
@@ -374,6 +391,9 @@ class Pruner:
                     deleted = _delete_recorded_before(conn, spec, batch_rows, cutoff)
                 else:
                     deleted = _delete_oldest(conn, spec, batch_rows, cutoff)
+                if not deleted and spec.summed_from is not None:
+                    cutoff_day = (now_ns - self._ttl_days[spec.setting] * NS_PER_DAY) // NS_PER_DAY
+                    deleted = _sum_week_again(conn, spec, batch_rows, cutoff_day)
             if deleted:
                 return PruneStepResult(table=spec.table.name, deleted=deleted, cause="ttl")
         return None
@@ -498,6 +518,44 @@ def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | N
     result = conn.execute(delete(table).where(target.in_(picked)))
     _clamp_marks(conn, spec)
     return int(result.rowcount or 0)
+
+
+def _sum_week_again(conn: Connection, spec: Retained, limit: int, cutoff_day: int) -> int:
+    """Up to ``limit`` rows of the week holding ``cutoff_day`` that counted an hour
+    before it (the daily rows of those days have expired: every table before this one
+    is pruned) replaced by the sum of their days left; returns how many were replaced.
+
+    One week of each node: the weeks before it have expired. A row's ``first_hour`` says
+    whether it counted an expired day, so a row summed again (or written since from the
+    days left) is not touched by the next prune.
+    """
+    table, daily = spec.table, spec.summed_from
+    assert daily is not None
+    week = cutoff_day // DAYS_PER_WEEK
+    key = list(table.primary_key.columns)
+    stale = (
+        select(*key)
+        .where(table.c.node_id.in_(select(nodes.c.id)))
+        .where(table.c.week == week, table.c.first_hour < cutoff_day * 24)
+        .limit(limit)
+        .subquery()
+    )
+    picked = select(*(stale.c[c.name] for c in key))
+    replaced = int(conn.execute(delete(table).where(tuple_(*key).in_(picked))).rowcount or 0)
+    if not replaced:
+        return 0
+    # the week's channels without a row now: those just deleted
+    d, w = daily.c, table.c
+    stored = select(w.week).where(
+        w.node_id == d.node_id, w.week == week, w.outgoing_channel_id == d.outgoing_channel_id
+    )
+    left = failure_weeks_of_days(daily, table).where(
+        d.node_id.in_(select(nodes.c.id)),
+        d.day.between(week * DAYS_PER_WEEK, week * DAYS_PER_WEEK + DAYS_PER_WEEK - 1),
+        ~stored.exists(),
+    )
+    conn.execute(insert(table).from_select([c.name for c in table.columns], left))
+    return replaced
 
 
 def _drop_oldest(conn: Connection, order: Sequence[Retained], batch_rows: int) -> PruneStepResult:

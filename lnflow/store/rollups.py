@@ -1,10 +1,12 @@
-"""The per-channel rollups (hourly, 6-hourly, daily), kept in the writers' transactions.
+"""The per-channel rollups (hourly, 6-hourly, daily; failures weekly too), kept in the
+writers' transactions.
 
 :class:`FailureChannelBatch` and :class:`ForwardChannelBatch` add up one batch in
 memory; ``rows()`` gives one row per (period, channel) and table (hour, 6-hour block,
-UTC day), written with the upserts built here, which add the counters to a stored row
-(and merge the incoming channel summary, see :mod:`lnflow.store.schema`). A block or a
-day is always the sum of its hours: all tables get the same contributions.
+UTC day, and for failures week of 7 days), written with the upserts built here, which
+add the counters to a stored row (and merge the incoming channel summary, see
+:mod:`lnflow.store.schema`). A block, a day or a week is always the sum of its hours:
+all tables get the same contributions.
 """
 
 from __future__ import annotations
@@ -12,7 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, case, or_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Integer,
+    Select,
+    Table,
+    and_,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.sql.dml import Insert
 
 from lnflow.domain import NS_PER_HOUR, FailureClass, to_signed64
@@ -21,18 +36,22 @@ from lnflow.store.db import BulkStatement, dialect_insert
 __all__ = [
     "BLOCK_HOURS",
     "CLASS_COLUMNS",
+    "DAYS_PER_WEEK",
     "NS_PER_HOUR",
     "ChannelRollupUpserts",
     "FailureChannelBatch",
     "ForwardChannelBatch",
     "class_index",
     "failure_channel_upsert",
+    "failure_weeks_of_days",
     "forward_channel_upsert",
 ]
 
 HOURS_PER_DAY = 24
 #: hours per block of the 6-hour rollups (block = hour // BLOCK_HOURS; 4 blocks a UTC day)
 BLOCK_HOURS = 6
+#: days per week of the weekly failure rollups (week = day // DAYS_PER_WEEK, from the epoch)
+DAYS_PER_WEEK = 7
 
 _Rows = list[dict[str, Any]]
 
@@ -94,25 +113,28 @@ def forward_channel_upsert(engine: Engine, table: Table) -> Insert:
 
 
 class ChannelRollupUpserts:
-    """One kind's per-channel rollup upserts, per hour, 6-hour block and UTC day.
+    """One kind's per-channel rollup upserts, per hour, 6-hour block and UTC day (and
+    week, for failures).
 
-    ``write`` takes a batch's ``rows(node_id)`` (hourly, block and daily rows, in that
-    order; one row per key) and adds them to the three tables in the caller's
-    transaction, each table's rows in one :class:`~lnflow.store.db.BulkStatement`
-    (compiled for the rows' columns when first written).
+    ``write`` takes a batch's ``rows(node_id)`` (hourly, block, daily and weekly rows,
+    in the order of ``tables``; one row per key) and adds them to the tables in the
+    caller's transaction, each table's rows in one
+    :class:`~lnflow.store.db.BulkStatement` (compiled for the rows' columns when first
+    written).
     """
 
     def __init__(
         self,
         engine: Engine,
         upsert: Callable[[Engine, Table], Insert],
-        tables: tuple[Table, Table, Table],
+        tables: tuple[Table, ...],
     ) -> None:
         self._engine = engine
         self._statements = tuple(upsert(engine, table) for table in tables)
         self._bulk: list[BulkStatement | None] = [None] * len(tables)
 
-    def write(self, conn: Connection, rows: tuple[_Rows, _Rows, _Rows]) -> None:
+    def write(self, conn: Connection, rows: tuple[_Rows, ...]) -> None:
+        assert len(rows) == len(self._statements)
         for i, period_rows in enumerate(rows):
             if not period_rows:
                 continue
@@ -181,8 +203,8 @@ class FailureChannelBatch:
         sums.dedup += missed_dedup_msat
         sums.incoming.add(to_signed64(incoming))
 
-    def rows(self, node_id: int) -> tuple[_Rows, _Rows, _Rows]:
-        """(hourly rows, 6-hour block rows, daily rows)."""
+    def rows(self, node_id: int) -> tuple[_Rows, _Rows, _Rows, _Rows]:
+        """(hourly rows, 6-hour block rows, daily rows, weekly rows)."""
         hourly = [
             _failure_row(node_id, "hour", h, out, s)
             | {"first_ns": s.first_ns, "last_ns": s.last_ns}
@@ -192,6 +214,7 @@ class FailureChannelBatch:
             hourly,
             self._periods(node_id, "block", BLOCK_HOURS),
             self._periods(node_id, "day", HOURS_PER_DAY),
+            self._periods(node_id, "week", DAYS_PER_WEEK * HOURS_PER_DAY),
         )
 
     def _periods(self, node_id: int, period: str, hours: int) -> _Rows:
@@ -212,6 +235,44 @@ class FailureChannelBatch:
             | {"first_hour": s.first_hour, "last_hour": s.last_hour}
             for (p, out), s in periods.items()
         ]
+
+
+def failure_weeks_of_days(daily: Table, weekly: Table) -> Select[Any]:
+    """The weekly rows summed from ``daily``'s rows, per (node, week, channel), in
+    ``weekly``'s column order; the caller picks the days (WHERE) it sums.
+
+    Merged as the upsert merges them: counters add, first and last hour are the
+    smallest and largest, the incoming summary as in :func:`failure_channel_upsert`
+    (each day without ``incoming_many`` had exactly {incoming_lo, incoming_hi}: the week
+    had 3 or more distinct ids iff a day had ``incoming_many``, 3 or more distinct lo or
+    hi exist, or one lies strictly between the smallest lo and the largest hi).
+    """
+    d = daily.c
+    lo, hi = func.min(d.incoming_lo), func.max(d.incoming_hi)
+    max_lo, min_hi = func.max(d.incoming_lo), func.min(d.incoming_hi)
+    many = or_(
+        func.max(case((d.incoming_many, 1), else_=0)) == 1,
+        func.count(d.incoming_lo.distinct()) >= 3,
+        func.count(d.incoming_hi.distinct()) >= 3,
+        and_(max_lo > lo, max_lo < hi),
+        and_(min_hi > lo, min_hi < hi),
+    )
+    week = d.day // literal_column(str(DAYS_PER_WEEK), Integer)
+    columns: dict[str, ColumnElement[Any]] = {
+        "node_id": d.node_id,
+        "week": week,
+        "outgoing_channel_id": d.outgoing_channel_id,
+        "incoming_lo": lo,
+        "incoming_hi": hi,
+        "incoming_many": case((many, True), else_=False),
+        "first_hour": func.min(d.first_hour),
+        "last_hour": func.max(d.last_hour),
+    }
+    for name in ("clusters", "missed_dedup_msat", *(c for pair in CLASS_COLUMNS for c in pair)):
+        columns[name] = func.sum(d[name])
+    return select(*(columns[c.name].label(c.name) for c in weekly.columns)).group_by(
+        d.node_id, week, d.outgoing_channel_id
+    )
 
 
 def _failure_row(

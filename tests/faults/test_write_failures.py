@@ -127,6 +127,7 @@ class _Store:
             "failure_channel_hourly",
             "failure_channel_6h",
             "failure_channel_daily",
+            "failure_channel_weekly",
             "channel_refs",
             "row_counts",  # what status shows: a failed try must not count
         )
