@@ -138,6 +138,19 @@ def _windows() -> Iterator[tuple[int, int]]:
             yield until, hours
 
 
+def test_a_window_of_whole_weeks_reads_what_its_days_give(recorded: RealStore) -> None:
+    with_weeks = 0
+    with recorded.engine.connect() as conn:
+        for until, hours in _windows():
+            span = span_of(*window_for(until, hours))
+            params = span.failure_params()
+            with_weeks += params["w0"] <= params["w1"]
+            got = window_failures(conn, recorded.node_id, span)
+            assert got.by_channel
+            assert got == window_failures(conn, recorded.node_id, _days_only(span)), (until, hours)
+    assert with_weeks >= 25
+
+
 def test_pruning_sums_the_week_holding_the_cutoff_again_from_its_days_left(
     recorded: RealStore,
 ) -> None:

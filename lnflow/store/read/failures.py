@@ -1,7 +1,8 @@
 """Local failures of a window per outgoing channel, and the node totals.
 
-Whole days, blocks and hours (:class:`~.window.Span`) come from the per-channel failure
-rollups, summed in SQL to one row per channel. The partial hour at each end (none when a
+Whole weeks, days, blocks and hours (:class:`~.window.Span`,
+:meth:`~.window.Span.failure_params`) come from the per-channel failure rollups, summed
+in SQL to one row per channel. The partial hour at each end (none when a
 boundary falls on a full hour) comes from raw rows, counted on the basis the rollups are
 filled on: a local failure at its LINK_FAIL time (``forward_attempts.resolved_ns``), a
 demand cluster at its first member (``failure_clusters.first_ns``), the growth of a
@@ -49,6 +50,7 @@ from lnflow.store.schema import (
     failure_channel_6h,
     failure_channel_daily,
     failure_channel_hourly,
+    failure_channel_weekly,
     failure_clusters,
     forward_attempts,
 )
@@ -176,8 +178,12 @@ def _rollup_source(
 
 
 _daily, _blocks, _hourly = failure_channel_daily, failure_channel_6h, failure_channel_hourly
+_weekly = failure_channel_weekly
+# one statement whatever the window: a range with no whole week reads an empty week range
 _rollup_rows = union_all(
     _rollup_source(_daily, "day", "d0", "d1", _daily.c.first_hour, _daily.c.last_hour),
+    _rollup_source(_weekly, "week", "w0", "w1", _weekly.c.first_hour, _weekly.c.last_hour),
+    _rollup_source(_daily, "day", "f0", "f1", _daily.c.first_hour, _daily.c.last_hour),
     _rollup_source(_blocks, "block", "c0", "c1", _blocks.c.first_hour, _blocks.c.last_hour),
     _rollup_source(_blocks, "block", "e0", "e1", _blocks.c.first_hour, _blocks.c.last_hour),
     _rollup_source(_hourly, "hour", "a0", "a1"),
@@ -185,7 +191,7 @@ _rollup_rows = union_all(
 ).subquery("rows")
 _rolled = _rollup_rows.c
 _ns_per_hour = number(NS_PER_HOUR)
-# Per outgoing channel over the span's days and whole hours: the sums, the first and last
+# Per outgoing channel over the span's weeks, days and whole hours: the sums, the first and last
 # failure to the hour, and what tells how many incoming channels there were, up to 3 (see
 # the "many" test below).
 _ROLLUP_FAILURES = select(
@@ -457,7 +463,7 @@ def window_failures(conn: Connection, node_id: int, window: Span) -> WindowFailu
     """The window's local failures per outgoing channel."""
     tallies = _Tallies()
     if window.has_rollups:
-        params = {"node": node_id} | window.range_params()
+        params = {"node": node_id} | window.failure_params()
         _add_rollup_rows(rows(conn, _ROLLUP_FAILURES, params), tallies)
     for lo, hi in window.parts:
         # a channel whose failures of the hour all fall in [lo, hi): its hourly row;

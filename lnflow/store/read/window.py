@@ -8,14 +8,16 @@ extrapolation (× 720 / hours) scales what was really seen.
 rollups), whole 6-hour blocks around them (the 6-hourly ones), whole clock hours around
 those (the hourly ones) and the partial hour at each end (raw rows). Any range is then
 at most one run of days, 2 runs of blocks (up to 3 blocks each), 2 runs of hours (up to
-5 each) and 2 partial hours.
+5 each) and 2 partial hours. The failures also have weekly rollups:
+:meth:`Span.failure_params` splits the days further into whole weeks (day // 7) and up
+to 2 × 6 days around them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lnflow.store.rollups import BLOCK_HOURS, HOURS_PER_DAY, NS_PER_HOUR
+from lnflow.store.rollups import BLOCK_HOURS, DAYS_PER_WEEK, HOURS_PER_DAY, NS_PER_HOUR
 
 __all__ = ["EMPTY", "Span", "UnitRange", "span_of", "window_for"]
 
@@ -68,6 +70,14 @@ class Span:
             "b0": b0,
             "b1": b1,
         }
+
+    def failure_params(self) -> dict[str, int]:
+        """:meth:`range_params` with the days split into whole weeks (``w0``, ``w1``) and
+        the days before (``d0``, ``d1``) and after them (``f0``, ``f1``): the failure
+        rollups' bounds. Without a whole week, all days are before (no week, none after).
+        """
+        (d0, d1), (w0, w1), (f0, f1) = _whole(self.days[0], self.days[1] + 1, DAYS_PER_WEEK)
+        return self.range_params() | {"d0": d0, "d1": d1, "w0": w0, "w1": w1, "f0": f0, "f1": f1}
 
 
 def _whole(first: int, end: int, size: int) -> tuple[UnitRange, UnitRange, UnitRange]:
