@@ -14,10 +14,13 @@ Amount percentiles are nearest ranks (:mod:`lnflow.analysis.ranks`), exact eithe
   more than :data:`RANK_IN_SQL_FROM_AMOUNTS` of them (its failures of the class bound
   its amounts): those are counted, and ranked in SQL when the count is that large;
 - longer windows count the amounts (one statement: each channel's failures of the class
-  in the window less those with no amount) and walk ``ix_forward_attempts_local_amount``
-  to each rank from the nearer end, without the time and node checks when the channel
-  has no failure of the class outside the window and the store records this node alone;
-  a channel with other ids has its amounts read and ranked here.
+  in the window less those with no amount; the failures are the summary's, from the
+  rollups, when the window starts after the node's retention horizon, so every raw
+  failure the rollups count is still kept; else counted) and walk
+  ``ix_forward_attempts_local_amount`` to each rank from the nearer end, without the
+  time and node checks when the channel has no failure of the class outside the window
+  and the store records this node alone; a channel with other ids has its amounts read
+  and ranked here.
 
 Fee offers and our fee history come in one statement each for all fee channels.
 """
@@ -40,6 +43,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    literal,
     select,
 )
 
@@ -51,7 +55,14 @@ from lnflow.store.read.channels import has_policy, sample_of
 from lnflow.store.read.speed import rows
 from lnflow.store.read.sql import FAILED_LOCAL, ref_of, unindexed
 from lnflow.store.rollups import NS_PER_HOUR
-from lnflow.store.schema import channel_refs, channel_samples, channels, forward_attempts, nodes
+from lnflow.store.schema import (
+    channel_refs,
+    channel_samples,
+    channels,
+    forward_attempts,
+    nodes,
+    retention_horizons,
+)
 
 __all__ = ["RANK_IN_SQL_FROM_AMOUNTS", "RANK_IN_SQL_FROM_HOURS", "fetch_details"]
 
@@ -102,7 +113,7 @@ _AMOUNTS = (
 _ref = _out_ref.c.id
 
 
-def _class_counts(node_checked: bool) -> Select[Any]:
+def _class_counts(node_checked: bool, from_rollups: bool) -> Select[Any]:
     def of_channel(*where: ColumnElement[bool], what: Any = None) -> Select[Any]:
         node = (unindexed(_attempt.c.node_id) == bindparam("node"),) if node_checked else ()
         return (
@@ -126,9 +137,11 @@ def _class_counts(node_checked: bool) -> Select[Any]:
     before = of_channel(_attempt.c.resolved_ns < bindparam("since"), what=one)
     after = of_channel(_attempt.c.resolved_ns >= bindparam("until"), what=one)
     unresolved = of_channel(_attempt.c.resolved_ns.is_(None), what=one)
+    # from the rollups: the window's failures of the class are the summary's (``n`` 0)
+    n = literal(0) if from_rollups else of_channel(*in_window).scalar_subquery()
     return select(
         _out_ref.c.chan_id.label("out"),
-        of_channel(*in_window).scalar_subquery().label("n"),
+        n.label("n"),
         unknown.scalar_subquery().label("unknown"),
         case((before.exists() | after.exists() | unresolved.exists(), 1), else_=0).label("outside"),
     ).where(
@@ -137,7 +150,16 @@ def _class_counts(node_checked: bool) -> Select[Any]:
     )
 
 
-_COUNTS = {checked: _class_counts(checked) for checked in (True, False)}
+_COUNTS = {
+    (checked, from_rollups): _class_counts(checked, from_rollups)
+    for checked in (True, False)
+    for from_rollups in (True, False)
+}
+# the node's retention horizon (schema: 0022): windows starting after it have every raw
+# failure their rollups count
+_HORIZON = select(retention_horizons.c.deleted_through_ns).where(
+    retention_horizons.c.node_id == bindparam("node")
+)
 # a channel's fee offers: its FEE_INSUFFICIENT failures, each with its incoming channel's
 # SCID (0 for none), whose inbound fee lnd added to ours
 _OFFERS = (
@@ -328,13 +350,31 @@ class _Reader:
     def one_node(self) -> bool:
         return _one_node(self.conn, self.window["node"])
 
-    def counts(self, cls: FailureClass, chan_ids: Sequence[int]) -> dict[int, tuple[int, bool]]:
+    @functools.cached_property
+    def counts_from_rollups(self) -> bool:
+        """Whether the window starts after the node's retention horizon: every raw failure
+        in it is kept and every rollup period it covers too, so a channel's failures of a
+        class in it are the summary's count (a failure's rollup hour is its
+        ``resolved_ns``'s, so the summary counts exactly the rows ranked here)."""
+        horizon = self.conn.scalar(_HORIZON, {"node": self.window["node"]})
+        return horizon is None or self.window["since"] > horizon
+
+    def counts(
+        self, cls: FailureClass, chan_ids: Sequence[int], failures: Mapping[int, int]
+    ) -> dict[int, tuple[int, bool]]:
         """How many known amounts each channel's failures of the class have (no aliases),
-        and whether they may be walked without checks (none outside the window, one node)."""
+        and whether they may be walked without checks (none outside the window, one node).
+        ``failures``: each channel's failures of the class in the window, as the summary
+        counted them from the rollups; used when :attr:`counts_from_rollups`, else the
+        raw rows are counted."""
         ids = self.ids_of(chan_ids)
-        stmt = _COUNTS[not self.one_node]
+        rolled = self.counts_from_rollups
+        stmt = _COUNTS[(not self.one_node, rolled)]
         found = {
-            ids[out]: (int(n) - int(unknown), self.one_node and not outside)
+            ids[out]: (
+                (failures[ids[out]] if rolled else int(n)) - int(unknown),
+                self.one_node and not outside,
+            )
             for out, n, unknown, outside in self.conn.execute(stmt, self._params(cls, ids)).all()
         }
         return {chan: found.get(chan, (0, False)) for chan in chan_ids}
@@ -445,7 +485,8 @@ def _percentiles(
         (to_read if few or r.chan_id in reader.other_ids else to_count).append(r.chan_id)
     to_rank: dict[int, tuple[int, bool]] = {}
     if to_count:
-        for chan, (n, bare) in reader.counts(cls, to_count).items():
+        failures = {r.chan_id: r.failures for r in requests}
+        for chan, (n, bare) in reader.counts(cls, to_count, failures).items():
             if short and n <= RANK_IN_SQL_FROM_AMOUNTS:
                 to_read.append(chan)
             else:
