@@ -43,7 +43,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    literal,
+    literal_column,
     select,
 )
 
@@ -138,7 +138,7 @@ def _class_counts(node_checked: bool, from_rollups: bool) -> Select[Any]:
     after = of_channel(_attempt.c.resolved_ns >= bindparam("until"), what=one)
     unresolved = of_channel(_attempt.c.resolved_ns.is_(None), what=one)
     # from the rollups: the window's failures of the class are the summary's (``n`` 0)
-    n = literal(0) if from_rollups else of_channel(*in_window).scalar_subquery()
+    n = literal_column("0") if from_rollups else of_channel(*in_window).scalar_subquery()
     return select(
         _out_ref.c.chan_id.label("out"),
         n.label("n"),
