@@ -199,3 +199,20 @@ def test_rollups_pruned_before_the_attempts_count_the_raw_rows(store: Store) -> 
     assert mark is not None and first < mark < end - 7 * DAY
     after, before = windows_around(mark, first, end)
     check_windows(store, after + before)
+
+
+def test_rollups_counting_more_than_the_rows_kept_fall_back_to_counting_them(
+    store: Store,
+) -> None:
+    """Attempts deleted by hand, not by retention (no horizon): the rollups count more
+    failures than the rows hold, a walk finds no amount at its rank, and the class is
+    counted from the rows instead: no error, the raw rows' ranks."""
+    pruner = Pruner(store.engine, dict.fromkeys(TTL, 0))
+    _, end = record(store, pruner, days=10)
+    a = forward_attempts
+    liquidity = a.c.failure_class == int(FailureClass.LIQUIDITY)
+    with store.engine.begin() as conn:
+        kept = conn.scalars(select(a.c.id).where(liquidity).order_by(a.c.id.desc()).limit(3))
+        conn.execute(a.delete().where(liquidity, a.c.id.not_in(list(kept))))
+    assert horizon(store) is None
+    check_windows(store, [(end + H, 240), (end + H, 200)])

@@ -360,19 +360,19 @@ class _Reader:
         return horizon is None or self.window["since"] > horizon
 
     def counts(
-        self, cls: FailureClass, chan_ids: Sequence[int], failures: Mapping[int, int]
+        self, cls: FailureClass, chan_ids: Sequence[int], failures: Mapping[int, int] | None
     ) -> dict[int, tuple[int, bool]]:
         """How many known amounts each channel's failures of the class have (no aliases),
         and whether they may be walked without checks (none outside the window, one node).
         ``failures``: each channel's failures of the class in the window, as the summary
-        counted them from the rollups; used when :attr:`counts_from_rollups`, else the
-        raw rows are counted."""
+        counted them from the rollups; used when :attr:`counts_from_rollups`, else (or
+        None) the raw rows are counted."""
         ids = self.ids_of(chan_ids)
-        rolled = self.counts_from_rollups
+        rolled = failures is not None and self.counts_from_rollups
         stmt = _COUNTS[(not self.one_node, rolled)]
         found = {
             ids[out]: (
-                (failures[ids[out]] if rolled else int(n)) - int(unknown),
+                (failures[ids[out]] if failures is not None and rolled else int(n)) - int(unknown),
                 self.one_node and not outside,
             )
             for out, n, unknown, outside in self.conn.execute(stmt, self._params(cls, ids)).all()
@@ -426,6 +426,8 @@ class _Reader:
                     params[f"out{i}"] = to_signed64(chan)
                     params[f"skip{i}"] = skip
                 (found,) = rows(self.conn, _walks(len(part), checked, desc), params)
+                if None in found:
+                    raise _CountAboveRows  # counted from rollups that disagree with the rows
                 for (chan, p, _), value in zip(part, found, strict=True):
                     result[chan][p] = int(value)
         # each channel's percents in the order asked
@@ -473,10 +475,20 @@ class _Reader:
         return histories
 
 
+class _CountAboveRows(Exception):
+    """A walk found no amount at its rank: the count came from rollups that count more
+    failures than the rows hold (a store edited by hand, or events lnd does not send)."""
+
+
 def _percentiles(
-    reader: _Reader, cls: FailureClass, requests: Sequence[AmountRequest], short: bool
+    reader: _Reader,
+    cls: FailureClass,
+    requests: Sequence[AmountRequest],
+    short: bool,
+    from_rollups: bool = True,
 ) -> dict[int, dict[int, int]]:
-    """Each requested channel's percentiles of its failed amounts of the class."""
+    """Each requested channel's percentiles of its failed amounts of the class
+    (``from_rollups``: counted from the summary's failures where the window allows)."""
     percents = {r.chan_id: r.percents for r in requests}
     to_read: list[int] = []
     to_count: list[int] = []
@@ -485,7 +497,7 @@ def _percentiles(
         (to_read if few or r.chan_id in reader.other_ids else to_count).append(r.chan_id)
     to_rank: dict[int, tuple[int, bool]] = {}
     if to_count:
-        failures = {r.chan_id: r.failures for r in requests}
+        failures = {r.chan_id: r.failures for r in requests} if from_rollups else None
         for chan, (n, bare) in reader.counts(cls, to_count, failures).items():
             if short and n <= RANK_IN_SQL_FROM_AMOUNTS:
                 to_read.append(chan)
@@ -514,11 +526,13 @@ def fetch_details(
     by_class: dict[FailureClass, list[AmountRequest]] = {}
     for r in request.amounts:
         by_class.setdefault(r.failure_class, []).append(r)
-    percentiles = {
-        (chan, cls): ranked
-        for cls, requests in sorted(by_class.items())
-        for chan, ranked in _percentiles(reader, cls, requests, short).items()
-    }
+    percentiles: dict[tuple[int, FailureClass], dict[int, int]] = {}
+    for cls, requests in sorted(by_class.items()):
+        try:
+            found = _percentiles(reader, cls, requests, short)
+        except _CountAboveRows:  # never on a store only lnflow wrote: count the rows
+            found = _percentiles(reader, cls, requests, short, from_rollups=False)
+        percentiles.update({(chan, cls): ranked for chan, ranked in found.items()})
     fee_channels = list(dict.fromkeys(request.fee_channels))
     return DetailFacts(
         percentiles=percentiles,
