@@ -40,7 +40,8 @@ Outcome rules, whatever order the events arrive in (the table is
 
 Merging is idempotent, so a replayed event is a no-op and ``feed`` returns
 None: timestamps merge by minimum (``first_seen_ns``; ``resolved_ns`` is the
-earliest event that proves the outcome, or ``now_ns`` for an expiry), amounts
+earliest event that proves the outcome, or ``now_ns`` for an expiry; a local
+failure's is the LINK_FAIL that decided it, where the recorder counts it), amounts
 and the failure by "first known". Amounts of 0 count as unknown: that is
 proto3's default: lnd leaves the outgoing amount 0 on incoming-side link
 failures (onion errors and the like) and every amount 0 on HTLC_ADD_FAILED
@@ -163,7 +164,9 @@ _TRANSITIONS: dict[tuple[_Phase, _Signal], _Phase] = {
 }
 
 # The outcome each definitive signal proves; a second proof of the current
-# outcome (FINAL settled=True after SETTLE) may move resolved_ns earlier.
+# outcome (FINAL settled=True after SETTLE) may move resolved_ns earlier, except a
+# local failure's: the recorder counts it (rollup hour, cluster) at the LINK_FAIL that
+# decided it, and that stays its time whatever else comes.
 _PROVES: dict[_Signal, _Phase] = {
     _S.SETTLE: _P.SETTLED,
     _S.FINAL_SETTLED: _P.SETTLED,
@@ -404,6 +407,7 @@ class AttemptTracker:
             changed = True
         elif (
             _PROVES.get(signal) is phase
+            and phase is not _P.FAILED_LOCAL  # counted at the event that decided it
             and track.resolved_ns is not None
             and ts < track.resolved_ns
         ):

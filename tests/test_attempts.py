@@ -513,6 +513,18 @@ def test_first_outcome_is_kept(first: HtlcEvent, contradiction: HtlcEvent) -> No
     assert got.failure_class == before.failure_class
 
 
+def test_a_local_failure_keeps_the_time_of_the_link_fail_that_decided_it() -> None:
+    """A second LINK_FAIL (another outgoing channel: no replay) dated earlier proves
+    nothing new: the failure was counted at the first, and that stays its time."""
+    tracker, latest = run([link_fail(T0 + 2 * S)])
+    assert only(latest).resolved_ns == T0 + 2 * S
+    tracker.feed(link_fail(T0 + S, out_chan=OUT_CHAN + 1))
+    assert tracker.decided is False
+    got = tracker.feed(final(False, T0 + 3 * S))
+    assert got is not None
+    assert (got.resolved_ns, got.outgoing_channel_id) == (T0 + 2 * S, OUT_CHAN)
+
+
 def test_resolved_attempts_are_forgotten_after_linger() -> None:
     tracker, _ = run([forward(), settle(), link_fail(in_htlc=8), forward(in_htlc=9)])
     assert (tracker.pending, tracker.tracked) == (1, 3)

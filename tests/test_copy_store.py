@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from lnflow.errors import StoreError
 from lnflow.store import db
 from lnflow.store.engines import DbUrl
 from lnflow.store.readonly import SCHEMA_REVISIONS
+from lnflow.store.retention import RETAINED, Pruner
 
 # every test here starts a process; a copy and its reads take ~30 s alone, 3-4x that on a
 # loaded machine
@@ -232,3 +234,36 @@ def test_a_source_a_running_daemon_records_into_is_refused(
         assert d.stop() == 0
     with pytest.raises(StoreError, match="an empty database"):  # the target untouched
         db.open_readonly_engine(DbUrl(target))
+
+
+def test_the_retention_horizon_comes_along(recorded: Path, target: str, tmp_path: Path) -> None:
+    """Retention deleted the recorded attempts: the node's horizon (migration 0023) is
+    copied with the rest, so the copy counts the same windows from its rollups."""
+    store = _copy_of(recorded, tmp_path / "pruned.db")
+    with sqlite3.connect(store) as conn:
+        expected = conn.execute(
+            "SELECT node_id, max(resolved_ns) FROM forward_attempts GROUP BY node_id"
+        ).fetchall()
+    engine = db.open_engine(store)
+    try:
+        keep = {spec.setting: 0 for spec in RETAINED}  # attempts alone expire
+        pruner = Pruner(engine, keep | {"attempts_days": 30})
+        now = time.time_ns()
+        pruner.mark(now)  # every row recorded by now, expired 31 days later
+        report = pruner.prune(now + 31 * 86_400 * 10**9, 1000, 100)
+        assert report.expired.get("forward_attempts")
+    finally:
+        engine.dispose()
+    sql = "SELECT node_id, deleted_through_ns FROM retention_horizons ORDER BY node_id"
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT count(*) FROM forward_attempts").fetchone() == (0,)
+        horizons = conn.execute(sql).fetchall()
+    assert horizons == expected and expected[0][1] is not None
+    rc, _out, err = _copy(store, target)
+    assert rc == 0 and not err, err
+    pg = db.open_readonly_engine(DbUrl(target))
+    try:
+        with pg.connect() as conn:
+            assert [tuple(r) for r in conn.execute(text(sql))] == horizons
+    finally:
+        pg.dispose()

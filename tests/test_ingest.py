@@ -379,6 +379,29 @@ def _rollup_failures(store: Store) -> int:
     return int(store.q("SELECT coalesce(sum(failures), 0) FROM failure_rollups_hourly")[0][0])  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("batching", ["one batch", "one event per batch"])
+def test_a_failure_is_stored_in_the_hour_its_rollups_count_it(
+    store_at: StoreAt, batching: str
+) -> None:
+    """A second LINK_FAIL of the same forward (another outgoing channel, so no replay)
+    dated before the one that decided it, across an hour boundary: the stored
+    ``resolved_ns`` stays in the hour the rollups counted the failure in, however the
+    events were batched (the analysis ranks the raw rows with the rollups' counts)."""
+    store = Store(store_at("s.db"))
+    boundary_s = 3_600 - (T0 // S) % 3_600  # T0 + boundary_s starts an hour
+    deciding = link_fail(1, boundary_s + 5)
+    earlier = replace(link_fail(1, boundary_s - 5), outgoing_channel_id=OUT + 1)
+    events = [deciding, earlier]
+    for batch in [events] if batching == "one batch" else [[e] for e in events]:
+        store.feed(batch)
+    assert store.q("SELECT count(*) FROM htlc_events") == [(2,)]
+    ((resolved_ns,),) = store.q("SELECT resolved_ns FROM forward_attempts")
+    hour = int(resolved_ns) // (3_600 * S)  # type: ignore[call-overload]
+    assert store.q("SELECT hour, failures FROM failure_rollups_hourly") == [(hour, 1)]
+    assert store.q("SELECT hour, liquidity_failures FROM failure_channel_hourly") == [(hour, 1)]
+    assert resolved_ns == deciding.timestamp_ns  # the event that decided it
+
+
 def test_a_malformed_onion_counts_once_as_a_local_failure(store_at: StoreAt) -> None:
     store = Store(store_at("s.db"))
     store.feed([final(1, 0, False)])  # lnd sends nothing else for a malformed onion

@@ -810,3 +810,69 @@ def test_0019_counts_the_rows_of_each_node_and_sums_them_again(tmp_path: Path) -
     db.upgrade(engine, path)
     assert counts() == {**after, (1, "forwards", 0): 3}
     engine.dispose()
+
+
+def test_0023_starts_each_nodes_retention_horizon_at_its_newest_failure(tmp_path: Path) -> None:
+    """What retention deleted before 0023 is known nowhere: each node's horizon starts at
+    the newest failure its attempts or failure rollups still know (a node with neither
+    gets no row); downgrading drops the table, upgrading again fills it again."""
+    from lnflow.store.rollups import CLASS_COLUMNS
+
+    path = tmp_path / "s.db"
+    engine = db.open_engine(path, migrate=False)
+    db.upgrade(engine, path, "0022")
+    h = 3_600 * S
+    attempt = (
+        "INSERT INTO forward_attempts (node_id, incoming_chan_ref, incoming_htlc_id,"
+        " outgoing_chan_ref, outgoing_htlc_id, first_seen_ns, resolved_ns, outcome,"
+        " missed_fee_msat) VALUES (?, 1, ?, 2, 0, ?, ?, 2, 0)"
+    )
+    counters = ", ".join(c for pair in CLASS_COLUMNS for c in pair)
+    zeros = ", ".join("0" for pair in CLASS_COLUMNS for _ in pair)
+
+    def rollup(table: str, period: str, extra: str, values: str) -> str:
+        return (
+            f"INSERT INTO {table} (node_id, {period}, outgoing_channel_id, clusters,"
+            f" missed_dedup_msat, {counters}, incoming_lo, incoming_hi, incoming_many, {extra})"
+            f" VALUES (?, ?, 7, 1, 0, {zeros}, 1, 1, 0, {values})"
+        )
+
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO nodes VALUES (1, 'a', '', '', 0), (2, 'b', '', '', 0),"
+            " (3, 'c', '', '', 0), (4, 'd', '', '', 0)"
+        )
+        conn.execute("INSERT INTO channel_refs (id, node_id, chan_id) VALUES (1, 1, 11), (2, 1, 7)")
+        # node 1: its newest attempt resolved after its newest hourly rollup's failure
+        conn.executemany(attempt, [(1, 1, 10 * h, 10 * h + 5), (1, 2, 11 * h, 11 * h + 9)])
+        conn.execute(
+            rollup("failure_channel_hourly", "hour", "first_ns, last_ns", "?, ?"),
+            (1, 11, 11 * h + 1, 11 * h + 2),
+        )
+        # node 2: its raw rows gone, a day of rollups left (failures up to its hour 30)
+        conn.execute(
+            rollup("failure_channel_daily", "day", "first_hour, last_hour", "?, ?"),
+            (2, 1, 25, 30),
+        )
+        conn.executemany(attempt, [(2, 3, 2 * h, None)])  # pending: no time
+        # node 3: the hourly failure rollup of hour 40; node 4: nothing
+        conn.execute(
+            "INSERT INTO failure_rollups_hourly (node_id, hour, outgoing_channel_id,"
+            " incoming_channel_id, failure_class, failures, clusters, missed_raw_msat,"
+            " missed_dedup_msat) VALUES (3, 40, 7, 11, 1, 1, 1, 0, 0)"
+        )
+
+    def horizons() -> list[tuple[int, int]]:
+        with sqlite3.connect(path) as conn:
+            return conn.execute("SELECT * FROM retention_horizons ORDER BY node_id").fetchall()
+
+    expected = [(1, 11 * h + 9), (2, 31 * h - 1), (3, 41 * h - 1)]
+    db.upgrade(engine, path, "0023")
+    assert horizons() == expected
+    db.downgrade(engine, "0022")
+    with sqlite3.connect(path) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    assert "retention_horizons" not in tables
+    db.upgrade(engine, path, "0023")
+    assert horizons() == expected
+    engine.dispose()

@@ -33,6 +33,9 @@ from lnflow.store.retention import (
 from lnflow.store.rollups import CLASS_COLUMNS
 from lnflow.store.schema import (
     channel_samples,
+    failure_channel_6h,
+    failure_channel_daily,
+    failure_channel_hourly,
     failure_clusters,
     failure_rollups_hourly,
     forward_attempts,
@@ -40,6 +43,7 @@ from lnflow.store.schema import (
     forward_rollups_hourly,
     forwards,
     htlc_events,
+    retention_horizons,
     stream_sessions,
 )
 from lnflow.store.writer import StoreWriter
@@ -47,6 +51,7 @@ from lnflowd.daemon import Daemon
 
 pytestmark = pytest.mark.engines("sqlite", "postgresql")
 
+S = 1_000_000_000
 NODE = NodeInfo("02" + "cd" * 32, "carol", "0.18.3-beta", "regtest", 100, True)
 # Not on an hour boundary, so the cutoff falls inside an hour.
 NOW = 1_800_000_000 * 1_000_000_000 + 1_234_567_891
@@ -797,3 +802,110 @@ def test_the_wal_counts_in_the_size_budget_and_a_checkpoint_truncates_it(store: 
     reader.close()
     done = pruner.checkpoint()
     assert done is not None and not done.busy and done.wal_bytes == 0
+
+
+# -- retention horizons (0023) ------------------------------------------------------------
+
+OTHER_NODE = NodeInfo("03" + "ef" * 32, "dave", "0.18.3-beta", "regtest", 100, True)
+
+
+def _horizons(store: Store) -> dict[int, int]:
+    h = retention_horizons
+    with store.engine.connect() as conn:
+        return {
+            int(node): int(ns)
+            for node, ns in conn.execute(select(h.c.node_id, h.c.deleted_through_ns)).all()
+        }
+
+
+def _resolved(store: Store) -> set[tuple[int, int, int | None]]:
+    """(node, incoming htlc id, resolved_ns) of every attempt kept."""
+    a = forward_attempts
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(a.c.node_id, a.c.incoming_htlc_id, a.c.resolved_ns)).all()
+    return {(int(n), int(h), r) for n, h, r in rows}
+
+
+def _deleted_through(gone: set[tuple[int, int, int | None]]) -> dict[int, int]:
+    newest: dict[int, int] = {}
+    for node, _, resolved in gone:
+        if resolved is not None:
+            newest[node] = max(resolved, newest.get(node, resolved))
+    return newest
+
+
+def test_expired_attempts_raise_their_nodes_horizon_step_by_step_never_lowering_it(
+    store: Store,
+) -> None:
+    """Each TTL step that deletes attempts raises each of their nodes' horizon to the
+    newest resolved_ns among them, in the same transaction; an older one (a node clock
+    set back) leaves it; a pending attempt (no time) and fresh ones change nothing."""
+    other = store.writer.upsert_node(OTHER_NODE, NOW)
+    old = NOW - 40 * NS_PER_DAY
+    rows = [
+        _attempt(store, i, old + i * NS_PER_HOUR)
+        | {"node_id": (store.node_id, other)[i % 2], "resolved_ns": old + i * NS_PER_HOUR + 7}
+        for i in range(10)
+    ]
+    rows[6]["resolved_ns"] = old - NS_PER_DAY  # a clock set back: older than the rest
+    rows[9]["resolved_ns"] = None  # still pending when it expired
+    rows += [
+        _attempt(store, 20 + i, NOW - NS_PER_DAY) | {"resolved_ns": NOW - NS_PER_DAY + 1}
+        for i in range(3)
+    ]
+    store.add(forward_attempts, rows)
+    everything = _resolved(store)
+    pruner = Pruner(store.engine, DEFAULT_TTL)
+    pruner.mark(NOW)
+    seen: list[dict[int, int]] = []
+    while (step := pruner.prune_step(NOW, 3)).deleted:
+        if step.table == "forward_attempts":
+            expected = _deleted_through(everything - _resolved(store))
+            assert _horizons(store) == expected
+            seen.append(expected)
+    assert len(seen) == 4  # 10 rows in steps of 3
+    assert seen[-1] == {store.node_id: old + 8 * NS_PER_HOUR + 7, other: old + 7 * NS_PER_HOUR + 7}
+    assert store.count(forward_attempts) == 3
+
+
+def test_pruned_failure_rollups_raise_the_horizon_to_their_periods_end(store: Store) -> None:
+    """Rollups kept shorter than the raw attempts: the horizon covers the last
+    nanosecond of the newest failure rollup period pruned (of any level); forward
+    rollups, which the failure counts never read, leave it."""
+    ttl = {**DEFAULT_TTL, "rollups_days": 10}
+    old_day = (NOW - 12 * NS_PER_DAY) // NS_PER_DAY
+    hour = old_day * 24 + 30  # in the day after: also older than the cutoff
+    store.add(failure_channel_daily, [_failure_channel("day")(store, 0, old_day)])
+    store.add(failure_channel_hourly, [_failure_channel("hour")(store, 0, hour)])
+    store.add(failure_channel_6h, [_failure_channel("block")(store, 0, hour // 6 - 1)])
+    store.add(forward_channel_daily, [_forward_channel("day")(store, 0, old_day + 1)])
+    kept = NOW // NS_PER_HOUR - 5
+    store.add(failure_channel_hourly, [_failure_channel("hour")(store, 0, kept)])
+    report = Pruner(store.engine, ttl).prune(NOW, 100, 100)
+    assert report.expired.keys() >= {
+        "failure_channel_daily",
+        "failure_channel_hourly",
+        "failure_channel_6h",
+        "forward_channel_daily",
+    }
+    assert _horizons(store) == {store.node_id: (hour + 1) * NS_PER_HOUR - 1}
+    assert store.count(failure_channel_hourly) == 1
+
+
+def test_attempts_dropped_for_the_size_budget_raise_the_horizon(store: Store) -> None:
+    recent = NOW - 3 * NS_PER_DAY  # inside every TTL: only the budget drops them
+    rows = [
+        _attempt(store, i, recent + i * S) | {"resolved_ns": recent + i * S + 5} for i in range(300)
+    ]
+    store.add(forward_attempts, rows)
+    store.add(forwards, [_ledger(store, i, recent + i) for i in range(20_000)])
+    everything = _resolved(store)
+    pruner = Pruner(store.engine, DEFAULT_TTL, max_db_mb=1)  # less than the ledger alone
+    steps = 0
+    while (step := pruner.prune_step(NOW, 70)).deleted:
+        assert step.cause == "size"
+        if step.table == "forward_attempts":
+            steps += 1
+            assert _horizons(store) == _deleted_through(everything - _resolved(store))
+    assert steps == 5 and store.count(forward_attempts) == 0
+    assert _horizons(store) == {store.node_id: recent + 299 * S + 5}

@@ -40,6 +40,13 @@ the forwards ledger never are. What counts as in use:
   shared by every node recording into it: the budget is the store's, and a daemon drops
   the store's oldest raw rows whichever node recorded them.
 
+Retention horizon: deleting a node's attempts (either way) or its failure rollups
+raises its ``retention_horizons`` row, in the same transaction, to the newest
+``resolved_ns`` among the attempts deleted or the last nanosecond of the newest rollup
+period deleted. A window starting after it holds every raw failure its rollups count,
+and every rollup period it covers: the analysis then takes its failure counts from the
+rollups (:mod:`lnflow.store.read.details`).
+
 Time is always passed in; nothing here reads a clock.
 """
 
@@ -49,7 +56,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
@@ -57,6 +64,7 @@ from sqlalchemy import (
     Engine,
     Select,
     Table,
+    case,
     delete,
     func,
     insert,
@@ -66,7 +74,7 @@ from sqlalchemy import (
 )
 
 from lnflow.domain import NS_PER_DAY, NS_PER_HOUR
-from lnflow.store.db import BUSY_TIMEOUT_MS, wal_bytes
+from lnflow.store.db import BUSY_TIMEOUT_MS, dialect_insert, wal_bytes
 from lnflow.store.rollups import DAYS_PER_WEEK, failure_weeks_of_days
 from lnflow.store.schema import (
     analysis_runs,
@@ -88,6 +96,7 @@ from lnflow.store.schema import (
     opportunities,
     rebalance_moves,
     recording_marks,
+    retention_horizons,
     run_gaps,
     stream_sessions,
 )
@@ -493,9 +502,64 @@ def _delete_recorded_before(conn: Connection, spec: Retained, limit: int, cutoff
         return 0
     key = spec.table.c.id
     picked = select(key).where(key <= boundary).order_by(key).limit(limit)
+    _raise_horizons(conn, spec, key, picked)
     deleted = int(conn.execute(delete(spec.table).where(key.in_(picked))).rowcount or 0)
     _clamp_marks(conn, spec)
     return deleted
+
+
+# The tables whose deleted rows raise a node's retention horizon: the raw local failures
+# (their resolved_ns) and the failure rollups (the last nanosecond of a period).
+_HORIZON_TABLES = frozenset(
+    t.name
+    for t in (
+        forward_attempts,
+        failure_rollups_hourly,
+        failure_channel_hourly,
+        failure_channel_6h,
+        failure_channel_daily,
+        failure_channel_weekly,  # its weeks' days went first: a safeguard
+    )
+)
+
+
+def _raise_horizons(conn: Connection, spec: Retained, target: Any, picked: Any) -> None:
+    """Before ``picked`` rows of ``spec``'s table are deleted: raise each of their nodes'
+    ``retention_horizons`` to the newest time they hold (schema: 0023). In the delete's
+    transaction, so the horizon and the rows it stands for change together."""
+    table = spec.table
+    if table.name not in _HORIZON_TABLES:
+        return
+    raw = table is forward_attempts
+    when = table.c.resolved_ns if raw else table.c[spec.column]
+    found = conn.execute(
+        select(table.c.node_id, func.max(when)).where(target.in_(picked)).group_by(table.c.node_id)
+    ).all()
+    rows = [
+        {
+            "node_id": node_id,
+            "deleted_through_ns": int(newest) if raw else (int(newest) + 1) * spec.unit_ns - 1,
+        }
+        for node_id, newest in found
+        if newest is not None
+    ]
+    if not rows:
+        return
+    h = retention_horizons
+    stmt = dialect_insert(conn.engine, h)
+    ex = stmt.excluded
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["node_id"],
+            set_={
+                "deleted_through_ns": case(
+                    (ex.deleted_through_ns > h.c.deleted_through_ns, ex.deleted_through_ns),
+                    else_=h.c.deleted_through_ns,
+                )
+            },
+        ),
+        rows,
+    )
 
 
 def _clamp_marks(conn: Connection, spec: Retained) -> None:
@@ -515,6 +579,7 @@ def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | N
     oldest = _oldest(spec, limit, cutoff).subquery()
     picked = select(*(oldest.c[c.name] for c in key))
     target = key[0] if len(key) == 1 else tuple_(*key)
+    _raise_horizons(conn, spec, target, picked)
     result = conn.execute(delete(table).where(target.in_(picked)))
     _clamp_marks(conn, spec)
     return int(result.rowcount or 0)

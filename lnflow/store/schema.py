@@ -62,6 +62,7 @@ __all__ = [
     "policy_changes",
     "rebalance_moves",
     "recording_marks",
+    "retention_horizons",
     "row_counts",
     "run_gaps",
     "stream_sessions",
@@ -780,4 +781,20 @@ row_counts = Table(
     Column("value", Integer, primary_key=True, autoincrement=False),
     Column("n", BigInteger, nullable=False),
     sqlite_with_rowid=False,
+)
+
+# --------------------------------------------------------------------------- 0023
+
+# Per node, the newest time at or before which retention may have deleted one of its
+# local failures (a forward_attempts row: its resolved_ns) or a failure rollup period
+# (the period's last nanosecond); written by both of lnflow.store.retention's delete
+# paths (TTL and size budget) in the delete's transaction, never lowered. A window
+# starting after it still has every raw failure the rollups count, and every rollup
+# period it covers: its per-class failure counts from the rollups are the raw rows'
+# counts (lnflow.store.read.details). No row: nothing of the node was ever deleted.
+retention_horizons = Table(
+    "retention_horizons",
+    metadata,
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True, autoincrement=False),
+    Column("deleted_through_ns", BigInteger, nullable=False),
 )

@@ -14,10 +14,13 @@ Amount percentiles are nearest ranks (:mod:`lnflow.analysis.ranks`), exact eithe
   more than :data:`RANK_IN_SQL_FROM_AMOUNTS` of them (its failures of the class bound
   its amounts): those are counted, and ranked in SQL when the count is that large;
 - longer windows count the amounts (one statement: each channel's failures of the class
-  in the window less those with no amount) and walk ``ix_forward_attempts_local_amount``
-  to each rank from the nearer end, without the time and node checks when the channel
-  has no failure of the class outside the window and the store records this node alone;
-  a channel with other ids has its amounts read and ranked here.
+  in the window less those with no amount; the failures are the summary's, from the
+  rollups, when the window starts after the node's retention horizon, so every raw
+  failure the rollups count is still kept; else counted) and walk
+  ``ix_forward_attempts_local_amount`` to each rank from the nearer end, without the
+  time and node checks when the channel has no failure of the class outside the window
+  and the store records this node alone; a channel with other ids has its amounts read
+  and ranked here.
 
 Fee offers and our fee history come in one statement each for all fee channels.
 """
@@ -40,6 +43,7 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    literal_column,
     select,
 )
 
@@ -51,7 +55,14 @@ from lnflow.store.read.channels import has_policy, sample_of
 from lnflow.store.read.speed import rows
 from lnflow.store.read.sql import FAILED_LOCAL, ref_of, unindexed
 from lnflow.store.rollups import NS_PER_HOUR
-from lnflow.store.schema import channel_refs, channel_samples, channels, forward_attempts, nodes
+from lnflow.store.schema import (
+    channel_refs,
+    channel_samples,
+    channels,
+    forward_attempts,
+    nodes,
+    retention_horizons,
+)
 
 __all__ = ["RANK_IN_SQL_FROM_AMOUNTS", "RANK_IN_SQL_FROM_HOURS", "fetch_details"]
 
@@ -102,7 +113,7 @@ _AMOUNTS = (
 _ref = _out_ref.c.id
 
 
-def _class_counts(node_checked: bool) -> Select[Any]:
+def _class_counts(node_checked: bool, from_rollups: bool) -> Select[Any]:
     def of_channel(*where: ColumnElement[bool], what: Any = None) -> Select[Any]:
         node = (unindexed(_attempt.c.node_id) == bindparam("node"),) if node_checked else ()
         return (
@@ -126,9 +137,11 @@ def _class_counts(node_checked: bool) -> Select[Any]:
     before = of_channel(_attempt.c.resolved_ns < bindparam("since"), what=one)
     after = of_channel(_attempt.c.resolved_ns >= bindparam("until"), what=one)
     unresolved = of_channel(_attempt.c.resolved_ns.is_(None), what=one)
+    # from the rollups: the window's failures of the class are the summary's (``n`` 0)
+    n = literal_column("0") if from_rollups else of_channel(*in_window).scalar_subquery()
     return select(
         _out_ref.c.chan_id.label("out"),
-        of_channel(*in_window).scalar_subquery().label("n"),
+        n.label("n"),
         unknown.scalar_subquery().label("unknown"),
         case((before.exists() | after.exists() | unresolved.exists(), 1), else_=0).label("outside"),
     ).where(
@@ -137,7 +150,16 @@ def _class_counts(node_checked: bool) -> Select[Any]:
     )
 
 
-_COUNTS = {checked: _class_counts(checked) for checked in (True, False)}
+_COUNTS = {
+    (checked, from_rollups): _class_counts(checked, from_rollups)
+    for checked in (True, False)
+    for from_rollups in (True, False)
+}
+# the node's retention horizon (schema: 0023): windows starting after it have every raw
+# failure their rollups count
+_HORIZON = select(retention_horizons.c.deleted_through_ns).where(
+    retention_horizons.c.node_id == bindparam("node")
+)
 # a channel's fee offers: its FEE_INSUFFICIENT failures, each with its incoming channel's
 # SCID (0 for none), whose inbound fee lnd added to ours
 _OFFERS = (
@@ -328,13 +350,31 @@ class _Reader:
     def one_node(self) -> bool:
         return _one_node(self.conn, self.window["node"])
 
-    def counts(self, cls: FailureClass, chan_ids: Sequence[int]) -> dict[int, tuple[int, bool]]:
+    @functools.cached_property
+    def counts_from_rollups(self) -> bool:
+        """Whether the window starts after the node's retention horizon: every raw failure
+        in it is kept and every rollup period it covers too, so a channel's failures of a
+        class in it are the summary's count (a failure's rollup hour is its
+        ``resolved_ns``'s, so the summary counts exactly the rows ranked here)."""
+        horizon = self.conn.scalar(_HORIZON, {"node": self.window["node"]})
+        return horizon is None or self.window["since"] > horizon
+
+    def counts(
+        self, cls: FailureClass, chan_ids: Sequence[int], failures: Mapping[int, int] | None
+    ) -> dict[int, tuple[int, bool]]:
         """How many known amounts each channel's failures of the class have (no aliases),
-        and whether they may be walked without checks (none outside the window, one node)."""
+        and whether they may be walked without checks (none outside the window, one node).
+        ``failures``: each channel's failures of the class in the window, as the summary
+        counted them from the rollups; used when :attr:`counts_from_rollups`, else (or
+        None) the raw rows are counted."""
         ids = self.ids_of(chan_ids)
-        stmt = _COUNTS[not self.one_node]
+        rolled = failures is not None and self.counts_from_rollups
+        stmt = _COUNTS[(not self.one_node, rolled)]
         found = {
-            ids[out]: (int(n) - int(unknown), self.one_node and not outside)
+            ids[out]: (
+                (failures[ids[out]] if failures is not None and rolled else int(n)) - int(unknown),
+                self.one_node and not outside,
+            )
             for out, n, unknown, outside in self.conn.execute(stmt, self._params(cls, ids)).all()
         }
         return {chan: found.get(chan, (0, False)) for chan in chan_ids}
@@ -386,6 +426,8 @@ class _Reader:
                     params[f"out{i}"] = to_signed64(chan)
                     params[f"skip{i}"] = skip
                 (found,) = rows(self.conn, _walks(len(part), checked, desc), params)
+                if None in found:
+                    raise _CountAboveRows  # counted from rollups that disagree with the rows
                 for (chan, p, _), value in zip(part, found, strict=True):
                     result[chan][p] = int(value)
         # each channel's percents in the order asked
@@ -433,10 +475,20 @@ class _Reader:
         return histories
 
 
+class _CountAboveRows(Exception):
+    """A walk found no amount at its rank: the count came from rollups that count more
+    failures than the rows hold (a store edited by hand, or events lnd does not send)."""
+
+
 def _percentiles(
-    reader: _Reader, cls: FailureClass, requests: Sequence[AmountRequest], short: bool
+    reader: _Reader,
+    cls: FailureClass,
+    requests: Sequence[AmountRequest],
+    short: bool,
+    from_rollups: bool = True,
 ) -> dict[int, dict[int, int]]:
-    """Each requested channel's percentiles of its failed amounts of the class."""
+    """Each requested channel's percentiles of its failed amounts of the class
+    (``from_rollups``: counted from the summary's failures where the window allows)."""
     percents = {r.chan_id: r.percents for r in requests}
     to_read: list[int] = []
     to_count: list[int] = []
@@ -445,7 +497,8 @@ def _percentiles(
         (to_read if few or r.chan_id in reader.other_ids else to_count).append(r.chan_id)
     to_rank: dict[int, tuple[int, bool]] = {}
     if to_count:
-        for chan, (n, bare) in reader.counts(cls, to_count).items():
+        failures = {r.chan_id: r.failures for r in requests} if from_rollups else None
+        for chan, (n, bare) in reader.counts(cls, to_count, failures).items():
             if short and n <= RANK_IN_SQL_FROM_AMOUNTS:
                 to_read.append(chan)
             else:
@@ -473,11 +526,13 @@ def fetch_details(
     by_class: dict[FailureClass, list[AmountRequest]] = {}
     for r in request.amounts:
         by_class.setdefault(r.failure_class, []).append(r)
-    percentiles = {
-        (chan, cls): ranked
-        for cls, requests in sorted(by_class.items())
-        for chan, ranked in _percentiles(reader, cls, requests, short).items()
-    }
+    percentiles: dict[tuple[int, FailureClass], dict[int, int]] = {}
+    for cls, requests in sorted(by_class.items()):
+        try:
+            found = _percentiles(reader, cls, requests, short)
+        except _CountAboveRows:  # never on a store only lnflow wrote: count the rows
+            found = _percentiles(reader, cls, requests, short, from_rollups=False)
+        percentiles.update({(chan, cls): ranked for chan, ranked in found.items()})
     fee_channels = list(dict.fromkeys(request.fee_channels))
     return DetailFacts(
         percentiles=percentiles,
