@@ -63,6 +63,7 @@ from sqlalchemy import (
 
 from lnflow.domain import NS_PER_DAY, NS_PER_HOUR
 from lnflow.store.db import BUSY_TIMEOUT_MS, wal_bytes
+from lnflow.store.latest_sample import refresh_deleted
 from lnflow.store.schema import (
     analysis_runs,
     channel_samples,
@@ -497,6 +498,9 @@ def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | N
     target = key[0] if len(key) == 1 else tuple_(*key)
     result = conn.execute(delete(table).where(target.in_(picked)))
     _clamp_marks(conn, spec)
+    if table is channel_samples:
+        # a channel's kept latest sample may be gone, and SQLite may hand its id out again
+        refresh_deleted(conn)
     return int(result.rowcount or 0)
 
 
