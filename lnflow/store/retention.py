@@ -75,6 +75,7 @@ from sqlalchemy import (
 
 from lnflow.domain import NS_PER_DAY, NS_PER_HOUR
 from lnflow.store.db import BUSY_TIMEOUT_MS, dialect_insert, wal_bytes
+from lnflow.store.latest_sample import refresh_deleted
 from lnflow.store.rollups import DAYS_PER_WEEK, failure_weeks_of_days
 from lnflow.store.schema import (
     analysis_runs,
@@ -582,6 +583,9 @@ def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | N
     _raise_horizons(conn, spec, target, picked)
     result = conn.execute(delete(table).where(target.in_(picked)))
     _clamp_marks(conn, spec)
+    if table is channel_samples:
+        # a channel's kept latest sample may be gone, and SQLite may hand its id out again
+        refresh_deleted(conn)
     return int(result.rowcount or 0)
 
 

@@ -321,6 +321,11 @@ channels = Table(
     Column("first_seen_ns", BigInteger, nullable=False),
     Column("last_seen_ns", BigInteger, nullable=False),
     Column("closed_ns", BigInteger),
+    # the channel's latest sample (highest ts_ns, then id) and its time, kept where the
+    # samples are written and deleted (lnflow.store.latest_sample; 0024): NULL when it
+    # has none or it is not known, never an older one
+    Column("latest_sample_id", BigInteger),
+    Column("latest_sample_ns", BigInteger),
 )
 
 channel_samples = Table(

@@ -23,6 +23,7 @@ from lnflow.domain import (
 )
 from lnflow.errors import StoreError
 from lnflow.store.db import BulkStatement, upsert_adding
+from lnflow.store.latest_sample import refresh_latest
 from lnflow.store.rollups import (
     NS_PER_HOUR,
     ChannelRollupUpserts,
@@ -450,6 +451,9 @@ class StoreWriter:
                 conn.execute(
                     insert(channel_samples), [_sample_row(node_id, now_ns, s) for s in samples]
                 )
+                # from the samples themselves: one written out of time order keeps the
+                # latest where it is
+                refresh_latest(conn, node_id, {to_signed64(s.info.chan_id) for s in samples})
             _record_aliases(conn, node_id, samples)
             return len(samples)
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     FromClause,
     and_,
     bindparam,
+    case,
     cast,
     func,
     select,
@@ -43,9 +44,13 @@ def has_policy(samples: FromClause) -> ColumnElement[bool]:
 # until and its first sample in [since, until] (for the uptime ratio): one statement for
 # all channels, each sample found by a correlated lookup on ix_channel_samples_chan_state
 # (whose entries end with the row id, so "ts_ns DESC, id DESC LIMIT 1" is one seek).
+# The latest sample is the one kept on the channel's row (lnflow.store.latest_sample)
+# when that one is at or before until, as it is for a window ending now: a row lookup by
+# id instead of a seek in the index first; a window ending earlier, or a channel whose
+# kept sample is not known, looks it up (SQLite runs the subquery only then).
 _latest = channel_samples.alias("latest")
 _first = channel_samples.alias("first")
-_latest_id = (
+_looked_up = (
     select(channel_samples.c.id)
     .where(sample_of(channel_samples, channels.c.node_id, channels.c.chan_id))
     .where(channel_samples.c.ts_ns <= bindparam("until"))
@@ -53,6 +58,10 @@ _latest_id = (
     .limit(1)
     .correlate(channels)
     .scalar_subquery()
+)
+_latest_id = case(
+    (channels.c.latest_sample_ns <= bindparam("until"), channels.c.latest_sample_id),
+    else_=_looked_up,
 )
 _first_id = (
     select(channel_samples.c.id)
