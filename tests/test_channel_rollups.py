@@ -91,16 +91,17 @@ def _expected_failures(
 
     def blank(key: tuple[int, ...]) -> dict[str, Any]:
         if key not in hourly:
-            hourly[key] = {"clusters": 0, "missed_dedup_msat": 0} | {
+            hourly[key] = {"clusters": 0, "missed_dedup_msat": 0, "unknown_failures": 0} | {
                 col: 0 for pair in CLASS_COLUMNS for col in pair
             }
         return hourly[key]
 
     with engine.connect() as conn:
-        for node, out, inc, cls, ts, fee in conn.execute(
+        for node, out, inc, cls, ts, fee, amt in conn.execute(
             text(
                 "SELECT node_id, outgoing_channel_id, incoming_channel_id, failure_class,"
-                f" resolved_ns, missed_fee_msat FROM {ATTEMPTS_SCID} WHERE outcome = :outcome"
+                " resolved_ns, missed_fee_msat, outgoing_amt_msat"
+                f" FROM {ATTEMPTS_SCID} WHERE outcome = :outcome"
             ),
             {"outcome": int(Outcome.FAILED_LOCAL)},
         ):
@@ -109,6 +110,7 @@ def _expected_failures(
             row = blank(key)
             row[n_col] += 1
             row[m_col] += fee
+            row["unknown_failures"] += amt is None  # lnd gave no amount (0025)
             incoming[key].add(inc)
             bounds = times.setdefault(key, [ts, ts])
             bounds[0], bounds[1] = min(bounds[0], ts), max(bounds[1], ts)

@@ -267,3 +267,38 @@ def test_the_retention_horizon_comes_along(recorded: Path, target: str, tmp_path
             assert [tuple(r) for r in conn.execute(text(sql))] == horizons
     finally:
         pg.dispose()
+
+
+def test_the_failures_with_no_amount_in_the_rollups_come_along(target: str, tmp_path: Path) -> None:
+    """The per-channel failure rollups' counts of failures with no amount (0025) are
+    copied with the rest: every row of the four levels the same."""
+    from test_analysis_queries import NODE, Store
+    from test_counts_from_rollups import TTL, record
+
+    from lnflow.store.writer import StoreWriter
+
+    path = tmp_path / "unknown.db"
+    engine = db.open_engine(path)
+    try:
+        writer = StoreWriter(engine)
+        store = Store(engine, writer, writer.upsert_node(NODE, 1))
+        record(store, Pruner(engine, TTL), days=3, no_channel=0.1)
+    finally:
+        engine.dispose()
+    rc, _out, err = _copy(path, target)
+    assert rc == 0 and not err, err
+    levels = ("hourly", "6h", "daily", "weekly")
+    lite = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    pg = db.open_readonly_engine(DbUrl(target))
+    try:
+        for level in levels:
+            sql = f"SELECT * FROM failure_channel_{level} ORDER BY 1, 2, 3"
+            with lite.connect() as a, pg.connect() as b:
+                rows = [tuple(r._mapping.items()) for r in a.execute(text(sql))]
+                assert rows == [tuple(r._mapping.items()) for r in b.execute(text(sql))]
+            total = f"SELECT sum(unknown_failures) FROM failure_channel_{level}"
+            with lite.connect() as a:
+                assert a.scalar(text(total)) > 0
+    finally:
+        lite.dispose()
+        pg.dispose()

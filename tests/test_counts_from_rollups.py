@@ -10,12 +10,14 @@ size budget), read as the analysis reads.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import StoreAt
-from daemonproc import link_fail
-from sqlalchemy import select
+from daemonproc import ATTEMPTS_SCID, link_fail
+from sqlalchemy import inspect, select, text
 from test_analysis_queries import (
     IN1,
     IN2,
@@ -32,6 +34,7 @@ from test_analysis_queries import (
     fetch,
     load,
     make_ingestor,
+    recorded,
 )
 
 import lnflow.store.read.details as read_details
@@ -39,10 +42,18 @@ from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import ClassStats, DetailRequest
 from lnflow.analysis.ranks import percentile
 from lnflow.config import RetentionSettings
-from lnflow.domain import FailureDetail, ForwardRecord
+from lnflow.domain import FailureDetail, ForwardRecord, from_signed64
+from lnflow.store import db
 from lnflow.store.db import open_engine
 from lnflow.store.retention import Pruner
-from lnflow.store.schema import forward_attempts, retention_horizons
+from lnflow.store.schema import (
+    failure_channel_6h,
+    failure_channel_daily,
+    failure_channel_hourly,
+    failure_channel_weekly,
+    forward_attempts,
+    retention_horizons,
+)
 from lnflow.store.writer import NS_PER_HOUR, StoreWriter
 
 pytestmark = pytest.mark.engines("sqlite", "postgresql")
@@ -67,10 +78,11 @@ def store(store_at: StoreAt) -> Iterator[Store]:
     engine.dispose()
 
 
-def record(s: Store, pruner: Pruner, days: int) -> tuple[int, int]:
+def record(s: Store, pruner: Pruner, days: int, no_channel: float = 0.0) -> tuple[int, int]:
     """``days`` of liquidity and max_htlc failures (a few with no amount), recorded in
     batches as the daemon records them, with a prune run's recording mark every hour of
-    recording; returns (first, last) failure time."""
+    recording; returns (first, last) failure time. ``no_channel``: the share of failures
+    lnd named no outgoing channel and no amount for."""
     rng = random.Random(11)
     t0 = 700_000 * H + 17 * 60 * S
     session = s.writer.open_session(s.node_id, t0, "0.18.3-beta")
@@ -81,9 +93,10 @@ def record(s: Store, pruner: Pruner, days: int) -> tuple[int, int]:
         ts += rng.randrange(1, 48) * 60 * S
         amount = rng.choice((0, 150_000, 250_000, 350_000, 450_000, 550_000, 650_000))
         kind = LIQ if rng.random() < 0.7 else max_htlc
-        events.append(
-            link_fail(htlc, ts, rng.choice(OUTS), rng.choice((IN1, IN2, IN3)), amount, 9, **kind)
-        )
+        out = rng.choice(OUTS)
+        if no_channel and rng.random() < no_channel:
+            out, amount = 0, 0
+        events.append(link_fail(htlc, ts, out, rng.choice((IN1, IN2, IN3)), amount, 9, **kind))
     last_mark = 0
     for i in range(0, len(events), 5):
         batch = events[i : i + 5]
@@ -216,3 +229,139 @@ def test_rollups_counting_more_than_the_rows_kept_fall_back_to_counting_them(
         conn.execute(a.delete().where(liquidity, a.c.id.not_in(list(kept))))
     assert horizon(store) is None
     check_windows(store, [(end + H, 240), (end + H, 200)])
+
+
+# -- the failures with no amount (0025) -------------------------------------------------
+
+
+def unknown_of(s: Store, since: int, until: int) -> Counter[int]:
+    """The window's local failures with no amount per outgoing channel (0: none), one raw
+    row at a time."""
+    with s.engine.connect() as conn:
+        found = conn.execute(
+            text(
+                f"SELECT outgoing_channel_id, resolved_ns, outgoing_amt_msat FROM {ATTEMPTS_SCID}"
+                " WHERE outcome = 2"
+            )
+        ).all()
+    return Counter(
+        from_signed64(out) for out, ts, amount in found if amount is None and since <= ts < until
+    )
+
+
+def _time_params(parameters: Any) -> list[int]:
+    values = parameters.values() if isinstance(parameters, dict) else parameters
+    return sorted(v for v in values if isinstance(v, int) and v > 10**15)
+
+
+def check_unknown(s: Store, after: list[tuple[int, int]], before: list[tuple[int, int]]) -> None:
+    """Each window's failures with no amount per outgoing channel are the raw rows'; those
+    starting after the horizon count raw rows of their partial hours only (the rest from
+    the rollups), the others the whole window."""
+    for windows, from_rollups in ((after, True), (before, False)):
+        for until, hours in windows:
+            since = until - hours * H
+            with recorded(s.engine) as statements:
+                inp = load(s, until, hours)
+            assert inp.unknown_amount == unknown_of(s, since, until), (until, hours)
+            ranges = [
+                _time_params(params)
+                for statement, params in statements
+                if "outgoing_amt_msat IS NULL" in statement
+            ]
+            if from_rollups:
+                assert all(hi - lo <= H for lo, hi in ranges), (until, hours, ranges)
+            else:
+                assert ranges == [[since, until]], (until, hours, ranges)
+
+
+def test_failures_with_no_amount_count_from_rollups_after_the_horizon_only(
+    store: Store,
+) -> None:
+    """Attempts expired by their TTL (rollups kept, so they count more failures with no
+    amount than the raw rows before the horizon): windows after it sum the rollups,
+    windows reaching back to it count the raw rows kept; both equal the raw rows kept,
+    failures with no outgoing channel (0) included."""
+    pruner = Pruner(store.engine, {**TTL, "attempts_days": 10})
+    first, end = record(store, pruner, days=20, no_channel=0.1)
+    # before any retention (no horizon) every window is summed from the rollups
+    check_unknown(store, [(end + H, 24), (end - 20 * 60 * S - 34 * S, 400)], [])
+    assert unknown_of(store, first, end + 1)[0] > 0  # some with no outgoing channel
+    report = pruner.prune(end + H, 200, 1000)
+    assert report.expired["forward_attempts"] > 0 and report.complete
+    mark = horizon(store)
+    assert mark is not None and first < mark < end - 9 * DAY
+    after, before = windows_around(mark, first, end)
+    check_unknown(store, after, before)
+    # what the rollups count before the horizon is more than the rows kept: the raw count
+    # of the windows reaching back to it is no copy of the rollups'
+    assert unknown_of(store, first, end + 1) != _rolled_unknown(store)
+
+
+_FAILURE_CHANNEL = (
+    failure_channel_hourly,
+    failure_channel_6h,
+    failure_channel_daily,
+    failure_channel_weekly,
+)
+
+
+def _rolled_unknown(s: Store) -> Counter[int]:
+    """Per outgoing channel, the failures with no amount the hourly rollups count."""
+    t = failure_channel_hourly.c
+    with s.engine.connect() as conn:
+        found = conn.execute(select(t.outgoing_channel_id, t.unknown_failures)).all()
+    rolled: Counter[int] = Counter()
+    for out, n in found:
+        rolled[from_signed64(out)] += n
+    return +rolled
+
+
+def _rollup_rows(s: Store) -> dict[str, list[tuple[Any, ...]]]:
+    with s.engine.connect() as conn:
+        return {
+            t.name: [tuple(r) for r in conn.execute(select(t).order_by(*t.primary_key.columns))]
+            for t in _FAILURE_CHANNEL
+        }
+
+
+def test_0025_fills_the_counts_from_the_attempts_and_drops_them_again(
+    store_at: StoreAt,
+) -> None:
+    """Upgraded to 0025 from 0024, a store's rollups count the failures with no amount as
+    the recorder counted them, for every period whose attempts are kept; windows on either
+    side of the horizon read them as before. Downgrading drops the column."""
+    where = store_at("m.db")
+    engine = open_engine(where)
+    try:
+        writer = StoreWriter(engine)
+        s = Store(engine, writer, writer.upsert_node(NODE, 1))
+        pruner = Pruner(engine, {**TTL, "attempts_days": 10})
+        first, end = record(s, pruner, days=20, no_channel=0.1)
+        recorded_rows = _rollup_rows(s)
+        assert sum(n for *_, n in recorded_rows[failure_channel_weekly.name]) > 0
+        db.downgrade(engine, "0024")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns(failure_channel_daily.name)}
+        assert "unknown_failures" not in columns and "clusters" in columns
+        db.upgrade(engine, where)
+        assert _rollup_rows(s) == recorded_rows  # every attempt kept: the same counts
+        pruner.prune(end + H, 200, 1000)
+        mark = horizon(s)
+        assert mark is not None
+        pruned_rows = _rollup_rows(s)
+        db.downgrade(engine, "0024")
+        db.upgrade(engine, where)
+        # periods whose attempts retention deleted count fewer now, all at or before the
+        # horizon; every later period counts the same
+        mark_hour = mark // H
+        refilled = _rollup_rows(s)
+        hourly = failure_channel_hourly.name
+        assert refilled[hourly] != pruned_rows[hourly]
+        assert [r for r in refilled[hourly] if r[1] > mark_hour] == [
+            r for r in pruned_rows[hourly] if r[1] > mark_hour
+        ]
+        after, before = windows_around(mark, first, end)
+        check_unknown(s, after, before)
+    finally:
+        engine.dispose()

@@ -301,6 +301,7 @@ class Ingestor:
                     missed,
                     update_.is_new,
                     update_.missed_delta_msat,
+                    att.outgoing_amt_msat is None,
                 )
 
             for ev in new_events:

@@ -37,6 +37,7 @@ __all__ = [
     "BLOCK_HOURS",
     "CLASS_COLUMNS",
     "DAYS_PER_WEEK",
+    "FAILURE_COUNTERS",
     "NS_PER_HOUR",
     "ChannelRollupUpserts",
     "FailureChannelBatch",
@@ -60,6 +61,13 @@ CLASS_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     (cls.failures_column, cls.missed_column) for cls in FailureClass
 )
 _OTHER = len(CLASS_COLUMNS) - 1
+#: the per-channel failure rollups' columns that add up (a block, day or week: its hours')
+FAILURE_COUNTERS: tuple[str, ...] = (
+    "clusters",
+    "missed_dedup_msat",
+    *(c for pair in CLASS_COLUMNS for c in pair),
+    "unknown_failures",
+)
 
 
 def class_index(failure_class: int) -> int:
@@ -84,7 +92,7 @@ def failure_channel_upsert(engine: Engine, table: Table) -> Insert:
     """
     stmt = dialect_insert(engine, table)
     t, ex = table.c, stmt.excluded
-    counters = ["clusters", "missed_dedup_msat", *(c for pair in CLASS_COLUMNS for c in pair)]
+    counters = [*FAILURE_COUNTERS]
     lo = _least(t.incoming_lo, ex.incoming_lo)
     hi = _greatest(t.incoming_hi, ex.incoming_hi)
     inside = [
@@ -155,11 +163,13 @@ class _FailureSums:
         "last_hour",
         "last_ns",
         "per_class",
+        "unknown",
     )
 
     def __init__(self, hour: int, ts_ns: int = 0) -> None:
         self.clusters = 0
         self.dedup = 0
+        self.unknown = 0
         self.per_class = [0] * (2 * len(CLASS_COLUMNS))
         self.incoming: set[int] = set()
         self.first_hour = hour
@@ -186,8 +196,10 @@ class FailureChannelBatch:
         missed_raw_msat: int,
         new_cluster: bool,
         missed_dedup_msat: int,
+        unknown_amount: bool,
     ) -> None:
-        """One local failure at ``ts_ns`` (its LINK_FAIL time, which picks the hour)."""
+        """One local failure at ``ts_ns`` (its LINK_FAIL time, which picks the hour);
+        ``unknown_amount``: lnd gave no outgoing amount for it."""
         hour = ts_ns // NS_PER_HOUR
         sums = self._hours.get((hour, outgoing))
         if sums is None:
@@ -201,6 +213,7 @@ class FailureChannelBatch:
         sums.per_class[i + 1] += missed_raw_msat
         sums.clusters += new_cluster
         sums.dedup += missed_dedup_msat
+        sums.unknown += unknown_amount
         sums.incoming.add(to_signed64(incoming))
 
     def rows(self, node_id: int) -> tuple[_Rows, _Rows, _Rows, _Rows]:
@@ -226,6 +239,7 @@ class FailureChannelBatch:
                 acc = periods[(hour // hours, out)] = _FailureSums(hour)
             acc.clusters += sums.clusters
             acc.dedup += sums.dedup
+            acc.unknown += sums.unknown
             acc.per_class = [a + b for a, b in zip(acc.per_class, sums.per_class, strict=True)]
             acc.incoming |= sums.incoming
             acc.first_hour = min(acc.first_hour, hour)
@@ -268,7 +282,7 @@ def failure_weeks_of_days(daily: Table, weekly: Table) -> Select[Any]:
         "first_hour": func.min(d.first_hour),
         "last_hour": func.max(d.last_hour),
     }
-    for name in ("clusters", "missed_dedup_msat", *(c for pair in CLASS_COLUMNS for c in pair)):
+    for name in FAILURE_COUNTERS:
         columns[name] = func.sum(d[name])
     return select(*(columns[c.name].label(c.name) for c in weekly.columns)).group_by(
         d.node_id, week, d.outgoing_channel_id
@@ -287,6 +301,7 @@ def _failure_row(
         "incoming_lo": min(s.incoming),
         "incoming_hi": max(s.incoming),
         "incoming_many": len(s.incoming) >= 3,
+        "unknown_failures": s.unknown,
     }
     for (n_col, m_col), i in zip(CLASS_COLUMNS, range(0, 2 * len(CLASS_COLUMNS), 2), strict=True):
         row[n_col] = s.per_class[i]

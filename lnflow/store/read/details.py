@@ -53,7 +53,7 @@ from lnflow.analysis.ranks import nearest_rank, percentiles_of
 from lnflow.domain import from_signed64, to_signed64
 from lnflow.store.read.channels import has_policy, sample_of
 from lnflow.store.read.speed import rows
-from lnflow.store.read.sql import FAILED_LOCAL, ref_of, unindexed
+from lnflow.store.read.sql import FAILED_LOCAL, ref_of, starts_after_horizon, unindexed
 from lnflow.store.rollups import NS_PER_HOUR
 from lnflow.store.schema import (
     channel_refs,
@@ -61,7 +61,6 @@ from lnflow.store.schema import (
     channels,
     forward_attempts,
     nodes,
-    retention_horizons,
 )
 
 __all__ = ["RANK_IN_SQL_FROM_AMOUNTS", "RANK_IN_SQL_FROM_HOURS", "fetch_details"]
@@ -155,11 +154,6 @@ _COUNTS = {
     for checked in (True, False)
     for from_rollups in (True, False)
 }
-# the node's retention horizon (schema: 0023): windows starting after it have every raw
-# failure their rollups count
-_HORIZON = select(retention_horizons.c.deleted_through_ns).where(
-    retention_horizons.c.node_id == bindparam("node")
-)
 # a channel's fee offers: its FEE_INSUFFICIENT failures, each with its incoming channel's
 # SCID (0 for none), whose inbound fee lnd added to ours
 _OFFERS = (
@@ -356,8 +350,7 @@ class _Reader:
         in it is kept and every rollup period it covers too, so a channel's failures of a
         class in it are the summary's count (a failure's rollup hour is its
         ``resolved_ns``'s, so the summary counts exactly the rows ranked here)."""
-        horizon = self.conn.scalar(_HORIZON, {"node": self.window["node"]})
-        return horizon is None or self.window["since"] > horizon
+        return starts_after_horizon(self.conn, self.window["node"], self.window["since"])
 
     def counts(
         self, cls: FailureClass, chan_ids: Sequence[int], failures: Mapping[int, int] | None

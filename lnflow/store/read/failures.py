@@ -10,6 +10,10 @@ cluster's largest missed fee (the deduplicated figure) when the member that rais
 failed. Channels whose failures of a partial hour all fall inside the range are read from
 their hourly row instead (same figures, exact times).
 
+The failures lnd gave no amount for (:func:`unknown_and_rejected`) come from the same
+rollups' ``unknown_failures`` when the window starts after the node's retention horizon,
+their partial hours from raw rows; from raw rows alone otherwise.
+
 Precision: ``first_failure_ns``/``last_failure_ns`` are exact for failures in a partial
 hour, the first and last nanosecond of a whole hour otherwise; ``incoming_channels`` is
 exact up to :data:`~lnflow.analysis.model.INCOMING_CAP`; a stored class number this code
@@ -42,7 +46,13 @@ from lnflow.analysis.classify import FailureClass
 from lnflow.analysis.model import INCOMING_CAP, ChannelFailures, ClassStats
 from lnflow.domain import from_signed64
 from lnflow.store.read.speed import AnyRow, rows
-from lnflow.store.read.sql import FAILED_LOCAL, REJECTED_LOCAL, number, unindexed
+from lnflow.store.read.sql import (
+    FAILED_LOCAL,
+    REJECTED_LOCAL,
+    number,
+    starts_after_horizon,
+    unindexed,
+)
 from lnflow.store.read.window import Span
 from lnflow.store.rollups import CLASS_COLUMNS, NS_PER_HOUR
 from lnflow.store.schema import (
@@ -90,6 +100,7 @@ class _ChannelTally:
         "incoming_many",
         "last_ns",
         "raw_msat",
+        "unknown",
     )
 
     def __init__(
@@ -102,6 +113,7 @@ class _ChannelTally:
         dedup_msat: int = 0,
         class_failures: list[int] | None = None,
         class_missed: list[int] | None = None,
+        unknown: int = 0,
     ) -> None:
         self.first_ns = first_ns
         self.last_ns = last_ns
@@ -109,6 +121,8 @@ class _ChannelTally:
         self.clusters = clusters
         self.raw_msat = raw_msat
         self.dedup_msat = dedup_msat
+        # of the failures, those with no amount (counted from the rollups' whole periods only)
+        self.unknown = unknown
         # failures and raw missed msat of each class, in class order
         self.class_failures = class_failures or [0] * len(_CLASSES)
         self.class_missed = class_missed or [0] * len(_CLASSES)
@@ -165,6 +179,7 @@ def _rollup_source(
             t.outgoing_channel_id.label("out"),
             t.clusters,
             t.missed_dedup_msat,
+            t.unknown_failures,
             *(t[col] for pair in CLASS_COLUMNS for col in pair),
             t.incoming_lo,
             t.incoming_hi,
@@ -198,6 +213,7 @@ _ROLLUP_FAILURES = select(
     _rolled.out,
     func.sum(_rolled.clusters).label("clusters"),
     func.sum(_rolled.missed_dedup_msat).label("dedup_msat"),
+    func.sum(_rolled.unknown_failures).label("unknown"),
     *(func.sum(_rolled[col]).label(col) for pair in CLASS_COLUMNS for col in pair),
     (func.min(_rolled.first_hour) * _ns_per_hour).label("first_ns"),
     ((func.max(_rolled.last_hour) + 1) * _ns_per_hour - 1).label("last_ns"),
@@ -217,6 +233,9 @@ _HOUR_FAILURES = select(
     _hourly.c.outgoing_channel_id.label("out"),
     _hourly.c.clusters,
     _hourly.c.missed_dedup_msat.label("dedup_msat"),
+    # the partial hour's failures with no amount are counted from raw rows for every
+    # channel (_UNKNOWN_AMOUNT)
+    literal_column("0").label("unknown"),
     *(_hourly.c[col] for pair in CLASS_COLUMNS for col in pair),
     _hourly.c.first_ns,
     _hourly.c.last_ns,
@@ -243,7 +262,7 @@ def _add_rollup_rows(rows: Iterable[AnyRow], tallies: _Tallies) -> None:
     """Rows of _ROLLUP_FAILURES' shape added to the tallies."""
     # (unpacked in column order: a column read by name costs ~1 µs, ~25 a channel)
     for row in rows:
-        out, clusters, dedup_msat, *by_class = row[:-9]
+        out, clusters, dedup_msat, unknown, *by_class = row[:-9]
         first_ns, last_ns, lo, hi, many, n_lo, n_hi, max_lo, min_hi = row[-9:]
         # SQLite's sums of integer columns are ints already (~1 000 rows a window); the
         # class columns come in CLASS_COLUMNS' pairs (failures, missed msat)
@@ -260,6 +279,7 @@ def _add_rollup_rows(rows: Iterable[AnyRow], tallies: _Tallies) -> None:
                 dedup_msat,
                 failures,
                 missed,
+                unknown,
             )
         else:
             if first_ns < tally.first_ns:
@@ -272,6 +292,7 @@ def _add_rollup_rows(rows: Iterable[AnyRow], tallies: _Tallies) -> None:
             tally.raw_msat += sum(missed)
             tally.clusters += clusters
             tally.dedup_msat += dedup_msat
+            tally.unknown += unknown
         # the "many" test (above)
         if many or n_lo >= 3 or n_hi >= 3 or lo < max_lo < hi or lo < min_hi < hi:
             tally.incoming_many = True
@@ -451,12 +472,18 @@ def _add_raw_failures(conn: Connection, params: Mapping[str, int], tallies: _Tal
 @dataclass(frozen=True, slots=True)
 class WindowFailures:
     """Failures per outgoing channel as stored (unsigned ids, foreign ones included), and
-    the node totals: failures, missed fees deduplicated and raw."""
+    the node totals: failures, missed fees deduplicated and raw.
+
+    ``unknown_rolled``: per outgoing channel (unsigned, 0 for none), the failures with no
+    amount of the span's whole periods (not its partial hours), from the rollups (channels
+    with none left out).
+    """
 
     by_channel: Mapping[int, ChannelFailures]
     failures: int
     missed_dedup_msat: int
     missed_raw_msat: int
+    unknown_rolled: Mapping[int, int]
 
 
 def window_failures(conn: Connection, node_id: int, window: Span) -> WindowFailures:
@@ -472,21 +499,27 @@ def window_failures(conn: Connection, node_id: int, window: Span) -> WindowFailu
         _add_rollup_rows(rows(conn, _HOUR_FAILURES, params), tallies)
         _add_raw_failures(conn, params, tallies)
     by_channel = {}
+    unknown_rolled = {}
     for out in sorted(tallies):
         chan_id = from_signed64(out)
-        by_channel[chan_id] = tallies[out].channel_failures(chan_id)
+        tally = tallies[out]
+        by_channel[chan_id] = tally.channel_failures(chan_id)
+        if tally.unknown:
+            unknown_rolled[chan_id] = tally.unknown
     tallied = tallies.values()
     return WindowFailures(
         by_channel=by_channel,
         failures=sum(t.failures for t in tallied),
         missed_dedup_msat=sum(t.dedup_msat for t in tallied),
         missed_raw_msat=sum(t.raw_msat for t in tallied),
+        unknown_rolled=unknown_rolled,
     )
 
 
 # Local failures lnd gave no amount for (mailbox add failures, dust exposure, malformed
 # onions, incoming-side link fails: missed fee unknown) and HTLCs an interceptor rejected,
-# resolved in [lo, hi): few rows, each set on its own small partial index (0013).
+# resolved in [lo, hi): few rows, each set on its own small partial index (0013). The
+# former per outgoing channel are also counted in the per-channel failure rollups (0025).
 _UNKNOWN_AMOUNT: Select[*tuple[Any, ...]] = (
     select(
         func.coalesce(channel_refs.c.chan_id, 0).label("chan_id"),
@@ -512,14 +545,35 @@ _REJECTED = (
 
 
 def unknown_and_rejected(
-    conn: Connection, node_id: int, lo: int, hi: int
+    conn: Connection,
+    node_id: int,
+    lo: int,
+    hi: int,
+    rolled: tuple[Span, WindowFailures] | None = None,
 ) -> tuple[dict[int, int], int]:
-    """Failures with an unknown amount by outgoing channel (0: none), and rejections."""
+    """Failures with an unknown amount by outgoing channel (0: none), and rejections, of
+    ``[lo, hi)``.
+
+    ``rolled``: the window's span and failures (:func:`window_failures`); when the span
+    has whole periods and starts after the node's retention horizon (every raw failure
+    the rollups count there is kept), the failures with no amount of those periods are
+    the rollups', and only its partial hours are counted from raw rows. Otherwise all are
+    counted from raw rows: a window reaching back to the horizon may hold periods whose
+    raw rows are gone, which the rollups still count.
+    """
     params = {"node": node_id, "lo": lo, "hi": hi}
+    unknown: dict[int, int]
+    if rolled is not None and rolled[0].has_rollups and starts_after_horizon(conn, node_id, lo):
+        span, failures = rolled
+        unknown = dict(failures.unknown_rolled)
+        ranges: Iterable[tuple[int, int]] = span.parts
+    else:
+        unknown, ranges = {}, ((lo, hi),)
     # (rows unpacked in column order: hundreds of channels a window)
-    unknown = {
-        from_signed64(chan_id): int(failures)
-        for chan_id, failures in rows(conn, _UNKNOWN_AMOUNT, params)
-    }
+    for part_lo, part_hi in ranges:
+        part = {"node": node_id, "lo": part_lo, "hi": part_hi}
+        for chan_id, n in rows(conn, _UNKNOWN_AMOUNT, part):
+            chan = from_signed64(chan_id)
+            unknown[chan] = unknown.get(chan, 0) + int(n)
     ((rejected,),) = rows(conn, _REJECTED, params)
     return unknown, int(rejected or 0)

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, literal_column, select
+from sqlalchemy import ColumnElement, Connection, bindparam, literal_column, select
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.expression import UnaryExpression
 
 from lnflow.attempts import Outcome
-from lnflow.store.schema import channel_refs
+from lnflow.store.schema import channel_refs, retention_horizons
 
-__all__ = ["FAILED_LOCAL", "REJECTED_LOCAL", "number", "ref_of", "unindexed"]
+__all__ = [
+    "FAILED_LOCAL",
+    "REJECTED_LOCAL",
+    "number",
+    "ref_of",
+    "starts_after_horizon",
+    "unindexed",
+]
 
 
 def number(value: int) -> ColumnElement[Any]:
@@ -45,3 +52,18 @@ def ref_of(chan: ColumnElement[int]) -> ColumnElement[int]:
         .where(channel_refs.c.chan_id == chan)
         .scalar_subquery()
     )
+
+
+# the node's retention horizon (schema: 0023)
+_HORIZON = select(retention_horizons.c.deleted_through_ns).where(
+    retention_horizons.c.node_id == bindparam("node")
+)
+
+
+def starts_after_horizon(conn: Connection, node_id: int, since_ns: int) -> bool:
+    """Whether a window from ``since_ns`` starts after the node's retention horizon: every
+    raw failure in it is kept and every failure rollup period it covers too, so a count
+    of its failures from the rollups equals the raw rows' (a failure's rollup hour is
+    its ``resolved_ns``'s)."""
+    horizon = conn.scalar(_HORIZON, {"node": node_id})
+    return horizon is None or since_ns > horizon

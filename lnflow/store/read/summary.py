@@ -52,7 +52,9 @@ def load_summary(
     baseline = span_of(since_ns - settings.baseline_days * 24 * NS_PER_HOUR, since_ns)
     forwards = ledger_window(conn, node_id, window)
     failures = window_failures(conn, node_id, window)
-    unknown_amount, node_rejected = unknown_and_rejected(conn, node_id, since_ns, until_ns)
+    unknown_amount, node_rejected = unknown_and_rejected(
+        conn, node_id, since_ns, until_ns, (window, failures)
+    )
     channels = channel_states(conn, node_id, since_ns, until_ns, settings.inbound_ratio)
     inbound = inbound_baselines(ledger_window(conn, node_id, baseline), forwards)
     return AnalysisSummary(
