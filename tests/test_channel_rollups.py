@@ -91,7 +91,7 @@ def _expected_failures(
 
     def blank(key: tuple[int, ...]) -> dict[str, Any]:
         if key not in hourly:
-            hourly[key] = {"clusters": 0, "missed_dedup_msat": 0, "unknown_failures": 0} | {
+            hourly[key] = {"clusters": 0, "missed_dedup_msat": 0, "unknown_amount": 0} | {
                 col: 0 for pair in CLASS_COLUMNS for col in pair
             }
         return hourly[key]
@@ -110,7 +110,7 @@ def _expected_failures(
             row = blank(key)
             row[n_col] += 1
             row[m_col] += fee
-            row["unknown_failures"] += amt is None  # lnd gave no amount (0025)
+            row["unknown_amount"] += amt is None  # lnd gave no amount (0025)
             incoming[key].add(inc)
             bounds = times.setdefault(key, [ts, ts])
             bounds[0], bounds[1] = min(bounds[0], ts), max(bounds[1], ts)

@@ -296,7 +296,7 @@ def test_the_failures_with_no_amount_in_the_rollups_come_along(target: str, tmp_
             with lite.connect() as a, pg.connect() as b:
                 rows = [tuple(r._mapping.items()) for r in a.execute(text(sql))]
                 assert rows == [tuple(r._mapping.items()) for r in b.execute(text(sql))]
-            total = f"SELECT sum(unknown_failures) FROM failure_channel_{level}"
+            total = f"SELECT sum(unknown_amount) FROM failure_channel_{level}"
             with lite.connect() as a:
                 assert a.scalar(text(total)) > 0
     finally:

@@ -310,7 +310,7 @@ def _rolled_unknown(s: Store) -> Counter[int]:
     """Per outgoing channel, the failures with no amount the hourly rollups count."""
     t = failure_channel_hourly.c
     with s.engine.connect() as conn:
-        found = conn.execute(select(t.outgoing_channel_id, t.unknown_failures)).all()
+        found = conn.execute(select(t.outgoing_channel_id, t.unknown_amount)).all()
     rolled: Counter[int] = Counter()
     for out, n in found:
         rolled[from_signed64(out)] += n
@@ -343,7 +343,7 @@ def test_0025_fills_the_counts_from_the_attempts_and_drops_them_again(
         db.downgrade(engine, "0024")
         with engine.connect() as conn:
             columns = {c["name"] for c in inspect(conn).get_columns(failure_channel_daily.name)}
-        assert "unknown_failures" not in columns and "clusters" in columns
+        assert "unknown_amount" not in columns and "clusters" in columns
         db.upgrade(engine, where)
         assert _rollup_rows(s) == recorded_rows  # every attempt kept: the same counts
         pruner.prune(end + H, 200, 1000)

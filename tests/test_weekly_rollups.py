@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from conftest import RealStore
 from daemonproc import link_fail
-from sqlalchemy import Engine, Table, inspect, select
+from sqlalchemy import inspect
+from test_channel_rollups import _rows
 
 from lnflow.domain import FailureDetail, NodeInfo, WireFailure
 from lnflow.store import db
@@ -58,15 +59,6 @@ def _record(store: RealStore, batch: int) -> None:
     for i in range(0, len(events), batch):
         part = events[i : i + batch]
         ingestor.ingest(session, part, part[-1].timestamp_ns)
-
-
-def _rows(engine: Engine, table: Table) -> dict[tuple[int, ...], dict[str, Any]]:
-    key = [c.name for c in table.primary_key.columns]
-    with engine.connect() as conn:
-        return {
-            tuple(row[k] for k in key): {k: v for k, v in row.items() if k not in key}
-            for row in conn.execute(select(table)).mappings()
-        }
 
 
 def _weeks_of(days: dict[tuple[int, ...], dict[str, Any]]) -> dict[tuple[int, ...], dict[str, Any]]:

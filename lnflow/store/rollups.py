@@ -66,7 +66,7 @@ FAILURE_COUNTERS: tuple[str, ...] = (
     "clusters",
     "missed_dedup_msat",
     *(c for pair in CLASS_COLUMNS for c in pair),
-    "unknown_failures",
+    "unknown_amount",
 )
 
 
@@ -301,7 +301,7 @@ def _failure_row(
         "incoming_lo": min(s.incoming),
         "incoming_hi": max(s.incoming),
         "incoming_many": len(s.incoming) >= 3,
-        "unknown_failures": s.unknown,
+        "unknown_amount": s.unknown,
     }
     for (n_col, m_col), i in zip(CLASS_COLUMNS, range(0, 2 * len(CLASS_COLUMNS), 2), strict=True):
         row[n_col] = s.per_class[i]

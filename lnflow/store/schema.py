@@ -565,7 +565,7 @@ def _failure_channel_table(name: str, period: str, *extra: Column[int]) -> Table
         # of the failures counted above, those lnd gave no amount for (their attempt's
         # outgoing_amt_msat NULL when the failure was counted; 0025): the analysis'
         # "unknown amount" per outgoing channel, 0 for a failure with none
-        Column("unknown_failures", Integer, nullable=False, server_default="0"),
+        Column("unknown_amount", Integer, nullable=False, server_default="0"),
         sqlite_with_rowid=False,  # rows stored in key order: a range of periods is one scan
     )
 

@@ -11,7 +11,7 @@ failed. Channels whose failures of a partial hour all fall inside the range are 
 their hourly row instead (same figures, exact times).
 
 The failures lnd gave no amount for (:func:`unknown_and_rejected`) come from the same
-rollups' ``unknown_failures`` when the window starts after the node's retention horizon,
+rollups' ``unknown_amount`` when the window starts after the node's retention horizon,
 their partial hours from raw rows; from raw rows alone otherwise.
 
 Precision: ``first_failure_ns``/``last_failure_ns`` are exact for failures in a partial
@@ -179,7 +179,7 @@ def _rollup_source(
             t.outgoing_channel_id.label("out"),
             t.clusters,
             t.missed_dedup_msat,
-            t.unknown_failures,
+            t.unknown_amount,
             *(t[col] for pair in CLASS_COLUMNS for col in pair),
             t.incoming_lo,
             t.incoming_hi,
@@ -213,7 +213,7 @@ _ROLLUP_FAILURES = select(
     _rolled.out,
     func.sum(_rolled.clusters).label("clusters"),
     func.sum(_rolled.missed_dedup_msat).label("dedup_msat"),
-    func.sum(_rolled.unknown_failures).label("unknown"),
+    func.sum(_rolled.unknown_amount).label("unknown"),
     *(func.sum(_rolled[col]).label(col) for pair in CLASS_COLUMNS for col in pair),
     (func.min(_rolled.first_hour) * _ns_per_hour).label("first_ns"),
     ((func.max(_rolled.last_hour) + 1) * _ns_per_hour - 1).label("last_ns"),

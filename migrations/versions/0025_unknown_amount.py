@@ -1,6 +1,6 @@
 """the failures with no amount counted in the per-channel failure rollups
 
-``unknown_failures`` on ``failure_channel_hourly``, ``_6h``, ``_daily`` and ``_weekly``:
+``unknown_amount`` on ``failure_channel_hourly``, ``_6h``, ``_daily`` and ``_weekly``:
 of a period's local failures of the channel, those lnd gave no outgoing amount for,
 counted where the failure itself is counted. The analysis' "unknown amount" per
 outgoing channel of a window starting after the node's retention horizon is then summed
@@ -52,7 +52,7 @@ _UNKNOWN = sa.text(
 def upgrade() -> None:
     for table, _, _ in _TABLES:
         op.add_column(
-            table, sa.Column("unknown_failures", sa.Integer(), nullable=False, server_default="0")
+            table, sa.Column("unknown_amount", sa.Integer(), nullable=False, server_default="0")
         )
     conn = op.get_bind()
     hours: Counter[tuple[int, int, int]] = Counter()
@@ -67,7 +67,7 @@ def upgrade() -> None:
             continue
         conn.execute(
             sa.text(
-                f"UPDATE {table} SET unknown_failures = :n WHERE node_id = :node"
+                f"UPDATE {table} SET unknown_amount = :n WHERE node_id = :node"
                 f" AND {period} = :period AND outgoing_channel_id = :out"
             ),
             [
@@ -79,4 +79,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table, _, _ in _TABLES:
-        op.execute(f"ALTER TABLE {table} DROP COLUMN unknown_failures")
+        op.execute(f"ALTER TABLE {table} DROP COLUMN unknown_amount")
