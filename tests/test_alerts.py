@@ -855,6 +855,8 @@ async def _unreachable_then_up(
             assert hook.requests == []
         else:
             await _until(lambda: len(hook.requests) == 1)
+            if known:  # its delivery is recorded once the webhook has answered
+                await _until(lambda: any(a.deliveries for a in _stored(settings.store.path)[0]))
         before, _ = await asyncio.to_thread(_stored, settings.store.path)
         node_id = await store.call(store.target.upsert_node, info, T0)
         await service.attach(node_id, PEER, "al", scheduler)
