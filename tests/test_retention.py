@@ -250,6 +250,10 @@ def _forward_channel(period: str) -> Callable[[Store, int, int], dict[str, Any]]
     return row
 
 
+def _ratio_day(s: Store, i: int, day: int) -> dict[str, Any]:
+    return {"node_id": s.node_id, "chan_id": 22 + i, "day": day, "lowest": 0.25}
+
+
 def _ledger(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
     return {
         "node_id": s.node_id,
@@ -322,6 +326,7 @@ ROWS: dict[str, Callable[[Store, int, int], dict[str, Any]]] = {
     "forward_attempts": _attempt,
     "failure_clusters": _cluster,
     "channel_samples": _sample,
+    "channel_ratio_daily": _ratio_day,
     "stream_sessions": _session,
     "failure_rollups_hourly": _failure_rollup,
     "forward_rollups_hourly": _forward_rollup,

@@ -27,7 +27,7 @@ __all__ = [
 
 # Every Alembic revision this code knows, oldest first (a test keeps it equal to
 # migrations/versions). lnflowctl checks a store against it without importing Alembic.
-SCHEMA_REVISIONS = tuple(f"{n:04d}" for n in range(1, 26))
+SCHEMA_REVISIONS = tuple(f"{n:04d}" for n in range(1, 27))
 
 
 # Tables every lnflow store has had since its first revision: with ``alembic_version``

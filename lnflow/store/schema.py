@@ -39,6 +39,7 @@ __all__ = [
     "alerts",
     "analysis_runs",
     "channel_aliases",
+    "channel_ratio_daily",
     "channel_refs",
     "channel_samples",
     "channels",
@@ -377,6 +378,23 @@ Index(
     channel_samples.c.remote_balance_sat,
     channel_samples.c.fee_base_msat,
     channel_samples.c.fee_rate_ppm,
+)
+
+# Each channel's lowest local ratio per UTC day (day = ts_ns // NS_PER_DAY): the smallest
+# local / (local + remote) of its samples that day with a balance (the same IEEE quotient
+# as the analysis reads from the samples themselves), written with the samples
+# (StoreWriter.record_channel_samples; filled by 0026). A window holding whole days reads
+# their lowest ratio here and the samples only around them. The retention deletes the
+# oldest samples first, so every day after the oldest sample's day still has all its
+# samples; the reader takes no row of that day or before (lnflow.store.read.channels).
+channel_ratio_daily = Table(
+    "channel_ratio_daily",
+    metadata,
+    Column("node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True, autoincrement=False),
+    Column("chan_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("day", Integer, primary_key=True, autoincrement=False),
+    Column("lowest", Float, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # Hourly rollups (DESIGN §6), maintained while recording; hour = unix seconds // 3600.

@@ -8,6 +8,7 @@ sample, its uptime ratio the change between its first sample in the window and t
 from __future__ import annotations
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Float,
@@ -18,12 +19,13 @@ from sqlalchemy import (
     cast,
     func,
     select,
+    union_all,
 )
 
 from lnflow.analysis.model import ChannelState
-from lnflow.domain import from_signed64
+from lnflow.domain import NS_PER_DAY, from_signed64
 from lnflow.store.read.speed import rows
-from lnflow.store.schema import channel_samples, channels
+from lnflow.store.schema import channel_ratio_daily, channel_samples, channels
 
 __all__ = ["channel_states", "has_policy", "sample_of"]
 
@@ -122,6 +124,56 @@ _MIN_LOCAL_RATIO = (
     .group_by(channel_samples.c.chan_id)
 )
 
+# The same for a window holding whole UTC days: their lowest ratio from
+# channel_ratio_daily, the samples only before and after them. A day's row counts every
+# sample of the day written, so it is read only for days after the oldest sample's day:
+# the retention deletes the oldest samples first, so those days still have every sample.
+_oldest_day = select(func.min(channel_samples.c.ts_ns)).scalar_subquery() // NS_PER_DAY
+_first_day = case((_oldest_day + 1 > bindparam("d0"), _oldest_day + 1), else_=bindparam("d0"))
+# the samples before the days read: up to the first of them, or (when the oldest sample's
+# day is the window's last whole day or later) up to the samples after them
+_head_end = case(
+    (_first_day * NS_PER_DAY < bindparam("tail_from"), _first_day * NS_PER_DAY),
+    else_=bindparam("tail_from"),
+)
+_chans: BindParameter[list[int]] = bindparam("chans", expanding=True)
+_sampled = (
+    select(channel_samples.c.chan_id, _ratio.label("ratio"))
+    .where(channel_samples.c.node_id == bindparam("node"))
+    .where(channel_samples.c.chan_id.in_(_chans))
+    .where(channel_samples.c.local_balance_sat + channel_samples.c.remote_balance_sat > 0)
+)
+_d = channel_ratio_daily.c
+_around_days = union_all(
+    _sampled.where(channel_samples.c.ts_ns >= bindparam("since")).where(
+        channel_samples.c.ts_ns < _head_end
+    ),
+    select(_d.chan_id, _d.lowest)
+    .where(_d.node_id == bindparam("node"))
+    .where(_d.chan_id.in_(_chans))
+    .where(_d.day >= _first_day)
+    .where(_d.day < bindparam("d1")),
+    _sampled.where(channel_samples.c.ts_ns >= bindparam("tail_from")).where(
+        channel_samples.c.ts_ns <= bindparam("until")
+    ),
+).subquery()
+_MIN_LOCAL_RATIO_DAYS = select(
+    _around_days.c.chan_id, func.min(_around_days.c.ratio).label("lowest")
+).group_by(_around_days.c.chan_id)
+
+
+def _lowest_ratios(conn: Connection, params: dict[str, int], chans: list[int]) -> dict[int, float]:
+    """The lowest local ratio of each of ``chans`` in [since, until] (signed ids)."""
+    whole_from = -(-params["since"] // NS_PER_DAY)
+    whole_until = (params["until"] + 1) // NS_PER_DAY
+    if whole_from < whole_until:  # whole days
+        stmt = _MIN_LOCAL_RATIO_DAYS
+        extra = {"d0": whole_from, "d1": whole_until, "tail_from": whole_until * NS_PER_DAY}
+    else:
+        stmt, extra = _MIN_LOCAL_RATIO, {}
+    ratios = conn.execute(stmt, params | extra | {"chans": chans}).all()
+    return {chan: float(ratio) for chan, ratio in ratios}
+
 
 def channel_states(
     conn: Connection, node_id: int, since_ns: int, until_ns: int, inbound_ratio: float
@@ -143,10 +195,7 @@ def channel_states(
         and row[5] + row[6] > 0
         and row[5] / (row[5] + row[6]) >= inbound_ratio
     ]
-    lowest: dict[int, float] = {}
-    if full:
-        ratios = conn.execute(_MIN_LOCAL_RATIO, params | {"chans": full}).all()
-        lowest = {chan: float(ratio) for chan, ratio in ratios}
+    lowest = _lowest_ratios(conn, params, full) if full else {}
     result: dict[int, ChannelState] = {}
     # the rows unpacked in _CHANNELS' column order: reading a row's column by name costs
     # ~1 µs, and a node of thousands of channels would read ~20 of them each
