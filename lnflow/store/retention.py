@@ -80,6 +80,7 @@ from lnflow.store.rollups import DAYS_PER_WEEK, failure_weeks_of_days
 from lnflow.store.schema import (
     analysis_runs,
     channel_ratio_daily,
+    channel_ratio_hourly,
     channel_samples,
     failure_channel_6h,
     failure_channel_daily,
@@ -152,8 +153,9 @@ RETAINED: tuple[Retained, ...] = (
     ),
     Retained(failure_clusters, "last_ns", 1, "attempts_days", id_ordered=True, marked="cluster_id"),
     Retained(channel_samples, "ts_ns", 1, "samples_days"),
-    # (a day's row outlives its first samples deleted: the reader takes no row of the
-    # oldest sample's day or before; lnflow.store.read.channels)
+    # (a period's row outlives its first samples deleted: the reader takes no row of the
+    # oldest sample's period or before; lnflow.store.read.channels)
+    Retained(channel_ratio_hourly, "hour", NS_PER_HOUR, "samples_days", node_led=True),
     Retained(channel_ratio_daily, "day", NS_PER_DAY, "samples_days", node_led=True),
     # ended_ns is NULL while a session is open, and NULL is never older than the cutoff.
     Retained(stream_sessions, "ended_ns", 1, "sessions_days"),

@@ -40,6 +40,7 @@ __all__ = [
     "analysis_runs",
     "channel_aliases",
     "channel_ratio_daily",
+    "channel_ratio_hourly",
     "channel_refs",
     "channel_samples",
     "channels",
@@ -380,22 +381,32 @@ Index(
     channel_samples.c.fee_rate_ppm,
 )
 
-# Each channel's lowest local ratio per UTC day (day = ts_ns // NS_PER_DAY): the smallest
-# local / (local + remote) of its samples that day with a balance (the same IEEE quotient
-# as the analysis reads from the samples themselves), written with the samples
-# (StoreWriter.record_channel_samples; filled by 0026). A window holding whole days reads
-# their lowest ratio here and the samples only around them. The retention deletes the
-# oldest samples first, so every day after the oldest sample's day still has all its
-# samples; the reader takes no row of that day or before (lnflow.store.read.channels).
-channel_ratio_daily = Table(
-    "channel_ratio_daily",
-    metadata,
-    Column("node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True, autoincrement=False),
-    Column("chan_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("day", Integer, primary_key=True, autoincrement=False),
-    Column("lowest", Float, nullable=False),
-    sqlite_with_rowid=False,
-)
+# Each channel's lowest local ratio per hour and per UTC day (hour = ts_ns //
+# NS_PER_HOUR, day = ts_ns // NS_PER_DAY): the smallest local / (local + remote) of its
+# samples in the period with a balance (the same IEEE quotient as the analysis reads from
+# the samples themselves), written with the samples (StoreWriter.record_channel_samples;
+# filled by 0026). A window reads the lowest ratio of the whole days and hours it holds
+# here and the samples only in its partial first and last hour. The retention deletes
+# the oldest samples first, so every period after the oldest sample's still has all its
+# samples; the reader takes no row of that period or before (lnflow.store.read.channels).
+
+
+def _ratio_table(name: str, period: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column(
+            "node_id", SmallInteger, ForeignKey("nodes.id"), primary_key=True, autoincrement=False
+        ),
+        Column("chan_id", BigInteger, primary_key=True, autoincrement=False),
+        Column(period, Integer, primary_key=True, autoincrement=False),
+        Column("lowest", Float, nullable=False),
+        sqlite_with_rowid=False,
+    )
+
+
+channel_ratio_hourly = _ratio_table("channel_ratio_hourly", "hour")
+channel_ratio_daily = _ratio_table("channel_ratio_daily", "day")
 
 # Hourly rollups (DESIGN §6), maintained while recording; hour = unix seconds // 3600.
 failure_rollups_hourly = Table(

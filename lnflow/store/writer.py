@@ -34,6 +34,7 @@ from lnflow.store.rollups import (
 from lnflow.store.schema import (
     channel_aliases,
     channel_ratio_daily,
+    channel_ratio_hourly,
     channel_samples,
     channels,
     daemon_state,
@@ -456,17 +457,17 @@ class StoreWriter:
                 # from the samples themselves: one written out of time order keeps the
                 # latest where it is
                 refresh_latest(conn, node_id, {to_signed64(s.info.chan_id) for s in samples})
-                _lower_daily_ratios(conn, node_id, now_ns, samples)
+                _lower_ratios(conn, node_id, now_ns, samples)
             _record_aliases(conn, node_id, samples)
             return len(samples)
 
 
-def _lower_daily_ratios(
+def _lower_ratios(
     conn: Connection, node_id: int, now_ns: int, samples: Sequence[ChannelSample]
 ) -> None:
-    """Each sampled channel's lowest local ratio of the day lowered to this sample's, if
-    lower (``channel_ratio_daily``; samples with no balance have no ratio)."""
-    day = now_ns // NS_PER_DAY
+    """Each sampled channel's lowest local ratio of the hour and of the day lowered to
+    this sample's, if lower (``channel_ratio_hourly``, ``channel_ratio_daily``; samples
+    with no balance have no ratio)."""
     lowest: dict[int, float] = {}
     for s in samples:
         local, remote = s.info.local_balance_sat, s.info.remote_balance_sat
@@ -479,18 +480,22 @@ def _lower_daily_ratios(
                 lowest[chan] = ratio
     if not lowest:
         return
-    t = channel_ratio_daily
-    stmt = dialect_insert(conn.engine, t)
-    kept = case((stmt.excluded.lowest < t.c.lowest, stmt.excluded.lowest), else_=t.c.lowest)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["node_id", "chan_id", "day"], set_={"lowest": kept}
-        ),
-        [
-            {"node_id": node_id, "chan_id": chan, "day": day, "lowest": ratio}
-            for chan, ratio in sorted(lowest.items())
-        ],
-    )
+    for table, period, ns in (
+        (channel_ratio_hourly, "hour", NS_PER_HOUR),
+        (channel_ratio_daily, "day", NS_PER_DAY),
+    ):
+        stmt = dialect_insert(conn.engine, table)
+        new, old = stmt.excluded.lowest, table.c.lowest
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["node_id", "chan_id", period],
+                set_={"lowest": case((new < old, new), else_=old)},
+            ),
+            [
+                {"node_id": node_id, "chan_id": chan, period: now_ns // ns, "lowest": ratio}
+                for chan, ratio in sorted(lowest.items())
+            ],
+        )
 
 
 def _record_aliases(conn: Connection, node_id: int, samples: Sequence[ChannelSample]) -> None:

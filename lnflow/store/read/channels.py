@@ -8,6 +8,7 @@ sample, its uptime ratio the change between its first sample in the window and t
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     BindParameter,
     ColumnElement,
     Connection,
@@ -23,9 +24,14 @@ from sqlalchemy import (
 )
 
 from lnflow.analysis.model import ChannelState
-from lnflow.domain import NS_PER_DAY, from_signed64
+from lnflow.domain import NS_PER_DAY, NS_PER_HOUR, from_signed64
 from lnflow.store.read.speed import rows
-from lnflow.store.schema import channel_ratio_daily, channel_samples, channels
+from lnflow.store.schema import (
+    channel_ratio_daily,
+    channel_ratio_hourly,
+    channel_samples,
+    channels,
+)
 
 __all__ = ["channel_states", "has_policy", "sample_of"]
 
@@ -124,51 +130,79 @@ _MIN_LOCAL_RATIO = (
     .group_by(channel_samples.c.chan_id)
 )
 
-# The same for a window holding whole UTC days: their lowest ratio from
-# channel_ratio_daily, the samples only before and after them. A day's row counts every
-# sample of the day written, so it is read only for days after the oldest sample's day:
-# the retention deletes the oldest samples first, so those days still have every sample.
-_oldest_day = select(func.min(channel_samples.c.ts_ns)).scalar_subquery() // NS_PER_DAY
-_first_day = case((_oldest_day + 1 > bindparam("d0"), _oldest_day + 1), else_=bindparam("d0"))
-# the samples before the days read: up to the first of them, or (when the oldest sample's
-# day is the window's last whole day or later) up to the samples after them
-_head_end = case(
-    (_first_day * NS_PER_DAY < bindparam("tail_from"), _first_day * NS_PER_DAY),
-    else_=bindparam("tail_from"),
-)
+# The same for a window holding whole hours: the lowest ratio of its whole UTC days from
+# channel_ratio_daily, of its other whole hours from channel_ratio_hourly, and of the
+# samples only in its partial first and last hour. A period's row counts every sample of
+# the period written, so it is read only for periods after the oldest sample's: the
+# retention deletes the oldest samples first, so those periods still have every sample.
+# (Parts may overlap when no whole day is read: the lowest of a sample seen twice is the
+# same.)
+_oldest = select(func.min(channel_samples.c.ts_ns)).scalar_subquery()
+
+
+def _later(a: ColumnElement[int], b: ColumnElement[int]) -> ColumnElement[int]:
+    return case((a > b, a), else_=b)
+
+
+def _earlier(a: ColumnElement[int], b: ColumnElement[int]) -> ColumnElement[int]:
+    return case((a < b, a), else_=b)
+
+
+# the first hour and the first day whose rows are read
+_first_hour = _later(_oldest // NS_PER_HOUR + 1, bindparam("h0", type_=BigInteger))
+_first_day = _later(_oldest // NS_PER_DAY + 1, bindparam("d0", type_=BigInteger))
+# the window's whole hours and days end before h1 and d1; its last whole hour at tail_from
+_h1 = bindparam("h1", type_=BigInteger)
+_d1 = bindparam("d1", type_=BigInteger)
+_tail_from: BindParameter[int] = bindparam("tail_from", type_=BigInteger)
 _chans: BindParameter[list[int]] = bindparam("chans", expanding=True)
+_s = channel_samples.c
 _sampled = (
-    select(channel_samples.c.chan_id, _ratio.label("ratio"))
-    .where(channel_samples.c.node_id == bindparam("node"))
-    .where(channel_samples.c.chan_id.in_(_chans))
-    .where(channel_samples.c.local_balance_sat + channel_samples.c.remote_balance_sat > 0)
+    select(_s.chan_id, _ratio.label("ratio"))
+    .where(_s.node_id == bindparam("node"))
+    .where(_s.chan_id.in_(_chans))
+    .where(_s.local_balance_sat + _s.remote_balance_sat > 0)
 )
-_d = channel_ratio_daily.c
-_around_days = union_all(
-    _sampled.where(channel_samples.c.ts_ns >= bindparam("since")).where(
-        channel_samples.c.ts_ns < _head_end
+
+
+_h, _d = channel_ratio_hourly.c, channel_ratio_daily.c
+_around = union_all(
+    # the samples before the first hour read
+    _sampled.where(_s.ts_ns >= bindparam("since")).where(
+        _s.ts_ns < _earlier(_first_hour * NS_PER_HOUR, _tail_from)
     ),
+    # the hours before the first day read, the days, the hours after the last day
+    select(_h.chan_id, _h.lowest)
+    .where(_h.node_id == bindparam("node"))
+    .where(_h.chan_id.in_(_chans))
+    .where(_h.hour >= _first_hour)
+    .where(_h.hour < _earlier(_first_day * 24, _h1)),
     select(_d.chan_id, _d.lowest)
     .where(_d.node_id == bindparam("node"))
     .where(_d.chan_id.in_(_chans))
     .where(_d.day >= _first_day)
-    .where(_d.day < bindparam("d1")),
-    _sampled.where(channel_samples.c.ts_ns >= bindparam("tail_from")).where(
-        channel_samples.c.ts_ns <= bindparam("until")
-    ),
+    .where(_d.day < _d1),
+    select(_h.chan_id, _h.lowest)
+    .where(_h.node_id == bindparam("node"))
+    .where(_h.chan_id.in_(_chans))
+    .where(_h.hour >= _later(_d1 * 24, _first_hour))
+    .where(_h.hour < _h1),
+    # the samples of the partial last hour
+    _sampled.where(_s.ts_ns >= _tail_from).where(_s.ts_ns <= bindparam("until")),
 ).subquery()
-_MIN_LOCAL_RATIO_DAYS = select(
-    _around_days.c.chan_id, func.min(_around_days.c.ratio).label("lowest")
-).group_by(_around_days.c.chan_id)
+_MIN_LOCAL_RATIO_PERIODS = select(
+    _around.c.chan_id, func.min(_around.c.ratio).label("lowest")
+).group_by(_around.c.chan_id)
 
 
 def _lowest_ratios(conn: Connection, params: dict[str, int], chans: list[int]) -> dict[int, float]:
     """The lowest local ratio of each of ``chans`` in [since, until] (signed ids)."""
-    whole_from = -(-params["since"] // NS_PER_DAY)
-    whole_until = (params["until"] + 1) // NS_PER_DAY
-    if whole_from < whole_until:  # whole days
-        stmt = _MIN_LOCAL_RATIO_DAYS
-        extra = {"d0": whole_from, "d1": whole_until, "tail_from": whole_until * NS_PER_DAY}
+    since, until = params["since"], params["until"]
+    h0, h1 = -(-since // NS_PER_HOUR), (until + 1) // NS_PER_HOUR  # whole hours [h0, h1)
+    if h0 < h1:
+        stmt = _MIN_LOCAL_RATIO_PERIODS
+        d0, d1 = -(-since // NS_PER_DAY), (until + 1) // NS_PER_DAY
+        extra = {"h0": h0, "h1": h1, "d0": d0, "d1": d1, "tail_from": h1 * NS_PER_HOUR}
     else:
         stmt, extra = _MIN_LOCAL_RATIO, {}
     ratios = conn.execute(stmt, params | extra | {"chans": chans}).all()
