@@ -250,13 +250,6 @@ def _forward_channel(period: str) -> Callable[[Store, int, int], dict[str, Any]]
     return row
 
 
-def _ratio(period: str) -> Callable[[Store, int, int], dict[str, Any]]:
-    def row(s: Store, i: int, when: int) -> dict[str, Any]:
-        return {"node_id": s.node_id, "chan_id": 22 + i, period: when, "lowest": 0.25}
-
-    return row
-
-
 def _ledger(s: Store, i: int, ts_ns: int) -> dict[str, Any]:
     return {
         "node_id": s.node_id,
@@ -329,8 +322,6 @@ ROWS: dict[str, Callable[[Store, int, int], dict[str, Any]]] = {
     "forward_attempts": _attempt,
     "failure_clusters": _cluster,
     "channel_samples": _sample,
-    "channel_ratio_hourly": _ratio("hour"),
-    "channel_ratio_daily": _ratio("day"),
     "stream_sessions": _session,
     "failure_rollups_hourly": _failure_rollup,
     "forward_rollups_hourly": _forward_rollup,

@@ -77,10 +77,9 @@ from lnflow.domain import NS_PER_DAY, NS_PER_HOUR
 from lnflow.store.db import BUSY_TIMEOUT_MS, dialect_insert, wal_bytes
 from lnflow.store.latest_sample import refresh_deleted
 from lnflow.store.rollups import DAYS_PER_WEEK, failure_weeks_of_days
+from lnflow.store.sample_ratios import drop_expired_ratios
 from lnflow.store.schema import (
     analysis_runs,
-    channel_ratio_daily,
-    channel_ratio_hourly,
     channel_samples,
     failure_channel_6h,
     failure_channel_daily,
@@ -153,10 +152,6 @@ RETAINED: tuple[Retained, ...] = (
     ),
     Retained(failure_clusters, "last_ns", 1, "attempts_days", id_ordered=True, marked="cluster_id"),
     Retained(channel_samples, "ts_ns", 1, "samples_days"),
-    # (a period's row outlives its first samples deleted: the reader takes no row of the
-    # oldest sample's period or before; lnflow.store.read.channels)
-    Retained(channel_ratio_hourly, "hour", NS_PER_HOUR, "samples_days", node_led=True),
-    Retained(channel_ratio_daily, "day", NS_PER_DAY, "samples_days", node_led=True),
     # ended_ns is NULL while a session is open, and NULL is never older than the cutoff.
     Retained(stream_sessions, "ended_ns", 1, "sessions_days"),
     Retained(failure_rollups_hourly, "hour", NS_PER_HOUR, "rollups_days", node_led=True),
@@ -592,6 +587,8 @@ def _delete_oldest(conn: Connection, spec: Retained, limit: int, cutoff: int | N
     if table is channel_samples:
         # a channel's kept latest sample may be gone, and SQLite may hand its id out again
         refresh_deleted(conn)
+        # the lowest ratios of the periods before the oldest sample's are read no more
+        drop_expired_ratios(conn)
     return int(result.rowcount or 0)
 
 

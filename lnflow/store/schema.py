@@ -384,11 +384,9 @@ Index(
 # Each channel's lowest local ratio per hour and per UTC day (hour = ts_ns //
 # NS_PER_HOUR, day = ts_ns // NS_PER_DAY): the smallest local / (local + remote) of its
 # samples in the period with a balance (the same IEEE quotient as the analysis reads from
-# the samples themselves), written with the samples (StoreWriter.record_channel_samples;
-# filled by 0026). A window reads the lowest ratio of the whole days and hours it holds
-# here and the samples only in its partial first and last hour. The retention deletes
-# the oldest samples first, so every period after the oldest sample's still has all its
-# samples; the reader takes no row of that period or before (lnflow.store.read.channels).
+# the samples themselves), kept by lnflow.store.sample_ratios (filled by 0026). A window
+# reads the lowest ratio of the whole days and hours it holds here and the samples only
+# in its partial first and last hour (lnflow.store.read.channels).
 
 
 def _ratio_table(name: str, period: str) -> Table:

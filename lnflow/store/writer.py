@@ -10,10 +10,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from lnflow.domain import (
-    NS_PER_DAY,
     ChannelSample,
     DaemonState,
     ForwardRecord,
@@ -23,7 +22,7 @@ from lnflow.domain import (
     to_signed64,
 )
 from lnflow.errors import StoreError
-from lnflow.store.db import BulkStatement, dialect_insert, upsert_adding
+from lnflow.store.db import BulkStatement, upsert_adding
 from lnflow.store.latest_sample import refresh_latest
 from lnflow.store.rollups import (
     NS_PER_HOUR,
@@ -31,10 +30,9 @@ from lnflow.store.rollups import (
     ForwardChannelBatch,
     forward_channel_upsert,
 )
+from lnflow.store.sample_ratios import lower_ratios
 from lnflow.store.schema import (
     channel_aliases,
-    channel_ratio_daily,
-    channel_ratio_hourly,
     channel_samples,
     channels,
     daemon_state,
@@ -457,45 +455,9 @@ class StoreWriter:
                 # from the samples themselves: one written out of time order keeps the
                 # latest where it is
                 refresh_latest(conn, node_id, {to_signed64(s.info.chan_id) for s in samples})
-                _lower_ratios(conn, node_id, now_ns, samples)
+                lower_ratios(conn, node_id, now_ns, samples)
             _record_aliases(conn, node_id, samples)
             return len(samples)
-
-
-def _lower_ratios(
-    conn: Connection, node_id: int, now_ns: int, samples: Sequence[ChannelSample]
-) -> None:
-    """Each sampled channel's lowest local ratio of the hour and of the day lowered to
-    this sample's, if lower (``channel_ratio_hourly``, ``channel_ratio_daily``; samples
-    with no balance have no ratio)."""
-    lowest: dict[int, float] = {}
-    for s in samples:
-        local, remote = s.info.local_balance_sat, s.info.remote_balance_sat
-        if local + remote > 0:
-            chan = to_signed64(s.info.chan_id)
-            # int / int: the IEEE quotient SQLite's CAST(local AS REAL) / (local + remote)
-            # gives for balances below 2^53
-            ratio = local / (local + remote)
-            if chan not in lowest or ratio < lowest[chan]:
-                lowest[chan] = ratio
-    if not lowest:
-        return
-    for table, period, ns in (
-        (channel_ratio_hourly, "hour", NS_PER_HOUR),
-        (channel_ratio_daily, "day", NS_PER_DAY),
-    ):
-        stmt = dialect_insert(conn.engine, table)
-        new, old = stmt.excluded.lowest, table.c.lowest
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["node_id", "chan_id", period],
-                set_={"lowest": case((new < old, new), else_=old)},
-            ),
-            [
-                {"node_id": node_id, "chan_id": chan, period: now_ns // ns, "lowest": ratio}
-                for chan, ratio in sorted(lowest.items())
-            ],
-        )
 
 
 def _record_aliases(conn: Connection, node_id: int, samples: Sequence[ChannelSample]) -> None:
