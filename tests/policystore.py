@@ -6,11 +6,10 @@ import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from samples import balance_sample
 from sqlalchemy import Connection, Engine
 
 from lnflow.domain import (
-    ChannelInfo,
-    ChannelSample,
     EventKind,
     EventType,
     FailureDetail,
@@ -98,26 +97,9 @@ class Store:
         max_htlc: int = 990_000_000,
         aliases: tuple[int, ...] = (),
     ) -> None:
-        info = ChannelInfo(
-            chan_id=chan,
-            remote_pubkey="03" + "bb" * 32,
-            channel_point="p:0",
-            capacity_sat=10_000_000,
-            local_balance_sat=local_sat,
-            remote_balance_sat=10_000_000 - local_sat,
-            local_reserve_sat=0,
-            remote_reserve_sat=0,
-            active=True,
-            private=False,
-            peer_alias="",
-            uptime_s=0,
-            lifetime_s=0,
-            alias_scids=aliases,
-        )
         ours = RoutingPolicy(base, ppm, 80, 1_000, max_htlc, False, 0)
-        self.writer.record_channel_samples(
-            self.node_id, ts_ns, [ChannelSample(info, ours, None, "bob")]
-        )
+        sample = balance_sample(chan, local_sat, 10_000_000 - local_sat, ours=ours, aliases=aliases)
+        self.writer.record_channel_samples(self.node_id, ts_ns, [sample])
 
     def heartbeat(self, ts_ns: int) -> None:
         self.writer.daemon_started(ts_ns, 30)

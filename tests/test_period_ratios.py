@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 from conftest import RealStore
+from samples import balance_sample
 from sqlalchemy import Engine, Table, select
 
 from lnflow.config import RetentionSettings
-from lnflow.domain import ChannelInfo, ChannelSample, to_signed64
+from lnflow.domain import to_signed64
 from lnflow.store import db
 from lnflow.store.read.channels import _lowest_ratios, channel_states
 from lnflow.store.retention import Pruner
@@ -34,25 +35,6 @@ START = 2_000 * DAY  # the first day of samples
 
 # (chan, ts_ns, local, remote) of every sample written
 Written = list[tuple[int, int, int, int]]
-
-
-def sample(chan: int, local: int, remote: int) -> ChannelSample:
-    info = ChannelInfo(
-        chan_id=chan,
-        remote_pubkey="02" + f"{chan % 241:02x}" * 32,
-        channel_point=f"{chan:064x}:1",
-        capacity_sat=local + remote,
-        local_balance_sat=local,
-        remote_balance_sat=remote,
-        local_reserve_sat=0,
-        remote_reserve_sat=0,
-        active=True,
-        private=False,
-        peer_alias="",
-        uptime_s=0,
-        lifetime_s=0,
-    )
-    return ChannelSample(info=info, ours=None, peer=None, peer_alias="peer")
 
 
 def lowest_of(written: Iterable[tuple[int, int, int, int]], since: int, until: int) -> dict:
@@ -113,7 +95,7 @@ def write_samples(store: RealStore, rng: random.Random, days: int) -> Written:
             else:
                 local = rng.randrange(1_000_000)
                 remote = rng.randrange(1, 1_000_000) if rng.random() < 0.9 else 0
-            batch.append(sample(chan, local, remote))
+            batch.append(balance_sample(chan, local, remote))
             written.append((chan, ts, local, remote))
         store.writer.record_channel_samples(store.node_id, ts, batch)
     return written
@@ -174,7 +156,7 @@ def test_the_day_the_retention_cut_into_is_read_from_its_samples_left(
         (START + 2 * DAY + 12 * H, 600_000),
         (START + 3 * DAY + 12 * H, 700_000),
     ):
-        w.record_channel_samples(node, ts, [sample(A, local, 1_000_000 - local)])
+        w.record_channel_samples(node, ts, [balance_sample(A, local, 1_000_000 - local)])
         written.append((A, ts, local, 1_000_000 - local))
     # samples kept 2 days before the prune's now: day 1 from 06:15
     keep_all = {name: 0 for name in RetentionSettings().model_dump() if name.endswith("_days")}

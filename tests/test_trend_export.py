@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from conftest import RealStore
+from samples import balance_sample
 from sqlalchemy import Engine, insert, select
 
 from lnflow.analysis.classify import FailureClass
@@ -18,8 +19,6 @@ from lnflow.analysis.model import (
     Opportunity,
 )
 from lnflow.domain import (
-    ChannelInfo,
-    ChannelSample,
     EventKind,
     EventType,
     FailureDetail,
@@ -77,23 +76,8 @@ class Store:
         self.ingestor.ingest(self.session, [ev], ts_ns)
 
     def sample(self, ts_ns: int, chan: int, local: int, remote: int) -> None:
-        info = ChannelInfo(
-            chan_id=chan,
-            remote_pubkey="03" + "bb" * 32,
-            channel_point="p:0",
-            capacity_sat=local + remote,
-            local_balance_sat=local,
-            remote_balance_sat=remote,
-            local_reserve_sat=0,
-            remote_reserve_sat=0,
-            active=True,
-            private=False,
-            peer_alias="",
-            uptime_s=0,
-            lifetime_s=0,
-        )
         self.writer.record_channel_samples(
-            self.node_id, ts_ns, [ChannelSample(info, None, None, "bob")]
+            self.node_id, ts_ns, [balance_sample(chan, local, remote)]
         )
 
 
