@@ -72,7 +72,9 @@ class Prometheus:
         self.dir.mkdir(parents=True, exist_ok=True)
         config = self.dir / "prometheus.yml"
         config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            # a scrape may take its whole interval: 1 s was too short for lnflowd's
+            # answer on a loaded 2-core machine (Prometheus's default timeout is 10 s)
+            "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n  evaluation_interval: 2s\n"
             "scrape_configs:\n  - job_name: lnflow\n    static_configs:\n"
             f"      - targets: {json.dumps(self._targets)}\n"
         )
@@ -125,4 +127,19 @@ class Prometheus:
             if found:
                 return found
             time.sleep(0.5)
-        raise AssertionError(f"no result for {expr} in {timeout}s; prometheus log:\n{self.log()}")
+        raise AssertionError(
+            f"no result for {expr} in {timeout}s; the targets: {self.targets()}\n"
+            f"prometheus log:\n{self.log()}"
+        )
+
+    def targets(self) -> list[dict[str, Any]]:
+        """Each target's health, last error and last scrape's duration, as Prometheus
+        saw them ([] when it does not answer)."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/targets"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                body = json.loads(resp.read())
+        except OSError:
+            return []
+        keys = ("scrapeUrl", "health", "lastError", "lastScrape", "lastScrapeDuration")
+        return [{k: t.get(k) for k in keys} for t in body["data"]["activeTargets"]]
