@@ -20,10 +20,10 @@ from lnflow.domain import NS_PER_DAY, NS_PER_HOUR, ChannelSample, to_signed64
 from lnflow.store.db import dialect_insert
 from lnflow.store.schema import channel_ratio_daily, channel_ratio_hourly, channel_samples, channels
 
-__all__ = ["LEVELS", "drop_expired_ratios", "lower_ratios"]
+__all__ = ["drop_expired_ratios", "lower_ratios"]
 
 #: (table, its period column, nanoseconds per period)
-LEVELS: tuple[tuple[Table, str, int], ...] = (
+_LEVELS: tuple[tuple[Table, str, int], ...] = (
     (channel_ratio_hourly, "hour", NS_PER_HOUR),
     (channel_ratio_daily, "day", NS_PER_DAY),
 )
@@ -46,7 +46,7 @@ def lower_ratios(
                 lowest[chan] = ratio
     if not lowest:
         return
-    for table, period, ns in LEVELS:
+    for table, period, ns in _LEVELS:
         stmt = dialect_insert(conn.engine, table)
         new, old = stmt.excluded.lowest, table.c.lowest
         conn.execute(
@@ -66,7 +66,7 @@ def drop_expired_ratios(conn: Connection) -> None:
     key range of each channel's rows."""
     oldest = conn.scalar(select(func.min(channel_samples.c.ts_ns)))
     ours = select(channels.c.node_id, channels.c.chan_id)
-    for table, period, ns in LEVELS:
+    for table, period, ns in _LEVELS:
         t = table.c
         stmt = delete(table)
         if oldest is not None:
