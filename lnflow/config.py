@@ -114,7 +114,7 @@ class StoreSettings(_Section):
 
 class RecorderSettings(_Section):
     flush_interval_s: float = Field(default=1.0, gt=0, le=10)
-    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    batch_size: int = Field(default=2000, ge=1, le=100_000)
     heartbeat_s: int = Field(default=5, ge=1, le=3600)
     reconnect_max_s: float = Field(default=30.0, ge=1, le=3600)  # ignored: see reconnect_probe_s
     probe_every_s: float = Field(default=10.0, ge=0.5, le=3600)
