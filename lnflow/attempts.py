@@ -52,7 +52,13 @@ Memory: an attempt is dropped ``linger_ns`` after it resolved (kept meanwhile so
 late FINAL events and replays merge into it), a pending one becomes resolved
 after ``timeout_ns``, and RECEIVE keys are kept ``linger_ns`` + 60 s. So
 what is held is bounded by the events of the last ``timeout_ns + linger_ns``
-(plus the time between ``expire`` calls): about 0.4 KB per attempt in CPython.
+(plus the time between ``expire`` calls): about 0.4 KB per attempt in CPython. A lone
+FINAL settled=False (a malformed onion, or a forward whose other events came before
+we started) is the one kind that routinely waits the whole timeout, so until another
+event joins it or it expires it is held as two integers in a time-ordered dict instead
+of a full record: at a busy node those are most of what is held for longer than
+``linger_ns``, and scattered long-lived records keep the allocator's pages from being
+reused.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ from __future__ import annotations
 import enum
 import heapq
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from lnflow.analysis.classify import classify, missed_fee_msat
@@ -188,6 +194,8 @@ _CARRIES_CIRCUIT = frozenset({_S.FORWARD, _S.SETTLE, _S.FORWARD_FAIL})
 _FINALS = frozenset({_S.FINAL_SETTLED, _S.FINAL_FAILED})
 
 _RECEIVE_GRACE_NS = 60 * NS_PER_S
+_HTLC_BITS = 64  # a lone FINAL's key packed into one int: channel << 64 | htlc id
+_HTLC_MASK = (1 << _HTLC_BITS) - 1
 _FINAL = int(EventKind.FINAL)
 _TYPE_FORWARD = int(EventType.FORWARD)
 _TYPE_RECEIVE = int(EventType.RECEIVE)
@@ -284,6 +292,16 @@ class _Track:
 #: the tracker's own record of an attempt, as :meth:`AttemptTracker.feed_live` returns it
 LiveAttempt = _Track
 
+
+def _lone_track(key: tuple[int, int], first_seen_ns: int) -> _Track:
+    """The record of an attempt of which only a FINAL settled=False is known."""
+    track = _Track(key, first_seen_ns)
+    track.final_settled = False
+    return track
+
+
+_DEADLINE_KEY = itemgetter(0, 1)
+
 # a track's fields in __slots__ order: what savepoint() keeps of a track before its first
 # change in a batch (one C call per event; _Track.from_state rebuilds it on rollback)
 _TRACK_STATE = attrgetter(*_Track.__slots__)
@@ -319,9 +337,17 @@ class AttemptTracker:
         # Incoming keys of RECEIVE events → forget-after deadline.
         self._receive_keys: dict[tuple[int, int], int] = {}
         self._receive_heap: list[tuple[int, tuple[int, int]]] = []
+        # Lone FINAL settled=False records (see the module's docstring): packed key →
+        # first_seen_ns, in insertion order, which is time order: one whose time is
+        # before the newest one's (``_lone_newest``) gets a full record instead, so the
+        # oldest are always first and expire() stops at the first that is not due.
+        self._lone: dict[int, int] = {}
+        self._lone_newest = 0
         # Since the last savepoint(): each track's state before its first change
-        # (None: it did not exist), and the rest of the state, for rollback().
+        # (None: it did not exist), each lone record's time likewise, and the rest of
+        # the state, for rollback().
         self._undo: dict[tuple[int, int], tuple[Any, ...] | None] | None = None
+        self._lone_undo: dict[int, int | None] = {}
         self._saved: tuple[Any, ...] = ()
         #: whether the last :meth:`feed` decided its attempt's outcome (the event that
         #: makes a failure count, once)
@@ -335,7 +361,7 @@ class AttemptTracker:
     @property
     def tracked(self) -> int:
         """Attempts held in memory (pending and lingering)."""
-        return len(self._tracks)
+        return len(self._tracks) + len(self._lone)
 
     def feed(self, ev: HtlcEvent) -> Attempt | None:
         """Apply one event; the attempt's new state if it changed, else None."""
@@ -373,10 +399,22 @@ class AttemptTracker:
                 self._remember_receive(key, ev.timestamp_ns)
             return None
 
-        if self._undo is not None and key not in self._undo:
-            self._undo[key] = None if track is None else _TRACK_STATE(track)
         ts = ev.timestamp_ns
         self.decided = False
+        lone_ts = None
+        if track is None and (self._lone or signal is _S.FINAL_FAILED):
+            packed = key[0] << _HTLC_BITS | key[1]
+            lone_ts = self._lone.get(packed)
+            if signal is _S.FINAL_FAILED and not ev.incoming_amt_msat and not ev.outgoing_amt_msat:
+                if lone_ts is None:
+                    if ts >= self._lone_newest:
+                        return self._add_lone(key, packed, ts)
+                elif ts >= lone_ts:
+                    return None  # nothing new: as a full record would have merged it
+        if self._undo is not None and key not in self._undo:
+            self._undo[key] = None if track is None else _TRACK_STATE(track)
+        if lone_ts is not None:  # another event joins a lone FINAL: a full record now
+            track = self._promote(key, packed, lone_ts)
         before = Outcome.PENDING if track is None else track.outcome()
         if track is None:
             track = _Track(key, ts)
@@ -386,7 +424,8 @@ class AttemptTracker:
             self._merge(track, ev, signal)
             changed = True
         else:
-            new_deadline = ts < track.first_seen_ns  # re-dated earlier: new timeout
+            # re-dated earlier, or a lone FINAL's first full record: a new timeout
+            new_deadline = lone_ts is not None or ts < track.first_seen_ns
             changed = self._merge(track, ev, signal)
 
         phase = track.phase
@@ -415,10 +454,27 @@ class AttemptTracker:
             changed = True
 
         if new_deadline and track.phase is _P.PENDING:
-            heapq.heappush(self._timeouts, (ts + self._timeout_ns, key))
+            heapq.heappush(self._timeouts, (track.first_seen_ns + self._timeout_ns, key))
             if len(self._timeouts) > 2 * len(self._tracks) + 1024:  # amortised O(1)
                 self._compact_timeouts()
         return track if changed else None
+
+    def _add_lone(self, key: tuple[int, int], packed: int, ts: int) -> _Track:
+        """A lone FINAL settled=False, held compactly; returns what its record would be."""
+        if self._undo is not None and packed not in self._lone_undo:
+            self._lone_undo[packed] = None
+        self._lone[packed] = ts
+        self._lone_newest = ts
+        self._pending += 1
+        return _lone_track(key, ts)
+
+    def _promote(self, key: tuple[int, int], packed: int, first_seen_ns: int) -> _Track:
+        """The full record of a lone FINAL (its key's undo entry is already taken)."""
+        del self._lone[packed]
+        if self._undo is not None and packed not in self._lone_undo:
+            self._lone_undo[packed] = first_seen_ns
+        track = self._tracks[key] = _lone_track(key, first_seen_ns)
+        return track
 
     def _compact_timeouts(self) -> None:
         """Drop the hints of attempts that resolved long before their deadline.
@@ -442,12 +498,14 @@ class AttemptTracker:
         when only a FINAL settled=False was: a malformed onion). Resolved attempts
         older than ``linger_ns`` and stale RECEIVE keys are dropped.
         """
-        expired: list[Attempt] = []
+        # (deadline, key, attempt): the order a single heap of every pending attempt
+        # would give them in
+        expired: list[tuple[int, tuple[int, int], Attempt]] = []
         tracks = self._tracks
         timeout = self._timeout_ns
         heap = self._timeouts
         while heap and heap[0][0] < now_ns:
-            _, key = heapq.heappop(heap)
+            deadline, key = heapq.heappop(heap)
             track = tracks.get(key)
             if (
                 track is None
@@ -465,7 +523,11 @@ class AttemptTracker:
             self._pending -= 1
             self.resolved[track.outcome()] += 1
             heapq.heappush(self._lingers, (now_ns + self._linger_ns, key))
-            expired.append(track.snapshot())
+            expired.append((deadline, key, track.snapshot()))
+        if self._lone:
+            lone_expired = self._expire_lone(now_ns)
+            if lone_expired:  # ties (one deadline) go by key, as in one heap
+                expired = sorted(expired + lone_expired, key=_DEADLINE_KEY)
 
         linger = self._linger_ns
         heap = self._lingers
@@ -488,7 +550,37 @@ class AttemptTracker:
             known = receive_keys.get(key)
             if known is not None and known < now_ns:
                 del receive_keys[key]
-        return expired
+        return [att for _, _, att in expired]
+
+    def _expire_lone(self, now_ns: int) -> list[tuple[int, tuple[int, int], Attempt]]:
+        """The lone FINALs due now, as expire() gives a full record up: a local failure
+        of class OTHER dated by its FINAL, remembered ``linger_ns`` from now."""
+        lone = self._lone
+        due = []
+        limit = now_ns - self._timeout_ns
+        for packed, first_seen in lone.items():  # oldest first
+            if first_seen >= limit:
+                break
+            due.append((packed, first_seen))
+        out = []
+        lingers = self._lingers
+        linger_until = now_ns + self._linger_ns
+        undo, lone_undo = self._undo, self._lone_undo
+        for packed, first_seen in due:
+            del lone[packed]
+            key = (packed >> _HTLC_BITS, packed & _HTLC_MASK)
+            if undo is not None:
+                lone_undo.setdefault(packed, first_seen)
+                undo.setdefault(key, None)
+            track = self._tracks[key] = _lone_track(key, first_seen)
+            track.phase = _P.EXPIRED
+            track.failure_class = FailureClass.OTHER
+            track.resolved_ns = first_seen
+            heapq.heappush(lingers, (linger_until, key))
+            out.append((first_seen + self._timeout_ns, key, track.snapshot()))
+        self._pending -= len(due)
+        self.resolved[Outcome.FAILED_LOCAL] += len(due)
+        return out
 
     # ------------------------------------------------------------------ savepoints
 
@@ -500,7 +592,9 @@ class AttemptTracker:
         the containers are copied shallowly, a track only when first changed.
         """
         self._undo = {}
+        self._lone_undo = {}
         self._saved = (
+            self._lone_newest,
             self._pending,
             list(self._timeouts),
             list(self._lingers),
@@ -518,7 +612,25 @@ class AttemptTracker:
                 self._tracks.pop(key, None)
             else:
                 self._tracks[key] = _Track.from_state(before)
-        pending, timeouts, lingers, receive_keys, receive_heap, resolved = self._saved
+        if self._lone_undo:
+            lone = self._lone
+            for packed, before_ts in self._lone_undo.items():
+                if before_ts is None:
+                    lone.pop(packed, None)
+                else:
+                    lone[packed] = before_ts
+            # back in time order (rare: a failed write), which re-insertion broke
+            self._lone = dict(sorted(lone.items(), key=itemgetter(1)))
+            self._lone_undo = {}
+        (
+            self._lone_newest,
+            pending,
+            timeouts,
+            lingers,
+            receive_keys,
+            receive_heap,
+            resolved,
+        ) = self._saved
         self._pending = pending
         self.resolved[:] = resolved  # in place: readers hold the list
         self._timeouts = list(timeouts)

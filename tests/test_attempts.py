@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -739,3 +740,121 @@ def test_any_order_with_replays_gives_the_same_attempts(
             assert a.missed_fee_msat is None  # unknown, never 0
         else:
             assert a.missed_fee_msat == a.incoming_amt_msat - a.outgoing_amt_msat
+
+
+# ------------------------------------------------------------------ lone FINALs
+
+
+def full_records_only(tracker: AttemptTracker) -> AttemptTracker:
+    """The tracker as it was before lone FINALs were held compactly: a lone FINAL far in
+    the future, on a key nothing else uses, makes every later one older than the newest,
+    and such a one gets a full record."""
+    tracker.feed(final(False, 2**62, in_chan=1, in_htlc=2**64 - 1))
+    return tracker
+
+
+def test_a_lone_final_is_held_in_a_fraction_of_a_full_record() -> None:
+    def held_per_final(tracker: AttemptTracker) -> float:
+        finals = [final(False, T0 + i, in_htlc=10_000 + i) for i in range(5_000)]
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for event in finals:
+                tracker.feed_live(event)
+            return (tracemalloc.get_traced_memory()[0] - before) / len(finals)
+        finally:
+            tracemalloc.stop()
+
+    compact = held_per_final(AttemptTracker(TIMEOUT, LINGER))
+    full = held_per_final(full_records_only(AttemptTracker(TIMEOUT, LINGER)))
+    assert compact < 120 < 250 < full, (compact, full)
+
+
+def test_lone_finals_expire_in_deadline_then_key_order_with_the_full_records() -> None:
+    tracker = AttemptTracker(TIMEOUT, LINGER)
+    tracker.feed(final(False, T0, in_htlc=3))  # held compactly
+    tracker.feed(forward(T0, in_htlc=2))  # a full record, same deadline
+    tracker.feed(final(False, T0 + 1, in_htlc=1))  # held compactly, a later deadline
+    tracker.feed(final(False, T0 + 1, in_htlc=0))  # held after 1, expires before it
+    tracker.feed(forward(T0 + 1, in_htlc=4))
+    expired = tracker.expire(AFTER_TIMEOUT + 1)
+    assert [(a.incoming_htlc_id, a.outcome) for a in expired] == [
+        (2, Outcome.UNRESOLVED),
+        (3, Outcome.FAILED_LOCAL),
+        (0, Outcome.FAILED_LOCAL),
+        (1, Outcome.FAILED_LOCAL),
+        (4, Outcome.UNRESOLVED),
+    ]
+    assert (tracker.pending, tracker.tracked) == (0, 5)
+    only_lone = AttemptTracker(TIMEOUT, LINGER)
+    for htlc in (1, 0):
+        only_lone.feed(final(False, T0, in_htlc=htlc))
+    assert [a.incoming_htlc_id for a in only_lone.expire(AFTER_TIMEOUT)] == [0, 1]
+    assert expired[1] == attempt(
+        incoming_htlc_id=3,
+        outgoing_channel_id=0,
+        outgoing_htlc_id=0,
+        resolved_ns=T0,
+        incoming_amt_msat=None,
+        outgoing_amt_msat=None,
+        outcome=Outcome.FAILED_LOCAL,
+        failure_class=FailureClass.OTHER,
+        missed_fee_msat=None,
+        final_settled=False,
+    )
+
+
+def feed_all(tracker: AttemptTracker, events: list[HtlcEvent]) -> list[tuple[Attempt, bool] | None]:
+    """Each event's change and whether it decided its attempt (said only of a change)."""
+    fed: list[tuple[Attempt, bool] | None] = []
+    for event in events:
+        changed = tracker.feed(event)
+        fed.append(None if changed is None else (changed, tracker.decided))
+    return fed
+
+
+@given(streams(), st.data())
+def test_lone_finals_held_compactly_pair_like_full_records(
+    stream: tuple[list[HtlcEvent], list[HtlcEvent], dict[tuple[int, int], Outcome]],
+    data: st.DataObject,
+) -> None:
+    """Fed, expired, saved and rolled back alike, whichever way lone FINALs are held."""
+    _, shuffled, _ = stream
+    compact = AttemptTracker(TIMEOUT, LINGER)
+    full = full_records_only(AttemptTracker(TIMEOUT, LINGER))
+    now = T0
+    chunks = data.draw(st.lists(st.integers(1, 4), min_size=len(shuffled)))
+    first = 0
+    for size in chunks:
+        chunk = shuffled[first : first + size]
+        first += size
+        if not chunk:
+            break
+        now += data.draw(st.integers(0, TIMEOUT))
+        rolled_back = data.draw(st.booleans())
+        results = []
+        for tracker in (compact, full):
+            tracker.savepoint()
+            fed = feed_all(tracker, chunk)
+            got = (
+                fed,
+                tracker.expire(now),
+                tracker.pending,
+                tracker.tracked,
+                list(tracker.resolved),
+            )
+            if rolled_back:  # a failed write: the retry must give the same again
+                tracker.rollback()
+                fed = feed_all(tracker, chunk)
+                again = (fed, tracker.expire(now), tracker.pending, tracker.tracked)
+                assert again == got[:4]
+            results.append(got)
+        (fed_c, expired_c, pending_c, tracked_c, resolved_c) = results[0]
+        (fed_f, expired_f, pending_f, tracked_f, resolved_f) = results[1]
+        assert fed_c == fed_f
+        assert expired_c == expired_f
+        # the full tracker holds one more: its far-future FINAL
+        assert (pending_c + 1, tracked_c + 1, resolved_c) == (pending_f, tracked_f, resolved_f)
+    end = now + 2 * TIMEOUT + LINGER
+    assert compact.expire(end) == full.expire(end)
+    assert compact.pending == full.pending - 1 == 0
