@@ -160,6 +160,20 @@ FAILED_LOCAL = attempt(
     missed_fee_msat=FEE,
 )
 
+# a lone FINAL settled=False at T0, expired: a malformed onion, failed at the FINAL's
+# time (not the wall clock's)
+MALFORMED = attempt(
+    outgoing_channel_id=0,
+    outgoing_htlc_id=0,
+    resolved_ns=T0,
+    incoming_amt_msat=None,
+    outgoing_amt_msat=None,
+    outcome=Outcome.FAILED_LOCAL,
+    failure_class=FailureClass.OTHER,
+    missed_fee_msat=None,
+    final_settled=False,
+)
+
 # ------------------------------------------------------------------ every ordering
 
 
@@ -232,26 +246,14 @@ def test_link_fail_final_without_forward_is_failed_local(events: list[HtlcEvent]
         ),
         (
             [final(settled=False, ts=T0)],
-            attempt(
-                outgoing_channel_id=0,
-                outgoing_htlc_id=0,
+            replace(
+                MALFORMED,
                 resolved_ns=None,
-                incoming_amt_msat=None,
-                outgoing_amt_msat=None,
                 outcome=Outcome.PENDING,
-                final_settled=False,
+                failure_class=None,
+                missed_fee_msat=0,
             ),
-            attempt(
-                outgoing_channel_id=0,
-                outgoing_htlc_id=0,
-                resolved_ns=T0,  # the FINAL's time, not the wall clock's
-                incoming_amt_msat=None,
-                outgoing_amt_msat=None,
-                outcome=Outcome.FAILED_LOCAL,
-                failure_class=FailureClass.OTHER,
-                missed_fee_msat=None,
-                final_settled=False,
-            ),
+            MALFORMED,
         ),
         (
             [forward(), settle()],
@@ -790,18 +792,7 @@ def test_lone_finals_expire_in_deadline_then_key_order_with_the_full_records() -
     for htlc in (1, 0):
         only_lone.feed(final(False, T0, in_htlc=htlc))
     assert [a.incoming_htlc_id for a in only_lone.expire(AFTER_TIMEOUT)] == [0, 1]
-    assert expired[1] == attempt(
-        incoming_htlc_id=3,
-        outgoing_channel_id=0,
-        outgoing_htlc_id=0,
-        resolved_ns=T0,
-        incoming_amt_msat=None,
-        outgoing_amt_msat=None,
-        outcome=Outcome.FAILED_LOCAL,
-        failure_class=FailureClass.OTHER,
-        missed_fee_msat=None,
-        final_settled=False,
-    )
+    assert expired[1] == replace(MALFORMED, incoming_htlc_id=3)
 
 
 def feed_all(tracker: AttemptTracker, events: list[HtlcEvent]) -> list[tuple[Attempt, bool] | None]:

@@ -4,8 +4,10 @@ model's events as lnflowd decodes them; and rollback() restoring tracks from sav
 
 from __future__ import annotations
 
+from test_attempts import full_records_only
+
 from lnflow.attempts import Attempt, AttemptTracker, Outcome
-from lnflow.domain import EventKind, EventType, HtlcEvent
+from lnflow.domain import HtlcEvent
 from lnflow.lnd._proto import router_pb2
 from lnflow.lnd.convert import htlc_event
 from lnflow.sim.hub import Outgoing
@@ -16,22 +18,6 @@ from lnflow.sim.state import NodeState, model_channels
 S = 1_000_000_000
 START = 1_700_000_000 * S
 TIMEOUT, LINGER = 2 * S, S // 2  # short: expiries and lingers happen within the run
-FAR_FINAL = HtlcEvent(
-    timestamp_ns=2**62,
-    kind=EventKind.FINAL,
-    event_type=EventType.UNKNOWN,
-    incoming_channel_id=1,
-    incoming_htlc_id=2**64 - 1,
-    outgoing_channel_id=0,
-    outgoing_htlc_id=0,
-    incoming_amt_msat=None,
-    outgoing_amt_msat=None,
-    wire_failure=None,
-    failure_detail=None,
-    failure_string=None,
-    settled=False,
-    offchain=True,
-)
 
 
 def model_events(ticks: int) -> list[tuple[int, list[HtlcEvent]]]:
@@ -123,10 +109,7 @@ def test_lone_finals_held_compactly_give_the_model_traffic_the_same_attempts() -
     """The traffic's malformed onions (lone FINALs) against a tracker that holds each in
     a full record, batch by batch as the store feeds them, expiries included."""
     compact = AttemptTracker(TIMEOUT, LINGER)
-    full = AttemptTracker(TIMEOUT, LINGER)
-    # far in the future, on a key of its own: every later lone FINAL is older than the
-    # newest one, and such a one gets a full record
-    full.feed(FAR_FINAL)
+    full = full_records_only(AttemptTracker(TIMEOUT, LINGER))
     expired_local = 0
     for now, events in model_events(600):
         for ev in events:
