@@ -51,12 +51,12 @@ def wait_gone(pid: int, timeout: float = 20) -> str | None:
     return proc_state(pid)
 
 
-def test_gateway_imports_neither_lnflow_nor_protobuf_nor_sqlalchemy_nor_ssl() -> None:
-    # ssl: grpc has its own TLS; Python's would only map libssl and libcrypto
+def test_gateway_imports_neither_lnflow_nor_protobuf_nor_sqlalchemy_nor_grpc() -> None:
+    # grpc: the gateway speaks gRPC itself (lnflow/lnd/_http2.py); ssl is its TLS
     code = (
         "import runpy, sys; runpy.run_path(sys.argv[1], run_name='reader');"
         "print(sorted(m for m in sys.modules if sys.modules[m] is not None"
-        " and m.split('.')[0] in ('lnflow', 'lnflowd', 'sqlalchemy', 'google', 'ssl', '_ssl')))"
+        " and m.split('.')[0] in ('lnflow', 'lnflowd', 'sqlalchemy', 'google', 'grpc', 'ssl')))"
     )
     out = subprocess.run(
         [sys.executable, "-P", "-c", code, str(GATEWAY)],
@@ -65,7 +65,7 @@ def test_gateway_imports_neither_lnflow_nor_protobuf_nor_sqlalchemy_nor_ssl() ->
         check=True,
         timeout=60,
     )
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == "['ssl']"
 
 
 def mapped(pid: int) -> str:
@@ -73,14 +73,16 @@ def mapped(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
-def test_daemon_process_has_no_grpc_loaded_its_gateway_has(tmp_path: Path) -> None:
-    """grpc (cygrpc, which every grpc import loads) lives only in the gateway."""
+def test_neither_the_daemon_nor_its_gateway_loads_grpc(tmp_path: Path) -> None:
+    """cygrpc (which every grpc import loads) is mapped by neither process while they
+    record: the gateway reads lnd over its own TLS connections."""
     args = ("--rate", "300", "--seed", "24", "--channels", "6")
     with SimNode(tmp_path / "lnd", args=args) as sim, Daemon(sim, tmp_path / "s.db") as d:
         d.wait_for(lambda c: count(c, "htlc_events") > 100)
         gateway = gateway_of(d)
         assert "cygrpc" not in mapped(d.pid)
-        assert "cygrpc" in mapped(gateway)
+        assert "cygrpc" not in mapped(gateway)
+        assert "libssl" in mapped(gateway)  # it is the process that reads lnd
         assert d.stop() == 0
 
 

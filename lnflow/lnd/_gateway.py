@@ -1,20 +1,21 @@
-"""The lnd gateway: the child process of lnflow that owns all of its gRPC.
+"""The lnd gateway: the child process of lnflow that talks gRPC to lnd.
 
 One gateway serves one :class:`lnflow.lnd.LndClient` for the client's whole life: its
-unary calls (GetInfo, GetVersion, ListChannels, ...) on one channel, and each HTLC
-stream (SubscribeHtlcEvents) on a channel of its own with the stream's keepalive
-options. Everything crosses the pipe as raw bytes: the parent serializes requests and
-parses responses and stream messages with the generated protobuf classes, so grpc
-(cygrpc and grpc's Python modules, ~15 MB resident) never loads in the parent.
+unary calls (GetInfo, GetVersion, ListChannels, ...) multiplexed on one connection, and
+each HTLC stream (SubscribeHtlcEvents) on a connection of its own with the stream's
+keepalive. Everything crosses the pipe as raw bytes: the parent serializes requests and
+parses responses and stream messages with the generated protobuf classes.
 
 Reading lnd's stream costs about as much CPU per event as decoding, tracking and storing
-it; in one process both would share one GIL. Here a stream is read by its own thread
-with a synchronous channel, SingleThreadedUnaryStream (no channel spin thread, no
-per-message thread hand-off) and no deserialisation, forwarded in batches.
+it; in one process both would share one GIL. Here a stream is read by its own thread,
+in bursts, without deserialisation, and forwarded in batches. gRPC over HTTP/2 is
+spoken by :mod:`lnflow.lnd._http2`, not by grpcio: grpc woke twice per message lnd
+sent (~35 µs of CPU each, now a few) and took ~20 MB of this process's memory
+(bench/README.md: "the gateway without grpc").
 
 It is started by path (``python -P .../_gateway.py``) and imports only the standard
-library and grpc: no lnflow, no protobuf modules, no SQLAlchemy, not even Python's ssl
-(grpc has its own TLS).
+library and, through ``_http2.py`` (loaded by path), ``hpack``: no lnflow, no
+protobuf modules, no SQLAlchemy, no grpc.
 
 Protocol. Both directions carry frames ``kind (1 byte) | length (u32 LE) | payload``.
 stdin: first one JSON line (rpcserver, certificate and macaroon as hex, the unary
@@ -32,15 +33,16 @@ callers holding different macaroons on the same connection: the recorder's read-
 one and the policy engine's, which may write.
 * ``C`` stop the stream id (its last batch and ``D`` follow);
 * ``K`` one ``B`` frame of the stream was taken: a stream sends at most
-  ``MAX_UNACKED`` batches ahead, then stops reading lnd (grpc's flow control holds
-  lnd back), so a slow consumer never fills the pipe the unary answers share.
+  ``MAX_UNACKED`` batches ahead, then stops handing messages on and stops giving lnd
+  flow-control credit (HTTP/2's window holds lnd back), so a slow consumer never fills
+  the pipe the unary answers share.
 
 EOF on stdin means "stop": every stream ends (``D``), then the process exits. stdout:
 frames whose payload starts with the id (u32 LE):
 
 * ``R`` a unary call's serialized response;
 * ``F`` a unary call failed: JSON ``{"code": "UNAVAILABLE", "details": "...",
-  "connecting": true}`` (connecting: the unary channel had no live connection then);
+  "connecting": true}`` (connecting: the unary calls had no live connection then);
 * ``S`` the stream's call is started (the parent's connect timeout counts from here);
 * ``E`` lnd answered with headers while the stream is alive (established);
 * ``B`` stream messages, each ``length (u32 LE) | serialized routerrpc.HtlcEvent``;
@@ -65,13 +67,22 @@ import threading
 import time
 from typing import Any
 
-# Python's ssl module is never used here (grpc carries its own TLS), yet asyncio, which
-# grpc imports, loads it and with it libssl and libcrypto: ~4 MB of this process's RSS
-# (bench/README.md: memory). asyncio does without it; so does everything run here.
-sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
-import grpc  # noqa: E402
-import grpc.experimental  # noqa: E402
+def _load_http2() -> Any:
+    """lnflow.lnd._http2 by path: the gateway runs outside lnflow's package."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).with_name("_http2.py")
+    spec = importlib.util.spec_from_file_location("lnflow_gateway_http2", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+http2 = _load_http2()
 
 FLUSH_EVERY_S = 0.01  # a quiet stream still delivers within ~10 ms
 MAX_BATCH = 512  # messages per frame
@@ -80,7 +91,6 @@ _PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8  # mallopt(3)
 TRIM_EVERY_S = 10.0  # hand freed heap back to the kernel
 STOP_WAIT_S = 5.0  # on EOF: the streams' last batches
-_READY = 2  # grpc.ChannelConnectivity.READY
 _HEADER = struct.Struct("<cI")
 _ID = struct.Struct("<I")
 _U16 = struct.Struct("<H")
@@ -118,6 +128,7 @@ class _Batch:
         self.unacked = 0  # B frames sent the parent has not taken yet
         self.window = threading.Condition(threading.Lock())
         self.closed = False
+        self.on_ack: Any = None  # called after the parent took a batch
 
     def wait_window(self) -> None:
         """Block the stream's reader while MAX_UNACKED batches wait in the parent."""
@@ -129,6 +140,12 @@ class _Batch:
         with self.window:
             self.unacked -= 1
             self.window.notify_all()
+        if self.on_ack is not None:
+            self.on_ack()
+
+    def room(self) -> bool:
+        """Fewer than MAX_UNACKED batches wait in the parent (or the stream stops)."""
+        return self.unacked < MAX_UNACKED or self.closed
 
     def close(self) -> None:
         with self.window:
@@ -143,6 +160,19 @@ class _Batch:
             if self.count >= MAX_BATCH:
                 self._flush_locked()
             elif self.count == 1:
+                self.filled.set()
+
+    def add_many(self, msgs: list[bytes]) -> None:
+        with self.lock:
+            parts = self.parts
+            for msg in msgs:
+                parts.append(_LEN(len(msg)))
+                parts.append(msg)
+                self.count += 1
+                if self.count >= MAX_BATCH:
+                    self._flush_locked()
+                    parts = self.parts
+            if self.count:
                 self.filled.set()
 
     def flush(self) -> None:
@@ -166,10 +196,10 @@ class _Batch:
 
 
 def _one_heap() -> Any:
-    """glibc: one malloc arena for all threads (call before grpc starts any); the libc.
+    """glibc: one malloc arena for all threads (call before any starts); the libc.
 
-    grpc's threads and ours would each get an arena, and the messages passing between
-    them leave each one fragmented: the process grew ~4 MB a minute at 22 000 events/s.
+    Each thread would get an arena, and the messages passing between them leave each
+    one fragmented: the process grew ~4 MB a minute at 22 000 events/s (under grpc).
     """
     try:
         libc = ctypes.CDLL(None)
@@ -202,27 +232,28 @@ class Gateway:
         self.cfg = cfg
         self.out = out
         self.libc = libc
-        self.creds = grpc.ssl_channel_credentials(root_certificates=bytes.fromhex(cfg["cert_hex"]))
-        self.channel = self._channel(cfg["options"])
         self.lock = threading.Lock()
         self.streams: dict[int, _Stream] = {}
         self.wake = threading.Event()
         self.finished = threading.Event()
-
-    def _channel(self, options: list[Any], *extra: tuple[Any, Any]) -> Any:
-        opts = [tuple(o) for o in options] + list(extra)
-        return grpc.secure_channel(self.cfg["rpcserver"], self.creds, options=opts)
+        self._unary_r, self._unary_w = os.pipe()
+        os.set_blocking(self._unary_r, False)
+        os.set_blocking(self._unary_w, False)
+        self.link = http2.Multiplex(
+            cfg["rpcserver"],
+            bytes.fromhex(cfg["cert_hex"]),
+            wake_fd=self._unary_r,
+            stopping=self.finished.is_set,
+            answer=self._answer,
+        )
 
     def auth(self, head: dict[str, Any]) -> tuple[tuple[str, str], ...]:
         """The call's metadata: its own macaroon, or the process's."""
         return (("macaroon", head.get("macaroon_hex") or self.cfg["macaroon_hex"]),)
 
     def connecting(self) -> bool:
-        """The unary channel has no live connection (turns a deadline into unreachable)."""
-        try:
-            return bool(self.channel._channel.check_connectivity_state(False) != _READY)
-        except Exception:  # grpc internals moved: say nothing rather than guess
-            return False
+        """The unary calls' connection is not up (turns a deadline into unreachable)."""
+        return not self.link.connected
 
     # ------------------------------------------------------------------ unary
 
@@ -230,45 +261,26 @@ class Gateway:
         (size,) = _U16.unpack_from(payload)
         head = json.loads(payload[2 : 2 + size])
         request = payload[2 + size :]
-        rpc = self.channel.unary_unary(
-            head["method"], request_serializer=None, response_deserializer=None
-        )
-        try:
-            future = rpc.future(
-                request, timeout=head["timeout_s"], metadata=self.auth(head), wait_for_ready=False
-            )
-        except grpc.RpcError as exc:  # the channel refused to start the call
-            self._failed(ident, exc)
-            return
+        self.link.submit(ident, head["method"], self.auth(head), request, head["timeout_s"])
+        self._poke_unary()
 
-        def done(f: Any) -> None:
-            with contextlib.suppress(BrokenPipeError):  # the parent is gone
-                try:
-                    data = f.result()
-                except Exception as exc:  # grpc.RpcError; cancelled as the process ends
-                    self._failed(ident, exc)
-                    return
-                self.out.frame(b"R", ident, data)
+    def _poke_unary(self) -> None:
+        with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+            os.write(self._unary_w, b"w")
 
-        future.add_done_callback(done)
-
-    def _failed(self, ident: int, exc: Any) -> None:
-        code = exc.code() if hasattr(exc, "code") else None
-        error = {
-            "code": code.name if code is not None else "UNKNOWN",
-            "details": (exc.details() if hasattr(exc, "details") else str(exc)) or "",
-            "connecting": self.connecting(),
-        }
-        self.out.frame(b"F", ident, json.dumps(error).encode())
+    def _answer(self, ident: int, data: bytes | None, failure: Any, connecting: bool) -> None:
+        with contextlib.suppress(BrokenPipeError):  # the parent is gone
+            if failure is None:
+                self.out.frame(b"R", ident, data or b"")
+                return
+            error = {"code": failure.code, "details": failure.details, "connecting": connecting}
+            self.out.frame(b"F", ident, json.dumps(error).encode())
 
     # ------------------------------------------------------------------ streams
 
     def open_stream(self, ident: int, payload: bytes) -> None:
         spec = json.loads(payload)
-        channel = self._channel(
-            spec["options"], (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)
-        )
-        stream = _Stream(self, ident, spec["method"], channel, self.auth(spec))
+        stream = _Stream(self, ident, spec["method"], spec["options"], self.auth(spec))
         with self.lock:
             self.streams[ident] = stream
         stream.thread.start()
@@ -311,6 +323,8 @@ class Gateway:
     def serve(self, stdin: Any) -> None:
         flusher = threading.Thread(target=self.flush_periodically, name="flusher", daemon=True)
         flusher.start()
+        unary = threading.Thread(target=self.link.run, name="unary", daemon=True)
+        unary.start()
         try:
             while True:
                 header = _read_exactly(stdin, 5)
@@ -340,30 +354,42 @@ class Gateway:
                 stream.thread.join(max(0.0, deadline - time.monotonic()))
             self.finished.set()
             self.wake.set()
+            self._poke_unary()
             flusher.join()
+            unary.join(STOP_WAIT_S)
 
 
 class _Stream:
-    """One server-streaming call on a channel of its own, read by its own thread."""
+    """One server-streaming call on a connection of its own, read by its own thread."""
 
     def __init__(
-        self, gateway: Gateway, ident: int, method: str, channel: Any, metadata: Any
+        self, gateway: Gateway, ident: int, method: str, options: list[Any], metadata: Any
     ) -> None:
         self.gateway = gateway
         self.ident = ident
         self.method = method
-        self.channel = channel
+        opts = {o[0]: o[1] for o in options}
+        self.keepalive_s = float(opts.get("grpc.keepalive_time_ms", 30_000)) / 1000
+        self.keepalive_timeout_s = float(opts.get("grpc.keepalive_timeout_ms", 20_000)) / 1000
         self.metadata = metadata
         self.batch = _Batch(gateway.out, ident, gateway.wake)
+        self.batch.on_ack = self._poke
         self.stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._pipe = threading.Lock()  # the write end closes while another thread pokes
         self.thread = threading.Thread(target=self.run, name=f"stream-{ident}", daemon=True)
 
+    def _poke(self) -> None:
+        with self._pipe, contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"w")
+
     def stop(self) -> None:
-        """Closing the channel cancels the call without the call's lock, which a
-        blocked initial_metadata() holds."""
         self.stopping.set()
         self.batch.close()
-        self.channel.close()
+        self._poke()
 
     def run(self) -> None:
         with contextlib.suppress(BrokenPipeError):  # the parent is gone
@@ -371,43 +397,40 @@ class _Stream:
                 self._read()
             finally:
                 self.gateway.ended(self)
-                self.channel.close()
+                with self._pipe:
+                    os.close(self._wake_w)
+                    self._wake_w = -1
+                os.close(self._wake_r)
 
     def _read(self) -> None:
         out = self.batch
-        established = False
-        try:
-            call = self.channel.unary_stream(
-                self.method, request_serializer=None, response_deserializer=None
-            )(b"", metadata=self.metadata, wait_for_ready=False)
-        except ValueError:  # stopped before it started: the channel is closed
-            out.frame(b"S")
-            out.frame(b"D")
-            return
         out.frame(b"S")
+        cfg = self.gateway.cfg
+        call = http2.Call(
+            cfg["rpcserver"],
+            bytes.fromhex(cfg["cert_hex"]),
+            self.method,
+            self.metadata,
+            keepalive_s=self.keepalive_s,
+            keepalive_timeout_s=self.keepalive_timeout_s,
+            wake_fd=self._wake_r,
+            stopping=self.stopping.is_set,
+        )
         try:
-            call.initial_metadata()  # headers, or the end of a call that failed first
-            if not call.done():
-                established = True
-                out.frame(b"E")
-            for msg in call:
-                if not established:
-                    established = True
-                    out.frame(b"E")
-                out.wait_window()
-                out.add(msg)
-            out.frame(b"D")
-        except grpc.RpcError as exc:
-            if self.stopping.is_set():
-                out.frame(b"D")
-            else:
+            call.run(lambda: out.frame(b"E"), out.room, out.add_many)
+        except http2.Stopped:
+            pass
+        except http2.CallFailed as exc:
+            if not self.stopping.is_set():
                 error = {
-                    "code": exc.code().name,
-                    "details": exc.details() or "",
-                    "established": established,
-                    "connecting": self.gateway.connecting(),
+                    "code": exc.code,
+                    "details": exc.details,
+                    "established": call.established,
+                    "connecting": not call.connected,
                 }
                 out.frame(b"X", json.dumps(error).encode())
+                return
+        out.frame(b"D")
 
 
 def main() -> int:
@@ -431,4 +454,4 @@ def main() -> int:
 if __name__ == "__main__":
     status = main()
     sys.stderr.flush()
-    os._exit(status)  # now: grpc's orderly shutdown would delay the parent
+    os._exit(status)  # now: daemon threads blocked in a connect would delay the parent

@@ -34,6 +34,9 @@ from .stream import HtlcStream
 
 __all__ = ["CHANNEL_OPTIONS", "LndClient", "stream_options"]
 
+# The gateway's own gRPC client (lnflow/lnd/_http2.py) reads the keepalive times from
+# these options (grpc's names, grpc's meaning); the rest it meets by construction: lnd's
+# 200 MiB limit, a new connection on the next call (no backoff), a fixed 64 KiB window.
 # lncli and lnd use 200 MiB (MaxGrpcMsgSize); grpc's default of 4 MiB is too small for
 # ListChannels / ForwardingHistory on big nodes. lnd refuses client pings more often than
 # every 5 s; 30 s keeps NAT state alive without tripping that limit. grpc's reconnect

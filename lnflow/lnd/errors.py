@@ -3,8 +3,9 @@
 :func:`classify` is pure (status code name and details in, exception out) so
 the table can be tested with the exact strings grpcio reports. It returns the
 error; the caller raises it ``from`` the :class:`RpcFailure` the lnd gateway
-process reported (code name, details, the channel's connectivity). Observed with
-grpcio 1.85 (details of the failed call):
+process reported (code name, details, the connection's state). The gateway's own
+client (:mod:`lnflow.lnd._http2`) words its failures as grpcio 1.85 did; observed with
+grpcio (details of the failed call):
 
 * wrong tls.cert: ``UNAVAILABLE`` "failed to connect to all addresses; last
   error: UNKNOWN: ipv4:127.0.0.1:PORT: Tls handshake failed
