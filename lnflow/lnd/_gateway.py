@@ -373,7 +373,8 @@ class _Stream:
         self.keepalive_timeout_s = float(opts.get("grpc.keepalive_timeout_ms", 20_000)) / 1000
         self.metadata = metadata
         self.batch = _Batch(gateway.out, ident, gateway.wake)
-        self.batch.on_ack = self._poke
+        self.batch.on_ack = self._acked
+        self._want_room = False  # the reader waits for the parent to take a batch
         self.stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -385,6 +386,18 @@ class _Stream:
         with self._pipe, contextlib.suppress(OSError):  # full: a wake-up is pending anyway
             if self._wake_w >= 0:
                 os.write(self._wake_w, b"w")
+
+    def _room(self) -> bool:
+        if self.batch.room():
+            return True
+        self._want_room = True  # then asked again: an ack in between is not missed
+        return self.batch.room()
+
+    def _acked(self) -> None:
+        """Wake the reader only if it waits for this (most acks find it reading)."""
+        if self._want_room:
+            self._want_room = False
+            self._poke()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -417,7 +430,7 @@ class _Stream:
             stopping=self.stopping.is_set,
         )
         try:
-            call.run(lambda: out.frame(b"E"), out.room, out.add_many)
+            call.run(lambda: out.frame(b"E"), self._room, out.add_many)
         except http2.Stopped:
             pass
         except http2.CallFailed as exc:

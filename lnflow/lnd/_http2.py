@@ -57,6 +57,8 @@ CREDIT_AT = WINDOW // 2  # give credit back once half the window was handed on
 CONNECT_TIMEOUT_S = 20.0  # TCP and TLS together; grpc's minimum connect timeout
 WRITE_TIMEOUT_S = 20.0
 PAUSE_S = 0.005  # after a read: what lnd sends meanwhile comes in the next one
+BUSY_S = 0.01  # ... when the read came this soon after the one before (a quiet stream
+# at a node's usual rates wakes once per message, not twice)
 READ_SIZE = 32 * 1024  # TLS hands over one record (<= 16 KiB) a read
 MAX_MESSAGE = 200 * 1024 * 1024  # lnd's MaxGrpcMsgSize
 
@@ -435,24 +437,12 @@ class Call(_Link):
         last_read = time.monotonic()
         pinged: float | None = None  # when our unanswered ping went out
         while True:
-            chunks = []
-            eof: CallFailed | None = None
-            while True:
-                try:
-                    data = recv(READ_SIZE)
-                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                    break
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    data = b""
-                except OSError as exc:
-                    eof = CallFailed("UNAVAILABLE", f"Connection lost ({exc.strerror or exc})")
-                    break
-                if not data:
-                    eof = CallFailed("UNAVAILABLE", "Socket closed")
-                    break
-                chunks.append(data)
+            chunks, eof = _recv_all(recv)
+            busy = False
             if chunks:
-                last_read = time.monotonic()
+                now = time.monotonic()
+                busy = now - last_read < BUSY_S
+                last_read = now
                 pinged = None
                 had = self.established
                 self._feed(b"".join(chunks) if len(chunks) > 1 else chunks[0])
@@ -475,8 +465,8 @@ class Call(_Link):
                 raise eof
             if self.stopping():
                 raise Stopped
-            if chunks and self.pause_s and not self._ended:
-                time.sleep(self.pause_s)  # let lnd's next messages gather
+            if busy and self.pause_s and not self._ended:
+                time.sleep(self.pause_s)  # lnd sends fast: let its next messages gather
                 continue
             now = time.monotonic()
             if pinged is None:
@@ -606,6 +596,23 @@ class Call(_Link):
             self._finish(CallFailed("INTERNAL", "Headers after the response's headers"))
             return
         self._finish(_status(fields))
+
+
+def _recv_all(recv: Callable[[int], bytes]) -> tuple[list[bytes], CallFailed | None]:
+    """What a non-blocking TLS socket has now, and the failure if the connection ended."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            data = recv(READ_SIZE)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return chunks, None
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            data = b""
+        except OSError as exc:
+            return chunks, CallFailed("UNAVAILABLE", f"Connection lost ({exc.strerror or exc})")
+        if not data:
+            return chunks, CallFailed("UNAVAILABLE", "Socket closed")
+        chunks.append(data)
 
 
 def _fields(decoder: Decoder, block: bytes) -> dict[str, str]:
@@ -878,22 +885,7 @@ class Multiplex(_Link):
     def _read(self) -> None:
         sock = self.sock
         assert sock is not None
-        chunks = []
-        lost: CallFailed | None = None
-        while True:
-            try:
-                data = sock.recv(READ_SIZE)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-                break
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                data = b""
-            except OSError as exc:
-                lost = CallFailed("UNAVAILABLE", f"Connection lost ({exc.strerror or exc})")
-                break
-            if not data:
-                lost = CallFailed("UNAVAILABLE", "Socket closed")
-                break
-            chunks.append(data)
+        chunks, lost = _recv_all(sock.recv)
         try:
             if chunks:
                 self._last_read = time.monotonic()
