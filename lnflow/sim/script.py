@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from lnflow.domain import ForwardRecord, parse_scid
+from lnflow.lnd._http2 import STATUS as GRPC_STATUS
 from lnflow.sim.events import EventError, SimEvent, event_from_json
 from lnflow.sim.state import Channel, NodeState, default_channel
 
@@ -34,27 +35,7 @@ __all__ = [
     "split_setup",
 ]
 
-STATUS_CODES = frozenset(
-    {
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    }
-)
+STATUS_CODES = frozenset(GRPC_STATUS)
 
 
 class ScriptError(ValueError):
