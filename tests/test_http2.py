@@ -247,3 +247,11 @@ def test_unary_answers_are_told_apart_by_stream_however_they_interleave(
         link._feed(wire[i : i + 5])
     assert answers == [(8, b"second", None), (9, None, "UNAVAILABLE"), (7, b"first" * 10, None)]
     assert link._calls == {}
+
+
+def test_padding_longer_than_its_frame_fails_the_call() -> None:
+    call = _call()
+    call._feed(h2.frame(h2.DATA, 0, h2.STREAM, grpc_messages([b"kept"])))
+    with pytest.raises(h2.CallFailed, match="Malformed padding"):
+        call._feed(h2.frame(h2.DATA, h2.PADDED, h2.STREAM, b"\x09" + b"x" * 4))
+    assert call._pending == [b"kept"]  # what came before is still handed on

@@ -126,20 +126,13 @@ class _Batch:
         self.parts: list[bytes] = []
         self.count = 0
         self.unacked = 0  # B frames sent the parent has not taken yet
-        self.window = threading.Condition(threading.Lock())
+        self.window = threading.Lock()  # guards unacked and closed
         self.closed = False
         self.on_ack: Any = None  # called after the parent took a batch
-
-    def wait_window(self) -> None:
-        """Block the stream's reader while MAX_UNACKED batches wait in the parent."""
-        with self.window:
-            while self.unacked >= MAX_UNACKED and not self.closed:
-                self.window.wait()
 
     def acked(self) -> None:
         with self.window:
             self.unacked -= 1
-            self.window.notify_all()
         if self.on_ack is not None:
             self.on_ack()
 
@@ -150,17 +143,6 @@ class _Batch:
     def close(self) -> None:
         with self.window:
             self.closed = True
-            self.window.notify_all()
-
-    def add(self, msg: bytes) -> None:
-        with self.lock:
-            self.parts.append(_LEN(len(msg)))
-            self.parts.append(msg)
-            self.count += 1
-            if self.count >= MAX_BATCH:
-                self._flush_locked()
-            elif self.count == 1:
-                self.filled.set()
 
     def add_many(self, msgs: list[bytes]) -> None:
         with self.lock:

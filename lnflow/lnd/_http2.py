@@ -46,7 +46,7 @@ from hpack import Decoder, HPACKError
 __all__ = ["PAUSE_S", "Call", "CallFailed", "Stopped", "frame", "request_headers"]
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
+DATA, HEADERS, _PRIORITY, RST_STREAM, SETTINGS, _PUSH_PROMISE, PING, GOAWAY = range(8)
 WINDOW_UPDATE, CONTINUATION = 8, 9
 END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
@@ -501,7 +501,7 @@ class Call(_Link):
                 self._uncredited += end - i - 9
                 payload = buf[i + 9 : end]
                 if flags & PADDED:
-                    payload = self._unpad(payload)
+                    payload = _unpad(payload)
                 self._messages(payload, pending)
                 if flags & END_STREAM:
                     self._finish(CallFailed("INTERNAL", "Stream ended without trailers"))
@@ -534,12 +534,6 @@ class Call(_Link):
         if out:
             self.established = True
 
-    def _unpad(self, payload: bytes) -> bytes:
-        if not payload or payload[0] >= len(payload):
-            self._finish(CallFailed("INTERNAL", "Malformed padding"))
-            return b""
-        return payload[1 : len(payload) - payload[0]]
-
     def _finish(self, failure: CallFailed | None) -> None:
         if not self._ended:
             self._ended = True
@@ -555,7 +549,7 @@ class Call(_Link):
         elif ftype in (HEADERS, CONTINUATION) and stream == STREAM:
             if ftype == HEADERS:
                 if flags & PADDED:
-                    payload = self._unpad(payload)
+                    payload = _unpad(payload)
                 if flags & PRIORITY_FLAG:
                     payload = payload[5:]
                 self._block, self._block_ends = payload, bool(flags & END_STREAM)
@@ -571,9 +565,8 @@ class Call(_Link):
             if last < STREAM or int.from_bytes(payload[4:8], "big"):
                 self._finish(_goaway(payload))
             # NO_ERROR naming our stream: lnd drains it; the call ends as lnd ends it
-        elif ftype in (HEADERS, PUSH_PROMISE, CONTINUATION, DATA) and stream != 0:
-            return  # another stream's (none is ours): nothing to do
-        # WINDOW_UPDATE, PRIORITY and unknown types: nothing to do
+        # another stream's frames (none is ours), WINDOW_UPDATE, PRIORITY and unknown
+        # types: nothing to do
 
     def _headers(self, block: bytes, ends: bool) -> None:
         try:
@@ -621,9 +614,10 @@ def _fields(decoder: Decoder, block: bytes) -> dict[str, str]:
 
 
 def _unpad(payload: bytes) -> bytes:
-    """A PADDED frame's content (nothing if its padding is malformed)."""
+    """A PADDED frame's content; padding longer than the frame ends the connection
+    (RFC 9113 §6.1: PROTOCOL_ERROR)."""
     if not payload or payload[0] >= len(payload):
-        return b""
+        raise CallFailed("INTERNAL", "Malformed padding")
     return payload[1 : len(payload) - payload[0]]
 
 
