@@ -12,11 +12,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from ports import free_port
 
 __all__ = ["PASSWORD_ROLE", "PgServer", "pg_bindir", "running_server"]
 
@@ -35,12 +36,6 @@ def pg_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PgServer:
     """A running cluster: ``url(db)`` for SQLAlchemy, ``create_db()`` for a fresh one."""
 
@@ -48,7 +43,7 @@ class PgServer:
         self.bindir = bindir
         self.root = root
         self.data = root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = "lnflow_test"
         self._as: list[str] = []
         self._owner: tuple[int, int] | None = None
@@ -96,7 +91,7 @@ class PgServer:
             except RuntimeError:
                 if attempt == 2:
                     raise
-                self.port = _free_port()
+                self.port = free_port()
                 opts = opts.replace(opts.split()[1], f"port={self.port}", 1)
 
     def restart(self) -> None:

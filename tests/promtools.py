@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -24,17 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = ["Prometheus", "free_port", "need", "samples", "scrape"]
 
 Labels = tuple[tuple[str, str], ...]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int, timeout: float = 10) -> str:

@@ -5,13 +5,13 @@ up", and ``lnflowctl alerts`` and ``lnflowctl status`` show them; on both engine
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from daemonproc import Daemon, db_arg, run_lnflowctl
+from ports import free_port
 from simnode import SimNode
 from webhook import Hook
 
@@ -21,12 +21,6 @@ pytestmark = [
     pytest.mark.e2e,  # starts the simulated node, lnflowd or lnflowctl
     pytest.mark.engines("sqlite", "postgresql"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
@@ -66,7 +60,7 @@ def test_stream_down_then_up_reaches_the_webhook_and_the_cli(
     store_at: Callable[[str], StoreLocation], tmp_path: Path
 ) -> None:
     hook = Hook()
-    metrics_port = _free_port()
+    metrics_port = free_port()
     config = tmp_path / "lnflow.toml"
     config.write_text(
         "[alerts]\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from daemonproc import (
     sim_flags,
     stored,
 )
+from ports import free_port
 from simnode import SimNode
 
 from lnflow.domain import EventKind, from_signed64
@@ -254,12 +254,6 @@ def test_sigterm_while_events_flow_keeps_everything_sent_before_it(tmp_path: Pat
 # ----------------------------------------------------------------------------- --check
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Any:
     with SimNode(tmp_path_factory.mktemp("check") / "lnd", lnd_version="0.17.1") as node:
@@ -313,7 +307,7 @@ def test_check_tls_mismatch(sim: SimNode, tmp_path: Path) -> None:
 
 
 def test_check_closed_port(sim: SimNode) -> None:
-    port = _free_port()
+    port = free_port()
     flags = sim_flags(sim)
     flags[flags.index("--rpcserver") + 1] = f"127.0.0.1:{port}"
     status, _, err = run_lnflowd(*flags, "--check")
