@@ -148,3 +148,40 @@ def test_sigterm_to_daemon_and_gateway_keeps_everything_sent_before_it(tmp_path:
     assert missing == set()
     ((reason,),) = query(tmp_path / "s.db", "SELECT end_reason FROM stream_sessions")
     assert reason == "shutdown"
+
+
+def _frames(data: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 0
+    while pos < len(data):
+        kind, size = data[pos : pos + 1], int.from_bytes(data[pos + 1 : pos + 5], "little")
+        out.append((kind, data[pos + 9 : pos + 5 + size]))  # past the stream id
+        pos += 5 + size
+    return out
+
+
+def test_a_fault_inside_the_gateways_client_fails_the_stream_loudly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in the client (not lnd's answer) must end the stream with an error the
+    daemon acts on (it subscribes again), never leave it looking quiet forever."""
+    import json
+    import runpy
+
+    module = runpy.run_path(str(GATEWAY), run_name="gateway_under_test")
+    http2 = module["http2"]
+
+    def broken(self: Any, *args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(http2.Call, "run", broken)
+    r, w = os.pipe()
+    cfg = {"rpcserver": "127.0.0.1:1", "cert_hex": "", "macaroon_hex": "00"}
+    gateway = module["Gateway"](cfg, module["_Out"](w))
+    stream = module["_Stream"](gateway, 7, "/routerrpc.Router/SubscribeHtlcEvents", [], ())
+    stream.run()
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        frames = _frames(pipe.read())
+    assert [k for k, _ in frames] == [b"S", b"X"]
+    error = json.loads(frames[1][1])
+    assert error["code"] == "INTERNAL" and "a bug" in error["details"]

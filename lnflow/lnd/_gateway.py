@@ -65,6 +65,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 
@@ -417,15 +418,22 @@ class _Stream:
             pass
         except http2.CallFailed as exc:
             if not self.stopping.is_set():
-                error = {
-                    "code": exc.code,
-                    "details": exc.details,
-                    "established": call.established,
-                    "connecting": not call.connected,
-                }
-                out.frame(b"X", json.dumps(error).encode())
+                self._failed(call, exc.code, exc.details)
                 return
+        except Exception as exc:  # a fault of the client itself: never a silent stream
+            traceback.print_exc()  # stderr: the daemon's journal
+            self._failed(call, "INTERNAL", f"the gateway's gRPC client failed: {exc!r}")
+            return
         out.frame(b"D")
+
+    def _failed(self, call: Any, code: str, details: str) -> None:
+        error = {
+            "code": code,
+            "details": details,
+            "established": call.established,
+            "connecting": not call.connected,
+        }
+        self.batch.frame(b"X", json.dumps(error).encode())
 
 
 def main() -> int:
