@@ -200,6 +200,43 @@ class _Link:
         self.stopping = stopping
         self.sock: ssl.SSLSocket | None = None
         self._decoder = Decoder()
+        self._block = b""  # a header block waiting for CONTINUATION
+        self._block_ends = False  # its HEADERS frame ended the stream
+        self._block_stream = 0
+
+    def _header_block(
+        self, ftype: int, flags: int, stream: int, payload: bytes
+    ) -> tuple[dict[str, str], bool, int] | None:
+        """HEADERS or CONTINUATION: once the block is whole, its fields, whether it
+        ends its stream, and the stream; None before. Every block is decoded, whoever
+        it is for, so HPACK's table stays in step; one that cannot be decoded loses
+        the table, and with it the connection."""
+        if ftype == HEADERS:
+            if flags & PADDED:
+                payload = _unpad(payload)
+            if flags & PRIORITY_FLAG:
+                payload = payload[5:]
+            self._block, self._block_ends = payload, bool(flags & END_STREAM)
+            self._block_stream = stream
+        else:
+            self._block += payload
+        if not flags & END_HEADERS:
+            return None
+        block, self._block = self._block, b""
+        try:
+            fields = _fields(self._decoder, block)
+        except HPACKError as exc:
+            raise CallFailed("INTERNAL", f"Bad header block: {exc}") from exc
+        return fields, self._block_ends, self._block_stream
+
+    def _acknowledge(self, ftype: int, flags: int, payload: bytes) -> None:
+        """lnd's PING and SETTINGS get their ACK."""
+        if flags & ACK:
+            return
+        if ftype == PING:
+            self._send(frame(PING, ACK, 0, payload))
+        elif ftype == SETTINGS:
+            self._send(frame(SETTINGS, ACK, 0))
 
     # ------------------------------------------------------------------ connecting
 
@@ -374,8 +411,6 @@ class Call(_Link):
         self.established = False  # lnd answered: headers or a message
         self._rest = b""  # an incomplete frame
         self._partial = b""  # an incomplete gRPC message
-        self._block = b""  # a header block waiting for CONTINUATION
-        self._block_ends = False  # its HEADERS frame ended the stream
         self._got_headers = False
         self._uncredited = 0  # DATA bytes read, their window not given back yet
         self._pending: list[bytes] = []  # messages read, not handed on yet
@@ -540,24 +575,12 @@ class Call(_Link):
             self._end = failure
 
     def _control(self, ftype: int, flags: int, stream: int, payload: bytes) -> None:
-        if ftype == PING:
-            if not flags & ACK:
-                self._send(frame(PING, ACK, 0, payload))
-        elif ftype == SETTINGS:
-            if not flags & ACK:
-                self._send(frame(SETTINGS, ACK, 0))
-        elif ftype in (HEADERS, CONTINUATION) and stream == STREAM:
-            if ftype == HEADERS:
-                if flags & PADDED:
-                    payload = _unpad(payload)
-                if flags & PRIORITY_FLAG:
-                    payload = payload[5:]
-                self._block, self._block_ends = payload, bool(flags & END_STREAM)
-            else:
-                self._block += payload
-            if flags & END_HEADERS:
-                self._headers(self._block, self._block_ends)
-                self._block = b""
+        if ftype in (PING, SETTINGS):
+            self._acknowledge(ftype, flags, payload)
+        elif ftype in (HEADERS, CONTINUATION):
+            whole = self._header_block(ftype, flags, stream, payload)
+            if whole is not None and whole[2] == STREAM:
+                self._headers(whole[0], whole[1])
         elif ftype == RST_STREAM and stream == STREAM:
             self._finish(_rst(int.from_bytes(payload[:4], "big")))
         elif ftype == GOAWAY:
@@ -568,12 +591,7 @@ class Call(_Link):
         # another stream's frames (none is ours), WINDOW_UPDATE, PRIORITY and unknown
         # types: nothing to do
 
-    def _headers(self, block: bytes, ends: bool) -> None:
-        try:
-            fields = _fields(self._decoder, block)
-        except HPACKError as exc:
-            self._finish(CallFailed("INTERNAL", f"Bad header block: {exc}"))
-            return
+    def _headers(self, fields: dict[str, str], ends: bool) -> None:
         first = not self._got_headers
         self._got_headers = True
         if first:
@@ -661,6 +679,8 @@ class _Unary:
         self.uncredited = 0
 
 
+# a call waiting for the connection: ident, path, metadata, request, deadline
+_Queued = tuple[int, str, Sequence[tuple[str, str]], bytes, float]
 # answer(ident, response or None, failure or None, connecting)
 Answer = Callable[[int, "bytes | None", "CallFailed | None", bool], None]
 
@@ -688,15 +708,11 @@ class Multiplex(_Link):
     ) -> None:
         super().__init__(target, cert_pem, wake_fd=wake_fd, stopping=stopping)
         self.answer = answer
-        self.queue: collections.deque[tuple[int, str, Sequence[tuple[str, str]], bytes, float]]
-        self.queue = collections.deque()
+        self.queue: collections.deque[_Queued] = collections.deque()
         self.connected = False
         self._calls: dict[int, _Unary] = {}
         self._next = 1
         self._rest = b""
-        self._block = b""
-        self._block_ends = False
-        self._block_stream = 0
         self._uncredited = 0
         self._last_read = 0.0
         self._doomed = False  # no new calls on it; closed once its calls are done
@@ -924,37 +940,18 @@ class Multiplex(_Link):
             if credit:
                 self._send(credit)
         elif ftype in (HEADERS, CONTINUATION):
-            if ftype == HEADERS:
-                if flags & PADDED:
-                    payload = _unpad(payload)
-                if flags & PRIORITY_FLAG:
-                    payload = payload[5:]
-                self._block, self._block_ends, self._block_stream = (
-                    payload,
-                    bool(flags & END_STREAM),
-                    stream,
-                )
-            else:
-                self._block += payload
-            if flags & END_HEADERS:
-                block, self._block = self._block, b""
-                try:
-                    fields = _fields(self._decoder, block)
-                except HPACKError as exc:  # the table is lost: so is the connection
-                    raise CallFailed("INTERNAL", f"Bad header block: {exc}") from exc
-                call = self._calls.get(self._block_stream)
+            whole = self._header_block(ftype, flags, stream, payload)
+            if whole is not None:
+                fields, ends, of = whole
+                call = self._calls.get(of)
                 if call is not None:
-                    self._headers(call, fields, self._block_ends)
+                    self._headers(call, fields, ends)
         elif ftype == RST_STREAM:
             if call is not None:
                 code = int.from_bytes(payload[:4], "big")
                 self._done(call, _rst(code))
-        elif ftype == PING:
-            if not flags & ACK:
-                self._send(frame(PING, ACK, 0, payload))
-        elif ftype == SETTINGS:
-            if not flags & ACK:
-                self._send(frame(SETTINGS, ACK, 0))
+        elif ftype in (PING, SETTINGS):
+            self._acknowledge(ftype, flags, payload)
         elif ftype == GOAWAY:
             last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
             failure = _goaway(payload)
