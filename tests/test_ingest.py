@@ -16,7 +16,7 @@ from lnflow.analysis.classify import FailureClass
 from lnflow.attempts import Outcome
 from lnflow.domain import EventKind, EventType, FailureDetail, HtlcEvent, NodeInfo, WireFailure
 from lnflow.store.db import open_engine
-from lnflow.store.engines import StoreLocation
+from lnflow.store.engines import DbUrl, StoreLocation
 from lnflow.store.ingest import Ingestor
 from lnflow.store.writer import StoreWriter
 
@@ -274,6 +274,30 @@ def test_events_name_channels_by_ref_and_read_back_as_scids(store_at: StoreAt) -
     store.feed([forward(4, 4), forward(3, 3)])  # 3 is a replay
     assert scids(store)[-1] == (4, IN, OUT)
     assert len(store.q("SELECT id FROM channel_refs")) == 3
+
+
+def test_unknown_values_are_stored_as_null_and_flags_as_booleans(store_at: StoreAt) -> None:
+    """What the driver binds for None and for bools (on SQLite through lnflow's adapters)."""
+    where = store_at("s.db")
+    store = Store(where)
+    store.feed([forward(1, 0), final(1, 1, True), final(2, 2, False), settle(3, 3)])
+    rows = store.q(
+        "SELECT incoming_htlc_id, wire_failure IS NULL, failure_string IS NULL,"
+        " incoming_amt_msat IS NULL, settled IS NULL, offchain IS NULL,"
+        " CASE WHEN settled THEN 1 WHEN NOT settled THEN 0 END"
+        " FROM htlc_events ORDER BY id"
+    )
+    assert [tuple(int(v) if v is not None else None for v in r) for r in rows] == [  # type: ignore[call-overload]
+        (1, 1, 1, 0, 1, 1, None),
+        (1, 1, 1, 1, 0, 0, 1),
+        (2, 1, 1, 1, 0, 0, 0),
+        (3, 1, 1, 1, 1, 1, None),
+    ]
+    if not isinstance(where, DbUrl):  # SQLite keeps a bool as the integer 1 or 0
+        assert store.q(
+            "SELECT typeof(settled), settled, typeof(offchain), typeof(wire_failure)"
+            " FROM htlc_events WHERE kind = 5 ORDER BY id"
+        ) == [("integer", 1, "integer", "null"), ("integer", 0, "integer", "null")]
 
 
 def test_refs_of_a_failed_batch_are_not_reused(store_at: StoreAt) -> None:
