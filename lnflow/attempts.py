@@ -260,9 +260,20 @@ class _Track:
             setattr(track, name, value)
         return track
 
+    @property
+    def incoming_channel_id(self) -> int:
+        return self.key[0]
+
+    def missed_fee(self, outcome: Outcome) -> int | None:
+        """The snapshot's ``missed_fee_msat`` for ``outcome`` (this track's)."""
+        if outcome is not Outcome.FAILED_LOCAL:
+            return 0
+        if self.incoming_amt_msat is None or self.outgoing_amt_msat is None:
+            return None
+        return missed_fee_msat(self.incoming_amt_msat, self.outgoing_amt_msat)
+
     def snapshot(self) -> Attempt:
         outcome = self.outcome()
-        failed_local = outcome is Outcome.FAILED_LOCAL
         return Attempt(
             incoming_channel_id=self.key[0],
             incoming_htlc_id=self.key[1],
@@ -276,15 +287,7 @@ class _Track:
             failure_class=self.failure_class,
             wire_failure=self.wire_failure,
             failure_detail=self.failure_detail,
-            missed_fee_msat=(
-                (
-                    None
-                    if self.incoming_amt_msat is None or self.outgoing_amt_msat is None
-                    else missed_fee_msat(self.incoming_amt_msat, self.outgoing_amt_msat)
-                )
-                if failed_local
-                else 0
-            ),
+            missed_fee_msat=self.missed_fee(outcome),
             final_settled=self.final_settled,
         )
 

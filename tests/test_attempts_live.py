@@ -4,9 +4,11 @@ model's events as lnflowd decodes them; and rollback() restoring tracks from sav
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from test_attempts import full_records_only
 
-from lnflow.attempts import Attempt, AttemptTracker, Outcome
+from lnflow.attempts import Attempt, AttemptTracker, LiveAttempt, Outcome
 from lnflow.domain import HtlcEvent
 from lnflow.lnd._proto import router_pb2
 from lnflow.lnd.convert import htlc_event
@@ -14,6 +16,7 @@ from lnflow.sim.hub import Outgoing
 from lnflow.sim.main import DEFAULT_VERSION
 from lnflow.sim.model import TrafficModel, TrafficParams
 from lnflow.sim.state import NodeState, model_channels
+from lnflow.store.ingest import _attempt_row, _live_row
 
 S = 1_000_000_000
 START = 1_700_000_000 * S
@@ -36,6 +39,10 @@ def model_events(ticks: int) -> list[tuple[int, list[HtlcEvent]]]:
         ]
         out.append((now, [ev for ev in decoded if isinstance(ev, HtlcEvent)]))
     return out
+
+
+def channels_named(tracks: Iterable[LiveAttempt]) -> set[int]:
+    return {c for t in tracks for c in (t.incoming_channel_id, t.outgoing_channel_id)}
 
 
 def test_feed_live_snapshots_are_feeds_results() -> None:
@@ -75,6 +82,10 @@ def test_last_live_state_of_a_batch_is_its_last_snapshot() -> None:
                     tracks[track.key] = track
         assert {key: t.snapshot() for key, t in tracks.items()} == expected
         assert list(tracks) == list(expected)  # the rows' order, too
+        # the store writes a live track's row without building its snapshot
+        ref = {c: i for i, c in enumerate(sorted(channels_named(tracks.values())))}
+        for key, track in tracks.items():
+            assert _live_row(1, track, ref, key[1]) == _attempt_row(1, expected[key], ref, key[1])
         now = batches[min(first + 49, len(batches) - 1)][0]
         assert live.expire(now) == by_feed.expire(now)
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -313,8 +313,10 @@ class Ingestor:
                 # a local failure counts once, when an event decides it
                 if self.tracker.decided and track.outcome() is _FAILED_LOCAL:
                     count_local_failure(track.snapshot(), ev.timestamp_ns)
-            # each attempt as the batch's events left it (expire() below returns its own)
-            changed = {key: track.snapshot() for key, track in live.items()}
+            # each attempt as the batch's events left it, in the order they came; an
+            # attempt expire() gives up keeps its place, with expire()'s snapshot (no
+            # track changes between the two but by expire(): the tracks are read below)
+            changed: dict[tuple[int, int], LiveAttempt | Attempt] = dict(live)
             malformed = []
             for att in self.tracker.expire(now_ns):
                 changed[att.key] = att
@@ -331,7 +333,12 @@ class Ingestor:
             if changed:
                 self._upsert_attempt.execute(
                     conn,
-                    [_attempt_row(node_id, a, ref, cluster_of.get(k)) for k, a in changed.items()],
+                    [
+                        _live_row(node_id, a, ref, cluster_of.get(k))
+                        if type(a) is _LIVE
+                        else _attempt_row(node_id, a, ref, cluster_of.get(k))  # type: ignore[arg-type]
+                        for k, a in changed.items()
+                    ],
                 )
             if clusters:
                 for row in clusters.values():
@@ -474,9 +481,7 @@ class Ingestor:
                 fresh.append(ev)
         return fresh
 
-    def _chan_refs(
-        self, conn: Connection, named: Collection[HtlcEvent] | Collection[Attempt]
-    ) -> dict[int, int]:
+    def _chan_refs(self, conn: Connection, named: Collection[_NamesChannels]) -> dict[int, int]:
         """SCID -> channel_refs.id for every channel ``named`` (new ones are added)."""
         refs = self._refs
         if refs is None:
@@ -687,6 +692,46 @@ _ATTEMPT_COLUMNS = (
 )
 
 _s64 = wrap_signed64  # ids come from uint64s: no range check
+
+
+_LIVE = LiveAttempt
+
+
+class _NamesChannels(Protocol):
+    """An event, an attempt or a live attempt: what names channels."""
+
+    @property
+    def incoming_channel_id(self) -> int: ...
+    @property
+    def outgoing_channel_id(self) -> int: ...
+
+
+def _live_row(
+    node_id: int, t: LiveAttempt, ref: dict[int, int], cluster_id: int | None
+) -> tuple[Any, ...]:
+    """:func:`_attempt_row` of ``t.snapshot()``, without building the snapshot."""
+    outcome = t.outcome()
+    cls = t.failure_class
+    missed = t.missed_fee(outcome)
+    key = t.key
+    return (
+        node_id,
+        ref[key[0]],
+        _s64(key[1]),
+        ref[t.outgoing_channel_id],
+        _s64(t.outgoing_htlc_id),
+        t.first_seen_ns,
+        t.resolved_ns,
+        t.incoming_amt_msat,
+        t.outgoing_amt_msat,
+        int(outcome),
+        int(cls) if cls is not None else None,
+        t.wire_failure,
+        t.failure_detail,
+        missed or 0,  # unknown: the attempt's amounts are NULL
+        t.final_settled,
+        cluster_id,
+    )
 
 
 def _attempt_row(
