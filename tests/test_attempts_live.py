@@ -134,3 +134,29 @@ def test_lone_finals_held_compactly_give_the_model_traffic_the_same_attempts() -
             full.resolved,
         )
     assert expired_local > 50
+
+
+def test_rollback_gives_the_heaps_back_even_across_a_compaction() -> None:
+    """savepoint() notes the heaps' pushes and pops instead of copying them: rollback()
+    must still give back exactly the entries they held, when a compaction replaced the
+    timeouts' heap in between too."""
+    tracker = AttemptTracker(10 * TIMEOUT, LINGER // 5)  # hints outlive their tracks
+    batches = model_events(400)
+    for now, events in batches[:100]:
+        for ev in events:
+            tracker.feed_live(ev)
+        tracker.expire(now)
+    compactions = []
+    compact = tracker._compact_timeouts
+    tracker._compact_timeouts = lambda: (compactions.append(1), compact())[1]  # type: ignore[method-assign]
+    for _ in range(2):  # a rollback leaves the savepoint in force: twice the same
+        held = sorted(tracker._timeouts), sorted(tracker._lingers)
+        tracker.savepoint()
+        for now, events in batches[100:400]:
+            for ev in events:
+                tracker.feed_live(ev)
+            tracker.expire(now)
+        assert held != (sorted(tracker._timeouts), sorted(tracker._lingers))
+        tracker.rollback()
+        assert (sorted(tracker._timeouts), sorted(tracker._lingers)) == held
+    assert compactions
