@@ -531,7 +531,7 @@ class Ingestor:
 #: the default cache (2 000 KiB) SQLite wrote dirty pages to the WAL before the commit
 #: and wrote them again at the commit, then read them back: 700 000 events took 1.48 M
 #: write and 0.44 M read calls with the default cache, 0.82 M and 0.14 M with this one,
-#: and 2.0 µs less CPU per event (bench/README.md, "the batch's pages in the cache").
+#: and 2.0 µs less CPU per event (bench/README.md: "a batch's pages in the cache").
 CACHE_KIB_PER_EVENT = 3
 _DEFAULT_CACHE_KIB = 2_000  # SQLite's default cache_size, -2000
 
