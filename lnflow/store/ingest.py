@@ -539,9 +539,10 @@ _DEFAULT_CACHE_KIB = 2_000  # SQLite's default cache_size, -2000
 def _fit_page_cache(conn: Connection, events: int) -> None:
     """Grow the connection's page cache (SQLite) to hold a batch of ``events``' pages.
 
-    Only the connections that write batches get the larger cache, and only as large as
-    the largest batch they wrote: the analysis' and the jobs' connections keep SQLite's
-    default. Never shrinks (the pages are reused by the next batch).
+    Only a connection that wrote a batch gets the larger cache, as large as the largest
+    batch it wrote: the pool keeps one connection, which the store thread's batches
+    take, and closes the others when given back, so a connection the analysis or a job
+    opened beside it keeps SQLite's default. Never shrinks (the next batch reuses it).
     """
     if conn.dialect.name != "sqlite":
         return
