@@ -60,6 +60,9 @@ PAUSE_S = 0.005  # after a read: what lnd sends meanwhile comes in the next one
 BUSY_S = 0.01  # ... when the read came this soon after the one before (a quiet stream
 # at a node's usual rates wakes once per message, not twice)
 READ_SIZE = 32 * 1024  # TLS hands over one record (<= 16 KiB) a read
+# bytes taken off the socket in one system call: many TLS records, and more than lnd may
+# have in flight (HTTP/2's 64 KiB windows, which lnflow keeps)
+RAW_READ = 128 * 1024
 MAX_MESSAGE = 200 * 1024 * 1024  # lnd's MaxGrpcMsgSize
 
 # gRPC status codes by number
@@ -188,6 +191,110 @@ def _unreachable(peer: str, why: str) -> CallFailed:
     )
 
 
+class _Tls:
+    """TLS over a non-blocking socket through memory buffers (``ssl.MemoryBIO``).
+
+    An ``ssl.SSLSocket`` reads the socket twice for every TLS record (its header, then
+    its body): two system calls per record, and a record may hold a single message of
+    lnd's stream. Here one ``recv_into`` takes whatever the socket holds, up to
+    :data:`RAW_READ` bytes, and the records in it are decrypted from memory.
+
+    Its methods behave as the socket's did for the callers here: :meth:`recv` returns one
+    record's data and raises ``BlockingIOError`` when nothing is left to read now,
+    ``ssl.SSLEOFError`` or ``ssl.SSLZeroReturnError`` at the end; :meth:`do_handshake`
+    raises ``ssl.SSLWantReadError`` / ``ssl.SSLWantWriteError`` until it is done;
+    :meth:`sendall` returns once every byte is on the socket (waiting through ``wait``);
+    :meth:`send` is a best effort that never waits.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        host: str,
+        wait: Callable[[Any, int, float, str], None],
+    ) -> None:
+        self._sock = sock
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._in, self._out, server_hostname=host)
+        self._wait = wait
+        self._unsent = bytearray()  # records not on the socket yet
+        self._buffer = bytearray(RAW_READ)
+        self._view = memoryview(self._buffer)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self._tls.selected_alpn_protocol()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _take(self) -> bool:
+        """What the socket holds into the TLS buffer: False when nothing is there now
+        (``BlockingIOError`` is not raised), True when it was read or the socket ended."""
+        try:
+            n = self._sock.recv_into(self._buffer)
+        except BlockingIOError:
+            return False
+        if n:
+            self._in.write(self._view[:n])
+        else:
+            self._in.write_eof()
+        return True
+
+    def _flush(self) -> None:
+        """The records TLS wrote, onto the socket as far as it takes them now."""
+        if self._out.pending:
+            self._unsent += self._out.read()
+        while self._unsent:
+            n = self._sock.send(self._unsent)  # BlockingIOError: the rest waits
+            del self._unsent[:n]
+
+    def do_handshake(self) -> None:
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                try:
+                    self._flush()
+                except BlockingIOError:
+                    raise ssl.SSLWantWriteError("The socket takes no more now") from None
+                if not self._take():
+                    raise
+        self.sendall(b"")  # the handshake's last records (the client's Finished)
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                return self._tls.read(size)
+            except ssl.SSLWantReadError:
+                # anything TLS has to answer (a key update) goes first, if it can
+                with contextlib.suppress(BlockingIOError):
+                    self._flush()
+                if not self._take():
+                    raise BlockingIOError(errno.EAGAIN, "nothing to read now") from None
+
+    def sendall(self, data: bytes) -> None:
+        if data:
+            self._tls.write(data)
+        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        while True:
+            try:
+                self._flush()
+                return
+            except BlockingIOError:
+                self._wait(self, select.POLLOUT, deadline, "Socket write timed out")
+
+    def send(self, data: bytes) -> None:
+        self._tls.write(data)
+        with contextlib.suppress(BlockingIOError):
+            self._flush()
+
+
 class _Link:
     """A TLS connection to lnd speaking HTTP/2; one thread owns its socket."""
 
@@ -198,7 +305,7 @@ class _Link:
         self.cert_pem = cert_pem
         self.wake_fd = wake_fd
         self.stopping = stopping
-        self.sock: ssl.SSLSocket | None = None
+        self.sock: _Tls | None = None
         self._decoder = Decoder()
         self._block = b""  # a header block waiting for CONTINUATION
         self._block_ends = False  # its HEADERS frame ended the stream
@@ -240,7 +347,7 @@ class _Link:
 
     # ------------------------------------------------------------------ connecting
 
-    def _wait(self, sock: socket.socket, events: int, deadline: float, why: str) -> None:
+    def _wait(self, sock: socket.socket | _Tls, events: int, deadline: float, why: str) -> None:
         """Until ``sock`` is ready for ``events``; Stopped or CallFailed(why) first."""
         poller = select.poll()
         poller.register(sock.fileno(), events)
@@ -268,7 +375,7 @@ class _Link:
         with contextlib.suppress(BlockingIOError):
             os.read(self.wake_fd, 4096)
 
-    def _connect(self, deadline: float) -> ssl.SSLSocket:
+    def _connect(self, deadline: float) -> _Tls:
         host, port = _split_target(self.target)
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -309,9 +416,7 @@ class _Link:
                 raise
         raise failure
 
-    def _handshake(
-        self, sock: socket.socket, host: str, peer: str, deadline: float
-    ) -> ssl.SSLSocket:
+    def _handshake(self, sock: socket.socket, host: str, peer: str, deadline: float) -> _Tls:
         try:
             ctx = ssl.create_default_context(cadata=self.cert_pem.decode("ascii", "replace"))
         except (ssl.SSLError, ValueError) as exc:
@@ -320,7 +425,7 @@ class _Link:
             ) from exc
         ctx.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)  # as lenient as grpc's
         ctx.set_alpn_protocols(["h2"])
-        tls = ctx.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+        tls = _Tls(sock, ctx, host, self._wait)
         cut = f"{peer}: Handshake read failed (timed out)"
         while True:
             try:
@@ -363,17 +468,10 @@ class _Link:
     def _send(self, data: bytes) -> None:
         sock = self.sock
         assert sock is not None
-        view = memoryview(data)
-        deadline = time.monotonic() + WRITE_TIMEOUT_S
-        while view:
-            try:
-                view = view[sock.send(view) :]
-            except (ssl.SSLWantWriteError, BlockingIOError):
-                self._wait(sock, select.POLLOUT, deadline, "Socket write timed out")
-            except ssl.SSLWantReadError:
-                self._wait(sock, select.POLLIN, deadline, "Socket write timed out")
-            except OSError as exc:
-                raise CallFailed("UNAVAILABLE", f"Socket closed ({exc.strerror or exc})") from exc
+        try:
+            sock.sendall(data)
+        except OSError as exc:
+            raise CallFailed("UNAVAILABLE", f"Socket closed ({exc.strerror or exc})") from exc
 
 
 class Call(_Link):
