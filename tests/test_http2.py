@@ -6,10 +6,15 @@ test_lnd_client.py, test_stream_reader.py and tests/faults/."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import ssl
 import struct
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hpack import Encoder
@@ -255,3 +260,108 @@ def test_padding_longer_than_its_frame_fails_the_call() -> None:
     with pytest.raises(h2.CallFailed, match="Malformed padding"):
         call._feed(h2.frame(h2.DATA, h2.PADDED, h2.STREAM, b"\x09" + b"x" * 4))
     assert call._pending == [b"kept"]  # what came before is still handed on
+
+
+# --------------------------------------------------------------------------- over TLS
+
+
+def _tls_server(
+    tmp: Path, answer: Callable[[ssl.SSLSocket, Encoder], None]
+) -> tuple[int, bytes, threading.Thread]:
+    """A TLS server on localhost with the simulated node's kind of certificate: it takes
+    the call's preface and request, then ``answer`` writes the response (port, cert)."""
+    from lnflow.sim.credentials import ensure_tls
+
+    cert, _ = ensure_tls(tmp)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp / "tls.cert", tmp / "tls.key")
+    ctx.set_alpn_protocols(["h2"])
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        listener.close()
+        with ctx.wrap_socket(raw, server_side=True) as conn:
+            seen = b""
+            while seen.count(b"lnflow-end") == 0:  # the request's body
+                seen += conn.recv(65_536)
+            answer(conn, Encoder())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], cert, thread
+
+
+def _run_call(port: int, cert: bytes) -> tuple[list[bytes], h2.CallFailed | None]:
+    got: list[bytes] = []
+    call = h2.Call(
+        f"localhost:{port}",
+        cert,
+        "/routerrpc.Router/SubscribeHtlcEvents",
+        (),
+        request=b"lnflow-end",
+        wake_fd=_WAKE,
+        stopping=lambda: False,
+        pause_s=0.05,  # so that many records wait in the socket for one read
+    )
+    try:
+        call.run(lambda: None, lambda: True, got.extend)
+    except h2.CallFailed as failure:
+        return got, failure
+    return got, None
+
+
+def test_a_burst_of_tls_records_is_read_whole_and_in_order(tmp_path: Path) -> None:
+    """Each message in a TLS record of its own, hundreds waiting at once: one read of
+    the socket takes many records, and every message comes out, in order, then the
+    call ends with the trailers' OK."""
+    messages = [f"event {i}".encode() * (1 + i % 7) for i in range(600)]
+
+    def answer(conn: ssl.SSLSocket, enc: Encoder) -> None:
+        ok = [(":status", "200"), ("content-type", "application/grpc")]
+        conn.sendall(h2.frame(h2.SETTINGS, 0, 0) + headers(enc, ok, 0))
+        for m in messages[:300]:  # one record each
+            conn.sendall(h2.frame(h2.DATA, 0, h2.STREAM, grpc_messages([m])))
+        time.sleep(0.2)  # the first read took what was there; these come in a later one
+        for m in messages[300:]:
+            conn.sendall(h2.frame(h2.DATA, 0, h2.STREAM, grpc_messages([m])))
+        conn.sendall(headers(enc, [("grpc-status", "0")], h2.END_STREAM))
+        time.sleep(0.5)
+
+    port, cert, thread = _tls_server(tmp_path, answer)
+    got, failure = _run_call(port, cert)
+    thread.join(5)
+    assert failure is None
+    assert got == messages
+
+
+@pytest.mark.parametrize("close_notify", [True, False], ids=["close-notify", "abrupt"])
+def test_messages_before_a_cut_connection_are_kept(tmp_path: Path, close_notify: bool) -> None:
+    """The connection ends without trailers right after a burst (TLS closed properly,
+    or the socket only): the messages already in it are handed on, then the call fails
+    as a lost connection."""
+    messages = [b"kept %d" % i for i in range(50)]
+
+    def answer(conn: ssl.SSLSocket, enc: Encoder) -> None:
+        ok = [(":status", "200"), ("content-type", "application/grpc")]
+        conn.sendall(h2.frame(h2.SETTINGS, 0, 0) + headers(enc, ok, 0))
+        for m in messages:
+            conn.sendall(h2.frame(h2.DATA, 0, h2.STREAM, grpc_messages([m])))
+        if close_notify:
+            conn.setblocking(False)
+            with contextlib.suppress(ssl.SSLError):
+                conn.unwrap()  # sends close_notify, does not wait for the client's
+        # a FIN, not a reset (which would discard what the client has not read yet)
+        with socket.socket(fileno=conn.detach()) as raw:
+            raw.shutdown(socket.SHUT_WR)
+            raw.settimeout(5)
+            with contextlib.suppress(OSError):
+                while raw.recv(65_536):  # until the client closes
+                    pass
+
+    port, cert, thread = _tls_server(tmp_path, answer)
+    got, failure = _run_call(port, cert)
+    thread.join(5)
+    assert got == messages
+    assert failure is not None and failure.code == "UNAVAILABLE"
+    assert failure.details == "Socket closed"

@@ -310,6 +310,7 @@ class _Link:
         self._block = b""  # a header block waiting for CONTINUATION
         self._block_ends = False  # its HEADERS frame ended the stream
         self._block_stream = 0
+        self.ack_failed: CallFailed | None = None  # an ACK could not be sent
 
     def _header_block(
         self, ftype: int, flags: int, stream: int, payload: bytes
@@ -337,13 +338,19 @@ class _Link:
         return fields, self._block_ends, self._block_stream
 
     def _acknowledge(self, ftype: int, flags: int, payload: bytes) -> None:
-        """lnd's PING and SETTINGS get their ACK."""
+        """lnd's PING and SETTINGS get their ACK. One that cannot be sent (the connection
+        is ending) is noted in :attr:`ack_failed`: what was read after the frame is
+        still taken apart and handed on before the connection counts as lost."""
         if flags & ACK:
             return
-        if ftype == PING:
-            self._send(frame(PING, ACK, 0, payload))
-        elif ftype == SETTINGS:
-            self._send(frame(SETTINGS, ACK, 0))
+        try:
+            if ftype == PING:
+                self._send(frame(PING, ACK, 0, payload))
+            elif ftype == SETTINGS:
+                self._send(frame(SETTINGS, ACK, 0))
+        except CallFailed as failure:
+            if self.ack_failed is None:
+                self.ack_failed = failure
 
     # ------------------------------------------------------------------ connecting
 
@@ -581,7 +588,8 @@ class Call(_Link):
                 self._feed(b"".join(chunks) if len(chunks) > 1 else chunks[0])
                 if self.established and not had:
                     on_headers()
-            if self._pending and (room() or self._ended or eof is not None):
+            lost = eof or self.ack_failed
+            if self._pending and (room() or self._ended or lost is not None):
                 pending, self._pending = self._pending, []
                 deliver(pending)
             if not self._pending and self._uncredited >= CREDIT_AT:
@@ -594,8 +602,8 @@ class Call(_Link):
                 if self._end is not None:
                     raise self._end
                 return
-            if eof is not None:
-                raise eof
+            if lost is not None:
+                raise lost
             if self.stopping():
                 raise Stopped
             if busy and self.pause_s and not self._ended:
@@ -904,6 +912,7 @@ class Multiplex(_Link):
         self.connected = True
         self._decoder = Decoder()
         self._next, self._rest, self._block, self._uncredited = 1, b"", b"", 0
+        self.ack_failed = None
         self._doomed = False
         self._last_read = time.monotonic()
         self._send(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", SETTINGS_ENABLE_PUSH, 0)))
@@ -1000,6 +1009,7 @@ class Multiplex(_Link):
                 self._feed(b"".join(chunks))
         except CallFailed as failure:
             lost = lost or failure
+        lost = lost or self.ack_failed
         if lost is not None:
             self._lost(lost)
 
