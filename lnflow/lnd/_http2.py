@@ -241,6 +241,8 @@ class _Tls:
             return False
         if n:
             self._in.write(self._view[:n])
+        elif self._in.eof:  # TLS asked for more after the end: never read the end again
+            raise ssl.SSLEOFError("EOF occurred in violation of protocol")
         else:
             self._in.write_eof()
         return True
