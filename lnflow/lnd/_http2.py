@@ -594,7 +594,7 @@ class Call(_Link):
             if self._pending and (room() or self._ended or lost is not None):
                 pending, self._pending = self._pending, []
                 deliver(pending)
-            if not self._pending and self._uncredited >= CREDIT_AT:
+            if not self._pending and self._uncredited >= CREDIT_AT and lost is None:
                 credit = _HEAD.pack(self._uncredited)
                 self._uncredited = 0
                 self._send(
