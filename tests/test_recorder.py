@@ -251,3 +251,26 @@ def test_a_silent_stream_is_a_session_only_once_the_node_answers_and_ends_where_
 
     _, target = asyncio.run(run())
     assert len(target.opened) == 1
+
+
+def test_the_store_thread_is_named_for_the_operating_system() -> None:
+    """``top -H`` and ``/proc/PID/task/*/comm`` tell the store thread (most of
+    lnflowd's CPU) from the event loop's."""
+    import threading
+    from pathlib import Path
+
+    from lnflow.recording.storethread import OS_THREAD_NAME
+
+    def comm() -> str:
+        return Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+    class Target:
+        def name(self) -> str:
+            return comm()
+
+    store = StoreThread(Target())
+    try:
+        assert asyncio.run(store.call(store.target.name)) == OS_THREAD_NAME
+    finally:
+        store.close()
+    assert comm() != OS_THREAD_NAME  # this thread keeps its own

@@ -4,7 +4,9 @@ event loop never blocks on disk."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, ParamSpec, TypeVar
@@ -13,7 +15,11 @@ from sqlalchemy.exc import OperationalError
 
 from lnflow.errors import StoreWriteError
 
-__all__ = ["StoreThread"]
+__all__ = ["OS_THREAD_NAME", "StoreThread"]
+
+#: the store thread's name for the operating system (``top -H``, ``ps -L``,
+#: ``/proc/PID/task/TID/comm``): most of lnflowd's CPU is spent on it
+OS_THREAD_NAME = "lnflow-store"
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -26,7 +32,12 @@ class StoreThread(Generic[T]):
         self.target = target
         #: how errors name the store (its path)
         self.label = label
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._pool = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="store-writer",
+            initializer=_name_os_thread,
+            initargs=(OS_THREAD_NAME,),
+        )
 
     async def call(self, method: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``method(*args, **kwargs)`` (a method of ``target``) on the store thread.
@@ -51,3 +62,11 @@ class StoreThread(Generic[T]):
     def close(self) -> None:
         """Wait for queued writes, then stop the thread."""
         self._pool.shutdown(wait=True)
+
+
+def _name_os_thread(name: str) -> None:
+    """Name the calling thread for the operating system (Linux; nothing elsewhere).
+    Python names threads for itself only."""
+    comm = f"/proc/self/task/{threading.get_native_id()}/comm"
+    with contextlib.suppress(OSError), open(comm, "w") as fh:
+        fh.write(name[:15])  # the kernel keeps 15 bytes
