@@ -365,3 +365,49 @@ def test_messages_before_a_cut_connection_are_kept(tmp_path: Path, close_notify:
     assert got == messages
     assert failure is not None and failure.code == "UNAVAILABLE"
     assert failure.details == "Socket closed"
+
+
+def test_a_write_larger_than_the_socket_takes_waits_and_arrives_whole(tmp_path: Path) -> None:
+    """The server reads nothing for a while: the request's records fill the socket's
+    buffers, the write waits for room, and every byte arrives, in order."""
+    from lnflow.sim.credentials import ensure_tls
+
+    cert, _ = ensure_tls(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "tls.cert", tmp_path / "tls.key")
+    ctx.set_alpn_protocols(["h2"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    payload = bytes(range(256)) * (24 * 1024)  # 6 MiB: far more than the socket buffers
+    received = bytearray()
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        listener.close()
+        with ctx.wrap_socket(raw, server_side=True) as conn:
+            time.sleep(0.5)  # the client's write fills the buffers meanwhile
+            while len(received) < len(payload):
+                data = conn.recv(1 << 16)
+                if not data:
+                    break
+                received.extend(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    link = h2.Call(
+        f"localhost:{listener.getsockname()[1]}",
+        cert,
+        "/x",
+        (),
+        wake_fd=_WAKE,
+        stopping=lambda: False,
+    )
+    link.sock = link._connect(time.monotonic() + 10)
+    try:
+        started = time.monotonic()
+        link._send(payload)
+        waited = time.monotonic() - started
+    finally:
+        thread.join(10)
+        link.sock.close()
+    assert bytes(received) == payload
+    assert waited >= 0.3  # it did wait for the server to read
