@@ -265,17 +265,24 @@ def test_padding_longer_than_its_frame_fails_the_call() -> None:
 # --------------------------------------------------------------------------- over TLS
 
 
-def _tls_server(
-    tmp: Path, answer: Callable[[ssl.SSLSocket, Encoder], None]
-) -> tuple[int, bytes, threading.Thread]:
-    """A TLS server on localhost with the simulated node's kind of certificate: it takes
-    the call's preface and request, then ``answer`` writes the response (port, cert)."""
+def _server_context(tmp: Path) -> tuple[ssl.SSLContext, bytes]:
+    """A TLS server's context with the simulated node's kind of certificate (written to
+    ``tmp``), ALPN h2; and the certificate, for the client."""
     from lnflow.sim.credentials import ensure_tls
 
     cert, _ = ensure_tls(tmp)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(tmp / "tls.cert", tmp / "tls.key")
     ctx.set_alpn_protocols(["h2"])
+    return ctx, cert
+
+
+def _tls_server(
+    tmp: Path, answer: Callable[[ssl.SSLSocket, Encoder], None]
+) -> tuple[int, bytes, threading.Thread]:
+    """A TLS server on localhost with the simulated node's kind of certificate: it takes
+    the call's preface and request, then ``answer`` writes the response (port, cert)."""
+    ctx, cert = _server_context(tmp)
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -370,12 +377,7 @@ def test_messages_before_a_cut_connection_are_kept(tmp_path: Path, close_notify:
 def test_a_write_larger_than_the_socket_takes_waits_and_arrives_whole(tmp_path: Path) -> None:
     """The server reads nothing for a while: the request's records fill the socket's
     buffers, the write waits for room, and every byte arrives, in order."""
-    from lnflow.sim.credentials import ensure_tls
-
-    cert, _ = ensure_tls(tmp_path)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tmp_path / "tls.cert", tmp_path / "tls.key")
-    ctx.set_alpn_protocols(["h2"])
+    ctx, cert = _server_context(tmp_path)
     listener = socket.create_server(("127.0.0.1", 0))
     payload = bytes(range(256)) * (24 * 1024)  # 6 MiB: far more than the socket buffers
     received = bytearray()
